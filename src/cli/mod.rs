@@ -1,0 +1,584 @@
+//! The `meridian` command line: argument definitions, the shared context of a command and
+//! the printing of text and JSON. Each command is a function in a submodule named after
+//! what it works on.
+
+mod history;
+mod read;
+mod workspace;
+mod write;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde_json::Value as Json;
+
+use crate::id::Id;
+use crate::node::Node;
+use crate::norms::time_zone;
+use crate::store::WorkspaceRecord;
+
+/// Local-first asynchronous team communication: proposals, decisions, threads and status
+/// updates that work offline and merge without conflicts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "meridian",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Where this node keeps its database and key.
+    #[arg(long, global = true, env = "MERIDIAN_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Which workspace (name or id prefix); optional when there is one.
+    #[arg(short = 'w', long, global = true, value_name = "NAME|ID")]
+    pub workspace: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Show times in this IANA time zone instead of yours (for `init`: your zone).
+    #[arg(long, global = true, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this device's identity: a key, your name, time zone and working hours.
+    Init {
+        /// The name your team knows you by.
+        #[arg(long)]
+        name: String,
+        /// Working hours in your zone.
+        #[arg(long, default_value = "09:00-17:00", value_name = "HH:MM-HH:MM")]
+        hours: String,
+        /// Working days.
+        #[arg(long, default_value = "mon-fri", value_name = "DAYS")]
+        days: String,
+    },
+    /// Show this device's identity.
+    Whoami,
+    /// Create, list and configure workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Print an invite code for a new member (it carries the workspace key: share it privately).
+    Invite {
+        /// Relay URLs to include.
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+        /// How long the code stays valid (a duration like 7d, or a date).
+        #[arg(long, default_value = "7d")]
+        expires: String,
+    },
+    /// Join a workspace with an invite code (works offline).
+    Join {
+        /// The code from `meridian invite`.
+        code: String,
+    },
+    /// Members of the workspace.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Write and decide proposals (RFCs, ADRs, decisions).
+    #[command(subcommand)]
+    Proposal(ProposalCommand),
+    /// Discussion threads.
+    #[command(subcommand)]
+    Thread(ThreadCommand),
+    /// Reply to a thread, a proposal, an update, or one comment (ID:COMMENT).
+    Reply {
+        /// Document id, or document:comment ids.
+        target: String,
+        /// The reply; $EDITOR opens when absent.
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+    },
+    /// React to a comment.
+    React {
+        /// document:comment ids.
+        target: String,
+        /// The reaction.
+        emoji: String,
+    },
+    /// Status updates.
+    #[command(subcommand)]
+    Update(UpdateCommand),
+    /// Show a document as it is, or as it was.
+    Show {
+        /// Document id (prefix).
+        id: String,
+        /// A revision (change hash prefix) or date.
+        #[arg(long, value_name = "REV|DATE")]
+        at: Option<String>,
+    },
+    /// What asks for your response, and what changed since you last read it.
+    Inbox,
+    /// Mark a document as read.
+    Read {
+        /// Document id (prefix).
+        id: String,
+    },
+    /// A document's changes: hash, verified author, local time, message.
+    Log {
+        /// Document id (prefix).
+        id: String,
+        /// Show only the newest N.
+        #[arg(short = 'n', value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Field-by-field and text diff between two points (the second defaults to now).
+    Diff {
+        /// Document id (prefix).
+        id: String,
+        /// From: a revision or date.
+        from: String,
+        /// To: a revision or date.
+        to: Option<String>,
+    },
+    /// Fields with concurrent values, and who wrote each.
+    Conflicts {
+        /// Document id (prefix).
+        id: String,
+    },
+    /// Settle a conflict by choosing a value (`state` takes a state name).
+    Resolve {
+        /// Document id (prefix).
+        id: String,
+        /// The field, as `conflicts` names it.
+        field: String,
+        /// The value to keep.
+        value: String,
+    },
+    /// Export a document as Markdown, JSON or a bundle; or the whole workspace as a bundle.
+    Export {
+        /// Document id (prefix).
+        id: Option<String>,
+        /// Every document of the workspace (bundle only).
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Markdown)]
+        format: Format,
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Merge a bundle or a saved automerge document from another node.
+    Merge {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable Markdown.
+    Markdown,
+    /// The document as JSON.
+    Json,
+    /// A signed bundle for `merge`.
+    Bundle,
+}
+
+/// `meridian workspace …`
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace with you as its first member.
+    Create {
+        /// Its name.
+        name: String,
+        /// Relay URLs.
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+    },
+    /// List your workspaces.
+    List,
+    /// Add or replace a custom proposal template.
+    Template {
+        /// Template name.
+        name: String,
+        /// Its section names, in order.
+        #[arg(required = true)]
+        sections: Vec<String>,
+    },
+    /// Set an urgency level's response time (working time of the responder: 30m, 4h, 2d, none).
+    Norm {
+        /// Level name.
+        level: String,
+        /// Response time.
+        within: String,
+    },
+    /// Set the escalation ladder: the members a missed deadline escalates to, in order.
+    Ladder {
+        /// Member names.
+        members: Vec<String>,
+    },
+    /// Show the norms: urgency levels, ladder and templates.
+    Norms,
+}
+
+/// `meridian member …`
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Name, keys, time zone, working hours and local time of every member.
+    List,
+}
+
+/// `meridian proposal …`
+#[derive(Debug, Subcommand)]
+pub enum ProposalCommand {
+    /// Write a new proposal.
+    New {
+        /// Title.
+        title: String,
+        /// rfc, adr, decision, or a custom template.
+        #[arg(long, default_value = "rfc")]
+        template: String,
+        /// Initial text of a section.
+        #[arg(long = "section", value_name = "NAME=TEXT")]
+        sections: Vec<String>,
+        /// Markdown whose `## Heading`s are the sections.
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<PathBuf>,
+        /// Ask a member to respond.
+        #[arg(long = "ask", value_name = "NAME")]
+        asks: Vec<String>,
+        /// A member whose approval acceptance needs (default: you).
+        #[arg(long = "decider", value_name = "NAME")]
+        deciders: Vec<String>,
+        /// Urgency of the asks.
+        #[arg(long, value_name = "LEVEL")]
+        urgency: Option<String>,
+    },
+    /// List proposals.
+    List {
+        /// Only those in this state.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Edit a section (or every section) from a file, or in $EDITOR.
+    Edit {
+        /// Proposal id.
+        id: String,
+        /// The section to edit.
+        #[arg(long)]
+        section: Option<String>,
+        /// Read the new text from FILE (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Change the title.
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Open the comment period.
+    Open {
+        /// Proposal id.
+        id: String,
+        /// When it closes: a date or duration.
+        #[arg(long, default_value = "5d", value_name = "DATE|DURATION")]
+        closes: String,
+    },
+    /// Start the final, announced comment period.
+    FinalComment {
+        /// Proposal id.
+        id: String,
+        /// When it closes: a date or duration.
+        #[arg(long, default_value = "2d", value_name = "DATE|DURATION")]
+        closes: String,
+    },
+    /// Approve the current text.
+    Approve {
+        /// Proposal id.
+        id: String,
+        /// A message.
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+    },
+    /// Raise a concern.
+    Concern {
+        /// Proposal id.
+        id: String,
+        /// The concern.
+        #[arg(short = 'm', long = "message")]
+        message: String,
+        /// It blocks acceptance until resolved.
+        #[arg(long)]
+        blocking: bool,
+    },
+    /// Mark a concern resolved.
+    Resolve {
+        /// Proposal id.
+        id: String,
+        /// Concern id (prefix).
+        concern: String,
+    },
+    /// Accept (needs the deciders' approval and no unresolved blocking concern).
+    Accept(Decision),
+    /// Reject.
+    Reject(Decision),
+    /// Withdraw.
+    Withdraw(Decision),
+    /// Mark as superseded by another proposal.
+    Supersede {
+        /// Proposal id.
+        id: String,
+        /// The proposal that replaces it.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+/// Arguments of accept, reject, withdraw.
+#[derive(Debug, clap::Args)]
+pub struct Decision {
+    /// Proposal id.
+    pub id: String,
+    /// A message.
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+}
+
+/// `meridian thread …`
+#[derive(Debug, Subcommand)]
+pub enum ThreadCommand {
+    /// Start a thread.
+    New {
+        /// Title.
+        title: String,
+        /// Opening text; $EDITOR opens when absent.
+        #[arg(short = 'm', long = "message")]
+        body: Option<String>,
+        /// Ask a member to respond.
+        #[arg(long = "ask", value_name = "NAME")]
+        asks: Vec<String>,
+        /// Urgency of the asks.
+        #[arg(long, value_name = "LEVEL")]
+        urgency: Option<String>,
+    },
+    /// List threads.
+    List,
+    /// Mark a thread resolved.
+    Resolve {
+        /// Thread id.
+        id: String,
+    },
+    /// Reopen a resolved thread.
+    Reopen {
+        /// Thread id.
+        id: String,
+    },
+}
+
+/// `meridian update …`
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Post a status update.
+    New {
+        /// What you did.
+        #[arg(long)]
+        done: Option<String>,
+        /// What you will do next.
+        #[arg(long)]
+        next: Option<String>,
+        /// What blocks you.
+        #[arg(long)]
+        blockers: Option<String>,
+        /// A proposal or thread it concerns.
+        #[arg(long = "link", value_name = "ID")]
+        links: Vec<String>,
+        /// The period it covers (default: this ISO week).
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// List status updates.
+    List,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let home = match &cli.home {
+        Some(home) => home.clone(),
+        None => default_home()?,
+    };
+    let reader_tz = |node: Option<&Node>| -> Result<TimeZone> {
+        match (&cli.tz, node) {
+            (Some(tz), _) => time_zone(tz),
+            (None, Some(node)) => time_zone(&node.profile()?.tz),
+            (None, None) => Ok(TimeZone::UTC),
+        }
+    };
+    if let Command::Init { name, hours, days } = &cli.command {
+        let out = Out::new(cli.json, reader_tz(None)?);
+        return workspace::init(&home, name, cli.tz.as_deref(), hours, days, &out);
+    }
+    let node = Node::open(&home)?;
+    let out = Out::new(cli.json, reader_tz(Some(&node))?);
+    let selector = cli.workspace.as_deref();
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Whoami => workspace::whoami(&node, &out),
+        Command::Workspace(command) => workspace::workspace(&node, selector, command, &out),
+        Command::Join { code } => workspace::join(&node, &code, &out),
+        command => {
+            let (id, record) = node.workspace(selector)?;
+            let ctx = Ctx {
+                me: node.member_id(),
+                node,
+                workspace: id,
+                record,
+                out,
+            };
+            dispatch(&ctx, command)
+        }
+    }
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::Invite { relays, expires } => workspace::invite(ctx, relays, &expires),
+        Command::Member(MemberCommand::List) => workspace::members(ctx),
+        Command::Proposal(command) => write::proposal(ctx, command),
+        Command::Thread(command) => write::thread(ctx, command),
+        Command::Reply { target, message } => write::reply(ctx, &target, message),
+        Command::React { target, emoji } => write::react(ctx, &target, &emoji),
+        Command::Update(command) => write::update(ctx, command),
+        Command::Show { id, at } => read::show(ctx, &id, at.as_deref()),
+        Command::Inbox => read::inbox(ctx),
+        Command::Read { id } => read::mark_read(ctx, &id),
+        Command::Log { id, limit } => history::log(ctx, &id, limit),
+        Command::Diff { id, from, to } => history::diff(ctx, &id, &from, to.as_deref()),
+        Command::Conflicts { id } => history::conflicts(ctx, &id),
+        Command::Resolve { id, field, value } => history::resolve(ctx, &id, &field, &value),
+        Command::Export {
+            id,
+            all,
+            format,
+            output,
+        } => history::export(ctx, id.as_deref(), all, format, output),
+        Command::Merge { file } => history::merge(ctx, &file),
+        Command::Init { .. } | Command::Whoami | Command::Workspace(_) | Command::Join { .. } => {
+            unreachable!("handled before a workspace is chosen")
+        }
+    }
+}
+
+/// The platform data directory for Meridian.
+fn default_home() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("meridian"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("no --home given and $HOME is not set: pass --home DIR")?;
+    let home = PathBuf::from(home);
+    if cfg!(target_os = "macos") {
+        Ok(home.join("Library/Application Support/meridian"))
+    } else {
+        Ok(home.join(".local/share/meridian"))
+    }
+}
+
+/// What every workspace command has at hand.
+pub struct Ctx {
+    /// The node.
+    pub node: Node,
+    /// The chosen workspace.
+    pub workspace: Id,
+    /// Its record.
+    pub record: WorkspaceRecord,
+    /// Printing.
+    pub out: Out,
+    /// My member id.
+    pub me: String,
+}
+
+impl Ctx {
+    /// A member's display name.
+    pub fn name(&self, id: &str) -> String {
+        self.record.state.name_of(id)
+    }
+}
+
+/// How results are printed: text or JSON, times in the reader's zone.
+pub struct Out {
+    /// JSON instead of text.
+    pub json: bool,
+    /// The reader's time zone.
+    pub tz: TimeZone,
+}
+
+impl Out {
+    fn new(json: bool, tz: TimeZone) -> Out {
+        Out { json, tz }
+    }
+
+    /// A time for people: `Tue 2026-11-24 09:00 -05`.
+    pub fn time(&self, ms: i64) -> String {
+        match Timestamp::from_millisecond(ms) {
+            Ok(t) => t
+                .to_zoned_datetime(self.tz.clone())
+                .strftime("%a %Y-%m-%d %H:%M %Z")
+                .to_string(),
+            Err(_) => "(invalid time)".into(),
+        }
+    }
+
+    /// A time for JSON: RFC 3339 with the reader's offset.
+    pub fn rfc3339(&self, ms: i64) -> Json {
+        match Timestamp::from_millisecond(ms) {
+            Ok(t) => {
+                let zoned = t.to_zoned_datetime(self.tz.clone());
+                Json::String(t.display_with_offset(zoned.offset()).to_string())
+            }
+            Err(_) => Json::Null,
+        }
+    }
+
+    /// Prints a JSON value.
+    pub fn print_json(&self, value: &Json) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON values always serialize")
+        );
+    }
+}
+
+/// Reads text from a file, or from stdin for `-`.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Lets the person edit `initial` in $EDITOR (or $VISUAL) and returns the result.
+pub fn edit_in_editor(initial: &str, what: &str) -> Result<String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .map_err(|_| anyhow::anyhow!("no text given and $EDITOR is not set: pass the text with -m or --file, or set EDITOR"))?;
+    let dir = std::env::temp_dir().join(format!("meridian-edit-{}", Id::random().short()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{what}.md"));
+    std::fs::write(&path, initial)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()
+        .with_context(|| format!("cannot start the editor `{editor}`"))?;
+    let text = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status.success() {
+        anyhow::bail!("the editor `{editor}` exited with {status}: nothing was changed");
+    }
+    Ok(text?)
+}

@@ -1,0 +1,603 @@
+//! Reading commands: lists, show, inbox, read.
+
+use anyhow::{Result, bail};
+use automerge::{Automerge, ChangeHash};
+use jiff::Timestamp;
+use serde_json::{Value as Json, json};
+
+use super::Ctx;
+use crate::discussion::{Ask, Comment, Lifecycle, State};
+use crate::doc::{Kind, View, parse_heads};
+use crate::history;
+use crate::id::Id;
+use crate::inbox;
+use crate::index::{AskSummary, DocSummary};
+use crate::norms::parse_moment;
+use crate::{proposal, thread, update};
+
+pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
+    let mut docs: Vec<(Id, DocSummary)> = ctx
+        .node
+        .summaries(ctx.workspace)?
+        .into_iter()
+        .filter(|(_, s)| s.kind == kind && state.is_none_or(|st| s.state == st))
+        .collect();
+    docs.sort_by_key(|(_, s)| std::cmp::Reverse(s.updated));
+    if ctx.out.json {
+        let list: Vec<Json> = docs
+            .iter()
+            .map(|(id, s)| summary_json(ctx, *id, s))
+            .collect();
+        ctx.out.print_json(&json!(list));
+        return Ok(());
+    }
+    for (id, s) in &docs {
+        println!(
+            "{}  {:<13} {:<40}  {}  {}",
+            id.short(),
+            s.state,
+            truncate(&s.title, 40),
+            ctx.name(&s.author),
+            ctx.out.time(s.updated)
+        );
+    }
+    Ok(())
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(width - 1).collect::<String>())
+    }
+}
+
+fn summary_json(ctx: &Ctx, id: Id, s: &DocSummary) -> Json {
+    json!({
+        "id": id.hex(), "kind": s.kind.as_str(), "title": s.title, "state": s.state,
+        "author": ctx.name(&s.author), "author_id": s.author,
+        "created": ctx.out.rfc3339(s.created), "updated": ctx.out.rfc3339(s.updated),
+        "closes": s.closes.map(|c| ctx.out.rfc3339(c)), "changes": s.changes,
+    })
+}
+
+/// Resolves `--at` to heads.
+pub fn heads_for(ctx: &Ctx, doc: &Automerge, at: &str) -> Result<Vec<ChangeHash>> {
+    if at.len() >= 4
+        && at.chars().all(|c| c.is_ascii_hexdigit())
+        && let Ok(heads) = history::heads_at_rev(doc, at)
+    {
+        return Ok(heads);
+    }
+    let moment = parse_moment(at, Timestamp::now(), &ctx.out.tz).map_err(|_| {
+        anyhow::anyhow!(
+            "`{at}` is neither a revision of this document (see `meridian log`) nor a date"
+        )
+    })?;
+    let heads = history::heads_at_time(doc, moment.as_millisecond());
+    if heads.is_empty() {
+        bail!(
+            "the document did not exist yet at {}",
+            ctx.out.time(moment.as_millisecond())
+        );
+    }
+    Ok(heads)
+}
+
+pub fn show(ctx: &Ctx, prefix: &str, at: Option<&str>) -> Result<()> {
+    let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
+    let doc = ctx.node.load(ctx.workspace, id)?;
+    let heads = match at {
+        Some(at) => Some(heads_for(ctx, &doc, at)?),
+        None => None,
+    };
+    let view = match &heads {
+        Some(h) => View::at(&doc, h),
+        None => View::now(&doc),
+    };
+    // What changed since my last read, only when looking at the present.
+    let since_read = match (&heads, ctx.node.read_marker(id)?) {
+        (None, Some(marker)) => {
+            let marker = parse_heads(&marker);
+            let mut now = doc.get_heads();
+            now.sort();
+            let mut sorted = marker.clone();
+            sorted.sort();
+            (sorted != now).then(|| {
+                history::diff(
+                    &history::fields(View::at(&doc, &marker)),
+                    &history::fields(view),
+                )
+            })
+        }
+        _ => None,
+    };
+    let conflicts = history::conflicts(view);
+    if ctx.out.json {
+        let mut value = document_json(ctx, id, summary.kind, view, &summary)?;
+        value["changed_since_read"] = since_json(&since_read);
+        ctx.out.print_json(&value);
+        return Ok(());
+    }
+    match summary.kind {
+        Kind::Proposal => show_proposal(ctx, id, view, &summary, since_read, &conflicts),
+        Kind::Thread => show_thread(ctx, id, view, &summary, since_read, &conflicts),
+        Kind::Update => show_update(ctx, id, view, since_read),
+        Kind::Workspace => bail!(
+            "that is the workspace document: see `meridian member list` and `meridian workspace norms`"
+        ),
+    }
+}
+
+/// A document as JSON, as `show --json` and `export --format json` print it.
+pub fn document_json(
+    ctx: &Ctx,
+    id: Id,
+    kind: Kind,
+    view: View<'_>,
+    summary: &DocSummary,
+) -> Result<Json> {
+    let conflicts = conflicts_json(ctx, &history::conflicts(view));
+    Ok(match kind {
+        Kind::Proposal => {
+            let p = proposal::read(view);
+            json!({
+                "id": id.hex(), "kind": "proposal", "title": p.title, "template": p.template,
+                "state": p.lifecycle.state.name(), "lifecycle": p.lifecycle,
+                "closes": p.lifecycle.state.closes().map(|c| ctx.out.rfc3339(c)),
+                "author": ctx.name(&p.author), "author_id": p.author, "created": ctx.out.rfc3339(p.created),
+                "urgency": p.urgency,
+                "sections": p.sections.iter().map(|(n, t)| json!({"name": n, "text": t})).collect::<Vec<_>>(),
+                "deciders": p.deciders.iter().map(|d| ctx.name(d)).collect::<Vec<_>>(),
+                "approvals": p.approvals.iter().map(|a| json!({"id": a.entry.id, "author": ctx.name(&a.entry.by), "time": ctx.out.rfc3339(a.entry.at), "stale": a.stale, "message": a.entry.message})).collect::<Vec<_>>(),
+                "concerns": p.concerns.iter().map(|c| json!({"id": c.entry.id, "author": ctx.name(&c.entry.by), "time": ctx.out.rfc3339(c.entry.at), "message": c.entry.message, "blocking": c.entry.blocking, "resolved": c.resolved.is_some()})).collect::<Vec<_>>(),
+                "asks": asks_json(ctx, &p.asks, &summary.asks),
+                "comments": comments_json(ctx, &p.comments),
+                "conflicts": conflicts,
+            })
+        }
+        Kind::Thread => {
+            let t = thread::read(view);
+            json!({
+                "id": id.hex(), "kind": "thread", "title": t.title, "state": t.lifecycle.state.name(),
+                "author": ctx.name(&t.author), "author_id": t.author, "created": ctx.out.rfc3339(t.created),
+                "body": t.body, "urgency": t.urgency, "asks": asks_json(ctx, &t.asks, &summary.asks),
+                "comments": comments_json(ctx, &t.comments), "conflicts": conflicts,
+            })
+        }
+        Kind::Update => {
+            let u = update::read(view);
+            json!({
+                "id": id.hex(), "kind": "update", "title": u.title, "author": ctx.name(&u.author), "author_id": u.author,
+                "created": ctx.out.rfc3339(u.created), "period": u.period, "done": u.done, "next": u.next,
+                "blockers": u.blockers, "links": u.links, "comments": comments_json(ctx, &u.comments),
+            })
+        }
+        Kind::Workspace => bail!("that is the workspace document: see `meridian member list`"),
+    })
+}
+
+fn comments_json(ctx: &Ctx, comments: &[Comment]) -> Json {
+    json!(comments
+        .iter()
+        .map(|c| json!({
+            "id": c.id, "parent": c.parent, "author": ctx.name(&c.by), "author_id": c.by,
+            "time": ctx.out.rfc3339(c.at), "body": c.body,
+            "reactions": c.reactions.iter().map(|(e, who)| (e.clone(), json!(who.iter().map(|w| ctx.name(w)).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
+        }))
+        .collect::<Vec<_>>())
+}
+
+fn asks_json(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Json {
+    let now = Timestamp::now().as_millisecond();
+    json!(asks
+        .iter()
+        .map(|a| {
+            let summary = summary_asks.iter().find(|s| s.member == a.member);
+            let rungs = summary.map(|s| inbox::escalation(s, &ctx.record.state, now)).unwrap_or_default();
+            let responded = summary.and_then(|s| s.responded);
+            json!({
+                "member": ctx.name(&a.member), "member_id": a.member, "urgency": a.urgency,
+                "asked_by": ctx.name(&a.by), "asked_at": ctx.out.rfc3339(a.at),
+                "deadline": rungs.first().map(|r| ctx.out.rfc3339(r.deadline)),
+                "responded": responded.map(|r| ctx.out.rfc3339(r)),
+                "overdue": responded.is_none() && rungs.first().is_some_and(|r| now > r.deadline),
+                "escalated_to": rungs.iter().skip(1).map(|r| json!({"member": ctx.name(&r.member), "deadline": ctx.out.rfc3339(r.deadline)})).collect::<Vec<_>>(),
+            })
+        })
+        .collect::<Vec<_>>())
+}
+
+fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
+    match &lifecycle.state {
+        State::Open { closes: Some(c) } | State::FinalComment { closes: Some(c) } => {
+            let verb = if *c < Timestamp::now().as_millisecond() {
+                "closed"
+            } else {
+                "closes"
+            };
+            format!("{} ({verb} {})", lifecycle.state.name(), ctx.out.time(*c))
+        }
+        State::Superseded { by } => format!("superseded by {}", &by[..8.min(by.len())]),
+        State::Conflict { candidates } => format!(
+            "CONFLICT: {} (settle with `meridian resolve ID state STATE`)",
+            candidates
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" vs ")
+        ),
+        other => other.name().to_string(),
+    }
+}
+
+fn print_since_read(ctx: &Ctx, since_read: &Option<Vec<history::FieldChange>>) {
+    if let Some(changes) = since_read {
+        println!("Changed since you last read it:");
+        for change in changes {
+            let what = match (&change.before, &change.after) {
+                (None, Some(_)) => "added",
+                (Some(_), None) => "removed",
+                _ => "changed",
+            };
+            println!("  {what} {}", change.field);
+        }
+        let _ = ctx;
+        println!();
+    }
+}
+
+fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
+    fn walk(ctx: &Ctx, doc: Id, comments: &[Comment], parent: Option<&str>, depth: usize) {
+        for c in comments.iter().filter(|c| c.parent.as_deref() == parent) {
+            let indent = "  ".repeat(depth.min(12));
+            println!(
+                "{indent}[{}:{}] {} · {}",
+                doc.short(),
+                &c.id[..8.min(c.id.len())],
+                ctx.name(&c.by),
+                ctx.out.time(c.at)
+            );
+            for line in c.body.lines() {
+                println!("{indent}  {line}");
+            }
+            if !c.reactions.is_empty() {
+                let reactions: Vec<String> = c
+                    .reactions
+                    .iter()
+                    .map(|(e, who)| format!("{e} {}", who.len()))
+                    .collect();
+                println!("{indent}  {}", reactions.join("  "));
+            }
+            walk(ctx, doc, comments, Some(&c.id), depth + 1);
+        }
+    }
+    // Replies whose parent is unknown (never merged) are shown at the top level.
+    let known: std::collections::BTreeSet<&str> = comments.iter().map(|c| c.id.as_str()).collect();
+    let orphans: Vec<Comment> = comments
+        .iter()
+        .filter(|c| c.parent.as_deref().is_some_and(|p| !known.contains(p)))
+        .map(|c| Comment {
+            parent: None,
+            ..c.clone()
+        })
+        .collect();
+    let mut all: Vec<Comment> = comments
+        .iter()
+        .filter(|c| !orphans.iter().any(|o| o.id == c.id))
+        .cloned()
+        .collect();
+    all.extend(orphans);
+    all.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    if !all.is_empty() {
+        println!("\nDiscussion:");
+        walk(ctx, doc, &all, None, 1);
+    }
+}
+
+fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) {
+    let now = Timestamp::now().as_millisecond();
+    for ask in asks {
+        let summary = summary_asks.iter().find(|s| s.member == ask.member);
+        let responded = summary.and_then(|s| s.responded);
+        let rungs = summary
+            .map(|s| inbox::escalation(s, &ctx.record.state, now))
+            .unwrap_or_default();
+        let status = match (responded, rungs.first()) {
+            (Some(at), _) => format!("responded {}", ctx.out.time(at)),
+            (None, None) => "no deadline".to_string(),
+            (None, Some(r)) if now > r.deadline => {
+                format!("OVERDUE since {}", ctx.out.time(r.deadline))
+            }
+            (None, Some(r)) => format!("due {}", ctx.out.time(r.deadline)),
+        };
+        println!(
+            "  asked {} ({}): {status}",
+            ctx.name(&ask.member),
+            ask.urgency
+        );
+        if responded.is_none() {
+            for rung in rungs.iter().skip(1) {
+                println!(
+                    "    escalated to {}: due {}",
+                    ctx.name(&rung.member),
+                    ctx.out.time(rung.deadline)
+                );
+            }
+        }
+    }
+}
+
+fn print_conflicts(ctx: &Ctx, conflicts: &[history::Conflict]) {
+    for conflict in conflicts.iter().filter(|c| c.field != "state") {
+        let values: Vec<String> = conflict
+            .values
+            .iter()
+            .map(|v| format!("{:?} by {}", v.value, ctx.name(&v.author)))
+            .collect();
+        println!("CONFLICT in {}: {}", conflict.field, values.join(" vs "));
+    }
+}
+
+fn conflicts_json(ctx: &Ctx, conflicts: &[history::Conflict]) -> Json {
+    json!(conflicts
+        .iter()
+        .map(|c| json!({"field": c.field, "values": c.values.iter().map(|v| json!({"value": v.value, "author": ctx.name(&v.author), "author_id": v.author})).collect::<Vec<_>>()}))
+        .collect::<Vec<_>>())
+}
+
+fn since_json(since_read: &Option<Vec<history::FieldChange>>) -> Json {
+    match since_read {
+        Some(changes) => json!(changes),
+        None => Json::Null,
+    }
+}
+
+fn show_proposal(
+    ctx: &Ctx,
+    id: Id,
+    view: View<'_>,
+    summary: &DocSummary,
+    since_read: Option<Vec<history::FieldChange>>,
+    conflicts: &[history::Conflict],
+) -> Result<()> {
+    let p = proposal::read(view);
+    println!(
+        "{} · {} · {}",
+        id.short(),
+        p.template,
+        state_text(ctx, &p.lifecycle)
+    );
+    println!("# {}", p.title);
+    println!("by {} · {}", ctx.name(&p.author), ctx.out.time(p.created));
+    print_conflicts(ctx, conflicts);
+    for (entry, reason) in &p.lifecycle.ignored {
+        println!(
+            "  (ignored transition {}: {reason})",
+            &entry[..8.min(entry.len())]
+        );
+    }
+    println!();
+    print_since_read(ctx, &since_read);
+    for (name, text) in &p.sections {
+        println!("## {name}\n");
+        if text.trim().is_empty() {
+            println!("(empty)\n");
+        } else {
+            println!("{}\n", text.trim_end());
+        }
+    }
+    println!("Deciders:");
+    for decider in &p.deciders {
+        let approval = p.approvals.iter().rev().find(|a| &a.entry.by == decider);
+        let status = match approval {
+            Some(a) if a.stale => format!(
+                "approved {} — STALE: the text changed since",
+                ctx.out.time(a.entry.at)
+            ),
+            Some(a) => format!("approved {}", ctx.out.time(a.entry.at)),
+            None => "not yet approved".into(),
+        };
+        println!("  {}: {status}", ctx.name(decider));
+    }
+    for approval in p.approvals.iter().filter(|a| a.stale) {
+        let heads = approval.entry.heads();
+        let then = proposal::sections(View::at(view.doc, &heads));
+        println!(
+            "\nChanges since {}'s approval:",
+            ctx.name(&approval.entry.by)
+        );
+        for (name, text) in &p.sections {
+            let before = then
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.as_str())
+                .unwrap_or("");
+            if before != text {
+                println!("  ## {name}");
+                for line in history::text_diff(before, text)
+                    .lines()
+                    .filter(|l| !l.starts_with(' '))
+                {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
+    let others: Vec<_> = p
+        .approvals
+        .iter()
+        .filter(|a| !p.deciders.contains(&a.entry.by))
+        .collect();
+    for a in others {
+        println!(
+            "  {} approved{}",
+            ctx.name(&a.entry.by),
+            if a.stale { " (stale)" } else { "" }
+        );
+    }
+    if !p.concerns.is_empty() {
+        println!("\nConcerns:");
+        for c in &p.concerns {
+            let status = if c.resolved.is_some() {
+                "resolved"
+            } else if c.entry.blocking {
+                "BLOCKING"
+            } else {
+                "open"
+            };
+            println!(
+                "  [{}] {} ({status}) {}: {}",
+                &c.entry.id[..8],
+                ctx.name(&c.entry.by),
+                ctx.out.time(c.entry.at),
+                c.entry.message
+            );
+        }
+    }
+    if !p.asks.is_empty() {
+        println!("\nResponses requested:");
+        print_asks(ctx, &p.asks, &summary.asks);
+    }
+    print_comments(ctx, id, &p.comments);
+    Ok(())
+}
+
+fn show_thread(
+    ctx: &Ctx,
+    id: Id,
+    view: View<'_>,
+    summary: &DocSummary,
+    since_read: Option<Vec<history::FieldChange>>,
+    conflicts: &[history::Conflict],
+) -> Result<()> {
+    let t = thread::read(view);
+    let state = match t.lifecycle.state {
+        State::Open { .. } => "open".to_string(),
+        _ => state_text(ctx, &t.lifecycle),
+    };
+    println!("{} · thread · {state}", id.short());
+    println!("# {}", t.title);
+    println!("by {} · {}", ctx.name(&t.author), ctx.out.time(t.created));
+    print_conflicts(ctx, conflicts);
+    println!();
+    print_since_read(ctx, &since_read);
+    if !t.body.trim().is_empty() {
+        println!("{}", t.body.trim_end());
+    }
+    if !t.asks.is_empty() {
+        println!("\nResponses requested:");
+        print_asks(ctx, &t.asks, &summary.asks);
+    }
+    print_comments(ctx, id, &t.comments);
+    Ok(())
+}
+
+fn show_update(
+    ctx: &Ctx,
+    id: Id,
+    view: View<'_>,
+    since_read: Option<Vec<history::FieldChange>>,
+) -> Result<()> {
+    let u = update::read(view);
+    println!("{} · status update · {}", id.short(), u.period);
+    println!("# {}", u.title);
+    println!("by {} · {}\n", ctx.name(&u.author), ctx.out.time(u.created));
+    print_since_read(ctx, &since_read);
+    for (label, text) in [
+        ("Done", &u.done),
+        ("Next", &u.next),
+        ("Blockers", &u.blockers),
+    ] {
+        if !text.trim().is_empty() {
+            println!("{label}:\n{}\n", text.trim_end());
+        }
+    }
+    if !u.links.is_empty() {
+        println!(
+            "Links: {}",
+            u.links
+                .iter()
+                .map(|l| &l[..8.min(l.len())])
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    print_comments(ctx, id, &u.comments);
+    Ok(())
+}
+
+pub fn inbox(ctx: &Ctx) -> Result<()> {
+    let summaries = ctx.node.summaries(ctx.workspace)?;
+    let now = Timestamp::now().as_millisecond();
+    let requests = inbox::requests(&ctx.me, &summaries, &ctx.record.state, now);
+    let markers = ctx.node.read_markers()?;
+    let changed = inbox::changed(&ctx.me, &summaries, &markers);
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "requests": requests.iter().map(|r| json!({
+                "id": r.id.hex(), "kind": r.kind.as_str(), "title": r.title, "urgency": r.urgency,
+                "asked_by": ctx.name(&r.asked_by), "asked_at": ctx.out.rfc3339(r.asked_at),
+                "deadline": r.deadline.map(|d| ctx.out.rfc3339(d)), "overdue": r.overdue,
+                "escalated_from": r.escalated_from.as_ref().map(|m| ctx.name(m)),
+            })).collect::<Vec<_>>(),
+            "changed": changed.iter().map(|(id, s)| summary_json(ctx, *id, s)).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    if requests.is_empty() && changed.is_empty() {
+        println!("Nothing needs you.");
+        return Ok(());
+    }
+    if !requests.is_empty() {
+        println!("Waiting for your response:");
+        for r in &requests {
+            let due = match r.deadline {
+                Some(d) if r.overdue => format!("OVERDUE since {}", ctx.out.time(d)),
+                Some(d) => format!("due {}", ctx.out.time(d)),
+                None => "no deadline".into(),
+            };
+            let escalated = r
+                .escalated_from
+                .as_ref()
+                .map(|m| format!(" ESCALATED from {}", ctx.name(m)))
+                .unwrap_or_default();
+            println!(
+                "  {}  {:<8} {:<9} {}  ({}, asked by {}){escalated}",
+                r.id.short(),
+                r.kind.as_str(),
+                r.urgency,
+                truncate(&r.title, 40),
+                due,
+                ctx.name(&r.asked_by)
+            );
+        }
+    }
+    if !changed.is_empty() {
+        if !requests.is_empty() {
+            println!();
+        }
+        println!("Changed since you last read:");
+        for (id, s) in &changed {
+            println!(
+                "  {}  {:<8} {:<40}  {} by {}",
+                id.short(),
+                s.kind.as_str(),
+                truncate(&s.title, 40),
+                ctx.out.time(s.updated),
+                ctx.name(&s.last_author)
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn mark_read(ctx: &Ctx, prefix: &str) -> Result<()> {
+    let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
+    ctx.node.mark_read(id, &summary.heads)?;
+    if ctx.out.json {
+        ctx.out
+            .print_json(&json!({"id": id.hex(), "heads": summary.heads}));
+    }
+    Ok(())
+}

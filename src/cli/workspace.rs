@@ -1,0 +1,277 @@
+//! Identity and workspace commands: init, whoami, workspace, invite, join, member.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use serde_json::json;
+
+use super::{Ctx, Out, WorkspaceCommand};
+use crate::identity::Profile;
+use crate::node::{Node, commit, now_ms};
+use crate::norms::{ResponseTime, parse_moment, time_zone};
+use crate::workspace::{self, Invite};
+
+pub fn init(
+    home: &Path,
+    name: &str,
+    tz: Option<&str>,
+    hours: &str,
+    days: &str,
+    out: &Out,
+) -> Result<()> {
+    let tz = match tz {
+        Some(tz) => tz.to_string(),
+        None => jiff::tz::TimeZone::try_system()
+            .ok()
+            .and_then(|tz| tz.iana_name().map(str::to_string))
+            .unwrap_or_else(|| "UTC".into()),
+    };
+    let profile = Profile {
+        name: name.trim().to_string(),
+        tz,
+        hours: hours.to_string(),
+        days: days.to_string(),
+    };
+    let node = Node::init(home, &profile)?;
+    if out.json {
+        out.print_json(
+            &json!({"id": node.member_id(), "name": profile.name, "tz": profile.tz, "home": home}),
+        );
+    } else {
+        println!(
+            "Created identity {} for {} ({}, {} {}) in {}",
+            &node.member_id()[..12],
+            profile.name,
+            profile.tz,
+            profile.days,
+            profile.hours,
+            home.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn whoami(node: &Node, out: &Out) -> Result<()> {
+    let profile = node.profile()?;
+    let workspaces: Vec<String> = node
+        .workspaces()?
+        .into_iter()
+        .map(|(_, w)| w.name)
+        .collect();
+    if out.json {
+        out.print_json(&json!({
+            "id": node.member_id(), "name": profile.name, "tz": profile.tz,
+            "hours": profile.hours, "days": profile.days, "workspaces": workspaces,
+            "home": node.home(),
+        }));
+    } else {
+        println!("{} ({})", profile.name, &node.member_id()[..12]);
+        println!("time zone  {}", profile.tz);
+        println!("works      {} {}", profile.days, profile.hours);
+        println!("home       {}", node.home().display());
+        if !workspaces.is_empty() {
+            println!("workspaces {}", workspaces.join(", "));
+        }
+    }
+    Ok(())
+}
+
+pub fn workspace(
+    node: &Node,
+    selector: Option<&str>,
+    command: WorkspaceCommand,
+    out: &Out,
+) -> Result<()> {
+    match command {
+        WorkspaceCommand::Create { name, relays } => {
+            let id = node.create_workspace(&name, relays)?;
+            if out.json {
+                out.print_json(&json!({"id": id.hex(), "name": name}));
+            } else {
+                println!("{}  {name}", id.short());
+            }
+            Ok(())
+        }
+        WorkspaceCommand::List => {
+            let all = node.workspaces()?;
+            if out.json {
+                let list: Vec<_> = all
+                    .iter()
+                    .map(|(id, w)| json!({"id": id.hex(), "name": w.name, "members": w.state.members.iter().filter(|m| m.verified).count(), "relays": w.relays}))
+                    .collect();
+                out.print_json(&json!(list));
+            } else {
+                for (id, w) in all {
+                    let members = w.state.members.iter().filter(|m| m.verified).count();
+                    println!("{}  {}  ({members} members)", id.short(), w.name);
+                }
+            }
+            Ok(())
+        }
+        WorkspaceCommand::Template { name, sections } => {
+            if workspace::builtin_template(&name).is_some() {
+                bail!("`{name}` is a built-in template: choose another name");
+            }
+            let (id, _) = node.workspace(selector)?;
+            node.edit(id, id, "template", |doc| {
+                let mut tx = doc.transaction();
+                workspace::put_template(&mut tx, &name, &sections)?;
+                commit(tx, &format!("template {name}: {}", sections.join(", ")));
+                Ok(())
+            })
+        }
+        WorkspaceCommand::Norm { level, within } => {
+            let within = ResponseTime::parse(&within)?;
+            let (id, _) = node.workspace(selector)?;
+            node.edit(id, id, "norm", |doc| {
+                let mut tx = doc.transaction();
+                workspace::put_level(&mut tx, &level, within)?;
+                commit(tx, &format!("urgency {level}: respond within {within}"));
+                Ok(())
+            })
+        }
+        WorkspaceCommand::Ladder { members } => {
+            let (id, record) = node.workspace(selector)?;
+            let ids = members
+                .iter()
+                .map(|m| record.state.find(m).map(|m| m.id.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            node.edit(id, id, "ladder", |doc| {
+                let mut tx = doc.transaction();
+                workspace::put_ladder(&mut tx, &ids)?;
+                commit(tx, &format!("escalation ladder: {}", members.join(" → ")));
+                Ok(())
+            })
+        }
+        WorkspaceCommand::Norms => {
+            let (_, record) = node.workspace(selector)?;
+            let norms = record.state.norms();
+            let ladder: Vec<String> = norms
+                .ladder
+                .iter()
+                .map(|m| record.state.name_of(m))
+                .collect();
+            if out.json {
+                let levels: serde_json::Map<String, serde_json::Value> = norms
+                    .levels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v.to_string())))
+                    .collect();
+                out.print_json(&json!({"levels": levels, "ladder": ladder, "templates": record.state.templates}));
+            } else {
+                println!("urgency levels (response time in the responder's working time):");
+                for (name, within) in &norms.levels {
+                    println!("  {name:<8} {within}");
+                }
+                println!(
+                    "escalation ladder: {}",
+                    if ladder.is_empty() {
+                        "(none)".into()
+                    } else {
+                        ladder.join(" → ")
+                    }
+                );
+                for (name, sections) in &record.state.templates {
+                    println!("template {name}: {}", sections.join(", "));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
+    let expires = parse_moment(expires, Timestamp::now(), &ctx.out.tz)?.as_millisecond();
+    if expires <= now_ms() {
+        bail!("the invite would already have expired: give a future date or a duration like 7d");
+    }
+    let mut all_relays = ctx.record.relays.clone();
+    for relay in relays {
+        if !all_relays.contains(&relay) {
+            all_relays.push(relay);
+        }
+    }
+    let invite = Invite::new(
+        ctx.node.key(),
+        ctx.workspace,
+        &ctx.record.name,
+        &ctx.record.key,
+        &ctx.record.creator,
+        all_relays,
+        expires,
+    );
+    let code = invite.encode();
+    if ctx.out.json {
+        ctx.out.print_json(&json!({"code": code, "workspace": ctx.workspace.hex(), "expires": ctx.out.rfc3339(expires)}));
+    } else {
+        println!("{code}");
+        eprintln!(
+            "This code carries the workspace key: share it privately. It expires {}.",
+            ctx.out.time(expires)
+        );
+    }
+    Ok(())
+}
+
+pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
+    let invite = Invite::decode(code)?;
+    if invite.expires < now_ms() {
+        bail!(
+            "this invite expired on {}: ask for a new one",
+            out.time(invite.expires)
+        );
+    }
+    let id = node.join(&invite)?;
+    if out.json {
+        out.print_json(&json!({"id": id.hex(), "name": invite.name}));
+    } else {
+        println!(
+            "Joined {} ({}). Merge a bundle from a member, or sync, to see its documents.",
+            invite.name,
+            id.short()
+        );
+    }
+    Ok(())
+}
+
+pub fn members(ctx: &Ctx) -> Result<()> {
+    let now = Timestamp::now();
+    let mut rows = Vec::new();
+    for member in &ctx.record.state.members {
+        let tz = time_zone(&member.tz).context("a member's time zone is unknown")?;
+        let local = now.to_zoned_datetime(tz.clone());
+        let calendar = member.calendar();
+        let working = calendar.add_working_minutes(now, 0) == Some(now);
+        rows.push((member, local, working));
+    }
+    if ctx.out.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(m, local, working)| {
+                json!({
+                    "id": m.id, "name": m.name, "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
+                    "verified": m.verified, "invited_by": m.invited_by,
+                    "local_time": local.timestamp().display_with_offset(local.offset()).to_string(),
+                    "working_now": working,
+                })
+            })
+            .collect();
+        ctx.out.print_json(&json!(list));
+    } else {
+        for (m, local, working) in rows {
+            println!(
+                "{:<12} {:<12} {:<20} {} {}  now {}{}{}",
+                m.name,
+                &m.id[..12],
+                m.tz,
+                m.days,
+                m.hours,
+                local.strftime("%a %H:%M"),
+                if working { " (working)" } else { "" },
+                if m.verified { "" } else { "  UNVERIFIED" },
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! What proposals, threads and updates share: comments with nested replies and reactions,
+//! requests for a response, and append-only entries (lifecycle transitions, approvals,
+//! concerns) from which state is derived.
+//!
+//! Entries live in a map keyed by a random id, never in a list two peers append to, so
+//! concurrent entries are all kept. Each transition names the transitions it followed
+//! (`prev`), which makes "concurrent" a property of the data rather than of clocks: two
+//! transitions that do not follow one another are both tips, and if they lead to different
+//! states the document shows a conflict until someone resolves it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use automerge::transaction::Transactable;
+use automerge::{ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
+use serde::Serialize;
+
+use crate::doc::{View, ensure_map, heads_hex, parse_heads};
+use crate::id::Id;
+
+/// One comment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Comment {
+    /// Its id.
+    pub id: String,
+    /// The comment it replies to, if any.
+    pub parent: Option<String>,
+    /// Author's member id.
+    pub by: String,
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// The text.
+    pub body: String,
+    /// Reactions: emoji → member ids.
+    pub reactions: BTreeMap<String, Vec<String>>,
+}
+
+/// One append-only entry: a transition, an approval, a concern or the resolution of one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// Its id.
+    pub id: String,
+    /// What it is: `open`, `final-comment`, `accept`, `reject`, `withdraw`, `supersede`,
+    /// `resolve`, `reopen` (transitions); `approve`, `concern`, `resolve-concern`.
+    pub kind: String,
+    /// Author's member id.
+    pub by: String,
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// For transitions: the transitions this one followed.
+    pub prev: Vec<String>,
+    /// For periods: when the period closes, ms since the epoch.
+    pub closes: Option<i64>,
+    /// A message.
+    pub message: String,
+    /// The document heads the author saw when writing this entry.
+    pub heads: Vec<String>,
+    /// For `supersede`: the superseding document; for `resolve-concern`: the concern.
+    pub target: String,
+    /// For concerns: whether it blocks acceptance.
+    pub blocking: bool,
+}
+
+impl Entry {
+    /// A new entry of `kind` by `by` at `at`, with nothing else set.
+    pub fn new(kind: &str, by: &str, at: i64) -> Entry {
+        Entry {
+            id: Id::random().hex(),
+            kind: kind.to_string(),
+            by: by.to_string(),
+            at,
+            prev: Vec::new(),
+            closes: None,
+            message: String::new(),
+            heads: Vec::new(),
+            target: String::new(),
+            blocking: false,
+        }
+    }
+
+    /// Whether this entry changes the lifecycle state.
+    pub fn is_transition(&self) -> bool {
+        target_state(&self.kind).is_some()
+    }
+
+    /// The heads as change hashes.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        parse_heads(&self.heads)
+    }
+}
+
+/// A request that a member respond.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ask {
+    /// The member asked.
+    pub member: String,
+    /// The urgency level.
+    pub urgency: String,
+    /// When asked, ms.
+    pub at: i64,
+    /// Who asked.
+    pub by: String,
+}
+
+/// Adds an entry, recording the heads the author sees.
+pub fn put_entry<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    entry: &Entry,
+    heads: &[ChangeHash],
+) -> Result<()> {
+    let entries = ensure_map(tx, &ROOT, "entries")?;
+    let obj = tx.put_object(&entries, entry.id.as_str(), ObjType::Map)?;
+    tx.put(&obj, "kind", entry.kind.as_str())?;
+    tx.put(&obj, "by", entry.by.as_str())?;
+    tx.put(&obj, "at", entry.at)?;
+    tx.put(&obj, "prev", entry.prev.join(","))?;
+    if let Some(closes) = entry.closes {
+        tx.put(&obj, "closes", closes)?;
+    }
+    if !entry.message.is_empty() {
+        tx.put(&obj, "message", entry.message.as_str())?;
+    }
+    tx.put(&obj, "heads", heads_hex(heads).join(","))?;
+    if !entry.target.is_empty() {
+        tx.put(&obj, "target", entry.target.as_str())?;
+    }
+    if entry.blocking {
+        tx.put(&obj, "blocking", true)?;
+    }
+    Ok(())
+}
+
+/// Reads every entry, sorted by time then id (a stable order for display).
+pub fn entries(view: View<'_>) -> Vec<Entry> {
+    let Some(map) = view.map(&ROOT, "entries") else {
+        return Vec::new();
+    };
+    let split = |s: String| -> Vec<String> {
+        s.split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut entries: Vec<Entry> = view
+        .keys(&map)
+        .into_iter()
+        .filter_map(|id| {
+            let obj = view.map(&map, &id)?;
+            Some(Entry {
+                kind: view.str(&obj, "kind")?,
+                by: view.string(&obj, "by"),
+                at: view.int(&obj, "at").unwrap_or(0),
+                prev: split(view.string(&obj, "prev")),
+                closes: view.int(&obj, "closes"),
+                message: view.string(&obj, "message"),
+                heads: split(view.string(&obj, "heads")),
+                target: view.string(&obj, "target"),
+                blocking: view.bool(&obj, "blocking"),
+                id,
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    entries
+}
+
+/// Adds a comment, or a reply to `parent`.
+pub fn put_comment<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    id: &str,
+    parent: Option<&str>,
+    by: &str,
+    at: i64,
+    body: &str,
+) -> Result<()> {
+    let comments = ensure_map(tx, &ROOT, "comments")?;
+    let obj = tx.put_object(&comments, id, ObjType::Map)?;
+    if let Some(parent) = parent {
+        tx.put(&obj, "parent", parent)?;
+    }
+    tx.put(&obj, "by", by)?;
+    tx.put(&obj, "at", at)?;
+    tx.put(&obj, "body", body)?;
+    Ok(())
+}
+
+/// Adds a reaction to a comment.
+pub fn put_reaction<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    comment: &ObjId,
+    emoji: &str,
+    by: &str,
+    at: i64,
+) -> Result<()> {
+    let reactions = ensure_map(tx, comment, "reactions")?;
+    tx.put(&reactions, format!("{emoji} {by}"), at)?;
+    Ok(())
+}
+
+/// The object of a comment, by full id.
+pub fn comment_obj(view: View<'_>, id: &str) -> Option<ObjId> {
+    view.map(&view.map(&ROOT, "comments")?, id)
+}
+
+/// Every comment, in time order.
+pub fn comments(view: View<'_>) -> Vec<Comment> {
+    let Some(map) = view.map(&ROOT, "comments") else {
+        return Vec::new();
+    };
+    let mut comments: Vec<Comment> = view
+        .keys(&map)
+        .into_iter()
+        .filter_map(|id| {
+            let obj = view.map(&map, &id)?;
+            let mut reactions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            if let Some(r) = view.map(&obj, "reactions") {
+                for key in view.keys(&r) {
+                    if let Some((emoji, member)) = key.rsplit_once(' ') {
+                        reactions
+                            .entry(emoji.to_string())
+                            .or_default()
+                            .push(member.to_string());
+                    }
+                }
+            }
+            Some(Comment {
+                parent: view.str(&obj, "parent").filter(|p| !p.is_empty()),
+                by: view.string(&obj, "by"),
+                at: view.int(&obj, "at").unwrap_or(0),
+                body: view.string(&obj, "body"),
+                reactions,
+                id,
+            })
+        })
+        .collect();
+    comments.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    comments
+}
+
+/// Asks members to respond with an urgency.
+pub fn put_asks<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    members: &[String],
+    urgency: &str,
+    by: &str,
+    at: i64,
+) -> Result<()> {
+    let asks = ensure_map(tx, &ROOT, "asks")?;
+    for member in members {
+        let obj = tx.put_object(&asks, member.as_str(), ObjType::Map)?;
+        tx.put(&obj, "urgency", urgency)?;
+        tx.put(&obj, "at", at)?;
+        tx.put(&obj, "by", by)?;
+    }
+    Ok(())
+}
+
+/// Every request for a response.
+pub fn asks(view: View<'_>) -> Vec<Ask> {
+    let Some(map) = view.map(&ROOT, "asks") else {
+        return Vec::new();
+    };
+    view.keys(&map)
+        .into_iter()
+        .filter_map(|member| {
+            let obj = view.map(&map, &member)?;
+            Some(Ask {
+                urgency: view.string(&obj, "urgency"),
+                at: view.int(&obj, "at").unwrap_or(0),
+                by: view.string(&obj, "by"),
+                member,
+            })
+        })
+        .collect()
+}
+
+/// When `member` first responded (commented or wrote an entry) at or after `since`.
+pub fn responded_at(
+    comments: &[Comment],
+    entries: &[Entry],
+    member: &str,
+    since: i64,
+) -> Option<i64> {
+    let by_comments = comments
+        .iter()
+        .filter(|c| c.by == member && c.at >= since)
+        .map(|c| c.at);
+    let by_entries = entries
+        .iter()
+        .filter(|e| e.by == member && e.at >= since)
+        .map(|e| e.at);
+    by_comments.chain(by_entries).min()
+}
+
+/// A lifecycle state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum State {
+    /// Being written; no comment period yet.
+    Draft,
+    /// In its comment period.
+    Open {
+        /// When the period closes, ms.
+        closes: Option<i64>,
+    },
+    /// In its final, announced comment period.
+    FinalComment {
+        /// When the period closes, ms.
+        closes: Option<i64>,
+    },
+    /// Accepted by its deciders.
+    Accepted,
+    /// Rejected.
+    Rejected,
+    /// Withdrawn by its authors.
+    Withdrawn,
+    /// Replaced by another proposal.
+    Superseded {
+        /// The id of the superseding document.
+        by: String,
+    },
+    /// A thread marked resolved.
+    Resolved,
+    /// Incompatible transitions were made concurrently.
+    Conflict {
+        /// The states the concurrent transitions lead to, with the entry ids.
+        candidates: Vec<(String, String)>,
+    },
+}
+
+impl State {
+    /// The short name shown in lists and stored in the index.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Draft => "draft",
+            State::Open { .. } => "open",
+            State::FinalComment { .. } => "final-comment",
+            State::Accepted => "accepted",
+            State::Rejected => "rejected",
+            State::Withdrawn => "withdrawn",
+            State::Superseded { .. } => "superseded",
+            State::Resolved => "resolved",
+            State::Conflict { .. } => "conflict",
+        }
+    }
+
+    /// When the current period closes, if in one.
+    pub fn closes(&self) -> Option<i64> {
+        match self {
+            State::Open { closes } | State::FinalComment { closes } => *closes,
+            _ => None,
+        }
+    }
+}
+
+/// The name of the state a transition kind leads to.
+pub fn target_state(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "open" => "open",
+        "final-comment" => "final-comment",
+        "accept" => "accepted",
+        "reject" => "rejected",
+        "withdraw" => "withdrawn",
+        "supersede" => "superseded",
+        "resolve" => "resolved",
+        "reopen" => "draft",
+        _ => return None,
+    })
+}
+
+/// The derived lifecycle of a document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Lifecycle {
+    /// The state shown to people.
+    pub state: State,
+    /// The transitions no other transition followed (more than one: concurrent).
+    pub tips: Vec<String>,
+    /// Transitions that broke a rule, with the reason; they do not count.
+    pub ignored: Vec<(String, String)>,
+}
+
+/// Checks a transition against the state it follows and the document as its author saw it.
+/// Returns the reason it is not allowed.
+pub type Rule<'a> = &'a dyn Fn(&Entry, &State) -> Option<String>;
+
+/// Derives the lifecycle from the entries, the same way on every node.
+pub fn lifecycle(entries: &[Entry], initial: State, rule: Rule<'_>) -> Lifecycle {
+    let transitions: BTreeMap<&str, &Entry> = entries
+        .iter()
+        .filter(|e| e.is_transition())
+        .map(|e| (e.id.as_str(), e))
+        .collect();
+    let mut after: BTreeMap<String, State> = BTreeMap::new();
+    let mut ignored = Vec::new();
+    // Resolve each transition's resulting state, predecessors first. `prev` only names
+    // entries that existed when it was written, so the graph is acyclic; a forged cycle is
+    // broken by treating the unresolved predecessor as absent.
+    let mut visiting = BTreeSet::new();
+    fn resolve(
+        id: &str,
+        transitions: &BTreeMap<&str, &Entry>,
+        initial: &State,
+        rule: Rule<'_>,
+        after: &mut BTreeMap<String, State>,
+        visiting: &mut BTreeSet<String>,
+        ignored: &mut Vec<(String, String)>,
+    ) -> State {
+        if let Some(state) = after.get(id) {
+            return state.clone();
+        }
+        let entry = transitions[id];
+        visiting.insert(id.to_string());
+        let mut prev: Vec<(String, State)> = Vec::new();
+        for p in &entry.prev {
+            if transitions.contains_key(p.as_str()) && !visiting.contains(p.as_str()) {
+                let state = resolve(p, transitions, initial, rule, after, visiting, ignored);
+                prev.push((p.clone(), state));
+            }
+        }
+        visiting.remove(id);
+        let before = combine(prev, initial);
+        let state = match rule(entry, &before) {
+            None => next_state(entry, &before),
+            Some(reason) => {
+                ignored.push((entry.id.clone(), reason));
+                before
+            }
+        };
+        after.insert(id.to_string(), state.clone());
+        state
+    }
+    for id in transitions.keys() {
+        resolve(
+            id,
+            &transitions,
+            &initial,
+            rule,
+            &mut after,
+            &mut visiting,
+            &mut ignored,
+        );
+    }
+    let followed: BTreeSet<&str> = transitions
+        .values()
+        .flat_map(|e| e.prev.iter().map(String::as_str))
+        .collect();
+    let tips: Vec<String> = transitions
+        .keys()
+        .filter(|id| !followed.contains(**id))
+        .map(|id| id.to_string())
+        .collect();
+    let state = combine(
+        tips.iter().map(|t| (t.clone(), after[t].clone())).collect(),
+        &initial,
+    );
+    ignored.sort();
+    Lifecycle {
+        state,
+        tips,
+        ignored,
+    }
+}
+
+fn next_state(entry: &Entry, _before: &State) -> State {
+    match entry.kind.as_str() {
+        "open" => State::Open {
+            closes: entry.closes,
+        },
+        "final-comment" => State::FinalComment {
+            closes: entry.closes,
+        },
+        "accept" => State::Accepted,
+        "reject" => State::Rejected,
+        "withdraw" => State::Withdrawn,
+        "supersede" => State::Superseded {
+            by: entry.target.clone(),
+        },
+        "resolve" => State::Resolved,
+        _ => State::Draft,
+    }
+}
+
+/// The state after several concurrent transitions: theirs if they agree, else a conflict.
+fn combine(states: Vec<(String, State)>, initial: &State) -> State {
+    let distinct: BTreeSet<&'static str> = states.iter().map(|(_, s)| s.name()).collect();
+    match distinct.len() {
+        0 => initial.clone(),
+        1 => {
+            // Agreeing periods: the latest closing time wins, deterministically.
+            states
+                .into_iter()
+                .map(|(_, s)| s)
+                .max_by_key(|s| s.closes())
+                .expect("one state at least")
+        }
+        _ => {
+            let mut candidates: Vec<(String, String)> = states
+                .into_iter()
+                .map(|(id, s)| (s.name().to_string(), id))
+                .collect();
+            candidates.sort();
+            State::Conflict { candidates }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transition(id: &str, kind: &str, prev: &[&str]) -> Entry {
+        Entry {
+            id: id.into(),
+            prev: prev.iter().map(|p| p.to_string()).collect(),
+            ..Entry::new(kind, "ana", 0)
+        }
+    }
+
+    fn derive(entries: &[Entry]) -> Lifecycle {
+        lifecycle(entries, State::Draft, &|_, _| None)
+    }
+
+    #[test]
+    fn a_chain_of_transitions_ends_in_its_last_state() {
+        let entries = [
+            transition("a", "open", &[]),
+            transition("b", "accept", &["a"]),
+        ];
+        assert_eq!(derive(&entries).state, State::Accepted);
+        assert_eq!(derive(&entries).tips, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn concurrent_incompatible_transitions_conflict_until_resolved() {
+        let mut entries = vec![
+            transition("a", "open", &[]),
+            transition("b", "accept", &["a"]),
+            transition("c", "reject", &["a"]),
+        ];
+        let life = derive(&entries);
+        assert_eq!(
+            life.state,
+            State::Conflict {
+                candidates: vec![
+                    ("accepted".into(), "b".into()),
+                    ("rejected".into(), "c".into())
+                ]
+            }
+        );
+        entries.push(transition("d", "accept", &["b", "c"]));
+        assert_eq!(derive(&entries).state, State::Accepted);
+    }
+
+    #[test]
+    fn concurrent_agreeing_transitions_are_not_a_conflict() {
+        let entries = [
+            transition("a", "open", &[]),
+            transition("b", "withdraw", &["a"]),
+            transition("c", "withdraw", &["a"]),
+        ];
+        assert_eq!(derive(&entries).state, State::Withdrawn);
+    }
+
+    #[test]
+    fn a_transition_breaking_a_rule_is_ignored_with_its_reason() {
+        let entries = [transition("a", "accept", &[])];
+        let life = lifecycle(&entries, State::Draft, &|e, before| {
+            (e.kind == "accept" && *before == State::Draft).then(|| "not open".to_string())
+        });
+        assert_eq!(life.state, State::Draft);
+        assert_eq!(
+            life.ignored,
+            vec![("a".to_string(), "not open".to_string())]
+        );
+    }
+
+    #[test]
+    fn forged_cycles_do_not_hang() {
+        let entries = [
+            transition("a", "open", &["b"]),
+            transition("b", "accept", &["a"]),
+        ];
+        let _ = derive(&entries);
+    }
+}

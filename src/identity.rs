@@ -1,0 +1,112 @@
+//! This device's identity: its ed25519 key (a file readable only by its owner), the
+//! person's profile (name, time zone, working hours) and the automerge actor id derived
+//! from the key.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use automerge::ActorId;
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::id::random_bytes;
+use crate::norms::{Calendar, WorkingHours, time_zone};
+
+/// Name of the key file inside the home.
+pub const KEY_FILE: &str = "device.key";
+
+/// Length of the device public key at the start of every actor id.
+pub const KEY_LEN: usize = 32;
+
+/// Who this person is and when they work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Display name, unique within a workspace in practice.
+    pub name: String,
+    /// IANA time zone.
+    pub tz: String,
+    /// Working hours, `HH:MM-HH:MM`.
+    pub hours: String,
+    /// Working days, `mon-fri`.
+    pub days: String,
+}
+
+impl Profile {
+    /// Checks every field, so a bad zone or hours fail at `init`, not at the first deadline.
+    pub fn validate(&self) -> Result<Calendar> {
+        if self.name.trim().is_empty() {
+            bail!("the name is empty: give the name your team knows you by, like --name Ana");
+        }
+        Ok(Calendar {
+            tz: time_zone(&self.tz)?,
+            hours: WorkingHours::parse(&self.hours, &self.days)?,
+        })
+    }
+}
+
+/// The automerge actor of a device in one home: its public key, then 8 random bytes chosen
+/// when the home was created. The key makes authorship checkable; the suffix keeps a key
+/// restored into a new home from reusing (actor, seq) pairs, which would split replicas.
+pub fn actor_id(key: &SigningKey, incarnation: &[u8; 8]) -> ActorId {
+    let mut bytes = key.verifying_key().to_bytes().to_vec();
+    bytes.extend_from_slice(incarnation);
+    ActorId::from(bytes)
+}
+
+/// The device key an actor id claims, if it has the shape of a device actor.
+pub fn actor_key(actor: &ActorId) -> Option<[u8; KEY_LEN]> {
+    let bytes = actor.to_bytes();
+    (bytes.len() == KEY_LEN + 8).then(|| bytes[..KEY_LEN].try_into().expect("length checked"))
+}
+
+/// Writes a new random device key into `home`, readable only by the owner.
+pub fn create_key(home: &Path) -> Result<SigningKey> {
+    let path = key_path(home);
+    if path.exists() {
+        bail!(
+            "{} already exists: this home already has an identity (use another --home for a second one)",
+            path.display()
+        );
+    }
+    let key = SigningKey::from_bytes(&random_bytes());
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot create the key file {}", path.display()))?;
+    writeln!(file, "{}", hex::encode(key.to_bytes()))?;
+    file.sync_all()?;
+    Ok(key)
+}
+
+/// Reads the device key from `home`.
+pub fn load_key(home: &Path) -> Result<SigningKey> {
+    let path = key_path(home);
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no identity in {}: run `meridian init --name NAME` first (or pass the right --home)",
+            home.display()
+        )
+    })?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
+        format!(
+            "the key file {} is damaged: it should hold 64 hex digits",
+            path.display()
+        )
+    })?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+fn key_path(home: &Path) -> PathBuf {
+    home.join(KEY_FILE)
+}
+
+/// A fresh incarnation suffix for a new home.
+pub fn new_incarnation() -> [u8; 8] {
+    random_bytes()
+}

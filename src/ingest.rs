@@ -1,0 +1,466 @@
+//! Taking in changes written elsewhere: the one path by which foreign bytes reach a
+//! document, shared by `merge` today and by sync later.
+//!
+//! Everything is hostile until checked, in this order (DESIGN §6): size → envelope shape and
+//! signature → decryption → bounded decompression → actor owns the change → membership →
+//! apply → missing dependencies → nesting depth. All documents of one batch are applied in
+//! one redb write transaction: the first failure aborts it and the store stays exactly as it
+//! was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, Value};
+use meridian_relay::Envelope;
+
+use crate::doc::View;
+use crate::id::Id;
+use crate::identity;
+use crate::node::{self, Node};
+use crate::seal;
+use crate::store::{LogEntry, RECORDS, Record, WorkspaceRecord};
+use crate::workspace::{self, WorkspaceState};
+
+/// Bounds on one batch of foreign input.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest input file or batch, bytes.
+    pub max_input: usize,
+    /// Most bytes all compressed data of a batch may inflate to.
+    pub max_inflated: u64,
+    /// Most changes in one batch.
+    pub max_changes: usize,
+    /// Deepest object nesting a document may reach.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input: 256 << 20,
+            max_inflated: 1 << 30,
+            max_changes: 1_000_000,
+            max_depth: 64,
+        }
+    }
+}
+
+/// The magic bytes at the start of every automerge chunk.
+pub const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// One unit of foreign input: a record and the changes inside it.
+pub struct Item {
+    /// The document it belongs to.
+    pub doc: Id,
+    /// The record to store if it brings anything new.
+    pub record: Record,
+    /// The signer's device key, for sealed records.
+    pub signer: Option<[u8; 32]>,
+    /// The parsed changes.
+    pub changes: Vec<Change>,
+}
+
+/// What a merge did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// Documents that received new changes.
+    pub documents: Vec<String>,
+    /// New changes applied.
+    pub applied: usize,
+    /// Changes the node already had.
+    pub known: usize,
+    /// New changes that carried no signature (from a saved document).
+    pub unverified: usize,
+}
+
+/// Reads a LEB128 unsigned integer.
+fn uleb(bytes: &[u8]) -> Result<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    bail!("a length field is truncated or too long")
+}
+
+/// Takes `n` bytes off the front of `bytes`.
+fn take<'a>(bytes: &mut &'a [u8], n: u64, what: &str) -> Result<&'a [u8]> {
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|n| *n <= bytes.len())
+        .with_context(|| format!("the {what} is truncated"))?;
+    let (head, tail) = bytes.split_at(n);
+    *bytes = tail;
+    Ok(head)
+}
+
+fn take_uleb(bytes: &mut &[u8], what: &str) -> Result<u64> {
+    let (value, n) = uleb(bytes).with_context(|| format!("the {what} is malformed"))?;
+    *bytes = &bytes[n..];
+    Ok(value)
+}
+
+/// Inflates raw deflate data into nowhere, failing once it passes the remaining budget.
+fn inflate_bounded(data: &[u8], budget: &mut u64) -> Result<()> {
+    let mut decoder = flate2::read::DeflateDecoder::new(data).take(*budget + 1);
+    let inflated =
+        std::io::copy(&mut decoder, &mut std::io::sink()).context("compressed data is corrupt")?;
+    if inflated > *budget {
+        bail!(
+            "compressed data inflates beyond the limit of {} bytes: refusing a decompression bomb",
+            *budget
+        );
+    }
+    *budget -= inflated;
+    Ok(())
+}
+
+/// Splits automerge bytes into chunks, checking each header and bounding what compressed
+/// parts inflate to. Change chunks are always accepted; document chunks only if `allow_doc`.
+pub fn chunks<'a>(mut bytes: &'a [u8], budget: &mut u64, allow_doc: bool) -> Result<Vec<&'a [u8]>> {
+    let mut chunks = Vec::new();
+    while !bytes.is_empty() {
+        let start = bytes;
+        if bytes.len() < 9 || bytes[..4] != AUTOMERGE_MAGIC {
+            bail!("the data is not automerge changes (bad chunk header)");
+        }
+        let chunk_type = bytes[8];
+        bytes = &bytes[9..];
+        let len = take_uleb(&mut bytes, "chunk length")?;
+        let data = take(&mut bytes, len, "chunk")?;
+        match chunk_type {
+            1 => *budget = budget.saturating_sub(len),
+            2 => inflate_bounded(data, budget)?,
+            0 if allow_doc => check_document_columns(data, budget)?,
+            0 => bail!("a whole document was found where only changes are allowed"),
+            other => bail!("unsupported automerge chunk type {other}"),
+        }
+        chunks.push(&start[..start.len() - bytes.len()]);
+    }
+    Ok(chunks)
+}
+
+/// Walks a document chunk's column layout and bounds every compressed column.
+fn check_document_columns(mut data: &[u8], budget: &mut u64) -> Result<()> {
+    let actors = take_uleb(&mut data, "actor list")?;
+    for _ in 0..actors {
+        let len = take_uleb(&mut data, "actor id")?;
+        take(&mut data, len, "actor id")?;
+    }
+    let heads = take_uleb(&mut data, "head list")?;
+    take(&mut data, heads.saturating_mul(32), "head list")?;
+    let mut columns = Vec::new();
+    for _ in 0..2 {
+        let count = take_uleb(&mut data, "column list")?;
+        for _ in 0..count {
+            let spec = take_uleb(&mut data, "column spec")?;
+            let len = take_uleb(&mut data, "column length")?;
+            columns.push((spec, len));
+        }
+    }
+    for (spec, len) in columns {
+        let column = take(&mut data, len, "column")?;
+        if spec & 0b1000 != 0 {
+            inflate_bounded(column, budget)?;
+        } else {
+            *budget = budget.saturating_sub(len);
+        }
+    }
+    Ok(())
+}
+
+/// Parses the changes inside checked change chunks.
+pub fn parse_changes(chunks: &[&[u8]]) -> Result<Vec<Change>> {
+    chunks
+        .iter()
+        .map(|chunk| {
+            Change::from_bytes(chunk.to_vec())
+                .map_err(|e| anyhow::anyhow!("a change is malformed: {e}"))
+        })
+        .collect()
+}
+
+/// Opens a sealed record from a bundle or the network into an [`Item`], checking
+/// signature, workspace, decryption, decompression bounds and that every change's actor is
+/// the signer.
+pub fn open_sealed(
+    bytes: &[u8],
+    workspace: Id,
+    record: &WorkspaceRecord,
+    budget: &mut u64,
+) -> Result<Item> {
+    let envelope = Envelope::decode(bytes)?;
+    if envelope.workspace_id() != workspace.0 {
+        bail!(
+            "an envelope belongs to another workspace ({})",
+            hex::encode(&envelope.workspace[..4])
+        );
+    }
+    let key: seal::WorkspaceKey = record
+        .key
+        .as_slice()
+        .try_into()
+        .context("the workspace key is damaged")?;
+    let plaintext = seal::open(&key, &envelope)?;
+    let changes = parse_changes(&chunks(&plaintext, budget, false)?)?;
+    let signer: [u8; 32] = envelope
+        .author
+        .as_slice()
+        .try_into()
+        .context("bad author key")?;
+    let doc = Id(envelope.doc_id());
+    for change in &changes {
+        check_actor(change, Some(&signer), doc, workspace, record)?;
+    }
+    Ok(Item {
+        doc,
+        record: Record::Sealed(bytes.to_vec()),
+        signer: Some(signer),
+        changes,
+    })
+}
+
+/// Checks that a change was written by the device that signed it (or, unsigned, by some
+/// device), or is this workspace's genesis.
+pub fn check_actor(
+    change: &Change,
+    signer: Option<&[u8; 32]>,
+    doc: Id,
+    workspace: Id,
+    record: &WorkspaceRecord,
+) -> Result<()> {
+    let actor = change.actor_id();
+    if workspace::is_genesis_actor(workspace, actor) {
+        let genesis =
+            Change::from_bytes(record.genesis.clone()).context("the stored genesis is damaged")?;
+        if doc == workspace && change.hash() == genesis.hash() {
+            return Ok(());
+        }
+        bail!(
+            "forged change {}: it claims to be the workspace's first change but is not",
+            short_hash(change)
+        );
+    }
+    let Some(key) = identity::actor_key(actor) else {
+        bail!(
+            "change {} has an actor id that is not a Meridian device's",
+            short_hash(change)
+        );
+    };
+    if let Some(signer) = signer
+        && &key != signer
+    {
+        bail!(
+            "forged change {}: it was written by device {} but signed by {}; nothing was merged",
+            short_hash(change),
+            &hex::encode(key)[..12],
+            &hex::encode(signer)[..12]
+        );
+    }
+    Ok(())
+}
+
+fn short_hash(change: &Change) -> String {
+    change.hash().to_string()[..12].to_string()
+}
+
+/// Applies a batch of items to the node in one transaction: all or nothing.
+pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> Result<Report> {
+    let total: usize = items.iter().map(|i| i.changes.len()).sum();
+    if total > limits.max_changes {
+        bail!(
+            "the input holds {total} changes, more than the limit of {}",
+            limits.max_changes
+        );
+    }
+    let txn = node.db().begin_write()?;
+    let mut record = node::workspace_record(&txn, workspace)?;
+    let mut by_doc: BTreeMap<Id, Vec<Item>> = BTreeMap::new();
+    for item in items {
+        by_doc.entry(item.doc).or_default().push(item);
+    }
+    let mut report = Report::default();
+    // The workspace document first: it may bring the members who signed the rest.
+    let workspace_items = by_doc.remove(&workspace);
+    if let Some(items) = workspace_items {
+        let signers: Vec<Vec<u8>> = signers(&items);
+        let state = apply_doc(
+            &txn,
+            workspace,
+            &record,
+            workspace,
+            items,
+            limits,
+            &mut report,
+        )?;
+        if let Some(state) = state {
+            record.name = state.1;
+            record.state = state.0;
+        }
+        check_members(&record.state, &signers, workspace)?;
+    }
+    for (doc_id, items) in by_doc {
+        check_members(&record.state, &signers(&items), doc_id)?;
+        apply_doc(&txn, workspace, &record, doc_id, items, limits, &mut report)?;
+    }
+    txn.commit()?;
+    Ok(report)
+}
+
+fn signers(items: &[Item]) -> Vec<Vec<u8>> {
+    let mut keys = BTreeSet::new();
+    for item in items {
+        match item.signer {
+            Some(key) => {
+                keys.insert(key.to_vec());
+            }
+            None => {
+                for change in &item.changes {
+                    if let Some(key) = identity::actor_key(change.actor_id()) {
+                        keys.insert(key.to_vec());
+                    }
+                }
+            }
+        }
+    }
+    keys.into_iter().collect()
+}
+
+fn check_members(state: &WorkspaceState, keys: &[Vec<u8>], doc: Id) -> Result<()> {
+    for key in keys {
+        if !state.is_member_key(key) {
+            bail!(
+                "changes to document {} were written by {}, who is not a verified member of this workspace; nothing was merged",
+                doc.short(),
+                state.name_of(&hex::encode(key))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Applies one document's items; returns the new workspace state for the workspace document.
+fn apply_doc(
+    txn: &redb::WriteTransaction,
+    workspace: Id,
+    record: &WorkspaceRecord,
+    doc_id: Id,
+    items: Vec<Item>,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<Option<(WorkspaceState, String)>> {
+    let mut loaded = node::load_doc(&txn.open_table(RECORDS)?, record, workspace, doc_id)?;
+    let mut records = Vec::new();
+    let mut entries: Vec<LogEntry> = Vec::new();
+    let mut fresh = Vec::new();
+    let mut seen = BTreeSet::new();
+    for item in items {
+        let new: Vec<Change> = item
+            .changes
+            .into_iter()
+            .filter(|c| loaded.doc.get_change_by_hash(&c.hash()).is_none() && seen.insert(c.hash()))
+            .collect();
+        if new.is_empty() {
+            report.known += 1;
+            continue;
+        }
+        for change in &new {
+            entries.push(node::log_entry(change, item.signer.is_some()));
+        }
+        if item.signer.is_none() {
+            report.unverified += new.len();
+        }
+        report.applied += new.len();
+        records.push(match item.record {
+            // A record that mixes known and new changes is stored as just the new ones.
+            Record::Unsigned(_) => {
+                Record::Unsigned(new.iter().flat_map(|c| c.raw_bytes().to_vec()).collect())
+            }
+            sealed => sealed,
+        });
+        fresh.extend(new);
+    }
+    if fresh.is_empty() {
+        return Ok(None);
+    }
+    loaded
+        .doc
+        .apply_changes(fresh)
+        .with_context(|| format!("the changes to document {} do not apply", doc_id.short()))?;
+    let missing = loaded.doc.get_missing_deps(&[]);
+    if let Some(first) = missing.first() {
+        bail!(
+            "{} change(s) to document {} depend on changes this node does not have (first missing: {}); merge the export they come from first; nothing was merged",
+            missing.len(),
+            doc_id.short(),
+            &first.to_string()[..12]
+        );
+    }
+    check_depth(&loaded.doc, limits.max_depth)?;
+    let view = View::now(&loaded.doc);
+    if doc_id != workspace {
+        let id = view.str(&ROOT, "id");
+        let in_workspace = view.str(&ROOT, "workspace");
+        if id.as_deref() != Some(doc_id.hex().as_str())
+            || in_workspace.as_deref() != Some(workspace.hex().as_str())
+        {
+            bail!(
+                "document {} does not say it is that document of this workspace: refusing it",
+                doc_id.short()
+            );
+        }
+        if view.kind().is_none() {
+            bail!(
+                "document {} is of an unknown kind: refusing it",
+                doc_id.short()
+            );
+        }
+    }
+    node::append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
+    node::reindex(
+        txn,
+        workspace,
+        record,
+        doc_id,
+        &loaded.doc,
+        entries.len() as u64,
+    )?;
+    report.documents.push(doc_id.hex());
+    if doc_id == workspace {
+        let state = workspace::read_state(view, &record.creator);
+        let name = view
+            .str(&ROOT, "name")
+            .unwrap_or_else(|| record.name.clone());
+        return Ok(Some((state, name)));
+    }
+    Ok(None)
+}
+
+/// Fails if any object in the document is nested deeper than `max` levels.
+pub fn check_depth(doc: &Automerge, max: usize) -> Result<()> {
+    let mut stack = vec![(ROOT, 0usize)];
+    while let Some((obj, depth)) = stack.pop() {
+        if depth > max {
+            bail!("the document nests objects more than {max} levels deep: refusing it");
+        }
+        let children: Vec<_> = match doc.object_type(&obj) {
+            Ok(ObjType::Map) | Ok(ObjType::Table) => doc
+                .keys(&obj)
+                .filter_map(|k| doc.get(&obj, k).ok().flatten())
+                .collect(),
+            Ok(ObjType::List) => (0..doc.length(&obj))
+                .filter_map(|i| doc.get(&obj, i).ok().flatten())
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (value, id) in children {
+            if matches!(value, Value::Object(t) if t != ObjType::Text) {
+                stack.push((id, depth + 1));
+            }
+        }
+    }
+    Ok(())
+}

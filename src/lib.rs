@@ -1,0 +1,23 @@
+//! Meridian: local-first asynchronous team communication.
+//!
+//! A node keeps a participant's workspaces as automerge documents in one redb file and
+//! works with no network. See `ARCHITECTURE.md` for the map of modules and their invariants.
+
+pub mod bundle;
+pub mod cli;
+pub mod discussion;
+pub mod doc;
+pub mod history;
+pub mod id;
+pub mod identity;
+pub mod inbox;
+pub mod index;
+pub mod ingest;
+pub mod node;
+pub mod norms;
+pub mod proposal;
+pub mod seal;
+pub mod store;
+pub mod thread;
+pub mod update;
+pub mod workspace;

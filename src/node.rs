@@ -1,0 +1,653 @@
+//! The node: one person's device, its redb file and key, and the one path every local edit
+//! takes (CLI → model → document → store → outbox).
+//!
+//! An edit loads the document from its stored records inside a write transaction, lets the
+//! caller change it, seals each new change into an envelope, appends the envelopes, the
+//! history lines, the index summary and the outbox entries, and commits durably before the
+//! command reports success. No edit ever saves a whole document.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use ed25519_dalek::SigningKey;
+use meridian_relay::Envelope;
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::doc::View;
+use crate::id::{Id, random_bytes, resolve_prefix};
+use crate::identity::{self, Profile};
+use crate::index::{DocSummary, summarize};
+use crate::seal;
+use crate::store::{
+    self, DOCS, HISTORY, LogEntry, META, OUTBOX, READ_MARKERS, RECORDS, Record, WORKSPACES,
+    WorkspaceRecord,
+};
+use crate::workspace::{self, Invite, WorkspaceState};
+
+/// The database file inside a home.
+pub const DB_FILE: &str = "meridian.redb";
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Commits a transaction with a message and the current time (automerge defaults to 0).
+pub fn commit(tx: Transaction<'_>, message: &str) -> Option<ChangeHash> {
+    tx.commit_with(
+        CommitOptions::default()
+            .with_message(message)
+            .with_time(now_ms()),
+    )
+    .0
+}
+
+/// One person's node.
+pub struct Node {
+    home: PathBuf,
+    db: Database,
+    key: SigningKey,
+    incarnation: [u8; 8],
+}
+
+impl Node {
+    /// Creates a new identity in `home`.
+    pub fn init(home: &Path, profile: &Profile) -> Result<Node> {
+        profile.validate()?;
+        std::fs::create_dir_all(home)
+            .with_context(|| format!("cannot create the home {}", home.display()))?;
+        if home.join(identity::KEY_FILE).exists() {
+            bail!(
+                "{} already holds an identity; use another --home (or MERIDIAN_HOME) for a second one",
+                home.display()
+            );
+        }
+        let key = identity::create_key(home)?;
+        let db = store::open_database(&home.join(DB_FILE))?;
+        store::create_tables(&db)?;
+        let incarnation: [u8; 8] = random_bytes();
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("profile", store::encode(profile).as_slice())?;
+            meta.insert("incarnation", incarnation.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(Node {
+            home: home.to_path_buf(),
+            db,
+            key,
+            incarnation,
+        })
+    }
+
+    /// Opens the identity in `home`.
+    pub fn open(home: &Path) -> Result<Node> {
+        let key = identity::load_key(home)?;
+        let path = home.join(DB_FILE);
+        if !path.exists() {
+            bail!(
+                "{} is missing: this home is damaged or was not made by `meridian init`",
+                path.display()
+            );
+        }
+        let db = store::open_database(&path)?;
+        let incarnation = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let value = meta
+                .get("incarnation")?
+                .context("the home's database has no incarnation: it is damaged")?;
+            value
+                .value()
+                .try_into()
+                .context("the home's incarnation is damaged")?
+        };
+        Ok(Node {
+            home: home.to_path_buf(),
+            db,
+            key,
+            incarnation,
+        })
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The device key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// This device's member id: its public key in hex.
+    pub fn member_id(&self) -> String {
+        hex::encode(self.key.verifying_key().to_bytes())
+    }
+
+    /// The automerge actor of this node.
+    pub fn actor(&self) -> ActorId {
+        identity::actor_id(&self.key, &self.incarnation)
+    }
+
+    /// The profile given at `init`.
+    pub fn profile(&self) -> Result<Profile> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let bytes = meta
+            .get("profile")?
+            .context("the home has no profile: run `meridian init`")?;
+        store::decode(bytes.value(), "profile")
+    }
+
+    /// Every workspace this node belongs to.
+    pub fn workspaces(&self) -> Result<Vec<(Id, WorkspaceRecord)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WORKSPACES)?;
+        let mut all = Vec::new();
+        for item in table.iter()? {
+            let (id, bytes) = item?;
+            all.push((Id(id.value()), store::decode(bytes.value(), "workspace")?));
+        }
+        Ok(all)
+    }
+
+    /// The workspace named or id-prefixed by `selector`, or the only one.
+    pub fn workspace(&self, selector: Option<&str>) -> Result<(Id, WorkspaceRecord)> {
+        let all = self.workspaces()?;
+        match selector {
+            None => match all.len() {
+                0 => bail!(
+                    "this node belongs to no workspace yet: `meridian workspace create NAME` or `meridian join CODE`"
+                ),
+                1 => Ok(all.into_iter().next().expect("one")),
+                _ => bail!(
+                    "this node belongs to {} workspaces ({}): choose one with -w NAME",
+                    all.len(),
+                    all.iter()
+                        .map(|(_, w)| w.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            Some(selector) => {
+                let named: Vec<_> = all
+                    .iter()
+                    .filter(|(_, w)| w.name == selector)
+                    .cloned()
+                    .collect();
+                if named.len() == 1 {
+                    return Ok(named.into_iter().next().expect("one"));
+                }
+                resolve_prefix(
+                    "workspace",
+                    selector,
+                    all.into_iter().map(|(id, w)| (id.hex(), (id, w))),
+                )
+            }
+        }
+    }
+
+    /// Creates a workspace with this node's person as its first member.
+    pub fn create_workspace(&self, name: &str, relays: Vec<String>) -> Result<Id> {
+        if name.trim().is_empty() {
+            bail!("the workspace name is empty");
+        }
+        if self.workspaces()?.iter().any(|(_, w)| w.name == name) {
+            bail!("this node already has a workspace called `{name}`: choose another name");
+        }
+        let id = Id::random();
+        let creator = self.key.verifying_key().to_bytes().to_vec();
+        let record = WorkspaceRecord {
+            name: name.to_string(),
+            key: random_bytes::<32>().to_vec(),
+            genesis: workspace::genesis(id, &creator),
+            creator,
+            relays,
+            state: WorkspaceState::default(),
+        };
+        self.put_workspace_record(id, &record)?;
+        let profile = self.profile()?;
+        self.edit(id, id, "create workspace", |doc| {
+            let members = View::now(doc)
+                .map(&automerge::ROOT, "members")
+                .context("the workspace genesis has no members map")?;
+            let mut tx = doc.transaction();
+            workspace::put_name(&mut tx, name)?;
+            workspace::put_member(
+                &mut tx,
+                &members,
+                &self.key.verifying_key(),
+                &profile,
+                now_ms(),
+                None,
+            )?;
+            commit(tx, &format!("create workspace {name}"));
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// Joins a workspace from an invite code. Works offline: the member entry is written
+    /// against the shared genesis and merges with everyone else's copy later.
+    pub fn join(&self, invite: &Invite) -> Result<Id> {
+        let id = invite.workspace_id()?;
+        if self.workspaces()?.iter().any(|(w, _)| *w == id) {
+            bail!(
+                "this node is already a member of workspace `{}`",
+                invite.name
+            );
+        }
+        let record = WorkspaceRecord {
+            name: invite.name.clone(),
+            key: invite.key.clone(),
+            genesis: workspace::genesis(id, &invite.creator),
+            creator: invite.creator.clone(),
+            relays: invite.relays.clone(),
+            state: WorkspaceState::default(),
+        };
+        self.put_workspace_record(id, &record)?;
+        let profile = self.profile()?;
+        let proof = invite.proof_for(&self.key.verifying_key())?;
+        self.edit(id, id, "join", |doc| {
+            let members = View::now(doc)
+                .map(&automerge::ROOT, "members")
+                .context("the workspace genesis has no members map")?;
+            let mut tx = doc.transaction();
+            workspace::put_member(
+                &mut tx,
+                &members,
+                &self.key.verifying_key(),
+                &profile,
+                now_ms(),
+                Some(&proof),
+            )?;
+            commit(tx, &format!("{} joins", profile.name));
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    fn put_workspace_record(&self, id: Id, record: &WorkspaceRecord) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(WORKSPACES)?
+            .insert(id.0, store::encode(record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes one local edit to a document, durably.
+    ///
+    /// `f` receives the document (empty for a new one) with this node's actor, and makes its
+    /// changes with [`commit`]. Every new change is sealed and stored before this returns. If
+    /// `f` fails, nothing is stored.
+    pub fn edit<T>(
+        &self,
+        workspace: Id,
+        doc_id: Id,
+        message: &str,
+        f: impl FnOnce(&mut Automerge) -> Result<T>,
+    ) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        let record = workspace_record(&txn, workspace)?;
+        let mut loaded = load_doc(&txn.open_table(RECORDS)?, &record, workspace, doc_id)?;
+        loaded.doc.set_actor(self.actor());
+        let before = loaded.doc.get_heads();
+        let output =
+            f(&mut loaded.doc).with_context(|| format!("{message}: nothing was changed"))?;
+        let mut changes = loaded.doc.get_changes(&before);
+        if changes.is_empty() {
+            return Ok(output);
+        }
+        let key: seal::WorkspaceKey = record
+            .key
+            .as_slice()
+            .try_into()
+            .context("the workspace key is damaged")?;
+        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        for change in &mut changes {
+            let envelope = seal::seal(&self.key, &key, workspace, doc_id, &change.bytes());
+            append_outbox(&txn, workspace, &envelope)?;
+            records.push(Record::Sealed(envelope.encode()));
+            entries.push(log_entry(change, true));
+        }
+        let was_read = read_marker(&txn, doc_id)?.is_some_and(|heads| heads == before);
+        append_records(&txn, doc_id, loaded.next_seq, &records, &entries)?;
+        reindex(
+            &txn,
+            workspace,
+            &record,
+            doc_id,
+            &loaded.doc,
+            entries.len() as u64,
+        )?;
+        // Your own edit does not make a document "changed since you last read it".
+        if was_read || before.is_empty() {
+            set_read_marker(&txn, doc_id, &loaded.doc.get_heads())?;
+        }
+        txn.commit()?;
+        Ok(output)
+    }
+
+    /// Loads a document for reading.
+    pub fn load(&self, workspace: Id, doc_id: Id) -> Result<Automerge> {
+        let txn = self.db.begin_read()?;
+        let record = {
+            let table = txn.open_table(WORKSPACES)?;
+            let bytes = table.get(workspace.0)?.context("unknown workspace")?;
+            store::decode::<WorkspaceRecord>(bytes.value(), "workspace")?
+        };
+        let loaded = load_doc(&txn.open_table(RECORDS)?, &record, workspace, doc_id)?;
+        if loaded.next_seq == 0 && doc_id != workspace {
+            bail!("document {} has no stored changes", doc_id.short());
+        }
+        Ok(loaded.doc)
+    }
+
+    /// The index summaries of a workspace's documents.
+    pub fn summaries(&self, workspace: Id) -> Result<Vec<(Id, DocSummary)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DOCS)?;
+        let mut all = Vec::new();
+        for item in table.iter()? {
+            let (id, bytes) = item?;
+            let summary: DocSummary = store::decode(bytes.value(), "index entry")?;
+            if summary.workspace == workspace.0 {
+                all.push((Id(id.value()), summary));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Resolves a document id prefix within a workspace.
+    pub fn resolve(&self, workspace: Id, prefix: &str) -> Result<(Id, DocSummary)> {
+        let summaries = self.summaries(workspace)?;
+        resolve_prefix(
+            "document",
+            prefix,
+            summaries.into_iter().map(|(id, s)| (id.hex(), (id, s))),
+        )
+    }
+
+    /// The history of a document, oldest first, from the index.
+    pub fn history(&self, doc_id: Id) -> Result<Vec<LogEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let mut entries = Vec::new();
+        for item in table.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
+            entries.push(store::decode(item?.1.value(), "history entry")?);
+        }
+        Ok(entries)
+    }
+
+    /// The last `n` lines of a document's history, newest first, reading only those.
+    pub fn history_tail(&self, doc_id: Id, n: usize) -> Result<Vec<LogEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let mut entries = Vec::new();
+        for item in table
+            .range((doc_id.0, 0)..=(doc_id.0, u64::MAX))?
+            .rev()
+            .take(n)
+        {
+            entries.push(store::decode(item?.1.value(), "history entry")?);
+        }
+        Ok(entries)
+    }
+
+    /// The heads at which the reader last marked a document read.
+    pub fn read_marker(&self, doc_id: Id) -> Result<Option<Vec<String>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(READ_MARKERS)?;
+        match table.get(doc_id.0)? {
+            Some(bytes) => Ok(Some(store::decode(bytes.value(), "read marker")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every read marker, for the inbox.
+    pub fn read_markers(&self) -> Result<BTreeMap<Id, Vec<String>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(READ_MARKERS)?;
+        let mut markers = BTreeMap::new();
+        for item in table.iter()? {
+            let (id, bytes) = item?;
+            markers.insert(Id(id.value()), store::decode(bytes.value(), "read marker")?);
+        }
+        Ok(markers)
+    }
+
+    /// Marks a document read at its current heads.
+    pub fn mark_read(&self, doc_id: Id, heads: &[String]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(READ_MARKERS)?
+            .insert(doc_id.0, store::encode(&heads).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The stored records of a document, in order (for bundles).
+    pub fn records(&self, doc_id: Id) -> Result<Vec<Record>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let mut records = Vec::new();
+        for item in table.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
+            records.push(store::decode(item?.1.value(), "record")?);
+        }
+        Ok(records)
+    }
+
+    /// How many envelopes wait in the outbox of a workspace.
+    pub fn outbox_len(&self, workspace: Id) -> Result<usize> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        Ok(table
+            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
+            .count())
+    }
+}
+
+/// A document loaded from its records.
+pub struct Loaded {
+    /// The document.
+    pub doc: Automerge,
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+}
+
+/// Reads the workspace record inside a write transaction.
+pub fn workspace_record(txn: &WriteTransaction, workspace: Id) -> Result<WorkspaceRecord> {
+    let table = txn.open_table(WORKSPACES)?;
+    let bytes = table.get(workspace.0)?.with_context(|| {
+        format!(
+            "this node does not belong to workspace {}",
+            workspace.short()
+        )
+    })?;
+    store::decode(bytes.value(), "workspace")
+}
+
+/// Loads a document from its records: opens each envelope and loads all the change bytes
+/// in one call. Records were verified when they were stored, so signatures are not checked
+/// again here.
+pub fn load_doc(
+    records: &impl ReadableTable<([u8; 16], u64), &'static [u8]>,
+    record: &WorkspaceRecord,
+    workspace: Id,
+    doc_id: Id,
+) -> Result<Loaded> {
+    let key: seal::WorkspaceKey = record
+        .key
+        .as_slice()
+        .try_into()
+        .context("the workspace key is damaged")?;
+    let mut bytes = Vec::new();
+    if doc_id == workspace {
+        bytes.extend_from_slice(&record.genesis);
+    }
+    let mut next_seq = 0;
+    for item in records.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
+        let (k, v) = item?;
+        next_seq = k.value().1 + 1;
+        match store::decode::<Record>(v.value(), "record")? {
+            Record::Sealed(envelope) => {
+                let envelope: Envelope = ciborium::from_reader(envelope.as_slice())
+                    .context("a stored envelope is corrupt")?;
+                bytes.extend(seal::open(&key, &envelope)?);
+            }
+            Record::Unsigned(changes) => bytes.extend(changes),
+        }
+    }
+    let doc = if bytes.is_empty() {
+        Automerge::new()
+    } else {
+        Automerge::load(&bytes).with_context(|| {
+            format!(
+                "the stored changes of document {} do not load",
+                doc_id.short()
+            )
+        })?
+    };
+    Ok(Loaded { doc, next_seq })
+}
+
+/// The history line for a change.
+pub fn log_entry(change: &Change, verified: bool) -> LogEntry {
+    LogEntry {
+        hash: change.hash().0.to_vec(),
+        deps: change
+            .deps()
+            .iter()
+            .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
+            .collect(),
+        author: identity::actor_key(change.actor_id())
+            .map(|k| k.to_vec())
+            .unwrap_or_default(),
+        verified,
+        time: change.timestamp(),
+        message: change.message().unwrap_or_default().to_string(),
+    }
+}
+
+/// Appends records from `seq` on, and history lines after the existing ones.
+pub fn append_records(
+    txn: &WriteTransaction,
+    doc_id: Id,
+    seq: u64,
+    new_records: &[Record],
+    entries: &[LogEntry],
+) -> Result<()> {
+    let mut records = txn.open_table(RECORDS)?;
+    for (i, record) in new_records.iter().enumerate() {
+        records.insert((doc_id.0, seq + i as u64), store::encode(record).as_slice())?;
+    }
+    let mut history = txn.open_table(HISTORY)?;
+    let next = history
+        .range((doc_id.0, 0)..=(doc_id.0, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1 + 1)
+        .unwrap_or(0);
+    for (i, entry) in entries.iter().enumerate() {
+        history.insert((doc_id.0, next + i as u64), store::encode(entry).as_slice())?;
+    }
+    Ok(())
+}
+
+fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &Envelope) -> Result<()> {
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let next = outbox
+        .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1 + 1)
+        .unwrap_or(0);
+    outbox.insert((workspace.0, next), envelope.encode().as_slice())?;
+    Ok(())
+}
+
+fn read_marker(txn: &WriteTransaction, doc_id: Id) -> Result<Option<Vec<ChangeHash>>> {
+    let table = txn.open_table(READ_MARKERS)?;
+    let Some(bytes) = table.get(doc_id.0)? else {
+        return Ok(None);
+    };
+    let heads: Vec<String> = store::decode(bytes.value(), "read marker")?;
+    let mut heads = crate::doc::parse_heads(&heads);
+    heads.sort();
+    Ok(Some(heads))
+}
+
+fn set_read_marker(txn: &WriteTransaction, doc_id: Id, heads: &[ChangeHash]) -> Result<()> {
+    let heads = crate::doc::heads_hex(heads);
+    txn.open_table(READ_MARKERS)?
+        .insert(doc_id.0, store::encode(&heads).as_slice())?;
+    Ok(())
+}
+
+/// Rebuilds the derived data of one document: the workspace state for the workspace
+/// document, the index summary for the others.
+pub fn reindex(
+    txn: &WriteTransaction,
+    workspace: Id,
+    record: &WorkspaceRecord,
+    doc_id: Id,
+    doc: &Automerge,
+    added: u64,
+) -> Result<()> {
+    let view = View::now(doc);
+    if doc_id == workspace {
+        let mut record = record.clone();
+        record.state = workspace::read_state(view, &record.creator);
+        if let Some(name) = view.str(&automerge::ROOT, "name") {
+            record.name = name;
+        }
+        txn.open_table(WORKSPACES)?
+            .insert(workspace.0, store::encode(&record).as_slice())?;
+        return Ok(());
+    }
+    let kind = view.kind().context("the document has no known kind")?;
+    let latest = doc
+        .get_heads()
+        .iter()
+        .filter_map(|h| doc.get_change_by_hash(h))
+        .max_by_key(|c| c.timestamp());
+    let (updated, last_author) = latest
+        .map(|c| {
+            (
+                c.timestamp(),
+                identity::actor_key(c.actor_id())
+                    .map(hex::encode)
+                    .unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    let mut docs = txn.open_table(DOCS)?;
+    let before = match docs.get(doc_id.0)? {
+        Some(bytes) => store::decode::<DocSummary>(bytes.value(), "index entry")?.changes,
+        None => 0,
+    };
+    let summary = summarize(
+        view,
+        kind,
+        &workspace.0,
+        updated,
+        &last_author,
+        before + added,
+    );
+    docs.insert(doc_id.0, store::encode(&summary).as_slice())?;
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! Working hours, urgency norms and response deadlines.
+//!
+//! A deadline is counted in the *responder's* working time: their IANA time zone, their
+//! working days and hours. Wall-clock working windows are resolved to instants day by day
+//! with jiff, so a day on which the clocks move still has its full working hours. The time
+//! zone database is bundled into the binary, so every node computes the same instants.
+//! Nothing here reads the clock: `now` is always passed in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{Context, Result, bail};
+use jiff::civil::{Date, Time, Weekday};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+/// Days a deadline search walks forward before it gives up (a calendar with no working time).
+const MAX_DAYS_SEARCHED: i32 = 3 * 366;
+
+/// Working days and hours of one person, in their own time zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkingHours {
+    /// Minutes after midnight when work starts.
+    pub start: u16,
+    /// Minutes after midnight when work ends (after `start`).
+    pub end: u16,
+    /// Working weekdays as a bit set, bit 0 for Monday.
+    pub days: u8,
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Default for WorkingHours {
+    fn default() -> Self {
+        WorkingHours {
+            start: 9 * 60,
+            end: 17 * 60,
+            days: 0b001_1111,
+        }
+    }
+}
+
+impl WorkingHours {
+    /// Parses `09:00-17:00` and `mon-fri` (or `mon,wed,fri`, or a mix: `mon-wed,fri`).
+    pub fn parse(hours: &str, days: &str) -> Result<WorkingHours> {
+        let (start, end) = hours
+            .split_once('-')
+            .with_context(|| format!("working hours `{hours}` should look like 09:00-17:00"))?;
+        let start = parse_clock(start)?;
+        let end = parse_clock(end)?;
+        if end <= start {
+            bail!(
+                "working hours `{hours}` end before they start: give a range within one day, like 09:00-17:00"
+            );
+        }
+        Ok(WorkingHours {
+            start,
+            end,
+            days: parse_days(days)?,
+        })
+    }
+
+    /// The hours as `HH:MM-HH:MM`.
+    pub fn hours_text(&self) -> String {
+        format!("{}-{}", clock_text(self.start), clock_text(self.end))
+    }
+
+    /// The days as `mon-fri` or a comma list.
+    pub fn days_text(&self) -> String {
+        let on: Vec<usize> = (0..7).filter(|d| self.days & (1 << d) != 0).collect();
+        let contiguous = on.windows(2).all(|w| w[1] == w[0] + 1);
+        match on.as_slice() {
+            [] => "none".into(),
+            [one] => DAY_NAMES[*one].into(),
+            [first, .., last] if contiguous => {
+                format!("{}-{}", DAY_NAMES[*first], DAY_NAMES[*last])
+            }
+            _ => on
+                .iter()
+                .map(|d| DAY_NAMES[*d])
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Minutes of work in one working day.
+    pub fn minutes_per_day(&self) -> u32 {
+        u32::from(self.end - self.start)
+    }
+
+    fn works_on(&self, weekday: Weekday) -> bool {
+        let index = Weekday::Monday.until(weekday);
+        self.days & (1 << index) != 0
+    }
+}
+
+fn parse_clock(text: &str) -> Result<u16> {
+    let text = text.trim();
+    let (h, m) = text.split_once(':').unwrap_or((text, "0"));
+    match (h.parse::<u16>(), m.parse::<u16>()) {
+        (Ok(h), Ok(m)) if h <= 24 && m < 60 && h * 60 + m <= 24 * 60 => Ok(h * 60 + m),
+        _ => bail!("`{text}` is not a time of day: use HH:MM, like 09:30"),
+    }
+}
+
+fn clock_text(minutes: u16) -> String {
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+fn parse_days(text: &str) -> Result<u8> {
+    let day = |name: &str| -> Result<u8> {
+        let name = name.trim().to_ascii_lowercase();
+        DAY_NAMES
+            .iter()
+            .position(|d| name.starts_with(d))
+            .map(|i| i as u8)
+            .with_context(|| {
+                format!("`{name}` is not a weekday: use mon, tue, wed, thu, fri, sat, sun")
+            })
+    };
+    let mut days = 0u8;
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to) = (day(from)?, day(to)?);
+                let mut d = from;
+                loop {
+                    days |= 1 << d;
+                    if d == to {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => days |= 1 << day(part)?,
+        }
+    }
+    if days == 0 {
+        bail!("no working days in `{text}`: give days like mon-fri");
+    }
+    Ok(days)
+}
+
+/// Looks up an IANA time zone name, with a message that says what to do.
+pub fn time_zone(name: &str) -> Result<TimeZone> {
+    TimeZone::get(name).with_context(|| {
+        format!("`{name}` is not a known IANA time zone: use a name like Europe/Berlin, America/Lima or Asia/Tokyo")
+    })
+}
+
+/// Where and when one person works.
+#[derive(Clone, Debug)]
+pub struct Calendar {
+    /// Their time zone.
+    pub tz: TimeZone,
+    /// Their working days and hours.
+    pub hours: WorkingHours,
+}
+
+impl Calendar {
+    /// The working windows `[start, end)` of one civil date in this calendar, if it is a working day.
+    fn window(&self, date: Date) -> Option<(Timestamp, Timestamp)> {
+        if !self.hours.works_on(date.weekday()) {
+            return None;
+        }
+        let at = |minutes: u16| -> Option<Timestamp> {
+            let time = if minutes >= 24 * 60 {
+                return date
+                    .tomorrow()
+                    .ok()?
+                    .to_datetime(Time::midnight())
+                    .to_zoned_datetime(self.tz.clone())
+                    .ok()
+                    .map(|z| z.timestamp());
+            } else {
+                Time::new((minutes / 60) as i8, (minutes % 60) as i8, 0, 0).ok()?
+            };
+            // A wall-clock time skipped by a DST gap resolves to the instant after the gap
+            // (jiff's "compatible" disambiguation), the same on every node.
+            date.to_datetime(time)
+                .to_zoned_datetime(self.tz.clone())
+                .ok()
+                .map(|z| z.timestamp())
+        };
+        Some((at(self.hours.start)?, at(self.hours.end)?))
+    }
+
+    /// Adds `minutes` of this person's working time to `start`.
+    ///
+    /// Time outside their working windows does not count: a request made on Friday evening
+    /// starts counting on Monday morning in their zone.
+    pub fn add_working_minutes(&self, start: Timestamp, minutes: u32) -> Option<Timestamp> {
+        let mut remaining = SignedDuration::from_mins(i64::from(minutes));
+        let mut date = start.to_zoned_datetime(self.tz.clone()).date();
+        // Start a day early: the person's previous working window may still be open.
+        date = date.yesterday().ok()?;
+        for _ in 0..MAX_DAYS_SEARCHED {
+            if let Some((open, close)) = self.window(date) {
+                let from = open.max(start);
+                if from < close {
+                    let available = close.duration_since(from);
+                    if remaining <= available {
+                        return from.checked_add(remaining).ok();
+                    }
+                    remaining -= available;
+                }
+            }
+            date = date.tomorrow().ok()?;
+        }
+        None
+    }
+
+    /// The deadline for a response expected within `within`, counted from `start`.
+    pub fn deadline(&self, start: Timestamp, within: ResponseTime) -> Option<Timestamp> {
+        match within {
+            ResponseTime::None => None,
+            ResponseTime::WorkingMinutes(m) => self.add_working_minutes(start, m),
+            ResponseTime::WorkingDays(d) => {
+                self.add_working_minutes(start, d * self.hours.minutes_per_day())
+            }
+        }
+    }
+}
+
+/// How soon a response is expected, in the responder's working time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseTime {
+    /// No response expected (for your information).
+    None,
+    /// Working minutes.
+    WorkingMinutes(u32),
+    /// Working days (each as long as the responder's working day).
+    WorkingDays(u32),
+}
+
+impl ResponseTime {
+    /// Parses `none`, `30m`, `4h` or `2d` (working minutes, hours, days).
+    pub fn parse(text: &str) -> Result<ResponseTime> {
+        let text = text.trim();
+        if text == "none" || text == "0" {
+            return Ok(ResponseTime::None);
+        }
+        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        let n: u32 = number.parse().ok().filter(|n| *n > 0 && *n <= 10_000).with_context(|| {
+            format!("`{text}` is not a response time: use none, or a number with m, h or d (working minutes, hours, days), like 4h")
+        })?;
+        match unit {
+            "m" => Ok(ResponseTime::WorkingMinutes(n)),
+            "h" => Ok(ResponseTime::WorkingMinutes(n * 60)),
+            "d" => Ok(ResponseTime::WorkingDays(n)),
+            _ => bail!(
+                "`{text}` is not a response time: use none, or a number with m, h or d, like 2d"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ResponseTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseTime::None => f.write_str("none"),
+            ResponseTime::WorkingMinutes(m) if m % 60 == 0 => write!(f, "{}h", m / 60),
+            ResponseTime::WorkingMinutes(m) => write!(f, "{m}m"),
+            ResponseTime::WorkingDays(d) => write!(f, "{d}d"),
+        }
+    }
+}
+
+/// The workspace's norms: urgency levels and the escalation ladder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Norms {
+    /// Urgency level name to the response time it expects.
+    pub levels: BTreeMap<String, ResponseTime>,
+    /// Member ids to escalate to, in order, when a deadline is missed.
+    pub ladder: Vec<String>,
+}
+
+/// The urgency used when an item names responders but no level.
+pub const DEFAULT_URGENCY: &str = "normal";
+
+impl Default for Norms {
+    fn default() -> Self {
+        let levels = [
+            ("fyi", ResponseTime::None),
+            ("low", ResponseTime::WorkingDays(5)),
+            ("normal", ResponseTime::WorkingDays(2)),
+            ("high", ResponseTime::WorkingMinutes(4 * 60)),
+            ("urgent", ResponseTime::WorkingMinutes(60)),
+        ];
+        Norms {
+            levels: levels
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ladder: Vec::new(),
+        }
+    }
+}
+
+impl Norms {
+    /// The response time of a level, or an error listing the levels there are.
+    pub fn level(&self, name: &str) -> Result<ResponseTime> {
+        match self.levels.get(name) {
+            Some(time) => Ok(*time),
+            None => bail!(
+                "`{name}` is not an urgency level of this workspace: use one of {}",
+                self.levels.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+/// Parses a moment given on the command line: an RFC 3339 timestamp, a date or date and
+/// time in the reader's zone (`2026-12-01`, `2026-12-01 17:00`), or a duration from now
+/// (`3d`, `36h`, `2w`, `90m`).
+pub fn parse_moment(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp> {
+    let text = text.trim();
+    if let Some(duration) = parse_duration(text) {
+        return now
+            .checked_add(duration)
+            .with_context(|| format!("`{text}` is too far in the future"));
+    }
+    if let Ok(timestamp) = text.parse::<Timestamp>() {
+        return Ok(timestamp);
+    }
+    let civil = text.parse::<jiff::civil::DateTime>().or_else(|_| {
+        text.parse::<Date>()
+            .map(|d| d.to_datetime(Time::midnight()))
+    });
+    match civil {
+        Ok(datetime) => Ok(datetime
+            .to_zoned_datetime(tz.clone())
+            .with_context(|| format!("`{text}` does not exist in your time zone"))?
+            .timestamp()),
+        Err(_) => bail!(
+            "`{text}` is not a date or duration: use 2026-12-01, 2026-12-01T17:00, an RFC 3339 time, or a duration like 3d, 36h, 2w"
+        ),
+    }
+}
+
+fn parse_duration(text: &str) -> Option<SignedDuration> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: i64 = number.parse().ok().filter(|n| *n >= 0 && *n <= 100_000)?;
+    let minutes = match unit {
+        "m" => n,
+        "h" => n * 60,
+        "d" => n * 24 * 60,
+        "w" => n * 7 * 24 * 60,
+        _ => return None,
+    };
+    Some(SignedDuration::from_mins(minutes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calendar(zone: &str, hours: &str, days: &str) -> Calendar {
+        Calendar {
+            tz: time_zone(zone).unwrap(),
+            hours: WorkingHours::parse(hours, days).unwrap(),
+        }
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// Each row: calendar, start, response time, expected deadline.
+    #[test]
+    fn deadlines_count_working_time_in_the_responders_zone() {
+        let cases = [
+            // Within one working day.
+            (
+                "Europe/Berlin",
+                "2026-11-24T09:00:00+01:00",
+                "4h",
+                "2026-11-24T13:00:00+01:00",
+            ),
+            // Asked in the evening: counting starts next morning.
+            (
+                "Europe/Berlin",
+                "2026-11-24T19:00:00+01:00",
+                "1h",
+                "2026-11-25T10:00:00+01:00",
+            ),
+            // Asked on Friday afternoon: runs over the weekend into Monday.
+            (
+                "Europe/Berlin",
+                "2026-11-27T15:00:00+01:00",
+                "4h",
+                "2026-11-30T11:00:00+01:00",
+            ),
+            // Two working days from Thursday noon: Monday noon.
+            (
+                "Europe/Berlin",
+                "2026-11-26T12:00:00+01:00",
+                "2d",
+                "2026-11-30T12:00:00+01:00",
+            ),
+            // New York leaves DST on Sunday 2026-11-01: a Friday afternoon ask with 4 working
+            // hours lands at 11:00 EST on Monday, not 10:00 or 12:00.
+            (
+                "America/New_York",
+                "2026-10-30T15:00:00-04:00",
+                "4h",
+                "2026-11-02T11:00:00-05:00",
+            ),
+            // And enters DST on 2026-03-08.
+            (
+                "America/New_York",
+                "2026-03-06T16:00:00-05:00",
+                "2h",
+                "2026-03-09T10:00:00-04:00",
+            ),
+        ];
+        for (zone, start, within, expected) in cases {
+            let deadline = calendar(zone, "09:00-17:00", "mon-fri")
+                .deadline(at(start), ResponseTime::parse(within).unwrap())
+                .unwrap();
+            assert_eq!(deadline, at(expected), "{zone} {start} + {within}");
+        }
+    }
+
+    #[test]
+    fn an_asker_in_tokyo_and_a_responder_in_new_york_across_the_dst_weekend() {
+        // Asked at 09:00 Monday in Tokyo = 19:00 Sunday in New York (still EST after the
+        // change): the responder's clock starts at 09:00 Monday EST.
+        let asked = at("2026-11-02T09:00:00+09:00");
+        let responder = calendar("America/New_York", "09:00-17:00", "mon-fri");
+        let deadline = responder
+            .deadline(asked, ResponseTime::WorkingMinutes(60))
+            .unwrap();
+        assert_eq!(deadline, at("2026-11-02T10:00:00-05:00"));
+        let tokyo = time_zone("Asia/Tokyo").unwrap();
+        assert_eq!(
+            deadline
+                .to_zoned_datetime(tokyo)
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string(),
+            "2026-11-03 00:00"
+        );
+    }
+
+    #[test]
+    fn fyi_has_no_deadline_and_an_empty_calendar_gives_up() {
+        let c = calendar("Asia/Tokyo", "09:00-17:00", "mon-fri");
+        assert_eq!(
+            c.deadline(at("2026-11-24T00:00:00Z"), ResponseTime::None),
+            None
+        );
+    }
+
+    #[test]
+    fn working_hours_parse_and_print() {
+        let h = WorkingHours::parse("08:30-16:00", "sun-thu").unwrap();
+        assert_eq!(h.hours_text(), "08:30-16:00");
+        assert_eq!(h.days_text(), "mon,tue,wed,thu,sun");
+        assert_eq!(
+            WorkingHours::parse("9-17", "mon,wed").unwrap().days_text(),
+            "mon,wed"
+        );
+        for (hours, days) in [
+            ("17:00-09:00", "mon-fri"),
+            ("9am", "mon"),
+            ("09:00-17:00", "funday"),
+            ("25:00-26:00", "mon"),
+        ] {
+            assert!(WorkingHours::parse(hours, days).is_err(), "{hours} {days}");
+        }
+    }
+
+    #[test]
+    fn moments_parse_in_the_readers_zone() {
+        let now = at("2026-11-24T12:00:00Z");
+        let lima = time_zone("America/Lima").unwrap();
+        assert_eq!(
+            parse_moment("3d", now, &lima).unwrap(),
+            at("2026-11-27T12:00:00Z")
+        );
+        assert_eq!(
+            parse_moment("2026-12-01", now, &lima).unwrap(),
+            at("2026-12-01T00:00:00-05:00")
+        );
+        assert_eq!(
+            parse_moment("2026-12-01T17:00", now, &lima).unwrap(),
+            at("2026-12-01T17:00:00-05:00")
+        );
+        assert!(parse_moment("next tuesday", now, &lima).is_err());
+        assert!(time_zone("Mars/Olympus").is_err());
+        assert!(ResponseTime::parse("4x").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! The node's redb file: table definitions and the records kept in them.
+//!
+//! The source of truth is `RECORDS`, the append-only list of change records per document
+//! (sealed envelopes as their authors signed them). Everything else is derived from it and
+//! kept in the same transactions: `HISTORY` serves `log` without loading a document, `DOCS`
+//! is the index behind lists and the inbox, `WORKSPACES` caches each workspace's members and
+//! norms. Values are CBOR, so fields can be added without a migration.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Small settings of this home: the profile, the actor incarnation.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Workspace id → [`WorkspaceRecord`].
+pub const WORKSPACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("workspaces");
+/// (document id, sequence) → [`Record`]: every change the node has, in arrival order.
+pub const RECORDS: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("records");
+/// (document id, sequence) → [`LogEntry`]: one per change, for `log`.
+pub const HISTORY: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("history");
+/// Document id → [`crate::index::DocSummary`]: the derived index.
+pub const DOCS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("docs");
+/// Document id → the heads the reader last marked as read.
+pub const READ_MARKERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("read_markers");
+/// (workspace id, sequence) → encoded envelope not yet stored by a relay.
+pub const OUTBOX: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("outbox");
+
+/// How long a command waits for another `meridian` process to release the database.
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One stored change record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Record {
+    /// An encoded, signed envelope, exactly as its author sealed it.
+    Sealed(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Plain automerge change bytes taken from a saved document that carried no signatures.
+    Unsigned(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// One line of a document's history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// The automerge change hash.
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
+    /// The hashes this change depends on.
+    pub deps: Vec<serde_bytes::ByteBuf>,
+    /// The device key of the author (the first 32 bytes of the actor id).
+    #[serde(with = "serde_bytes")]
+    pub author: Vec<u8>,
+    /// Whether a signature by that key was verified for this change.
+    pub verified: bool,
+    /// Milliseconds since the epoch, as the author's clock said.
+    pub time: i64,
+    /// The commit message.
+    pub message: String,
+}
+
+/// What the node knows about a workspace it belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    /// The workspace's display name.
+    pub name: String,
+    /// The symmetric key that seals its changes.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The device key of its creator (the root of membership).
+    #[serde(with = "serde_bytes")]
+    pub creator: Vec<u8>,
+    /// Relay URLs.
+    pub relays: Vec<String>,
+    /// The deterministic first change of the workspace document.
+    #[serde(with = "serde_bytes")]
+    pub genesis: Vec<u8>,
+    /// Members and norms derived from the workspace document.
+    pub state: crate::workspace::WorkspaceState,
+}
+
+/// Opens (or creates) the node's database.
+///
+/// The file is opened in redb's multi-writer mode, so several `meridian` processes (a
+/// command while the daemon runs) share it, one write transaction at a time. A process of
+/// an older redb that locks the whole file is waited for, for a while.
+pub fn open_database(path: &Path) -> Result<Database> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(5);
+    let mut builder = Database::builder();
+    builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+    loop {
+        match builder.create(path) {
+            Ok(db) => return Ok(db),
+            Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_PATIENCE => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(200));
+            }
+            Err(DatabaseError::DatabaseAlreadyOpen) => bail!(
+                "{} is in use by another meridian process that did not finish within {}s; wait for it or stop it",
+                path.display(),
+                OPEN_PATIENCE.as_secs()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open the database {}", path.display()));
+            }
+        }
+    }
+}
+
+/// Creates every table, so read transactions never meet a missing one.
+pub fn create_tables(db: &Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?;
+    txn.open_table(WORKSPACES)?;
+    txn.open_table(RECORDS)?;
+    txn.open_table(HISTORY)?;
+    txn.open_table(DOCS)?;
+    txn.open_table(READ_MARKERS)?;
+    txn.open_table(OUTBOX)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Encodes a value as CBOR.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(value, &mut bytes).expect("writing CBOR to a Vec cannot fail");
+    bytes
+}
+
+/// Decodes a stored CBOR value; `what` names it in the error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    ciborium::from_reader(bytes).with_context(|| format!("the stored {what} is corrupt"))
+}
+
+/// Reads one key of a table in a fresh read transaction.
+pub fn read_value<T: DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<[u8; 16], &[u8]>,
+    key: [u8; 16],
+    what: &str,
+) -> Result<Option<T>> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(table)?;
+    match table.get(key)? {
+        Some(bytes) => Ok(Some(decode(bytes.value(), what)?)),
+        None => Ok(None),
+    }
+}

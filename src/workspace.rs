@@ -1,0 +1,602 @@
+//! The workspace document: members with their keys, time zones and working hours, the
+//! norms for response times, and custom templates; plus invite codes.
+//!
+//! Membership is checkable offline from the document alone. The creator's key is the root;
+//! every other member entry carries an invite proof: the inviter's signature over a one-time
+//! invite key, and the invite key's signature over the new member's device key. A member
+//! entry whose proof does not lead back to the creator is shown as unverified and its
+//! author's changes are refused. The workspace document starts from a deterministic genesis
+//! change that every node can build from the workspace id and creator key, so a member who
+//! joins offline edits the same maps as everyone else instead of a concurrent copy of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result, bail};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT};
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::doc::{View, ensure_map, put_str_list};
+use crate::id::{Id, random_bytes};
+use crate::identity::Profile;
+use crate::norms::{Calendar, Norms, ResponseTime, WorkingHours, time_zone};
+
+/// The prefix of every invite code.
+pub const INVITE_PREFIX: &str = "meridian-invite-1-";
+
+/// The sections of the built-in templates.
+pub fn builtin_template(name: &str) -> Option<Vec<String>> {
+    let sections: &[&str] = match name {
+        "rfc" => &[
+            "Summary",
+            "Motivation",
+            "Design",
+            "Drawbacks",
+            "Alternatives",
+            "Unresolved questions",
+        ],
+        "adr" => &["Context", "Decision", "Consequences"],
+        "decision" => &["Decision", "Rationale"],
+        _ => return None,
+    };
+    Some(sections.iter().map(|s| s.to_string()).collect())
+}
+
+/// A member as the workspace document describes them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member id: the hex device key they joined with.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Every device key of this member, hex.
+    pub keys: Vec<String>,
+    /// IANA time zone.
+    pub tz: String,
+    /// Working hours `HH:MM-HH:MM`.
+    pub hours: String,
+    /// Working days `mon-fri`.
+    pub days: String,
+    /// Whether their membership proof leads back to the workspace creator.
+    pub verified: bool,
+    /// Who invited them (member id), if not the creator.
+    pub invited_by: Option<String>,
+}
+
+impl Member {
+    /// Their calendar, falling back to UTC office hours if the document holds nonsense.
+    pub fn calendar(&self) -> Calendar {
+        Calendar {
+            tz: time_zone(&self.tz).unwrap_or(jiff::tz::TimeZone::UTC),
+            hours: WorkingHours::parse(&self.hours, &self.days).unwrap_or_default(),
+        }
+    }
+}
+
+/// What the node caches of a workspace document, so lists and the inbox need not load it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceState {
+    /// Everyone with a member entry, verified or not.
+    pub members: Vec<Member>,
+    /// Urgency levels that override the defaults: name → response time (`2d`, `4h`, `none`).
+    pub levels: BTreeMap<String, String>,
+    /// The escalation ladder, member ids in order.
+    pub ladder: Vec<String>,
+    /// Custom templates: name → section names.
+    pub templates: BTreeMap<String, Vec<String>>,
+}
+
+impl WorkspaceState {
+    /// The norms in force: defaults overlaid with the workspace's own levels.
+    pub fn norms(&self) -> Norms {
+        let mut norms = Norms::default();
+        for (name, time) in &self.levels {
+            if let Ok(time) = ResponseTime::parse(time) {
+                norms.levels.insert(name.clone(), time);
+            }
+        }
+        norms.ladder = self.ladder.clone();
+        norms
+    }
+
+    /// The verified member with this id or device key.
+    pub fn member(&self, id_or_key: &str) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.verified && (m.id == id_or_key || m.keys.iter().any(|k| k == id_or_key)))
+    }
+
+    /// Whether a device key belongs to a verified member.
+    pub fn is_member_key(&self, key: &[u8]) -> bool {
+        self.member(&hex::encode(key)).is_some()
+    }
+
+    /// The display name for a member id or key, or a short key when unknown.
+    pub fn name_of(&self, id_or_key: &str) -> String {
+        match self
+            .members
+            .iter()
+            .find(|m| m.id == id_or_key || m.keys.iter().any(|k| k == id_or_key))
+        {
+            Some(m) if m.verified => m.name.clone(),
+            Some(m) => format!("{} (unverified)", m.name),
+            None => format!("unknown key {}", id_or_key.get(..12).unwrap_or(id_or_key)),
+        }
+    }
+
+    /// Finds a verified member by name (case-insensitive), or by id prefix.
+    pub fn find(&self, name: &str) -> Result<&Member> {
+        let verified = || self.members.iter().filter(|m| m.verified);
+        let by_name: Vec<&Member> = verified()
+            .filter(|m| m.name.eq_ignore_ascii_case(name))
+            .collect();
+        match by_name.as_slice() {
+            [one] => return Ok(one),
+            [] => {}
+            _ => bail!(
+                "several members are called `{name}`: name them by key prefix (see `meridian member list`)"
+            ),
+        }
+        let by_key: Vec<&Member> = verified()
+            .filter(|m| !name.is_empty() && m.id.starts_with(&name.to_ascii_lowercase()))
+            .collect();
+        match by_key.as_slice() {
+            [one] => Ok(one),
+            _ => bail!(
+                "no member is called `{name}`: members are {}",
+                verified()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The section names of a template, built-in or custom.
+    pub fn template(&self, name: &str) -> Result<Vec<String>> {
+        if let Some(sections) = self.templates.get(name) {
+            return Ok(sections.clone());
+        }
+        builtin_template(name).with_context(|| {
+            let mut names: BTreeSet<String> = ["rfc", "adr", "decision"].map(String::from).into();
+            names.extend(self.templates.keys().cloned());
+            format!(
+                "`{name}` is not a template: use one of {}, or add one with `meridian workspace template NAME SECTION...`",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+/// The deterministic first change of a workspace document, as change bytes.
+///
+/// Its actor is the workspace id itself and its time is zero, so every node that knows the
+/// id and the creator's key builds the byte-identical change with the same hash.
+pub fn genesis(workspace: Id, creator: &[u8]) -> Vec<u8> {
+    let mut doc = Automerge::new().with_actor(ActorId::from(workspace.0.to_vec()));
+    let mut tx = doc.transaction();
+    let build = |tx: &mut automerge::transaction::Transaction<'_>| -> Result<(), automerge::AutomergeError> {
+        tx.put(ROOT, "kind", "workspace")?;
+        tx.put(ROOT, "id", workspace.hex())?;
+        tx.put(ROOT, "creator", hex::encode(creator))?;
+        tx.put_object(ROOT, "members", ObjType::Map)?;
+        tx.put_object(ROOT, "norms", ObjType::Map)?;
+        tx.put_object(ROOT, "templates", ObjType::Map)?;
+        Ok(())
+    };
+    build(&mut tx).expect("building the genesis change on an empty document cannot fail");
+    tx.commit_with(
+        CommitOptions::default()
+            .with_message("create workspace")
+            .with_time(0),
+    );
+    doc.get_last_local_change()
+        .expect("the genesis change was just made")
+        .raw_bytes()
+        .to_vec()
+}
+
+/// Whether an actor id is the genesis actor of this workspace.
+pub fn is_genesis_actor(workspace: Id, actor: &ActorId) -> bool {
+    actor.to_bytes() == workspace.0
+}
+
+/// Writes the caller's own member entry.
+pub fn put_member(
+    tx: &mut impl Transactable,
+    members: &ObjId,
+    key: &VerifyingKey,
+    profile: &Profile,
+    joined: i64,
+    proof: Option<&JoinProof>,
+) -> Result<()> {
+    let id = hex::encode(key.to_bytes());
+    let member = tx.put_object(members, id.as_str(), ObjType::Map)?;
+    tx.put(&member, "name", profile.name.as_str())?;
+    tx.put(&member, "tz", profile.tz.as_str())?;
+    tx.put(&member, "hours", profile.hours.as_str())?;
+    tx.put(&member, "days", profile.days.as_str())?;
+    tx.put(&member, "joined", joined)?;
+    let keys = tx.put_object(&member, "keys", ObjType::Map)?;
+    tx.put(&keys, id.as_str(), true)?;
+    if let Some(proof) = proof {
+        let invite = tx.put_object(&member, "invite", ObjType::Map)?;
+        tx.put(&invite, "public", hex::encode(&proof.invite_public))?;
+        tx.put(&invite, "inviter", hex::encode(&proof.inviter))?;
+        tx.put(&invite, "expires", proof.expires)?;
+        tx.put(&invite, "inviter_sig", hex::encode(&proof.inviter_sig))?;
+        tx.put(&invite, "join_sig", hex::encode(&proof.join_sig))?;
+    }
+    Ok(())
+}
+
+/// Sets the workspace's display name.
+pub fn put_name(tx: &mut impl Transactable, name: &str) -> Result<()> {
+    tx.put(ROOT, "name", name)?;
+    Ok(())
+}
+
+/// Adds or replaces a custom template.
+pub fn put_template<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    name: &str,
+    sections: &[String],
+) -> Result<()> {
+    let templates = ensure_map(tx, &ROOT, "templates")?;
+    put_str_list(tx, &templates, name, sections)?;
+    Ok(())
+}
+
+/// Sets an urgency level's response time.
+pub fn put_level<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    name: &str,
+    within: ResponseTime,
+) -> Result<()> {
+    let norms = ensure_map(tx, &ROOT, "norms")?;
+    let levels = ensure_map(tx, &norms, "levels")?;
+    tx.put(&levels, name, within.to_string())?;
+    Ok(())
+}
+
+/// Replaces the escalation ladder.
+pub fn put_ladder<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    ladder: &[String],
+) -> Result<()> {
+    let norms = ensure_map(tx, &ROOT, "norms")?;
+    put_str_list(tx, &norms, "ladder", ladder)?;
+    Ok(())
+}
+
+/// Derives the cached state from the workspace document.
+pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
+    let workspace = view.str(&ROOT, "id").and_then(|h| Id::parse(&h).ok());
+    let creator = hex::encode(creator);
+    let mut members = Vec::new();
+    let mut proofs = BTreeMap::new();
+    if let Some(map) = view.map(&ROOT, "members") {
+        for id in view.keys(&map) {
+            let Some(entry) = view.map(&map, &id) else {
+                continue;
+            };
+            let keys = view
+                .map(&entry, "keys")
+                .map(|k| view.keys(&k))
+                .unwrap_or_default();
+            if let Some(invite) = view.map(&entry, "invite") {
+                let field = |k: &str| hex::decode(view.string(&invite, k)).unwrap_or_default();
+                proofs.insert(
+                    id.clone(),
+                    JoinProof {
+                        invite_public: field("public"),
+                        inviter: field("inviter"),
+                        expires: view.int(&invite, "expires").unwrap_or(0),
+                        inviter_sig: field("inviter_sig"),
+                        join_sig: field("join_sig"),
+                    },
+                );
+            }
+            members.push(Member {
+                name: view.string(&entry, "name"),
+                tz: view.string(&entry, "tz"),
+                hours: view.string(&entry, "hours"),
+                days: view.string(&entry, "days"),
+                keys: if keys.is_empty() {
+                    vec![id.clone()]
+                } else {
+                    keys
+                },
+                verified: id == creator,
+                invited_by: None,
+                id,
+            });
+        }
+    }
+    // Verify invite chains to a fixed point: an inviter must be verified first.
+    if let Some(workspace) = workspace {
+        loop {
+            let verified: BTreeSet<String> = members
+                .iter()
+                .filter(|m| m.verified)
+                .map(|m| m.id.clone())
+                .collect();
+            let mut progressed = false;
+            for member in members.iter_mut().filter(|m| !m.verified) {
+                let Some(proof) = proofs.get(&member.id) else {
+                    continue;
+                };
+                let inviter = hex::encode(&proof.inviter);
+                if verified.contains(&inviter) && proof.verify(workspace, &member.id).is_ok() {
+                    member.verified = true;
+                    member.invited_by = Some(inviter);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+    // A member may list keys only of their own; a key claimed by two members counts for neither.
+    let mut owners: BTreeMap<String, usize> = BTreeMap::new();
+    for member in &members {
+        for key in &member.keys {
+            *owners.entry(key.clone()).or_default() += 1;
+        }
+    }
+    for member in &mut members {
+        member.keys.retain(|k| owners[k] == 1 || *k == member.id);
+    }
+    let mut levels = BTreeMap::new();
+    let mut ladder = Vec::new();
+    if let Some(norms) = view.map(&ROOT, "norms") {
+        if let Some(map) = view.map(&norms, "levels") {
+            for name in view.keys(&map) {
+                levels.insert(name.clone(), view.string(&map, &name));
+            }
+        }
+        ladder = view.str_list(&norms, "ladder");
+    }
+    let mut templates = BTreeMap::new();
+    if let Some(map) = view.map(&ROOT, "templates") {
+        for name in view.keys(&map) {
+            templates.insert(name.clone(), view.str_list(&map, &name));
+        }
+    }
+    WorkspaceState {
+        members,
+        levels,
+        ladder,
+        templates,
+    }
+}
+
+/// The proof in a member entry that someone with an invite added them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProof {
+    /// The one-time invite public key.
+    #[serde(with = "serde_bytes")]
+    pub invite_public: Vec<u8>,
+    /// The inviter's device key.
+    #[serde(with = "serde_bytes")]
+    pub inviter: Vec<u8>,
+    /// When the invite expires, ms since the epoch.
+    pub expires: i64,
+    /// The inviter's signature over the invite key.
+    #[serde(with = "serde_bytes")]
+    pub inviter_sig: Vec<u8>,
+    /// The invite key's signature over the new member's device key.
+    #[serde(with = "serde_bytes")]
+    pub join_sig: Vec<u8>,
+}
+
+fn invite_message(workspace: Id, invite_public: &[u8], expires: i64) -> Vec<u8> {
+    let mut message = b"meridian/invite/v1\0".to_vec();
+    message.extend_from_slice(&workspace.0);
+    message.extend_from_slice(invite_public);
+    message.extend_from_slice(&expires.to_le_bytes());
+    message
+}
+
+fn join_message(workspace: Id, member_key: &[u8]) -> Vec<u8> {
+    let mut message = b"meridian/join/v1\0".to_vec();
+    message.extend_from_slice(&workspace.0);
+    message.extend_from_slice(member_key);
+    message
+}
+
+fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> Result<()> {
+    let key: [u8; 32] = key.try_into().context("a key is not 32 bytes")?;
+    let key = VerifyingKey::from_bytes(&key).context("a key is not a valid ed25519 key")?;
+    let signature = Signature::from_slice(signature).context("a signature is not 64 bytes")?;
+    key.verify(message, &signature)
+        .context("a signature does not verify")
+}
+
+impl JoinProof {
+    /// Checks both signatures for the member with device key `member_hex`.
+    pub fn verify(&self, workspace: Id, member_hex: &str) -> Result<()> {
+        let member_key = hex::decode(member_hex).context("a member id is not hex")?;
+        verify(
+            &self.inviter,
+            &invite_message(workspace, &self.invite_public, self.expires),
+            &self.inviter_sig,
+        )?;
+        verify(
+            &self.invite_public,
+            &join_message(workspace, &member_key),
+            &self.join_sig,
+        )
+    }
+}
+
+/// Everything a new member needs, passed privately (it holds the workspace key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// The workspace id.
+    #[serde(with = "serde_bytes")]
+    pub workspace: Vec<u8>,
+    /// Its display name.
+    pub name: String,
+    /// The symmetric workspace key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The creator's device key (root of membership, input of the genesis change).
+    #[serde(with = "serde_bytes")]
+    pub creator: Vec<u8>,
+    /// Relay URLs.
+    pub relays: Vec<String>,
+    /// The one-time invite secret key.
+    #[serde(with = "serde_bytes")]
+    pub secret: Vec<u8>,
+    /// The inviter's device key.
+    #[serde(with = "serde_bytes")]
+    pub inviter: Vec<u8>,
+    /// Expiry, ms since the epoch.
+    pub expires: i64,
+    /// The inviter's signature over the invite public key.
+    #[serde(with = "serde_bytes")]
+    pub inviter_sig: Vec<u8>,
+}
+
+impl Invite {
+    /// Makes an invite signed by `inviter`.
+    pub fn new(
+        inviter: &SigningKey,
+        workspace: Id,
+        name: &str,
+        key: &[u8],
+        creator: &[u8],
+        relays: Vec<String>,
+        expires: i64,
+    ) -> Invite {
+        let secret = SigningKey::from_bytes(&random_bytes());
+        let public = secret.verifying_key().to_bytes();
+        let inviter_sig = inviter.sign(&invite_message(workspace, &public, expires));
+        Invite {
+            workspace: workspace.0.to_vec(),
+            name: name.to_string(),
+            key: key.to_vec(),
+            creator: creator.to_vec(),
+            relays,
+            secret: secret.to_bytes().to_vec(),
+            inviter: inviter.verifying_key().to_bytes().to_vec(),
+            expires,
+            inviter_sig: inviter_sig.to_bytes().to_vec(),
+        }
+    }
+
+    /// The code to pass to `meridian join`.
+    pub fn encode(&self) -> String {
+        let bytes = crate::store::encode(self);
+        format!(
+            "{INVITE_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )
+    }
+
+    /// Parses and checks a code.
+    pub fn decode(code: &str) -> Result<Invite> {
+        let code = code.trim();
+        let body = code.strip_prefix(INVITE_PREFIX).with_context(|| {
+            format!("this is not a Meridian invite code: codes start with `{INVITE_PREFIX}`")
+        })?;
+        if body.len() > 16 * 1024 {
+            bail!("the invite code is too long to be genuine");
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .context("the invite code is damaged (not base64): copy it again, whole")?;
+        let invite: Invite = ciborium::from_reader(bytes.as_slice())
+            .context("the invite code is damaged: copy it again, whole")?;
+        let workspace = invite.workspace_id()?;
+        if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {
+            bail!("the invite code is damaged: a key has the wrong length");
+        }
+        verify(
+            &invite.inviter,
+            &invite_message(workspace, &invite.public_key(), invite.expires),
+            &invite.inviter_sig,
+        )
+        .context("the invite code's signature does not verify: it was altered")?;
+        Ok(invite)
+    }
+
+    /// The workspace id.
+    pub fn workspace_id(&self) -> Result<Id> {
+        Id::from_slice(&self.workspace).context("the invite code is damaged: bad workspace id")
+    }
+
+    fn signing_key(&self) -> SigningKey {
+        let bytes: [u8; 32] = self.secret.as_slice().try_into().unwrap_or([0; 32]);
+        SigningKey::from_bytes(&bytes)
+    }
+
+    fn public_key(&self) -> [u8; 32] {
+        self.signing_key().verifying_key().to_bytes()
+    }
+
+    /// The proof a new member with `member` key writes into their entry.
+    pub fn proof_for(&self, member: &VerifyingKey) -> Result<JoinProof> {
+        let workspace = self.workspace_id()?;
+        Ok(JoinProof {
+            invite_public: self.public_key().to_vec(),
+            inviter: self.inviter.clone(),
+            expires: self.expires,
+            inviter_sig: self.inviter_sig.clone(),
+            join_sig: self
+                .signing_key()
+                .sign(&join_message(workspace, &member.to_bytes()))
+                .to_bytes()
+                .to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genesis_is_identical_on_every_node() {
+        let workspace = Id([5; 16]);
+        let a = genesis(workspace, &[1; 32]);
+        let b = genesis(workspace, &[1; 32]);
+        assert_eq!(a, b);
+        assert_ne!(a, genesis(workspace, &[2; 32]));
+    }
+
+    #[test]
+    fn invite_codes_round_trip_and_reject_tampering() {
+        let inviter = SigningKey::from_bytes(&[3; 32]);
+        let invite = Invite::new(&inviter, Id([5; 16]), "team", &[9; 32], &[3; 32], vec![], 1);
+        let code = invite.encode();
+        assert_eq!(Invite::decode(&code).unwrap(), invite);
+        assert!(Invite::decode("hello").is_err());
+        assert!(Invite::decode(&format!("{INVITE_PREFIX}!!!")).is_err());
+        let mut forged = invite.clone();
+        forged.expires += 1;
+        assert!(Invite::decode(&forged.encode()).is_err());
+    }
+
+    #[test]
+    fn join_proofs_bind_the_member_key() {
+        let inviter = SigningKey::from_bytes(&[3; 32]);
+        let workspace = Id([5; 16]);
+        let invite = Invite::new(&inviter, workspace, "team", &[9; 32], &[3; 32], vec![], 1);
+        let member = SigningKey::from_bytes(&[4; 32]).verifying_key();
+        let proof = invite.proof_for(&member).unwrap();
+        proof
+            .verify(workspace, &hex::encode(member.to_bytes()))
+            .unwrap();
+        let other = SigningKey::from_bytes(&[6; 32]).verifying_key();
+        assert!(
+            proof
+                .verify(workspace, &hex::encode(other.to_bytes()))
+                .is_err()
+        );
+    }
+}
