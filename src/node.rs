@@ -192,6 +192,15 @@ impl Node {
                 if named.len() == 1 {
                     return Ok(named.into_iter().next().expect("one"));
                 }
+                if !selector.chars().all(|c| c.is_ascii_hexdigit()) {
+                    bail!(
+                        "no workspace is called `{selector}`: this node has {}",
+                        all.iter()
+                            .map(|(_, w)| w.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 resolve_prefix(
                     "workspace",
                     selector,

@@ -52,12 +52,19 @@ fn truncate(text: &str, width: usize) -> String {
     }
 }
 
+fn sorted(items: &[String]) -> Vec<String> {
+    let mut items = items.to_vec();
+    items.sort();
+    items
+}
+
 fn summary_json(ctx: &Ctx, id: Id, s: &DocSummary) -> Json {
     json!({
         "id": id.hex(), "kind": s.kind.as_str(), "title": s.title, "state": s.state,
         "author": ctx.name(&s.author), "author_id": s.author,
         "created": ctx.out.rfc3339(s.created), "updated": ctx.out.rfc3339(s.updated),
         "closes": s.closes.map(|c| ctx.out.rfc3339(c)), "changes": s.changes,
+        "heads": sorted(&s.heads),
     })
 }
 

@@ -1,0 +1,303 @@
+//! Hostile files given to `merge`: each gets a clear error and leaves the store exactly as
+//! it was (the full export and the index are byte-for-byte unchanged).
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, ObjType, ROOT};
+use ed25519_dalek::SigningKey;
+use meridian::bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, Bundle, BundleRecord};
+use meridian::id::Id;
+use meridian::ingest::{self, Limits};
+use meridian::workspace::Invite;
+
+use crate::support::{Home, World, sync_pair};
+
+/// A team of two with a proposal, and what an attacker with a member's key could build.
+struct Fixture {
+    world: World,
+    ana: Home,
+    bo: Home,
+    workspace: Id,
+    key: [u8; 32],
+    proposal: String,
+}
+
+fn fixture() -> Fixture {
+    let world = World::new();
+    let homes = world.team(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let mut homes = homes.into_iter();
+    let (ana, bo) = (homes.next().unwrap(), homes.next().unwrap());
+    let proposal = ana.create(&["proposal", "new", "Target", "--section", "Summary=Original"]);
+    sync_pair(&world, &ana, &bo);
+    let invite = Invite::decode(ana.ok(&["invite"]).trim()).unwrap();
+    Fixture {
+        workspace: invite.workspace_id().unwrap(),
+        key: invite.key.as_slice().try_into().unwrap(),
+        world,
+        ana,
+        bo,
+        proposal,
+    }
+}
+
+fn device_key(home: &Home) -> SigningKey {
+    let text = std::fs::read_to_string(home.path().join("device.key")).unwrap();
+    let mut bytes = [0; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes).unwrap();
+    SigningKey::from_bytes(&bytes)
+}
+
+fn actor_of(key: &SigningKey) -> ActorId {
+    let mut bytes = key.verifying_key().to_bytes().to_vec();
+    bytes.extend_from_slice(&[0xee; 8]);
+    ActorId::from(bytes)
+}
+
+fn bundle_of(workspace: Id, records: Vec<BundleRecord>) -> Vec<u8> {
+    let mut bytes = BUNDLE_MAGIC.to_vec();
+    ciborium::into_writer(
+        &Bundle {
+            version: BUNDLE_VERSION,
+            workspace: workspace.0.to_vec(),
+            records,
+        },
+        &mut bytes,
+    )
+    .unwrap();
+    bytes
+}
+
+/// Change bytes for `doc` written by `actor`, each transaction a change.
+fn changes(actor: ActorId, build: impl FnOnce(&mut Automerge)) -> Vec<Vec<u8>> {
+    let mut doc = Automerge::new().with_actor(actor);
+    build(&mut doc);
+    doc.get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect()
+}
+
+fn sealed(f: &Fixture, signer: &SigningKey, doc: Id, plaintext: &[u8]) -> BundleRecord {
+    BundleRecord::Sealed(meridian::seal::seal(signer, &f.key, f.workspace, doc, plaintext).encode())
+}
+
+/// Merges `bytes` into Bo's node and checks the error and that nothing changed.
+#[track_caller]
+fn refused(f: &Fixture, name: &str, bytes: &[u8], expected: &str) {
+    let before = (f.bo.snapshot(), f.bo.ok(&["--json", "proposal", "list"]));
+    let path = f.world.file(name);
+    std::fs::write(&path, bytes).unwrap();
+    let error = f.bo.err(&["merge", path.to_str().unwrap()]);
+    assert!(
+        error.contains(expected),
+        "{name}: expected `{expected}` in: {error}"
+    );
+    let after = (f.bo.snapshot(), f.bo.ok(&["--json", "proposal", "list"]));
+    assert!(before == after, "{name}: the store changed");
+}
+
+fn simple_change(f: &Fixture, actor: ActorId) -> Vec<u8> {
+    let doc_id = Id::parse(&f.proposal).unwrap();
+    // A change on top of the real proposal as Bo's node holds it.
+    let node = meridian::node::Node::open(f.bo.path()).unwrap();
+    let mut loaded = node.load(f.workspace, doc_id).unwrap();
+    drop(node);
+    loaded.set_actor(actor);
+    let before = loaded.get_heads();
+    let mut tx = loaded.transaction();
+    tx.put(ROOT, "title", "Hijacked").unwrap();
+    tx.commit_with(CommitOptions::default().with_message("evil").with_time(1));
+    loaded.get_changes(&before)[0].raw_bytes().to_vec()
+}
+
+#[test]
+fn garbage_truncated_and_empty_files() {
+    let f = fixture();
+    let good = {
+        let path = f.world.file("good.bundle");
+        f.ana.ok(&[
+            "export",
+            "--all",
+            "--format",
+            "bundle",
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        std::fs::read(path).unwrap()
+    };
+    refused(&f, "empty", b"", "the file is empty");
+    refused(
+        &f,
+        "garbage",
+        b"\x00\x01hello world, not a bundle",
+        "neither a Meridian bundle nor a saved automerge document",
+    );
+    refused(
+        &f,
+        "truncated",
+        &good[..good.len() / 2],
+        "damaged or truncated",
+    );
+    refused(&f, "magic-only", BUNDLE_MAGIC, "damaged or truncated");
+    let mut version = BUNDLE_MAGIC.to_vec();
+    ciborium::into_writer(
+        &Bundle {
+            version: 99,
+            workspace: f.workspace.0.to_vec(),
+            records: vec![],
+        },
+        &mut version,
+    )
+    .unwrap();
+    refused(
+        &f,
+        "version",
+        &version,
+        "bundle version 99 is not supported",
+    );
+    refused(
+        &f,
+        "other-workspace",
+        &bundle_of(Id([9; 16]), vec![]),
+        "which this node has not joined",
+    );
+    refused(
+        &f,
+        "automerge-garbage",
+        &[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 0, 200, 1],
+        "saved document is damaged",
+    );
+    // A bundle with one altered byte inside an envelope's ciphertext.
+    let bundle: Bundle = ciborium::from_reader(&good[BUNDLE_MAGIC.len()..]).unwrap();
+    let mut records = bundle.records;
+    if let BundleRecord::Sealed(bytes) = &mut records[0] {
+        let mut envelope = meridian_relay::Envelope::decode(bytes).unwrap();
+        envelope.ciphertext[3] ^= 0x40;
+        *bytes = envelope.encode();
+    }
+    refused(
+        &f,
+        "flipped",
+        &bundle_of(f.workspace, records),
+        "signature does not verify",
+    );
+}
+
+#[test]
+fn forged_changes_are_rejected_and_never_applied() {
+    let f = fixture();
+    let ana = device_key(&f.ana);
+    let bo = device_key(&f.bo);
+    let doc = Id::parse(&f.proposal).unwrap();
+    // Ana signs a change whose actor claims to be Bo.
+    let as_bo = simple_change(&f, actor_of(&bo));
+    refused(
+        &f,
+        "actor",
+        &bundle_of(f.workspace, vec![sealed(&f, &ana, doc, &as_bo)]),
+        "forged change",
+    );
+    // A stranger with the workspace key but no membership.
+    let eve = SigningKey::from_bytes(&[42; 32]);
+    let by_eve = simple_change(&f, actor_of(&eve));
+    refused(
+        &f,
+        "stranger",
+        &bundle_of(f.workspace, vec![sealed(&f, &eve, doc, &by_eve)]),
+        "not a verified member",
+    );
+    // An envelope sealed for one document, relabelled to another, does not decrypt.
+    let by_ana = simple_change(&f, actor_of(&ana));
+    let mut moved = meridian::seal::seal(&ana, &f.key, f.workspace, doc, &by_ana);
+    moved.doc = Id([3; 16]).0.to_vec();
+    moved.signature = vec![0; 64];
+    refused(
+        &f,
+        "moved",
+        &bundle_of(f.workspace, vec![BundleRecord::Sealed(moved.encode())]),
+        "signature does not verify",
+    );
+    // The real thing goes through, so the refusals above were about the forgery.
+    let path = f.world.file("fine.bundle");
+    std::fs::write(
+        &path,
+        bundle_of(f.workspace, vec![sealed(&f, &ana, doc, &by_ana)]),
+    )
+    .unwrap();
+    f.bo.ok(&["merge", path.to_str().unwrap()]);
+    assert_eq!(f.bo.json(&["show", &f.proposal])["title"], "Hijacked");
+}
+
+#[test]
+fn absurd_nesting_and_missing_dependencies_are_refused() {
+    let f = fixture();
+    let ana = device_key(&f.ana);
+    let deep_doc = Id::random();
+    let deep = changes(actor_of(&ana), |doc| {
+        let mut tx = doc.transaction();
+        let mut obj = ROOT;
+        for _ in 0..5000 {
+            obj = tx.put_object(&obj, "x", ObjType::Map).unwrap();
+        }
+        tx.commit();
+    });
+    refused(
+        &f,
+        "deep",
+        &bundle_of(f.workspace, vec![sealed(&f, &ana, deep_doc, &deep[0])]),
+        "more than 64 levels deep",
+    );
+
+    // Thousands of changes whose first dependency never arrives.
+    let orphans = changes(actor_of(&ana), |doc| {
+        for i in 0..3000 {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "n", i as i64).unwrap();
+            tx.commit();
+        }
+    });
+    let records = vec![sealed(&f, &ana, Id::random(), &orphans[1..].concat())];
+    refused(
+        &f,
+        "orphans",
+        &bundle_of(f.workspace, records),
+        "depend on changes this node does not have",
+    );
+}
+
+#[test]
+fn decompression_bombs_are_stopped_at_the_budget() {
+    // A compressed change chunk that inflates to 64 MiB, against an 8 MiB budget.
+    let payload = vec![0u8; 64 << 20];
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &payload).unwrap();
+    let compressed = encoder.finish().unwrap();
+    assert!(
+        compressed.len() < 1 << 20,
+        "the bomb is small: {} bytes",
+        compressed.len()
+    );
+    let mut chunk = ingest::AUTOMERGE_MAGIC.to_vec();
+    chunk.extend_from_slice(&[0, 0, 0, 0, 2]);
+    let mut len = compressed.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        chunk.push(if len == 0 { byte } else { byte | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    chunk.extend_from_slice(&compressed);
+    let limits = Limits {
+        max_inflated: 8 << 20,
+        ..Limits::default()
+    };
+    let mut budget = limits.max_inflated;
+    let error = ingest::chunks(&chunk, &mut budget, false)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("decompression bomb"), "{error}");
+    let mut budget = 128 << 20;
+    ingest::chunks(&chunk, &mut budget, false)
+        .expect("within a larger budget the same bytes are only large");
+}

@@ -1,0 +1,21 @@
+//! Integration tests: real `meridian` processes over real redb files in temporary homes.
+//!
+//! Contents:
+//! - `flows`: the single-user and two-user flows of the CLI, one test per capability
+//!   (identity, workspaces, proposals and their lifecycle, threads, updates, history,
+//!   export), plus the errors people meet.
+//! - `offline`: three people in Tokyo, Berlin and Lima editing the same proposal and thread
+//!   offline and converging through bundles exchanged in different orders.
+//! - `deadlines`: response deadlines in each responder's working hours, shown in the
+//!   reader's zone, across a daylight-saving change.
+//! - `hostile`: garbage, truncated, forged, bomb, deeply nested and dependency-less input to
+//!   `merge`: a clear error, and the store exactly as it was.
+//! - `convergence`: a property test over the library: random edits on 2–4 nodes, merged in
+//!   random orders and groupings, converge to identical documents.
+
+mod convergence;
+mod deadlines;
+mod flows;
+mod hostile;
+mod offline;
+mod support;
