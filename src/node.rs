@@ -230,7 +230,7 @@ impl Node {
         };
         self.put_workspace_record(id, &record)?;
         let profile = self.profile()?;
-        self.edit(id, id, "create workspace", |doc| {
+        self.edit(id, id, |doc| {
             let members = View::now(doc)
                 .map(&automerge::ROOT, "members")
                 .context("the workspace genesis has no members map")?;
@@ -271,7 +271,7 @@ impl Node {
         self.put_workspace_record(id, &record)?;
         let profile = self.profile()?;
         let proof = invite.proof_for(&self.key.verifying_key())?;
-        self.edit(id, id, "join", |doc| {
+        self.edit(id, id, |doc| {
             let members = View::now(doc)
                 .map(&automerge::ROOT, "members")
                 .context("the workspace genesis has no members map")?;
@@ -307,16 +307,38 @@ impl Node {
         &self,
         workspace: Id,
         doc_id: Id,
-        message: &str,
         f: impl FnOnce(&mut Automerge) -> Result<T>,
     ) -> Result<T> {
         let txn = self.db.begin_write()?;
-        let record = workspace_record(&txn, workspace)?;
+        let output = self.edit_in(&txn, workspace, doc_id, f)?;
+        txn.commit()?;
+        Ok(output)
+    }
+
+    /// Makes many edits in one durable transaction: one fsync for all of them, for imports
+    /// and bulk work. If any edit fails, none is stored.
+    pub fn batch<T>(&self, f: impl FnOnce(&Batch<'_>) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        let output = f(&Batch {
+            node: self,
+            txn: &txn,
+        })?;
+        txn.commit()?;
+        Ok(output)
+    }
+
+    fn edit_in<T>(
+        &self,
+        txn: &WriteTransaction,
+        workspace: Id,
+        doc_id: Id,
+        f: impl FnOnce(&mut Automerge) -> Result<T>,
+    ) -> Result<T> {
+        let record = workspace_record(txn, workspace)?;
         let mut loaded = load_doc(&txn.open_table(RECORDS)?, &record, workspace, doc_id)?;
         loaded.doc.set_actor(self.actor());
-        let before = loaded.doc.get_heads();
-        let output =
-            f(&mut loaded.doc).with_context(|| format!("{message}: nothing was changed"))?;
+        let mut before = loaded.doc.get_heads();
+        let output = f(&mut loaded.doc)?;
         let mut changes = loaded.doc.get_changes(&before);
         if changes.is_empty() {
             return Ok(output);
@@ -330,14 +352,15 @@ impl Node {
         let mut entries = Vec::new();
         for change in &mut changes {
             let envelope = seal::seal(&self.key, &key, workspace, doc_id, &change.bytes());
-            append_outbox(&txn, workspace, &envelope)?;
+            append_outbox(txn, workspace, &envelope)?;
             records.push(Record::Sealed(envelope.encode()));
             entries.push(log_entry(change, true));
         }
-        let was_read = read_marker(&txn, doc_id)?.is_some_and(|heads| heads == before);
-        append_records(&txn, doc_id, loaded.next_seq, &records, &entries)?;
+        before.sort();
+        let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
+        append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
         reindex(
-            &txn,
+            txn,
             workspace,
             &record,
             doc_id,
@@ -346,9 +369,8 @@ impl Node {
         )?;
         // Your own edit does not make a document "changed since you last read it".
         if was_read || before.is_empty() {
-            set_read_marker(&txn, doc_id, &loaded.doc.get_heads())?;
+            set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
-        txn.commit()?;
         Ok(output)
     }
 
@@ -384,12 +406,31 @@ impl Node {
 
     /// Resolves a document id prefix within a workspace.
     pub fn resolve(&self, workspace: Id, prefix: &str) -> Result<(Id, DocSummary)> {
-        let summaries = self.summaries(workspace)?;
-        resolve_prefix(
-            "document",
-            prefix,
-            summaries.into_iter().map(|(id, s)| (id.hex(), (id, s))),
-        )
+        // Only the index keys in the prefix's range are read and decoded.
+        let prefix = prefix.trim().to_ascii_lowercase();
+        let bound = |fill: char| -> Option<[u8; 16]> {
+            let mut digits: String = prefix.chars().take(32).collect();
+            while digits.len() < 32 {
+                digits.push(fill);
+            }
+            let mut bytes = [0; 16];
+            hex::decode_to_slice(&digits, &mut bytes).ok()?;
+            Some(bytes)
+        };
+        let mut candidates = Vec::new();
+        if let (Some(low), Some(high)) = (bound('0'), bound('f')) {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(DOCS)?;
+            for item in table.range(low..=high)? {
+                let (id, bytes) = item?;
+                let summary: DocSummary = store::decode(bytes.value(), "index entry")?;
+                if summary.workspace == workspace.0 {
+                    let id = Id(id.value());
+                    candidates.push((id.hex(), (id, summary)));
+                }
+            }
+        }
+        resolve_prefix("document", &prefix, candidates)
     }
 
     /// The history of a document, oldest first, from the index.
@@ -467,6 +508,24 @@ impl Node {
         Ok(table
             .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
             .count())
+    }
+}
+
+/// Several edits in one transaction; see [`Node::batch`].
+pub struct Batch<'a> {
+    node: &'a Node,
+    txn: &'a WriteTransaction,
+}
+
+impl Batch<'_> {
+    /// Like [`Node::edit`], inside the batch's transaction.
+    pub fn edit<T>(
+        &self,
+        workspace: Id,
+        doc_id: Id,
+        f: impl FnOnce(&mut Automerge) -> Result<T>,
+    ) -> Result<T> {
+        self.node.edit_in(self.txn, workspace, doc_id, f)
     }
 }
 

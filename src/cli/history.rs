@@ -145,7 +145,7 @@ pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> 
         ctx.record.state.norms().level(value)?;
     }
     let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, "resolve", |doc| {
+    ctx.node.edit(ctx.workspace, id, |doc| {
         let view = View::now(doc);
         let conflicts = history::conflicts(view);
         let Some(conflict) = conflicts.iter().find(|c| c.field == field) else {

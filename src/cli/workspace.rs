@@ -114,7 +114,7 @@ pub fn workspace(
                 bail!("`{name}` is a built-in template: choose another name");
             }
             let (id, _) = node.workspace(selector)?;
-            node.edit(id, id, "template", |doc| {
+            node.edit(id, id, |doc| {
                 let mut tx = doc.transaction();
                 workspace::put_template(&mut tx, &name, &sections)?;
                 commit(tx, &format!("template {name}: {}", sections.join(", ")));
@@ -124,7 +124,7 @@ pub fn workspace(
         WorkspaceCommand::Norm { level, within } => {
             let within = ResponseTime::parse(&within)?;
             let (id, _) = node.workspace(selector)?;
-            node.edit(id, id, "norm", |doc| {
+            node.edit(id, id, |doc| {
                 let mut tx = doc.transaction();
                 workspace::put_level(&mut tx, &level, within)?;
                 commit(tx, &format!("urgency {level}: respond within {within}"));
@@ -137,7 +137,7 @@ pub fn workspace(
                 .iter()
                 .map(|m| record.state.find(m).map(|m| m.id.clone()))
                 .collect::<Result<Vec<_>>>()?;
-            node.edit(id, id, "ladder", |doc| {
+            node.edit(id, id, |doc| {
                 let mut tx = doc.transaction();
                 workspace::put_ladder(&mut tx, &ids)?;
                 commit(tx, &format!("escalation ladder: {}", members.join(" → ")));

@@ -148,13 +148,12 @@ fn new_proposal(
         author: ctx.me.clone(),
         at: now_ms(),
     };
-    ctx.node
-        .edit(ctx.workspace, new.id, "new proposal", |doc| {
-            let mut tx = doc.transaction();
-            proposal::create(&mut tx, &new)?;
-            commit(tx, &format!("new proposal: {}", new.title));
-            Ok(())
-        })?;
+    ctx.node.edit(ctx.workspace, new.id, |doc| {
+        let mut tx = doc.transaction();
+        proposal::create(&mut tx, &new)?;
+        commit(tx, &format!("new proposal: {}", new.title));
+        Ok(())
+    })?;
     created(ctx, new.id, &new.title)
 }
 
@@ -283,7 +282,7 @@ fn edit(
         return Ok(());
     }
     let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
-    ctx.node.edit(ctx.workspace, id, "edit", |doc| {
+    ctx.node.edit(ctx.workspace, id, |doc| {
         let mut tx = doc.transaction();
         for (name, text) in &changed {
             proposal::set_section(&mut tx, name, text)?;
@@ -311,7 +310,7 @@ fn edit(
 fn transition(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) -> Result<()> {
     let id = proposal_id(ctx, prefix)?;
     let me = ctx.me.clone();
-    let entry = ctx.node.edit(ctx.workspace, id, kind, |doc| {
+    let entry = ctx.node.edit(ctx.workspace, id, |doc| {
         let view = View::now(doc);
         let current = proposal::read(view);
         let mut entry = Entry::new(kind, &me, now_ms());
@@ -374,7 +373,7 @@ fn explain(reason: &str, proposal: &proposal::Proposal, ctx: &Ctx) -> String {
 fn feedback(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) -> Result<()> {
     let id = proposal_id(ctx, prefix)?;
     let me = ctx.me.clone();
-    let entry = ctx.node.edit(ctx.workspace, id, kind, |doc| {
+    let entry = ctx.node.edit(ctx.workspace, id, |doc| {
         let state = proposal::read(View::now(doc)).lifecycle.state;
         if matches!(
             state.name(),
@@ -409,7 +408,7 @@ fn feedback(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) 
 fn resolve_concern(ctx: &Ctx, prefix: &str, concern: &str) -> Result<()> {
     let id = proposal_id(ctx, prefix)?;
     let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, "resolve concern", |doc| {
+    ctx.node.edit(ctx.workspace, id, |doc| {
         let current = proposal::read(View::now(doc));
         let found = resolve_prefix(
             "concern",
@@ -465,7 +464,7 @@ pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
                 author: ctx.me.clone(),
                 at: now_ms(),
             };
-            ctx.node.edit(ctx.workspace, new.id, "new thread", |doc| {
+            ctx.node.edit(ctx.workspace, new.id, |doc| {
                 let mut tx = doc.transaction();
                 thread::create(&mut tx, &new)?;
                 commit(tx, &format!("new thread: {}", new.title));
@@ -489,7 +488,7 @@ fn thread_transition(ctx: &Ctx, prefix: &str, kind: &str) -> Result<()> {
         );
     }
     let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, kind, |doc| {
+    ctx.node.edit(ctx.workspace, id, |doc| {
         let current = thread::read(View::now(doc));
         let mut entry = Entry::new(kind, &me, now_ms());
         entry.prev = current.lifecycle.tips.clone();
@@ -530,7 +529,7 @@ pub fn reply(ctx: &Ctx, target: &str, message: Option<String>) -> Result<()> {
     }
     let me = ctx.me.clone();
     let comment_id = Id::random().hex();
-    ctx.node.edit(ctx.workspace, id, "reply", |doc| {
+    ctx.node.edit(ctx.workspace, id, |doc| {
         let parent = match comment_prefix {
             Some(prefix) => {
                 let comments = discussion::comments(View::now(doc));
@@ -582,7 +581,7 @@ pub fn react(ctx: &Ctx, target: &str, emoji: &str) -> Result<()> {
     }
     let (id, _) = ctx.node.resolve(ctx.workspace, doc_prefix)?;
     let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, "react", |doc| {
+    ctx.node.edit(ctx.workspace, id, |doc| {
         let view = View::now(doc);
         let comments = discussion::comments(view);
         let comment = resolve_prefix(
@@ -637,7 +636,7 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
                 author: ctx.me.clone(),
                 at: now_ms(),
             };
-            ctx.node.edit(ctx.workspace, new.id, "new update", |doc| {
+            ctx.node.edit(ctx.workspace, new.id, |doc| {
                 let mut tx = doc.transaction();
                 update::create(&mut tx, &new)?;
                 commit(tx, &format!("status update {}", new.period));

@@ -65,7 +65,7 @@ const SECTIONS: [&str; 3] = ["Context", "Decision", "Consequences"];
 
 fn apply(node: &Node, workspace: Id, doc: Id, edit: &Edit) {
     let me = node.member_id();
-    node.edit(workspace, doc, "edit", |am| {
+    node.edit(workspace, doc, |am| {
         let view = View::now(am);
         match edit {
             Edit::Insert { section, at, text } => {
@@ -189,7 +189,7 @@ proptest! {
             deciders: vec![homes[0].member_id()], asks: vec![], urgency: "normal".into(),
             author: homes[0].member_id(), at: now_ms(),
         };
-        homes[0].edit(workspace, doc, "new", |am| {
+        homes[0].edit(workspace, doc, |am| {
             let mut tx = am.transaction();
             proposal::create(&mut tx, &new)?;
             commit(tx, "new");
