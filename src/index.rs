@@ -70,7 +70,13 @@ pub fn summarize(
                 .map(&automerge::ROOT, "deciders")
                 .map(|m| view.keys(&m))
                 .unwrap_or_default();
-            proposal::lifecycle(view.doc, &entries, &deciders).state
+            proposal::lifecycle(
+                view.doc,
+                &entries,
+                &deciders,
+                &view.string(&automerge::ROOT, "author"),
+            )
+            .state
         }
         Kind::Thread => thread::lifecycle(&entries).state,
         Kind::Update | Kind::Workspace => State::Draft,

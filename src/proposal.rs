@@ -167,7 +167,8 @@ pub fn read(view: View<'_>) -> Proposal {
     let sections_now = sections(view);
     let approvals = approvals(view.doc, &entries, &sections_now);
     let concerns = concerns(&entries);
-    let lifecycle = lifecycle(view.doc, &entries, &deciders);
+    let author = view.string(&ROOT, "author");
+    let lifecycle = lifecycle(view.doc, &entries, &deciders, &author);
     Proposal {
         id: view.string(&ROOT, "id"),
         title: view.title(),
@@ -254,9 +255,20 @@ pub fn accept_blockers(view: View<'_>, deciders: &[String]) -> Option<String> {
 }
 
 /// Derives the lifecycle with the proposal rules.
-pub fn lifecycle(doc: &Automerge, entries: &[Entry], deciders: &[String]) -> Lifecycle {
+pub fn lifecycle(
+    doc: &Automerge,
+    entries: &[Entry],
+    deciders: &[String],
+    author: &str,
+) -> Lifecycle {
     let rule = |entry: &Entry, before: &State| -> Option<String> {
         let kind = entry.kind.as_str();
+        if matches!(kind, "accept" | "reject")
+            && entry.by != author
+            && !deciders.contains(&entry.by)
+        {
+            return Some(format!("only the author or a decider may {kind}"));
+        }
         let in_period = matches!(before, State::Open { .. } | State::FinalComment { .. });
         let allowed = match kind {
             "open" => matches!(

@@ -156,14 +156,14 @@ pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> 
         };
         if field == "state" {
             let kind = transition_for_state(value)?;
-            let (tips, entries, deciders) = match summary.kind {
+            let (tips, entries, deciders, author) = match summary.kind {
                 Kind::Proposal => {
                     let p = proposal::read(view);
-                    (p.lifecycle.tips, p.entries, p.deciders)
+                    (p.lifecycle.tips, p.entries, p.deciders, p.author)
                 }
                 _ => {
                     let t = thread::read(view);
-                    (t.lifecycle.tips, t.entries, Vec::new())
+                    (t.lifecycle.tips, t.entries, Vec::new(), t.author)
                 }
             };
             let mut entry = Entry::new(kind, &me, now_ms());
@@ -174,7 +174,7 @@ pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> 
             let mut all = entries;
             all.push(entry.clone());
             let ignored = match summary.kind {
-                Kind::Proposal => proposal::lifecycle(doc, &all, &deciders).ignored,
+                Kind::Proposal => proposal::lifecycle(doc, &all, &deciders, &author).ignored,
                 _ => thread::lifecycle(&all).ignored,
             };
             if let Some((_, reason)) = ignored.iter().find(|(e, _)| *e == entry.id) {
@@ -190,7 +190,10 @@ pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> 
             commit(tx, &format!("resolve {field}: {value}"));
         }
         Ok(())
-    })
+    })?;
+    ctx.out
+        .done(json!({"id": id.hex(), "field": field, "value": value}));
+    Ok(())
 }
 
 pub fn export(
@@ -224,6 +227,7 @@ pub fn export(
             let view = View::now(&doc);
             match format {
                 Format::Markdown => markdown(ctx, summary.kind, view).into_bytes(),
+                Format::Automerge => doc.save(),
                 _ => {
                     let value = super::read::document_json(ctx, id, summary.kind, view, &summary)?;
                     let mut text = serde_json::to_string_pretty(&value)?;
@@ -234,10 +238,16 @@ pub fn export(
         }
     };
     match output {
-        Some(path) => write_file(&path, &bytes),
+        Some(path) => {
+            write_file(&path, &bytes)?;
+            ctx.out.done(json!({"path": path, "bytes": bytes.len()}));
+            Ok(())
+        }
         None => {
-            if format == Format::Bundle && std::io::stdout().is_terminal() {
-                bail!("a bundle is binary: write it to a file with -o FILE");
+            if matches!(format, Format::Bundle | Format::Automerge)
+                && std::io::stdout().is_terminal()
+            {
+                bail!("this format is binary: write it to a file with -o FILE");
             }
             std::io::stdout()
                 .write_all(&bytes)

@@ -184,6 +184,8 @@ pub enum Format {
     Json,
     /// A signed bundle for `merge`.
     Bundle,
+    /// A saved automerge document (unsigned), for other automerge tools.
+    Automerge,
 }
 
 /// `meridian workspace …`
@@ -536,6 +538,13 @@ impl Out {
                 Json::String(t.display_with_offset(zoned.offset()).to_string())
             }
             Err(_) => Json::Null,
+        }
+    }
+
+    /// Prints `value` in JSON mode; text mode stays quiet on success.
+    pub fn done(&self, value: Json) {
+        if self.json {
+            self.print_json(&value);
         }
     }
 

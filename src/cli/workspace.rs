@@ -119,7 +119,9 @@ pub fn workspace(
                 workspace::put_template(&mut tx, &name, &sections)?;
                 commit(tx, &format!("template {name}: {}", sections.join(", ")));
                 Ok(())
-            })
+            })?;
+            out.done(json!({"template": name, "sections": sections}));
+            Ok(())
         }
         WorkspaceCommand::Norm { level, within } => {
             let within = ResponseTime::parse(&within)?;
@@ -129,7 +131,9 @@ pub fn workspace(
                 workspace::put_level(&mut tx, &level, within)?;
                 commit(tx, &format!("urgency {level}: respond within {within}"));
                 Ok(())
-            })
+            })?;
+            out.done(json!({"level": level, "within": within.to_string()}));
+            Ok(())
         }
         WorkspaceCommand::Ladder { members } => {
             let (id, record) = node.workspace(selector)?;
@@ -142,7 +146,9 @@ pub fn workspace(
                 workspace::put_ladder(&mut tx, &ids)?;
                 commit(tx, &format!("escalation ladder: {}", members.join(" → ")));
                 Ok(())
-            })
+            })?;
+            out.done(json!({"ladder": ids}));
+            Ok(())
         }
         WorkspaceCommand::Norms => {
             let (_, record) = node.workspace(selector)?;

@@ -279,6 +279,8 @@ fn edit(
         if !ctx.out.json {
             eprintln!("No changes.");
         }
+        ctx.out
+            .done(json!({"id": id.hex(), "sections": [], "title_changed": false}));
         return Ok(());
     }
     let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
@@ -316,15 +318,11 @@ fn transition(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)
         let mut entry = Entry::new(kind, &me, now_ms());
         entry.prev = current.lifecycle.tips.clone();
         fill(&mut entry);
-        let may_decide = current.deciders.contains(&me) || current.author == me;
-        if matches!(kind, "accept" | "reject") && !may_decide {
-            bail!("only the author or a decider may {kind} this proposal");
-        }
         let heads = doc.get_heads();
         entry.heads = crate::doc::heads_hex(&heads);
         let mut entries = current.entries.clone();
         entries.push(entry.clone());
-        let after = proposal::lifecycle(doc, &entries, &current.deciders);
+        let after = proposal::lifecycle(doc, &entries, &current.deciders, &current.author);
         if let Some((_, reason)) = after.ignored.iter().find(|(e, _)| *e == entry.id) {
             bail!(
                 "cannot {kind} {}: {}",
@@ -408,30 +406,37 @@ fn feedback(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) 
 fn resolve_concern(ctx: &Ctx, prefix: &str, concern: &str) -> Result<()> {
     let id = proposal_id(ctx, prefix)?;
     let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let current = proposal::read(View::now(doc));
-        let found = resolve_prefix(
-            "concern",
-            concern,
-            current
-                .concerns
-                .iter()
-                .map(|c| (c.entry.id.clone(), c.clone())),
-        )?;
-        if found.resolved.is_some() {
-            bail!("concern {} is already resolved", &found.entry.id[..8]);
-        }
-        if found.entry.by != me && current.author != me {
-            bail!("only the person who raised the concern or the proposal's author may resolve it");
-        }
-        let mut entry = Entry::new("resolve-concern", &me, now_ms());
-        entry.target = found.entry.id.clone();
-        let heads = doc.get_heads();
-        let mut tx = doc.transaction();
-        discussion::put_entry(&mut tx, &entry, &heads)?;
-        commit(tx, &format!("resolve concern {}", &found.entry.id[..8]));
-        Ok(())
-    })
+    ctx.node
+        .edit(ctx.workspace, id, |doc| {
+            let current = proposal::read(View::now(doc));
+            let found = resolve_prefix(
+                "concern",
+                concern,
+                current
+                    .concerns
+                    .iter()
+                    .map(|c| (c.entry.id.clone(), c.clone())),
+            )?;
+            if found.resolved.is_some() {
+                bail!("concern {} is already resolved", &found.entry.id[..8]);
+            }
+            if found.entry.by != me && current.author != me {
+                bail!(
+                    "only the person who raised the concern or the proposal's author may resolve it"
+                );
+            }
+            let mut entry = Entry::new("resolve-concern", &me, now_ms());
+            entry.target = found.entry.id.clone();
+            let heads = doc.get_heads();
+            let mut tx = doc.transaction();
+            discussion::put_entry(&mut tx, &entry, &heads)?;
+            commit(tx, &format!("resolve concern {}", &found.entry.id[..8]));
+            Ok(entry)
+        })
+        .map(|entry| {
+            ctx.out
+                .done(json!({"id": entry.id, "concern": entry.target}))
+        })
 }
 
 pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
@@ -506,7 +511,11 @@ fn thread_transition(ctx: &Ctx, prefix: &str, kind: &str) -> Result<()> {
         discussion::put_entry(&mut tx, &entry, &heads)?;
         commit(tx, kind);
         Ok(())
-    })
+    })?;
+    ctx.out.done(
+        json!({"id": id.hex(), "state": if kind == "resolve" { "resolved" } else { "open" }}),
+    );
+    Ok(())
 }
 
 /// Splits `DOC[:COMMENT]`.
@@ -581,20 +590,25 @@ pub fn react(ctx: &Ctx, target: &str, emoji: &str) -> Result<()> {
     }
     let (id, _) = ctx.node.resolve(ctx.workspace, doc_prefix)?;
     let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let view = View::now(doc);
-        let comments = discussion::comments(view);
-        let comment = resolve_prefix(
-            "comment",
-            comment_prefix,
-            comments.into_iter().map(|c| (c.id.clone(), c.id)),
-        )?;
-        let obj = discussion::comment_obj(view, &comment).context("the comment vanished")?;
-        let mut tx = doc.transaction();
-        discussion::put_reaction(&mut tx, &obj, emoji, &me, now_ms())?;
-        commit(tx, &format!("react {emoji}"));
-        Ok(())
-    })
+    ctx.node
+        .edit(ctx.workspace, id, |doc| {
+            let view = View::now(doc);
+            let comments = discussion::comments(view);
+            let comment = resolve_prefix(
+                "comment",
+                comment_prefix,
+                comments.into_iter().map(|c| (c.id.clone(), c.id)),
+            )?;
+            let obj = discussion::comment_obj(view, &comment).context("the comment vanished")?;
+            let mut tx = doc.transaction();
+            discussion::put_reaction(&mut tx, &obj, emoji, &me, now_ms())?;
+            commit(tx, &format!("react {emoji}"));
+            Ok(comment)
+        })
+        .map(|comment| {
+            ctx.out
+                .done(json!({"id": id.hex(), "comment": comment, "reaction": emoji}))
+        })
 }
 
 pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {

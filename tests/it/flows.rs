@@ -655,3 +655,64 @@ fn ids_resolve_by_unique_prefix_with_clear_errors() {
     );
     assert!(ana.err(&["-w", "nope", "inbox"]).contains("no workspace"));
 }
+
+#[test]
+fn saved_automerge_documents_merge_as_unverified_changes() {
+    let world = World::new();
+    let [ana, bo] =
+        <[_; 2]>::try_from(world.team(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]))
+            .ok()
+            .unwrap();
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Saved",
+        "--section",
+        "Summary=From another tool",
+    ]);
+    ana.ok(&["reply", &p, "-m", "first"]);
+    let file = world.file("p.automerge");
+    ana.ok(&[
+        "export",
+        &p,
+        "--format",
+        "automerge",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let merged = bo.json(&["merge", file.to_str().unwrap()]);
+    assert_eq!(merged["source"], "saved_document");
+    assert_eq!(merged["unverified"], 2);
+    let shown = bo.json(&["show", &p]);
+    assert_eq!(shown["sections"][0]["text"], "From another tool");
+    let log = bo.json(&["log", &p]);
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["verified"] == false && e["author"] == "Ana"),
+        "{log}"
+    );
+    assert!(bo.ok(&["log", &p]).contains("UNVERIFIED"));
+    // Merging the same file again changes nothing.
+    assert_eq!(bo.json(&["merge", file.to_str().unwrap()])["applied"], 0);
+    // Bo's own edits on top are signed, and his bundle carries the unsigned ones along.
+    bo.ok(&["reply", &p, "-m", "second"]);
+    let cy = world.person("Cy", "America/Lima");
+    cy.ok(&["join", ana.ok(&["invite"]).trim()]);
+    sync_pair(&world, &ana, &cy);
+    let from_bo = world.file("bo.bundle");
+    bo.ok(&[
+        "export",
+        &p,
+        "--format",
+        "bundle",
+        "-o",
+        from_bo.to_str().unwrap(),
+    ]);
+    cy.ok(&["merge", from_bo.to_str().unwrap()]);
+    assert_eq!(
+        cy.json(&["show", &p])["comments"].as_array().unwrap().len(),
+        2
+    );
+}

@@ -216,6 +216,14 @@ fn forged_changes_are_rejected_and_never_applied() {
         &bundle_of(f.workspace, vec![BundleRecord::Sealed(moved.encode())]),
         "signature does not verify",
     );
+    // A saved automerge document written by the stranger: unsigned, and not a member's.
+    let mut saved = Automerge::new().with_actor(actor_of(&eve));
+    let mut tx = saved.transaction();
+    tx.put(ROOT, "id", Id::random().hex()).unwrap();
+    tx.put(ROOT, "kind", "thread").unwrap();
+    tx.put(ROOT, "workspace", f.workspace.hex()).unwrap();
+    tx.commit();
+    refused(&f, "stranger-saved", &saved.save(), "not a verified member");
     // The real thing goes through, so the refusals above were about the forgery.
     let path = f.world.file("fine.bundle");
     std::fs::write(

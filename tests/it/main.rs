@@ -10,12 +10,14 @@
 //!   reader's zone, across a daylight-saving change.
 //! - `hostile`: garbage, truncated, forged, bomb, deeply nested and dependency-less input to
 //!   `merge`: a clear error, and the store exactly as it was.
+//! - `help`: a snapshot of every `--help` page (the CLI is an interface).
 //! - `convergence`: a property test over the library: random edits on 2–4 nodes, merged in
 //!   random orders and groupings, converge to identical documents.
 
 mod convergence;
 mod deadlines;
 mod flows;
+mod help;
 mod hostile;
 mod offline;
 mod support;

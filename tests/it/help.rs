@@ -1,0 +1,51 @@
+//! The command line is an interface: every `--help` is a snapshot, so a renamed or dropped
+//! command or flag shows up in review.
+
+fn help(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .arg("--help")
+        .env_remove("MERIDIAN_HOME")
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn every_help_page() {
+    let pages: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["workspace"],
+        &["invite"],
+        &["member"],
+        &["proposal"],
+        &["proposal", "new"],
+        &["proposal", "edit"],
+        &["proposal", "open"],
+        &["proposal", "concern"],
+        &["thread"],
+        &["thread", "new"],
+        &["reply"],
+        &["react"],
+        &["update", "new"],
+        &["show"],
+        &["inbox"],
+        &["log"],
+        &["diff"],
+        &["conflicts"],
+        &["resolve"],
+        &["export"],
+        &["merge"],
+    ];
+    for page in pages {
+        let name = if page.is_empty() {
+            "meridian".to_string()
+        } else {
+            format!("meridian {}", page.join(" "))
+        };
+        insta::assert_snapshot!(name.replace(' ', "_"), help(page), &name);
+    }
+}
