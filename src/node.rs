@@ -435,13 +435,7 @@ impl Node {
 
     /// The history of a document, oldest first, from the index.
     pub fn history(&self, doc_id: Id) -> Result<Vec<LogEntry>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(HISTORY)?;
-        let mut entries = Vec::new();
-        for item in table.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
-            entries.push(store::decode(item?.1.value(), "history entry")?);
-        }
-        Ok(entries)
+        self.doc_range(HISTORY, doc_id, "history entry")
     }
 
     /// The last `n` lines of a document's history, newest first, reading only those.
@@ -492,13 +486,23 @@ impl Node {
 
     /// The stored records of a document, in order (for bundles).
     pub fn records(&self, doc_id: Id) -> Result<Vec<Record>> {
+        self.doc_range(RECORDS, doc_id, "record")
+    }
+
+    /// Every value of one document in a per-document table, in order.
+    fn doc_range<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<([u8; 16], u64), &[u8]>,
+        doc_id: Id,
+        what: &str,
+    ) -> Result<Vec<T>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(RECORDS)?;
-        let mut records = Vec::new();
+        let table = txn.open_table(table)?;
+        let mut values = Vec::new();
         for item in table.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
-            records.push(store::decode(item?.1.value(), "record")?);
+            values.push(store::decode(item?.1.value(), what)?);
         }
-        Ok(records)
+        Ok(values)
     }
 
     /// How many envelopes wait in the outbox of a workspace.

@@ -148,16 +148,26 @@ fn new_proposal(
         author: ctx.me.clone(),
         at: now_ms(),
     };
-    ctx.node.edit(ctx.workspace, new.id, |doc| {
-        let mut tx = doc.transaction();
-        proposal::create(&mut tx, &new)?;
-        commit(tx, &format!("new proposal: {}", new.title));
-        Ok(())
-    })?;
-    created(ctx, new.id, &new.title)
+    let message = format!("new proposal: {}", new.title);
+    create(ctx, new.id, &new.title, &message, |tx| {
+        proposal::create(tx, &new)
+    })
 }
 
-fn created(ctx: &Ctx, id: Id, title: &str) -> Result<()> {
+/// Writes a new document with `f`, then prints its id.
+fn create(
+    ctx: &Ctx,
+    id: Id,
+    title: &str,
+    message: &str,
+    f: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<()>,
+) -> Result<()> {
+    ctx.node.edit(ctx.workspace, id, |doc| {
+        let mut tx = doc.transaction();
+        f(&mut tx)?;
+        commit(tx, message);
+        Ok(())
+    })?;
     if ctx.out.json {
         ctx.out.print_json(&json!({"id": id.hex()}));
     } else {
@@ -469,13 +479,10 @@ pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
                 author: ctx.me.clone(),
                 at: now_ms(),
             };
-            ctx.node.edit(ctx.workspace, new.id, |doc| {
-                let mut tx = doc.transaction();
-                thread::create(&mut tx, &new)?;
-                commit(tx, &format!("new thread: {}", new.title));
-                Ok(())
-            })?;
-            created(ctx, new.id, &new.title)
+            let message = format!("new thread: {}", new.title);
+            create(ctx, new.id, &new.title, &message, |tx| {
+                thread::create(tx, &new)
+            })
         }
         ThreadCommand::List => super::read::list(ctx, Kind::Thread, None),
         ThreadCommand::Resolve { id } => thread_transition(ctx, &id, "resolve"),
@@ -650,13 +657,10 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
                 author: ctx.me.clone(),
                 at: now_ms(),
             };
-            ctx.node.edit(ctx.workspace, new.id, |doc| {
-                let mut tx = doc.transaction();
-                update::create(&mut tx, &new)?;
-                commit(tx, &format!("status update {}", new.period));
-                Ok(())
-            })?;
-            created(ctx, new.id, &new.title)
+            let message = format!("status update {}", new.period);
+            create(ctx, new.id, &new.title, &message, |tx| {
+                update::create(tx, &new)
+            })
         }
         UpdateCommand::List => super::read::list(ctx, Kind::Update, None),
     }
