@@ -32,7 +32,19 @@ enum Edit {
     },
     Title(String),
     Approve,
+    /// A lifecycle transition after the ones this node sees (it may break a rule: then
+    /// every node must ignore it the same way).
+    Transition(usize),
 }
+
+const TRANSITIONS: [&str; 6] = [
+    "open",
+    "final-comment",
+    "accept",
+    "reject",
+    "withdraw",
+    "reopen",
+];
 
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
@@ -41,6 +53,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         2 => (proptest::option::of(any::<u8>()), "[a-z]{1,6}").prop_map(|(parent, text)| Edit::Reply { parent, text }),
         1 => "[A-Z][a-z]{0,6}".prop_map(Edit::Title),
         1 => Just(Edit::Approve),
+        2 => (0..TRANSITIONS.len()).prop_map(Edit::Transition),
     ]
 }
 
@@ -129,6 +142,15 @@ fn apply(node: &Node, workspace: Id, doc: Id, edit: &Edit) {
                 )?;
                 commit(tx, "title");
             }
+            Edit::Transition(kind) => {
+                let heads = am.get_heads();
+                let mut entry = discussion::Entry::new(TRANSITIONS[*kind], &me, now_ms());
+                entry.prev = proposal::read(view).lifecycle.tips;
+                entry.closes = Some(0);
+                let mut tx = am.transaction();
+                discussion::put_entry(&mut tx, &entry, &heads)?;
+                commit(tx, TRANSITIONS[*kind]);
+            }
             Edit::Approve => {
                 let heads = am.get_heads();
                 let entry = discussion::Entry::new("approve", &me, now_ms());
@@ -165,7 +187,11 @@ fn observe(node: &Node, workspace: Id, doc: Id) -> (Vec<automerge::ChangeHash>, 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // 64 cases by default; PROPTEST_CASES=5000 for a long run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn any_edits_merged_in_any_order_converge((nodes, steps) in steps()) {

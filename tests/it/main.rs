@@ -8,6 +8,7 @@
 //!   offline and converging through bundles exchanged in different orders.
 //! - `deadlines`: response deadlines in each responder's working hours, shown in the
 //!   reader's zone, across a daylight-saving change.
+//! - `durability`: concurrent commands on one home, and writers killed mid-write.
 //! - `hostile`: garbage, truncated, forged, bomb, deeply nested and dependency-less input to
 //!   `merge`: a clear error, and the store exactly as it was.
 //! - `help`: a snapshot of every `--help` page (the CLI is an interface).
@@ -16,6 +17,7 @@
 
 mod convergence;
 mod deadlines;
+mod durability;
 mod flows;
 mod help;
 mod hostile;
