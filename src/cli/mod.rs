@@ -117,7 +117,11 @@ pub enum Command {
         at: Option<String>,
     },
     /// What asks for your response, and what changed since you last read it.
-    Inbox,
+    Inbox {
+        /// Look ahead: the inbox as it will stand at DATE, or after a duration (`2d`).
+        #[arg(long, value_name = "DATE|DURATION")]
+        at: Option<String>,
+    },
     /// Mark a document as read.
     Read {
         /// Document id (prefix).
@@ -451,7 +455,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::React { target, emoji } => write::react(ctx, &target, &emoji),
         Command::Update(command) => write::update(ctx, command),
         Command::Show { id, at } => read::show(ctx, &id, at.as_deref()),
-        Command::Inbox => read::inbox(ctx),
+        Command::Inbox { at } => read::inbox(ctx, at.as_deref()),
         Command::Read { id } => read::mark_read(ctx, &id),
         Command::Log { id, limit } => history::log(ctx, &id, limit),
         Command::Diff { id, from, to } => history::diff(ctx, &id, &from, to.as_deref()),

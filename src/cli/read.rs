@@ -534,9 +534,12 @@ fn show_update(
     Ok(())
 }
 
-pub fn inbox(ctx: &Ctx) -> Result<()> {
+pub fn inbox(ctx: &Ctx, at: Option<&str>) -> Result<()> {
     let summaries = ctx.node.summaries(ctx.workspace)?;
-    let now = Timestamp::now().as_millisecond();
+    let now = match at {
+        Some(at) => parse_moment(at, Timestamp::now(), &ctx.out.tz)?.as_millisecond(),
+        None => Timestamp::now().as_millisecond(),
+    };
     let requests = inbox::requests(&ctx.me, &summaries, &ctx.record.state, now);
     let markers = ctx.node.read_markers()?;
     let changed = inbox::changed(&ctx.me, &summaries, &markers);

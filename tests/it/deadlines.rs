@@ -228,3 +228,65 @@ fn norms_and_the_escalation_ladder_are_workspace_settings() {
         "blocker",
     ]);
 }
+
+#[test]
+fn a_missed_deadline_escalates_along_the_ladder_in_every_inbox() {
+    let world = World::new();
+    let homes = world.team(&[
+        ("Ana", "Asia/Tokyo"),
+        ("Bo", "America/Lima"),
+        ("Cy", "Europe/Berlin"),
+    ]);
+    let (ana, bo, cy) = (&homes[0], &homes[1], &homes[2]);
+    ana.ok(&["workspace", "ladder", "Cy"]);
+    let t = ana.create(&[
+        "thread",
+        "new",
+        "Prod is down",
+        "-m",
+        "Can you look?",
+        "--ask",
+        "Bo",
+        "--urgency",
+        "urgent",
+    ]);
+    for home in [bo, cy] {
+        sync_pair(&world, ana, home);
+    }
+    let now = bo.json(&["inbox"]);
+    assert_eq!(now["requests"][0]["id"], t.as_str());
+    assert_eq!(now["requests"][0]["overdue"], false);
+    assert!(
+        cy.json(&["inbox"])["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "not escalated yet"
+    );
+    // A week later Bo has not answered: overdue for him, escalated to Cy with a fresh
+    // deadline in Cy's working hours.
+    let later = bo.json(&["inbox", "--at", "7d"]);
+    assert_eq!(later["requests"][0]["overdue"], true);
+    let cy_later = cy.json(&["inbox", "--at", "7d"]);
+    let request = &cy_later["requests"][0];
+    assert_eq!(request["id"], t.as_str());
+    assert_eq!(request["escalated_from"], "Bo");
+    let deadline = request["deadline"].as_str().unwrap();
+    assert!(
+        deadline.ends_with("+01:00") || deadline.ends_with("+02:00"),
+        "Cy reads Berlin time: {request}"
+    );
+    assert!(
+        cy.ok(&["inbox", "--at", "7d"])
+            .contains("ESCALATED from Bo")
+    );
+    // Bo's reply settles it for everyone.
+    bo.ok(&["reply", &t, "-m", "on it"]);
+    sync_pair(&world, bo, cy);
+    assert!(
+        cy.json(&["inbox", "--at", "7d"])["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
