@@ -74,14 +74,11 @@ pub fn fields(view: View<'_>) -> BTreeMap<String, String> {
         if !entry.message.is_empty() {
             text.push_str(&format!(": {}", entry.message));
         }
-        put(
-            format!("entry {}", &entry.id[..8.min(entry.id.len())]),
-            text,
-        );
+        put(format!("entry {}", crate::id::prefix(&entry.id, 8)), text);
     }
     for comment in discussion::comments(view) {
         put(
-            format!("comment {}", &comment.id[..8.min(comment.id.len())]),
+            format!("comment {}", crate::id::prefix(&comment.id, 8)),
             format!("{}: {}", short(&comment.by), comment.body),
         );
     }
@@ -92,7 +89,7 @@ pub fn fields(view: View<'_>) -> BTreeMap<String, String> {
 }
 
 fn short(id: &str) -> &str {
-    &id[..8.min(id.len())]
+    crate::id::prefix(id, 8)
 }
 
 /// One changed field.

@@ -61,6 +61,15 @@ impl fmt::Debug for Id {
     }
 }
 
+/// The first `n` characters of `text` (ids read from documents may be any string, so
+/// byte slicing could split a character or run past the end).
+pub fn prefix(text: &str, n: usize) -> &str {
+    match text.char_indices().nth(n) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 /// Fills an array from the operating system's random source.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];

@@ -13,6 +13,7 @@ use std::io::Read;
 use anyhow::{Context, Result, bail};
 use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, Value};
 use meridian_relay::Envelope;
+use redb::ReadableTable;
 
 use crate::doc::View;
 use crate::id::Id;
@@ -49,15 +50,15 @@ impl Default for Limits {
 /// The magic bytes at the start of every automerge chunk.
 pub const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 
-/// One unit of foreign input: a record and the changes inside it.
+/// One unit of foreign input: a verified envelope and the changes inside it.
 pub struct Item {
     /// The document it belongs to.
     pub doc: Id,
-    /// The record to store if it brings anything new.
-    pub record: Record,
-    /// The signer's device key, for sealed records.
-    pub signer: Option<[u8; 32]>,
-    /// The parsed changes.
+    /// The encoded envelope, stored as it is if it brings anything new.
+    pub envelope: Vec<u8>,
+    /// The signer's device key.
+    pub signer: [u8; 32],
+    /// The parsed changes, each written by the signer's device.
     pub changes: Vec<Change>,
 }
 
@@ -68,10 +69,8 @@ pub struct Report {
     pub documents: Vec<String>,
     /// New changes applied.
     pub applied: usize,
-    /// Changes the node already had.
+    /// Envelopes the node already had.
     pub known: usize,
-    /// New changes that carried no signature (from a saved document).
-    pub unverified: usize,
 }
 
 /// Reads a LEB128 unsigned integer.
@@ -183,9 +182,8 @@ pub fn parse_changes(chunks: &[&[u8]]) -> Result<Vec<Change>> {
         .collect()
 }
 
-/// Opens a sealed record from a bundle or the network into an [`Item`], checking
-/// signature, workspace, decryption, decompression bounds and that every change's actor is
-/// the signer.
+/// Opens an envelope from a bundle or the network into an [`Item`], checking signature,
+/// workspace, decryption, decompression bounds and that every change's actor is the signer.
 pub fn open_sealed(
     bytes: &[u8],
     workspace: Id,
@@ -196,7 +194,7 @@ pub fn open_sealed(
     if envelope.workspace_id() != workspace.0 {
         bail!(
             "an envelope belongs to another workspace ({})",
-            hex::encode(&envelope.workspace[..4])
+            hex::encode(envelope.workspace_id())
         );
     }
     let key: seal::WorkspaceKey = record
@@ -213,51 +211,33 @@ pub fn open_sealed(
         .context("bad author key")?;
     let doc = Id(envelope.doc_id());
     for change in &changes {
-        check_actor(change, Some(&signer), doc, workspace, record)?;
+        check_actor(change, &signer)?;
     }
     Ok(Item {
         doc,
-        record: Record::Sealed(bytes.to_vec()),
-        signer: Some(signer),
+        // Stored re-encoded, so unknown fields cannot pad what the node keeps.
+        envelope: envelope.encode(),
+        signer,
         changes,
     })
 }
 
-/// Checks that a change was written by the device that signed it (or, unsigned, by some
-/// device), or is this workspace's genesis.
-pub fn check_actor(
-    change: &Change,
-    signer: Option<&[u8; 32]>,
-    doc: Id,
-    workspace: Id,
-    record: &WorkspaceRecord,
-) -> Result<()> {
-    let actor = change.actor_id();
-    if workspace::is_genesis_actor(workspace, actor) {
-        let genesis =
-            Change::from_bytes(record.genesis.clone()).context("the stored genesis is damaged")?;
-        if doc == workspace && change.hash() == genesis.hash() {
-            return Ok(());
-        }
-        bail!(
-            "forged change {}: it claims to be the workspace's first change but is not",
-            short_hash(change)
-        );
-    }
-    let Some(key) = identity::actor_key(actor) else {
+/// Checks that a change was written by the device that signed it. (The workspace's
+/// genesis change is never transmitted: every node builds it, so one arriving from outside
+/// is refused here too, its actor being no device's.)
+pub fn check_actor(change: &Change, signer: &[u8; 32]) -> Result<()> {
+    let Some(key) = identity::actor_key(change.actor_id()) else {
         bail!(
             "change {} has an actor id that is not a Meridian device's",
             short_hash(change)
         );
     };
-    if let Some(signer) = signer
-        && &key != signer
-    {
+    if &key != signer {
         bail!(
             "forged change {}: it was written by device {} but signed by {}; nothing was merged",
             short_hash(change),
-            &hex::encode(key)[..12],
-            &hex::encode(signer)[..12]
+            crate::id::prefix(&hex::encode(key), 12),
+            crate::id::prefix(&hex::encode(signer), 12)
         );
     }
     Ok(())
@@ -268,6 +248,9 @@ fn short_hash(change: &Change) -> String {
 }
 
 /// Applies a batch of items to the node in one transaction: all or nothing.
+///
+/// Only the signers of changes the node does not have yet must be verified members: an old
+/// envelope by someone since removed does not block a bundle that carries it along.
 pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> Result<Report> {
     let total: usize = items.iter().map(|i| i.changes.len()).sum();
     if total > limits.max_changes {
@@ -276,6 +259,7 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
             limits.max_changes
         );
     }
+    let own: [u8; 32] = node.key().verifying_key().to_bytes();
     let txn = node.db().begin_write()?;
     let mut record = node::workspace_record(&txn, workspace)?;
     let mut by_doc: BTreeMap<Id, Vec<Item>> = BTreeMap::new();
@@ -283,53 +267,37 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
         by_doc.entry(item.doc).or_default().push(item);
     }
     let mut report = Report::default();
-    // The workspace document first: it may bring the members who signed the rest.
-    let workspace_items = by_doc.remove(&workspace);
-    if let Some(items) = workspace_items {
-        let signers: Vec<Vec<u8>> = signers(&items);
-        let state = apply_doc(
-            &txn,
-            workspace,
-            &record,
-            workspace,
-            items,
-            limits,
-            &mut report,
-        )?;
-        if let Some(state) = state {
-            record.name = state.1;
-            record.state = state.0;
-        }
-        check_members(&record.state, &signers, workspace)?;
+    // The workspace document first: it may bring the members who signed the rest, and its
+    // own new signers must be members of the state it leads to.
+    let workspace_items = by_doc.remove(&workspace).unwrap_or_default();
+    if let Some(prepared) = prepare(
+        &txn,
+        workspace,
+        &record,
+        workspace,
+        workspace_items,
+        limits,
+        &mut report,
+    )? {
+        let view = View::now(&prepared.doc);
+        record.state = workspace::read_state(view, &record.creator);
+        check_members(&record.state, &prepared.signers, workspace)?;
+        store(&txn, workspace, &record, prepared, &own, &mut report)?;
+        record = node::workspace_record(&txn, workspace)?;
     }
     for (doc_id, items) in by_doc {
-        check_members(&record.state, &signers(&items), doc_id)?;
-        apply_doc(&txn, workspace, &record, doc_id, items, limits, &mut report)?;
+        if let Some(prepared) =
+            prepare(&txn, workspace, &record, doc_id, items, limits, &mut report)?
+        {
+            check_members(&record.state, &prepared.signers, doc_id)?;
+            store(&txn, workspace, &record, prepared, &own, &mut report)?;
+        }
     }
     txn.commit()?;
     Ok(report)
 }
 
-fn signers(items: &[Item]) -> Vec<Vec<u8>> {
-    let mut keys = BTreeSet::new();
-    for item in items {
-        match item.signer {
-            Some(key) => {
-                keys.insert(key.to_vec());
-            }
-            None => {
-                for change in &item.changes {
-                    if let Some(key) = identity::actor_key(change.actor_id()) {
-                        keys.insert(key.to_vec());
-                    }
-                }
-            }
-        }
-    }
-    keys.into_iter().collect()
-}
-
-fn check_members(state: &WorkspaceState, keys: &[Vec<u8>], doc: Id) -> Result<()> {
+fn check_members(state: &WorkspaceState, keys: &BTreeSet<[u8; 32]>, doc: Id) -> Result<()> {
     for key in keys {
         if !state.is_member_key(key) {
             bail!(
@@ -342,8 +310,18 @@ fn check_members(state: &WorkspaceState, keys: &[Vec<u8>], doc: Id) -> Result<()
     Ok(())
 }
 
-/// Applies one document's items; returns the new workspace state for the workspace document.
-fn apply_doc(
+/// A document with foreign changes applied in memory, not yet stored.
+struct Prepared {
+    doc_id: Id,
+    doc: Automerge,
+    next_seq: u64,
+    envelopes: Vec<(Vec<u8>, [u8; 32])>,
+    entries: Vec<LogEntry>,
+    signers: BTreeSet<[u8; 32]>,
+}
+
+/// Applies one document's new changes in memory and checks the result.
+fn prepare(
     txn: &redb::WriteTransaction,
     workspace: Id,
     record: &WorkspaceRecord,
@@ -351,92 +329,139 @@ fn apply_doc(
     items: Vec<Item>,
     limits: &Limits,
     report: &mut Report,
-) -> Result<Option<(WorkspaceState, String)>> {
-    let mut loaded = node::load_doc(&txn.open_table(RECORDS)?, record, workspace, doc_id)?;
-    let mut records = Vec::new();
+) -> Result<Option<Prepared>> {
+    if doc_id != workspace
+        && let Some(existing) = txn.open_table(crate::store::DOCS)?.get(doc_id.0)?
+    {
+        let summary: crate::index::DocSummary =
+            crate::store::decode(existing.value(), "index entry")?;
+        if summary.workspace != workspace.0 {
+            bail!(
+                "document {} already exists in another workspace on this node: refusing it",
+                doc_id.short()
+            );
+        }
+    }
+    let loaded = node::load_doc(&txn.open_table(RECORDS)?, record, workspace, doc_id)?;
+    let mut doc = loaded.doc;
+    let mut envelopes = Vec::new();
     let mut entries: Vec<LogEntry> = Vec::new();
+    let mut signers = BTreeSet::new();
     let mut fresh = Vec::new();
     let mut seen = BTreeSet::new();
     for item in items {
         let new: Vec<Change> = item
             .changes
             .into_iter()
-            .filter(|c| loaded.doc.get_change_by_hash(&c.hash()).is_none() && seen.insert(c.hash()))
+            .filter(|c| doc.get_change_by_hash(&c.hash()).is_none() && seen.insert(c.hash()))
             .collect();
         if new.is_empty() {
             report.known += 1;
             continue;
         }
-        for change in &new {
-            entries.push(node::log_entry(change, item.signer.is_some()));
-        }
-        if item.signer.is_none() {
-            report.unverified += new.len();
-        }
-        report.applied += new.len();
-        records.push(match item.record {
-            // A record that mixes known and new changes is stored as just the new ones.
-            Record::Unsigned(_) => {
-                Record::Unsigned(new.iter().flat_map(|c| c.raw_bytes().to_vec()).collect())
-            }
-            sealed => sealed,
-        });
+        entries.extend(new.iter().map(node::log_entry));
+        signers.insert(item.signer);
+        envelopes.push((item.envelope, item.signer));
         fresh.extend(new);
     }
     if fresh.is_empty() {
         return Ok(None);
     }
-    loaded
-        .doc
-        .apply_changes(fresh)
-        .with_context(|| format!("the changes to document {} do not apply", doc_id.short()))?;
-    let missing = loaded.doc.get_missing_deps(&[]);
+    report.applied += fresh.len();
+    guard(|| doc.apply_changes(fresh)).with_context(|| {
+        format!(
+            "the changes to document {} do not apply; nothing was merged",
+            doc_id.short()
+        )
+    })?;
+    let missing = doc.get_missing_deps(&[]);
     if let Some(first) = missing.first() {
         bail!(
             "{} change(s) to document {} depend on changes this node does not have (first missing: {}); merge the export they come from first; nothing was merged",
             missing.len(),
             doc_id.short(),
-            &first.to_string()[..12]
+            crate::id::prefix(&first.to_string(), 12)
         );
     }
-    check_depth(&loaded.doc, limits.max_depth)?;
-    let view = View::now(&loaded.doc);
-    if doc_id != workspace {
-        let id = view.str(&ROOT, "id");
-        let in_workspace = view.str(&ROOT, "workspace");
-        if id.as_deref() != Some(doc_id.hex().as_str())
-            || in_workspace.as_deref() != Some(workspace.hex().as_str())
-        {
-            bail!(
-                "document {} does not say it is that document of this workspace: refusing it",
-                doc_id.short()
-            );
-        }
-        if view.kind().is_none() {
-            bail!(
-                "document {} is of an unknown kind: refusing it",
-                doc_id.short()
-            );
-        }
+    check_depth(&doc, limits.max_depth)?;
+    let view = View::now(&doc);
+    let expected_kind = if doc_id == workspace {
+        Some(crate::doc::Kind::Workspace)
+    } else {
+        view.kind().filter(|k| *k != crate::doc::Kind::Workspace)
+    };
+    let in_workspace = if doc_id == workspace {
+        view.str(&ROOT, "id")
+    } else {
+        view.str(&ROOT, "workspace")
+    };
+    let id = view.str(&ROOT, "id");
+    if expected_kind.is_none()
+        || in_workspace.as_deref() != Some(workspace.hex().as_str())
+        || id.as_deref() != Some(doc_id.hex().as_str())
+    {
+        bail!(
+            "document {} does not say it is that document of this workspace: refusing it",
+            doc_id.short()
+        );
     }
-    node::append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
+    Ok(Some(Prepared {
+        doc_id,
+        doc,
+        next_seq: loaded.next_seq,
+        envelopes,
+        entries,
+        signers,
+    }))
+}
+
+/// Stores a prepared document: its new envelopes, history lines and index entry; the
+/// envelopes this device signed also go to the outbox.
+fn store(
+    txn: &redb::WriteTransaction,
+    workspace: Id,
+    record: &WorkspaceRecord,
+    prepared: Prepared,
+    own: &[u8; 32],
+    report: &mut Report,
+) -> Result<()> {
+    let mut records = Vec::with_capacity(prepared.envelopes.len());
+    for (envelope, signer) in prepared.envelopes {
+        if &signer == own {
+            node::append_outbox(txn, workspace, &envelope)?;
+        }
+        records.push(Record::Sealed(envelope));
+    }
+    node::append_records(
+        txn,
+        prepared.doc_id,
+        prepared.next_seq,
+        &records,
+        &prepared.entries,
+    )?;
     node::reindex(
         txn,
         workspace,
         record,
-        doc_id,
-        &loaded.doc,
-        entries.len() as u64,
+        prepared.doc_id,
+        &prepared.doc,
+        prepared.entries.len() as u64,
     )?;
-    report.documents.push(doc_id.hex());
-    if doc_id == workspace {
-        let state = workspace::read_state(view, &record.creator);
-        let name = view
-            .str(&ROOT, "name")
-            .unwrap_or_else(|| record.name.clone());
-        return Ok(Some((state, name)));
+    report.documents.push(prepared.doc_id.hex());
+    Ok(())
+}
+
+/// Runs automerge on untrusted input, turning a panic inside it into an error: crafted
+/// changes can reach assertions in automerge that are not meant as input validation.
+pub fn guard<T>(f: impl FnOnce() -> Result<T, automerge::AutomergeError>) -> Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(result) => result.map_err(|e| anyhow::anyhow!("{e}")),
+        Err(_) => bail!("automerge could not process the changes (they are malformed)"),
     }
-    Ok(None)
 }
 
 /// Fails if any object in the document is nested deeper than `max` levels.

@@ -351,10 +351,10 @@ impl Node {
         let mut records = Vec::new();
         let mut entries = Vec::new();
         for change in &mut changes {
-            let envelope = seal::seal(&self.key, &key, workspace, doc_id, &change.bytes());
+            let envelope = seal::seal(&self.key, &key, workspace, doc_id, &change.bytes()).encode();
             append_outbox(txn, workspace, &envelope)?;
-            records.push(Record::Sealed(envelope.encode()));
-            entries.push(log_entry(change, true));
+            records.push(Record::Sealed(envelope));
+            entries.push(log_entry(change));
         }
         before.sort();
         let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
@@ -581,7 +581,6 @@ pub fn load_doc(
                     .context("a stored envelope is corrupt")?;
                 bytes.extend(seal::open(&key, &envelope)?);
             }
-            Record::Unsigned(changes) => bytes.extend(changes),
         }
     }
     let doc = if bytes.is_empty() {
@@ -598,7 +597,7 @@ pub fn load_doc(
 }
 
 /// The history line for a change.
-pub fn log_entry(change: &Change, verified: bool) -> LogEntry {
+pub fn log_entry(change: &Change) -> LogEntry {
     LogEntry {
         hash: change.hash().0.to_vec(),
         deps: change
@@ -609,7 +608,6 @@ pub fn log_entry(change: &Change, verified: bool) -> LogEntry {
         author: identity::actor_key(change.actor_id())
             .map(|k| k.to_vec())
             .unwrap_or_default(),
-        verified,
         time: change.timestamp(),
         message: change.message().unwrap_or_default().to_string(),
     }
@@ -640,7 +638,8 @@ pub fn append_records(
     Ok(())
 }
 
-fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &Envelope) -> Result<()> {
+/// Appends an encoded envelope to the workspace's outbox.
+pub fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &[u8]) -> Result<()> {
     let mut outbox = txn.open_table(OUTBOX)?;
     let next = outbox
         .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
@@ -648,7 +647,7 @@ fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &Envelope) -> 
         .transpose()?
         .map(|(k, _)| k.value().1 + 1)
         .unwrap_or(0);
-    outbox.insert((workspace.0, next), envelope.encode().as_slice())?;
+    outbox.insert((workspace.0, next), envelope)?;
     Ok(())
 }
 

@@ -240,7 +240,7 @@ impl ResponseTime {
         if text == "none" || text == "0" {
             return Ok(ResponseTime::None);
         }
-        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        let (number, unit) = split_unit(text);
         let n: u32 = number.parse().ok().filter(|n| *n > 0 && *n <= 10_000).with_context(|| {
             format!("`{text}` is not a response time: use none, or a number with m, h or d (working minutes, hours, days), like 4h")
         })?;
@@ -338,8 +338,16 @@ pub fn parse_moment(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timesta
     }
 }
 
+/// Splits `12h` into `("12", "h")`; the unit is the last character, whatever its width.
+fn split_unit(text: &str) -> (&str, &str) {
+    match text.char_indices().last() {
+        Some((at, _)) => text.split_at(at),
+        None => ("", ""),
+    }
+}
+
 fn parse_duration(text: &str) -> Option<SignedDuration> {
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let (number, unit) = split_unit(text);
     let n: i64 = number.parse().ok().filter(|n| *n >= 0 && *n <= 100_000)?;
     let minutes = match unit {
         "m" => n,
@@ -489,5 +497,8 @@ mod tests {
         assert!(parse_moment("next tuesday", now, &lima).is_err());
         assert!(time_zone("Mars/Olympus").is_err());
         assert!(ResponseTime::parse("4x").is_err());
+        assert!(ResponseTime::parse("1é").is_err());
+        assert!(ResponseTime::parse("").is_err());
+        assert!(parse_moment("1é", now, &lima).is_err());
     }
 }

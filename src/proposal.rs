@@ -248,7 +248,7 @@ pub fn accept_blockers(view: View<'_>, deciders: &[String]) -> Option<String> {
         return Some(format!(
             "{} blocking concern(s) unresolved, first {}",
             blocking.len(),
-            &concern.entry.id[..8.min(concern.entry.id.len())]
+            crate::id::prefix(&concern.entry.id, 8)
         ));
     }
     None

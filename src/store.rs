@@ -32,13 +32,12 @@ pub const OUTBOX: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new
 /// How long a command waits for another `meridian` process to release the database.
 const OPEN_PATIENCE: Duration = Duration::from_secs(10);
 
-/// One stored change record.
+/// One stored change record. An enum so that later kinds (document snapshots) can join
+/// without a migration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Record {
     /// An encoded, signed envelope, exactly as its author sealed it.
     Sealed(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Plain automerge change bytes taken from a saved document that carried no signatures.
-    Unsigned(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One line of a document's history.
@@ -49,11 +48,10 @@ pub struct LogEntry {
     pub hash: Vec<u8>,
     /// The hashes this change depends on.
     pub deps: Vec<serde_bytes::ByteBuf>,
-    /// The device key of the author (the first 32 bytes of the actor id).
+    /// The device key of the author (the first 32 bytes of the actor id), whose signature
+    /// over the change was verified before it was stored.
     #[serde(with = "serde_bytes")]
     pub author: Vec<u8>,
-    /// Whether a signature by that key was verified for this change.
-    pub verified: bool,
     /// Milliseconds since the epoch, as the author's clock said.
     pub time: i64,
     /// The commit message.

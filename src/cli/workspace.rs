@@ -269,7 +269,7 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             println!(
                 "{:<12} {:<12} {:<20} {} {}  now {}{}{}",
                 m.name,
-                &m.id[..12],
+                crate::id::prefix(&m.id, 12),
                 m.tz,
                 m.days,
                 m.hours,

@@ -428,7 +428,10 @@ fn resolve_concern(ctx: &Ctx, prefix: &str, concern: &str) -> Result<()> {
                     .map(|c| (c.entry.id.clone(), c.clone())),
             )?;
             if found.resolved.is_some() {
-                bail!("concern {} is already resolved", &found.entry.id[..8]);
+                bail!(
+                    "concern {} is already resolved",
+                    crate::id::prefix(&found.entry.id, 8)
+                );
             }
             if found.entry.by != me && current.author != me {
                 bail!(
@@ -440,7 +443,10 @@ fn resolve_concern(ctx: &Ctx, prefix: &str, concern: &str) -> Result<()> {
             let heads = doc.get_heads();
             let mut tx = doc.transaction();
             discussion::put_entry(&mut tx, &entry, &heads)?;
-            commit(tx, &format!("resolve concern {}", &found.entry.id[..8]));
+            commit(
+                tx,
+                &format!("resolve concern {}", crate::id::prefix(&found.entry.id, 8)),
+            );
             Ok(entry)
         })
         .map(|entry| {
