@@ -368,6 +368,9 @@ fn prepare(
         return Ok(None);
     }
     report.applied += fresh.len();
+    let was_empty = loaded.next_seq == 0 && doc_id != workspace;
+    let roots = fresh.iter().filter(|c| c.deps().is_empty()).count();
+    let changes = fresh.clone();
     guard(|| doc.apply_changes(fresh)).with_context(|| {
         format!(
             "the changes to document {} do not apply; nothing was merged",
@@ -385,6 +388,26 @@ fn prepare(
     }
     check_depth(&doc, limits.max_depth)?;
     let view = View::now(&doc);
+    let kind = if doc_id == workspace {
+        Some(crate::doc::Kind::Workspace)
+    } else {
+        view.kind()
+    };
+    let Some(kind) = kind else {
+        bail!(
+            "document {} is of an unknown kind: refusing it",
+            doc_id.short()
+        );
+    };
+    for change in &changes {
+        let first = was_empty && roots == 1 && change.deps().is_empty();
+        crate::rules::check_change(&doc, kind, change, first).with_context(|| {
+            format!(
+                "document {} was refused; nothing was merged",
+                doc_id.short()
+            )
+        })?;
+    }
     let expected_kind = if doc_id == workspace {
         Some(crate::doc::Kind::Workspace)
     } else {

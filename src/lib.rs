@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod node;
 pub mod norms;
 pub mod proposal;
+pub mod rules;
 pub mod seal;
 pub mod store;
 pub mod thread;

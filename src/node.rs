@@ -343,6 +343,16 @@ impl Node {
         if changes.is_empty() {
             return Ok(output);
         }
+        // Our own edits obey the same rules every peer will check them against.
+        let kind = View::now(&loaded.doc)
+            .kind()
+            .context("the document has no kind: this is a bug in meridian")?;
+        for change in &changes {
+            let first = doc_id != workspace && change.deps().is_empty();
+            crate::rules::check_change(&loaded.doc, kind, change, first).context(
+                "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
+            )?;
+        }
         let key: seal::WorkspaceKey = record
             .key
             .as_slice()

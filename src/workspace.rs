@@ -282,10 +282,6 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
             let Some(entry) = view.map(&map, &id) else {
                 continue;
             };
-            let keys = view
-                .map(&entry, "keys")
-                .map(|k| view.keys(&k))
-                .unwrap_or_default();
             if let Some(invite) = view.map(&entry, "invite") {
                 let field = |k: &str| hex::decode(view.string(&invite, k)).unwrap_or_default();
                 proofs.insert(
@@ -304,51 +300,42 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 tz: view.string(&entry, "tz"),
                 hours: view.string(&entry, "hours"),
                 days: view.string(&entry, "days"),
-                keys: if keys.is_empty() {
-                    vec![id.clone()]
-                } else {
-                    keys
-                },
+                // Extra device keys would need a proof signed by the member's first key;
+                // until that exists, a member is exactly their first key.
+                keys: vec![id.clone()],
                 verified: id == creator,
                 invited_by: None,
                 id,
             });
         }
     }
-    // Verify invite chains to a fixed point: an inviter must be verified first.
+    // Verify invite chains outward from the creator, each proof once: a member is verified
+    // when their inviter is.
     if let Some(workspace) = workspace {
-        loop {
-            let verified: BTreeSet<String> = members
-                .iter()
-                .filter(|m| m.verified)
-                .map(|m| m.id.clone())
-                .collect();
-            let mut progressed = false;
-            for member in members.iter_mut().filter(|m| !m.verified) {
-                let Some(proof) = proofs.get(&member.id) else {
-                    continue;
-                };
-                let inviter = hex::encode(&proof.inviter);
-                if verified.contains(&inviter) && proof.verify(workspace, &member.id).is_ok() {
+        let mut invited: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, member) in members.iter().enumerate() {
+            if let Some(proof) = proofs.get(&member.id) {
+                invited
+                    .entry(hex::encode(&proof.inviter))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut queue: std::collections::VecDeque<String> = members
+            .iter()
+            .filter(|m| m.verified)
+            .map(|m| m.id.clone())
+            .collect();
+        while let Some(inviter) = queue.pop_front() {
+            for i in invited.remove(&inviter).unwrap_or_default() {
+                let member = &mut members[i];
+                if !member.verified && proofs[&member.id].verify(workspace, &member.id).is_ok() {
                     member.verified = true;
-                    member.invited_by = Some(inviter);
-                    progressed = true;
+                    member.invited_by = Some(inviter.clone());
+                    queue.push_back(member.id.clone());
                 }
             }
-            if !progressed {
-                break;
-            }
         }
-    }
-    // A member may list keys only of their own; a key claimed by two members counts for neither.
-    let mut owners: BTreeMap<String, usize> = BTreeMap::new();
-    for member in &members {
-        for key in &member.keys {
-            *owners.entry(key.clone()).or_default() += 1;
-        }
-    }
-    for member in &mut members {
-        member.keys.retain(|k| owners[k] == 1 || *k == member.id);
     }
     let mut levels = BTreeMap::new();
     let mut ladder = Vec::new();

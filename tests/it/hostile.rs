@@ -84,15 +84,21 @@ fn sealed(f: &Fixture, signer: &SigningKey, doc: Id, plaintext: &[u8]) -> ByteBu
 /// Merges `bytes` into Bo's node and checks the error and that nothing changed.
 #[track_caller]
 fn refused(f: &Fixture, name: &str, bytes: &[u8], expected: &str) {
-    let before = (f.bo.snapshot(), f.bo.ok(&["--json", "proposal", "list"]));
+    refused_by(&f.bo, f, name, bytes, expected)
+}
+
+/// Merges `bytes` into `home`'s node and checks the error and that nothing changed.
+#[track_caller]
+fn refused_by(home: &Home, f: &Fixture, name: &str, bytes: &[u8], expected: &str) {
+    let before = (home.snapshot(), home.ok(&["--json", "proposal", "list"]));
     let path = f.world.file(name);
     std::fs::write(&path, bytes).unwrap();
-    let error = f.bo.err(&["merge", path.to_str().unwrap()]);
+    let error = home.err(&["merge", path.to_str().unwrap()]);
     assert!(
         error.contains(expected),
         "{name}: expected `{expected}` in: {error}"
     );
-    let after = (f.bo.snapshot(), f.bo.ok(&["--json", "proposal", "list"]));
+    let after = (home.snapshot(), home.ok(&["--json", "proposal", "list"]));
     assert!(before == after, "{name}: the store changed");
 }
 
@@ -307,4 +313,157 @@ fn decompression_bombs_are_stopped_at_the_budget() {
     let mut budget = 128 << 20;
     ingest::chunks(&chunk, &mut budget, false)
         .expect("within a larger budget the same bytes are only large");
+}
+
+/// Bo, a member who signs honestly, makes one change on his copy of `doc` that breaks a
+/// document rule; sealed and bundled for Ana.
+fn forged_by_bo(f: &Fixture, doc: Id, build: impl FnOnce(&mut Automerge)) -> Vec<u8> {
+    let bo = device_key(&f.bo);
+    let node = meridian::node::Node::open(f.bo.path()).unwrap();
+    let mut am = node.load(f.workspace, doc).unwrap();
+    drop(node);
+    am.set_actor(actor_of(&bo));
+    let before = am.get_heads();
+    build(&mut am);
+    let change = am
+        .get_changes(&before)
+        .pop()
+        .expect("the forgery made a change");
+    bundle_of(f.workspace, vec![sealed(f, &bo, doc, change.raw_bytes())])
+}
+
+#[test]
+fn a_member_cannot_rewrite_what_others_wrote() {
+    use meridian::doc::View;
+    let f = fixture();
+    let doc = Id::parse(&f.proposal).unwrap();
+    f.ana.ok(&["proposal", "approve", &f.proposal]);
+    let concern = f.ana.json(&[
+        "proposal",
+        "concern",
+        &f.proposal,
+        "-m",
+        "Mine",
+        "--blocking",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.ana.ok(&["reply", &f.proposal, "-m", "Ana's words"]);
+    sync_pair(&f.world, &f.ana, &f.bo);
+    let ana_id = hex::encode(device_key(&f.ana).verifying_key().to_bytes());
+    let bo_id = hex::encode(device_key(&f.bo).verifying_key().to_bytes());
+    let entry = |am: &Automerge, id: &str| {
+        View::now(am)
+            .map(&View::now(am).map(&ROOT, "entries").unwrap(), id)
+            .unwrap()
+    };
+    let approval = {
+        let node = meridian::node::Node::open(f.bo.path()).unwrap();
+        let am = node.load(f.workspace, doc).unwrap();
+        meridian::discussion::entries(View::now(&am))
+            .into_iter()
+            .find(|e| e.kind == "approve")
+            .unwrap()
+            .id
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "rewrite-approval",
+            forged_by_bo(&f, doc, |am| {
+                let obj = entry(am, &approval);
+                let mut tx = am.transaction();
+                tx.put(&obj, "kind", "concern").unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "delete-concern",
+            forged_by_bo(&f, doc, |am| {
+                let entries = View::now(am).map(&ROOT, "entries").unwrap();
+                let mut tx = am.transaction();
+                tx.delete(&entries, concern.as_str()).unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "entry-in-anas-name",
+            forged_by_bo(&f, doc, |am| {
+                let heads = am.get_heads();
+                let mut entry = meridian::discussion::Entry::new("approve", &ana_id, 1);
+                entry.heads = meridian::doc::heads_hex(&heads);
+                let mut tx = am.transaction();
+                meridian::discussion::put_entry(&mut tx, &entry, &heads).unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "edit-anas-comment",
+            forged_by_bo(&f, doc, |am| {
+                let comments = View::now(am).map(&ROOT, "comments").unwrap();
+                let id = View::now(am).keys(&comments)[0].clone();
+                let comment = View::now(am).map(&comments, &id).unwrap();
+                let mut tx = am.transaction();
+                tx.put(&comment, "body", "Bo's words").unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "add-self-as-decider",
+            forged_by_bo(&f, doc, |am| {
+                let deciders = View::now(am).map(&ROOT, "deciders").unwrap();
+                let mut tx = am.transaction();
+                tx.put(&deciders, bo_id.as_str(), true).unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "become-author",
+            forged_by_bo(&f, doc, |am| {
+                let mut tx = am.transaction();
+                tx.put(ROOT, "author", bo_id.as_str()).unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "key-in-anas-entry",
+            forged_by_bo(&f, f.workspace, |am| {
+                let members = View::now(am).map(&ROOT, "members").unwrap();
+                let ana = View::now(am).map(&members, &ana_id).unwrap();
+                let keys = View::now(am).map(&ana, "keys").unwrap();
+                let mut tx = am.transaction();
+                tx.put(&keys, bo_id.as_str(), true).unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "remove-ana",
+            forged_by_bo(&f, f.workspace, |am| {
+                let members = View::now(am).map(&ROOT, "members").unwrap();
+                let mut tx = am.transaction();
+                tx.delete(&members, ana_id.as_str()).unwrap();
+                tx.commit();
+            }),
+        ),
+    ];
+    for (name, bytes) in cases {
+        refused_by(&f.ana, &f, name, &bytes, "breaks a rule");
+    }
+    // Bo's own reply through the same path is accepted: the refusals were about the rules.
+    let fine = forged_by_bo(&f, doc, |am| {
+        let mut tx = am.transaction();
+        meridian::discussion::put_comment(
+            &mut tx,
+            &Id::random().hex(),
+            None,
+            &bo_id,
+            1,
+            "Bo's own words",
+        )
+        .unwrap();
+        tx.commit();
+    });
+    let path = f.world.file("fine.bundle");
+    std::fs::write(&path, fine).unwrap();
+    f.ana.ok(&["merge", path.to_str().unwrap()]);
 }

@@ -1,0 +1,335 @@
+//! Who may write what: every operation of every change, local or foreign, is checked
+//! against the schema of its document before it is stored.
+//!
+//! A signature proves who wrote a change, not that they were allowed to. Automerge lets any
+//! writer put, overwrite or delete anything, so without these rules a member could rewrite
+//! someone else's approval, delete a blocking concern, change the deciders, or add a key to
+//! another member's entry. The rules make the shared structures append-only where the
+//! derived state depends on them: entries, comments and asks are created once by their
+//! author and never changed; member entries are written only by their own member; the
+//! fields that say what a document is are written only in its first change. Collaborative
+//! fields (titles, section text, norms, templates) stay open to every member.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use automerge::legacy::{Key, ObjectId, Op, OpType};
+use automerge::{Automerge, Change, ObjType, Prop, ReadDoc};
+
+use crate::doc::Kind;
+use crate::identity;
+
+/// Root fields that say what a document is: written in its first change only.
+const IDENTITY: [&str; 6] = ["id", "kind", "workspace", "author", "created", "creator"];
+
+/// Root fields any member may set.
+const COLLABORATIVE: [&str; 5] = ["title", "urgency", "template", "period", "name"];
+
+/// Root containers, created in the first change only.
+const CONTAINERS: [&str; 9] = [
+    "sections",
+    "order",
+    "deciders",
+    "entries",
+    "comments",
+    "asks",
+    "links",
+    "members",
+    "templates",
+];
+
+/// Root text fields written only by the document's author (a thread's opening text, the
+/// parts of a status update).
+const AUTHOR_TEXT: [&str; 4] = ["body", "done", "next", "blockers"];
+
+/// Checks every operation of `change` against the rules of a document of `kind`, looking
+/// at the document after the change was applied. `first` says whether this change may
+/// create the document (it has no dependencies and the document had no changes before).
+pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -> Result<()> {
+    let Some(writer) = identity::actor_key(change.actor_id()).map(hex::encode) else {
+        bail!("a change's actor is not a Meridian device");
+    };
+    let expanded = change.decode();
+    let deps: Vec<String> = {
+        let mut deps: Vec<String> = change.deps().iter().map(|d| d.to_string()).collect();
+        deps.sort();
+        deps
+    };
+    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let author = doc_author(doc);
+    let ctx = OpContext {
+        doc,
+        change,
+        kind,
+        writer: &writer,
+        author: author.as_deref(),
+        first,
+        deps: &deps,
+    };
+    for op in &expanded.operations {
+        let path = match &op.obj {
+            ObjectId::Root => Vec::new(),
+            ObjectId::Id(id) => {
+                let text = format!("{}@{}", id.0, id.1.to_hex_string());
+                match paths.get(&text) {
+                    Some(path) => path.clone(),
+                    None => {
+                        let path = path_of(doc, &text)?;
+                        paths.insert(text, path.clone());
+                        path
+                    }
+                }
+            }
+        };
+        let creator = match &op.obj {
+            ObjectId::Root => None,
+            ObjectId::Id(id) => identity::actor_key(&id.1).map(hex::encode),
+        };
+        if let Err(reason) = ctx.check(op, &path, creator.as_deref()) {
+            bail!(
+                "change {} breaks a rule of this {}: {reason}",
+                crate::id::prefix(&change.hash().to_string(), 12),
+                kind.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn doc_author(doc: &Automerge) -> Option<String> {
+    match doc.get(automerge::ROOT, "author").ok().flatten()? {
+        (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The map keys from the root to an object.
+fn path_of(doc: &Automerge, obj: &str) -> Result<Vec<String>> {
+    let Ok(id) = doc.import_obj(obj) else {
+        bail!("an operation targets an object that does not exist");
+    };
+    let Ok(parents) = doc.parents(&id) else {
+        bail!("an operation targets an object that does not exist");
+    };
+    parents
+        .path()
+        .into_iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(key) => Ok(key),
+            Prop::Seq(_) => bail!("objects inside lists are not part of any Meridian document"),
+        })
+        .collect()
+}
+
+struct OpContext<'a> {
+    doc: &'a Automerge,
+    change: &'a Change,
+    kind: Kind,
+    writer: &'a str,
+    author: Option<&'a str>,
+    first: bool,
+    deps: &'a [String],
+}
+
+type Verdict = std::result::Result<(), String>;
+
+fn deny(reason: impl Into<String>) -> Verdict {
+    Err(reason.into())
+}
+
+impl OpContext<'_> {
+    fn check(&self, op: &Op, path: &[String], creator: Option<&str>) -> Verdict {
+        let key = match &op.key {
+            Key::Map(key) => Some(key.as_str()),
+            Key::Seq(_) => None,
+        };
+        let fresh = op.pred.is_empty();
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        if matches!(
+            op.action,
+            OpType::Increment(_) | OpType::MarkBegin(_) | OpType::MarkEnd(_)
+        ) {
+            return deny("counters and marks are not used by Meridian documents");
+        }
+        match (path.as_slice(), key) {
+            ([], Some(key)) => self.root(op, key),
+            // Section text, proposal order: collaborative, but nothing is deleted from the order.
+            (["sections"], Some(_)) => match op.action {
+                OpType::Make(ObjType::Text) if fresh => Ok(()),
+                _ => deny("sections are added, never replaced or deleted"),
+            },
+            (["sections", _], None) => Ok(()),
+            (["order"], None) => match op.action {
+                OpType::Put(_) if op.insert => Ok(()),
+                _ => deny("the section order only grows"),
+            },
+            ([text], None) if AUTHOR_TEXT.contains(text) => self.by_author(&format!("`{text}`")),
+            (["links"], None) => self.by_author("the links"),
+            (["deciders"], Some(_)) => self.by_author("the deciders"),
+            // Append-only records: created once, by their author, never changed.
+            ([container], Some(_)) if matches!(*container, "entries" | "comments" | "asks") => {
+                match op.action {
+                    OpType::Make(ObjType::Map) if fresh => Ok(()),
+                    _ => deny(format!("{container} are never replaced or deleted")),
+                }
+            }
+            ([container, _], Some(field))
+                if matches!(*container, "entries" | "comments" | "asks") =>
+            {
+                if creator != Some(self.writer) {
+                    if *container == "comments"
+                        && field == "reactions"
+                        && fresh
+                        && matches!(op.action, OpType::Make(ObjType::Map))
+                    {
+                        return Ok(());
+                    }
+                    return deny(format!(
+                        "only its author writes inside one of the {container}"
+                    ));
+                }
+                if !fresh || !matches!(op.action, OpType::Put(_) | OpType::Make(ObjType::Map)) {
+                    return deny(format!("{container} are written once"));
+                }
+                self.record_field(op, field)
+            }
+            (["comments", _, "reactions"], Some(key)) => {
+                if key.rsplit_once(' ').map(|(_, member)| member) != Some(self.writer) {
+                    return deny("a reaction names the member who made it");
+                }
+                Ok(())
+            }
+            // The workspace: each member writes only their own entry.
+            (["members"], Some(member)) => {
+                if member != self.writer || !matches!(op.action, OpType::Make(ObjType::Map)) {
+                    return deny("each member writes only their own entry");
+                }
+                Ok(())
+            }
+            (["members", member, ..], _) => {
+                if *member != self.writer {
+                    return deny("each member writes only their own entry");
+                }
+                Ok(())
+            }
+            (["norms"], Some("levels"))
+                if matches!(op.action, OpType::Make(ObjType::Map)) && fresh =>
+            {
+                Ok(())
+            }
+            (["norms"], Some("ladder")) if matches!(op.action, OpType::Make(ObjType::List)) => {
+                Ok(())
+            }
+            (["norms", "levels"], Some(_)) if matches!(op.action, OpType::Put(_)) => Ok(()),
+            (["norms", "ladder"], None) => Ok(()),
+            (["templates"], Some(_)) if matches!(op.action, OpType::Make(ObjType::List)) => Ok(()),
+            (["templates", _], None) => Ok(()),
+            _ => deny(format!(
+                "nothing may be written at {}",
+                describe(&path, key)
+            )),
+        }
+        .and_then(|()| self.kind_allows(&path))
+    }
+
+    fn kind_allows(&self, path: &[&str]) -> Verdict {
+        let workspace_only = matches!(path.first(), Some(&"members" | &"norms" | &"templates"));
+        if workspace_only != (self.kind == Kind::Workspace) && !path.is_empty() {
+            return deny(format!(
+                "{} does not belong in a {}",
+                path[0],
+                self.kind.as_str()
+            ));
+        }
+        Ok(())
+    }
+
+    fn root(&self, op: &Op, key: &str) -> Verdict {
+        if self.kind == Kind::Workspace && key == "name" && matches!(op.action, OpType::Put(_)) {
+            return Ok(());
+        }
+        if COLLABORATIVE.contains(&key) && key != "name" {
+            return match op.action {
+                OpType::Put(_) if self.kind != Kind::Workspace => Ok(()),
+                _ => deny(format!("`{key}` is a value, not deleted")),
+            };
+        }
+        if IDENTITY.contains(&key)
+            || CONTAINERS.contains(&key)
+            || AUTHOR_TEXT.contains(&key)
+            || key == "norms"
+        {
+            if self.first && op.pred.is_empty() && !matches!(op.action, OpType::Delete) {
+                return Ok(());
+            }
+            return deny(format!(
+                "`{key}` is written only when the document is created"
+            ));
+        }
+        deny(format!(
+            "`{key}` is not a field of a {}",
+            self.kind.as_str()
+        ))
+    }
+
+    fn by_author(&self, what: &str) -> Verdict {
+        if self.author == Some(self.writer) {
+            Ok(())
+        } else {
+            deny(format!("only the document's author changes {what}"))
+        }
+    }
+
+    /// Fields of entries, comments and asks that name their author or context must be true.
+    fn record_field(&self, op: &Op, field: &str) -> Verdict {
+        let value = match &op.action {
+            OpType::Put(value) => value.as_str().map(str::to_string),
+            _ => None,
+        };
+        match field {
+            "by" if value.as_deref() != Some(self.writer) => {
+                deny("`by` must name the change's own author")
+            }
+            "heads" => {
+                // The heads the author saw are the change's dependencies, give or take the
+                // author's own previous change, which automerge may list or leave implicit.
+                let heads: Vec<String> = value
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                let own_previous = |head: &String| -> bool {
+                    let Ok(hash) = head.parse::<automerge::ChangeHash>() else {
+                        return false;
+                    };
+                    self.doc.get_change_by_hash(&hash).is_some_and(|c| {
+                        c.actor_id() == self.change.actor_id() && c.seq() + 1 == self.change.seq()
+                    })
+                };
+                let missing = self.deps.iter().filter(|d| !heads.contains(d));
+                let extra = heads.iter().filter(|h| !self.deps.contains(h));
+                if !missing.chain(extra).all(own_previous) {
+                    return deny("`heads` must be the document heads the change was made on");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn describe(path: &[&str], key: Option<&str>) -> String {
+    let mut parts: Vec<String> = path
+        .iter()
+        .map(|p| crate::id::prefix(p, 16).to_string())
+        .collect();
+    if let Some(key) = key {
+        parts.push(crate::id::prefix(key, 16).to_string());
+    }
+    if parts.is_empty() {
+        "the root".into()
+    } else {
+        parts.join(".")
+    }
+}
