@@ -383,42 +383,59 @@ pub struct Lifecycle {
 /// Returns the reason it is not allowed.
 pub type Rule<'a> = &'a dyn Fn(&Entry, &State) -> Option<String>;
 
+/// Transitions per document the derivation considers; later ones (by time, then id) are
+/// ignored, so a flood of entries cannot make every read of the document slow.
+pub const MAX_TRANSITIONS: usize = 1000;
+
 /// Derives the lifecycle from the entries, the same way on every node.
+///
+/// Transitions are resolved predecessors first (Kahn's algorithm, no recursion). `prev`
+/// names only transitions that existed when an entry was written, so honest entries form an
+/// acyclic graph; entries caught in a forged cycle are ignored, and so are references to
+/// transitions the node does not have.
 pub fn lifecycle(entries: &[Entry], initial: State, rule: Rule<'_>) -> Lifecycle {
-    let transitions: BTreeMap<&str, &Entry> = entries
-        .iter()
-        .filter(|e| e.is_transition())
-        .map(|e| (e.id.as_str(), e))
-        .collect();
-    let mut after: BTreeMap<String, State> = BTreeMap::new();
     let mut ignored = Vec::new();
-    // Resolve each transition's resulting state, predecessors first. `prev` only names
-    // entries that existed when it was written, so the graph is acyclic; a forged cycle is
-    // broken by treating the unresolved predecessor as absent.
-    let mut visiting = BTreeSet::new();
-    fn resolve(
-        id: &str,
-        transitions: &BTreeMap<&str, &Entry>,
-        initial: &State,
-        rule: Rule<'_>,
-        after: &mut BTreeMap<String, State>,
-        visiting: &mut BTreeSet<String>,
-        ignored: &mut Vec<(String, String)>,
-    ) -> State {
-        if let Some(state) = after.get(id) {
-            return state.clone();
+    let mut transitions: Vec<&Entry> = entries.iter().filter(|e| e.is_transition()).collect();
+    transitions.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    for late in transitions.iter().skip(MAX_TRANSITIONS) {
+        ignored.push((
+            late.id.clone(),
+            format!("more than {MAX_TRANSITIONS} transitions"),
+        ));
+    }
+    transitions.truncate(MAX_TRANSITIONS);
+    let by_id: BTreeMap<&str, &Entry> = transitions.iter().map(|e| (e.id.as_str(), *e)).collect();
+    fn known_prev<'a>(e: &'a Entry, by_id: &BTreeMap<&str, &Entry>) -> BTreeSet<&'a str> {
+        e.prev
+            .iter()
+            .map(String::as_str)
+            .filter(|p| by_id.contains_key(p) && *p != e.id)
+            .collect()
+    }
+    let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut followers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for entry in &transitions {
+        let prev = known_prev(entry, &by_id);
+        waiting.insert(&entry.id, prev.len());
+        for p in prev {
+            followers.entry(p).or_default().push(&entry.id);
         }
-        let entry = transitions[id];
-        visiting.insert(id.to_string());
-        let mut prev: Vec<(String, State)> = Vec::new();
-        for p in &entry.prev {
-            if transitions.contains_key(p.as_str()) && !visiting.contains(p.as_str()) {
-                let state = resolve(p, transitions, initial, rule, after, visiting, ignored);
-                prev.push((p.clone(), state));
-            }
-        }
-        visiting.remove(id);
-        let before = combine(prev, initial);
+    }
+    let mut ready: std::collections::VecDeque<&str> = waiting
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut after: BTreeMap<&str, State> = BTreeMap::new();
+    while let Some(id) = ready.pop_front() {
+        let entry = by_id[id];
+        let before = combine(
+            known_prev(entry, &by_id)
+                .into_iter()
+                .map(|p| (p.to_string(), after[p].clone()))
+                .collect(),
+            &initial,
+        );
         let state = match rule(entry, &before) {
             None => next_state(entry, &before),
             Some(reason) => {
@@ -426,31 +443,34 @@ pub fn lifecycle(entries: &[Entry], initial: State, rule: Rule<'_>) -> Lifecycle
                 before
             }
         };
-        after.insert(id.to_string(), state.clone());
-        state
+        after.insert(id, state);
+        for follower in followers.get(id).into_iter().flatten() {
+            let count = waiting.get_mut(follower).expect("every transition waits");
+            *count -= 1;
+            if *count == 0 {
+                ready.push_back(follower);
+            }
+        }
     }
-    for id in transitions.keys() {
-        resolve(
-            id,
-            &transitions,
-            &initial,
-            rule,
-            &mut after,
-            &mut visiting,
-            &mut ignored,
-        );
+    for entry in &transitions {
+        if !after.contains_key(entry.id.as_str()) {
+            ignored.push((entry.id.clone(), "its predecessors form a cycle".into()));
+        }
     }
     let followed: BTreeSet<&str> = transitions
-        .values()
-        .flat_map(|e| e.prev.iter().map(String::as_str))
+        .iter()
+        .filter(|e| after.contains_key(e.id.as_str()))
+        .flat_map(|e| known_prev(e, &by_id))
         .collect();
-    let tips: Vec<String> = transitions
+    let tips: Vec<String> = after
         .keys()
         .filter(|id| !followed.contains(**id))
         .map(|id| id.to_string())
         .collect();
     let state = combine(
-        tips.iter().map(|t| (t.clone(), after[t].clone())).collect(),
+        tips.iter()
+            .map(|t| (t.clone(), after[t.as_str()].clone()))
+            .collect(),
         &initial,
     );
     ignored.sort();
@@ -575,11 +595,40 @@ mod tests {
     }
 
     #[test]
-    fn forged_cycles_do_not_hang() {
+    fn forged_cycles_are_ignored_and_leave_the_rest_alone() {
         let entries = [
-            transition("a", "open", &["b"]),
-            transition("b", "accept", &["a"]),
+            transition("a", "open", &[]),
+            transition("x", "withdraw", &["a", "y"]),
+            transition("y", "reopen", &["x"]),
         ];
-        let _ = derive(&entries);
+        let life = derive(&entries);
+        assert_eq!(life.state, State::Open { closes: None });
+        assert_eq!(life.tips, vec!["a".to_string()]);
+        assert_eq!(life.ignored.len(), 2);
+    }
+
+    #[test]
+    fn a_long_chain_resolves_without_recursion_and_floods_are_capped() {
+        let ids: Vec<String> = (0..MAX_TRANSITIONS + 10)
+            .map(|i| format!("{i:06}"))
+            .collect();
+        let entries: Vec<Entry> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let prev: Vec<&str> = if i == 0 {
+                    vec![]
+                } else {
+                    vec![ids[i - 1].as_str()]
+                };
+                Entry {
+                    at: i as i64,
+                    ..transition(id, "open", &prev)
+                }
+            })
+            .collect();
+        let life = derive(&entries);
+        assert_eq!(life.tips, vec![ids[MAX_TRANSITIONS - 1].clone()]);
+        assert_eq!(life.ignored.len(), 10);
     }
 }

@@ -228,25 +228,7 @@ impl Node {
             relays,
             state: WorkspaceState::default(),
         };
-        self.put_workspace_record(id, &record)?;
-        let profile = self.profile()?;
-        self.edit(id, id, |doc| {
-            let members = View::now(doc)
-                .map(&automerge::ROOT, "members")
-                .context("the workspace genesis has no members map")?;
-            let mut tx = doc.transaction();
-            workspace::put_name(&mut tx, name)?;
-            workspace::put_member(
-                &mut tx,
-                &members,
-                &self.key.verifying_key(),
-                &profile,
-                now_ms(),
-                None,
-            )?;
-            commit(tx, &format!("create workspace {name}"));
-            Ok(())
-        })?;
+        self.add_workspace(id, &record, None, &format!("create workspace {name}"))?;
         Ok(id)
     }
 
@@ -268,32 +250,44 @@ impl Node {
             relays: invite.relays.clone(),
             state: WorkspaceState::default(),
         };
-        self.put_workspace_record(id, &record)?;
-        let profile = self.profile()?;
         let proof = invite.proof_for(&self.key.verifying_key())?;
-        self.edit(id, id, |doc| {
+        let message = format!("{} joins", self.profile()?.name);
+        self.add_workspace(id, &record, Some(&proof), &message)?;
+        Ok(id)
+    }
+
+    /// Stores a new workspace and this person's member entry in one transaction, so a
+    /// failure leaves no half-joined workspace behind.
+    fn add_workspace(
+        &self,
+        id: Id,
+        record: &WorkspaceRecord,
+        proof: Option<&workspace::JoinProof>,
+        message: &str,
+    ) -> Result<()> {
+        let profile = self.profile()?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(WORKSPACES)?
+            .insert(id.0, store::encode(record).as_slice())?;
+        self.edit_in(&txn, id, id, |doc| {
             let members = View::now(doc)
                 .map(&automerge::ROOT, "members")
                 .context("the workspace genesis has no members map")?;
             let mut tx = doc.transaction();
+            if proof.is_none() {
+                workspace::put_name(&mut tx, &record.name)?;
+            }
             workspace::put_member(
                 &mut tx,
                 &members,
                 &self.key.verifying_key(),
                 &profile,
                 now_ms(),
-                Some(&proof),
+                proof,
             )?;
-            commit(tx, &format!("{} joins", profile.name));
+            commit(tx, message);
             Ok(())
         })?;
-        Ok(id)
-    }
-
-    fn put_workspace_record(&self, id: Id, record: &WorkspaceRecord) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(WORKSPACES)?
-            .insert(id.0, store::encode(record).as_slice())?;
         txn.commit()?;
         Ok(())
     }

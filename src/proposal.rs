@@ -166,8 +166,8 @@ pub fn read(view: View<'_>) -> Proposal {
         .unwrap_or_default();
     let sections_now = sections(view);
     let approvals = approvals(view.doc, &entries, &sections_now);
-    let concerns = concerns(&entries);
     let author = view.string(&ROOT, "author");
+    let concerns = concerns(&entries, &author);
     let lifecycle = lifecycle(view.doc, &entries, &deciders, &author);
     Proposal {
         id: view.string(&ROOT, "id"),
@@ -205,14 +205,20 @@ fn approvals(
         .collect()
 }
 
-fn concerns(entries: &[Entry]) -> Vec<Concern> {
+/// Concerns with their resolutions; only the person who raised a concern or the proposal's
+/// author can resolve it.
+fn concerns(entries: &[Entry], author: &str) -> Vec<Concern> {
     entries
         .iter()
         .filter(|e| e.kind == "concern")
         .map(|entry| Concern {
             resolved: entries
                 .iter()
-                .find(|r| r.kind == "resolve-concern" && r.target == entry.id)
+                .find(|r| {
+                    r.kind == "resolve-concern"
+                        && r.target == entry.id
+                        && (r.by == entry.by || r.by == author)
+                })
                 .cloned(),
             entry: entry.clone(),
         })
@@ -220,9 +226,14 @@ fn concerns(entries: &[Entry]) -> Vec<Concern> {
 }
 
 /// Why the proposal cannot be accepted by someone who sees the document as `view` shows
-/// it; `None` when it can.
-pub fn accept_blockers(view: View<'_>, deciders: &[String]) -> Option<String> {
+/// it (its deciders, approvals and concerns as they stood then); `None` when it can.
+pub fn accept_blockers(view: View<'_>) -> Option<String> {
     let entries = discussion::entries(view);
+    let author = view.string(&ROOT, "author");
+    let deciders = view
+        .map(&ROOT, "deciders")
+        .map(|m| view.keys(&m))
+        .unwrap_or_default();
     let sections_then = sections(view);
     let approvals = approvals(view.doc, &entries, &sections_then);
     let missing: Vec<&String> = deciders
@@ -240,7 +251,7 @@ pub fn accept_blockers(view: View<'_>, deciders: &[String]) -> Option<String> {
                 .join(",")
         ));
     }
-    let blocking: Vec<Concern> = concerns(&entries)
+    let blocking: Vec<Concern> = concerns(&entries, &author)
         .into_iter()
         .filter(|c| c.entry.blocking && c.resolved.is_none())
         .collect();
@@ -263,10 +274,7 @@ pub fn lifecycle(
 ) -> Lifecycle {
     let rule = |entry: &Entry, before: &State| -> Option<String> {
         let kind = entry.kind.as_str();
-        if matches!(kind, "accept" | "reject")
-            && entry.by != author
-            && !deciders.contains(&entry.by)
-        {
+        if entry.by != author && !deciders.contains(&entry.by) {
             return Some(format!("only the author or a decider may {kind}"));
         }
         let in_period = matches!(before, State::Open { .. } | State::FinalComment { .. });
@@ -296,7 +304,7 @@ pub fn lifecycle(
         }
         if kind == "accept" {
             let heads = entry.heads();
-            if let Some(reason) = accept_blockers(View::at(doc, &heads), deciders) {
+            if let Some(reason) = accept_blockers(View::at(doc, &heads)) {
                 return Some(reason);
             }
         }

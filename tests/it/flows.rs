@@ -181,6 +181,13 @@ fn proposal_lifecycle_needs_open_period_approvals_and_no_blocking_concern() {
             .len(),
         0
     );
+    // Someone who is neither author nor decider cannot move a proposal along.
+    let q = ana.create(&["proposal", "new", "Ana decides alone"]);
+    sync_pair(&world, &ana, &bo);
+    assert!(
+        bo.err(&["proposal", "open", &q])
+            .contains("only the author or a decider")
+    );
 }
 
 #[test]
