@@ -630,27 +630,30 @@ pub fn append_records(
         records.insert((doc_id.0, seq + i as u64), store::encode(record).as_slice())?;
     }
     let mut history = txn.open_table(HISTORY)?;
-    let next = history
-        .range((doc_id.0, 0)..=(doc_id.0, u64::MAX))?
-        .next_back()
-        .transpose()?
-        .map(|(k, _)| k.value().1 + 1)
-        .unwrap_or(0);
+    let next = next_seq(&history, doc_id.0)?;
     for (i, entry) in entries.iter().enumerate() {
         history.insert((doc_id.0, next + i as u64), store::encode(entry).as_slice())?;
     }
     Ok(())
 }
 
-/// Appends an encoded envelope to the workspace's outbox.
-pub fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &[u8]) -> Result<()> {
-    let mut outbox = txn.open_table(OUTBOX)?;
-    let next = outbox
-        .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
+/// The sequence number after the last one under `key` in a (key, sequence) table.
+fn next_seq(
+    table: &impl ReadableTable<([u8; 16], u64), &'static [u8]>,
+    key: [u8; 16],
+) -> Result<u64> {
+    Ok(table
+        .range((key, 0)..=(key, u64::MAX))?
         .next_back()
         .transpose()?
         .map(|(k, _)| k.value().1 + 1)
-        .unwrap_or(0);
+        .unwrap_or(0))
+}
+
+/// Appends an encoded envelope to the workspace's outbox.
+pub fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &[u8]) -> Result<()> {
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let next = next_seq(&outbox, workspace.0)?;
     outbox.insert((workspace.0, next), envelope)?;
     Ok(())
 }

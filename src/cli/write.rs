@@ -340,20 +340,30 @@ fn transition(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)
                 explain(reason, &current, ctx)
             );
         }
-        let mut tx = doc.transaction();
-        discussion::put_entry(&mut tx, &entry, &heads)?;
-        let message = if entry.message.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}: {}", entry.message)
-        };
-        commit(tx, &message);
+        write_entry(doc, &entry, &heads)?;
         Ok(entry)
     })?;
     if ctx.out.json {
         ctx.out
             .print_json(&json!({"id": id.hex(), "entry": entry.id, "kind": kind}));
     }
+    Ok(())
+}
+
+/// Commits one entry, its kind (and message) as the change message.
+pub(super) fn write_entry(
+    doc: &mut automerge::Automerge,
+    entry: &Entry,
+    heads: &[automerge::ChangeHash],
+) -> Result<()> {
+    let mut tx = doc.transaction();
+    discussion::put_entry(&mut tx, entry, heads)?;
+    let message = if entry.message.is_empty() {
+        entry.kind.clone()
+    } else {
+        format!("{}: {}", entry.kind, entry.message)
+    };
+    commit(tx, &message);
     Ok(())
 }
 
@@ -395,14 +405,7 @@ fn feedback(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) 
         let mut entry = Entry::new(kind, &me, now_ms());
         fill(&mut entry);
         let heads = doc.get_heads();
-        let mut tx = doc.transaction();
-        discussion::put_entry(&mut tx, &entry, &heads)?;
-        let message = if entry.message.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}: {}", entry.message)
-        };
-        commit(tx, &message);
+        write_entry(doc, &entry, &heads)?;
         Ok(entry)
     })?;
     if ctx.out.json {
@@ -520,10 +523,7 @@ fn thread_transition(ctx: &Ctx, prefix: &str, kind: &str) -> Result<()> {
             bail!("cannot {kind} {}: {reason}", id.short());
         }
         let heads = doc.get_heads();
-        let mut tx = doc.transaction();
-        discussion::put_entry(&mut tx, &entry, &heads)?;
-        commit(tx, kind);
-        Ok(())
+        write_entry(doc, &entry, &heads)
     })?;
     ctx.out.done(
         json!({"id": id.hex(), "state": if kind == "resolve" { "resolved" } else { "open" }}),
