@@ -181,6 +181,8 @@ pub fn put_comment<T: Transactable + ReadDoc>(
     tx.put(&obj, "by", by)?;
     tx.put(&obj, "at", at)?;
     tx.put(&obj, "body", body)?;
+    // Made with the comment, so two people reacting at once never create two maps.
+    tx.put_object(&obj, "reactions", ObjType::Map)?;
     Ok(())
 }
 

@@ -401,7 +401,7 @@ fn prepare(
     };
     for change in &changes {
         let first = was_empty && roots == 1 && change.deps().is_empty();
-        crate::rules::check_change(&doc, kind, change, first).with_context(|| {
+        guard(|| crate::rules::check_change(&doc, kind, change, first)).with_context(|| {
             format!(
                 "document {} was refused; nothing was merged",
                 doc_id.short()
@@ -476,13 +476,13 @@ fn store(
 
 /// Runs automerge on untrusted input, turning a panic inside it into an error: crafted
 /// changes can reach assertions in automerge that are not meant as input validation.
-pub fn guard<T>(f: impl FnOnce() -> Result<T, automerge::AutomergeError>) -> Result<T> {
+pub fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(hook);
     match result {
-        Ok(result) => result.map_err(|e| anyhow::anyhow!("{e}")),
+        Ok(result) => result.map_err(|e| anyhow::anyhow!("{e:#}")),
         Err(_) => bail!("automerge could not process the changes (they are malformed)"),
     }
 }

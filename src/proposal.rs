@@ -310,5 +310,17 @@ pub fn lifecycle(
         }
         None
     };
-    discussion::lifecycle(entries, State::Draft, &rule)
+    // Transitions by people who may not make them are set aside before the cap on
+    // transitions applies, so a flood of them cannot push the real ones out.
+    let may = |e: &Entry| !e.is_transition() || e.by == author || deciders.contains(&e.by);
+    let counted: Vec<Entry> = entries.iter().filter(|e| may(e)).cloned().collect();
+    let mut life = discussion::lifecycle(&counted, State::Draft, &rule);
+    for entry in entries.iter().filter(|e| !may(e)) {
+        life.ignored.push((
+            entry.id.clone(),
+            format!("only the author or a decider may {}", entry.kind),
+        ));
+    }
+    life.ignored.sort();
+    life
 }

@@ -49,6 +49,16 @@ pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -
     let Some(writer) = identity::actor_key(change.actor_id()).map(hex::encode) else {
         bail!("a change's actor is not a Meridian device");
     };
+    // A document has exactly one change without dependencies: the one that created it.
+    // Another would let its writer pick the empty document as the context of an entry
+    // ("accepted, with no deciders and no concerns") or race the real creation elsewhere.
+    if change.deps().is_empty() && !first {
+        bail!(
+            "change {} claims to start the {} over (it has no dependencies)",
+            crate::id::prefix(&change.hash().to_string(), 12),
+            kind.as_str()
+        );
+    }
     let expanded = change.decode();
     let deps: Vec<String> = {
         let mut deps: Vec<String> = change.deps().iter().map(|d| d.to_string()).collect();
@@ -85,13 +95,39 @@ pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -
             ObjectId::Root => None,
             ObjectId::Id(id) => identity::actor_key(&id.1).map(hex::encode),
         };
-        if let Err(reason) = ctx.check(op, &path, creator.as_deref()) {
+        let verdict = ctx
+            .check(op, &path, creator.as_deref())
+            .and_then(|()| shadows(doc, op, &path));
+        if let Err(reason) = verdict {
             bail!(
                 "change {} breaks a rule of this {}: {reason}",
                 crate::id::prefix(&change.hash().to_string(), 12),
                 kind.as_str()
             );
         }
+    }
+    Ok(())
+}
+
+/// A record (entry, comment, ask, member entry) is created at a fresh key: a second object
+/// made at the same key would win or lose by op id, hiding or replacing the first.
+fn shadows(doc: &Automerge, op: &Op, path: &[String]) -> Verdict {
+    let (OpType::Make(_), Key::Map(key), ObjectId::Id(obj)) = (&op.action, &op.key, &op.obj) else {
+        return Ok(());
+    };
+    let record = matches!(path, [c] if matches!(c.as_str(), "entries" | "comments" | "asks" | "members"))
+        || matches!(path, [c, _] if c == "comments" && key == "reactions");
+    if !record {
+        return Ok(());
+    }
+    let Ok(id) = doc.import_obj(&format!("{}@{}", obj.0, obj.1.to_hex_string())) else {
+        return deny("an operation targets an object that does not exist");
+    };
+    if doc.get_all(&id, key.as_str()).map(|v| v.len()).unwrap_or(0) > 1 {
+        return deny(format!(
+            "`{}` already exists: records are never replaced",
+            crate::id::prefix(key, 16)
+        ));
     }
     Ok(())
 }
@@ -177,13 +213,6 @@ impl OpContext<'_> {
                 if matches!(*container, "entries" | "comments" | "asks") =>
             {
                 if creator != Some(self.writer) {
-                    if *container == "comments"
-                        && field == "reactions"
-                        && fresh
-                        && matches!(op.action, OpType::Make(ObjType::Map))
-                    {
-                        return Ok(());
-                    }
                     return deny(format!(
                         "only its author writes inside one of the {container}"
                     ));
@@ -260,6 +289,14 @@ impl OpContext<'_> {
             || key == "norms"
         {
             if self.first && op.pred.is_empty() && !matches!(op.action, OpType::Delete) {
+                if key == "author"
+                    && !matches!(&op.action, OpType::Put(v) if v.as_str() == Some(self.writer))
+                {
+                    return deny("a document's author is the member who creates it");
+                }
+                if AUTHOR_TEXT.contains(&key) && !matches!(op.action, OpType::Make(ObjType::Text)) {
+                    return deny(format!("`{key}` is text"));
+                }
                 return Ok(());
             }
             return deny(format!(

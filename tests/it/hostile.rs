@@ -446,8 +446,58 @@ fn a_member_cannot_rewrite_what_others_wrote() {
             }),
         ),
     ];
+    let mut cases = cases;
+    // Shadowing: a record made at the concern's key on a copy from before the concern, so
+    // automerge sees no predecessor and would let the newer object hide the concern.
+    let before_concern = {
+        let node = meridian::node::Node::open(f.bo.path()).unwrap();
+        let am = node.load(f.workspace, doc).unwrap();
+        let concern_hash = am
+            .get_changes(&[])
+            .into_iter()
+            .find(|c| c.message().is_some_and(|m| m.starts_with("concern")))
+            .unwrap();
+        concern_hash.deps().to_vec()
+    };
+    cases.push((
+        "shadow-concern",
+        forged_by_bo(&f, doc, |am| {
+            let mut old = am.fork_at(&before_concern).unwrap();
+            old.set_actor(am.get_actor().clone());
+            let entries = View::now(&old).map(&ROOT, "entries").unwrap();
+            let heads = old.get_heads();
+            let mut tx = old.transaction();
+            let obj = tx
+                .put_object(&entries, concern.as_str(), automerge::ObjType::Map)
+                .unwrap();
+            tx.put(&obj, "kind", "approve").unwrap();
+            tx.put(&obj, "by", bo_id.as_str()).unwrap();
+            tx.put(&obj, "heads", meridian::doc::heads_hex(&heads).join(","))
+                .unwrap();
+            tx.commit();
+            let change = old.get_last_local_change().unwrap();
+            am.apply_changes([change]).unwrap();
+        }),
+    ));
+    // A second change without dependencies: "the proposal as an empty document".
+    cases.push((
+        "second-root",
+        forged_by_bo(&f, doc, |am| {
+            let mut fresh = Automerge::new().with_actor(am.get_actor().clone());
+            let mut tx = fresh.transaction();
+            tx.put(ROOT, "title", "Start over").unwrap();
+            tx.commit();
+            let change = fresh.get_last_local_change().unwrap();
+            am.apply_changes([change]).unwrap();
+        }),
+    ));
     for (name, bytes) in cases {
-        refused_by(&f.ana, &f, name, &bytes, "breaks a rule");
+        let expected = match name {
+            "second-root" => "start the proposal over",
+            "shadow-concern" => "already exists: records are never replaced",
+            _ => "breaks a rule",
+        };
+        refused_by(&f.ana, &f, name, &bytes, expected);
     }
     // Bo's own reply through the same path is accepted: the refusals were about the rules.
     let fine = forged_by_bo(&f, doc, |am| {
