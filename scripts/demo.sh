@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet --bin meridian
-bin="$PWD/target/release/meridian"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/meridian"
 work=$(mktemp -d -t meridian-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
