@@ -330,6 +330,9 @@ fn prepare(
     limits: &Limits,
     report: &mut Report,
 ) -> Result<Option<Prepared>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
     if doc_id != workspace
         && let Some(existing) = txn.open_table(crate::store::DOCS)?.get(doc_id.0)?
     {

@@ -508,15 +508,6 @@ impl Node {
         }
         Ok(values)
     }
-
-    /// How many envelopes wait in the outbox of a workspace.
-    pub fn outbox_len(&self, workspace: Id) -> Result<usize> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OUTBOX)?;
-        Ok(table
-            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
-            .count())
-    }
 }
 
 /// Several edits in one transaction; see [`Node::batch`].

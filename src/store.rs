@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{ConcurrencyMode, Database, DatabaseError, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -132,19 +132,4 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a stored CBOR value; `what` names it in the error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     ciborium::from_reader(bytes).with_context(|| format!("the stored {what} is corrupt"))
-}
-
-/// Reads one key of a table in a fresh read transaction.
-pub fn read_value<T: DeserializeOwned>(
-    db: &Database,
-    table: TableDefinition<[u8; 16], &[u8]>,
-    key: [u8; 16],
-    what: &str,
-) -> Result<Option<T>> {
-    let txn = db.begin_read()?;
-    let table = txn.open_table(table)?;
-    match table.get(key)? {
-        Some(bytes) => Ok(Some(decode(bytes.value(), what)?)),
-        None => Ok(None),
-    }
 }

@@ -119,18 +119,7 @@ fn simple_change(f: &Fixture, actor: ActorId) -> Vec<u8> {
 #[test]
 fn garbage_truncated_and_empty_files() {
     let f = fixture();
-    let good = {
-        let path = f.world.file("good.bundle");
-        f.ana.ok(&[
-            "export",
-            "--all",
-            "--format",
-            "bundle",
-            "-o",
-            path.to_str().unwrap(),
-        ]);
-        std::fs::read(path).unwrap()
-    };
+    let good = f.ana.snapshot();
     refused(&f, "empty", b"", "the file is empty");
     refused(
         &f,
