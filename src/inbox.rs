@@ -163,6 +163,7 @@ mod tests {
             days: "mon-fri".into(),
             verified: true,
             invited_by: None,
+            removed: false,
         }
     }
 

@@ -13,7 +13,7 @@ use std::io::Read;
 use anyhow::{Context, Result, bail};
 use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, Value};
 use meridian_relay::Envelope;
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::doc::View;
 use crate::id::Id;
@@ -51,6 +51,7 @@ impl Default for Limits {
 pub const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 
 /// One unit of foreign input: a verified envelope and the changes inside it.
+#[derive(Clone)]
 pub struct Item {
     /// The document it belongs to.
     pub doc: Id,
@@ -71,6 +72,43 @@ pub struct Report {
     pub applied: usize,
     /// Envelopes the node already had.
     pub known: usize,
+    /// Envelopes refused for good, with the reason (sync only: a merge fails instead).
+    pub rejected: Vec<Rejected>,
+    /// Envelopes held back until what they need arrives: changes they depend on, or the
+    /// membership of their signer (sync only).
+    pub held: usize,
+}
+
+/// An envelope refused during sync.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Rejected {
+    /// The document, hex.
+    pub doc: String,
+    /// The signer's device key, hex.
+    pub signer: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The error of a change that depends on changes the node does not have yet.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{count} change(s) to document {doc} depend on changes this node does not have (first missing: {first}); merge the export they come from first; nothing was merged"
+)]
+pub struct MissingDeps {
+    count: usize,
+    doc: String,
+    first: String,
+}
+
+/// The error of a change whose signer is not (yet) a verified member.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "changes to document {doc} were written by {signer}, who is not a verified member of this workspace; nothing was merged"
+)]
+pub struct NotMember {
+    doc: String,
+    signer: String,
 }
 
 /// Reads a LEB128 unsigned integer.
@@ -300,14 +338,174 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
 fn check_members(state: &WorkspaceState, keys: &BTreeSet<[u8; 32]>, doc: Id) -> Result<()> {
     for key in keys {
         if !state.is_member_key(key) {
-            bail!(
-                "changes to document {} were written by {}, who is not a verified member of this workspace; nothing was merged",
-                doc.short(),
-                state.name_of(&hex::encode(key))
-            );
+            return Err(NotMember {
+                doc: doc.short(),
+                signer: state.name_of(&hex::encode(key)),
+            }
+            .into());
         }
     }
     Ok(())
+}
+
+/// Whether an ingest error may resolve itself once more changes arrive.
+fn is_waiting(error: &anyhow::Error) -> bool {
+    error.is::<MissingDeps>() || error.is::<NotMember>()
+}
+
+/// The most envelopes a workspace may hold back waiting for their dependencies.
+pub const MAX_HELD: u64 = 10_000;
+
+/// Applies envelopes received by sync, in one transaction, isolating failures: a document
+/// whose envelopes break a rule does not stop the others. An envelope that fails is retried
+/// alone; if it still fails it is rejected (reported, never applied) unless it only waits
+/// for changes or a membership not here yet, in which case it is held and retried when
+/// more changes to its document arrive. `finish` runs in the same transaction (the caller
+/// moves its cursor there), so a crash keeps both or neither.
+pub fn apply_received(
+    node: &Node,
+    workspace: Id,
+    items: Vec<Item>,
+    limits: &Limits,
+    finish: impl FnOnce(&redb::WriteTransaction, &mut Report) -> Result<()>,
+) -> Result<Report> {
+    let own: [u8; 32] = node.key().verifying_key().to_bytes();
+    let txn = node.db().begin_write()?;
+    let mut record = node::workspace_record(&txn, workspace)?;
+    let mut by_doc: BTreeMap<Id, Vec<Item>> = BTreeMap::new();
+    for item in items {
+        by_doc.entry(item.doc).or_default().push(item);
+    }
+    let mut report = Report::default();
+    // Held envelopes of these documents get another chance, before the new ones.
+    for (doc, items) in by_doc.iter_mut() {
+        let mut held = take_held(&txn, workspace, *doc, &record)?;
+        held.append(items);
+        *items = held;
+    }
+    let mut order: Vec<Id> = by_doc.keys().copied().filter(|d| *d != workspace).collect();
+    if by_doc.contains_key(&workspace) {
+        order.insert(0, workspace);
+    }
+    for doc_id in order {
+        let items = by_doc.remove(&doc_id).unwrap_or_default();
+        let attempt = try_store(
+            &txn,
+            workspace,
+            &mut record,
+            doc_id,
+            items.clone(),
+            limits,
+            &own,
+        );
+        match attempt {
+            Ok(part) => report.absorb(part),
+            Err(_) if items.len() > 1 => {
+                for item in items {
+                    let single = vec![item.clone()];
+                    match try_store(&txn, workspace, &mut record, doc_id, single, limits, &own) {
+                        Ok(part) => report.absorb(part),
+                        Err(e) => refuse_item(&txn, workspace, item, e, &mut report)?,
+                    }
+                }
+            }
+            Err(e) => {
+                for item in items {
+                    refuse_item(&txn, workspace, item, anyhow::anyhow!("{e:#}"), &mut report)?;
+                }
+            }
+        }
+    }
+    finish(&txn, &mut report)?;
+    txn.commit()?;
+    Ok(report)
+}
+
+impl Report {
+    fn absorb(&mut self, other: Report) {
+        self.documents.extend(other.documents);
+        self.applied += other.applied;
+        self.known += other.known;
+    }
+}
+
+/// Prepares and stores one document's items; the error leaves the transaction untouched.
+fn try_store(
+    txn: &redb::WriteTransaction,
+    workspace: Id,
+    record: &mut WorkspaceRecord,
+    doc_id: Id,
+    items: Vec<Item>,
+    limits: &Limits,
+    own: &[u8; 32],
+) -> Result<Report> {
+    let mut report = Report::default();
+    let Some(prepared) = prepare(txn, workspace, record, doc_id, items, limits, &mut report)?
+    else {
+        return Ok(report);
+    };
+    if doc_id == workspace {
+        let mut state_record = record.clone();
+        state_record.state = workspace::read_state(View::now(&prepared.doc), &record.creator);
+        check_members(&state_record.state, &prepared.signers, workspace)?;
+        store(txn, workspace, record, prepared, own, &mut report)?;
+        *record = node::workspace_record(txn, workspace)?;
+    } else {
+        check_members(&record.state, &prepared.signers, doc_id)?;
+        store(txn, workspace, record, prepared, own, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Holds an item back or rejects it for good.
+fn refuse_item(
+    txn: &redb::WriteTransaction,
+    workspace: Id,
+    item: Item,
+    error: anyhow::Error,
+    report: &mut Report,
+) -> Result<()> {
+    let mut held = txn.open_table(crate::store::HELD)?;
+    if is_waiting(&error) && held.len()? < MAX_HELD {
+        let next = node::next_seq(&held, item.doc.0)?;
+        held.insert((item.doc.0, next), item.envelope.as_slice())?;
+        report.held += 1;
+        return Ok(());
+    }
+    let rejected = Rejected {
+        doc: item.doc.hex(),
+        signer: hex::encode(item.signer),
+        reason: format!("{error:#}"),
+    };
+    let mut table = txn.open_table(crate::store::REJECTED)?;
+    let next = node::next_seq(&table, workspace.0)?;
+    table.insert(
+        (workspace.0, next),
+        crate::store::encode(&rejected).as_slice(),
+    )?;
+    report.rejected.push(rejected);
+    Ok(())
+}
+
+/// Removes and reopens the held envelopes of one document.
+fn take_held(
+    txn: &redb::WriteTransaction,
+    workspace: Id,
+    doc: Id,
+    record: &WorkspaceRecord,
+) -> Result<Vec<Item>> {
+    let mut table = txn.open_table(crate::store::HELD)?;
+    let mut items = Vec::new();
+    let taken = table.extract_from_if((doc.0, 0)..=(doc.0, u64::MAX), |_, _| true)?;
+    for entry in taken {
+        let (_, value) = entry?;
+        let mut budget = Limits::default().max_inflated;
+        // It opened once already; the workspace key has not changed since.
+        if let Ok(item) = open_sealed(value.value(), workspace, record, &mut budget) {
+            items.push(item);
+        }
+    }
+    Ok(items)
 }
 
 /// A document with foreign changes applied in memory, not yet stored.
@@ -382,12 +580,12 @@ fn prepare(
     })?;
     let missing = doc.get_missing_deps(&[]);
     if let Some(first) = missing.first() {
-        bail!(
-            "{} change(s) to document {} depend on changes this node does not have (first missing: {}); merge the export they come from first; nothing was merged",
-            missing.len(),
-            doc_id.short(),
-            crate::id::prefix(&first.to_string(), 12)
-        );
+        return Err(MissingDeps {
+            count: missing.len(),
+            doc: doc_id.short(),
+            first: crate::id::prefix(&first.to_string(), 12).to_string(),
+        }
+        .into());
     }
     check_depth(&doc, limits.max_depth)?;
     let view = View::now(&doc);

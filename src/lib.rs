@@ -19,6 +19,7 @@ pub mod proposal;
 pub mod rules;
 pub mod seal;
 pub mod store;
+pub mod sync;
 pub mod thread;
 pub mod update;
 pub mod workspace;

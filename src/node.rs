@@ -99,6 +99,7 @@ impl Node {
             );
         }
         let db = store::open_database(&path)?;
+        store::upgrade(&db)?;
         let incarnation = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
@@ -218,18 +219,32 @@ impl Node {
         if self.workspaces()?.iter().any(|(_, w)| w.name == name) {
             bail!("this node already has a workspace called `{name}`: choose another name");
         }
-        let id = Id::random();
-        let creator = self.key.verifying_key().to_bytes().to_vec();
+        let salt = random_bytes::<16>();
+        let creator = self.key.verifying_key().to_bytes();
+        let id = Id(meridian_relay::membership::workspace_id(&creator, &salt));
         let record = WorkspaceRecord {
             name: name.to_string(),
             key: random_bytes::<32>().to_vec(),
             genesis: workspace::genesis(id, &creator),
-            creator,
+            creator: creator.to_vec(),
             relays,
             state: WorkspaceState::default(),
+            salt: Some(serde_bytes::ByteBuf::from(salt.to_vec())),
+            proof: None,
         };
         self.add_workspace(id, &record, None, &format!("create workspace {name}"))?;
         Ok(id)
+    }
+
+    /// Replaces a workspace's relay list.
+    pub fn set_relays(&self, workspace: Id, relays: Vec<String>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let mut record = workspace_record(&txn, workspace)?;
+        record.relays = relays;
+        txn.open_table(WORKSPACES)?
+            .insert(workspace.0, store::encode(&record).as_slice())?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Joins a workspace from an invite code. Works offline: the member entry is written
@@ -242,6 +257,7 @@ impl Node {
                 invite.name
             );
         }
+        let proof = invite.proof_for(&self.key.verifying_key())?;
         let record = WorkspaceRecord {
             name: invite.name.clone(),
             key: invite.key.clone(),
@@ -249,8 +265,9 @@ impl Node {
             creator: invite.creator.clone(),
             relays: invite.relays.clone(),
             state: WorkspaceState::default(),
+            salt: None,
+            proof: Some(proof.clone()),
         };
-        let proof = invite.proof_for(&self.key.verifying_key())?;
         let message = format!("{} joins", self.profile()?.name);
         self.add_workspace(id, &record, Some(&proof), &message)?;
         Ok(id)
@@ -629,7 +646,7 @@ pub fn append_records(
 }
 
 /// The sequence number after the last one under `key` in a (key, sequence) table.
-fn next_seq(
+pub fn next_seq(
     table: &impl ReadableTable<([u8; 16], u64), &'static [u8]>,
     key: [u8; 16],
 ) -> Result<u64> {
@@ -642,10 +659,16 @@ fn next_seq(
 }
 
 /// Appends an encoded envelope to the workspace's outbox.
+///
+/// Positions only grow, even once sync has emptied the outbox: relays' push cursors are
+/// positions in it.
 pub fn append_outbox(txn: &WriteTransaction, workspace: Id, envelope: &[u8]) -> Result<()> {
     let mut outbox = txn.open_table(OUTBOX)?;
-    let next = next_seq(&outbox, workspace.0)?;
+    let mut counters = txn.open_table(store::OUTBOX_NEXT)?;
+    let stored = counters.get(workspace.0)?.map(|v| v.value()).unwrap_or(0);
+    let next = next_seq(&outbox, workspace.0)?.max(stored);
     outbox.insert((workspace.0, next), envelope)?;
+    counters.insert(workspace.0, next + 1)?;
     Ok(())
 }
 

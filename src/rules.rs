@@ -133,7 +133,11 @@ fn shadows(doc: &Automerge, op: &Op, path: &[String]) -> Verdict {
 }
 
 fn doc_author(doc: &Automerge) -> Option<String> {
-    match doc.get(automerge::ROOT, "author").ok().flatten()? {
+    root_str(doc, "author")
+}
+
+fn root_str(doc: &Automerge, key: &str) -> Option<String> {
+    match doc.get(automerge::ROOT, key).ok().flatten()? {
         (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_string),
         _ => None,
     }
@@ -234,6 +238,17 @@ impl OpContext<'_> {
                     return deny("each member writes only their own entry");
                 }
                 Ok(())
+            }
+            // The creator removes a member by marking their entry, and nothing else there.
+            (["members", member], Some("removed"))
+                if *member != self.writer
+                    && root_str(self.doc, "creator").as_deref() == Some(self.writer)
+                    && matches!(&op.action, OpType::Put(v) if v.as_i64().is_some()) =>
+            {
+                Ok(())
+            }
+            (["members", _], Some("removed")) => {
+                deny("only the workspace's creator removes members")
             }
             (["members", member, ..], _) => {
                 if *member != self.writer {

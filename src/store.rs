@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use redb::{ConcurrencyMode, Database, DatabaseError, TableDefinition};
+use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,27 @@ pub const DOCS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("docs");
 pub const READ_MARKERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("read_markers");
 /// (workspace id, sequence) → encoded envelope not yet stored by a relay.
 pub const OUTBOX: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("outbox");
+
+/// Workspace id → the position the next outbox entry gets.
+pub const OUTBOX_NEXT: TableDefinition<[u8; 16], u64> = TableDefinition::new("outbox_next");
+/// (workspace id, relay URL) → [`Cursor`]: how far sync got with each relay.
+pub const CURSORS: TableDefinition<([u8; 16], &str), &[u8]> = TableDefinition::new("cursors");
+/// (document id, sequence) → encoded envelope received by sync and held back until the
+/// changes it depends on (or its signer's membership) arrive.
+pub const HELD: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("held");
+/// (workspace id, sequence) → [`crate::ingest::Rejected`]: envelopes refused during sync.
+pub const REJECTED: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("rejected");
+
+/// How far sync got with one relay of one workspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The relay's id when the cursor was taken: a relay with another id has another log.
+    pub relay: Option<serde_bytes::ByteBuf>,
+    /// The relay log's sequence number up to which everything was applied.
+    pub pulled: u64,
+    /// The outbox sequence number up to which the relay stored everything (exclusive).
+    pub pushed: u64,
+}
 
 /// How long a command waits for another `meridian` process to release the database.
 const OPEN_PATIENCE: Duration = Duration::from_secs(10);
@@ -76,6 +97,13 @@ pub struct WorkspaceRecord {
     pub genesis: Vec<u8>,
     /// Members and norms derived from the workspace document.
     pub state: crate::workspace::WorkspaceState,
+    /// The salt the workspace id was derived with from the creator's key: the creator
+    /// shows it to register the workspace with a relay.
+    #[serde(default)]
+    pub salt: Option<serde_bytes::ByteBuf>,
+    /// How this device was admitted, shown to a relay to register with it.
+    #[serde(default)]
+    pub proof: Option<crate::workspace::JoinProof>,
 }
 
 /// Opens (or creates) the node's database.
@@ -108,9 +136,29 @@ pub fn open_database(path: &Path) -> Result<Database> {
     }
 }
 
+/// The version of the table layout; a home made by an older build gets the new tables.
+const SCHEMA: u64 = 2;
+
+/// Brings a home's tables up to this build's layout (tables are only ever added).
+pub fn upgrade(db: &Database) -> Result<()> {
+    let current = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        meta.get("schema")?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(1)
+    };
+    if current < SCHEMA {
+        create_tables(db)?;
+    }
+    Ok(())
+}
+
 /// Creates every table, so read transactions never meet a missing one.
 pub fn create_tables(db: &Database) -> Result<()> {
     let txn = db.begin_write()?;
+    txn.open_table(META)?
+        .insert("schema", SCHEMA.to_le_bytes().as_slice())?;
     txn.open_table(META)?;
     txn.open_table(WORKSPACES)?;
     txn.open_table(RECORDS)?;
@@ -118,6 +166,10 @@ pub fn create_tables(db: &Database) -> Result<()> {
     txn.open_table(DOCS)?;
     txn.open_table(READ_MARKERS)?;
     txn.open_table(OUTBOX)?;
+    txn.open_table(OUTBOX_NEXT)?;
+    txn.open_table(CURSORS)?;
+    txn.open_table(HELD)?;
+    txn.open_table(REJECTED)?;
     txn.commit()?;
     Ok(())
 }

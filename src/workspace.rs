@@ -15,7 +15,9 @@ use anyhow::{Context, Result, bail};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT};
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+pub use meridian_relay::membership::JoinProof;
+use meridian_relay::membership::{invite_message, join_message, verify_signature};
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{View, ensure_map, put_str_list};
@@ -63,6 +65,10 @@ pub struct Member {
     pub verified: bool,
     /// Who invited them (member id), if not the creator.
     pub invited_by: Option<String>,
+    /// Whether the creator removed them: relays refuse them from then on. Their changes
+    /// made before stay valid everywhere, so every replica keeps accepting the same set.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 impl Member {
@@ -232,6 +238,12 @@ pub fn put_member(
     Ok(())
 }
 
+/// Marks a member removed (the creator's decision; the rules refuse it from anyone else).
+pub fn put_removed(tx: &mut impl Transactable, member: &ObjId, at: i64) -> Result<()> {
+    tx.put(member, "removed", at)?;
+    Ok(())
+}
+
 /// Sets the workspace's display name.
 pub fn put_name(tx: &mut impl Transactable, name: &str) -> Result<()> {
     tx.put(ROOT, "name", name)?;
@@ -305,6 +317,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 keys: vec![id.clone()],
                 verified: id == creator,
                 invited_by: None,
+                removed: id != creator && view.int(&entry, "removed").is_some(),
                 id,
             });
         }
@@ -329,7 +342,8 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
         while let Some(inviter) = queue.pop_front() {
             for i in invited.remove(&inviter).unwrap_or_default() {
                 let member = &mut members[i];
-                if !member.verified && proofs[&member.id].verify(workspace, &member.id).is_ok() {
+                let key = hex::decode(&member.id).unwrap_or_default();
+                if !member.verified && proofs[&member.id].verify(&workspace.0, &key).is_ok() {
                     member.verified = true;
                     member.invited_by = Some(inviter.clone());
                     queue.push_back(member.id.clone());
@@ -358,65 +372,6 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
         levels,
         ladder,
         templates,
-    }
-}
-
-/// The proof in a member entry that someone with an invite added them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinProof {
-    /// The one-time invite public key.
-    #[serde(with = "serde_bytes")]
-    pub invite_public: Vec<u8>,
-    /// The inviter's device key.
-    #[serde(with = "serde_bytes")]
-    pub inviter: Vec<u8>,
-    /// When the invite expires, ms since the epoch.
-    pub expires: i64,
-    /// The inviter's signature over the invite key.
-    #[serde(with = "serde_bytes")]
-    pub inviter_sig: Vec<u8>,
-    /// The invite key's signature over the new member's device key.
-    #[serde(with = "serde_bytes")]
-    pub join_sig: Vec<u8>,
-}
-
-fn invite_message(workspace: Id, invite_public: &[u8], expires: i64) -> Vec<u8> {
-    let mut message = b"meridian/invite/v1\0".to_vec();
-    message.extend_from_slice(&workspace.0);
-    message.extend_from_slice(invite_public);
-    message.extend_from_slice(&expires.to_le_bytes());
-    message
-}
-
-fn join_message(workspace: Id, member_key: &[u8]) -> Vec<u8> {
-    let mut message = b"meridian/join/v1\0".to_vec();
-    message.extend_from_slice(&workspace.0);
-    message.extend_from_slice(member_key);
-    message
-}
-
-fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> Result<()> {
-    let key: [u8; 32] = key.try_into().context("a key is not 32 bytes")?;
-    let key = VerifyingKey::from_bytes(&key).context("a key is not a valid ed25519 key")?;
-    let signature = Signature::from_slice(signature).context("a signature is not 64 bytes")?;
-    key.verify(message, &signature)
-        .context("a signature does not verify")
-}
-
-impl JoinProof {
-    /// Checks both signatures for the member with device key `member_hex`.
-    pub fn verify(&self, workspace: Id, member_hex: &str) -> Result<()> {
-        let member_key = hex::decode(member_hex).context("a member id is not hex")?;
-        verify(
-            &self.inviter,
-            &invite_message(workspace, &self.invite_public, self.expires),
-            &self.inviter_sig,
-        )?;
-        verify(
-            &self.invite_public,
-            &join_message(workspace, &member_key),
-            &self.join_sig,
-        )
     }
 }
 
@@ -462,7 +417,7 @@ impl Invite {
     ) -> Invite {
         let secret = SigningKey::from_bytes(&random_bytes());
         let public = secret.verifying_key().to_bytes();
-        let inviter_sig = inviter.sign(&invite_message(workspace, &public, expires));
+        let inviter_sig = inviter.sign(&invite_message(&workspace.0, &public, expires));
         Invite {
             workspace: workspace.0.to_vec(),
             name: name.to_string(),
@@ -503,10 +458,11 @@ impl Invite {
         if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {
             bail!("the invite code is damaged: a key has the wrong length");
         }
-        verify(
+        verify_signature(
             &invite.inviter,
-            &invite_message(workspace, &invite.public_key(), invite.expires),
+            &invite_message(&workspace.0, &invite.public_key(), invite.expires),
             &invite.inviter_sig,
+            "the inviter's signature",
         )
         .context("the invite code's signature does not verify: it was altered")?;
         Ok(invite)
@@ -536,7 +492,7 @@ impl Invite {
             inviter_sig: self.inviter_sig.clone(),
             join_sig: self
                 .signing_key()
-                .sign(&join_message(workspace, &member.to_bytes()))
+                .sign(&join_message(&workspace.0, &member.to_bytes()))
                 .to_bytes()
                 .to_vec(),
         })
@@ -576,14 +532,8 @@ mod tests {
         let invite = Invite::new(&inviter, workspace, "team", &[9; 32], &[3; 32], vec![], 1);
         let member = SigningKey::from_bytes(&[4; 32]).verifying_key();
         let proof = invite.proof_for(&member).unwrap();
-        proof
-            .verify(workspace, &hex::encode(member.to_bytes()))
-            .unwrap();
+        proof.verify(&workspace.0, &member.to_bytes()).unwrap();
         let other = SigningKey::from_bytes(&[6; 32]).verifying_key();
-        assert!(
-            proof
-                .verify(workspace, &hex::encode(other.to_bytes()))
-                .is_err()
-        );
+        assert!(proof.verify(&workspace.0, &other.to_bytes()).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 mod history;
 mod read;
+mod sync;
 mod workspace;
 mod write;
 
@@ -177,6 +178,15 @@ pub enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// One sync round with the workspace's relays: push local changes, pull everything new.
+    Sync {
+        /// Sync with this relay instead of the workspace's list.
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+    },
+    /// Stay connected to the relays of every workspace: push edits as they are made, apply
+    /// remote ones as they arrive, reconnect with backoff. Other commands keep working.
+    Daemon,
 }
 
 /// Export formats.
@@ -227,6 +237,26 @@ pub enum WorkspaceCommand {
     },
     /// Show the norms: urgency levels, ladder and templates.
     Norms,
+    /// The relays the workspace syncs through.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+}
+
+/// `meridian workspace relay …`
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Add a relay (the creator registers the workspace with it at the next sync).
+    Add {
+        /// Its URL, like ws://relay.example.org:7070.
+        url: String,
+    },
+    /// Stop syncing with a relay.
+    Remove {
+        /// Its URL.
+        url: String,
+    },
+    /// List the relays and how far sync got with each.
+    List,
 }
 
 /// `meridian member …`
@@ -234,6 +264,12 @@ pub enum WorkspaceCommand {
 pub enum MemberCommand {
     /// Name, keys, time zone, working hours and local time of every member.
     List,
+    /// Remove a member (workspace creator only): relays refuse their devices from the next
+    /// sync on. What they wrote before stays.
+    Remove {
+        /// The member's name or id prefix.
+        name: String,
+    },
 }
 
 /// `meridian proposal …`
@@ -426,11 +462,12 @@ pub fn run(cli: Cli) -> Result<()> {
     let node = Node::open(&home)?;
     let out = Out::new(cli.json, reader_tz(Some(&node))?);
     let selector = cli.workspace.as_deref();
-    match cli.command {
+    let result = match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Whoami => workspace::whoami(&node, &out),
         Command::Workspace(command) => workspace::workspace(&node, selector, command, &out),
         Command::Join { code } => workspace::join(&node, &code, &out),
+        Command::Daemon => sync::daemon(&node),
         command => {
             let (id, record) = node.workspace(selector)?;
             let ctx = Ctx {
@@ -442,7 +479,12 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             dispatch(&ctx, command)
         }
+    };
+    if result.is_ok() {
+        // A running daemon pushes what this command wrote now rather than at its next poll.
+        crate::sync::net::wake_daemon(&home);
     }
+    result
 }
 
 fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
@@ -468,7 +510,13 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             output,
         } => history::export(ctx, id.as_deref(), all, format, output),
         Command::Merge { file } => history::merge(ctx, &file),
-        Command::Init { .. } | Command::Whoami | Command::Workspace(_) | Command::Join { .. } => {
+        Command::Sync { relays } => sync::sync(ctx, relays),
+        Command::Member(MemberCommand::Remove { name }) => workspace::remove_member(ctx, &name),
+        Command::Init { .. }
+        | Command::Whoami
+        | Command::Workspace(_)
+        | Command::Join { .. }
+        | Command::Daemon => {
             unreachable!("handled before a workspace is chosen")
         }
     }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{Ctx, Out, WorkspaceCommand};
+use super::{Ctx, Out, RelayCommand, WorkspaceCommand};
 use crate::identity::Profile;
 use crate::node::{Node, commit, now_ms};
 use crate::norms::{ResponseTime, parse_moment, time_zone};
@@ -85,14 +85,19 @@ pub fn workspace(
 ) -> Result<()> {
     match command {
         WorkspaceCommand::Create { name, relays } => {
-            let id = node.create_workspace(&name, relays)?;
+            for relay in &relays {
+                crate::sync::net::endpoint(relay)?;
+            }
+            let id = node.create_workspace(&name, relays.clone())?;
             if out.json {
                 out.print_json(&json!({"id": id.hex(), "name": name}));
             } else {
                 println!("{}  {name}", id.short());
             }
+            super::sync::first_contact(node, id, &relays, out);
             Ok(())
         }
+        WorkspaceCommand::Relay(command) => relay(node, selector, command, out),
         WorkspaceCommand::List => {
             let all = node.workspaces()?;
             if out.json {
@@ -194,6 +199,7 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
     }
     let mut all_relays = ctx.record.relays.clone();
     for relay in relays {
+        crate::sync::net::endpoint(&relay)?;
         if !all_relays.contains(&relay) {
             all_relays.push(relay);
         }
@@ -230,12 +236,96 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     }
     let id = node.join(&invite)?;
     if out.json {
-        out.print_json(&json!({"id": id.hex(), "name": invite.name}));
-    } else {
+        out.print_json(&json!({"id": id.hex(), "name": invite.name, "relays": invite.relays}));
+    } else if invite.relays.is_empty() {
         println!(
-            "Joined {} ({}). Merge a bundle from a member, or sync, to see its documents.",
+            "Joined {} ({}). Merge a bundle from a member to see its documents, or add a relay with `meridian workspace relay add URL`.",
             invite.name,
             id.short()
+        );
+    } else {
+        println!("Joined {} ({}).", invite.name, id.short());
+    }
+    super::sync::first_contact(node, id, &invite.relays, out);
+    Ok(())
+}
+
+/// `meridian workspace relay add|remove|list`
+fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) -> Result<()> {
+    let (id, record) = node.workspace(selector)?;
+    match command {
+        RelayCommand::Add { url } => {
+            crate::sync::net::endpoint(&url)?;
+            if record.relays.contains(&url) {
+                bail!("workspace `{}` already syncs with {url}", record.name);
+            }
+            let mut relays = record.relays;
+            relays.push(url.clone());
+            node.set_relays(id, relays)?;
+            out.done(json!({"relay": url}));
+        }
+        RelayCommand::Remove { url } => {
+            if !record.relays.contains(&url) {
+                bail!("workspace `{}` does not sync with {url}", record.name);
+            }
+            let relays = record.relays.into_iter().filter(|r| *r != url).collect();
+            node.set_relays(id, relays)?;
+            out.done(json!({"relay": url}));
+        }
+        RelayCommand::List => {
+            let mut rows = Vec::new();
+            for relay in &record.relays {
+                let cursor = crate::sync::cursor(node, id, relay)?;
+                rows.push((relay, cursor));
+            }
+            let waiting = crate::sync::outbox(node, id, 0, usize::MAX)?.len();
+            if out.json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|(relay, c)| json!({"url": relay, "pulled": c.pulled, "pushed": c.pushed}))
+                    .collect();
+                out.print_json(&json!({"relays": list, "outbox": waiting}));
+            } else {
+                for (relay, cursor) in rows {
+                    println!("{relay}  (pulled up to entry {})", cursor.pulled);
+                }
+                println!("{waiting} change(s) waiting to be pushed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `meridian member remove NAME`
+pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
+    if ctx.record.creator != ctx.node.key().verifying_key().to_bytes() {
+        bail!("only the workspace's creator can remove members");
+    }
+    let member = ctx.record.state.find(name)?.clone();
+    if member.id == ctx.me {
+        bail!("you created this workspace: you cannot remove yourself");
+    }
+    if member.removed {
+        bail!("{} was already removed", member.name);
+    }
+    ctx.node.edit(ctx.workspace, ctx.workspace, |doc| {
+        let view = crate::doc::View::now(doc);
+        let members = view
+            .map(&automerge::ROOT, "members")
+            .context("the workspace document has no members")?;
+        let entry = view
+            .map(&members, &member.id)
+            .context("the member has no entry")?;
+        let mut tx = doc.transaction();
+        workspace::put_removed(&mut tx, &entry, now_ms())?;
+        commit(tx, &format!("remove member {}", member.name));
+        Ok(())
+    })?;
+    ctx.out.done(json!({"removed": member.id}));
+    if !ctx.out.json {
+        eprintln!(
+            "{} is removed. Relays refuse their devices once you sync (`meridian sync`).",
+            member.name
         );
     }
     Ok(())

@@ -24,6 +24,7 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         days: days.into(),
         verified: true,
         invited_by: None,
+        removed: false,
     }
 }
 

@@ -1,0 +1,100 @@
+//! The `meridian-relay` binary: `meridian-relay serve --listen ADDR --data DIR`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use meridian_relay::server::{self, Config};
+
+/// The Meridian relay: stores and forwards sealed, signed changes it cannot read.
+#[derive(Debug, Parser)]
+#[command(name = "meridian-relay", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve websocket connections until SIGTERM or ctrl-c.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Directory of the relay's database.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// A TOML file of limits (see `Config`: max_connections, max_per_workspace,
+        /// handshake_timeout_secs, send_timeout_secs, max_frame_bytes, live_batches).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Command::Serve {
+        listen,
+        data,
+        config,
+    } = cli.command;
+    let config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
+            toml::from_str::<Config>(&text)
+                .with_context(|| format!("the config file {} is invalid", path.display()))?
+        }
+        None => Config::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listener.local_addr()?;
+        // The first line of stdout is the address, for scripts that asked for port 0.
+        println!(
+            "listening on ws://{bound}{}",
+            meridian_relay::protocol::PATH
+        );
+        server::serve(listener, &data, config, shutdown_signal()).await
+    })
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

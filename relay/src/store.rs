@@ -1,0 +1,414 @@
+//! The relay's redb file: per workspace an append-only log of sealed envelopes, a hash index
+//! that makes pushes idempotent, members and used invites. Nothing in it is plaintext of a
+//! document: envelopes are stored as their authors sealed them.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::ID_LEN;
+use crate::membership::workspace_id;
+use crate::protocol::{PushResult, RefusedCode, Register};
+
+type Ws = [u8; ID_LEN];
+type Key = [u8; 32];
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Workspace id → [`WorkspaceInfo`].
+const WORKSPACES: TableDefinition<Ws, &[u8]> = TableDefinition::new("workspaces");
+/// (workspace, device key) → [`MemberInfo`].
+const MEMBERS: TableDefinition<(Ws, Key), &[u8]> = TableDefinition::new("members");
+/// (workspace, invite public key) → the device key it admitted.
+const INVITES: TableDefinition<(Ws, Key), Key> = TableDefinition::new("invites");
+/// (workspace, sequence number) → encoded envelope. Sequence numbers start at 1.
+const LOG: TableDefinition<(Ws, u64), &[u8]> = TableDefinition::new("log");
+/// (workspace, envelope hash) → sequence number.
+const HASHES: TableDefinition<(Ws, Key), u64> = TableDefinition::new("hashes");
+
+/// A workspace this relay serves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkspaceInfo {
+    /// The creator's device key: the only one who may revoke members.
+    #[serde(with = "serde_bytes")]
+    pub creator: Vec<u8>,
+    /// When it was registered, ms since the epoch.
+    pub registered: i64,
+}
+
+/// A device admitted to a workspace.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Who invited it (absent for the creator).
+    pub invited_by: Option<serde_bytes::ByteBuf>,
+    /// When it was admitted, ms since the epoch.
+    pub admitted: i64,
+    /// Whether the creator revoked it.
+    pub removed: bool,
+}
+
+/// A refusal to admit a device, as sent to it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Machine-readable reason.
+    pub code: RefusedCode,
+    /// What was wrong and what to do.
+    pub reason: String,
+}
+
+fn refuse<T>(code: RefusedCode, reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        code,
+        reason: reason.into(),
+    })
+}
+
+/// One envelope of a push, already decoded and signature-checked.
+pub struct Incoming {
+    /// Its content hash.
+    pub hash: Key,
+    /// Its signer's device key.
+    pub author: Key,
+    /// The encoded envelope.
+    pub bytes: Vec<u8>,
+}
+
+/// The relay's database.
+pub struct RelayStore {
+    db: Database,
+    id: [u8; 16],
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(value, &mut bytes).expect("writing CBOR to a Vec cannot fail");
+    bytes
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    ciborium::from_reader(bytes).with_context(|| format!("the stored {what} is corrupt"))
+}
+
+impl RelayStore {
+    /// Opens (or creates) `relay.redb` in `dir`.
+    pub fn open(dir: &Path) -> Result<RelayStore> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let path = dir.join("relay.redb");
+        let db = Database::create(&path).with_context(|| {
+            format!(
+                "cannot open {} (is another meridian-relay using this data directory?)",
+                path.display()
+            )
+        })?;
+        let txn = db.begin_write()?;
+        let id = {
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get("relay_id")?.map(|v| v.value().to_vec());
+            match existing {
+                Some(id) => id
+                    .as_slice()
+                    .try_into()
+                    .context("the stored relay id is corrupt")?,
+                None => {
+                    let mut id = [0u8; 16];
+                    getrandom::getrandom(&mut id)
+                        .map_err(|e| anyhow::anyhow!("the system random source failed: {e}"))?;
+                    meta.insert("relay_id", id.as_slice())?;
+                    id
+                }
+            }
+        };
+        txn.open_table(WORKSPACES)?;
+        txn.open_table(MEMBERS)?;
+        txn.open_table(INVITES)?;
+        txn.open_table(LOG)?;
+        txn.open_table(HASHES)?;
+        txn.commit()?;
+        Ok(RelayStore { db, id })
+    }
+
+    /// This relay's id: random, fixed for the life of the data directory, so nodes notice
+    /// when a relay's log was replaced and its sequence numbers mean something else.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    /// The last sequence number of a workspace's log (0 when empty).
+    pub fn head(&self, ws: &Ws) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        last_seq(&log, ws)
+    }
+
+    /// The workspace's record, if this relay serves it.
+    pub fn workspace(&self, ws: &Ws) -> Result<Option<WorkspaceInfo>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WORKSPACES)?;
+        table
+            .get(ws)?
+            .map(|v| decode(v.value(), "workspace"))
+            .transpose()
+    }
+
+    /// A device's membership record.
+    pub fn member(&self, ws: &Ws, key: &Key) -> Result<Option<MemberInfo>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MEMBERS)?;
+        table
+            .get((*ws, *key))?
+            .map(|v| decode(v.value(), "member"))
+            .transpose()
+    }
+
+    /// Decides whether an authenticated device may use a workspace, registering the
+    /// workspace or the device first when `register` allows it.
+    pub fn admit(
+        &self,
+        ws: &Ws,
+        key: &Key,
+        register: Option<&Register>,
+        now: i64,
+    ) -> Result<Result<(), Refusal>> {
+        let txn = self.db.begin_write()?;
+        let verdict = {
+            let mut workspaces = txn.open_table(WORKSPACES)?;
+            let mut members = txn.open_table(MEMBERS)?;
+            let mut invites = txn.open_table(INVITES)?;
+            if workspaces.get(ws)?.is_none() {
+                match register {
+                    Some(Register::Create { salt }) => {
+                        let salt: Option<[u8; 16]> = salt.as_slice().try_into().ok();
+                        if salt.is_some_and(|salt| workspace_id(key, &salt) == *ws) {
+                            let info = WorkspaceInfo {
+                                creator: key.to_vec(),
+                                registered: now,
+                            };
+                            workspaces.insert(ws, encode(&info).as_slice())?;
+                            let member = MemberInfo {
+                                invited_by: None,
+                                admitted: now,
+                                removed: false,
+                            };
+                            members.insert((*ws, *key), encode(&member).as_slice())?;
+                            Ok(())
+                        } else {
+                            refuse(
+                                RefusedCode::BadProof,
+                                "the workspace id is not derived from this device's key: only the workspace's creator can register it with a relay",
+                            )
+                        }
+                    }
+                    _ => refuse(
+                        RefusedCode::UnknownWorkspace,
+                        "this relay does not serve that workspace: its creator registers it by syncing with this relay first",
+                    ),
+                }
+            } else {
+                let existing: Option<MemberInfo> = members
+                    .get((*ws, *key))?
+                    .map(|v| decode(v.value(), "member"))
+                    .transpose()?;
+                match (existing, register) {
+                    (Some(member), _) if member.removed => refuse(
+                        RefusedCode::Removed,
+                        "this device was removed from the workspace by its creator",
+                    ),
+                    (Some(_), _) => Ok(()),
+                    (None, Some(Register::Join(proof))) => {
+                        let inviter: Option<Key> = proof.inviter.as_slice().try_into().ok();
+                        let invite: Option<Key> = proof.invite_public.as_slice().try_into().ok();
+                        let inviter_ok = match inviter {
+                            Some(inviter) => members
+                                .get((*ws, inviter))?
+                                .map(|v| decode::<MemberInfo>(v.value(), "member"))
+                                .transpose()?
+                                .is_some_and(|m| !m.removed),
+                            None => false,
+                        };
+                        let used_by = match invite {
+                            Some(invite) => invites.get((*ws, invite))?.map(|v| v.value()),
+                            None => None,
+                        };
+                        if let Err(e) = proof.verify(ws, key) {
+                            refuse(
+                                RefusedCode::BadProof,
+                                format!("the invite proof is invalid: {e}"),
+                            )
+                        } else if proof.expires < now {
+                            refuse(
+                                RefusedCode::InviteExpired,
+                                "the invite expired before this device registered with the relay: ask a member for a new invite",
+                            )
+                        } else if !inviter_ok {
+                            refuse(
+                                RefusedCode::BadProof,
+                                "the invite was made by someone who is not a member on this relay (never synced with it, or removed)",
+                            )
+                        } else if used_by.is_some_and(|k| k != *key) {
+                            refuse(
+                                RefusedCode::InviteUsed,
+                                "this invite was already used by another device: each invite admits one device; ask for a new one",
+                            )
+                        } else {
+                            let member = MemberInfo {
+                                invited_by: inviter.map(|k| serde_bytes::ByteBuf::from(k.to_vec())),
+                                admitted: now,
+                                removed: false,
+                            };
+                            members.insert((*ws, *key), encode(&member).as_slice())?;
+                            if let Some(invite) = invite {
+                                invites.insert((*ws, invite), *key)?;
+                            }
+                            Ok(())
+                        }
+                    }
+                    (None, _) => refuse(
+                        RefusedCode::NotMember,
+                        "this device is not a member of the workspace on this relay: join with an invite code",
+                    ),
+                }
+            }
+        };
+        if verdict.is_ok() {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(verdict)
+    }
+
+    /// Marks a member removed; only the workspace's creator may, and not themselves.
+    pub fn revoke(&self, ws: &Ws, by: &Key, member: &Key, now: i64) -> Result<Result<(), String>> {
+        let txn = self.db.begin_write()?;
+        let result = {
+            let workspaces = txn.open_table(WORKSPACES)?;
+            let mut members = txn.open_table(MEMBERS)?;
+            let info: Option<WorkspaceInfo> = workspaces
+                .get(ws)?
+                .map(|v| decode(v.value(), "workspace"))
+                .transpose()?;
+            if info.is_none_or(|info| info.creator != by) {
+                Err("only the workspace's creator can remove members".to_string())
+            } else if member == by {
+                Err("the creator cannot remove themselves".to_string())
+            } else {
+                let mut record: MemberInfo = match members.get((*ws, *member))? {
+                    Some(v) => decode(v.value(), "member")?,
+                    None => MemberInfo {
+                        invited_by: None,
+                        admitted: now,
+                        removed: true,
+                    },
+                };
+                record.removed = true;
+                members.insert((*ws, *member), encode(&record).as_slice())?;
+                Ok(())
+            }
+        };
+        if result.is_ok() {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(result)
+    }
+
+    /// Appends the envelopes of several pushes in one durable transaction (one fsync for
+    /// all of them), deduplicating by hash. Each author must be an admitted, not removed,
+    /// member of the workspace when the transaction runs. Returns, per push, a result per
+    /// envelope, and the entries that are new, for forwarding.
+    pub fn append(&self, pushes: &[(Ws, Vec<Incoming>)]) -> Result<Vec<Appended>> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut out = Vec::with_capacity(pushes.len());
+        {
+            let mut log = txn.open_table(LOG)?;
+            let mut hashes = txn.open_table(HASHES)?;
+            let members = txn.open_table(MEMBERS)?;
+            for (ws, envelopes) in pushes {
+                let mut next = last_seq(&log, ws)? + 1;
+                let mut appended = Appended::default();
+                for incoming in envelopes {
+                    if let Some(seq) = hashes.get((*ws, incoming.hash))? {
+                        appended.results.push(PushResult::Duplicate(seq.value()));
+                        continue;
+                    }
+                    let member: Option<MemberInfo> = members
+                        .get((*ws, incoming.author))?
+                        .map(|v| decode(v.value(), "member"))
+                        .transpose()?;
+                    match member {
+                        Some(m) if !m.removed => {}
+                        Some(_) => {
+                            appended.results.push(PushResult::Rejected(
+                                "its author was removed from the workspace".into(),
+                            ));
+                            continue;
+                        }
+                        None => {
+                            appended.results.push(PushResult::Rejected(
+                                "its author is not a member of the workspace on this relay".into(),
+                            ));
+                            continue;
+                        }
+                    }
+                    log.insert((*ws, next), incoming.bytes.as_slice())?;
+                    hashes.insert((*ws, incoming.hash), next)?;
+                    appended.results.push(PushResult::Stored(next));
+                    appended.entries.push((next, incoming.bytes.clone()));
+                    next += 1;
+                }
+                out.push(appended);
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Reads entries after `after`, at most `max_entries` of them and about `max_bytes`
+    /// (always at least one, when there is one).
+    pub fn read(
+        &self,
+        ws: &Ws,
+        after: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for item in log.range((*ws, after.saturating_add(1))..=(*ws, u64::MAX))? {
+            let (key, value) = item?;
+            let value = value.value();
+            if !entries.is_empty()
+                && (entries.len() >= max_entries || bytes + value.len() > max_bytes)
+            {
+                break;
+            }
+            bytes += value.len();
+            entries.push((key.value().1, value.to_vec()));
+        }
+        Ok(entries)
+    }
+}
+
+/// What one push appended.
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// One result per envelope of the push.
+    pub results: Vec<PushResult>,
+    /// The new entries: (sequence number, encoded envelope).
+    pub entries: Vec<(u64, Vec<u8>)>,
+}
+
+fn last_seq(log: &impl ReadableTable<(Ws, u64), &'static [u8]>, ws: &Ws) -> Result<u64> {
+    Ok(log
+        .range((*ws, 0)..=(*ws, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1)
+        .unwrap_or(0))
+}

@@ -1,0 +1,113 @@
+//! `sync`, `daemon`, and the relay set-up that `workspace create` and `join` do.
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::{Ctx, Out};
+use crate::id::Id;
+use crate::node::Node;
+use crate::sync::net::{self, RoundReport};
+
+/// `meridian sync [--relay URL]...`
+pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
+    let relays = if relays.is_empty() {
+        ctx.record.relays.clone()
+    } else {
+        relays
+    };
+    if relays.is_empty() {
+        bail!(
+            "workspace `{}` lists no relay: add one with `meridian workspace relay add URL`, or pass --relay URL",
+            ctx.record.name
+        );
+    }
+    let results = net::sync_once(&ctx.node, ctx.workspace, &relays)?;
+    let failed = print_rounds(&ctx.out, &results);
+    if failed == results.len() {
+        bail!(
+            "sync failed with every relay; local changes stay in the outbox until a relay takes them"
+        );
+    } else if failed > 0 {
+        bail!("sync failed with {failed} of {} relays", results.len());
+    }
+    Ok(())
+}
+
+/// Prints each relay's round; returns how many failed.
+pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usize {
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if out.json {
+        let list: Vec<_> = results
+            .iter()
+            .map(|(relay, result)| match result {
+                Ok(report) => json!({
+                    "relay": relay, "ok": true, "pushed": report.pushed, "pulled": report.pulled,
+                    "applied": report.applied, "documents": report.documents,
+                    "rejected": report.rejected, "held": report.held,
+                }),
+                Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
+            })
+            .collect();
+        out.print_json(&json!(list));
+        return failed;
+    }
+    for (relay, result) in results {
+        match result {
+            Ok(report) => {
+                println!(
+                    "{relay}: pushed {}, pulled {}: {} change(s) to {} document(s)",
+                    report.pushed,
+                    report.pulled,
+                    report.applied,
+                    report.documents.len()
+                );
+                if report.held > 0 {
+                    println!(
+                        "  {} change(s) held until what they depend on arrives",
+                        report.held
+                    );
+                }
+                for rejected in &report.rejected {
+                    println!(
+                        "  REJECTED from {}: {}",
+                        crate::id::prefix(&rejected.signer, 12),
+                        rejected.reason
+                    );
+                }
+            }
+            Err(e) => eprintln!("{relay}: {e:#}"),
+        }
+    }
+    failed
+}
+
+/// Registers with the workspace's relays right after `workspace create` or `join`, and pulls
+/// what they have. Being offline is fine: the next `sync` does it.
+pub fn first_contact(node: &Node, workspace: Id, relays: &[String], out: &Out) {
+    if relays.is_empty() {
+        return;
+    }
+    match net::sync_once(node, workspace, relays) {
+        Ok(results) => {
+            if !out.json {
+                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                print_rounds(out, &results);
+                if failed > 0 {
+                    eprintln!(
+                        "Could not reach {failed} relay(s): your changes wait in the outbox; run `meridian sync` later."
+                    );
+                }
+            }
+        }
+        Err(e) => eprintln!("could not sync: {e:#}"),
+    }
+}
+
+/// `meridian daemon`
+pub fn daemon(node: &Node) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+    net::daemon(node)
+}

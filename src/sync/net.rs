@@ -1,0 +1,513 @@
+//! The websocket driver of [`Session`]: one round for `meridian sync`, a connection that
+//! stays up for `meridian daemon`, and the daemon itself.
+//!
+//! The driver runs on a single-threaded runtime: store writes happen inline, between
+//! frames. Frames go out through a queue drained concurrently with reading, so the node
+//! always reads what the relay sends while its own push is still leaving.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use meridian_relay::protocol::{self, Frame, PushResult, RefusedCode, Register};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::session::{Event, Output, Session};
+use crate::id::Id;
+use crate::ingest::Rejected;
+use crate::node::Node;
+use crate::store::WorkspaceRecord;
+
+/// How long connecting to a relay may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often a live connection looks at the outbox even without a wake-up.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What one connection did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoundReport {
+    /// The relay URL.
+    pub relay: String,
+    /// Outbox envelopes the relay stored (or already had).
+    pub pushed: usize,
+    /// Log entries received.
+    pub pulled: usize,
+    /// New changes applied.
+    pub applied: usize,
+    /// Documents that changed, hex ids.
+    pub documents: BTreeSet<String>,
+    /// Envelopes refused, by this node or by the relay.
+    pub rejected: Vec<Rejected>,
+    /// Envelopes held back until what they depend on arrives.
+    pub held: usize,
+}
+
+impl RoundReport {
+    fn absorb(&mut self, other: RoundReport) {
+        self.pushed += other.pushed;
+        self.pulled += other.pulled;
+        self.applied += other.applied;
+        self.documents.extend(other.documents);
+        self.rejected.extend(other.rejected);
+        self.held += other.held;
+    }
+}
+
+/// Why a relay refused this node.
+#[derive(Debug, thiserror::Error)]
+#[error("{relay} refused the connection: {reason}")]
+pub struct RefusedError {
+    /// The relay URL.
+    pub relay: String,
+    /// Machine-readable reason.
+    pub code: RefusedCode,
+    /// The relay's explanation.
+    pub reason: String,
+}
+
+/// The websocket URL of a relay: `ws://host:port` gets the protocol's path.
+pub fn endpoint(relay: &str) -> Result<String> {
+    let rest = relay
+        .strip_prefix("ws://")
+        .or_else(|| relay.strip_prefix("wss://"))
+        .with_context(|| {
+            format!("`{relay}` is not a relay URL: it should look like ws://relay.example.org:7070")
+        })?;
+    if relay.starts_with("wss://") {
+        bail!(
+            "wss:// relays are not supported by this build: put the relay behind a TLS tunnel or use ws:// (envelopes are encrypted and signed either way)"
+        );
+    }
+    Ok(if rest.contains('/') {
+        relay.to_string()
+    } else {
+        format!("{relay}{}", protocol::PATH)
+    })
+}
+
+/// How this device asks a relay to admit it: the creator registers the workspace, a member
+/// who joined shows their invite proof.
+pub fn registration(node: &Node, record: &WorkspaceRecord) -> Option<Register> {
+    let own = node.key().verifying_key().to_bytes();
+    match (&record.salt, &record.proof) {
+        (Some(salt), _) if record.creator == own => Some(Register::Create {
+            salt: salt.to_vec(),
+        }),
+        (_, Some(proof)) => Some(Register::Join(proof.clone())),
+        _ => None,
+    }
+}
+
+/// Members the creator removed, whom relays must refuse.
+fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
+    if record.creator != node.key().verifying_key().to_bytes() {
+        return Vec::new();
+    }
+    record
+        .state
+        .members
+        .iter()
+        .filter(|m| m.removed)
+        .filter_map(|m| hex::decode(&m.id).ok())
+        .collect()
+}
+
+/// Whether a connection ends after one round or stays up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Push the outbox, pull everything new, return.
+    Once,
+    /// Keep going until the connection fails.
+    Live,
+}
+
+/// Runs one connection to one relay for one workspace.
+///
+/// In [`Mode::Live`], `wake` signals new local changes; `on_round` is called after every
+/// store write with what it did.
+pub async fn connect(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    mode: Mode,
+    mut wake: Option<watch::Receiver<u64>>,
+    mut on_change: impl FnMut(&RoundReport),
+) -> Result<RoundReport> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    let url = endpoint(relay)?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(protocol::MAX_FRAME_BYTES))
+        .max_frame_size(Some(protocol::MAX_FRAME_BYTES));
+    let (socket, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "{relay} did not answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )
+    })?
+    .with_context(|| format!("cannot connect to {relay}"))?;
+    let (mut sink, mut source) = socket.split();
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Frame>();
+    let writer = async move {
+        while let Some(frame) = frames_rx.recv().await {
+            sink.send(Message::Binary(frame.encode().into()))
+                .await
+                .context("the connection to the relay failed")?;
+        }
+        let _ = sink.close().await;
+        Ok::<(), anyhow::Error>(())
+    };
+
+    let stored = super::cursor(node, workspace, relay)?;
+    let relay_id = stored
+        .relay
+        .as_ref()
+        .and_then(|r| <[u8; 16]>::try_from(r.as_slice()).ok());
+    let mut session = Session::new(
+        node.key().clone(),
+        workspace.0,
+        registration(node, &record),
+        relay_id,
+        stored.pulled,
+        stored.pushed,
+    );
+    let mut report = RoundReport {
+        relay: relay.to_string(),
+        ..RoundReport::default()
+    };
+    let main = async {
+        let mut outputs = session.start(Instant::now());
+        let removed = removed_members(node, &record);
+        if !removed.is_empty() {
+            outputs.extend(session.revoke(removed, Instant::now()));
+        }
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            for output in outputs.drain(..) {
+                let mut delta = RoundReport {
+                    relay: relay.to_string(),
+                    ..RoundReport::default()
+                };
+                if perform(node, workspace, relay, output, &frames_tx, &mut delta)? {
+                    on_change(&delta);
+                }
+                report.absorb(delta);
+            }
+            if session.is_closed() {
+                bail!("the connection to {relay} ended");
+            }
+            if mode == Mode::Once && session.is_idle() {
+                return Ok(());
+            }
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                message = source.next() => {
+                    let frame = match message {
+                        None => bail!("{relay} closed the connection"),
+                        Some(Err(e)) => return Err(anyhow!(e).context(format!("the connection to {relay} failed"))),
+                        Some(Ok(Message::Binary(bytes))) => Frame::decode(&bytes)
+                            .with_context(|| format!("{relay} sent a frame this node cannot read"))?,
+                        Some(Ok(Message::Close(_))) => bail!("{relay} closed the connection"),
+                        Some(Ok(_)) => continue,
+                    };
+                    outputs = session.receive(frame, Instant::now());
+                }
+                _ = poll.tick() => {
+                    let from = session.queued_to();
+                    outputs = session.local(super::outbox(node, workspace, from, 10_000)?, Instant::now());
+                }
+                changed = async {
+                    match wake.as_mut() {
+                        Some(wake) => wake.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        wake = None;
+                    }
+                    let from = session.queued_to();
+                    outputs = session.local(super::outbox(node, workspace, from, 10_000)?, Instant::now());
+                }
+                _ = tick => {
+                    outputs = session.tick(Instant::now());
+                }
+            }
+        }
+    };
+    tokio::select! {
+        result = main => result?,
+        result = writer => {
+            result?;
+            bail!("the connection to {relay} closed");
+        }
+    }
+    Ok(report)
+}
+
+/// Carries out one output of the session. Returns whether the store changed.
+fn perform(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    output: Output,
+    frames: &mpsc::UnboundedSender<Frame>,
+    report: &mut RoundReport,
+) -> Result<bool> {
+    match output {
+        Output::Send(frame) => {
+            frames
+                .send(frame)
+                .map_err(|_| anyhow!("the connection to {relay} closed"))?;
+            Ok(false)
+        }
+        Output::NewRelay(id) => {
+            super::reset_cursor(node, workspace, relay, id)?;
+            Ok(false)
+        }
+        Output::Apply { entries, up_to } => {
+            report.pulled += entries.len();
+            let applied = super::apply(node, workspace, relay, entries, up_to)?;
+            report.applied += applied.applied;
+            report.held += applied.held;
+            report.documents.extend(applied.documents.iter().cloned());
+            let changed = applied.applied > 0 || !applied.rejected.is_empty() || applied.held > 0;
+            report.rejected.extend(applied.rejected);
+            Ok(changed)
+        }
+        Output::Acked {
+            results,
+            pushed,
+            pulled,
+        } => {
+            report.pushed += results
+                .iter()
+                .filter(|(_, r)| !matches!(r, PushResult::Rejected(_)))
+                .count();
+            let rejected = super::acked(node, workspace, relay, &results, pushed, pulled)?;
+            let changed = report.pushed > 0 || !rejected.is_empty();
+            report.rejected.extend(rejected);
+            Ok(changed)
+        }
+        Output::Event(Event::Refused { code, reason }) => Err(RefusedError {
+            relay: relay.to_string(),
+            code,
+            reason,
+        }
+        .into()),
+        Output::Event(Event::Failed(why)) => bail!("{relay}: {why}"),
+        Output::Event(Event::RelayError(reason)) => {
+            tracing::warn!("{relay}: {reason}");
+            Ok(false)
+        }
+        Output::Event(Event::Revoked(member)) => {
+            tracing::info!(
+                "{relay} revoked member {}",
+                crate::id::prefix(&hex::encode(member), 12)
+            );
+            Ok(false)
+        }
+        Output::Event(Event::Welcome { .. } | Event::CaughtUp) => Ok(false),
+    }
+}
+
+/// One sync round with every relay of a workspace (or the given ones), one after another.
+/// Each relay's result is returned separately: one unreachable relay does not stop the rest.
+pub fn sync_once(
+    node: &Node,
+    workspace: Id,
+    relays: &[String],
+) -> Result<Vec<(String, Result<RoundReport>)>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(async {
+        let mut results = Vec::new();
+        for relay in relays {
+            let result = connect(node, workspace, relay, Mode::Once, None, |_| {}).await;
+            results.push((relay.clone(), result));
+        }
+        results
+    }))
+}
+
+/// The daemon's wake-up socket in a home.
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join("daemon.sock")
+}
+
+/// Tells a running daemon that the outbox has new entries. Best effort and instant: when no
+/// daemon runs, nothing happens (the next `sync` or daemon start pushes them).
+pub fn wake_daemon(home: &Path) {
+    #[cfg(unix)]
+    {
+        let path = socket_path(home);
+        if path.exists()
+            && let Ok(socket) = std::os::unix::net::UnixDatagram::unbound()
+        {
+            let _ = socket.set_nonblocking(true);
+            let _ = socket.send_to(b"w", &path);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = home;
+}
+
+/// Runs the daemon until ctrl-c or SIGTERM: one live connection per (workspace, relay),
+/// reconnecting with exponential backoff and jitter.
+pub fn daemon(node: &Node) -> Result<()> {
+    let lock_path = node.home().join("daemon.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "a meridian daemon is already running for {}",
+            node.home().display()
+        );
+    }
+    let targets: Vec<(Id, String)> = node
+        .workspaces()?
+        .into_iter()
+        .flat_map(|(id, record)| record.relays.into_iter().map(move |r| (id, r)))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "no workspace of this node lists a relay: add one with `meridian workspace relay add URL`"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let listener = wake_listener(node.home(), wake_tx)?;
+        let connections = targets.iter().map(|(workspace, relay)| {
+            let wake = wake_rx.clone();
+            async move { keep_connected(node, *workspace, relay, wake).await }
+        });
+        tracing::info!(
+            "daemon started: {} connection(s); ctrl-c stops it",
+            targets.len()
+        );
+        tokio::select! {
+            _ = futures_util::future::join_all(connections) => {}
+            _ = listener => {}
+            _ = shutdown_signal() => tracing::info!("stopping"),
+        }
+        let _ = std::fs::remove_file(socket_path(node.home()));
+        Ok(())
+    })
+}
+
+/// Listens for wake-ups from other `meridian` processes of this home.
+fn wake_listener(
+    home: &Path,
+    wake: watch::Sender<u64>,
+) -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        let path = socket_path(home);
+        let _ = std::fs::remove_file(&path);
+        let socket = tokio::net::UnixDatagram::bind(&path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        Ok(async move {
+            let mut buffer = [0u8; 16];
+            while socket.recv(&mut buffer).await.is_ok() {
+                wake.send_modify(|n| *n += 1);
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (home, wake);
+        Ok(std::future::pending())
+    }
+}
+
+/// Keeps one (workspace, relay) connection up, with backoff between attempts.
+async fn keep_connected(node: &Node, workspace: Id, relay: &str, wake: watch::Receiver<u64>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let started = Instant::now();
+        let result = connect(
+            node,
+            workspace,
+            relay,
+            Mode::Live,
+            Some(wake.clone()),
+            log_round,
+        )
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(refused) = e.downcast_ref::<RefusedError>()
+                    && !matches!(refused.code, RefusedCode::ShuttingDown | RefusedCode::Busy)
+                {
+                    tracing::error!("{e:#}");
+                } else {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(500);
+        }
+        let jitter = Duration::from_millis(u64::from(crate::id::random_bytes::<2>()[0]) * 4);
+        let wait = backoff + jitter;
+        tracing::info!("reconnecting to {relay} in {:.1}s", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+fn log_round(report: &RoundReport) {
+    tracing::info!(
+        "{}: pushed {}, pulled {}, {} change(s) applied to {} document(s){}",
+        report.relay,
+        report.pushed,
+        report.pulled,
+        report.applied,
+        report.documents.len(),
+        if report.held > 0 {
+            format!(", {} held waiting for what they depend on", report.held)
+        } else {
+            String::new()
+        }
+    );
+    for rejected in &report.rejected {
+        tracing::warn!("rejected: {}", rejected.reason);
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
