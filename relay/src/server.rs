@@ -380,15 +380,22 @@ async fn connection(
     let config = &shared.config;
     let handshake_limit = Duration::from_secs(config.handshake_timeout_secs);
     let send_limit = Duration::from_secs(config.send_timeout_secs);
-    let socket = timeout(
-        handshake_limit,
-        tokio_tungstenite::accept_async_with_config(tcp, Some(config.websocket())),
-    )
-    .await
-    .context("the websocket upgrade timed out")?
-    .context("the websocket upgrade failed")?;
+    let upgrade = tokio::select! {
+        result = timeout(
+            handshake_limit,
+            tokio_tungstenite::accept_async_with_config(tcp, Some(config.websocket())),
+        ) => result,
+        _ = stop.changed() => return Ok(()),
+    };
+    let socket = upgrade
+        .context("the websocket upgrade timed out")?
+        .context("the websocket upgrade failed")?;
     let (mut sink, mut source) = socket.split();
-    let session = match timeout(handshake_limit, handshake(shared, &mut sink, &mut source)).await {
+    let handshake = tokio::select! {
+        result = timeout(handshake_limit, handshake(shared, &mut sink, &mut source)) => result,
+        _ = stop.changed() => return Ok(()),
+    };
+    let session = match handshake {
         Ok(result) => result?,
         Err(_) => {
             return Err(refuse(
@@ -551,10 +558,25 @@ async fn serve_session(
     // `None` until the client subscribes; then the sequence number it has everything up to.
     let mut sent_up_to: Option<u64> = None;
     loop {
+        // Removal and shutdown win over anything else ready at the same moment, so a removed
+        // member never gets a batch written after the removal.
         tokio::select! {
+            biased;
+            _ = kick.changed() => {
+                return Err(refuse(sink, RefusedCode::Removed, "this device was removed from the workspace by its creator", limit).await);
+            }
+            _ = stop.changed() => {
+                refuse(sink, RefusedCode::ShuttingDown, "the relay is shutting down: reconnect later", limit).await;
+                return Ok(());
+            }
             frame = recv(source) => {
-                let Some(frame) = frame? else {
-                    return Ok(());
+                let frame = match frame {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return Ok(()),
+                    Err(e) if e.is::<crate::protocol::FrameError>() => {
+                        return Err(refuse(sink, RefusedCode::Protocol, &format!("{e}"), limit).await);
+                    }
+                    Err(e) => return Err(e),
                 };
                 match frame {
                     Frame::Subscribe { after } => {
@@ -588,13 +610,6 @@ async fn serve_session(
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
-            }
-            _ = kick.changed() => {
-                return Err(refuse(sink, RefusedCode::Removed, "this device was removed from the workspace by its creator", limit).await);
-            }
-            _ = stop.changed() => {
-                refuse(sink, RefusedCode::ShuttingDown, "the relay is shutting down: reconnect later", limit).await;
-                return Ok(());
             }
         }
     }

@@ -43,7 +43,7 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usi
                 Ok(report) => json!({
                     "relay": relay, "ok": true, "pushed": report.pushed, "pulled": report.pulled,
                     "applied": report.applied, "documents": report.documents,
-                    "rejected": report.rejected, "held": report.held,
+                    "rejected": report.rejected, "held": report.held, "errors": report.errors,
                 }),
                 Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
             })
@@ -67,6 +67,9 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usi
                         report.held
                     );
                 }
+                for error in &report.errors {
+                    println!("  the relay refused a request: {error}");
+                }
                 for rejected in &report.rejected {
                     println!(
                         "  REJECTED from {}: {}",
@@ -82,25 +85,37 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usi
 }
 
 /// Registers with the workspace's relays right after `workspace create` or `join`, and pulls
-/// what they have. Being offline is fine: the next `sync` does it.
-pub fn first_contact(node: &Node, workspace: Id, relays: &[String], out: &Out) {
+/// what they have. Being offline is fine: the next `sync` does it. Returns the rounds as
+/// JSON, for the command's own JSON output.
+pub fn first_contact(
+    node: &Node,
+    workspace: Id,
+    relays: &[String],
+    out: &Out,
+) -> serde_json::Value {
     if relays.is_empty() {
-        return;
+        return json!([]);
     }
-    match net::sync_once(node, workspace, relays) {
-        Ok(results) => {
-            if !out.json {
-                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-                print_rounds(out, &results);
-                if failed > 0 {
-                    eprintln!(
-                        "Could not reach {failed} relay(s): your changes wait in the outbox; run `meridian sync` later."
-                    );
-                }
-            }
+    let results = match net::sync_once(node, workspace, relays) {
+        Ok(results) => results,
+        Err(e) => vec![(relays[0].clone(), Err(e))],
+    };
+    let rounds: Vec<_> = results
+        .iter()
+        .map(|(relay, result)| match result {
+            Ok(report) => json!({"relay": relay, "ok": true, "pulled": report.pulled, "pushed": report.pushed}),
+            Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
+        })
+        .collect();
+    if !out.json {
+        let failed = print_rounds(out, &results);
+        if failed > 0 {
+            eprintln!(
+                "Could not sync with {failed} relay(s): your changes wait in the outbox; run `meridian sync` once the problem above is solved."
+            );
         }
-        Err(e) => eprintln!("could not sync: {e:#}"),
     }
+    json!(rounds)
 }
 
 /// `meridian daemon`

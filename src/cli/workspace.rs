@@ -89,12 +89,11 @@ pub fn workspace(
                 crate::sync::net::endpoint(relay)?;
             }
             let id = node.create_workspace(&name, relays.clone())?;
-            if out.json {
-                out.print_json(&json!({"id": id.hex(), "name": name}));
-            } else {
+            if !out.json {
                 println!("{}  {name}", id.short());
             }
-            super::sync::first_contact(node, id, &relays, out);
+            let rounds = super::sync::first_contact(node, id, &relays, out);
+            out.done(json!({"id": id.hex(), "name": name, "sync": rounds}));
             Ok(())
         }
         WorkspaceCommand::Relay(command) => relay(node, selector, command, out),
@@ -236,7 +235,7 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     }
     let id = node.join(&invite)?;
     if out.json {
-        out.print_json(&json!({"id": id.hex(), "name": invite.name, "relays": invite.relays}));
+        // Printed below, with the first sync.
     } else if invite.relays.is_empty() {
         println!(
             "Joined {} ({}). Merge a bundle from a member to see its documents, or add a relay with `meridian workspace relay add URL`.",
@@ -246,7 +245,8 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     } else {
         println!("Joined {} ({}).", invite.name, id.short());
     }
-    super::sync::first_contact(node, id, &invite.relays, out);
+    let rounds = super::sync::first_contact(node, id, &invite.relays, out);
+    out.done(json!({"id": id.hex(), "name": invite.name, "relays": invite.relays, "sync": rounds}));
     Ok(())
 }
 

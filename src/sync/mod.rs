@@ -126,7 +126,7 @@ pub fn acked(
     workspace: Id,
     relay: &str,
     results: &[(u64, PushResult)],
-    pushed: u64,
+    pushed: Option<u64>,
     pulled: Option<u64>,
 ) -> Result<Vec<Rejected>> {
     let txn = node.db().begin_write()?;
@@ -153,7 +153,7 @@ pub fn acked(
         record_rejection(&txn, workspace, r)?;
     }
     let mut cursor = cursor_in(&txn, workspace, relay)?;
-    cursor.pushed = cursor.pushed.max(pushed);
+    cursor.pushed = cursor.pushed.max(pushed.unwrap_or(0));
     cursor.pulled = cursor.pulled.max(pulled.unwrap_or(0));
     put_cursor(&txn, workspace, relay, &cursor)?;
     // Every relay the workspace lists, and this one, must have answered.
@@ -170,6 +170,21 @@ pub fn acked(
     }
     txn.commit().context("cannot record the relay's answer")?;
     Ok(rejected)
+}
+
+/// Every envelope the node holds for a workspace, the workspace document's first: what a
+/// relay that has never seen the workspace's history needs.
+pub fn all_envelopes(node: &Node, workspace: Id) -> Result<Vec<Vec<u8>>> {
+    let mut docs = vec![workspace];
+    docs.extend(node.summaries(workspace)?.into_iter().map(|(id, _)| id));
+    let mut envelopes = Vec::new();
+    for doc in docs {
+        for record in node.records(doc)? {
+            let store::Record::Sealed(bytes) = record;
+            envelopes.push(bytes);
+        }
+    }
+    Ok(envelopes)
 }
 
 /// Envelopes refused during sync, newest last.

@@ -26,6 +26,9 @@ use crate::store::WorkspaceRecord;
 /// How long connecting to a relay may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The most outbox entries read at once.
+const OUTBOX_BATCH: usize = 10_000;
+
 /// How often a live connection looks at the outbox even without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -46,6 +49,8 @@ pub struct RoundReport {
     pub rejected: Vec<Rejected>,
     /// Envelopes held back until what they depend on arrives.
     pub held: usize,
+    /// Requests the relay refused (a revocation by someone not the creator, say).
+    pub errors: Vec<String>,
 }
 
 impl RoundReport {
@@ -56,6 +61,7 @@ impl RoundReport {
         self.documents.extend(other.documents);
         self.rejected.extend(other.rejected);
         self.held += other.held;
+        self.errors.extend(other.errors);
     }
 }
 
@@ -187,27 +193,47 @@ pub async fn connect(
     };
     let main = async {
         let mut outputs = session.start(Instant::now());
+        outputs.extend(session.local(
+            super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
+            Instant::now(),
+        ));
         let removed = removed_members(node, &record);
         if !removed.is_empty() {
             outputs.extend(session.revoke(removed, Instant::now()));
         }
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         loop {
-            for output in outputs.drain(..) {
-                let mut delta = RoundReport {
-                    relay: relay.to_string(),
-                    ..RoundReport::default()
-                };
-                if perform(node, workspace, relay, output, &frames_tx, &mut delta)? {
-                    on_change(&delta);
+            while !outputs.is_empty() {
+                let mut more = Vec::new();
+                for output in outputs.drain(..) {
+                    let mut delta = RoundReport {
+                        relay: relay.to_string(),
+                        ..RoundReport::default()
+                    };
+                    if let Output::NewRelay(_) = output {
+                        // A relay new to this workspace (or whose log was replaced) gets
+                        // the whole history, not just what is still in the outbox.
+                        let all = super::all_envelopes(node, workspace)?;
+                        more.extend(session.backfill(all, Instant::now()));
+                    }
+                    if perform(node, workspace, relay, output, &frames_tx, &mut delta)? {
+                        on_change(&delta);
+                    }
+                    report.absorb(delta);
                 }
-                report.absorb(delta);
+                outputs = more;
             }
             if session.is_closed() {
                 bail!("the connection to {relay} ended");
             }
             if mode == Mode::Once && session.is_idle() {
-                return Ok(());
+                // Edits made while this round ran (or beyond one read) go too.
+                let rest = super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
+                if rest.is_empty() {
+                    return Ok(());
+                }
+                outputs = session.local(rest, Instant::now());
+                continue;
             }
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::select! {
@@ -224,7 +250,7 @@ pub async fn connect(
                 }
                 _ = poll.tick() => {
                     let from = session.queued_to();
-                    outputs = session.local(super::outbox(node, workspace, from, 10_000)?, Instant::now());
+                    outputs = session.local(super::outbox(node, workspace, from, OUTBOX_BATCH)?, Instant::now());
                 }
                 changed = async {
                     match wake.as_mut() {
@@ -236,7 +262,7 @@ pub async fn connect(
                         wake = None;
                     }
                     let from = session.queued_to();
-                    outputs = session.local(super::outbox(node, workspace, from, 10_000)?, Instant::now());
+                    outputs = session.local(super::outbox(node, workspace, from, OUTBOX_BATCH)?, Instant::now());
                 }
                 _ = tick => {
                     outputs = session.tick(Instant::now());
@@ -306,8 +332,8 @@ fn perform(
         .into()),
         Output::Event(Event::Failed(why)) => bail!("{relay}: {why}"),
         Output::Event(Event::RelayError(reason)) => {
-            tracing::warn!("{relay}: {reason}");
-            Ok(false)
+            report.errors.push(reason);
+            Ok(true)
         }
         Output::Event(Event::Revoked(member)) => {
             tracing::info!(
@@ -492,6 +518,9 @@ fn log_round(report: &RoundReport) {
     );
     for rejected in &report.rejected {
         tracing::warn!("rejected: {}", rejected.reason);
+    }
+    for error in &report.errors {
+        tracing::warn!("{}: {error}", report.relay);
     }
 }
 

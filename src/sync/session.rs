@@ -62,8 +62,9 @@ pub enum Output {
     Acked {
         /// (outbox sequence number, what the relay did with it).
         results: Vec<(u64, PushResult)>,
-        /// The outbox position everything before which the relay has answered for.
-        pushed: u64,
+        /// The outbox position everything before which the relay has answered for (`None`
+        /// when the push held only backfilled envelopes).
+        pushed: Option<u64>,
         /// A new pull cursor: the push's entries directly followed the old one.
         pulled: Option<u64>,
     },
@@ -82,7 +83,8 @@ enum State {
 /// A push sent and not yet answered.
 struct InFlight {
     id: u64,
-    seqs: Vec<u64>,
+    /// The outbox position of each envelope, `None` for a backfilled one.
+    seqs: Vec<Option<u64>>,
 }
 
 /// One connection's protocol state.
@@ -95,7 +97,7 @@ pub struct Session {
     state: State,
     caught_up: bool,
     /// Outbox entries not yet pushed on this connection, in order.
-    queue: VecDeque<(u64, Vec<u8>)>,
+    queue: VecDeque<(Option<u64>, Vec<u8>)>,
     /// The outbox sequence number after the last one queued.
     queued_to: u64,
     in_flight: Option<InFlight>,
@@ -172,8 +174,18 @@ impl Session {
         for (seq, envelope) in entries {
             if seq >= self.queued_to {
                 self.queued_to = seq + 1;
-                self.queue.push_back((seq, envelope));
+                self.queue.push_back((Some(seq), envelope));
             }
+        }
+        self.pump(now)
+    }
+
+    /// Envelopes the node already has, for a relay that may lack them (one it has never
+    /// synced with, or one whose log was replaced): they go out before the outbox, and
+    /// their answers touch no outbox position.
+    pub fn backfill(&mut self, envelopes: Vec<Vec<u8>>, now: Instant) -> Vec<Output> {
+        for envelope in envelopes.into_iter().rev() {
+            self.queue.push_front((None, envelope));
         }
         self.pump(now)
     }
@@ -216,6 +228,7 @@ impl Session {
                     self.relay = Some(relay);
                     self.cursor = 0;
                     self.queued_to = 0;
+                    self.queue.clear();
                     out.push(Output::NewRelay(relay));
                 }
                 let key = self.key.verifying_key().to_bytes();
@@ -268,7 +281,7 @@ impl Session {
                 if results.len() != flight.seqs.len() {
                     return self.fail("the relay answered a push with the wrong number of results");
                 }
-                let pushed = flight.seqs.last().map_or(0, |s| s + 1);
+                let pushed = flight.seqs.iter().flatten().last().map(|s| s + 1);
                 // Once caught up, entries this push appended right after the cursor need
                 // not come back: the node has them.
                 let before = self.cursor;
@@ -288,7 +301,12 @@ impl Session {
                     }
                 }
                 out.push(Output::Acked {
-                    results: flight.seqs.into_iter().zip(results).collect(),
+                    results: flight
+                        .seqs
+                        .into_iter()
+                        .zip(results)
+                        .filter_map(|(seq, result)| Some((seq?, result)))
+                        .collect(),
                     pushed,
                     pulled: (self.cursor > before).then_some(self.cursor),
                 });
@@ -352,5 +370,370 @@ impl Session {
         self.deadline = Some(now + ANSWER_TIMEOUT);
         out.push(Output::Send(Frame::Push { id, envelopes }));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session over an in-memory relay: a log, a member list and forwarding, with the
+    //! same rules as the real one, and "nodes" that keep what the session tells them to.
+
+    use super::*;
+
+    /// A relay in memory.
+    struct Relay {
+        id: [u8; 16],
+        log: Vec<Vec<u8>>,
+        /// Per connection: (subscribed cursor, frames waiting to be delivered).
+        connections: Vec<(Option<u64>, VecDeque<Frame>)>,
+    }
+
+    impl Relay {
+        fn new(id: u8) -> Relay {
+            Relay {
+                id: [id; 16],
+                log: Vec::new(),
+                connections: Vec::new(),
+            }
+        }
+
+        fn connect(&mut self) -> usize {
+            self.connections.push((None, VecDeque::new()));
+            self.connections.len() - 1
+        }
+
+        fn handle(&mut self, conn: usize, frame: Frame) {
+            let reply = match frame {
+                Frame::Hello { .. } => Frame::Challenge {
+                    nonce: vec![7; 32],
+                    relay: self.id.to_vec(),
+                },
+                Frame::Prove { .. } => Frame::Welcome {
+                    head: self.log.len() as u64,
+                },
+                Frame::Subscribe { after } => {
+                    let entries: Vec<_> = self
+                        .log
+                        .iter()
+                        .enumerate()
+                        .skip(after as usize)
+                        .map(|(i, e)| (i as u64 + 1, serde_bytes::ByteBuf::from(e.clone())))
+                        .collect();
+                    let head = self.log.len() as u64;
+                    if !entries.is_empty() {
+                        self.connections[conn].1.push_back(Frame::Entries {
+                            entries,
+                            up_to: head,
+                        });
+                    }
+                    self.connections[conn].0 = Some(head);
+                    Frame::CaughtUp { head }
+                }
+                Frame::Push { id, envelopes } => {
+                    let mut results = Vec::new();
+                    let first = self.log.len() as u64 + 1;
+                    for envelope in envelopes {
+                        match self.log.iter().position(|e| *e == envelope.as_slice()) {
+                            Some(i) => results.push(PushResult::Duplicate(i as u64 + 1)),
+                            None => {
+                                self.log.push(envelope.into_vec());
+                                results.push(PushResult::Stored(self.log.len() as u64));
+                            }
+                        }
+                    }
+                    let last = self.log.len() as u64;
+                    for (other, (cursor, queue)) in self.connections.iter_mut().enumerate() {
+                        let Some(cursor) = cursor else { continue };
+                        if other != conn && last >= first {
+                            let entries = (first..=last)
+                                .map(|seq| {
+                                    let bytes = self.log[seq as usize - 1].clone();
+                                    (seq, serde_bytes::ByteBuf::from(bytes))
+                                })
+                                .collect();
+                            queue.push_back(Frame::Entries {
+                                entries,
+                                up_to: last,
+                            });
+                        }
+                        *cursor = last;
+                    }
+                    Frame::Stored { id, results }
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            self.connections[conn].1.push_back(reply);
+        }
+    }
+
+    /// A node's store, as far as sync is concerned.
+    #[derive(Default)]
+    struct Node {
+        applied: Vec<Vec<u8>>,
+        cursor: u64,
+        relay: Option<[u8; 16]>,
+        outbox: Vec<(u64, Vec<u8>)>,
+        pushed: u64,
+    }
+
+    impl Node {
+        fn perform(&mut self, outputs: Vec<Output>, relay: &mut Relay, conn: usize) {
+            for output in outputs {
+                match output {
+                    Output::Send(frame) => relay.handle(conn, frame),
+                    Output::NewRelay(id) => {
+                        self.relay = Some(id);
+                        self.cursor = 0;
+                        self.pushed = 0;
+                    }
+                    Output::Apply { entries, up_to } => {
+                        for (_, bytes) in entries {
+                            if !self.applied.contains(&bytes) {
+                                self.applied.push(bytes);
+                            }
+                        }
+                        self.cursor = up_to;
+                    }
+                    Output::Acked {
+                        results,
+                        pushed,
+                        pulled,
+                    } => {
+                        let pushed = pushed.unwrap_or(self.pushed);
+                        self.outbox.retain(|(seq, _)| *seq >= pushed);
+                        assert!(
+                            results
+                                .iter()
+                                .all(|(_, r)| !matches!(r, PushResult::Rejected(_)))
+                        );
+                        self.pushed = pushed;
+                        if let Some(pulled) = pulled {
+                            self.cursor = pulled;
+                        }
+                    }
+                    Output::Event(Event::Failed(why)) => panic!("session failed: {why}"),
+                    Output::Event(_) => {}
+                }
+            }
+        }
+
+        fn session(&self) -> Session {
+            Session::new(
+                SigningKey::from_bytes(&[1; 32]),
+                [2; 16],
+                None,
+                self.relay,
+                self.cursor,
+                self.pushed,
+            )
+        }
+
+        fn write(&mut self, text: &str) {
+            let seq = self.outbox.last().map_or(self.pushed, |(s, _)| s + 1);
+            self.outbox.push((seq, text.as_bytes().to_vec()));
+            self.applied.push(text.as_bytes().to_vec());
+        }
+    }
+
+    /// Delivers queued frames until nothing moves.
+    fn run(relay: &mut Relay, parties: &mut [(&mut Node, &mut Session, usize)]) {
+        let now = Instant::now();
+        loop {
+            let mut moved = false;
+            for (node, session, conn) in parties.iter_mut() {
+                while let Some(frame) = relay.connections[*conn].1.pop_front() {
+                    moved = true;
+                    let outputs = session.receive(frame, now);
+                    node.perform(outputs, relay, *conn);
+                }
+                let outputs = session.local(node.outbox.clone(), now);
+                if !outputs.is_empty() {
+                    moved = true;
+                }
+                node.perform(outputs, relay, *conn);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn connect(node: &mut Node, relay: &mut Relay) -> (Session, usize) {
+        let conn = relay.connect();
+        let mut session = node.session();
+        let outputs = session.start(Instant::now());
+        node.perform(outputs, relay, conn);
+        (session, conn)
+    }
+
+    #[test]
+    fn two_nodes_exchange_offline_work_and_live_edits() {
+        let mut relay = Relay::new(9);
+        let (mut ana, mut bo) = (Node::default(), Node::default());
+        ana.write("a1");
+        ana.write("a2");
+        bo.write("b1");
+        let (mut sa, ca) = connect(&mut ana, &mut relay);
+        let (mut sb, cb) = connect(&mut bo, &mut relay);
+        run(
+            &mut relay,
+            &mut [(&mut ana, &mut sa, ca), (&mut bo, &mut sb, cb)],
+        );
+        assert!(sa.is_idle() && sb.is_idle());
+        assert_eq!(relay.log.len(), 3);
+        for node in [&ana, &bo] {
+            assert_eq!(node.applied.len(), 3, "every node has every change");
+            assert!(
+                node.outbox.is_empty(),
+                "acknowledged changes leave the outbox"
+            );
+        }
+        // Live: a new edit reaches the other side without a new connection.
+        ana.write("a3");
+        run(
+            &mut relay,
+            &mut [(&mut ana, &mut sa, ca), (&mut bo, &mut sb, cb)],
+        );
+        assert!(bo.applied.contains(&b"a3".to_vec()));
+        assert_eq!(bo.cursor, 4);
+        assert_eq!(
+            ana.cursor, 4,
+            "own pushes right after the cursor advance it"
+        );
+    }
+
+    #[test]
+    fn a_new_session_resumes_from_the_cursor() {
+        let mut relay = Relay::new(9);
+        let mut ana = Node::default();
+        let mut bo = Node::default();
+        ana.write("a1");
+        let (mut sa, ca) = connect(&mut ana, &mut relay);
+        run(&mut relay, &mut [(&mut ana, &mut sa, ca)]);
+        let (mut sb, cb) = connect(&mut bo, &mut relay);
+        run(&mut relay, &mut [(&mut bo, &mut sb, cb)]);
+        assert_eq!(bo.cursor, 1);
+        // Bo goes away; Ana writes; Bo comes back with his stored cursor.
+        ana.write("a2");
+        run(&mut relay, &mut [(&mut ana, &mut sa, ca)]);
+        let (mut sb, cb) = connect(&mut bo, &mut relay);
+        let before = bo.applied.len();
+        let subscribe = relay.connections[cb].1.clone();
+        run(&mut relay, &mut [(&mut bo, &mut sb, cb)]);
+        assert_eq!(bo.applied.len(), before + 1);
+        assert_eq!(bo.cursor, 2);
+        assert!(
+            subscribe
+                .iter()
+                .all(|f| !matches!(f, Frame::Entries { .. }))
+        );
+    }
+
+    #[test]
+    fn another_relay_id_starts_over() {
+        let mut first = Relay::new(1);
+        let mut ana = Node::default();
+        ana.write("a1");
+        let (mut s, c) = connect(&mut ana, &mut first);
+        run(&mut first, &mut [(&mut ana, &mut s, c)]);
+        assert_eq!(ana.cursor, 1);
+        // The relay's data was replaced: same URL, another log.
+        let mut second = Relay::new(2);
+        second.log.push(b"x".to_vec());
+        let (mut s, c) = connect(&mut ana, &mut second);
+        run(&mut second, &mut [(&mut ana, &mut s, c)]);
+        assert_eq!(ana.relay, Some([2; 16]));
+        assert!(ana.applied.contains(&b"x".to_vec()));
+    }
+
+    #[test]
+    fn refusals_and_protocol_breaks_close_the_session() {
+        let now = Instant::now();
+        let mut session = Node::default().session();
+        session.start(now);
+        let out = session.receive(
+            Frame::Refused {
+                code: RefusedCode::NotMember,
+                reason: "no".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Event(Event::Refused {
+                code: RefusedCode::NotMember,
+                ..
+            })]
+        ));
+        assert!(session.is_closed());
+
+        // Entries before authentication break the protocol.
+        let mut session = Node::default().session();
+        session.start(now);
+        let out = session.receive(
+            Frame::Entries {
+                entries: Vec::new(),
+                up_to: 1,
+            },
+            now,
+        );
+        assert!(matches!(out.as_slice(), [Output::Event(Event::Failed(_))]));
+
+        // An answer to a push never sent.
+        let mut session = Node::default().session();
+        session.start(now);
+        session.receive(
+            Frame::Challenge {
+                nonce: vec![0; 32],
+                relay: vec![0; 16],
+            },
+            now,
+        );
+        session.receive(Frame::Welcome { head: 0 }, now);
+        let out = session.receive(
+            Frame::Stored {
+                id: 5,
+                results: Vec::new(),
+            },
+            now,
+        );
+        assert!(matches!(out.as_slice(), [Output::Event(Event::Failed(_))]));
+    }
+
+    #[test]
+    fn a_silent_relay_times_out() {
+        let now = Instant::now();
+        let mut session = Node::default().session();
+        session.start(now);
+        assert!(session.tick(now + Duration::from_secs(1)).is_empty());
+        let out = session.tick(now + ANSWER_TIMEOUT + Duration::from_secs(1));
+        assert!(matches!(out.as_slice(), [Output::Event(Event::Failed(_))]));
+    }
+
+    #[test]
+    fn pushes_are_bounded_batches_one_at_a_time() {
+        let now = Instant::now();
+        let mut session = Node::default().session();
+        session.start(now);
+        session.receive(
+            Frame::Challenge {
+                nonce: vec![0; 32],
+                relay: vec![0; 16],
+            },
+            now,
+        );
+        session.receive(Frame::Welcome { head: 0 }, now);
+        let entries: Vec<_> = (0..2500).map(|i| (i, vec![0u8; 10])).collect();
+        let out = session.local(entries, now);
+        let pushes: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(Frame::Push { envelopes, .. }) => Some(envelopes.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pushes, vec![MAX_BATCH_ENTRIES]);
+        let out = session.local(vec![(3000, vec![1])], now);
+        assert!(out.is_empty(), "one push in flight at a time");
     }
 }

@@ -14,6 +14,9 @@
 //! - `help`: a snapshot of every `--help` page (the CLI is an interface).
 //! - `convergence`: a property test over the library: random edits on 2–4 nodes, merged in
 //!   random orders and groupings, converge to identical documents.
+//! - `sync`: nodes syncing through a real `meridian-relay` process on loopback: convergence,
+//!   a relay stopped, killed and restarted and syncs killed mid-flight, no plaintext on the
+//!   relay, refused strangers, forged envelopes, the daemon (`relays` holds the helpers).
 
 mod convergence;
 mod deadlines;
@@ -22,4 +25,6 @@ mod flows;
 mod help;
 mod hostile;
 mod offline;
+mod relays;
 mod support;
+mod sync;

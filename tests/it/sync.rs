@@ -1,0 +1,812 @@
+//! Sync through a real relay on loopback: `meridian` processes and a `meridian-relay`
+//! process, stopped, killed and restarted mid-scenario; what the relay stores; who it lets
+//! in; forged envelopes; the daemon.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use meridian::id::Id;
+use meridian::node::{Node, append_outbox};
+use meridian::seal;
+use meridian::store::Record;
+use meridian::workspace::Invite;
+use meridian_relay::Envelope;
+use meridian_relay::store::RelayStore;
+
+use crate::relays::{
+    Guard, Team, comment_bodies, meridian, outbox, poll, push, rejected, signal, state, sync,
+    sync_fails, titles, total, unique, wait_for, write_file,
+};
+use crate::support::Home;
+
+const ZONES: [(&str, &str); 3] = [
+    ("Ana", "Asia/Tokyo"),
+    ("Bo", "Europe/Berlin"),
+    ("Cy", "America/Lima"),
+];
+
+#[test]
+fn three_nodes_converge_through_a_relay() {
+    let team = Team::new(&ZONES);
+    let [ana, bo, cy] = [&team.homes[0], &team.homes[1], &team.homes[2]];
+    let base = "Nodes exchange sealed envelopes through a relay.\n";
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Relay design",
+        "--template",
+        "rfc",
+        "--decider",
+        "Ana",
+        "--decider",
+        "Bo",
+        "--section",
+        &format!("Summary={base}"),
+    ]);
+    push(ana);
+    for home in [bo, cy] {
+        let reports = sync(home);
+        assert!(
+            reports[0]["documents"]
+                .as_array()
+                .unwrap()
+                .contains(&p.as_str().into()),
+            "{} received the proposal: {reports}",
+            home.name()
+        );
+        assert_eq!(state(home, &p), state(ana, &p));
+    }
+
+    // Offline: everyone edits the same section and replies; Bo approves.
+    let lines = [
+        (ana, "Ana", "Tokyo: the relay never sees plaintext."),
+        (
+            bo,
+            "Bo",
+            "Berlin: pushes are durable before they are acknowledged.",
+        ),
+        (cy, "Cy", "Lima: a node resumes where it stopped."),
+    ];
+    for (home, name, line) in lines {
+        let file = write_file(
+            &team.world,
+            &format!("{}-summary.md", home.name()),
+            &format!("{base}{line}\n"),
+        );
+        home.ok(&[
+            "proposal",
+            "edit",
+            &p,
+            "--section",
+            "Summary",
+            "--file",
+            &file,
+        ]);
+        home.ok(&["reply", &p, "-m", &format!("{name} has read it")]);
+    }
+    bo.ok(&["proposal", "approve", &p, "-m", "ship it"]);
+    assert!(
+        !ana.ok(&["show", &p]).contains("Berlin:"),
+        "nothing travels without a sync"
+    );
+
+    // Sync in a scrambled order, Lima first, until nothing moves.
+    team.sync_until_quiet(&[cy, ana, bo, ana, cy, bo]);
+
+    let reference = state(ana, &p);
+    assert_eq!(state(bo, &p), reference, "Berlin converged with Tokyo");
+    assert_eq!(state(cy, &p), reference, "Lima converged with Tokyo");
+    let summary = reference.1["sections"][0]["text"].as_str().unwrap();
+    assert!(summary.starts_with(base), "{summary}");
+    for (_, _, line) in lines {
+        assert!(
+            summary.contains(line),
+            "every concurrent edit survives: {summary}"
+        );
+    }
+    let mut replies: Vec<&str> = reference.1["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"].as_str().unwrap())
+        .collect();
+    replies.sort();
+    assert_eq!(
+        replies,
+        ["Ana has read it", "Bo has read it", "Cy has read it"]
+    );
+    let approvals = reference.1["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0]["author"], "Bo");
+    for home in [ana, bo, cy] {
+        let log = home.json(&["log", &p]);
+        let authors: BTreeSet<&str> = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["verified"], true, "{}: {e}", home.name());
+                e["author"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            authors,
+            BTreeSet::from(["Ana", "Bo", "Cy"]),
+            "{}",
+            home.name()
+        );
+        assert_eq!(outbox(home), 0, "{} pushed everything", home.name());
+    }
+}
+
+#[test]
+fn relay_restart_and_node_kill_mid_scenario() {
+    let mut team = Team::new(&ZONES);
+    let homes: Vec<&Home> = team.homes.iter().collect();
+    let [ana, bo, cy] = [homes[0], homes[1], homes[2]];
+    let t = ana.create(&["thread", "new", "Outage drill", "-m", "Who is on call?"]);
+    let mut written = Vec::new();
+    push(ana);
+    sync(bo);
+    bo.ok(&["reply", &t, "-m", "bo before the restart"]);
+    written.push("bo before the restart".to_string());
+    assert_eq!(total(&push(bo), "pushed"), 1);
+
+    // The relay stops gracefully; nodes keep working offline and sync fails clearly.
+    team.relay.stop();
+    ana.ok(&["reply", &t, "-m", "ana while the relay is down"]);
+    written.push("ana while the relay is down".to_string());
+    let errors = sync_fails(ana);
+    assert!(
+        errors[0].contains("cannot connect"),
+        "a clear error: {errors:?}"
+    );
+    assert_eq!(outbox(ana), 1, "the edit waits in the outbox");
+    team.relay.restart();
+    assert_eq!(total(&push(ana), "pushed"), 1);
+    assert_eq!(outbox(ana), 0);
+    // The restarted relay is the same relay (same log, same id): Cy pulls only what is new.
+    let reports = sync(cy);
+    assert!(total(&reports, "applied") >= 3, "{reports}");
+    assert_eq!(
+        total(&reports, "pulled"),
+        total(&reports, "applied"),
+        "{reports}"
+    );
+    assert!(comment_bodies(cy, &t).contains(&"ana while the relay is down".to_string()));
+
+    // `meridian sync` killed at different points of its life: before it connects, during
+    // the handshake, mid-push, mid-apply, after it finished. First, how long one takes.
+    cy.ok(&["reply", &t, "-m", "cy timing"]);
+    written.push("cy timing".to_string());
+    let started = Instant::now();
+    sync(cy);
+    let span = started.elapsed().as_micros() as u64;
+    let rounds = 12u64;
+    let mut killed = 0;
+    let mut finished = 0;
+    for i in 0..=rounds + 1 {
+        let home = homes[i as usize % 3];
+        let body = format!("{} kill {i}", home.name());
+        home.ok(&["reply", &t, "-m", &body]);
+        written.push(body.clone());
+        let mut child = Guard(Some(
+            meridian(home, &["--json", "sync"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        // Denser early on, up to three times as long as a sync takes.
+        std::thread::sleep(Duration::from_micros(span * 3 * i * i / (rounds * rounds)));
+        let _ = child.child().kill();
+        let output = child.take().wait_with_output().unwrap();
+        if output.status.success() {
+            finished += 1;
+            let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            assert_eq!(reports[0]["ok"], true, "{reports}");
+        } else {
+            killed += 1;
+        }
+        // The killed node's store opens and holds its edit.
+        assert!(
+            comment_bodies(home, &t).contains(&body),
+            "{} lost `{body}` after a killed sync",
+            home.name()
+        );
+    }
+    eprintln!("sync: {killed} killed, {finished} finished (span {span} µs)");
+    assert!(
+        killed > 0,
+        "no sync was killed mid-flight; the test proved nothing"
+    );
+
+    // Several syncs of one home at once, with edits in between: they share the store.
+    let children: Vec<Guard> = (0..3)
+        .map(|i| {
+            let body = format!("ana concurrent {i}");
+            ana.ok(&["reply", &t, "-m", &body]);
+            written.push(body);
+            Guard(Some(
+                meridian(ana, &["sync"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            ))
+        })
+        .collect();
+    for mut child in children {
+        let output = child.take().wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "concurrent sync: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // The relay is killed (SIGKILL) right after acknowledging a push: what it acknowledged
+    // survives, because it answers only once the push is durable.
+    team.sync_until_quiet(&[ana, bo, cy]);
+    ana.ok(&["reply", &t, "-m", "ana before the relay dies"]);
+    written.push("ana before the relay dies".to_string());
+    assert_eq!(total(&push(ana), "pushed"), 1);
+    team.relay.kill();
+    team.relay.restart();
+    let reports = sync(cy);
+    assert_eq!(total(&reports, "applied"), 1, "{reports}");
+    assert!(comment_bodies(cy, &t).contains(&"ana before the relay dies".to_string()));
+
+    // And killed while a sync is in flight: the sync ends (it does not hang), nothing is lost.
+    bo.ok(&["reply", &t, "-m", "bo while the relay dies"]);
+    written.push("bo while the relay dies".to_string());
+    let mut child = Guard(Some(
+        meridian(bo, &["sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    std::thread::sleep(Duration::from_micros(span / 3));
+    team.relay.kill();
+    let status = wait_for(child.child(), Duration::from_secs(20));
+    assert!(status.is_some(), "a sync whose relay died must end");
+    team.relay.restart();
+
+    team.sync_until_quiet(&[cy, bo, ana]);
+    let reference = state(ana, &t);
+    for home in [ana, bo, cy] {
+        let bodies = comment_bodies(home, &t);
+        for body in &written {
+            assert!(
+                bodies.contains(body),
+                "{} misses `{body}`; it has {bodies:?}",
+                home.name()
+            );
+        }
+        assert_eq!(bodies.len(), written.len(), "{}: {bodies:?}", home.name());
+        assert_eq!(state(home, &t), reference, "{} converged", home.name());
+        assert_eq!(outbox(home), 0, "{} pushed everything", home.name());
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn relay_never_stores_plaintext() {
+    let mut team = Team::new(&ZONES[..2]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    let title = unique("CanaryTitle");
+    let section = unique("CanarySection");
+    let reply = unique("CanaryReply");
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        &title,
+        "--section",
+        &format!("Summary=The secret word is {section}."),
+    ]);
+    push(ana);
+    sync(bo);
+    bo.ok(&["reply", &p, "-m", &format!("And mine is {reply}")]);
+    push(bo);
+    sync(ana);
+    // It travelled through the relay: the other node shows it.
+    let shown = bo.ok(&["show", &p]);
+    assert!(
+        shown.contains(&title) && shown.contains(&section),
+        "{shown}"
+    );
+    assert!(ana.ok(&["show", &p]).contains(&reply));
+    team.relay.stop();
+
+    // What the relay stored, opened with the workspace key: the sealed plaintexts, which
+    // (decompressed) hold the canaries. This proves the scans below could find them.
+    let invite = Invite::decode(ana.ok(&["invite"]).trim()).unwrap();
+    let workspace = invite.workspace_id().unwrap();
+    let key: seal::WorkspaceKey = invite.key.as_slice().try_into().unwrap();
+    let mut sealed = Vec::new();
+    let mut inflated = Vec::new();
+    {
+        let store = RelayStore::open(team.relay.data()).unwrap();
+        let entries = store.read(&workspace.0, 0, usize::MAX, usize::MAX).unwrap();
+        assert!(entries.len() >= 4, "{} entries", entries.len());
+        for (_, bytes) in entries {
+            let envelope = Envelope::decode(&bytes).unwrap();
+            let opened = seal::open(&key, &envelope).unwrap();
+            let mut budget = 1 << 30;
+            let chunks = meridian::ingest::chunks(&opened, &mut budget, false).unwrap();
+            for change in meridian::ingest::parse_changes(&chunks).unwrap() {
+                inflated.extend_from_slice(change.raw_bytes());
+            }
+            sealed.push(opened);
+        }
+    }
+    for canary in [&title, &section, &reply] {
+        assert!(
+            contains(&inflated, canary.as_bytes()),
+            "the opened log holds `{canary}`"
+        );
+    }
+
+    // Nothing on the relay's disk is readable: no canary as text, and none of the exact
+    // bytes that were sealed (automerge compresses larger changes, so the canaries alone
+    // would miss a plaintext store).
+    let mut scanned = 0;
+    let mut paths = files(team.relay.data());
+    paths.push(team.relay.log_path().to_path_buf());
+    for path in &paths {
+        let bytes = std::fs::read(path).unwrap();
+        if path.starts_with(team.relay.data()) {
+            scanned += bytes.len();
+        }
+        for canary in [&title, &section, &reply] {
+            assert!(
+                !contains(&bytes, canary.as_bytes()),
+                "{} holds `{canary}` in plaintext",
+                path.display()
+            );
+        }
+        for (i, plaintext) in sealed.iter().enumerate() {
+            assert!(
+                !contains(&bytes, plaintext),
+                "{} holds the plaintext of log entry {} ({} bytes)",
+                path.display(),
+                i + 1,
+                plaintext.len()
+            );
+        }
+    }
+    assert!(
+        scanned > 4096,
+        "the relay's data directory holds the log ({scanned} bytes in {paths:?})"
+    );
+}
+
+#[test]
+fn unauthorised_access_gets_nothing() {
+    let mut team = Team::new(&[("Ana", "Asia/Tokyo"), ("Cy", "America/Lima")]);
+    let url = team.relay.url();
+    let (ana, cy) = (&team.homes[0], &team.homes[1]);
+    let secret = unique("SecretPlan");
+    ana.create(&[
+        "proposal",
+        "new",
+        &secret,
+        "--section",
+        &format!("Summary={secret}"),
+    ]);
+    push(ana);
+    assert!(titles(cy).is_empty());
+    sync(cy);
+    assert_eq!(
+        titles(cy),
+        [secret.as_str()],
+        "control: a member receives it"
+    );
+
+    // (a) One invite, two devices: the relay admits the first and refuses the second.
+    let code = ana.ok(&["invite"]);
+    let bo = team.world.person("Bo", "Europe/Berlin");
+    bo.ok(&["join", code.trim()]);
+    assert_eq!(
+        titles(&bo),
+        [secret.as_str()],
+        "Bo's join pulled the workspace"
+    );
+    let dee = team.world.person("Dee", "Africa/Nairobi");
+    let joined = dee.run(&["join", code.trim()]);
+    let said = String::from_utf8_lossy(&joined.stderr);
+    assert!(
+        said.contains("already used"),
+        "the join's first sync is refused: {said}"
+    );
+    let errors = sync_fails(&dee);
+    assert!(errors[0].contains("already used"), "{errors:?}");
+    assert!(titles(&dee).is_empty(), "Dee received nothing");
+
+    // (a') A stranger who even holds the workspace key signs an invite for herself: the
+    // relay refuses an inviter who is not a member.
+    let eve = team.world.person("Eve", "Europe/Lisbon");
+    let eve_key = Node::open(eve.path()).unwrap().key().clone();
+    let genuine = Invite::decode(code.trim()).unwrap();
+    let forged = Invite::new(
+        &eve_key,
+        genuine.workspace_id().unwrap(),
+        &genuine.name,
+        &genuine.key,
+        &genuine.creator,
+        vec![url],
+        jiff::Timestamp::now().as_millisecond() + 3_600_000,
+    );
+    eve.ok(&["join", &forged.encode()]);
+    let errors = sync_fails(&eve);
+    assert!(errors[0].contains("not a member"), "{errors:?}");
+    assert!(titles(&eve).is_empty(), "Eve received nothing");
+
+    // (b) An expired invite: `join` refuses it; a device that joined while the relay was
+    // unreachable is refused by the relay once the invite has expired.
+    let gus = team.world.person("Gus", "Asia/Kolkata");
+    team.relay.stop();
+    let expiry = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
+    let short = ana.ok(&["invite", "--expires", &expiry.to_string()]);
+    gus.ok(&["join", short.trim()]);
+    assert!(
+        jiff::Timestamp::now() < expiry,
+        "the machine is too slow for this test"
+    );
+    let wait = expiry.duration_since(jiff::Timestamp::now());
+    if wait.is_positive() {
+        std::thread::sleep(wait.unsigned_abs() + Duration::from_millis(200));
+    }
+    let fay = team.world.person("Fay", "Australia/Sydney");
+    let said = fay.err(&["join", short.trim()]);
+    assert!(said.contains("expired"), "{said}");
+    team.relay.restart();
+    let errors = sync_fails(&gus);
+    assert!(errors[0].contains("expired"), "{errors:?}");
+    assert!(titles(&gus).is_empty(), "Gus received nothing");
+
+    // (c) A removed member: refused from the creator's next sync on, and gets nothing new.
+    ana.ok(&["member", "remove", "Cy"]);
+    push(ana);
+    let errors = sync_fails(cy);
+    assert!(errors[0].contains("removed"), "{errors:?}");
+    let after = unique("AfterCyLeft");
+    ana.create(&["thread", "new", &after, "-m", &after]);
+    push(ana);
+    assert!(sync_fails(cy)[0].contains("removed"));
+    assert_eq!(titles(cy), [secret.as_str()], "Cy got nothing new");
+    sync(&bo);
+    assert!(
+        titles(&bo).contains(&after),
+        "control: a member receives it"
+    );
+    for (home, what) in [(&dee, "Dee"), (&eve, "Eve"), (&gus, "Gus")] {
+        let _ = home.run(&["sync"]);
+        assert!(titles(home).is_empty(), "{what} still received nothing");
+    }
+}
+
+#[test]
+fn forged_envelopes_are_rejected() {
+    let team = Team::new(&ZONES);
+    let [ana, bo, cy] = [&team.homes[0], &team.homes[1], &team.homes[2]];
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Forgery target",
+        "--section",
+        "Summary=Original text.\n",
+    ]);
+    team.sync_until_quiet(&[ana, bo, cy]);
+    // Ana's genuine edit, not synced yet.
+    let file = write_file(&team.world, "genuine.md", "Text only Ana wrote.\n");
+    ana.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Summary",
+        "--file",
+        &file,
+    ]);
+    let cy_before = state(cy, &p);
+
+    let doc = Id::parse(&p).unwrap();
+    let (workspace, key, ana_key, change) = {
+        let node = Node::open(ana.path()).unwrap();
+        let (workspace, record) = node.workspace(None).unwrap();
+        let key: seal::WorkspaceKey = record.key.as_slice().try_into().unwrap();
+        let Record::Sealed(last) = node.records(doc).unwrap().pop().unwrap();
+        let envelope = Envelope::decode(&last).unwrap();
+        let ana_key = node.key().verifying_key().to_bytes();
+        assert_eq!(envelope.author, ana_key);
+        (
+            workspace,
+            key,
+            ana_key,
+            seal::open(&key, &envelope).unwrap(),
+        )
+    };
+    let bo_key = {
+        let node = Node::open(bo.path()).unwrap();
+        // (i) Ana's change, sealed and signed by Bo; (ii) an envelope whose signature was altered.
+        let resigned = seal::seal(node.key(), &key, workspace, doc, &change);
+        let mut altered = seal::seal(node.key(), &key, workspace, doc, &change);
+        altered.signature[10] ^= 0x40;
+        let txn = node.db().begin_write().unwrap();
+        append_outbox(&txn, workspace, &resigned.encode()).unwrap();
+        append_outbox(&txn, workspace, &altered.encode()).unwrap();
+        txn.commit().unwrap();
+        node.key().verifying_key().to_bytes()
+    };
+    assert_ne!(ana_key, bo_key);
+
+    // The relay checks signatures, not authorship: it stores (i) and refuses (ii).
+    let reports = push(bo);
+    assert_eq!(total(&reports, "pushed"), 1, "{reports}");
+    let refused = rejected(&reports);
+    assert_eq!(refused.len(), 1, "{reports}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not verify"),
+        "{reports}"
+    );
+    assert_eq!(outbox(bo), 0);
+
+    // Members check authorship: the change's actor is Ana, its signer Bo.
+    let reports = sync(cy);
+    let refused = rejected(&reports);
+    assert_eq!(refused.len(), 1, "{reports}");
+    assert_eq!(refused[0]["doc"], p.as_str());
+    assert_eq!(refused[0]["signer"], hex::encode(bo_key));
+    let reason = refused[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("forged"), "{reason}");
+    assert!(reason.contains(&hex::encode(ana_key)[..12]), "{reason}");
+    assert_eq!(total(&reports, "applied"), 0, "{reports}");
+    assert_eq!(state(cy, &p), cy_before, "Cy's document is unchanged");
+    assert!(!cy.ok(&["show", &p]).contains("Text only Ana wrote"));
+
+    // The same change, signed by its author, is taken.
+    let reports = push(ana);
+    assert_eq!(
+        rejected(&reports).len(),
+        1,
+        "Ana refuses the forgery too: {reports}"
+    );
+    sync(cy);
+    assert!(cy.ok(&["show", &p]).contains("Text only Ana wrote"));
+    team.sync_until_quiet(&[ana, bo, cy]);
+    let reference = state(ana, &p);
+    assert_eq!(state(bo, &p), reference);
+    assert_eq!(state(cy, &p), reference);
+}
+
+#[test]
+fn daemon_delivers_without_commands() {
+    let mut team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    let log = team.world.file("bo-daemon.log");
+    let mut daemon = Guard(Some(
+        meridian(bo, &["daemon"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    poll(Duration::from_secs(10), "the daemon listens", || {
+        bo.path().join("daemon.sock").exists().then_some(())
+    });
+    let has_thread = |id: &str| {
+        bo.json(&["thread", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id)
+            .then_some(())
+    };
+    let reaches_ana = |t: &str, body: &str| {
+        sync(ana);
+        comment_bodies(ana, t)
+            .contains(&body.to_string())
+            .then_some(())
+    };
+
+    let t = ana.create(&["thread", "new", "Deploy window", "-m", "Friday?"]);
+    push(ana);
+    poll(
+        Duration::from_secs(15),
+        "the daemon applies Ana's thread without a command on Bo",
+        || has_thread(&t),
+    );
+    // Bo writes while the daemon holds the database; it pushes without a sync on Bo.
+    bo.ok(&["reply", &t, "-m", "Thursday is better"]);
+    poll(
+        Duration::from_secs(15),
+        "Bo's reply reaches Ana through the daemon",
+        || reaches_ana(&t, "Thursday is better"),
+    );
+
+    // The relay restarts under the daemon: Bo writes while it is down, the daemon
+    // reconnects by itself, pushes that and receives what Ana writes next.
+    team.relay.stop();
+    bo.ok(&["reply", &t, "-m", "Written while the relay was down"]);
+    team.relay.restart();
+    let u = ana.create(&["thread", "new", "After the restart", "-m", "Still there?"]);
+    push(ana);
+    poll(
+        Duration::from_secs(20),
+        "the daemon reconnects and applies Ana's new thread",
+        || has_thread(&u),
+    );
+    poll(
+        Duration::from_secs(15),
+        "the reply Bo wrote while the relay was down reaches Ana",
+        || reaches_ana(&t, "Written while the relay was down"),
+    );
+    assert!(
+        daemon.child().try_wait().unwrap().is_none(),
+        "the daemon still runs:\n{}",
+        daemon_log()
+    );
+
+    signal(daemon.child().id(), "TERM");
+    let status = wait_for(daemon.child(), Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the daemon stops cleanly on SIGTERM ({status:?}):\n{}",
+        daemon_log()
+    );
+    daemon.take().wait().unwrap();
+    assert!(
+        !bo.path().join("daemon.sock").exists(),
+        "the daemon removes its socket"
+    );
+    assert_eq!(outbox(bo), 0, "the daemon pushed everything");
+}
+
+/// Product bug: a relay added to a workspace later (or one whose data was lost) receives
+/// only changes made from then on, never the history: envelopes leave the outbox once the
+/// relays listed at the time answered, and nothing pushes the stored records again.
+#[test]
+fn a_relay_added_later_receives_the_history() {
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    ana.create(&[
+        "proposal",
+        "new",
+        "Before the move",
+        "--section",
+        "Summary=x",
+    ]);
+    team.sync_until_quiet(&[ana, bo]);
+    // The team moves to a new relay.
+    let new = crate::relays::Relay::start(&team.world.file("relay2"));
+    for home in [ana, bo] {
+        home.ok(&["workspace", "relay", "add", &new.url()]);
+        sync(home);
+        home.ok(&["workspace", "relay", "remove", &team.relay.url()]);
+        sync(home);
+    }
+    let code = ana.ok(&["invite"]);
+    let cy = team.world.person("Cy", "America/Lima");
+    cy.ok(&["join", code.trim()]);
+    sync(&cy);
+    assert_eq!(
+        titles(&cy),
+        ["Before the move"],
+        "a member joining through the new relay sees what was written before the move"
+    );
+}
+
+/// Product bug: a relay checks the invite's expiry when a device first registers with it,
+/// so a member whose invite has since expired can never use a relay added later.
+#[test]
+#[ignore = "known gap (ARCHITECTURE.md): a relay added after an invite expired refuses the members who joined with it"]
+fn a_member_whose_invite_expired_can_use_a_relay_added_later() {
+    let team = Team::new(&ZONES[..1]);
+    let ana = &team.homes[0];
+    let expiry = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let code = ana.ok(&["invite", "--expires", &expiry.to_string()]);
+    let bo = team.world.person("Bo", "Europe/Berlin");
+    bo.ok(&["join", code.trim()]);
+    team.sync_until_quiet(&[ana, &bo]);
+    let wait = expiry.duration_since(jiff::Timestamp::now());
+    if wait.is_positive() {
+        std::thread::sleep(wait.unsigned_abs() + Duration::from_millis(200));
+    }
+    let new = crate::relays::Relay::start(&team.world.file("relay2"));
+    for home in [ana, &bo] {
+        home.ok(&["workspace", "relay", "add", &new.url()]);
+    }
+    sync(ana);
+    let output = bo.run(&["--json", "sync"]);
+    let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for report in reports.as_array().unwrap() {
+        assert_eq!(
+            report["ok"], true,
+            "a member who joined in time is refused by the new relay: {}",
+            report["error"]
+        );
+    }
+}
+
+/// Product bug: `meridian sync` reads the outbox only on its poll timer's first tick, and a
+/// round ends as soon as it is caught up with nothing queued, so a round that catches up
+/// before that tick pushes nothing and still succeeds. Rare on an idle machine (about one
+/// sync in a few hundred here), more frequent under load.
+#[test]
+fn every_sync_pushes_the_outbox() {
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    let t = ana.create(&["thread", "new", "Race", "-m", "Who pushes?"]);
+    push(ana);
+    sync(bo);
+    // Busy threads make the timer's first tick lose the race more often.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let _stop = scopeguard(move || {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for burner in burners {
+            let _ = burner.join();
+        }
+    });
+    // 25 rounds in CI; the race this guards against showed about once in a few hundred
+    // idle rounds, so look harder with MERIDIAN_SYNC_RACE_ROUNDS=300.
+    let rounds: usize = std::env::var("MERIDIAN_SYNC_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    for i in 0..rounds {
+        bo.ok(&["reply", &t, "-m", &format!("reply {i}")]);
+        let reports = sync(bo);
+        assert_eq!(
+            (total(&reports, "pushed"), outbox(bo)),
+            (1, 0),
+            "sync {i} succeeded without pushing the reply written before it: {reports}"
+        );
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
