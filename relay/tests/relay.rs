@@ -193,6 +193,15 @@ fn invite(inviter: &Device, ws: [u8; 16], member: &Device, expires: i64, seed: u
 
 const FAR: i64 = i64::MAX / 2;
 
+/// A refused access: what it is, who tries, for which workspace, with what, and the refusal.
+type Case = (
+    &'static str,
+    Device,
+    [u8; 16],
+    Option<Register>,
+    RefusedCode,
+);
+
 fn assert_refused(answer: &Frame, expected: RefusedCode) {
     match answer {
         Frame::Refused { code, reason } => {
@@ -230,7 +239,7 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
     assert!(holds_canary(&[entries]), "a member receives the log");
 
     let stranger = Device::new(3);
-    let cases: Vec<(&str, Device, [u8; 16], Option<Register>, RefusedCode)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "non-member",
             Device::new(3),
