@@ -300,39 +300,35 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
     let own: [u8; 32] = node.key().verifying_key().to_bytes();
     let txn = node.db().begin_write()?;
     let mut record = node::workspace_record(&txn, workspace)?;
+    let mut report = Report::default();
+    for (doc_id, items) in by_document(workspace, items) {
+        report.absorb(try_store(
+            &txn,
+            workspace,
+            &mut record,
+            doc_id,
+            items,
+            limits,
+            &own,
+        )?);
+    }
+    txn.commit()?;
+    Ok(report)
+}
+
+/// Groups items by document, the workspace document first: it may bring the members who
+/// signed the rest, and its own new signers must be members of the state it leads to.
+fn by_document(workspace: Id, items: Vec<Item>) -> Vec<(Id, Vec<Item>)> {
     let mut by_doc: BTreeMap<Id, Vec<Item>> = BTreeMap::new();
     for item in items {
         by_doc.entry(item.doc).or_default().push(item);
     }
-    let mut report = Report::default();
-    // The workspace document first: it may bring the members who signed the rest, and its
-    // own new signers must be members of the state it leads to.
-    let workspace_items = by_doc.remove(&workspace).unwrap_or_default();
-    if let Some(prepared) = prepare(
-        &txn,
-        workspace,
-        &record,
-        workspace,
-        workspace_items,
-        limits,
-        &mut report,
-    )? {
-        let view = View::now(&prepared.doc);
-        record.state = workspace::read_state(view, &record.creator);
-        check_members(&record.state, &prepared.signers, workspace)?;
-        store(&txn, workspace, &record, prepared, &own, &mut report)?;
-        record = node::workspace_record(&txn, workspace)?;
+    let mut groups: Vec<(Id, Vec<Item>)> = Vec::with_capacity(by_doc.len());
+    if let Some(items) = by_doc.remove(&workspace) {
+        groups.push((workspace, items));
     }
-    for (doc_id, items) in by_doc {
-        if let Some(prepared) =
-            prepare(&txn, workspace, &record, doc_id, items, limits, &mut report)?
-        {
-            check_members(&record.state, &prepared.signers, doc_id)?;
-            store(&txn, workspace, &record, prepared, &own, &mut report)?;
-        }
-    }
-    txn.commit()?;
-    Ok(report)
+    groups.extend(by_doc);
+    groups
 }
 
 fn check_members(state: &WorkspaceState, keys: &BTreeSet<[u8; 32]>, doc: Id) -> Result<()> {
@@ -372,23 +368,11 @@ pub fn apply_received(
     let own: [u8; 32] = node.key().verifying_key().to_bytes();
     let txn = node.db().begin_write()?;
     let mut record = node::workspace_record(&txn, workspace)?;
-    let mut by_doc: BTreeMap<Id, Vec<Item>> = BTreeMap::new();
-    for item in items {
-        by_doc.entry(item.doc).or_default().push(item);
-    }
     let mut report = Report::default();
-    // Held envelopes of these documents get another chance, before the new ones.
-    for (doc, items) in by_doc.iter_mut() {
-        let mut held = take_held(&txn, workspace, *doc, &record)?;
-        held.append(items);
-        *items = held;
-    }
-    let mut order: Vec<Id> = by_doc.keys().copied().filter(|d| *d != workspace).collect();
-    if by_doc.contains_key(&workspace) {
-        order.insert(0, workspace);
-    }
-    for doc_id in order {
-        let items = by_doc.remove(&doc_id).unwrap_or_default();
+    for (doc_id, new) in by_document(workspace, items) {
+        // Held envelopes of these documents get another chance, before the new ones.
+        let mut items = take_held(&txn, workspace, doc_id, &record)?;
+        items.extend(new);
         let attempt = try_store(
             &txn,
             workspace,
@@ -477,13 +461,23 @@ fn refuse_item(
         signer: hex::encode(item.signer),
         reason: format!("{error:#}"),
     };
+    record_rejection(txn, workspace, &rejected)?;
+    report.rejected.push(rejected);
+    Ok(())
+}
+
+/// Records an envelope refused during sync, for `sync` to report and for later inspection.
+pub fn record_rejection(
+    txn: &redb::WriteTransaction,
+    workspace: Id,
+    rejected: &Rejected,
+) -> Result<()> {
     let mut table = txn.open_table(crate::store::REJECTED)?;
     let next = node::next_seq(&table, workspace.0)?;
     table.insert(
         (workspace.0, next),
-        crate::store::encode(&rejected).as_slice(),
+        crate::store::encode(rejected).as_slice(),
     )?;
-    report.rejected.push(rejected);
     Ok(())
 }
 

@@ -72,29 +72,6 @@ fn run(cli: Cli) -> Result<()> {
             "listening on ws://{bound}{}",
             meridian_relay::protocol::PATH
         );
-        server::serve(listener, &data, config, shutdown_signal()).await
+        server::serve(listener, &data, config, server::shutdown_signal()).await
     })
-}
-
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -753,3 +753,20 @@ async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Res
         Err(reason) => Frame::Error { reason },
     })
 }
+
+/// Completes on ctrl-c or SIGTERM: the shutdown signal of the relay and of the node's daemon.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -21,7 +21,14 @@ use crate::store::{self, CURSORS, Cursor, OUTBOX, REJECTED};
 /// The stored cursor of one relay of one workspace.
 pub fn cursor(node: &Node, workspace: Id, relay: &str) -> Result<Cursor> {
     let txn = node.db().begin_read()?;
-    let table = txn.open_table(CURSORS)?;
+    read_cursor(&txn.open_table(CURSORS)?, workspace, relay)
+}
+
+fn read_cursor(
+    table: &impl ReadableTable<([u8; 16], &'static str), &'static [u8]>,
+    workspace: Id,
+    relay: &str,
+) -> Result<Cursor> {
     match table.get((workspace.0, relay))? {
         Some(bytes) => store::decode(bytes.value(), "sync cursor"),
         None => Ok(Cursor::default()),
@@ -35,12 +42,7 @@ fn put_cursor(txn: &WriteTransaction, workspace: Id, relay: &str, cursor: &Curso
 }
 
 fn cursor_in(txn: &WriteTransaction, workspace: Id, relay: &str) -> Result<Cursor> {
-    let table = txn.open_table(CURSORS)?;
-    let cursor = match table.get((workspace.0, relay))? {
-        Some(bytes) => store::decode(bytes.value(), "sync cursor")?,
-        None => Cursor::default(),
-    };
-    Ok(cursor)
+    read_cursor(&txn.open_table(CURSORS)?, workspace, relay)
 }
 
 /// Starts a cursor over for a relay whose log is not the one it was taken against.
@@ -87,15 +89,10 @@ pub fn apply(
     for (seq, bytes) in entries {
         match ingest::open_sealed(&bytes, workspace, &record, &mut budget) {
             Ok(item) => items.push(item),
-            Err(e) => refused.push(Rejected {
-                doc: meridian_relay::Envelope::decode(&bytes)
-                    .map(|e| hex::encode(e.doc))
-                    .unwrap_or_default(),
-                signer: meridian_relay::Envelope::decode(&bytes)
-                    .map(|e| hex::encode(e.author))
-                    .unwrap_or_default(),
-                reason: format!("entry {seq} of {relay}: {e:#}"),
-            }),
+            Err(e) => refused.push(rejection(
+                Some(&bytes),
+                format!("entry {seq} of {relay}: {e:#}"),
+            )),
         }
         if budget == 0 {
             budget = limits.max_inflated;
@@ -103,7 +100,7 @@ pub fn apply(
     }
     ingest::apply_received(node, workspace, items, &limits, |txn, report| {
         for rejected in refused {
-            record_rejection(txn, workspace, &rejected)?;
+            ingest::record_rejection(txn, workspace, &rejected)?;
             report.rejected.push(rejected);
         }
         let mut cursor = cursor_in(txn, workspace, relay)?;
@@ -112,11 +109,17 @@ pub fn apply(
     })
 }
 
-fn record_rejection(txn: &WriteTransaction, workspace: Id, rejected: &Rejected) -> Result<()> {
-    let mut table = txn.open_table(REJECTED)?;
-    let next = node::next_seq(&table, workspace.0)?;
-    table.insert((workspace.0, next), store::encode(rejected).as_slice())?;
-    Ok(())
+/// A rejection of encoded envelope `bytes`, naming its document and signer when it decodes.
+fn rejection(bytes: Option<&[u8]>, reason: String) -> Rejected {
+    let envelope = bytes.and_then(|b| meridian_relay::Envelope::decode(b).ok());
+    Rejected {
+        doc: envelope
+            .as_ref()
+            .map(|e| hex::encode(&e.doc))
+            .unwrap_or_default(),
+        signer: envelope.map(|e| hex::encode(e.author)).unwrap_or_default(),
+        reason,
+    }
 }
 
 /// Records the relay's answer for pushed outbox entries: rejections are recorded, and an
@@ -136,21 +139,16 @@ pub fn acked(
         let outbox = txn.open_table(OUTBOX)?;
         for (seq, result) in results {
             if let PushResult::Rejected(reason) = result {
-                let bytes = outbox.get((workspace.0, *seq))?.map(|v| v.value().to_vec());
-                let envelope = bytes.and_then(|b| meridian_relay::Envelope::decode(&b).ok());
-                rejected.push(Rejected {
-                    doc: envelope
-                        .as_ref()
-                        .map(|e| hex::encode(&e.doc))
-                        .unwrap_or_default(),
-                    signer: envelope.map(|e| hex::encode(e.author)).unwrap_or_default(),
-                    reason: format!("{relay} refused this node's change: {reason}"),
-                });
+                let bytes = outbox.get((workspace.0, *seq))?;
+                rejected.push(rejection(
+                    bytes.as_ref().map(|b| b.value()),
+                    format!("{relay} refused this node's change: {reason}"),
+                ));
             }
         }
     }
     for r in &rejected {
-        record_rejection(&txn, workspace, r)?;
+        ingest::record_rejection(&txn, workspace, r)?;
     }
     let mut cursor = cursor_in(&txn, workspace, relay)?;
     cursor.pushed = cursor.pushed.max(pushed.unwrap_or(0));

@@ -433,7 +433,7 @@ pub fn daemon(node: &Node) -> Result<()> {
         tokio::select! {
             _ = futures_util::future::join_all(connections) => {}
             _ = listener => {}
-            _ = shutdown_signal() => tracing::info!("stopping"),
+            _ = meridian_relay::server::shutdown_signal() => tracing::info!("stopping"),
         }
         let _ = std::fs::remove_file(socket_path(node.home()));
         Ok(())
@@ -522,21 +522,4 @@ fn log_round(report: &RoundReport) {
     for error in &report.errors {
         tracing::warn!("{}: {error}", report.relay);
     }
-}
-
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -680,6 +680,19 @@ mod tests {
         assert!(matches!(out.as_slice(), [Output::Event(Event::Failed(_))]));
 
         // An answer to a push never sent.
+        let mut session = welcomed(now);
+        let out = session.receive(
+            Frame::Stored {
+                id: 5,
+                results: Vec::new(),
+            },
+            now,
+        );
+        assert!(matches!(out.as_slice(), [Output::Event(Event::Failed(_))]));
+    }
+
+    /// A session past the handshake with an empty relay.
+    fn welcomed(now: Instant) -> Session {
         let mut session = Node::default().session();
         session.start(now);
         session.receive(
@@ -690,14 +703,7 @@ mod tests {
             now,
         );
         session.receive(Frame::Welcome { head: 0 }, now);
-        let out = session.receive(
-            Frame::Stored {
-                id: 5,
-                results: Vec::new(),
-            },
-            now,
-        );
-        assert!(matches!(out.as_slice(), [Output::Event(Event::Failed(_))]));
+        session
     }
 
     #[test]
@@ -713,16 +719,7 @@ mod tests {
     #[test]
     fn pushes_are_bounded_batches_one_at_a_time() {
         let now = Instant::now();
-        let mut session = Node::default().session();
-        session.start(now);
-        session.receive(
-            Frame::Challenge {
-                nonce: vec![0; 32],
-                relay: vec![0; 16],
-            },
-            now,
-        );
-        session.receive(Frame::Welcome { head: 0 }, now);
+        let mut session = welcomed(now);
         let entries: Vec<_> = (0..2500).map(|i| (i, vec![0u8; 10])).collect();
         let out = session.local(entries, now);
         let pushes: Vec<_> = out
