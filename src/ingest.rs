@@ -394,8 +394,10 @@ pub fn apply_received(
                 }
             }
             Err(e) => {
-                for item in items {
-                    refuse_item(&txn, workspace, item, anyhow::anyhow!("{e:#}"), &mut report)?;
+                // A lone item keeps its error as it is: whether it waits or is refused for
+                // good depends on the error's type.
+                if let Some(item) = items.into_iter().next() {
+                    refuse_item(&txn, workspace, item, e, &mut report)?;
                 }
             }
         }

@@ -810,3 +810,29 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+#[test]
+fn an_envelope_ahead_of_its_dependencies_is_held_then_applied() {
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    let t = ana.create(&["thread", "new", "Order", "-m", "First things first"]);
+    team.sync_until_quiet(&[ana, bo]);
+    ana.ok(&["reply", &t, "-m", "one"]);
+    ana.ok(&["reply", &t, "-m", "two"]);
+    let doc = Id::parse(&t).unwrap();
+    let records = Node::open(ana.path()).unwrap().records(doc).unwrap();
+    let [.., Record::Sealed(one), Record::Sealed(two)] = records.as_slice() else {
+        panic!("Ana has both replies");
+    };
+    let node = Node::open(bo.path()).unwrap();
+    let (workspace, _) = node.workspace(None).unwrap();
+    // The second reply alone, as a relay holding only it would deliver it.
+    let report =
+        meridian::sync::apply(&node, workspace, "test", vec![(1, two.clone())], 1).unwrap();
+    assert_eq!((report.applied, report.held), (0, 1), "{report:?}");
+    assert!(report.rejected.is_empty(), "{report:?}");
+    // The first arrives: both apply.
+    let report =
+        meridian::sync::apply(&node, workspace, "test", vec![(2, one.clone())], 2).unwrap();
+    assert_eq!((report.applied, report.held), (2, 0), "{report:?}");
+}
