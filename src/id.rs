@@ -70,10 +70,12 @@ pub fn prefix(text: &str, n: usize) -> &str {
     }
 }
 
-/// Fills an array from the operating system's random source.
+/// Fills an array from the operating system's random source (or the simulation's: see
+/// [`meridian_relay::determinism`]).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];
-    getrandom::getrandom(&mut bytes).expect("the operating system has no random source");
+    meridian_relay::determinism::fill(&mut bytes)
+        .expect("the operating system has no random source");
     bytes
 }
 

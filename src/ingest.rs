@@ -369,42 +369,130 @@ pub fn apply_received(
     let txn = node.db().begin_write()?;
     let mut record = node::workspace_record(&txn, workspace)?;
     let mut report = Report::default();
+    let mut done = BTreeSet::new();
     for (doc_id, new) in by_document(workspace, items) {
-        // Held envelopes of these documents get another chance, before the new ones.
-        let mut items = take_held(&txn, workspace, doc_id, &record)?;
-        items.extend(new);
-        let attempt = try_store(
-            &txn,
+        let mut doc = DocumentApply {
+            txn: &txn,
             workspace,
-            &mut record,
-            doc_id,
-            items.clone(),
+            record: &mut record,
             limits,
-            &own,
-        );
-        match attempt {
-            Ok(part) => report.absorb(part),
-            Err(_) if items.len() > 1 => {
-                for item in items {
-                    let single = vec![item.clone()];
-                    match try_store(&txn, workspace, &mut record, doc_id, single, limits, &own) {
-                        Ok(part) => report.absorb(part),
-                        Err(e) => refuse_item(&txn, workspace, item, e, &mut report)?,
-                    }
-                }
-            }
-            Err(e) => {
-                // A lone item keeps its error as it is: whether it waits or is refused for
-                // good depends on the error's type.
-                if let Some(item) = items.into_iter().next() {
-                    refuse_item(&txn, workspace, item, e, &mut report)?;
-                }
+            own: &own,
+            report: &mut report,
+        };
+        doc.apply(doc_id, new)?;
+        done.insert(doc_id);
+    }
+    if report.documents.contains(&workspace.hex()) {
+        // The member list may have grown: envelopes held for want of their signer's
+        // membership, in documents this batch did not touch, get another chance.
+        for doc_id in held_documents(&txn, workspace)? {
+            if !done.contains(&doc_id) {
+                let mut doc = DocumentApply {
+                    txn: &txn,
+                    workspace,
+                    record: &mut record,
+                    limits,
+                    own: &own,
+                    report: &mut report,
+                };
+                doc.apply(doc_id, Vec::new())?;
             }
         }
     }
     finish(&txn, &mut report)?;
     txn.commit()?;
     Ok(report)
+}
+
+/// What applying received envelopes to one document needs.
+struct DocumentApply<'a> {
+    txn: &'a redb::WriteTransaction,
+    workspace: Id,
+    record: &'a mut WorkspaceRecord,
+    limits: &'a Limits,
+    own: &'a [u8; 32],
+    report: &'a mut Report,
+}
+
+impl DocumentApply<'_> {
+    /// Applies a document's new envelopes with its held ones. When they fail together,
+    /// each is tried alone, again while any succeeds (one may supply what another waits
+    /// for); what still fails is held or rejected.
+    fn apply(&mut self, doc_id: Id, new: Vec<Item>) -> Result<()> {
+        // Held envelopes of this document get another chance, before the new ones.
+        let mut items = take_held(self.txn, self.workspace, doc_id, self.record)?;
+        items.extend(new);
+        if items.is_empty() {
+            return Ok(());
+        }
+        let error = match self.store(doc_id, items.clone()) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if items.len() == 1 {
+            // A lone item keeps its error as it is: whether it waits or is refused for
+            // good depends on the error's type.
+            return refuse_item(
+                self.txn,
+                self.workspace,
+                items.remove(0),
+                error,
+                self.report,
+            );
+        }
+        let mut failed: Vec<(Item, anyhow::Error)> = Vec::new();
+        loop {
+            let mut progress = false;
+            for item in std::mem::take(&mut items) {
+                match self.store(doc_id, vec![item.clone()]) {
+                    Ok(()) => progress = true,
+                    Err(e) => failed.push((item, e)),
+                }
+            }
+            if !progress || failed.is_empty() {
+                break;
+            }
+            items = failed.drain(..).map(|(item, _)| item).collect();
+        }
+        for (item, error) in failed {
+            refuse_item(self.txn, self.workspace, item, error, self.report)?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, doc_id: Id, items: Vec<Item>) -> Result<()> {
+        let part = try_store(
+            self.txn,
+            self.workspace,
+            self.record,
+            doc_id,
+            items,
+            self.limits,
+            self.own,
+        )?;
+        self.report.absorb(part);
+        Ok(())
+    }
+}
+
+/// The documents of `workspace` with envelopes held back.
+fn held_documents(txn: &redb::WriteTransaction, workspace: Id) -> Result<Vec<Id>> {
+    let table = txn.open_table(crate::store::HELD)?;
+    let mut docs = Vec::new();
+    let mut last = None;
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let doc = Id(key.value().0);
+        if last == Some(doc) {
+            continue;
+        }
+        last = Some(doc);
+        let ours = Envelope::decode(value.value()).is_ok_and(|e| e.workspace_id() == workspace.0);
+        if ours {
+            docs.push(doc);
+        }
+    }
+    Ok(docs)
 }
 
 impl Report {
@@ -671,13 +759,29 @@ fn store(
     Ok(())
 }
 
+thread_local! {
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs automerge on untrusted input, turning a panic inside it into an error: crafted
 /// changes can reach assertions in automerge that are not meant as input validation.
+///
+/// The panic message is silenced on this thread only. The process's panic hook is wrapped
+/// once, not swapped per call: swapping races when two threads guard at once, and the
+/// loser leaves the silent hook installed for good, hiding every later panic.
 pub fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static WRAP: std::sync::Once = std::sync::Once::new();
+    WRAP.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.get() {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.replace(true);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
+    GUARDED.set(outer);
     match result {
         Ok(result) => result.map_err(|e| anyhow::anyhow!("{e:#}")),
         Err(_) => bail!("automerge could not process the changes (they are malformed)"),

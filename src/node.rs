@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use automerge::transaction::{CommitOptions, Transaction};
@@ -31,12 +30,14 @@ use crate::workspace::{self, Invite, WorkspaceState};
 /// The database file inside a home.
 pub const DB_FILE: &str = "meridian.redb";
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now (the simulation's clock on a simulated thread).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    meridian_relay::determinism::now_ms()
+}
+
+/// Now, as a timestamp (the simulation's clock on a simulated thread).
+pub fn now() -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(now_ms()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Commits a transaction with a message and the current time (automerge defaults to 0).

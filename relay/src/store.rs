@@ -113,7 +113,7 @@ impl RelayStore {
                     .context("the stored relay id is corrupt")?,
                 None => {
                     let mut id = [0u8; 16];
-                    getrandom::getrandom(&mut id)
+                    crate::determinism::fill(&mut id)
                         .map_err(|e| anyhow::anyhow!("the system random source failed: {e}"))?;
                     meta.insert("relay_id", id.as_slice())?;
                     id

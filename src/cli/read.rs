@@ -2,7 +2,6 @@
 
 use anyhow::{Result, bail};
 use automerge::{Automerge, ChangeHash};
-use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 
 use super::Ctx;
@@ -76,7 +75,7 @@ pub fn heads_for(ctx: &Ctx, doc: &Automerge, at: &str) -> Result<Vec<ChangeHash>
     {
         return Ok(heads);
     }
-    let moment = parse_moment(at, Timestamp::now(), &ctx.out.tz).map_err(|_| {
+    let moment = parse_moment(at, crate::node::now(), &ctx.out.tz).map_err(|_| {
         anyhow::anyhow!(
             "`{at}` is neither a revision of this document (see `meridian log`) nor a date"
         )
@@ -196,7 +195,7 @@ fn comments_json(ctx: &Ctx, comments: &[Comment]) -> Json {
 }
 
 fn asks_json(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Json {
-    let now = Timestamp::now().as_millisecond();
+    let now = crate::node::now().as_millisecond();
     json!(asks
         .iter()
         .map(|a| {
@@ -218,7 +217,7 @@ fn asks_json(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Json {
 fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
     match &lifecycle.state {
         State::Open { closes: Some(c) } | State::FinalComment { closes: Some(c) } => {
-            let verb = if *c < Timestamp::now().as_millisecond() {
+            let verb = if *c < crate::node::now().as_millisecond() {
                 "closed"
             } else {
                 "closes"
@@ -303,7 +302,7 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
 }
 
 fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) {
-    let now = Timestamp::now().as_millisecond();
+    let now = crate::node::now().as_millisecond();
     for ask in asks {
         let summary = summary_asks.iter().find(|s| s.member == ask.member);
         let responded = summary.and_then(|s| s.responded);
@@ -537,8 +536,8 @@ fn show_update(
 pub fn inbox(ctx: &Ctx, at: Option<&str>) -> Result<()> {
     let summaries = ctx.node.summaries(ctx.workspace)?;
     let now = match at {
-        Some(at) => parse_moment(at, Timestamp::now(), &ctx.out.tz)?.as_millisecond(),
-        None => Timestamp::now().as_millisecond(),
+        Some(at) => parse_moment(at, crate::node::now(), &ctx.out.tz)?.as_millisecond(),
+        None => crate::node::now().as_millisecond(),
     };
     let requests = inbox::requests(&ctx.me, &summaries, &ctx.record.state, now);
     let markers = ctx.node.read_markers()?;

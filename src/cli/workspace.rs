@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use jiff::Timestamp;
 use serde_json::json;
 
 use super::{Ctx, Out, RelayCommand, WorkspaceCommand};
@@ -192,7 +191,7 @@ pub fn workspace(
 }
 
 pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
-    let expires = parse_moment(expires, Timestamp::now(), &ctx.out.tz)?.as_millisecond();
+    let expires = parse_moment(expires, crate::node::now(), &ctx.out.tz)?.as_millisecond();
     if expires <= now_ms() {
         bail!("the invite would already have expired: give a future date or a duration like 7d");
     }
@@ -332,7 +331,7 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
 }
 
 pub fn members(ctx: &Ctx) -> Result<()> {
-    let now = Timestamp::now();
+    let now = crate::node::now();
     let mut rows = Vec::new();
     for member in &ctx.record.state.members {
         let tz = time_zone(&member.tz).context("a member's time zone is unknown")?;

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result, bail};
 use automerge::ROOT;
-use jiff::Timestamp;
 use serde_json::json;
 
 use super::{Ctx, ProposalCommand, ThreadCommand, UpdateCommand, edit_in_editor, read_text};
@@ -36,11 +35,11 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
             title,
         } => edit(ctx, &id, section, file, title),
         ProposalCommand::Open { id, closes } => {
-            let closes = parse_moment(&closes, Timestamp::now(), &ctx.out.tz)?.as_millisecond();
+            let closes = parse_moment(&closes, crate::node::now(), &ctx.out.tz)?.as_millisecond();
             transition(ctx, &id, "open", |e| e.closes = Some(closes))
         }
         ProposalCommand::FinalComment { id, closes } => {
-            let closes = parse_moment(&closes, Timestamp::now(), &ctx.out.tz)?.as_millisecond();
+            let closes = parse_moment(&closes, crate::node::now(), &ctx.out.tz)?.as_millisecond();
             transition(ctx, &id, "final-comment", |e| e.closes = Some(closes))
         }
         ProposalCommand::Approve { id, message } => feedback(ctx, &id, "approve", |e| {
@@ -646,7 +645,7 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
                 .map(|l| ctx.node.resolve(ctx.workspace, l).map(|(id, _)| id.hex()))
                 .collect::<Result<Vec<_>>>()?;
             let period = period.unwrap_or_else(|| {
-                let week = Timestamp::now()
+                let week = crate::node::now()
                     .to_zoned_datetime(ctx.out.tz.clone())
                     .date()
                     .iso_week_date();

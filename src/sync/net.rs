@@ -145,7 +145,6 @@ pub async fn connect(
     mut wake: Option<watch::Receiver<u64>>,
     mut on_change: impl FnMut(&RoundReport),
 ) -> Result<RoundReport> {
-    let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let url = endpoint(relay)?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(protocol::MAX_FRAME_BYTES))
@@ -174,55 +173,29 @@ pub async fn connect(
         Ok::<(), anyhow::Error>(())
     };
 
-    let stored = super::cursor(node, workspace, relay)?;
-    let relay_id = stored
-        .relay
-        .as_ref()
-        .and_then(|r| <[u8; 16]>::try_from(r.as_slice()).ok());
-    let mut session = Session::new(
-        node.key().clone(),
-        workspace.0,
-        registration(node, &record),
-        relay_id,
-        stored.pulled,
-        stored.pushed,
-    );
     let mut report = RoundReport {
         relay: relay.to_string(),
         ..RoundReport::default()
     };
+    let mut send = |frame: Frame| {
+        frames_tx
+            .send(frame)
+            .map_err(|_| anyhow!("the connection to {relay} closed"))
+    };
     let main = async {
-        let mut outputs = session.start(Instant::now());
-        outputs.extend(session.local(
-            super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
-            Instant::now(),
-        ));
-        let removed = removed_members(node, &record);
-        if !removed.is_empty() {
-            outputs.extend(session.revoke(removed, Instant::now()));
-        }
+        let (mut session, mut outputs) = begin(node, workspace, relay, Instant::now())?;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         loop {
-            while !outputs.is_empty() {
-                let mut more = Vec::new();
-                for output in outputs.drain(..) {
-                    let mut delta = RoundReport {
-                        relay: relay.to_string(),
-                        ..RoundReport::default()
-                    };
-                    if let Output::NewRelay(_) = output {
-                        // A relay new to this workspace (or whose log was replaced) gets
-                        // the whole history, not just what is still in the outbox.
-                        let all = super::all_envelopes(node, workspace)?;
-                        more.extend(session.backfill(all, Instant::now()));
-                    }
-                    if perform(node, workspace, relay, output, &frames_tx, &mut delta)? {
-                        on_change(&delta);
-                    }
-                    report.absorb(delta);
-                }
-                outputs = more;
-            }
+            carry_out(
+                node,
+                workspace,
+                relay,
+                &mut session,
+                std::mem::take(&mut outputs),
+                &mut send,
+                &mut report,
+                &mut on_change,
+            )?;
             if session.is_closed() {
                 bail!("the connection to {relay} ended");
             }
@@ -280,20 +253,87 @@ pub async fn connect(
     Ok(report)
 }
 
+/// A session for one workspace and relay, resuming from the stored cursor, and its first
+/// outputs: the opening frame, the outbox to push and the revocations the relay still owes.
+pub fn begin(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    now: Instant,
+) -> Result<(Session, Vec<Output>)> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    let stored = super::cursor(node, workspace, relay)?;
+    let relay_id = stored
+        .relay
+        .as_ref()
+        .and_then(|r| <[u8; 16]>::try_from(r.as_slice()).ok());
+    let mut session = Session::new(
+        node.key().clone(),
+        workspace.0,
+        registration(node, &record),
+        relay_id,
+        stored.pulled,
+        stored.pushed,
+    );
+    let mut outputs = session.start(now);
+    outputs.extend(session.local(
+        super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
+        now,
+    ));
+    let removed = removed_members(node, &record);
+    if !removed.is_empty() {
+        outputs.extend(session.revoke(removed, now));
+    }
+    Ok((session, outputs))
+}
+
+/// Carries out a session's outputs, and those they lead to: a relay new to the workspace
+/// (or whose log was replaced) gets the whole history, not just what is still in the
+/// outbox. Frames go to `send`; `on_change` hears of every store write.
+#[allow(clippy::too_many_arguments)]
+pub fn carry_out(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    session: &mut Session,
+    mut outputs: Vec<Output>,
+    send: &mut dyn FnMut(Frame) -> Result<()>,
+    report: &mut RoundReport,
+    on_change: &mut dyn FnMut(&RoundReport),
+) -> Result<()> {
+    while !outputs.is_empty() {
+        let mut more = Vec::new();
+        for output in outputs.drain(..) {
+            let mut delta = RoundReport {
+                relay: relay.to_string(),
+                ..RoundReport::default()
+            };
+            if let Output::NewRelay(_) = output {
+                let all = super::all_envelopes(node, workspace)?;
+                more.extend(session.backfill(all, Instant::now()));
+            }
+            if perform(node, workspace, relay, output, send, &mut delta)? {
+                on_change(&delta);
+            }
+            report.absorb(delta);
+        }
+        outputs = more;
+    }
+    Ok(())
+}
+
 /// Carries out one output of the session. Returns whether the store changed.
 fn perform(
     node: &Node,
     workspace: Id,
     relay: &str,
     output: Output,
-    frames: &mpsc::UnboundedSender<Frame>,
+    send: &mut dyn FnMut(Frame) -> Result<()>,
     report: &mut RoundReport,
 ) -> Result<bool> {
     match output {
         Output::Send(frame) => {
-            frames
-                .send(frame)
-                .map_err(|_| anyhow!("the connection to {relay} closed"))?;
+            send(frame)?;
             Ok(false)
         }
         Output::NewRelay(id) => {

@@ -5,7 +5,7 @@
 //! entries the relay acknowledged) and events. [`super::net`] drives it over a websocket;
 //! the tests below drive it over an in-memory relay.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -94,6 +94,9 @@ pub struct Session {
     register: Option<Register>,
     relay: Option<[u8; 16]>,
     cursor: u64,
+    /// Log positions above the cursor that hold this node's own pushes (the relay said so
+    /// in `Stored`); the relay does not send them back, so they fill gaps in what it sends.
+    own: BTreeSet<u64>,
     state: State,
     caught_up: bool,
     /// Outbox entries not yet pushed on this connection, in order.
@@ -123,6 +126,7 @@ impl Session {
             register,
             relay,
             cursor,
+            own: BTreeSet::new(),
             state: State::AwaitChallenge,
             caught_up: false,
             queue: VecDeque::new(),
@@ -248,28 +252,32 @@ impl Session {
                 out.extend(self.pump(now));
             }
             (State::Ready, Frame::Entries { entries, up_to }) => {
-                if up_to < self.cursor || entries.iter().any(|(seq, _)| *seq > up_to) {
-                    return self.fail("the relay sent entries out of order");
-                }
-                self.cursor = up_to;
+                let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+                let Some(cursor) = self.advance(&seqs, up_to) else {
+                    return self.fail("the relay skipped or reordered log entries");
+                };
+                self.cursor = cursor;
                 self.touch(now);
                 out.push(Output::Apply {
                     entries: entries
                         .into_iter()
                         .map(|(seq, bytes)| (seq, bytes.into_vec()))
                         .collect(),
-                    up_to,
+                    up_to: cursor,
                 });
             }
             (State::Ready, Frame::CaughtUp { head }) => {
+                // Anything between the cursor and the head must be this node's own pushes.
+                let Some(cursor) = self.advance(&[], head) else {
+                    return self.fail("the relay's head is past entries it never sent");
+                };
                 self.caught_up = true;
                 self.touch(now);
-                if head > self.cursor {
-                    // The rest are this node's own pushes on this connection.
-                    self.cursor = head;
+                if cursor > self.cursor {
+                    self.cursor = cursor;
                     out.push(Output::Apply {
                         entries: Vec::new(),
-                        up_to: head,
+                        up_to: cursor,
                     });
                 }
                 out.push(Output::Event(Event::CaughtUp));
@@ -282,23 +290,17 @@ impl Session {
                     return self.fail("the relay answered a push with the wrong number of results");
                 }
                 let pushed = flight.seqs.iter().flatten().last().map(|s| s + 1);
-                // Once caught up, entries this push appended right after the cursor need
-                // not come back: the node has them.
+                // Entries this push put right after the cursor need not come back: the node
+                // has them.
                 let before = self.cursor;
-                if self.caught_up {
-                    let mut seqs: Vec<u64> = results
-                        .iter()
-                        .filter_map(|r| match r {
-                            PushResult::Stored(seq) | PushResult::Duplicate(seq) => Some(*seq),
-                            PushResult::Rejected(_) => None,
-                        })
-                        .collect();
-                    seqs.sort_unstable();
-                    for seq in seqs {
-                        if seq == self.cursor + 1 {
-                            self.cursor = seq;
-                        }
+                self.own.extend(results.iter().filter_map(|r| match r {
+                    PushResult::Stored(seq) | PushResult::Duplicate(seq) => {
+                        Some(*seq).filter(|seq| *seq > before)
                     }
+                    PushResult::Rejected(_) => None,
+                }));
+                while self.own.remove(&(self.cursor + 1)) {
+                    self.cursor += 1;
                 }
                 out.push(Output::Acked {
                     results: flight
@@ -329,6 +331,38 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Where the cursor goes after entries `seqs` (increasing) ending at `up_to`, or `None`
+    /// when they leave a gap: every position after the cursor must be among them or one of
+    /// this node's own pushes. Entries at or before the cursor are repeats, harmless.
+    fn advance(&mut self, seqs: &[u64], up_to: u64) -> Option<u64> {
+        if seqs.windows(2).any(|w| w[0] >= w[1]) || seqs.last().is_some_and(|s| *s > up_to) {
+            return None;
+        }
+        let start = self.cursor;
+        let mut next = start + 1;
+        for &seq in seqs.iter().filter(|s| **s > start) {
+            while next < seq && self.own.contains(&next) {
+                next += 1;
+            }
+            if seq != next {
+                return None;
+            }
+            next += 1;
+        }
+        while next <= up_to && self.own.contains(&next) {
+            next += 1;
+        }
+        if up_to >= next {
+            return None;
+        }
+        let mut cursor = self.cursor.max(up_to);
+        while self.own.contains(&(cursor + 1)) {
+            cursor += 1;
+        }
+        self.own.retain(|seq| *seq > cursor);
+        Some(cursor)
     }
 
     /// Keeps a deadline only while an answer is awaited.
@@ -732,5 +766,65 @@ mod tests {
         assert_eq!(pushes, vec![MAX_BATCH_ENTRIES]);
         let out = session.local(vec![(3000, vec![1])], now);
         assert!(out.is_empty(), "one push in flight at a time");
+    }
+
+    fn entries(seqs: &[u64], up_to: u64) -> Frame {
+        Frame::Entries {
+            entries: seqs
+                .iter()
+                .map(|s| (*s, serde_bytes::ByteBuf::from(vec![*s as u8])))
+                .collect(),
+            up_to,
+        }
+    }
+
+    fn failed(out: &[Output]) -> bool {
+        matches!(out, [Output::Event(Event::Failed(_))])
+    }
+
+    #[test]
+    fn entries_that_skip_positions_break_the_connection_and_apply_nothing() {
+        let now = Instant::now();
+        // Reordered: the second batch arrives first.
+        let mut session = welcomed(now);
+        assert!(failed(&session.receive(entries(&[3, 4], 4), now)));
+        // A head past what was sent.
+        let mut session = welcomed(now);
+        session.receive(entries(&[1, 2], 2), now);
+        assert!(failed(&session.receive(Frame::CaughtUp { head: 5 }, now)));
+        // An up_to past the last entry, and entries out of order inside one frame.
+        let mut session = welcomed(now);
+        assert!(failed(&session.receive(entries(&[1], 3), now)));
+        let mut session = welcomed(now);
+        assert!(failed(&session.receive(entries(&[2, 1], 2), now)));
+    }
+
+    #[test]
+    fn repeats_are_harmless_and_own_pushes_fill_gaps() {
+        let now = Instant::now();
+        let mut session = welcomed(now);
+        session.receive(entries(&[1, 2], 2), now);
+        session.receive(Frame::CaughtUp { head: 2 }, now);
+        // A duplicated frame moves nothing and breaks nothing.
+        let out = session.receive(entries(&[1, 2], 2), now);
+        assert!(matches!(out.as_slice(), [Output::Apply { up_to: 2, .. }]));
+        // This node's push lands at 4, after someone else's 3 it has not seen yet.
+        session.local(vec![(0, vec![9])], now);
+        let out = session.receive(
+            Frame::Stored {
+                id: 1,
+                results: vec![PushResult::Stored(4)],
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Acked { pulled: None, .. }]
+        ));
+        // 3 arrives; 4 is the node's own, so the cursor passes it and 5 follows.
+        let out = session.receive(entries(&[3], 3), now);
+        assert!(matches!(out.as_slice(), [Output::Apply { up_to: 4, .. }]));
+        let out = session.receive(entries(&[5], 5), now);
+        assert!(matches!(out.as_slice(), [Output::Apply { up_to: 5, .. }]));
     }
 }

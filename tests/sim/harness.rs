@@ -1,0 +1,1109 @@
+//! The simulated world: nodes, relays, connections, and the scheduler that moves them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use meridian::cli::Cli;
+use meridian::doc::View;
+use meridian::id::Id;
+use meridian::identity::Profile;
+use meridian::node::Node;
+use meridian::store::HELD;
+use meridian::sync::net::{RoundReport, begin, carry_out};
+use meridian::sync::session::{Output, Session};
+use meridian::workspace::Invite;
+use meridian::{history, proposal, sync};
+use meridian_relay::Envelope;
+use meridian_relay::determinism;
+use meridian_relay::membership::verify_signature;
+use meridian_relay::protocol::{
+    Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PROTOCOL_VERSION, PushResult, RefusedCode,
+    auth_message,
+};
+use meridian_relay::store::{Incoming, RelayStore};
+use redb::{ReadableDatabase, ReadableTableMetadata};
+use sha2::{Digest, Sha256};
+
+/// Sunday 2026-11-22 00:00 UTC: the simulated clock starts here.
+const START_MS: i64 = 1_795_392_000_000;
+
+/// Appends `name<TAB>value` to the file `MERIDIAN_FIGURES` names, for RELIABILITY.md.
+pub fn figure(name: &str, value: impl fmt::Display) {
+    let Ok(path) = std::env::var("MERIDIAN_FIGURES") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("MERIDIAN_FIGURES names a writable file");
+    writeln!(file, "{name}\t{value}").expect("MERIDIAN_FIGURES is writable");
+}
+
+/// The scheduler's own generator (SplitMix64), apart from the one behind keys and nonces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len())])
+    }
+}
+
+/// What a run did, summed over runs for the report.
+#[derive(Default)]
+pub struct Outcome {
+    /// Steps scheduled.
+    pub steps: u64,
+    /// Commands that succeeded / that the rules refused.
+    pub edits: u64,
+    /// Commands refused by the rules (approving one's own proposal, say).
+    pub refused: u64,
+    /// Frames delivered.
+    pub frames: u64,
+    /// Frames delivered twice.
+    pub duplicated: u64,
+    /// Frames swapped with the next one.
+    pub reordered: u64,
+    /// Connections cut by the network.
+    pub cuts: u64,
+    /// Sessions that failed (protocol break detected, timeout, refusal).
+    pub failed: u64,
+    /// Node crashes.
+    pub node_crashes: u64,
+    /// Relay crashes.
+    pub relay_crashes: u64,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Members who joined mid-run.
+    pub late_joins: u64,
+    /// Envelopes the relays hold at the end.
+    pub envelopes: u64,
+    /// Hash of the final state.
+    pub digest: String,
+}
+
+impl Outcome {
+    /// Adds another run's counts.
+    pub fn add(&mut self, o: &Outcome) {
+        self.steps += o.steps;
+        self.edits += o.edits;
+        self.refused += o.refused;
+        self.frames += o.frames;
+        self.duplicated += o.duplicated;
+        self.reordered += o.reordered;
+        self.cuts += o.cuts;
+        self.failed += o.failed;
+        self.node_crashes += o.node_crashes;
+        self.relay_crashes += o.relay_crashes;
+        self.partitions += o.partitions;
+        self.late_joins += o.late_joins;
+        self.envelopes += o.envelopes;
+    }
+
+    /// Reports the counts as figures.
+    pub fn figures(&self) {
+        figure("sim.steps", self.steps);
+        figure("sim.edits", self.edits);
+        figure("sim.edits_refused_by_rules", self.refused);
+        figure("sim.frames", self.frames);
+        figure("sim.frames_duplicated", self.duplicated);
+        figure("sim.frames_reordered", self.reordered);
+        figure("sim.connections_cut", self.cuts);
+        figure("sim.sessions_failed", self.failed);
+        figure("sim.node_crashes", self.node_crashes);
+        figure("sim.relay_crashes", self.relay_crashes);
+        figure("sim.partitions", self.partitions);
+        figure("sim.late_joins", self.late_joins);
+        figure("sim.envelopes_checked", self.envelopes);
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} envelopes checked everywhere",
+            self.steps,
+            self.edits,
+            self.refused,
+            self.frames,
+            self.duplicated,
+            self.reordered,
+            self.cuts,
+            self.failed,
+            self.node_crashes,
+            self.relay_crashes,
+            self.partitions,
+            self.late_joins,
+            self.envelopes
+        )
+    }
+}
+
+struct SimNode {
+    name: String,
+    home: PathBuf,
+}
+
+struct SimRelay {
+    url: String,
+    dir: PathBuf,
+    store: Option<RelayStore>,
+}
+
+impl SimRelay {
+    fn store(&self) -> &RelayStore {
+        self.store.as_ref().expect("a relay is open between steps")
+    }
+}
+
+/// The relay's side of one connection, as `meridian_relay::server` keeps it.
+#[derive(Default)]
+struct Peer {
+    hello: Option<([u8; 16], [u8; 32])>,
+    nonce: Option<[u8; 32]>,
+    ready: bool,
+    /// Everything up to here was sent (or is the client's own), once subscribed.
+    subscribed: Option<u64>,
+    /// The relay ended the connection after its last queued frame.
+    closed: bool,
+}
+
+struct Conn {
+    id: u64,
+    node: usize,
+    relay: usize,
+    session: Session,
+    /// Frames on their way to the relay.
+    up: VecDeque<Frame>,
+    /// Frames on their way to the node.
+    down: VecDeque<Frame>,
+    peer: Peer,
+}
+
+/// One simulated world.
+pub struct Sim {
+    rng: Rng,
+    _root: tempfile::TempDir,
+    epoch: Instant,
+    elapsed: Duration,
+    workspace: Id,
+    nodes: Vec<SimNode>,
+    relays: Vec<SimRelay>,
+    conns: Vec<Conn>,
+    next_conn: u64,
+    partitioned: BTreeSet<(usize, usize)>,
+    /// The last steps, printed when a run fails.
+    trace: VecDeque<String>,
+    outcome: Outcome,
+    counter: u64,
+}
+
+type Run<T> = Result<T, String>;
+
+fn err(e: impl fmt::Display) -> String {
+    format!("{e:#}")
+}
+
+fn scratch() -> tempfile::TempDir {
+    // tmpfs when there is one: fsync there is free, and the run is about logic, not disks.
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("meridian-sim")
+            .tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+impl Sim {
+    /// Runs one seed to the end and checks it.
+    pub fn run(seed: u64) -> Run<Outcome> {
+        determinism::simulate(seed, START_MS);
+        let result = Sim::new(seed).and_then(|mut sim| {
+            let result = sim.play();
+            result.map_err(|why| {
+                let trace: Vec<_> = sim.trace.iter().cloned().collect();
+                format!("{why}\n  last steps:\n    {}", trace.join("\n    "))
+            })
+        });
+        determinism::stop_simulating();
+        result
+    }
+
+    fn new(seed: u64) -> Run<Sim> {
+        let mut rng = Rng(seed ^ 0x5EED_CAFE_F00D_D00D);
+        let root = scratch();
+        let relay_count = 1 + rng.below(2);
+        let node_count = 2 + rng.below(3);
+        let relays: Vec<SimRelay> = (0..relay_count)
+            .map(|r| {
+                let dir = root.path().join(format!("relay{r}"));
+                std::fs::create_dir_all(&dir).map_err(err)?;
+                Ok(SimRelay {
+                    url: format!("ws://relay{r}.sim:7070"),
+                    store: Some(RelayStore::open(&dir).map_err(err)?),
+                    dir,
+                })
+            })
+            .collect::<Run<_>>()?;
+        let urls: Vec<String> = relays.iter().map(|r| r.url.clone()).collect();
+        let mut sim = Sim {
+            rng,
+            epoch: Instant::now(),
+            elapsed: Duration::ZERO,
+            workspace: Id([0; 16]),
+            nodes: Vec::new(),
+            relays,
+            conns: Vec::new(),
+            next_conn: 1,
+            partitioned: BTreeSet::new(),
+            trace: VecDeque::new(),
+            outcome: Outcome::default(),
+            counter: 0,
+            _root: root,
+        };
+        let creator = sim.init_node()?;
+        let node = Node::open(&sim.nodes[creator].home).map_err(err)?;
+        sim.workspace = node.create_workspace("Sim", urls).map_err(err)?;
+        drop(node);
+        for _ in 1..node_count {
+            sim.join_node(creator)?;
+        }
+        Ok(sim)
+    }
+
+    fn init_node(&mut self) -> Run<usize> {
+        let index = self.nodes.len();
+        let name = format!("n{index}");
+        let home = self._root.path().join(&name);
+        let profile = Profile {
+            name: name.clone(),
+            tz: ["UTC", "Asia/Tokyo", "America/Lima", "Europe/Berlin"][index % 4].into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        };
+        Node::init(&home, &profile).map_err(err)?;
+        self.nodes.push(SimNode { name, home });
+        Ok(index)
+    }
+
+    /// A new member, invited by `inviter`, joins offline.
+    fn join_node(&mut self, inviter: usize) -> Run<usize> {
+        let node = Node::open(&self.nodes[inviter].home).map_err(err)?;
+        let (id, record) = node.workspace(None).map_err(err)?;
+        let invite = Invite::new(
+            node.key(),
+            id,
+            &record.name,
+            &record.key,
+            &record.creator,
+            record.relays.clone(),
+            START_MS + 365 * 24 * 3600 * 1000,
+        );
+        drop(node);
+        let index = self.init_node()?;
+        let joiner = Node::open(&self.nodes[index].home).map_err(err)?;
+        joiner.join(&invite).map_err(err)?;
+        Ok(index)
+    }
+
+    fn now(&self) -> Instant {
+        self.epoch + self.elapsed
+    }
+
+    fn note(&mut self, what: String) {
+        if self.trace.len() == 40 {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(what);
+    }
+
+    fn play(&mut self) -> Run<Outcome> {
+        let steps = 150 + self.rng.below(150);
+        for step in 0..steps {
+            self.outcome.steps += 1;
+            self.step(step)?;
+        }
+        self.heal()?;
+        self.check()?;
+        Ok(std::mem::take(&mut self.outcome))
+    }
+
+    fn step(&mut self, step: usize) -> Run<()> {
+        let roll = self.rng.below(100);
+        match roll {
+            0..20 => self.edit(),
+            20..30 => {
+                let node = self.rng.below(self.nodes.len());
+                let relay = self.rng.below(self.relays.len());
+                self.connect(node, relay)
+            }
+            30..55 => self.deliver_any(true, true),
+            55..80 => self.deliver_any(false, true),
+            80..85 => self.poll_any(),
+            85..87 => {
+                if let Some(c) = self.random_conn() {
+                    self.outcome.cuts += 1;
+                    self.note(format!("{step}: cut connection {}", self.conns[c].id));
+                    self.conns.remove(c);
+                }
+                Ok(())
+            }
+            87..89 => {
+                let node = self.rng.below(self.nodes.len());
+                self.outcome.node_crashes += 1;
+                self.note(format!("{step}: node {node} crashes"));
+                self.conns.retain(|c| c.node != node);
+                Ok(())
+            }
+            89..90 => {
+                let relay = self.rng.below(self.relays.len());
+                self.crash_relay(relay)
+            }
+            90..93 => {
+                let pair = (
+                    self.rng.below(self.nodes.len()),
+                    self.rng.below(self.relays.len()),
+                );
+                if self.partitioned.remove(&pair) {
+                    self.note(format!("{step}: partition {pair:?} heals"));
+                } else {
+                    self.outcome.partitions += 1;
+                    self.note(format!("{step}: partition {pair:?}"));
+                    self.partitioned.insert(pair);
+                    self.conns.retain(|c| (c.node, c.relay) != pair);
+                }
+                Ok(())
+            }
+            93..94 if self.outcome.late_joins < 2 => {
+                let inviter = self.rng.below(self.nodes.len());
+                let index = self.join_node(inviter)?;
+                self.outcome.late_joins += 1;
+                self.note(format!("{step}: node {index} joins, invited by {inviter}"));
+                Ok(())
+            }
+            _ => {
+                let by = Duration::from_secs(1 + self.rng.below(45) as u64);
+                self.advance(by)
+            }
+        }
+    }
+
+    fn random_conn(&mut self) -> Option<usize> {
+        (!self.conns.is_empty()).then(|| self.rng.below(self.conns.len()))
+    }
+
+    fn crash_relay(&mut self, relay: usize) -> Run<()> {
+        self.outcome.relay_crashes += 1;
+        self.note(format!("relay {relay} crashes and restarts"));
+        self.conns.retain(|c| c.relay != relay);
+        let sim_relay = &mut self.relays[relay];
+        sim_relay.store = None;
+        sim_relay.store = Some(RelayStore::open(&sim_relay.dir).map_err(err)?);
+        Ok(())
+    }
+
+    fn advance(&mut self, by: Duration) -> Run<()> {
+        self.elapsed += by;
+        determinism::advance(by.as_millis() as i64);
+        let now = self.now();
+        let mut c = 0;
+        while c < self.conns.len() {
+            let outputs = self.conns[c].session.tick(now);
+            if self.carry(c, outputs)? {
+                c += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a connection unless one is open or the pair is partitioned.
+    fn connect(&mut self, node: usize, relay: usize) -> Run<()> {
+        if self.partitioned.contains(&(node, relay))
+            || self
+                .conns
+                .iter()
+                .any(|c| c.node == node && c.relay == relay)
+        {
+            return Ok(());
+        }
+        let opened = Node::open(&self.nodes[node].home).map_err(err)?;
+        let (session, outputs) =
+            begin(&opened, self.workspace, &self.relays[relay].url, self.now()).map_err(err)?;
+        drop(opened);
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.note(format!(
+            "node {node} connects to relay {relay} (connection {id})"
+        ));
+        self.conns.push(Conn {
+            id,
+            node,
+            relay,
+            session,
+            up: VecDeque::new(),
+            down: VecDeque::new(),
+            peer: Peer::default(),
+        });
+        self.carry(self.conns.len() - 1, outputs)?;
+        Ok(())
+    }
+
+    /// Carries out a session's outputs on its node. Returns whether the connection is still
+    /// open (it is removed when the session ended).
+    fn carry(&mut self, c: usize, outputs: Vec<Output>) -> Run<bool> {
+        if outputs.is_empty() {
+            return Ok(true);
+        }
+        let conn = &mut self.conns[c];
+        let node = Node::open(&self.nodes[conn.node].home).map_err(err)?;
+        let url = &self.relays[conn.relay].url;
+        let up = &mut conn.up;
+        let mut send = |frame: Frame| {
+            up.push_back(frame);
+            Ok(())
+        };
+        let mut report = RoundReport::default();
+        let result = carry_out(
+            &node,
+            self.workspace,
+            url,
+            &mut conn.session,
+            outputs,
+            &mut send,
+            &mut report,
+            &mut |_| {},
+        );
+        if !report.rejected.is_empty() {
+            return Err(format!(
+                "node {} rejected envelopes no one forged: {:?}",
+                conn.node, report.rejected
+            ));
+        }
+        match result {
+            Ok(()) if !conn.session.is_closed() => Ok(true),
+            Ok(()) => {
+                self.drop_conn(c, "the session closed".into());
+                Ok(false)
+            }
+            Err(e) if conn.session.is_closed() => {
+                self.drop_conn(c, format!("{e:#}"));
+                Ok(false)
+            }
+            Err(e) => Err(format!(
+                "node {} failed to carry out its session's outputs: {e:#}",
+                conn.node
+            )),
+        }
+    }
+
+    fn drop_conn(&mut self, c: usize, why: String) {
+        let conn = self.conns.remove(c);
+        self.outcome.failed += 1;
+        self.note(format!(
+            "connection {} (node {}, relay {}) ends: {why}",
+            conn.id, conn.node, conn.relay
+        ));
+    }
+
+    /// Delivers the next frame of a random connection, sometimes twice or out of order.
+    fn deliver_any(&mut self, upward: bool, faults: bool) -> Run<()> {
+        let Some(c) = self.random_conn() else {
+            return Ok(());
+        };
+        self.deliver(c, upward, faults).map(|_| ())
+    }
+
+    /// Delivers one frame on connection `c`. Returns whether one was delivered.
+    fn deliver(&mut self, c: usize, upward: bool, faults: bool) -> Run<bool> {
+        let queue = if upward {
+            &mut self.conns[c].up
+        } else {
+            &mut self.conns[c].down
+        };
+        if faults && queue.len() >= 2 && self.rng.chance(15) {
+            queue.swap(0, 1);
+            self.outcome.reordered += 1;
+        }
+        let Some(frame) = queue.pop_front() else {
+            if !upward && self.conns[c].peer.closed {
+                self.drop_conn(c, "the relay closed it".into());
+            }
+            return Ok(false);
+        };
+        let copies = if faults && self.rng.chance(3) { 2 } else { 1 };
+        self.outcome.frames += 1;
+        self.outcome.duplicated += copies - 1;
+        for _ in 0..copies {
+            if upward {
+                self.relay_receive(c, frame.clone())?;
+            } else {
+                let now = self.now();
+                let outputs = self.conns[c].session.receive(frame.clone(), now);
+                if !self.carry(c, outputs)? {
+                    break;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The relay handles a frame from connection `c`, as `meridian_relay::server` does:
+    /// handshake and admission, catch-up, pushes (stored durably, answered, forwarded to the
+    /// workspace's other subscribers), revocations. A refusal ends the connection.
+    fn relay_receive(&mut self, c: usize, frame: Frame) -> Run<()> {
+        let Sim { conns, relays, .. } = self;
+        let relay = conns[c].relay;
+        let store = relays[relay].store();
+        let conn = &mut conns[c];
+        if conn.peer.closed {
+            return Ok(());
+        }
+        let refuse = |conn: &mut Conn, code: RefusedCode, reason: &str| {
+            conn.down.push_back(Frame::Refused {
+                code,
+                reason: reason.into(),
+            });
+            conn.peer.closed = true;
+        };
+        match frame {
+            Frame::Hello {
+                version,
+                workspace,
+                key,
+            } if conn.peer.hello.is_none() => {
+                let (Ok(ws), Ok(key)) = (workspace.try_into(), key.try_into()) else {
+                    refuse(conn, RefusedCode::Protocol, "bad Hello");
+                    return Ok(());
+                };
+                if version != PROTOCOL_VERSION {
+                    refuse(conn, RefusedCode::Version, "another version");
+                    return Ok(());
+                }
+                let mut nonce = [0u8; 32];
+                determinism::fill(&mut nonce).map_err(err)?;
+                conn.peer.hello = Some((ws, key));
+                conn.peer.nonce = Some(nonce);
+                conn.down.push_back(Frame::Challenge {
+                    nonce: nonce.to_vec(),
+                    relay: store.id().to_vec(),
+                });
+            }
+            Frame::Prove {
+                signature,
+                register,
+            } if conn.peer.nonce.is_some() && !conn.peer.ready => {
+                let (ws, key) = conn.peer.hello.expect("Hello came first");
+                let nonce = conn.peer.nonce.take().expect("checked above");
+                let message = auth_message(&store.id(), &nonce, &ws, &key);
+                if verify_signature(&key, &message, &signature, "authentication").is_err() {
+                    refuse(conn, RefusedCode::BadProof, "bad signature");
+                    return Ok(());
+                }
+                match store
+                    .admit(&ws, &key, register.as_ref(), determinism::now_ms())
+                    .map_err(err)?
+                {
+                    Ok(()) => {
+                        conn.peer.ready = true;
+                        let head = store.head(&ws).map_err(err)?;
+                        conn.down.push_back(Frame::Welcome { head });
+                    }
+                    Err(refusal) => refuse(conn, refusal.code, &refusal.reason),
+                }
+            }
+            Frame::Subscribe { after } if conn.peer.ready => {
+                let (ws, _) = conn.peer.hello.expect("ready after Hello");
+                let cursor = catch_up(store, &ws, after, &mut conn.down)?;
+                conn.down.push_back(Frame::CaughtUp { head: cursor });
+                conn.peer.subscribed = Some(cursor);
+            }
+            Frame::Push { id, envelopes } if conn.peer.ready => {
+                let (ws, _) = conn.peer.hello.expect("ready after Hello");
+                let mut results: Vec<Option<PushResult>> = Vec::new();
+                let mut incoming = Vec::new();
+                for bytes in envelopes {
+                    match Envelope::decode(&bytes) {
+                        Ok(e) if e.workspace_id() == ws => {
+                            incoming.push(Incoming {
+                                hash: e.hash(),
+                                author: e.author.as_slice().try_into().map_err(err)?,
+                                bytes: e.encode(),
+                            });
+                            results.push(None);
+                        }
+                        Ok(_) => {
+                            results.push(Some(PushResult::Rejected("another workspace".into())))
+                        }
+                        Err(e) => results.push(Some(PushResult::Rejected(e.to_string()))),
+                    }
+                }
+                let appended = store
+                    .append(&[(ws, incoming)])
+                    .map_err(err)?
+                    .pop()
+                    .unwrap_or_default();
+                let mut stored = appended.results.into_iter();
+                let results = results
+                    .into_iter()
+                    .map(|r| {
+                        r.or_else(|| stored.next())
+                            .expect("one result per envelope")
+                    })
+                    .collect();
+                conn.down.push_back(Frame::Stored { id, results });
+                let origin = conn.id;
+                if let (Some(&(first, _)), Some(&(last, _))) =
+                    (appended.entries.first(), appended.entries.last())
+                {
+                    for other in conns.iter_mut() {
+                        if other.relay != relay || other.peer.hello.map(|h| h.0) != Some(ws) {
+                            continue;
+                        }
+                        let Some(cursor) = other.peer.subscribed else {
+                            continue;
+                        };
+                        if last <= cursor {
+                            continue;
+                        }
+                        if first > cursor + 1 {
+                            let cursor = catch_up(store, &ws, cursor, &mut other.down)?;
+                            other.peer.subscribed = Some(cursor);
+                            continue;
+                        }
+                        if other.id != origin {
+                            other.down.push_back(Frame::Entries {
+                                entries: appended
+                                    .entries
+                                    .iter()
+                                    .filter(|(seq, _)| *seq > cursor)
+                                    .map(|(seq, b)| (*seq, serde_bytes::ByteBuf::from(b.clone())))
+                                    .collect(),
+                                up_to: last,
+                            });
+                        }
+                        other.peer.subscribed = Some(last);
+                    }
+                }
+            }
+            Frame::Revoke { member } if conn.peer.ready => {
+                let (ws, by) = conn.peer.hello.expect("ready after Hello");
+                let Ok(member_key) = <[u8; 32]>::try_from(member.as_slice()) else {
+                    conn.down.push_back(Frame::Error {
+                        reason: "bad key".into(),
+                    });
+                    return Ok(());
+                };
+                match store
+                    .revoke(&ws, &by, &member_key, determinism::now_ms())
+                    .map_err(err)?
+                {
+                    Ok(()) => {
+                        conn.down.push_back(Frame::Revoked { member });
+                        for other in conns.iter_mut() {
+                            if other.relay == relay && other.peer.hello == Some((ws, member_key)) {
+                                refuse(other, RefusedCode::Removed, "removed");
+                            }
+                        }
+                    }
+                    Err(reason) => conn.down.push_back(Frame::Error { reason }),
+                }
+            }
+            other => {
+                let reason = format!("{} out of turn", other.name());
+                refuse(conn, RefusedCode::Protocol, &reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// A connected node looks at its outbox (the daemon's wake-up or poll).
+    fn poll_any(&mut self) -> Run<()> {
+        let Some(c) = self.random_conn() else {
+            return Ok(());
+        };
+        self.poll(c).map(|_| ())
+    }
+
+    fn poll(&mut self, c: usize) -> Run<bool> {
+        let node = Node::open(&self.nodes[self.conns[c].node].home).map_err(err)?;
+        let from = self.conns[c].session.queued_to();
+        let entries = sync::outbox(&node, self.workspace, from, 10_000).map_err(err)?;
+        drop(node);
+        let now = self.now();
+        let outputs = self.conns[c].session.local(entries, now);
+        self.carry(c, outputs)
+    }
+
+    /// Runs a CLI command on a node, in this process.
+    fn cli(&mut self, node: usize, args: &[&str]) -> bool {
+        let home = self.nodes[node].home.to_string_lossy().into_owned();
+        let mut argv = vec!["meridian", "--home", home.as_str()];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(&argv).expect("the simulation builds valid command lines");
+        let ok = meridian::cli::run(cli).is_ok();
+        if ok {
+            self.outcome.edits += 1;
+        } else {
+            self.outcome.refused += 1;
+        }
+        self.note(format!(
+            "node {node}: meridian {} -> {}",
+            args.join(" "),
+            if ok { "ok" } else { "refused" }
+        ));
+        ok
+    }
+
+    /// A random edit of a random kind by a random member.
+    fn edit(&mut self) -> Run<()> {
+        let n = self.rng.below(self.nodes.len());
+        self.counter += 1;
+        let k = self.counter;
+        let node = Node::open(&self.nodes[n].home).map_err(err)?;
+        let docs = node.summaries(self.workspace).map_err(err)?;
+        let doc = self.rng.pick(&docs).map(|(id, s)| (*id, s.kind));
+        let loaded = match doc {
+            Some((id, _)) => Some(node.load(self.workspace, id).map_err(err)?),
+            None => None,
+        };
+        drop(node);
+        let other = self.nodes[self.rng.below(self.nodes.len())].name.clone();
+        let text = format!("text {k} from n{n}");
+        let Some(((id, _), doc)) = doc.zip(loaded) else {
+            self.cli(
+                n,
+                &[
+                    "proposal",
+                    "new",
+                    &format!("P{k}"),
+                    "--section",
+                    "Summary=first",
+                ],
+            );
+            return Ok(());
+        };
+        let id = id.hex();
+        let view = View::now(&doc);
+        match self.rng.below(15) {
+            0 => {
+                self.cli(
+                    n,
+                    &[
+                        "proposal",
+                        "new",
+                        &format!("P{k}"),
+                        "--section",
+                        &format!("Summary={text}"),
+                    ],
+                );
+            }
+            1 => {
+                self.cli(
+                    n,
+                    &[
+                        "thread",
+                        "new",
+                        &format!("T{k}"),
+                        "-m",
+                        &text,
+                        "--ask",
+                        &other,
+                    ],
+                );
+            }
+            2 => {
+                self.cli(
+                    n,
+                    &["update", "new", "--done", &text, "--period", "2026-W48"],
+                );
+            }
+            3 => {
+                let file = self.nodes[n].home.join("section.txt");
+                std::fs::write(&file, format!("{text}\nmore")).map_err(err)?;
+                let section = ["Summary", "Motivation", "Design"][self.rng.below(3)];
+                self.cli(
+                    n,
+                    &[
+                        "proposal",
+                        "edit",
+                        &id,
+                        "--section",
+                        section,
+                        "--file",
+                        &file.to_string_lossy(),
+                    ],
+                );
+            }
+            4 => {
+                self.cli(n, &["proposal", "open", &id]);
+            }
+            5 | 6 => {
+                self.cli(n, &["proposal", "approve", &id, "-m", &text]);
+            }
+            7 => {
+                let blocking = self.rng.chance(50);
+                let mut args = vec!["proposal", "concern", &id, "-m", &text];
+                if blocking {
+                    args.push("--blocking");
+                }
+                self.cli(n, &args);
+            }
+            8 => {
+                let verb = ["accept", "reject", "withdraw"][self.rng.below(3)];
+                self.cli(n, &["proposal", verb, &id]);
+            }
+            9 | 10 => {
+                let comments = meridian::discussion::comments(view);
+                let target = match self.rng.pick(&comments) {
+                    Some(c) if self.rng.chance(50) => format!("{id}:{}", c.id),
+                    _ => id.clone(),
+                };
+                self.cli(n, &["reply", &target, "-m", &text]);
+            }
+            11 => {
+                let comments = meridian::discussion::comments(view);
+                if let Some(c) = self.rng.pick(&comments) {
+                    let target = format!("{id}:{}", c.id);
+                    self.cli(n, &["react", &target, "+1"]);
+                }
+            }
+            12 => {
+                let verb = if self.rng.chance(50) {
+                    "resolve"
+                } else {
+                    "reopen"
+                };
+                self.cli(n, &["thread", verb, &id]);
+            }
+            13 => {
+                let concerns = proposal::read(view).concerns;
+                if let Some(c) = self.rng.pick(&concerns) {
+                    let concern = c.entry.id.clone();
+                    self.cli(n, &["proposal", "resolve", &id, &concern]);
+                }
+            }
+            _ => {
+                let conflicts = history::conflicts(view);
+                if let Some(conflict) = self.rng.pick(&conflicts) {
+                    let field = conflict.field.clone();
+                    self.cli(n, &["resolve", &id, &field, &text]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every fault, connects everyone everywhere and delivers until nothing moves.
+    fn heal(&mut self) -> Run<()> {
+        self.partitioned.clear();
+        self.note("the network heals".into());
+        for round in 0..60 {
+            for node in 0..self.nodes.len() {
+                for relay in 0..self.relays.len() {
+                    self.connect(node, relay)?;
+                }
+            }
+            let mut moved = true;
+            let mut deliveries = 0;
+            while moved {
+                moved = false;
+                let mut c = 0;
+                while c < self.conns.len() {
+                    let before = self.conns.len();
+                    let delivered =
+                        self.deliver(c, true, false)? | self.deliver(c, false, false)?;
+                    moved |= delivered;
+                    deliveries += usize::from(delivered);
+                    if self.conns.len() == before {
+                        c += 1;
+                    }
+                }
+                if deliveries > 200_000 {
+                    return Err("delivery never stops: a livelock".into());
+                }
+            }
+            let mut c = 0;
+            while c < self.conns.len() {
+                if self.poll(c)? {
+                    c += 1;
+                }
+            }
+            let quiet = self.conns.len() == self.nodes.len() * self.relays.len()
+                && self
+                    .conns
+                    .iter()
+                    .all(|c| c.session.is_idle() && c.up.is_empty() && c.down.is_empty());
+            if quiet && self.outboxes_empty()? {
+                self.note(format!("quiet after {round} healing rounds"));
+                return Ok(());
+            }
+            // A session stuck waiting times out, as it would on a real clock.
+            self.advance(Duration::from_secs(31))?;
+        }
+        Err("the network healed but the replicas never went quiet".into())
+    }
+
+    fn outboxes_empty(&self) -> Run<bool> {
+        for node in &self.nodes {
+            let opened = Node::open(&node.home).map_err(err)?;
+            if !sync::outbox(&opened, self.workspace, 0, 1)
+                .map_err(err)?
+                .is_empty()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every replica holds the same documents, heads and derived state, nothing is held or
+    /// rejected, and every envelope a relay stored is everywhere.
+    fn check(&mut self) -> Run<()> {
+        let mut logged = BTreeSet::new();
+        for relay in &self.relays {
+            let mut after = 0;
+            loop {
+                let entries = relay
+                    .store()
+                    .read(&self.workspace.0, after, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
+                    .map_err(err)?;
+                let Some(&(last, _)) = entries.last() else {
+                    break;
+                };
+                for (_, bytes) in entries {
+                    logged.insert(Envelope::decode(&bytes).map_err(err)?.hash());
+                }
+                after = last;
+            }
+        }
+        self.outcome.envelopes = logged.len() as u64;
+        let mut states = Vec::new();
+        for (index, sim_node) in self.nodes.iter().enumerate() {
+            let node = Node::open(&sim_node.home).map_err(err)?;
+            let held = {
+                let txn = node.db().begin_read().map_err(err)?;
+                txn.open_table(HELD).map_err(err)?.len().map_err(err)?
+            };
+            if held > 0 {
+                return Err(format!("node {index} still holds {held} envelopes back"));
+            }
+            let rejected = sync::rejections(&node, self.workspace).map_err(err)?;
+            if !rejected.is_empty() {
+                return Err(format!("node {index} rejected envelopes: {rejected:?}"));
+            }
+            let have: BTreeSet<[u8; 32]> = sync::all_envelopes(&node, self.workspace)
+                .map_err(err)?
+                .iter()
+                .map(|bytes| Envelope::decode(bytes).map(|e| e.hash()))
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            if let Some(missing) = logged.difference(&have).next() {
+                return Err(format!(
+                    "node {index} lacks envelope {} that a relay acknowledged",
+                    hex::encode(&missing[..8])
+                ));
+            }
+            states.push(state_of(&node, self.workspace)?);
+        }
+        for (index, state) in states.iter().enumerate().skip(1) {
+            if *state != states[0] {
+                let diff: Vec<_> = state
+                    .iter()
+                    .filter(|(k, v)| states[0].get(*k) != Some(v))
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: node {index} has {v}, node 0 has {:?}",
+                            states[0].get(k)
+                        )
+                    })
+                    .take(3)
+                    .collect();
+                return Err(format!("replicas differ:\n    {}", diff.join("\n    ")));
+            }
+        }
+        if let Ok(path) = std::env::var("MERIDIAN_SIM_DUMP") {
+            let text: String = states[0]
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            std::fs::write(path, text).map_err(err)?;
+        }
+        let mut hasher = Sha256::new();
+        for (key, value) in &states[0] {
+            hasher.update(key.as_bytes());
+            hasher.update(value.as_bytes());
+        }
+        self.outcome.digest = hex::encode(hasher.finalize());
+        Ok(())
+    }
+}
+
+/// A replica's documents as comparable text: per document its summary (kind, state,
+/// deadlines, asks, heads) and its conflicts; and the workspace's members and heads.
+fn state_of(node: &Node, workspace: Id) -> Run<BTreeMap<String, String>> {
+    let mut state = BTreeMap::new();
+    let (_, record) = node.workspace(Some(&workspace.hex())).map_err(err)?;
+    let doc = node.load(workspace, workspace).map_err(err)?;
+    state.insert(
+        "workspace".into(),
+        format!("{:?} {:?}", doc.get_heads(), record.state),
+    );
+    for (id, summary) in node.summaries(workspace).map_err(err)? {
+        let doc = node.load(workspace, id).map_err(err)?;
+        let conflicts = history::conflicts(View::now(&doc));
+        state.insert(
+            id.hex(),
+            format!(
+                "{} {conflicts:?}",
+                serde_json::to_string(&summary).map_err(err)?
+            ),
+        );
+    }
+    Ok(state)
+}
+
+/// Queues every log entry after `after` in bounded batches; returns the new cursor.
+fn catch_up(store: &RelayStore, ws: &[u8; 16], after: u64, down: &mut VecDeque<Frame>) -> Run<u64> {
+    let mut cursor = after;
+    loop {
+        let entries = store
+            .read(ws, cursor, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
+            .map_err(err)?;
+        let Some(&(last, _)) = entries.last() else {
+            return Ok(cursor);
+        };
+        down.push_back(Frame::Entries {
+            entries: entries
+                .into_iter()
+                .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
+                .collect(),
+            up_to: last,
+        });
+        cursor = last;
+    }
+}
