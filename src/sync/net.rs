@@ -222,8 +222,7 @@ pub async fn connect(
                     outputs = session.receive(frame, Instant::now());
                 }
                 _ = poll.tick() => {
-                    let from = session.queued_to();
-                    outputs = session.local(super::outbox(node, workspace, from, OUTBOX_BATCH)?, Instant::now());
+                    outputs = refresh(node, workspace, &mut session, Instant::now())?;
                 }
                 changed = async {
                     match wake.as_mut() {
@@ -234,8 +233,7 @@ pub async fn connect(
                     if changed.is_err() {
                         wake = None;
                     }
-                    let from = session.queued_to();
-                    outputs = session.local(super::outbox(node, workspace, from, OUTBOX_BATCH)?, Instant::now());
+                    outputs = refresh(node, workspace, &mut session, Instant::now())?;
                 }
                 _ = tick => {
                     outputs = session.tick(Instant::now());
@@ -276,15 +274,29 @@ pub fn begin(
         stored.pushed,
     );
     let mut outputs = session.start(now);
-    outputs.extend(session.local(
+    outputs.extend(refresh(node, workspace, &mut session, now)?);
+    Ok((session, outputs))
+}
+
+/// What changed locally since the session last looked: new outbox entries to push, and
+/// members the creator removed whom the relay must now refuse (a removal made while a
+/// connection is up reaches the relay on that connection, not only on the next one).
+pub fn refresh(
+    node: &Node,
+    workspace: Id,
+    session: &mut Session,
+    now: Instant,
+) -> Result<Vec<Output>> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    let mut outputs = session.local(
         super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
         now,
-    ));
+    );
     let removed = removed_members(node, &record);
     if !removed.is_empty() {
         outputs.extend(session.revoke(removed, now));
     }
-    Ok((session, outputs))
+    Ok(outputs)
 }
 
 /// Carries out a session's outputs, and those they lead to: a relay new to the workspace

@@ -106,6 +106,8 @@ pub struct Session {
     in_flight: Option<InFlight>,
     next_push: u64,
     revokes: Vec<Vec<u8>>,
+    /// Members whose revocation this session already asked for (or queued).
+    asked: BTreeSet<Vec<u8>>,
     deadline: Option<Instant>,
 }
 
@@ -134,6 +136,7 @@ impl Session {
             in_flight: None,
             next_push: 1,
             revokes: Vec::new(),
+            asked: BTreeSet::new(),
             deadline: None,
         }
     }
@@ -195,8 +198,14 @@ impl Session {
     }
 
     /// Asks the relay to revoke members (only the workspace creator may).
+    /// Members already asked for on this session are skipped, so the driver may pass the
+    /// whole removed list whenever it looks.
     pub fn revoke(&mut self, members: Vec<Vec<u8>>, now: Instant) -> Vec<Output> {
-        self.revokes.extend(members);
+        for member in members {
+            if self.asked.insert(member.clone()) {
+                self.revokes.push(member);
+            }
+        }
         self.pump(now)
     }
 

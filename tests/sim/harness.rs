@@ -13,7 +13,7 @@ use meridian::id::Id;
 use meridian::identity::Profile;
 use meridian::node::Node;
 use meridian::store::HELD;
-use meridian::sync::net::{RoundReport, begin, carry_out};
+use meridian::sync::net::{RoundReport, begin, carry_out, refresh};
 use meridian::sync::session::{Output, Session};
 use meridian::workspace::Invite;
 use meridian::{history, proposal, sync};
@@ -97,6 +97,8 @@ pub struct Outcome {
     pub partitions: u64,
     /// Members who joined mid-run.
     pub late_joins: u64,
+    /// Members removed by the creator mid-run.
+    pub removals: u64,
     /// Envelopes the relays hold at the end.
     pub envelopes: u64,
     /// Hash of the final state.
@@ -118,6 +120,7 @@ impl Outcome {
         self.relay_crashes += o.relay_crashes;
         self.partitions += o.partitions;
         self.late_joins += o.late_joins;
+        self.removals += o.removals;
         self.envelopes += o.envelopes;
     }
 
@@ -135,6 +138,7 @@ impl Outcome {
         figure("sim.relay_crashes", self.relay_crashes);
         figure("sim.partitions", self.partitions);
         figure("sim.late_joins", self.late_joins);
+        figure("sim.removals", self.removals);
         figure("sim.envelopes_checked", self.envelopes);
     }
 }
@@ -143,7 +147,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} envelopes checked everywhere",
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals, {} envelopes checked everywhere",
             self.steps,
             self.edits,
             self.refused,
@@ -156,6 +160,7 @@ impl fmt::Display for Outcome {
             self.relay_crashes,
             self.partitions,
             self.late_joins,
+            self.removals,
             self.envelopes
         )
     }
@@ -164,6 +169,8 @@ impl fmt::Display for Outcome {
 struct SimNode {
     name: String,
     home: PathBuf,
+    /// Who invited this member.
+    inviter: Option<usize>,
 }
 
 struct SimRelay {
@@ -214,6 +221,10 @@ pub struct Sim {
     conns: Vec<Conn>,
     next_conn: u64,
     partitioned: BTreeSet<(usize, usize)>,
+    /// Members the creator removed: relays refuse them once told, and they are left out of
+    /// the final comparison (what they wrote before relays refused them must still be
+    /// everywhere).
+    removed: BTreeSet<usize>,
     /// The last steps, printed when a run fails.
     trace: VecDeque<String>,
     outcome: Outcome,
@@ -281,6 +292,7 @@ impl Sim {
             conns: Vec::new(),
             next_conn: 1,
             partitioned: BTreeSet::new(),
+            removed: BTreeSet::new(),
             trace: VecDeque::new(),
             outcome: Outcome::default(),
             counter: 0,
@@ -307,7 +319,11 @@ impl Sim {
             days: "mon-fri".into(),
         };
         Node::init(&home, &profile).map_err(err)?;
-        self.nodes.push(SimNode { name, home });
+        self.nodes.push(SimNode {
+            name,
+            home,
+            inviter: None,
+        });
         Ok(index)
     }
 
@@ -328,6 +344,7 @@ impl Sim {
         let index = self.init_node()?;
         let joiner = Node::open(&self.nodes[index].home).map_err(err)?;
         joiner.join(&invite).map_err(err)?;
+        self.nodes[index].inviter = Some(inviter);
         Ok(index)
     }
 
@@ -336,6 +353,9 @@ impl Sim {
     }
 
     fn note(&mut self, what: String) {
+        if std::env::var_os("MERIDIAN_SIM_TRACE").is_some() {
+            eprintln!("{what}");
+        }
         if self.trace.len() == 40 {
             self.trace.pop_front();
         }
@@ -362,10 +382,10 @@ impl Sim {
                 let relay = self.rng.below(self.relays.len());
                 self.connect(node, relay)
             }
-            30..55 => self.deliver_any(true, true),
-            55..80 => self.deliver_any(false, true),
-            80..85 => self.poll_any(),
-            85..87 => {
+            30..57 => self.deliver_any(true, true),
+            57..84 => self.deliver_any(false, true),
+            84..88 => self.poll_any(),
+            88..89 => {
                 if let Some(c) = self.random_conn() {
                     self.outcome.cuts += 1;
                     self.note(format!("{step}: cut connection {}", self.conns[c].id));
@@ -373,18 +393,18 @@ impl Sim {
                 }
                 Ok(())
             }
-            87..89 => {
+            89..90 => {
                 let node = self.rng.below(self.nodes.len());
                 self.outcome.node_crashes += 1;
                 self.note(format!("{step}: node {node} crashes"));
                 self.conns.retain(|c| c.node != node);
                 Ok(())
             }
-            89..90 => {
+            90..91 if self.rng.chance(50) => {
                 let relay = self.rng.below(self.relays.len());
                 self.crash_relay(relay)
             }
-            90..93 => {
+            91..93 => {
                 let pair = (
                     self.rng.below(self.nodes.len()),
                     self.rng.below(self.relays.len()),
@@ -400,14 +420,52 @@ impl Sim {
                 Ok(())
             }
             93..94 if self.outcome.late_joins < 2 => {
-                let inviter = self.rng.below(self.nodes.len());
+                // A removed member's invites are refused by relays; members invite.
+                let members: Vec<usize> = (0..self.nodes.len())
+                    .filter(|n| !self.removed.contains(n))
+                    .collect();
+                let inviter = *self.rng.pick(&members).expect("the creator stays");
                 let index = self.join_node(inviter)?;
                 self.outcome.late_joins += 1;
                 self.note(format!("{step}: node {index} joins, invited by {inviter}"));
                 Ok(())
             }
+            94..95 if self.removed.is_empty() => {
+                // The creator (node 0) removes a member it knows of. Not one who invited
+                // others: relays refuse a removed member's invites even when used before
+                // the removal (they cannot tell when an offline join happened), so those
+                // members would need a new invite.
+                let creator = Node::open(&self.nodes[0].home).map_err(err)?;
+                let (_, record) = creator.workspace(None).map_err(err)?;
+                drop(creator);
+                let known: Vec<usize> = (1..self.nodes.len())
+                    .filter(|n| self.nodes.iter().all(|other| other.inviter != Some(*n)))
+                    .filter(|n| {
+                        let name = &self.nodes[*n].name;
+                        record
+                            .state
+                            .members
+                            .iter()
+                            .any(|m| m.verified && m.name == *name)
+                    })
+                    .collect();
+                if let Some(&member) = self.rng.pick(&known) {
+                    let name = self.nodes[member].name.clone();
+                    if self.cli(0, &["member", "remove", &name]) {
+                        self.outcome.removals += 1;
+                        self.removed.insert(member);
+                    }
+                }
+                Ok(())
+            }
             _ => {
-                let by = Duration::from_secs(1 + self.rng.below(45) as u64);
+                // Mostly seconds; now and then long enough for a waiting session to time out.
+                let secs = if self.rng.chance(10) {
+                    60
+                } else {
+                    1 + self.rng.below(5)
+                };
+                let by = Duration::from_secs(secs as u64);
                 self.advance(by)
             }
         }
@@ -751,11 +809,10 @@ impl Sim {
 
     fn poll(&mut self, c: usize) -> Run<bool> {
         let node = Node::open(&self.nodes[self.conns[c].node].home).map_err(err)?;
-        let from = self.conns[c].session.queued_to();
-        let entries = sync::outbox(&node, self.workspace, from, 10_000).map_err(err)?;
-        drop(node);
         let now = self.now();
-        let outputs = self.conns[c].session.local(entries, now);
+        let outputs =
+            refresh(&node, self.workspace, &mut self.conns[c].session, now).map_err(err)?;
+        drop(node);
         self.carry(c, outputs)
     }
 
@@ -765,7 +822,8 @@ impl Sim {
         let mut argv = vec!["meridian", "--home", home.as_str()];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(&argv).expect("the simulation builds valid command lines");
-        let ok = meridian::cli::run(cli).is_ok();
+        let result = meridian::cli::run(cli);
+        let ok = result.is_ok();
         if ok {
             self.outcome.edits += 1;
         } else {
@@ -774,7 +832,10 @@ impl Sim {
         self.note(format!(
             "node {node}: meridian {} -> {}",
             args.join(" "),
-            if ok { "ok" } else { "refused" }
+            match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("refused: {e:#}"),
+            }
         ));
         ok
     }
@@ -925,7 +986,9 @@ impl Sim {
         for round in 0..60 {
             for node in 0..self.nodes.len() {
                 for relay in 0..self.relays.len() {
-                    self.connect(node, relay)?;
+                    if !self.removed.contains(&node) {
+                        self.connect(node, relay)?;
+                    }
                 }
             }
             let mut moved = true;
@@ -953,9 +1016,14 @@ impl Sim {
                     c += 1;
                 }
             }
-            let quiet = self.conns.len() == self.nodes.len() * self.relays.len()
-                && self
-                    .conns
+            let members = self.nodes.len() - self.removed.len();
+            let live: Vec<&Conn> = self
+                .conns
+                .iter()
+                .filter(|c| !self.removed.contains(&c.node))
+                .collect();
+            let quiet = live.len() == members * self.relays.len()
+                && live
                     .iter()
                     .all(|c| c.session.is_idle() && c.up.is_empty() && c.down.is_empty());
             if quiet && self.outboxes_empty()? {
@@ -969,7 +1037,10 @@ impl Sim {
     }
 
     fn outboxes_empty(&self) -> Run<bool> {
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
+            if self.removed.contains(&index) {
+                continue;
+            }
             let opened = Node::open(&node.home).map_err(err)?;
             if !sync::outbox(&opened, self.workspace, 0, 1)
                 .map_err(err)?
@@ -1002,8 +1073,23 @@ impl Sim {
             }
         }
         self.outcome.envelopes = logged.len() as u64;
+        for &removed in &self.removed {
+            let node = Node::open(&self.nodes[removed].home).map_err(err)?;
+            let key = node.key().verifying_key().to_bytes();
+            for (r, relay) in self.relays.iter().enumerate() {
+                let member = relay.store().member(&self.workspace.0, &key).map_err(err)?;
+                if member.is_some_and(|m| !m.removed) {
+                    return Err(format!(
+                        "relay {r} still admits node {removed}, removed by the creator"
+                    ));
+                }
+            }
+        }
         let mut states = Vec::new();
         for (index, sim_node) in self.nodes.iter().enumerate() {
+            if self.removed.contains(&index) {
+                continue;
+            }
             let node = Node::open(&sim_node.home).map_err(err)?;
             let held = {
                 let txn = node.db().begin_read().map_err(err)?;
@@ -1028,17 +1114,20 @@ impl Sim {
                     hex::encode(&missing[..8])
                 ));
             }
-            states.push(state_of(&node, self.workspace)?);
+            states.push((index, state_of(&node, self.workspace)?));
         }
-        for (index, state) in states.iter().enumerate().skip(1) {
-            if *state != states[0] {
-                let diff: Vec<_> = state
-                    .iter()
-                    .filter(|(k, v)| states[0].get(*k) != Some(v))
-                    .map(|(k, v)| {
+        let (first, reference) = &states[0];
+        for (index, state) in &states[1..] {
+            if state != reference {
+                let keys: BTreeSet<&String> = state.keys().chain(reference.keys()).collect();
+                let diff: Vec<_> = keys
+                    .into_iter()
+                    .filter(|k| state.get(*k) != reference.get(*k))
+                    .map(|k| {
                         format!(
-                            "{k}: node {index} has {v}, node 0 has {:?}",
-                            states[0].get(k)
+                            "{k}: node {index} has {:?}, node {first} has {:?}",
+                            state.get(k),
+                            reference.get(k)
                         )
                     })
                     .take(3)
@@ -1047,14 +1136,14 @@ impl Sim {
             }
         }
         if let Ok(path) = std::env::var("MERIDIAN_SIM_DUMP") {
-            let text: String = states[0]
+            let text: String = reference
                 .iter()
                 .map(|(k, v)| format!("{k}: {v}\n"))
                 .collect();
             std::fs::write(path, text).map_err(err)?;
         }
         let mut hasher = Sha256::new();
-        for (key, value) in &states[0] {
+        for (key, value) in reference {
             hasher.update(key.as_bytes());
             hasher.update(value.as_bytes());
         }
