@@ -290,6 +290,20 @@ fn short_hash(change: &Change) -> String {
 /// Only the signers of changes the node does not have yet must be verified members: an old
 /// envelope by someone since removed does not block a bundle that carries it along.
 pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> Result<Report> {
+    let txn = node.db().begin_write()?;
+    let report = apply_in(&txn, node, workspace, items, limits)?;
+    txn.commit()?;
+    Ok(report)
+}
+
+/// [`apply`] inside the caller's transaction, which the caller commits or drops.
+pub fn apply_in(
+    txn: &redb::WriteTransaction,
+    node: &Node,
+    workspace: Id,
+    items: Vec<Item>,
+    limits: &Limits,
+) -> Result<Report> {
     let total: usize = items.iter().map(|i| i.changes.len()).sum();
     if total > limits.max_changes {
         bail!(
@@ -298,12 +312,11 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
         );
     }
     let own: [u8; 32] = node.key().verifying_key().to_bytes();
-    let txn = node.db().begin_write()?;
-    let mut record = node::workspace_record(&txn, workspace)?;
+    let mut record = node::workspace_record(txn, workspace)?;
     let mut report = Report::default();
     for (doc_id, items) in by_document(workspace, items) {
         report.absorb(try_store(
-            &txn,
+            txn,
             workspace,
             &mut record,
             doc_id,
@@ -312,7 +325,6 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
             &own,
         )?);
     }
-    txn.commit()?;
     Ok(report)
 }
 
