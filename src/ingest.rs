@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_inflated: u64,
     /// Most changes in one batch.
     pub max_changes: usize,
+    /// Most new operations applied to one document in one batch: automerge holds several
+    /// hundred bytes of memory per operation while it applies them.
+    pub max_ops: usize,
     /// Deepest object nesting a document may reach.
     pub max_depth: usize,
 }
@@ -42,6 +45,7 @@ impl Default for Limits {
             max_input: 256 << 20,
             max_inflated: 1 << 30,
             max_changes: 1_000_000,
+            max_ops: 500_000,
             max_depth: 64,
         }
     }
@@ -575,6 +579,14 @@ fn prepare(
     }
     if fresh.is_empty() {
         return Ok(None);
+    }
+    let ops: usize = fresh.iter().map(Change::len).sum();
+    if ops > limits.max_ops {
+        bail!(
+            "the new changes to document {} hold {ops} operations, more than the limit of {} in one merge or sync: refusing them",
+            doc_id.short(),
+            limits.max_ops
+        );
     }
     report.applied += fresh.len();
     let was_empty = loaded.next_seq == 0 && doc_id != workspace;
