@@ -377,8 +377,8 @@ impl Hostile {
         add(
             "author-not-a-point",
             "bad-shape",
-            "rejected:not a valid ed25519",
-            "not a valid ed25519",
+            "rejected:envelope",
+            "envelope",
             "an author key that is not a curve point",
             not_point.encode(),
         );
@@ -451,11 +451,16 @@ impl Hostile {
         let mut rng = Rng::new(7);
         for i in 0..6 {
             let n = [0usize, 1, 8, 9, 64, 4096][i];
+            let (sync, merge) = if n == 0 {
+                ("known", "ok")
+            } else {
+                ("rejected:", "")
+            };
             add(
                 &format!("plaintext-random-{n}"),
                 "garbage-changes",
-                "rejected:",
-                "",
+                sync,
+                merge,
                 &format!("{n} random bytes sealed as changes"),
                 world.seal(&world.ana, world.proposal, &rng.bytes(n)),
             );
@@ -575,15 +580,35 @@ impl Hostile {
             "2999 changes whose first dependency never arrives",
             world.seal(&world.ana, Id([0x45; 16]), &orphans[1..].concat()),
         );
-        let mut twice = valid.clone();
-        twice.extend_from_slice(&valid);
+        let known = proposal
+            .get_changes(&[])
+            .last()
+            .expect("a change")
+            .raw_bytes()
+            .to_vec();
         add(
             "same-change-twice",
             "duplicate",
-            "rejected:",
-            "",
-            "one change twice in one envelope (not a Meridian document on its own)",
-            world.seal(&world.ana, world.proposal, &twice),
+            "known",
+            "ok",
+            "a change the node has, twice in one envelope",
+            world.seal(&world.ana, world.proposal, &[known.clone(), known].concat()),
+        );
+        let equivocation = {
+            let first = proposal.get_changes(&[])[0].hash();
+            let mut old = proposal.fork_at(&[first]).expect("the first change");
+            fuzz::edit(&mut old, &world.ana, T0 + 40, "equivocation", |tx| {
+                tx.put(ROOT, "title", "Other history")?;
+                Ok(())
+            })
+        };
+        add(
+            "equivocation",
+            "duplicate",
+            "rejected:duplicate seq",
+            "duplicate seq",
+            "a second, different change with an (actor, seq) the node already has",
+            world.seal(&world.ana, world.proposal, &equivocation),
         );
         let base = world.base_envelopes();
         add(
@@ -594,14 +619,14 @@ impl Hostile {
             "an envelope the node already has",
             base[base.len() - 1].clone(),
         );
-        let second_root = fresh_changes(
-            &world.ana,
-            vec![Box::new(|doc: &mut Automerge| {
-                let mut tx = doc.transaction();
-                tx.put(ROOT, "title", "Start over").expect("put");
-                tx.commit();
-            })],
-        );
+        let second_root = {
+            let mut doc =
+                Automerge::new().with_actor(meridian::identity::actor_id(&world.ana, &[0x22; 8]));
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "title", "Start over").expect("put");
+            tx.commit();
+            vec![doc.get_changes(&[])[0].raw_bytes().to_vec()]
+        };
         add(
             "second-root",
             "rules",
@@ -639,8 +664,8 @@ impl Hostile {
         add(
             "huge-text-1mb",
             "huge-text",
-            "rejected:unknown kind",
-            "unknown kind",
+            "rejected:operations",
+            "operations",
             "1 MB of text in one change, in a document of no known kind",
             world.seal(&world.ana, Id([0x47; 16]), &huge[0]),
         );
@@ -1593,12 +1618,17 @@ const BUNDLE_START: usize = 16;
 
 fn saved_docs(corpus: &mut Corpus, world: &World, _hostile: &Hostile) {
     let saved = world.proposal_doc().save();
+    let mut newer = world.proposal_doc();
+    fuzz::edit(&mut newer, &world.ana, T0 + 50, "newer", |tx| {
+        tx.put(ROOT, "title", "Newer")?;
+        Ok(())
+    });
     corpus.add(
         "saved-docs/others-changes.automerge",
         "not-signed",
         "carry no signatures",
-        "a saved proposal holding Ana's changes, new to the node",
-        &world.proposal_doc().save(),
+        "a saved proposal holding a change by Ana new to the node",
+        &newer.save(),
     );
     let step = (saved.len() / 40).max(1);
     for cut in (9..saved.len()).step_by(step) {
@@ -1826,7 +1856,7 @@ fn cli_args(corpus: &mut Corpus, world: &World) {
         ("month-13", "2026-13-01"),
         ("feb-30", "2026-02-30"),
         ("year-99999", "99999-01-01"),
-        ("year-0", "0000-01-01"),
+        ("year-1", "0001-01-01"),
         ("negative-days", "-5d"),
         ("huge-days", "1000000000000d"),
         ("huge-ms", "9223372036854775807ms"),
@@ -1855,10 +1885,11 @@ fn cli_args(corpus: &mut Corpus, world: &World) {
             let name = command[0..command.len().min(2)]
                 .join("-")
                 .replace(&proposal, "id");
+            let expect = if label == "year-1" { "any" } else { "*" };
             corpus.add(
                 &format!("cli-args/date-{name}-{label}.args"),
                 "bad-date",
-                "*",
+                expect,
                 &format!(
                     "`{}` with a bad date ({label})",
                     command.join(" ").replace(&proposal, "ID")
@@ -1867,8 +1898,14 @@ fn cli_args(corpus: &mut Corpus, world: &World) {
             );
         }
     }
+    corpus.add(
+        "cli-args/log-n-negative.args",
+        "huge-numbers",
+        "unexpected argument",
+        "`log -n -1`",
+        &args(&[b"log", proposal.as_bytes(), b"-n", b"-1"]),
+    );
     for (label, n) in [
-        ("negative", "-1"),
         ("2-64", "18446744073709551616"),
         ("huge", "99999999999999999999999999"),
         ("text", "ten"),

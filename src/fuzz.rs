@@ -301,7 +301,7 @@ pub fn unclear(message: &str) -> Option<&'static str> {
     const DEBUG: [&str; 8] = [
         "Error {",
         "Os {",
-        "kind: ",
+        "{ kind:",
         "Semantic(",
         "Syntax(",
         "Io(",
