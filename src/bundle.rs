@@ -59,8 +59,26 @@ pub enum Source {
     SavedDocument,
 }
 
+/// A file read and checked up to the point of applying it.
+pub struct Opened {
+    /// What kind of file it was.
+    pub source: Source,
+    /// The workspace its changes belong to.
+    pub workspace: Id,
+    /// The verified envelopes and their changes.
+    pub items: Vec<Item>,
+}
+
 /// Merges a bundle or saved document into the node: everything or nothing.
 pub fn merge(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Source, Report)> {
+    let opened = open(node, bytes, limits)?;
+    let report = ingest::apply(node, opened.workspace, opened.items, limits)?;
+    Ok((opened.source, report))
+}
+
+/// Reads a bundle or saved document and checks everything that can be checked before
+/// applying it: size, shape, signatures, decryption, decompression bounds, authorship.
+pub fn open(node: &Node, bytes: &[u8], limits: &Limits) -> Result<Opened> {
     if bytes.len() > limits.max_input {
         bail!(
             "the file is {} bytes, more than the limit of {} bytes",
@@ -74,18 +92,28 @@ pub fn merge(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Source, Repo
         );
     }
     if let Some(body) = bytes.strip_prefix(BUNDLE_MAGIC) {
-        return Ok((Source::Bundle, merge_bundle(node, body, limits)?));
+        let (workspace, items) = open_bundle(node, body, limits)?;
+        return Ok(Opened {
+            source: Source::Bundle,
+            workspace,
+            items,
+        });
     }
     if bytes.starts_with(&AUTOMERGE_MAGIC) {
-        return Ok((Source::SavedDocument, merge_saved(node, bytes, limits)?));
+        let (workspace, items) = open_saved(node, bytes, limits)?;
+        return Ok(Opened {
+            source: Source::SavedDocument,
+            workspace,
+            items,
+        });
     }
     bail!(
         "the file is neither a Meridian bundle nor a saved automerge document; nothing was merged"
     )
 }
 
-fn merge_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<Report> {
-    let bundle: Bundle = ciborium::from_reader(body).map_err(|e| {
+fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Item>)> {
+    let bundle: Bundle = meridian_relay::cbor::from_slice(body).map_err(|e| {
         anyhow::anyhow!("the bundle is damaged or truncated ({e}); nothing was merged")
     })?;
     if bundle.version != BUNDLE_VERSION {
@@ -109,13 +137,13 @@ fn merge_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<Report> {
             })?;
         items.push(item);
     }
-    ingest::apply(node, workspace, items, limits)
+    Ok((workspace, items))
 }
 
 /// A saved automerge document carries no signatures, so the only changes taken from it are
 /// this device's own (re-sealed and signed now, as at any local edit). Taking anyone else's
 /// would let whoever wrote the file put words in their name.
-fn merge_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<Report> {
+fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Item>)> {
     let mut budget = limits.max_inflated;
     ingest::chunks(bytes, &mut budget, true)
         .context("the saved document is damaged; nothing was merged")?;
@@ -180,7 +208,7 @@ fn merge_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<Report> {
             changes: vec![change],
         })
         .collect();
-    ingest::apply(node, workspace, items, limits)
+    Ok((workspace, items))
 }
 
 fn known_workspace(node: &Node, workspace: Id) -> Result<WorkspaceRecord> {

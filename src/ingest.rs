@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_inflated: u64,
     /// Most changes in one batch.
     pub max_changes: usize,
+    /// Most new operations applied to one document in one batch: automerge holds several
+    /// hundred bytes of memory per operation while it applies them.
+    pub max_ops: usize,
     /// Deepest object nesting a document may reach.
     pub max_depth: usize,
 }
@@ -42,6 +45,7 @@ impl Default for Limits {
             max_input: 256 << 20,
             max_inflated: 1 << 30,
             max_changes: 1_000_000,
+            max_ops: 500_000,
             max_depth: 64,
         }
     }
@@ -290,6 +294,20 @@ fn short_hash(change: &Change) -> String {
 /// Only the signers of changes the node does not have yet must be verified members: an old
 /// envelope by someone since removed does not block a bundle that carries it along.
 pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> Result<Report> {
+    let txn = node.db().begin_write()?;
+    let report = apply_in(&txn, node, workspace, items, limits)?;
+    txn.commit()?;
+    Ok(report)
+}
+
+/// [`apply`] inside the caller's transaction, which the caller commits or drops.
+pub fn apply_in(
+    txn: &redb::WriteTransaction,
+    node: &Node,
+    workspace: Id,
+    items: Vec<Item>,
+    limits: &Limits,
+) -> Result<Report> {
     let total: usize = items.iter().map(|i| i.changes.len()).sum();
     if total > limits.max_changes {
         bail!(
@@ -298,12 +316,11 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
         );
     }
     let own: [u8; 32] = node.key().verifying_key().to_bytes();
-    let txn = node.db().begin_write()?;
-    let mut record = node::workspace_record(&txn, workspace)?;
+    let mut record = node::workspace_record(txn, workspace)?;
     let mut report = Report::default();
     for (doc_id, items) in by_document(workspace, items) {
         report.absorb(try_store(
-            &txn,
+            txn,
             workspace,
             &mut record,
             doc_id,
@@ -312,7 +329,6 @@ pub fn apply(node: &Node, workspace: Id, items: Vec<Item>, limits: &Limits) -> R
             &own,
         )?);
     }
-    txn.commit()?;
     Ok(report)
 }
 
@@ -651,6 +667,14 @@ fn prepare(
     }
     if fresh.is_empty() {
         return Ok(None);
+    }
+    let ops: usize = fresh.iter().map(Change::len).sum();
+    if ops > limits.max_ops {
+        bail!(
+            "the new changes to document {} hold {ops} operations, more than the limit of {} in one merge or sync: refusing them",
+            doc_id.short(),
+            limits.max_ops
+        );
     }
     report.applied += fresh.len();
     let was_empty = loaded.next_seq == 0 && doc_id != workspace;

@@ -7,6 +7,8 @@ pub mod bundle;
 pub mod cli;
 pub mod discussion;
 pub mod doc;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod history;
 pub mod id;
 pub mod identity;

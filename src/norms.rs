@@ -110,9 +110,19 @@ fn clock_text(minutes: u16) -> String {
 fn parse_days(text: &str) -> Result<u8> {
     let day = |name: &str| -> Result<u8> {
         let name = name.trim().to_ascii_lowercase();
-        DAY_NAMES
-            .iter()
-            .position(|d| name.starts_with(d))
+        // A day is named by at least its first three letters: "mon", "mond", "monday"; a
+        // prefix match the other way round would read "sun-fri" as "sun".
+        const FULL: [&str; 7] = [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ];
+        FULL.iter()
+            .position(|d| name.len() >= 3 && d.starts_with(name.as_str()))
             .map(|i| i as u8)
             .with_context(|| {
                 format!("`{name}` is not a weekday: use mon, tue, wed, thu, fri, sat, sun")

@@ -21,7 +21,19 @@ pub fn seal(
     doc: Id,
     plaintext: &[u8],
 ) -> Envelope {
-    let nonce: [u8; NONCE_LEN] = random_bytes();
+    seal_with_nonce(device, key, workspace, doc, random_bytes(), plaintext)
+}
+
+/// [`seal`] with a given nonce, for deterministic test inputs (the hostile corpus). A nonce
+/// must never be reused with one key for different plaintexts: everything else uses [`seal`].
+pub fn seal_with_nonce(
+    device: &SigningKey,
+    key: &WorkspaceKey,
+    workspace: Id,
+    doc: Id,
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Envelope {
     Envelope::sign(device, workspace.0, doc.0, nonce, |aad| {
         XChaCha20Poly1305::new(key.into())
             .encrypt(

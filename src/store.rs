@@ -183,5 +183,5 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a stored CBOR value; `what` names it in the error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    ciborium::from_reader(bytes).with_context(|| format!("the stored {what} is corrupt"))
+    meridian_relay::cbor::from_slice(bytes).with_context(|| format!("the stored {what} is corrupt"))
 }

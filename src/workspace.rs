@@ -452,7 +452,7 @@ impl Invite {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .context("the invite code is damaged (not base64): copy it again, whole")?;
-        let invite: Invite = ciborium::from_reader(bytes.as_slice())
+        let invite: Invite = meridian_relay::cbor::from_slice(bytes.as_slice())
             .context("the invite code is damaged: copy it again, whole")?;
         let workspace = invite.workspace_id()?;
         if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {

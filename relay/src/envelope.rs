@@ -192,7 +192,7 @@ impl Envelope {
             return Err(EnvelopeError::TooLarge(bytes.len()));
         }
         let envelope: Envelope =
-            ciborium::from_reader(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+            crate::cbor::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         envelope.verify()?;
         Ok(envelope)
     }

@@ -6,6 +6,7 @@
 //! stores them as they are in an append-only log per workspace, and forwards them to the
 //! workspace's connected members.
 
+pub mod cbor;
 pub mod determinism;
 pub mod envelope;
 pub mod membership;

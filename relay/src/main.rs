@@ -43,6 +43,47 @@ fn main() {
     }
 }
 
+/// Refuses limits that would make the relay useless or crash it (a semaphore or a channel
+/// of 2^64 slots panics or exhausts memory; zero serves nobody).
+fn check(config: &Config) -> Result<()> {
+    let bounds: [(&str, u64, u64, u64); 6] = [
+        (
+            "max_connections",
+            config.max_connections as u64,
+            1,
+            1_000_000,
+        ),
+        (
+            "max_per_workspace",
+            config.max_per_workspace as u64,
+            1,
+            1_000_000,
+        ),
+        (
+            "handshake_timeout_secs",
+            config.handshake_timeout_secs,
+            1,
+            3600,
+        ),
+        ("send_timeout_secs", config.send_timeout_secs, 1, 3600),
+        (
+            "max_frame_bytes",
+            config.max_frame_bytes as u64,
+            1024,
+            1 << 30,
+        ),
+        ("live_batches", config.live_batches as u64, 1, 65_536),
+    ];
+    for (name, value, low, high) in bounds {
+        if !(low..=high).contains(&value) {
+            anyhow::bail!(
+                "the config sets {name} = {value}: it must be at least {low} and at most {high}"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let Command::Serve {
         listen,
@@ -58,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => Config::default(),
     };
+    check(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -195,7 +195,7 @@ impl Frame {
         if bytes.len() > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge(bytes.len()));
         }
-        ciborium::from_reader(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
+        crate::cbor::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
     }
 
     /// A short name for logs.

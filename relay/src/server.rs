@@ -342,8 +342,27 @@ async fn recv(source: &mut Source) -> Result<Option<Frame>> {
             Message::Binary(bytes) => return Ok(Some(Frame::decode(&bytes)?)),
             Message::Close(_) => return Ok(None),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Text(_) => bail!("text messages are not part of the protocol"),
+            Message::Text(_) => {
+                return Err(crate::protocol::FrameError::Malformed(
+                    "text messages are not part of the protocol: send binary CBOR frames".into(),
+                )
+                .into());
+            }
         }
+    }
+}
+
+/// Answers a frame that does not decode with a `Protocol` refusal, so the client learns why.
+async fn refuse_bad_frame(
+    sink: &mut Sink,
+    received: Result<Option<Frame>>,
+    limit: Duration,
+) -> Result<Option<Frame>> {
+    match received {
+        Err(e) if e.is::<crate::protocol::FrameError>() => {
+            Err(refuse(sink, RefusedCode::Protocol, &format!("{e}"), limit).await)
+        }
+        other => other,
     }
 }
 
@@ -453,7 +472,7 @@ async fn blocking<T: Send + 'static>(
 /// Hello → Challenge → Prove, then admission.
 async fn handshake(shared: &Arc<Shared>, sink: &mut Sink, source: &mut Source) -> Result<Session> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
-    let (ws, key) = match recv(source).await? {
+    let (ws, key) = match refuse_bad_frame(sink, recv(source).await, limit).await? {
         Some(Frame::Hello {
             version,
             workspace,
@@ -504,7 +523,7 @@ async fn handshake(shared: &Arc<Shared>, sink: &mut Sink, source: &mut Source) -
         relay: relay.to_vec(),
     };
     send(sink, challenge.encode(), limit).await?;
-    let (signature, register) = match recv(source).await? {
+    let (signature, register) = match refuse_bad_frame(sink, recv(source).await, limit).await? {
         Some(Frame::Prove {
             signature,
             register,

@@ -1,0 +1,546 @@
+//! The hostile-input harness: a deterministic world of keys and documents, and one function
+//! per entry point that must never panic whatever bytes it is given.
+//!
+//! Shared by the corpus generator (`examples/hostile_corpus.rs`), the corpus test
+//! (`tests/corpus.rs`), the stable fuzz driver (`tests/fuzz.rs`) and the cargo-fuzz targets
+//! (`fuzz/`). It is not part of Meridian's interface, so it is hidden from the docs.
+//!
+//! A target returns normally for every input, accepted or refused; a refusal's message must
+//! be clear (see [`unclear`]). Anything else, a panic or a broken invariant, is a finding.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge, ROOT};
+use ed25519_dalek::{Signer, SigningKey};
+use meridian_relay::Frame;
+use meridian_relay::envelope::NONCE_LEN;
+use meridian_relay::membership::invite_message;
+use meridian_relay::protocol::Register;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{self, BUNDLE_MAGIC, BUNDLE_VERSION, Bundle};
+use crate::doc::View;
+use crate::id::Id;
+use crate::identity::{self, Profile};
+use crate::ingest::{self, Limits};
+use crate::node::Node;
+use crate::proposal::{self, NewProposal};
+use crate::seal::{self, WorkspaceKey};
+use crate::store::WorkspaceRecord;
+use crate::sync::session::{Output, Session};
+use crate::workspace::{self, Invite};
+
+/// Expiry of the corpus's invites: 2100-01-01, so the committed corpus keeps working.
+pub const FAR_FUTURE: i64 = 4_102_444_800_000;
+
+/// The time of the first corpus change: 2026-01-01 UTC.
+pub const T0: i64 = 1_767_225_600_000;
+
+/// The seed of the invite the test node (Bo) joins with.
+pub const BO_INVITE: u8 = 0xB0;
+
+/// A workspace built from fixed seeds: the same bytes on every run and every machine, so a
+/// committed corpus of signed, sealed inputs stays valid for a node that joins it.
+///
+/// Ana created it; Cy joined with Ana's invite; Eve holds the workspace key but is no member.
+pub struct World {
+    /// The creator's device key.
+    pub ana: SigningKey,
+    /// A member invited by Ana.
+    pub cy: SigningKey,
+    /// A stranger who somehow has the workspace key.
+    pub eve: SigningKey,
+    /// The salt of the workspace id.
+    pub salt: [u8; 16],
+    /// The workspace id, derived from Ana's key and the salt.
+    pub workspace: Id,
+    /// The workspace key.
+    pub key: WorkspaceKey,
+    /// Ana's proposal.
+    pub proposal: Id,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    /// The world.
+    pub fn new() -> World {
+        let ana = SigningKey::from_bytes(&[0xA1; 32]);
+        let salt = [0x5A; 16];
+        let workspace = Id(meridian_relay::membership::workspace_id(
+            &ana.verifying_key().to_bytes(),
+            &salt,
+        ));
+        World {
+            ana,
+            cy: SigningKey::from_bytes(&[0xC1; 32]),
+            eve: SigningKey::from_bytes(&[0xE1; 32]),
+            salt,
+            workspace,
+            key: [0x77; 32],
+            proposal: Id([0x50; 16]),
+        }
+    }
+
+    /// The automerge actor of a device of this world (its key, then a fixed suffix).
+    pub fn actor(key: &SigningKey) -> ActorId {
+        identity::actor_id(key, &[0x11; 8])
+    }
+
+    /// A member id (hex device key).
+    pub fn member(key: &SigningKey) -> String {
+        hex::encode(key.verifying_key().to_bytes())
+    }
+
+    /// An invite by Ana whose one-time key comes from `seed`.
+    pub fn invite(&self, seed: u8) -> Invite {
+        let secret = SigningKey::from_bytes(&[seed; 32]);
+        let public = secret.verifying_key().to_bytes();
+        Invite {
+            workspace: self.workspace.0.to_vec(),
+            name: "acme".into(),
+            key: self.key.to_vec(),
+            creator: self.ana.verifying_key().to_bytes().to_vec(),
+            relays: Vec::new(),
+            secret: secret.to_bytes().to_vec(),
+            inviter: self.ana.verifying_key().to_bytes().to_vec(),
+            expires: FAR_FUTURE,
+            inviter_sig: self
+                .ana
+                .sign(&invite_message(&self.workspace.0, &public, FAR_FUTURE))
+                .to_bytes()
+                .to_vec(),
+        }
+    }
+
+    /// Registration of Ana with a relay (she creates the workspace there).
+    pub fn register_ana(&self) -> Register {
+        Register::Create {
+            salt: self.salt.to_vec(),
+        }
+    }
+
+    /// Registration of Cy with a relay, with the proof of Ana's invite.
+    pub fn register_cy(&self) -> Register {
+        let proof = self
+            .invite(0xC0)
+            .proof_for(&self.cy.verifying_key())
+            .expect("the world's invite is well formed");
+        Register::Join(proof)
+    }
+
+    fn profile(name: &str) -> Profile {
+        Profile {
+            name: name.into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        }
+    }
+
+    /// The workspace document: genesis, Ana's member entry and name, Cy's member entry.
+    pub fn workspace_doc(&self) -> Automerge {
+        let genesis = workspace::genesis(self.workspace, &self.ana.verifying_key().to_bytes());
+        let mut doc = Automerge::load(&genesis).expect("the genesis change loads");
+        let members = View::now(&doc)
+            .map(&ROOT, "members")
+            .expect("the genesis has members");
+        edit(&mut doc, &self.ana, T0, "create workspace acme", |tx| {
+            workspace::put_name(tx, "acme")?;
+            workspace::put_member(
+                tx,
+                &members,
+                &self.ana.verifying_key(),
+                &World::profile("Ana"),
+                T0,
+                None,
+            )
+        });
+        let proof = match self.register_cy() {
+            Register::Join(proof) => proof,
+            Register::Create { .. } => unreachable!("Cy joins"),
+        };
+        edit(&mut doc, &self.cy, T0 + 1, "Cy joins", |tx| {
+            workspace::put_member(
+                tx,
+                &members,
+                &self.cy.verifying_key(),
+                &World::profile("Cy"),
+                T0 + 1,
+                Some(&proof),
+            )
+        });
+        doc
+    }
+
+    /// Ana's proposal, created and then edited once.
+    pub fn proposal_doc(&self) -> Automerge {
+        let mut doc = Automerge::new();
+        let new = NewProposal {
+            id: self.proposal,
+            workspace: self.workspace,
+            title: "Target".into(),
+            template: "rfc".into(),
+            sections: vec![("Summary".into(), "Original".into())],
+            deciders: vec![World::member(&self.ana)],
+            asks: Vec::new(),
+            urgency: "normal".into(),
+            author: World::member(&self.ana),
+            at: T0 + 2,
+        };
+        edit(&mut doc, &self.ana, T0 + 2, "new proposal: Target", |tx| {
+            proposal::create(tx, &new)
+        });
+        edit(&mut doc, &self.ana, T0 + 3, "edit Summary", |tx| {
+            proposal::set_section(tx, "Summary", "Original text, edited")
+        });
+        doc
+    }
+
+    /// Seals `plaintext` for `doc` as `signer`, with a nonce derived from the content, so
+    /// the same input always gives the same envelope.
+    pub fn seal(&self, signer: &SigningKey, doc: Id, plaintext: &[u8]) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        hasher.update(b"meridian/corpus-nonce\0");
+        hasher.update(signer.verifying_key().to_bytes());
+        hasher.update(doc.0);
+        hasher.update(plaintext);
+        let digest = hasher.finalize();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&digest[..NONCE_LEN]);
+        seal::seal_with_nonce(signer, &self.key, self.workspace, doc, nonce, plaintext).encode()
+    }
+
+    /// Every change of `doc` but the genesis, each sealed by the device that wrote it.
+    pub fn envelopes_of(&self, doc_id: Id, doc: &Automerge) -> Vec<Vec<u8>> {
+        doc.get_changes(&[])
+            .into_iter()
+            .filter(|c| !workspace::is_genesis_actor(self.workspace, c.actor_id()))
+            .map(|c| {
+                let signer = self.signer_of(c.actor_id());
+                self.seal(signer, doc_id, c.raw_bytes())
+            })
+            .collect()
+    }
+
+    fn signer_of(&self, actor: &ActorId) -> &SigningKey {
+        [&self.ana, &self.cy, &self.eve]
+            .into_iter()
+            .find(|k| World::actor(k) == *actor)
+            .unwrap_or(&self.ana)
+    }
+
+    /// What a node must merge to hold the world: the workspace document and the proposal.
+    pub fn base_envelopes(&self) -> Vec<Vec<u8>> {
+        let mut envelopes = self.envelopes_of(self.workspace, &self.workspace_doc());
+        envelopes.extend(self.envelopes_of(self.proposal, &self.proposal_doc()));
+        envelopes
+    }
+
+    /// A bundle file of the given envelopes in this workspace.
+    pub fn bundle(&self, envelopes: Vec<Vec<u8>>) -> Vec<u8> {
+        bundle_bytes(BUNDLE_VERSION, &self.workspace.0, envelopes)
+    }
+}
+
+/// The bytes of a bundle file.
+pub fn bundle_bytes(version: u32, workspace: &[u8], envelopes: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut bytes = BUNDLE_MAGIC.to_vec();
+    let bundle = Bundle {
+        version,
+        workspace: workspace.to_vec(),
+        envelopes: envelopes
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+    };
+    ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
+    bytes
+}
+
+/// Makes one change to `doc` as `key`'s device at `time`; returns its bytes.
+pub fn edit(
+    doc: &mut Automerge,
+    key: &SigningKey,
+    time: i64,
+    message: &str,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<()>,
+) -> Vec<u8> {
+    doc.set_actor(World::actor(key));
+    let mut tx = doc.transaction();
+    f(&mut tx).expect("the corpus's own edits are valid");
+    tx.commit_with(
+        CommitOptions::default()
+            .with_message(message)
+            .with_time(time),
+    );
+    doc.get_last_local_change()
+        .expect("the edit made a change")
+        .raw_bytes()
+        .to_vec()
+}
+
+/// Why an error message is not clear enough to show a person, if it is not: empty, a panic,
+/// or a Rust `Debug` dump instead of words.
+pub fn unclear(message: &str) -> Option<&'static str> {
+    let message = message.trim();
+    if message.is_empty() {
+        return Some("the message is empty");
+    }
+    if message.contains("panicked") || message.contains("RUST_BACKTRACE") {
+        return Some("the message is a panic");
+    }
+    const DEBUG: [&str; 8] = [
+        "Error {",
+        "Os {",
+        "{ kind:",
+        "Semantic(",
+        "Syntax(",
+        "Io(",
+        "Some(",
+        "\\\"",
+    ];
+    if DEBUG.iter().any(|marker| message.contains(marker)) {
+        return Some("the message is a Debug dump");
+    }
+    None
+}
+
+/// Panics (a finding) when an error message is not clear.
+#[track_caller]
+pub fn assert_clear(error: &impl std::fmt::Display) {
+    let message = format!("{error:#}");
+    if let Some(why) = unclear(&message) {
+        panic!("unclear error message ({why}): {message}");
+    }
+}
+
+/// Appends `name<TAB>value` to the file named by `MERIDIAN_FIGURES`, when it is set.
+pub fn figure(name: &str, value: impl std::fmt::Display) {
+    let Some(path) = std::env::var_os("MERIDIAN_FIGURES") else {
+        return;
+    };
+    let line = format!("{name}\t{value}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot append to MERIDIAN_FIGURES ({e}): {line}");
+    }
+}
+
+/// A node (Bo) that joined the world and merged its base: what the targets that need a
+/// store run against.
+pub struct Fixture {
+    /// Bo's node.
+    pub node: Node,
+    /// The world it joined.
+    pub world: World,
+    /// Its record of the world's workspace.
+    pub record: WorkspaceRecord,
+}
+
+impl Fixture {
+    /// Creates Bo's node in `home` (an empty directory).
+    pub fn new(home: &Path) -> Result<Fixture> {
+        let world = World::new();
+        let node = Node::init(home, &World::profile("Bo"))?;
+        node.join(&world.invite(BO_INVITE))?;
+        bundle::merge(
+            &node,
+            &world.bundle(world.base_envelopes()),
+            &Limits::default(),
+        )
+        .context("the world's base does not merge")?;
+        let (_, record) = node.workspace(Some(&world.workspace.hex()))?;
+        Ok(Fixture {
+            node,
+            world,
+            record,
+        })
+    }
+}
+
+/// The node's protocol session in each state a relay's frame can find it in.
+fn sessions(now: Instant) -> Vec<Session> {
+    let key = SigningKey::from_bytes(&[0xB1; 32]);
+    let fresh = || Session::new(key.clone(), [3; 16], None, None, 5, 0);
+    let mut waiting = fresh();
+    waiting.start(now);
+    let mut proving = fresh();
+    proving.start(now);
+    proving.receive(
+        Frame::Challenge {
+            nonce: vec![1; 32],
+            relay: vec![2; 16],
+        },
+        now,
+    );
+    let mut ready = fresh();
+    ready.start(now);
+    ready.receive(
+        Frame::Challenge {
+            nonce: vec![1; 32],
+            relay: vec![2; 16],
+        },
+        now,
+    );
+    ready.receive(Frame::Welcome { head: 9 }, now);
+    ready.local(vec![(0, vec![1, 2, 3]), (1, vec![4])], now);
+    vec![waiting, proving, ready]
+}
+
+/// The frame decoder, and the node's session fed whatever it decodes, in every state.
+pub fn frame(bytes: &[u8]) {
+    let frame = match Frame::decode(bytes) {
+        Ok(frame) => frame,
+        Err(error) => return assert_clear(&error),
+    };
+    let again = Frame::decode(&frame.encode());
+    assert_eq!(again.as_ref(), Ok(&frame), "a frame re-encodes to itself");
+    let now = Instant::now();
+    for mut session in sessions(now) {
+        for output in session.receive(frame.clone(), now) {
+            match output {
+                Output::Acked { results, .. } => {
+                    assert!(results.len() <= 2, "acknowledged more than was pushed");
+                }
+                Output::Apply { entries, up_to } => {
+                    assert!(
+                        entries.iter().all(|(seq, _)| *seq <= up_to),
+                        "entries past up_to"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The envelope opener: decode, shape, signature, workspace, decryption, bounded
+/// decompression, change parsing and the actor check.
+pub fn envelope(fixture: &Fixture, bytes: &[u8]) {
+    let mut budget = Limits::default().max_inflated;
+    match ingest::open_sealed(bytes, fixture.world.workspace, &fixture.record, &mut budget) {
+        Ok(item) => {
+            for change in &item.changes {
+                assert_eq!(
+                    identity::actor_key(change.actor_id()),
+                    Some(item.signer),
+                    "an opened change is the signer's"
+                );
+            }
+        }
+        Err(error) => assert_clear(&error),
+    }
+}
+
+/// The bundle reader (and the saved-document reader behind the same `merge`), then the
+/// all-or-nothing apply, in a transaction that is dropped, so the store never changes.
+pub fn bundle(fixture: &Fixture, bytes: &[u8]) {
+    let limits = Limits::default();
+    let opened = match bundle::open(&fixture.node, bytes, &limits) {
+        Ok(opened) => opened,
+        Err(error) => return assert_clear(&error),
+    };
+    let txn = match fixture.node.db().begin_write() {
+        Ok(txn) => txn,
+        Err(error) => panic!("the fixture's database failed: {error}"),
+    };
+    let applied = ingest::apply_in(&txn, &fixture.node, opened.workspace, opened.items, &limits);
+    drop(txn);
+    if let Err(error) = applied {
+        assert_clear(&error);
+    }
+}
+
+/// The change-ingest path of sync: the first byte picks the document and the signer, the
+/// rest is the plaintext, sealed as that member and applied as received envelopes are (in a
+/// transaction rolled back at the end, so the store never changes).
+pub fn ingest(fixture: &Fixture, bytes: &[u8]) {
+    let Some((&choice, plaintext)) = bytes.split_first() else {
+        return;
+    };
+    let world = &fixture.world;
+    let doc = match choice % 3 {
+        0 => world.workspace,
+        1 => world.proposal,
+        _ => Id([choice; 16]),
+    };
+    let signer = if choice & 0x80 == 0 {
+        &world.ana
+    } else {
+        &world.cy
+    };
+    let sealed = world.seal(signer, doc, plaintext);
+    let mut budget = Limits::default().max_inflated;
+    let item = match ingest::open_sealed(&sealed, world.workspace, &fixture.record, &mut budget) {
+        Ok(item) => item,
+        Err(error) => return assert_clear(&error),
+    };
+    let mut outcome = None;
+    let result = ingest::apply_received(
+        &fixture.node,
+        world.workspace,
+        vec![item],
+        &Limits::default(),
+        |_, report| {
+            outcome = Some((report.applied, report.held, report.rejected.clone()));
+            Err(anyhow::anyhow!("rolled back"))
+        },
+    );
+    match (result, outcome) {
+        (Err(error), Some((_, _, rejected))) if error.to_string() == "rolled back" => {
+            for rejected in rejected {
+                assert_clear(&rejected.reason);
+            }
+        }
+        (Err(error), _) => assert_clear(&error),
+        (Ok(_), _) => panic!("the transaction was to be rolled back"),
+    }
+}
+
+/// A small seeded random source (splitmix64): the same seed gives the same corpus and the
+/// same fuzzing run everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A source started from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
