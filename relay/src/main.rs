@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use meridian_relay::server::{self, Config};
+use meridian_relay::store::RelayStore;
 
 /// The Meridian relay: stores and forwards sealed, signed changes it cannot read.
 #[derive(Debug, Parser)]
@@ -26,7 +27,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// A TOML file of limits (see `Config`: max_connections, max_per_workspace,
-        /// handshake_timeout_secs, send_timeout_secs, max_frame_bytes, live_batches).
+        /// handshake_timeout_secs, send_timeout_secs, max_frame_bytes, live_batches,
+        /// recovery).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -58,6 +60,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => Config::default(),
     };
+    // The database opens (and, after a crash, repairs) before the relay listens, so a
+    // client that can connect is served at once.
+    let store = RelayStore::open_with(&data, config.recovery)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,6 +77,6 @@ fn run(cli: Cli) -> Result<()> {
             "listening on ws://{bound}{}",
             meridian_relay::protocol::PATH
         );
-        server::serve(listener, &data, config, server::shutdown_signal()).await
+        server::run(listener, store, config, server::shutdown_signal()).await
     })
 }

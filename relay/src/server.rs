@@ -35,7 +35,7 @@ use crate::protocol::{
     Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PROTOCOL_VERSION, PushResult,
     RefusedCode, auth_message,
 };
-use crate::store::{Incoming, RelayStore};
+use crate::store::{Incoming, Recovery, RelayStore};
 
 type Ws = [u8; 16];
 type Key = [u8; 32];
@@ -59,6 +59,8 @@ pub struct Config {
     /// Batches of new entries kept per workspace for live forwarding; a connection further
     /// behind reads the log instead.
     pub live_batches: usize,
+    /// How the database commits and recovers from a crash.
+    pub recovery: Recovery,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             send_timeout_secs: 30,
             max_frame_bytes: MAX_FRAME_BYTES,
             live_batches: 256,
+            recovery: Recovery::default(),
         }
     }
 }
@@ -131,15 +134,27 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Serves the relay on an already-bound listener until `shutdown` completes, then closes
-/// every connection and returns once commits in flight are durable.
+/// Opens the database in `data` and serves the relay on an already-bound listener until
+/// `shutdown` completes (see [`run`]).
 pub async fn serve(
     listener: TcpListener,
     data: &Path,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let store = Arc::new(RelayStore::open(data)?);
+    let store = RelayStore::open_with(data, config.recovery)?;
+    run(listener, store, config, shutdown).await
+}
+
+/// Serves the relay from an open database on an already-bound listener until `shutdown`
+/// completes, then closes every connection and returns once commits in flight are durable.
+pub async fn run(
+    listener: TcpListener,
+    store: RelayStore,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let store = Arc::new(store);
     let (writer_tx, writer_rx) = mpsc::channel::<WriteJob>(1024);
     let rooms = Arc::new(Rooms::default());
     let writer = {
