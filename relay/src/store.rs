@@ -267,6 +267,9 @@ impl RelayStore {
         register: Option<&Register>,
         now: i64,
     ) -> Result<Result<(), Refusal>> {
+        if let Some(known) = self.known_device(ws, key)? {
+            return Ok(known);
+        }
         let txn = self.begin_write()?;
         let verdict = {
             let mut workspaces = txn.open_table(WORKSPACES)?;
@@ -369,6 +372,22 @@ impl RelayStore {
             txn.abort()?;
         }
         Ok(verdict)
+    }
+
+    /// The verdict for a device already admitted to a served workspace, from a read
+    /// transaction: every reconnection takes this path, and a write transaction would cost
+    /// an fsync per connection (a reconnect storm would queue them in front of pushes).
+    fn known_device(&self, ws: &Ws, key: &Key) -> Result<Option<Result<(), Refusal>>> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {
+            return Ok(None);
+        }
+        let member: Option<MemberInfo> = txn
+            .open_table(MEMBERS)?
+            .get((*ws, *key))?
+            .map(|v| decode(v.value(), "member"))
+            .transpose()?;
+        Ok(member.map(|member| admitted(&member)))
     }
 
     /// Marks a member removed; only the workspace's creator may, and not themselves.
