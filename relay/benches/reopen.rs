@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use meridian_relay::protocol::{Frame, PushResult, Register};
-use meridian_relay::store::{Incoming, Recovery, RelayStore};
+use meridian_relay::store::{Incoming, Options, Recovery, RelayStore};
 use sha2::{Digest, Sha256};
 use support::{Device, RelayProcess, figure, next, send, try_handshake};
 
@@ -98,7 +98,13 @@ fn main() -> Result<()> {
     let mut nonce = 1u64 << 50;
     for _ in 0..args.rounds * 2 {
         for (i, recovery) in Recovery::ALL.into_iter().enumerate() {
-            let store = RelayStore::open_with(&data, recovery)?;
+            let store = RelayStore::open_with(
+                &data,
+                Options {
+                    recovery,
+                    ..Options::default()
+                },
+            )?;
             singles[i].extend(commit_singles(&store, ws, &creator, &mut nonce, 40)?);
             batches[i] += commit_batches(&store, ws, &creator, &mut nonce, 3)?;
         }
@@ -200,7 +206,7 @@ fn build(
     entries: u64,
     size: usize,
 ) -> Result<()> {
-    let store = RelayStore::open_with(dir, Recovery::Quick)?;
+    let store = RelayStore::open(dir)?;
     if let Err(refusal) = store.admit(&ws, &creator.public(), Some(register), 0)? {
         bail!("the creator is refused: {refusal:?}");
     }

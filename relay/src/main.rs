@@ -27,8 +27,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// A TOML file of limits (see `Config`: max_connections, max_per_workspace,
-        /// handshake_timeout_secs, send_timeout_secs, max_frame_bytes, live_batches,
-        /// recovery).
+        /// max_per_device, handshake_timeout_secs, send_timeout_secs, max_frame_bytes,
+        /// live_batches, recovery, cache_mb).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -62,8 +62,9 @@ fn run(cli: Cli) -> Result<()> {
     };
     // The database opens (and, after a crash, repairs) before the relay listens, so a
     // client that can connect is served at once.
-    let store = RelayStore::open_with(&data, config.recovery)?;
+    let store = RelayStore::open_with(&data, config.store())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

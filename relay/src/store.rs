@@ -125,6 +125,26 @@ impl Recovery {
     }
 }
 
+/// How the relay opens its database.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// How it commits and recovers from a crash.
+    pub recovery: Recovery,
+    /// Memory for redb's page cache (reads and writes not yet flushed), bytes. The
+    /// operating system's page cache still holds the file: a small cache costs system calls,
+    /// not disk reads.
+    pub cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            recovery: Recovery::default(),
+            cache_bytes: 32 << 20,
+        }
+    }
+}
+
 /// The relay's database.
 pub struct RelayStore {
     db: Database,
@@ -143,20 +163,22 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
 }
 
 impl RelayStore {
-    /// Opens (or creates) `relay.redb` in `dir` with the default [`Recovery`].
+    /// Opens (or creates) `relay.redb` in `dir` with the default [`Options`].
     pub fn open(dir: &Path) -> Result<RelayStore> {
-        RelayStore::open_with(dir, Recovery::default())
+        RelayStore::open_with(dir, Options::default())
     }
 
-    /// Opens (or creates) `relay.redb` in `dir`, committing as `recovery` says. After an
-    /// unclean shutdown the open repairs the file first, logging its progress.
-    pub fn open_with(dir: &Path, recovery: Recovery) -> Result<RelayStore> {
+    /// Opens (or creates) `relay.redb` in `dir`. After an unclean shutdown the open repairs
+    /// the file first (unless [`Recovery::Quick`] made that unnecessary), logging progress.
+    pub fn open_with(dir: &Path, options: Options) -> Result<RelayStore> {
+        let recovery = options.recovery;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let path = dir.join("relay.redb");
         let started = Instant::now();
         let repaired = Arc::new(AtomicBool::new(false));
         let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
         {
             let repaired = repaired.clone();
             builder.set_repair_callback(move |session: &mut RepairSession| {
@@ -374,9 +396,10 @@ impl RelayStore {
         Ok(verdict)
     }
 
-    /// The verdict for a device already admitted to a served workspace, from a read
-    /// transaction: every reconnection takes this path, and a write transaction would cost
-    /// an fsync per connection (a reconnect storm would queue them in front of pushes).
+    /// The verdict for a device already admitted to a served workspace (`None` for any
+    /// other), from a read transaction: every reconnection takes this path, and a write
+    /// transaction would cost an fsync per connection (a reconnect storm would queue them in
+    /// front of pushes).
     fn known_device(&self, ws: &Ws, key: &Key) -> Result<Option<Result<(), Refusal>>> {
         let txn = self.db.begin_read()?;
         if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {

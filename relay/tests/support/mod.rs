@@ -203,6 +203,20 @@ pub fn relay_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_meridian-relay"))
 }
 
+/// (resident, peak resident) memory of a process in KiB, from `/proc/PID/status`.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/PID/status is readable");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// A `meridian-relay serve` child process on loopback. Killed when dropped.
 pub struct RelayProcess {
     child: Option<Child>,
@@ -292,18 +306,9 @@ impl RelayProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// (resident, peak resident) memory in KiB, from `/proc/PID/status`.
+    /// (resident, peak resident) memory in KiB.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/PID/status is readable");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_kib(self.pid())
     }
 
     /// Open file descriptors of the process (sockets included).
