@@ -420,16 +420,26 @@ impl Rooms {
         }
     }
 
-    /// Closes every connection of a revoked device.
-    fn kick(&self, ws: Ws, key: &Key) {
+    /// Runs `revoke` (the store's removal of `key`) and, when it succeeds, closes every
+    /// connection of that device, all under the lock that publishing takes too: an entry
+    /// committed after the removal is published only once the device's connections were
+    /// told to close, and they obey that first.
+    fn revoke(
+        &self,
+        ws: Ws,
+        key: &Key,
+        revoke: impl FnOnce() -> Result<Result<(), String>>,
+    ) -> Result<Result<(), String>> {
         let rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(room) = rooms.get(&ws) {
+        let result = revoke()?;
+        if let (Ok(()), Some(room)) = (&result, rooms.get(&ws)) {
             for (member, kick) in room.members.values() {
                 if member == key {
                     let _ = kick.send(true);
                 }
             }
         }
+        Ok(result)
     }
 }
 
@@ -534,6 +544,14 @@ async fn connection(
             return Err(refuse(&mut sink, RefusedCode::Busy, reason, send_limit).await);
         }
     };
+    // A removal that committed after admission but before the device joined its room
+    // kicked nobody: look again now that a later one would find the connection.
+    let (ws, key) = (session.ws, session.key);
+    let verdict = blocking(shared, move |store| store.known_device(&ws, &key)).await?;
+    if let Some(Err(refusal)) = verdict {
+        shared.rooms.leave(session.ws, session.id);
+        return Err(refuse(&mut sink, refusal.code, &refusal.reason, send_limit).await);
+    }
     debug!(%peer, key = %hex::encode(&session.key[..6]), "authenticated");
     let head = blocking(shared, move |store| store.head(&session.ws)).await?;
     let result = async {
@@ -849,13 +867,15 @@ async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Res
         });
     };
     let (ws, by) = (session.ws, session.key);
+    let rooms = shared.rooms.clone();
     let result = blocking(shared, move |store| {
-        store.revoke(&ws, &by, &member_key, now_ms())
+        rooms.revoke(ws, &member_key, || {
+            store.revoke(&ws, &by, &member_key, now_ms())
+        })
     })
     .await?;
     Ok(match result {
         Ok(()) => {
-            shared.rooms.kick(ws, &member_key);
             info!(member = %hex::encode(&member_key[..6]), "member revoked");
             Frame::Revoked { member }
         }

@@ -400,7 +400,7 @@ impl RelayStore {
     /// other), from a read transaction: every reconnection takes this path, and a write
     /// transaction would cost an fsync per connection (a reconnect storm would queue them in
     /// front of pushes).
-    fn known_device(&self, ws: &Ws, key: &Key) -> Result<Option<Result<(), Refusal>>> {
+    pub fn known_device(&self, ws: &Ws, key: &Key) -> Result<Option<Result<(), Refusal>>> {
         let txn = self.db.begin_read()?;
         if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {
             return Ok(None);
