@@ -290,7 +290,7 @@ impl Scenario {
             "the daemon did not stop cleanly ({status:?}):\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
-        daemon.take();
+        daemon.take().wait().expect("the daemon is reaped");
     }
 
     /// One trial, all decided by `seed`.
