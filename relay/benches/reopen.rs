@@ -1,6 +1,6 @@
 //! How long a relay with a large log takes to serve again after a SIGKILL, and what each
 //! redb recovery setting ([`Recovery`]) costs per commit: the evidence behind the relay's
-//! default (`ARCHITECTURE.md`, "Relay restarts").
+//! default (`ARCHITECTURE.md`, "Crash recovery").
 //!
 //! ```text
 //! cargo bench -p meridian-relay --bench reopen -- [--entries N] [--size BYTES] [--rounds R] [--dir DIR]

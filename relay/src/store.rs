@@ -94,7 +94,7 @@ pub struct Incoming {
 }
 
 /// How the relay's database commits, and so what reopening it after a crash costs
-/// (`recovery` in the relay's config file). `ARCHITECTURE.md` ("Relay restarts") has the
+/// (`recovery` in the relay's config file). `ARCHITECTURE.md` ("Crash recovery") has the
 /// measurements behind the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
