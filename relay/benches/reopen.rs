@@ -92,10 +92,14 @@ fn main() -> Result<()> {
         std::fs::metadata(&file)?.len() / 1_000_000,
     );
 
+    // Nonces (which make entries unique) start from the log's head, so a run on a reused
+    // log never pushes an entry an earlier run stored: that would measure deduplication.
+    let start = RelayStore::open(&data)?.head(&ws)?;
+
     // Commit costs, the settings taking turns so that load on the machine hits each alike.
     let mut singles: Vec<Vec<Duration>> = vec![Vec::new(); Recovery::ALL.len()];
     let mut batches = vec![Duration::ZERO; Recovery::ALL.len()];
-    let mut nonce = 1u64 << 50;
+    let mut nonce = (1u64 << 50) + start;
     for _ in 0..args.rounds * 2 {
         for (i, recovery) in Recovery::ALL.into_iter().enumerate() {
             let store = RelayStore::open_with(
@@ -129,7 +133,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let mut times: Vec<[Vec<Duration>; 3]> = vec![Default::default(); Recovery::ALL.len()];
-    let mut nonce = 1u64 << 40;
+    let mut nonce = (1u64 << 40) + start;
     for round in 0..args.rounds * 2 {
         for (i, recovery) in Recovery::ALL.into_iter().enumerate() {
             let name = recovery.name();
@@ -241,8 +245,9 @@ fn commit_singles(
         let one = vec![incoming(creator, *nonce, 1024)];
         *nonce += 1;
         let started = Instant::now();
-        store.append(&[(ws, one)])?;
+        let appended = store.append(&[(ws, one)])?;
         times.push(started.elapsed());
+        stored(&appended)?;
     }
     Ok(times)
 }
@@ -262,10 +267,21 @@ fn commit_batches(
             .collect();
         *nonce += 1000;
         let started = Instant::now();
-        store.append(&[(ws, batch)])?;
+        let appended = store.append(&[(ws, batch)])?;
         total += started.elapsed();
+        stored(&appended)?;
     }
     Ok(total)
+}
+
+/// Fails unless every entry was new: a duplicate costs no write.
+fn stored(appended: &[meridian_relay::store::Appended]) -> Result<()> {
+    for result in appended.iter().flat_map(|a| &a.results) {
+        if !matches!(result, PushResult::Stored(_)) {
+            bail!("an entry was not stored as new: {result:?}");
+        }
+    }
+    Ok(())
 }
 
 /// How long from `started` (just before the relay was spawned) until it welcomed a client.
@@ -340,6 +356,9 @@ async fn push_then_kill(
             }
             other => bail!("expected Stored, got {other:?}"),
         }
+    }
+    if acked == 0 {
+        bail!("the relay stored nothing before it was killed: the kill measured no write");
     }
     Ok(acked)
 }

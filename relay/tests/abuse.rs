@@ -23,7 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use meridian_relay::Envelope;
 use meridian_relay::protocol::{Frame, PROTOCOL_VERSION, Register};
 use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES};
-use support::{Device, FAR, RelayProcess, Socket, figure, handshake, invite, next, send};
+use support::{Device, FAR, RelayProcess, Socket, figure, handshake, invite, next, push, send};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -111,13 +111,6 @@ async fn probe(setup: &Setup) -> Probe {
     let (writer, mut out) = setup.member(900_001).await;
     let (_, mut reader) = setup.member(900_002).await;
     subscribe(&mut reader, 0).await;
-    send(
-        &mut out,
-        &Frame::Subscribe {
-            after: u64::MAX - 1,
-        },
-    )
-    .await;
     let sent: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
@@ -131,17 +124,9 @@ async fn probe(setup: &Setup) -> Probe {
                 n += 1;
                 let envelope = writer.envelope(ws, PROBE + n, 200);
                 sent.lock().unwrap().insert(PROBE + n, Instant::now());
-                let push = Frame::Push {
-                    id: n,
-                    envelopes: vec![serde_bytes::ByteBuf::from(envelope.encode())],
-                };
-                send(&mut out, &push).await;
-                loop {
-                    match next(&mut out).await {
-                        Some(Frame::Stored { id, .. }) if id == n => break,
-                        Some(Frame::CaughtUp { .. } | Frame::Entries { .. }) => continue,
-                        other => panic!("the probe's push was not stored: {other:?}"),
-                    }
+                match push(&mut out, n, &[envelope]).await {
+                    Some(Frame::Stored { id, .. }) if id == n => {}
+                    other => panic!("the probe's push was not stored: {other:?}"),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -341,16 +326,11 @@ where
     // And it serves as before: a member connects, pushes and is stored.
     let (member, mut socket) = setup.member(777_000).await;
     let envelope = member.envelope(setup.ws, 1, 100);
-    send(
-        &mut socket,
-        &Frame::Push {
-            id: 1,
-            envelopes: vec![serde_bytes::ByteBuf::from(envelope.encode())],
-        },
-    )
-    .await;
     assert!(
-        matches!(next(&mut socket).await, Some(Frame::Stored { .. })),
+        matches!(
+            push(&mut socket, 1, &[envelope]).await,
+            Some(Frame::Stored { .. })
+        ),
         "{name}: the relay does not serve after the abuse"
     );
 }
@@ -444,23 +424,13 @@ async fn slow_consumers_while_a_member_pushes_a_lot() {
             let mut pushed = 0;
             while started.elapsed() < Duration::from_secs(4) {
                 // Pushes as large as a node makes them: 1000 envelopes, about 1 MiB.
-                let envelopes = (0..1000)
+                let envelopes: Vec<Envelope> = (0..1000)
                     .map(|_| {
                         nonce += 1;
-                        serde_bytes::ByteBuf::from(
-                            bulk.envelope(setup_ref.ws, nonce, 1024).encode(),
-                        )
+                        bulk.envelope(setup_ref.ws, nonce, 1024)
                     })
                     .collect();
-                send(
-                    &mut out,
-                    &Frame::Push {
-                        id: nonce,
-                        envelopes,
-                    },
-                )
-                .await;
-                match next(&mut out).await {
+                match push(&mut out, nonce, &envelopes).await {
                     Some(Frame::Stored { .. }) => pushed += 1000,
                     other => panic!("the bulk push was not stored: {other:?}"),
                 }

@@ -23,7 +23,7 @@ use meridian_relay::protocol::{
     Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message,
 };
 use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES, serve};
-use support::{Device, FAR, Socket, drain, handshake, invite, next, send};
+use support::{Device, FAR, Socket, drain, handshake, invite, next, push, send};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -84,16 +84,8 @@ async fn workspace_with_canary(url: &str, creator: &Device) -> ([u8; 16], Socket
     .await;
     assert!(matches!(answer, Frame::Welcome { head: 0 }), "{answer:?}");
     let envelope = Envelope::sign(&creator.key, ws, [1; 16], [2; 24], |_| CANARY.to_vec());
-    send(
-        &mut socket,
-        &Frame::Push {
-            id: 1,
-            envelopes: vec![serde_bytes::ByteBuf::from(envelope.encode())],
-        },
-    )
-    .await;
     assert_eq!(
-        next(&mut socket).await,
+        push(&mut socket, 1, &[envelope]).await,
         Some(Frame::Stored {
             id: 1,
             results: vec![PushResult::Stored(1)]
@@ -311,16 +303,8 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
     );
     let after: &[u8] = b"CANARY-pushed-after-the-removal";
     let envelope = Envelope::sign(&ana.key, ws, [1; 16], [3; 24], |_| after.to_vec());
-    send(
-        &mut ana_socket,
-        &Frame::Push {
-            id: 2,
-            envelopes: vec![serde_bytes::ByteBuf::from(envelope.encode())],
-        },
-    )
-    .await;
     assert!(matches!(
-        next(&mut ana_socket).await,
+        push(&mut ana_socket, 2, &[envelope]).await,
         Some(Frame::Stored { .. })
     ));
     let closing = drain(&mut socket).await;
@@ -431,7 +415,7 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
     forged.ciphertext[0] ^= 1;
     let elsewhere = Envelope::sign(&ana.key, [7; 16], [1; 16], [5; 24], |_| b"x".to_vec());
     let stranger = Envelope::sign(&Device::new(9).key, ws, [1; 16], [6; 24], |_| b"y".to_vec());
-    let push = Frame::Push {
+    let mixed = Frame::Push {
         id: 2,
         envelopes: [&good, &forged, &elsewhere, &stranger, &good]
             .iter()
@@ -439,7 +423,7 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
             .chain([serde_bytes::ByteBuf::from(vec![0xff; 10])])
             .collect(),
     };
-    send(&mut ana_socket, &push).await;
+    send(&mut ana_socket, &mixed).await;
     let Some(Frame::Stored { id: 2, results }) = next(&mut ana_socket).await else {
         panic!("expected Stored")
     };
@@ -480,16 +464,8 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
         "{frames:?}"
     );
     let again = Envelope::sign(&bo.key, ws, [1; 16], [7; 24], |_| b"third".to_vec());
-    send(
-        &mut bo_socket,
-        &Frame::Push {
-            id: 1,
-            envelopes: vec![serde_bytes::ByteBuf::from(again.encode())],
-        },
-    )
-    .await;
     assert!(matches!(
-        next(&mut bo_socket).await,
+        push(&mut bo_socket, 1, &[again]).await,
         Some(Frame::Stored { .. })
     ));
     relay.shutdown().await;
@@ -520,19 +496,8 @@ async fn large_commits_reach_live_readers_from_the_log_in_bounded_frames() {
         size > 2 * SEND_BATCH_BYTES.max(LIVE_FRAME_BYTES),
         "{size} bytes"
     );
-    send(
-        &mut ana_socket,
-        &Frame::Push {
-            id: 2,
-            envelopes: envelopes
-                .iter()
-                .map(|e| serde_bytes::ByteBuf::from(e.encode()))
-                .collect(),
-        },
-    )
-    .await;
     assert!(matches!(
-        next(&mut ana_socket).await,
+        push(&mut ana_socket, 2, &envelopes).await,
         Some(Frame::Stored { .. })
     ));
     let mut seqs = Vec::new();

@@ -126,6 +126,17 @@ pub async fn send(socket: &mut Socket, frame: &Frame) {
         .expect("the frame is sent");
 }
 
+/// Pushes the envelopes as one `Push` and returns the relay's next frame (its answer, on a
+/// connection that did not subscribe).
+pub async fn push(socket: &mut Socket, id: u64, envelopes: &[Envelope]) -> Option<Frame> {
+    let envelopes = envelopes
+        .iter()
+        .map(|e| serde_bytes::ByteBuf::from(e.encode()))
+        .collect();
+    send(socket, &Frame::Push { id, envelopes }).await;
+    next(socket).await
+}
+
 /// The next frame, or `None` when the relay closed the connection.
 pub async fn next(socket: &mut Socket) -> Option<Frame> {
     loop {
