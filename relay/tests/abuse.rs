@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use meridian_relay::Envelope;
-use meridian_relay::protocol::{Frame, PROTOCOL_VERSION, Register};
+use meridian_relay::protocol::{Frame, PROTOCOL_VERSION};
 use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES};
-use support::{Device, FAR, RelayProcess, Socket, figure, handshake, invite, next, push, send};
+use support::{Device, FAR, RelayProcess, Socket, figure, handshake, join, next, push, send};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -66,14 +66,8 @@ impl Setup {
     /// Member `n` (device seed 1000 + n), admitted with an invite on its first connection.
     async fn member(&self, n: u64) -> (Device, Socket) {
         let device = Device::new(1000 + n);
-        let proof = invite(&self.creator, self.ws, &device, FAR, 50_000 + n);
-        let (socket, answer) = handshake(
-            &self.relay.url(),
-            &device,
-            self.ws,
-            Some(Register::Join(proof)),
-        )
-        .await;
+        let register = join(&self.creator, self.ws, &device, FAR, 50_000 + n);
+        let (socket, answer) = handshake(&self.relay.url(), &device, self.ws, register).await;
         assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
         (device, socket)
     }

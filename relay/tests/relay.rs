@@ -23,7 +23,7 @@ use meridian_relay::protocol::{
     Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message,
 };
 use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES, serve};
-use support::{Device, FAR, Socket, drain, handshake, invite, next, push, send};
+use support::{Device, FAR, Socket, drain, handshake, join, next, push, send};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -148,13 +148,7 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
 
     // The control: an invited member gets the canary.
     let bo = Device::new(2);
-    let (mut socket, answer) = handshake(
-        &relay.url,
-        &bo,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &bo, FAR, 50))),
-    )
-    .await;
+    let (mut socket, answer) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
     assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
     send(&mut socket, &Frame::Subscribe { after: 0 }).await;
     let entries = next(&mut socket).await.unwrap();
@@ -164,13 +158,8 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
     let dee = Device::new(20);
     let (other, _dee_socket) = workspace_with_canary(&relay.url, &dee).await;
     let eve = Device::new(21);
-    let (_eve_socket, answer) = handshake(
-        &relay.url,
-        &eve,
-        other,
-        Some(Register::Join(invite(&dee, other, &eve, FAR, 60))),
-    )
-    .await;
+    let (_eve_socket, answer) =
+        handshake(&relay.url, &eve, other, join(&dee, other, &eve, FAR, 60)).await;
     assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
 
     let stranger = Device::new(3);
@@ -186,13 +175,7 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
             "wrong workspace: a member of another, with that workspace's invite",
             Device::new(21),
             ws,
-            Some(Register::Join(invite(
-                &dee,
-                other,
-                &Device::new(21),
-                FAR,
-                60,
-            ))),
+            join(&dee, other, &Device::new(21), FAR, 60),
             RefusedCode::BadProof,
         ),
         (
@@ -234,47 +217,35 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
             "stolen invite used a second time",
             Device::new(4),
             ws,
-            Some(Register::Join(invite(&ana, ws, &Device::new(4), FAR, 50))),
+            join(&ana, ws, &Device::new(4), FAR, 50),
             RefusedCode::InviteUsed,
         ),
         (
             "expired invite",
             Device::new(5),
             ws,
-            Some(Register::Join(invite(&ana, ws, &Device::new(5), 1, 51))),
+            join(&ana, ws, &Device::new(5), 1, 51),
             RefusedCode::InviteExpired,
         ),
         (
             "invite for another workspace",
             Device::new(6),
             ws,
-            Some(Register::Join(invite(
-                &ana,
-                [7; 16],
-                &Device::new(6),
-                FAR,
-                52,
-            ))),
+            join(&ana, [7; 16], &Device::new(6), FAR, 52),
             RefusedCode::BadProof,
         ),
         (
             "invite made by a non-member",
             Device::new(7),
             ws,
-            Some(Register::Join(invite(
-                &stranger,
-                ws,
-                &Device::new(7),
-                FAR,
-                53,
-            ))),
+            join(&stranger, ws, &Device::new(7), FAR, 53),
             RefusedCode::BadProof,
         ),
         (
             "another member's invite proof, replayed for this key",
             Device::new(8),
             ws,
-            Some(Register::Join(invite(&ana, ws, &bo, FAR, 54))),
+            join(&ana, ws, &bo, FAR, 54),
             RefusedCode::BadProof,
         ),
     ];
@@ -327,13 +298,8 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
 
     // Only the creator revokes.
     let cy = Device::new(10);
-    let (mut cy_socket, answer) = handshake(
-        &relay.url,
-        &cy,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &cy, FAR, 55))),
-    )
-    .await;
+    let (mut cy_socket, answer) =
+        handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 55)).await;
     assert!(matches!(answer, Frame::Welcome { .. }));
     send(
         &mut cy_socket,
@@ -397,13 +363,7 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
     let ana = Device::new(1);
     let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
     let bo = Device::new(2);
-    let (mut bo_socket, _) = handshake(
-        &relay.url,
-        &bo,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &bo, FAR, 50))),
-    )
-    .await;
+    let (mut bo_socket, _) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
     send(&mut bo_socket, &Frame::Subscribe { after: 1 }).await;
     assert_eq!(
         next(&mut bo_socket).await,
@@ -477,13 +437,7 @@ async fn large_commits_reach_live_readers_from_the_log_in_bounded_frames() {
     let ana = Device::new(1);
     let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
     let bo = Device::new(2);
-    let (mut bo_socket, _) = handshake(
-        &relay.url,
-        &bo,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &bo, FAR, 50))),
-    )
-    .await;
+    let (mut bo_socket, _) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
     send(&mut bo_socket, &Frame::Subscribe { after: 1 }).await;
     assert_eq!(
         next(&mut bo_socket).await,
@@ -555,13 +509,7 @@ async fn strangers_and_greedy_devices_are_bounded() {
     let (third, answer) = handshake(&relay.url, &ana, ws, None).await;
     assert_nothing_after_refusal("a third connection", third, answer, RefusedCode::Busy).await;
     let bo = Device::new(2);
-    let (_bo, answer) = handshake(
-        &relay.url,
-        &bo,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &bo, FAR, 50))),
-    )
-    .await;
+    let (_bo, answer) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
     assert!(
         matches!(answer, Frame::Welcome { .. }),
         "another device: {answer:?}"

@@ -115,6 +115,17 @@ pub fn invite(
     }
 }
 
+/// The registration of `member` with an invite by `inviter` (see [`invite`]).
+pub fn join(
+    inviter: &Device,
+    ws: [u8; 16],
+    member: &Device,
+    expires: i64,
+    seed: u64,
+) -> Option<Register> {
+    Some(Register::Join(invite(inviter, ws, member, expires, seed)))
+}
+
 /// An expiry far in the future.
 pub const FAR: i64 = i64::MAX / 2;
 
