@@ -1063,10 +1063,11 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
             &frame.encode(),
         );
     }
-    for (name, salt) in [
-        ("empty", vec![]),
-        ("15", vec![0x5a; 15]),
-        ("huge", vec![0x5a; 100_000]),
+    // A salt past the handshake allowance is cut off before it is read.
+    for (name, salt, expect) in [
+        ("empty", vec![], "refused:BadProof"),
+        ("15", vec![0x5a; 15], "refused:BadProof"),
+        ("huge", vec![0x5a; 100_000], "refused:Protocol"),
     ] {
         let frame = Frame::Prove {
             signature: vec![1; 64],
@@ -1075,7 +1076,7 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
         corpus.add(
             &format!("relay-frames/prove/salt-{name}.bin"),
             "bad-fields",
-            "refused:BadProof",
+            expect,
             &format!("Prove registering with a salt of the wrong length ({name})"),
             &frame.encode(),
         );

@@ -111,11 +111,22 @@ pub struct WorkspaceRecord {
 /// The file is opened in redb's multi-writer mode, so several `meridian` processes (a
 /// command while the daemon runs) share it, one write transaction at a time. A process of
 /// an older redb that locks the whole file is waited for, for a while.
+///
+/// Multi-writer mode also makes every commit two-phase and record the allocator state
+/// (redb's quick-repair), so opening after a crash does not read the whole file: the choice
+/// the relay makes too, on measurements (`ARCHITECTURE.md`, "Crash recovery"). Should a
+/// full repair still be needed, its progress is logged.
 pub fn open_database(path: &Path) -> Result<Database> {
     let started = Instant::now();
     let mut wait = Duration::from_millis(5);
     let mut builder = Database::builder();
     builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+    builder.set_repair_callback(|session| {
+        tracing::warn!(
+            "repairing the database after an unclean shutdown: {:.0}% done",
+            session.progress() * 100.0
+        );
+    });
     loop {
         match builder.create(path) {
             Ok(db) => return Ok(db),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use meridian_relay::server::{self, Config};
+use meridian_relay::store::RelayStore;
 
 /// The Meridian relay: stores and forwards sealed, signed changes it cannot read.
 #[derive(Debug, Parser)]
@@ -26,7 +27,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// A TOML file of limits (see `Config`: max_connections, max_per_workspace,
-        /// handshake_timeout_secs, send_timeout_secs, max_frame_bytes, live_batches).
+        /// max_per_device, handshake_timeout_secs, send_timeout_secs, max_frame_bytes,
+        /// live_batches, recovery, cache_mb).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -46,7 +48,7 @@ fn main() {
 /// Refuses limits that would make the relay useless or crash it (a semaphore or a channel
 /// of 2^64 slots panics or exhausts memory; zero serves nobody).
 fn check(config: &Config) -> Result<()> {
-    let bounds: [(&str, u64, u64, u64); 6] = [
+    let bounds: [(&str, u64, u64, u64); 8] = [
         (
             "max_connections",
             config.max_connections as u64,
@@ -73,6 +75,8 @@ fn check(config: &Config) -> Result<()> {
             1 << 30,
         ),
         ("live_batches", config.live_batches as u64, 1, 65_536),
+        ("max_per_device", config.max_per_device as u64, 1, 1_000_000),
+        ("cache_mb", config.cache_mb as u64, 1, 1 << 20),
     ];
     for (name, value, low, high) in bounds {
         if !(low..=high).contains(&value) {
@@ -100,7 +104,11 @@ fn run(cli: Cli) -> Result<()> {
         None => Config::default(),
     };
     check(&config)?;
+    // The database opens (and, after a crash, repairs) before the relay listens, so a
+    // client that can connect is served at once.
+    let store = RelayStore::open_with(&data, config.store())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -114,6 +122,6 @@ fn run(cli: Cli) -> Result<()> {
             "listening on ws://{bound}{}",
             meridian_relay::protocol::PATH
         );
-        server::serve(listener, &data, config, server::shutdown_signal()).await
+        server::run(listener, store, config, server::shutdown_signal()).await
     })
 }

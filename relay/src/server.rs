@@ -8,39 +8,59 @@
 //! per workspace holding pre-encoded frames; a connection that falls behind it reads the
 //! log instead, so a slow reader costs the relay nothing but its own socket, and a reader
 //! that does not drain its socket within `send_timeout` is disconnected.
+//!
+//! Memory is bounded per connection: before authentication a client can make the relay
+//! read at most [`HANDSHAKE_BYTES`]; afterwards a reader pins at most one frame of
+//! [`SEND_BATCH_BYTES`] (or one larger envelope) while it does not read; each workspace's
+//! live buffer holds at most `live_batches` frames of [`LIVE_FRAME_BYTES`].
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tracing::{debug, info, warn};
 
 use crate::envelope::Envelope;
 use crate::protocol::{
-    Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PROTOCOL_VERSION, PushResult,
-    RefusedCode, auth_message,
+    Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PROTOCOL_VERSION, PushResult, RefusedCode,
+    auth_message,
 };
-use crate::store::{Incoming, RelayStore};
+use crate::store::{self, Incoming, Recovery, RelayStore};
 
 type Ws = [u8; 16];
 type Key = [u8; 32];
-type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
-type Source = SplitStream<WebSocketStream<TcpStream>>;
+type Sink = SplitSink<WebSocketStream<Inbound>, Message>;
+type Source = SplitStream<WebSocketStream<Inbound>>;
+
+/// The most bytes a client may send before it is authenticated: the websocket upgrade,
+/// `Hello` and `Prove` take well under a kilobyte.
+pub const HANDSHAKE_BYTES: usize = 16 << 10;
+
+/// The most envelope bytes the relay puts in one `Entries` frame (a larger envelope goes
+/// alone): what a reader that stopped reading pins in the relay's memory, besides its socket.
+pub const SEND_BATCH_BYTES: usize = 256 << 10;
+
+/// The largest frame of new entries kept in a workspace's live buffer; larger commits are
+/// read from the log by each receiver.
+pub const LIVE_FRAME_BYTES: usize = 64 << 10;
 
 /// Limits and timeouts of a relay. Every field has a default; a config file sets any of them.
 #[derive(Clone, Debug, Deserialize)]
@@ -50,6 +70,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Most authenticated connections to one workspace.
     pub max_per_workspace: usize,
+    /// Most authenticated connections of one device to one workspace.
+    pub max_per_device: usize,
     /// Seconds a client has to finish the websocket upgrade and the authentication.
     pub handshake_timeout_secs: u64,
     /// Seconds one frame may take to leave; a client that reads slower is disconnected.
@@ -59,6 +81,10 @@ pub struct Config {
     /// Batches of new entries kept per workspace for live forwarding; a connection further
     /// behind reads the log instead.
     pub live_batches: usize,
+    /// How the database commits and recovers from a crash.
+    pub recovery: Recovery,
+    /// Memory for the database's page cache, MiB.
+    pub cache_mb: usize,
 }
 
 impl Default for Config {
@@ -66,15 +92,26 @@ impl Default for Config {
         Config {
             max_connections: 20_000,
             max_per_workspace: 10_000,
+            max_per_device: 8,
             handshake_timeout_secs: 10,
             send_timeout_secs: 30,
             max_frame_bytes: MAX_FRAME_BYTES,
             live_batches: 256,
+            recovery: Recovery::default(),
+            cache_mb: store::Options::default().cache_bytes >> 20,
         }
     }
 }
 
 impl Config {
+    /// How the relay opens its database.
+    pub fn store(&self) -> store::Options {
+        store::Options {
+            recovery: self.recovery,
+            cache_bytes: self.cache_mb.saturating_mul(1 << 20),
+        }
+    }
+
     fn websocket(&self) -> WebSocketConfig {
         // Small buffers: tungstenite's defaults cost about 140 KB per idle connection.
         WebSocketConfig::default()
@@ -86,15 +123,93 @@ impl Config {
     }
 }
 
+/// A client sent more than [`HANDSHAKE_BYTES`] before authenticating.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a client may send at most {HANDSHAKE_BYTES} bytes before it is authenticated: Hello and Prove are far smaller"
+)]
+struct HandshakeTooLong;
+
+impl HandshakeTooLong {
+    /// Whether `error` (from reading a frame) is this one.
+    fn caused(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| {
+            let io = match cause.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+                Some(tokio_tungstenite::tungstenite::Error::Io(io)) => Some(io),
+                _ => cause.downcast_ref::<std::io::Error>(),
+            };
+            io.and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<HandshakeTooLong>())
+        })
+    }
+}
+
+/// A client's TCP stream, which reads at most [`HANDSHAKE_BYTES`] until the client is
+/// authenticated: a stranger cannot make the relay buffer a message of `max_frame_bytes`.
+struct Inbound {
+    tcp: TcpStream,
+    /// Bytes the client may still send; `usize::MAX` once authenticated.
+    allowance: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Inbound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let allowance = this.allowance.load(Ordering::Relaxed);
+        if allowance == usize::MAX {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        if allowance == 0 {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                HandshakeTooLong,
+            )));
+        }
+        // Reading through a small buffer keeps this free of unsafe code; it only runs for
+        // the few hundred bytes of a handshake.
+        let mut chunk = [0u8; 4096];
+        let limit = allowance.min(buf.remaining()).min(chunk.len());
+        let mut limited = ReadBuf::new(&mut chunk[..limit]);
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut limited))?;
+        let read = limited.filled();
+        buf.put_slice(read);
+        this.allowance
+            .store(allowance - read.len(), Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Inbound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
 /// New entries of one workspace, as the writer committed them.
 struct Batch {
     /// The connection that pushed them (it is not sent them back).
     origin: u64,
     first: u64,
     last: u64,
-    entries: Vec<(u64, Arc<Vec<u8>>)>,
-    /// `Entries` with all of them, encoded once for every receiver.
-    frame: Vec<u8>,
+    /// `Entries` with all of them, encoded once for every receiver, when it is at most
+    /// [`LIVE_FRAME_BYTES`]; receivers read larger batches from the log.
+    frame: Option<Bytes>,
 }
 
 /// The connected members of one workspace.
@@ -131,15 +246,27 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Serves the relay on an already-bound listener until `shutdown` completes, then closes
-/// every connection and returns once commits in flight are durable.
+/// Opens the database in `data` and serves the relay on an already-bound listener until
+/// `shutdown` completes (see [`run`]).
 pub async fn serve(
     listener: TcpListener,
     data: &Path,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let store = Arc::new(RelayStore::open(data)?);
+    let store = RelayStore::open_with(data, config.store())?;
+    run(listener, store, config, shutdown).await
+}
+
+/// Serves the relay from an open database on an already-bound listener until `shutdown`
+/// completes, then closes every connection and returns once commits in flight are durable.
+pub async fn run(
+    listener: TcpListener,
+    store: RelayStore,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let store = Arc::new(store);
     let (writer_tx, writer_rx) = mpsc::channel::<WriteJob>(1024);
     let rooms = Arc::new(Rooms::default());
     let writer = {
@@ -252,50 +379,56 @@ impl Rooms {
             return;
         };
         let (first, last) = (first.0, last.0);
+        // About 16 bytes of CBOR per entry besides the envelope.
+        let size: usize = entries.iter().map(|(_, bytes)| bytes.len() + 16).sum();
+        let frame = (size <= LIVE_FRAME_BYTES).then(|| {
+            Bytes::from(
+                Frame::Entries {
+                    entries: entries
+                        .into_iter()
+                        .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
+                        .collect(),
+                    up_to: last,
+                }
+                .encode(),
+            )
+        });
         let rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(room) = rooms.get(&ws) else {
-            return;
-        };
-        let entries: Vec<(u64, Arc<Vec<u8>>)> = entries
-            .into_iter()
-            .map(|(seq, bytes)| (seq, Arc::new(bytes)))
-            .collect();
-        let frame = Frame::Entries {
-            entries: entries
-                .iter()
-                .map(|(seq, bytes)| (*seq, serde_bytes::ByteBuf::from(bytes.as_slice())))
-                .collect(),
-            up_to: last,
+        if let Some(room) = rooms.get(&ws) {
+            let _ = room.live.send(Arc::new(Batch {
+                origin,
+                first,
+                last,
+                frame,
+            }));
         }
-        .encode();
-        let _ = room.live.send(Arc::new(Batch {
-            origin,
-            first,
-            last,
-            entries,
-            frame,
-        }));
     }
 
-    /// Adds an authenticated connection to its workspace's room, unless the room is full.
+    /// Adds an authenticated connection to its workspace's room, unless the room or the
+    /// device's share of it is full (then says why).
     fn join(
         &self,
         ws: Ws,
         key: Key,
         connection: u64,
         config: &Config,
-    ) -> Option<(broadcast::Receiver<Arc<Batch>>, watch::Receiver<bool>)> {
+    ) -> Result<(broadcast::Receiver<Arc<Batch>>, watch::Receiver<bool>), &'static str> {
         let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let room = rooms.entry(ws).or_insert_with(|| Room {
             live: broadcast::channel(config.live_batches.max(1)).0,
             members: HashMap::new(),
         });
         if room.members.len() >= config.max_per_workspace {
-            return None;
+            return Err("the workspace has too many connections on this relay: try again later");
+        }
+        if room.members.values().filter(|(k, _)| *k == key).count() >= config.max_per_device {
+            return Err(
+                "this device has too many connections to the workspace on this relay: close some",
+            );
         }
         let (kick_tx, kick_rx) = watch::channel(false);
         room.members.insert(connection, (key, kick_tx));
-        Some((room.live.subscribe(), kick_rx))
+        Ok((room.live.subscribe(), kick_rx))
     }
 
     fn leave(&self, ws: Ws, connection: u64) {
@@ -308,21 +441,31 @@ impl Rooms {
         }
     }
 
-    /// Closes every connection of a revoked device.
-    fn kick(&self, ws: Ws, key: &Key) {
+    /// Runs `revoke` (the store's removal of `key`) and, when it succeeds, closes every
+    /// connection of that device, all under the lock that publishing takes too: an entry
+    /// committed after the removal is published only once the device's connections were
+    /// told to close, and they obey that first.
+    fn revoke(
+        &self,
+        ws: Ws,
+        key: &Key,
+        revoke: impl FnOnce() -> Result<Result<(), String>>,
+    ) -> Result<Result<(), String>> {
         let rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(room) = rooms.get(&ws) {
+        let result = revoke()?;
+        if let (Ok(()), Some(room)) = (&result, rooms.get(&ws)) {
             for (member, kick) in room.members.values() {
                 if member == key {
                     let _ = kick.send(true);
                 }
             }
         }
+        Ok(result)
     }
 }
 
 /// Sends one frame, giving up after the send timeout (a reader that does not drain).
-async fn send(sink: &mut Sink, bytes: Vec<u8>, limit: Duration) -> Result<()> {
+async fn send(sink: &mut Sink, bytes: impl Into<Bytes>, limit: Duration) -> Result<()> {
     match timeout(limit, sink.send(Message::Binary(bytes.into()))).await {
         Ok(result) => result.context("the connection failed"),
         Err(_) => bail!(
@@ -362,6 +505,13 @@ async fn refuse_bad_frame(
         Err(e) if e.is::<crate::protocol::FrameError>() => {
             Err(refuse(sink, RefusedCode::Protocol, &format!("{e}"), limit).await)
         }
+        Err(e) if HandshakeTooLong::caused(&e) => Err(refuse(
+            sink,
+            RefusedCode::Protocol,
+            &HandshakeTooLong.to_string(),
+            limit,
+        )
+        .await),
         other => other,
     }
 }
@@ -399,10 +549,15 @@ async fn connection(
     let config = &shared.config;
     let handshake_limit = Duration::from_secs(config.handshake_timeout_secs);
     let send_limit = Duration::from_secs(config.send_timeout_secs);
+    let allowance = Arc::new(AtomicUsize::new(HANDSHAKE_BYTES));
+    let inbound = Inbound {
+        tcp,
+        allowance: allowance.clone(),
+    };
     let upgrade = tokio::select! {
         result = timeout(
             handshake_limit,
-            tokio_tungstenite::accept_async_with_config(tcp, Some(config.websocket())),
+            tokio_tungstenite::accept_async_with_config(inbound, Some(config.websocket())),
         ) => result,
         _ = stop.changed() => return Ok(()),
     };
@@ -426,18 +581,24 @@ async fn connection(
             .await);
         }
     };
-    let Some((mut live, mut kick)) = shared
+    allowance.store(usize::MAX, Ordering::Relaxed);
+    let (mut live, mut kick) = match shared
         .rooms
         .join(session.ws, session.key, session.id, config)
-    else {
-        return Err(refuse(
-            &mut sink,
-            RefusedCode::Busy,
-            "the workspace has too many connections on this relay: try again later",
-            send_limit,
-        )
-        .await);
+    {
+        Ok(joined) => joined,
+        Err(reason) => {
+            return Err(refuse(&mut sink, RefusedCode::Busy, reason, send_limit).await);
+        }
     };
+    // A removal that committed after admission but before the device joined its room
+    // kicked nobody: look again now that a later one would find the connection.
+    let (ws, key) = (session.ws, session.key);
+    let verdict = blocking(shared, move |store| store.known_device(&ws, &key)).await?;
+    if let Some(Err(refusal)) = verdict {
+        shared.rooms.leave(session.ws, session.id);
+        return Err(refuse(&mut sink, refusal.code, &refusal.reason, send_limit).await);
+    }
     debug!(%peer, key = %hex::encode(&session.key[..6]), "authenticated");
     let head = blocking(shared, move |store| store.head(&session.ws)).await?;
     let result = async {
@@ -645,25 +806,28 @@ async fn catch_up(
     loop {
         let after = *cursor;
         let entries = blocking(shared, move |store| {
-            store.read(&ws, after, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
+            store.read(&ws, after, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES)
         })
         .await?;
         let Some(&(last, _)) = entries.last() else {
             return Ok(());
         };
+        // Only the encoded frame stays in memory while a slow reader takes it.
         let frame = Frame::Entries {
             entries: entries
                 .into_iter()
                 .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
                 .collect(),
             up_to: last,
-        };
-        send(sink, frame.encode(), limit).await?;
+        }
+        .encode();
+        send(sink, frame, limit).await?;
         *cursor = last;
     }
 }
 
-/// Forwards a live batch, or reads the log when the batch does not follow the cursor.
+/// Forwards a live batch, or reads the log when the batch does not directly follow the
+/// cursor or was too large to keep in memory.
 async fn forward(
     shared: &Arc<Shared>,
     session: &Session,
@@ -675,24 +839,15 @@ async fn forward(
     if batch.last <= *cursor {
         return Ok(());
     }
-    if batch.first > *cursor + 1 {
+    if batch.first != *cursor + 1 {
         return catch_up(shared, session.ws, cursor, sink, limit).await;
     }
-    if batch.origin == session.id {
+    if batch.origin != session.id {
         // The client knows its own entries from `Stored`.
-    } else if batch.first == *cursor + 1 {
-        send(sink, batch.frame.clone(), limit).await?;
-    } else {
-        let frame = Frame::Entries {
-            entries: batch
-                .entries
-                .iter()
-                .filter(|(seq, _)| *seq > *cursor)
-                .map(|(seq, bytes)| (*seq, serde_bytes::ByteBuf::from(bytes.as_slice())))
-                .collect(),
-            up_to: batch.last,
-        };
-        send(sink, frame.encode(), limit).await?;
+        match &batch.frame {
+            Some(frame) => send(sink, frame.clone(), limit).await?,
+            None => return catch_up(shared, session.ws, cursor, sink, limit).await,
+        }
     }
     *cursor = batch.last;
     Ok(())
@@ -759,13 +914,15 @@ async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Res
         });
     };
     let (ws, by) = (session.ws, session.key);
+    let rooms = shared.rooms.clone();
     let result = blocking(shared, move |store| {
-        store.revoke(&ws, &by, &member_key, now_ms())
+        rooms.revoke(ws, &member_key, || {
+            store.revoke(&ws, &by, &member_key, now_ms())
+        })
     })
     .await?;
     Ok(match result {
         Ok(()) => {
-            shared.rooms.kick(ws, &member_key);
             info!(member = %hex::encode(&member_key[..6]), "member revoked");
             Frame::Revoked { member }
         }

@@ -3,10 +3,17 @@
 //! document: envelopes are stored as their authors sealed them.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, RepairSession, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
 use crate::envelope::ID_LEN;
 use crate::membership::workspace_id;
@@ -64,6 +71,18 @@ fn refuse<T>(code: RefusedCode, reason: impl Into<String>) -> Result<T, Refusal>
     })
 }
 
+/// The verdict for a device admitted before: welcome, unless the creator removed it.
+fn admitted(member: &MemberInfo) -> Result<(), Refusal> {
+    if member.removed {
+        refuse(
+            RefusedCode::Removed,
+            "this device was removed from the workspace by its creator",
+        )
+    } else {
+        Ok(())
+    }
+}
+
 /// One envelope of a push, already decoded and signature-checked.
 pub struct Incoming {
     /// Its content hash.
@@ -74,10 +93,63 @@ pub struct Incoming {
     pub bytes: Vec<u8>,
 }
 
+/// How the relay's database commits, and so what reopening it after a crash costs
+/// (`recovery` in the relay's config file). `ARCHITECTURE.md` ("Crash recovery") has the
+/// measurements behind the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recovery {
+    /// redb's quick-repair: every commit is two-phase and records the allocator state, so
+    /// the first open after a crash loads that record instead of reading the whole file.
+    #[default]
+    Quick,
+    /// Two-phase commits without the allocator record: the open after a crash still reads
+    /// the whole file to rebuild the allocator state, but trusts the primary commit slot.
+    TwoPhase,
+    /// redb's default: one-phase commits; the open after a crash verifies the checksum of
+    /// every page and rebuilds the allocator state, reading the whole file.
+    Full,
+}
+
+impl Recovery {
+    /// Every setting, for measurements.
+    pub const ALL: [Recovery; 3] = [Recovery::Quick, Recovery::TwoPhase, Recovery::Full];
+
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recovery::Quick => "quick",
+            Recovery::TwoPhase => "two-phase",
+            Recovery::Full => "full",
+        }
+    }
+}
+
+/// How the relay opens its database.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// How it commits and recovers from a crash.
+    pub recovery: Recovery,
+    /// Memory for redb's page cache (reads and writes not yet flushed), bytes. The
+    /// operating system's page cache still holds the file: a small cache costs system calls,
+    /// not disk reads.
+    pub cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            recovery: Recovery::default(),
+            cache_bytes: 32 << 20,
+        }
+    }
+}
+
 /// The relay's database.
 pub struct RelayStore {
     db: Database,
     id: [u8; 16],
+    recovery: Recovery,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -91,18 +163,46 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
 }
 
 impl RelayStore {
-    /// Opens (or creates) `relay.redb` in `dir`.
+    /// Opens (or creates) `relay.redb` in `dir` with the default [`Options`].
     pub fn open(dir: &Path) -> Result<RelayStore> {
+        RelayStore::open_with(dir, Options::default())
+    }
+
+    /// Opens (or creates) `relay.redb` in `dir`. After an unclean shutdown the open repairs
+    /// the file first (unless [`Recovery::Quick`] made that unnecessary), logging progress.
+    pub fn open_with(dir: &Path, options: Options) -> Result<RelayStore> {
+        let recovery = options.recovery;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let path = dir.join("relay.redb");
-        let db = Database::create(&path).with_context(|| {
+        let started = Instant::now();
+        let repaired = Arc::new(AtomicBool::new(false));
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        {
+            let repaired = repaired.clone();
+            builder.set_repair_callback(move |session: &mut RepairSession| {
+                if !repaired.swap(true, Ordering::Relaxed) {
+                    warn!("the relay did not shut down cleanly: repairing its database");
+                }
+                info!("repair {:.0}% done", session.progress() * 100.0);
+            });
+        }
+        let db = builder.create(&path).with_context(|| {
             format!(
                 "cannot open {} (is another meridian-relay using this data directory?)",
                 path.display()
             )
         })?;
-        let txn = db.begin_write()?;
+        if repaired.load(Ordering::Relaxed) {
+            info!("database repaired in {} ms", started.elapsed().as_millis());
+        }
+        let store = RelayStore {
+            db,
+            id: [0; 16],
+            recovery,
+        };
+        let txn = store.begin_write()?;
         let id = {
             let mut meta = txn.open_table(META)?;
             let existing = meta.get("relay_id")?.map(|v| v.value().to_vec());
@@ -126,7 +226,25 @@ impl RelayStore {
         txn.open_table(LOG)?;
         txn.open_table(HASHES)?;
         txn.commit()?;
-        Ok(RelayStore { db, id })
+        info!(
+            "database {} opened in {} ms ({} recovery)",
+            path.display(),
+            started.elapsed().as_millis(),
+            recovery.name()
+        );
+        Ok(RelayStore { id, ..store })
+    }
+
+    /// A durable write transaction committing as the [`Recovery`] setting says.
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        match self.recovery {
+            Recovery::Quick => txn.set_quick_repair(true),
+            Recovery::TwoPhase => txn.set_two_phase_commit(true),
+            Recovery::Full => {}
+        }
+        Ok(txn)
     }
 
     /// This relay's id: random, fixed for the life of the data directory, so nodes notice
@@ -171,7 +289,10 @@ impl RelayStore {
         register: Option<&Register>,
         now: i64,
     ) -> Result<Result<(), Refusal>> {
-        let txn = self.db.begin_write()?;
+        if let Some(known) = self.known_device(ws, key)? {
+            return Ok(known);
+        }
+        let txn = self.begin_write()?;
         let verdict = {
             let mut workspaces = txn.open_table(WORKSPACES)?;
             let mut members = txn.open_table(MEMBERS)?;
@@ -211,11 +332,7 @@ impl RelayStore {
                     .map(|v| decode(v.value(), "member"))
                     .transpose()?;
                 match (existing, register) {
-                    (Some(member), _) if member.removed => refuse(
-                        RefusedCode::Removed,
-                        "this device was removed from the workspace by its creator",
-                    ),
-                    (Some(_), _) => Ok(()),
+                    (Some(member), _) => admitted(&member),
                     (None, Some(Register::Join(proof))) => {
                         let inviter: Option<Key> = proof.inviter.as_slice().try_into().ok();
                         let invite: Option<Key> = proof.invite_public.as_slice().try_into().ok();
@@ -279,9 +396,26 @@ impl RelayStore {
         Ok(verdict)
     }
 
+    /// The verdict for a device already admitted to a served workspace (`None` for any
+    /// other), from a read transaction: every reconnection takes this path, and a write
+    /// transaction would cost an fsync per connection (a reconnect storm would queue them in
+    /// front of pushes).
+    pub fn known_device(&self, ws: &Ws, key: &Key) -> Result<Option<Result<(), Refusal>>> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(WORKSPACES)?.get(ws)?.is_none() {
+            return Ok(None);
+        }
+        let member: Option<MemberInfo> = txn
+            .open_table(MEMBERS)?
+            .get((*ws, *key))?
+            .map(|v| decode(v.value(), "member"))
+            .transpose()?;
+        Ok(member.map(|member| admitted(&member)))
+    }
+
     /// Marks a member removed; only the workspace's creator may, and not themselves.
     pub fn revoke(&self, ws: &Ws, by: &Key, member: &Key, now: i64) -> Result<Result<(), String>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let result = {
             let workspaces = txn.open_table(WORKSPACES)?;
             let mut members = txn.open_table(MEMBERS)?;
@@ -320,8 +454,7 @@ impl RelayStore {
     /// member of the workspace when the transaction runs. Returns, per push, a result per
     /// envelope, and the entries that are new, for forwarding.
     pub fn append(&self, pushes: &[(Ws, Vec<Incoming>)]) -> Result<Vec<Appended>> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let txn = self.begin_write()?;
         let mut out = Vec::with_capacity(pushes.len());
         {
             let mut log = txn.open_table(LOG)?;

@@ -1,23 +1,32 @@
 //! The relay over real loopback websockets, served in-process: authentication and the
-//! access matrix (every refusal sends nothing of the workspace), pushes that are durable,
-//! deduplicated and forwarded, bounds on bad input, and graceful shutdown.
+//! access matrix, pushes that are durable, deduplicated and forwarded, bounds on bad input,
+//! and graceful shutdown.
+//!
+//! The access matrix: a non-member, an unknown workspace, a claim to create someone else's
+//! workspace, a workspace id not derived from the key, the wrong workspace (a member of
+//! another workspace on the same relay, with or without that workspace's invite, and a
+//! member of this one into the other), a stolen invite used a second time, an expired
+//! invite, an invite for another workspace or made by a non-member, another member's
+//! invite proof, a replayed authentication (`a_replayed_authentication_is_refused`) and a
+//! removed member (connected at the removal, and reconnecting). Each is refused with
+//! nothing but the refusal after `Prove`, checked against canary envelopes in the log.
+
+mod support;
 
 use std::time::Duration;
 
-use ed25519_dalek::{Signer, SigningKey};
-use futures_util::{SinkExt, StreamExt};
+use ed25519_dalek::Signer;
+use futures_util::SinkExt;
 use meridian_relay::Envelope;
-use meridian_relay::membership::{JoinProof, invite_message, join_message, workspace_id};
+use meridian_relay::membership::workspace_id;
 use meridian_relay::protocol::{
     Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message,
 };
-use meridian_relay::server::{Config, serve};
+use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES, serve};
+use support::{Device, FAR, Socket, drain, handshake, join, next, push, send};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const CANARY: &[u8] = b"CANARY-7f3a9e-the-relay-must-not-send-this";
 
@@ -60,85 +69,6 @@ impl Relay {
     }
 }
 
-struct Device {
-    key: SigningKey,
-}
-
-impl Device {
-    fn new(seed: u8) -> Device {
-        Device {
-            key: SigningKey::from_bytes(&[seed; 32]),
-        }
-    }
-
-    fn public(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
-    }
-}
-
-async fn send(socket: &mut Socket, frame: &Frame) {
-    socket
-        .send(Message::Binary(frame.encode().into()))
-        .await
-        .unwrap();
-}
-
-/// The next frame, or `None` when the relay closed the connection.
-async fn next(socket: &mut Socket) -> Option<Frame> {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("the relay answers within 10 s");
-        match message {
-            Some(Ok(Message::Binary(bytes))) => return Some(Frame::decode(&bytes).unwrap()),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => continue,
-        }
-    }
-}
-
-/// Every frame until the relay closes the connection.
-async fn drain(socket: &mut Socket) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    while let Some(frame) = next(socket).await {
-        frames.push(frame);
-    }
-    frames
-}
-
-/// Connects and authenticates; returns the socket and the relay's answer to Prove.
-async fn handshake(
-    url: &str,
-    device: &Device,
-    ws: [u8; 16],
-    register: Option<Register>,
-) -> (Socket, Frame) {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    send(
-        &mut socket,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            workspace: ws.to_vec(),
-            key: device.public().to_vec(),
-        },
-    )
-    .await;
-    let Some(Frame::Challenge { nonce, relay }) = next(&mut socket).await else {
-        panic!("expected a challenge");
-    };
-    let message = auth_message(&relay, &nonce, &ws, &device.public());
-    send(
-        &mut socket,
-        &Frame::Prove {
-            signature: device.key.sign(&message).to_bytes().to_vec(),
-            register,
-        },
-    )
-    .await;
-    let answer = next(&mut socket).await.expect("an answer to Prove");
-    (socket, answer)
-}
-
 /// A workspace created by `creator` on the relay, holding one canary envelope.
 async fn workspace_with_canary(url: &str, creator: &Device) -> ([u8; 16], Socket) {
     let salt = [4u8; 16];
@@ -154,16 +84,8 @@ async fn workspace_with_canary(url: &str, creator: &Device) -> ([u8; 16], Socket
     .await;
     assert!(matches!(answer, Frame::Welcome { head: 0 }), "{answer:?}");
     let envelope = Envelope::sign(&creator.key, ws, [1; 16], [2; 24], |_| CANARY.to_vec());
-    send(
-        &mut socket,
-        &Frame::Push {
-            id: 1,
-            envelopes: vec![serde_bytes::ByteBuf::from(envelope.encode())],
-        },
-    )
-    .await;
     assert_eq!(
-        next(&mut socket).await,
+        push(&mut socket, 1, &[envelope]).await,
         Some(Frame::Stored {
             id: 1,
             results: vec![PushResult::Stored(1)]
@@ -171,27 +93,6 @@ async fn workspace_with_canary(url: &str, creator: &Device) -> ([u8; 16], Socket
     );
     (ws, socket)
 }
-
-fn invite(inviter: &Device, ws: [u8; 16], member: &Device, expires: i64, seed: u8) -> JoinProof {
-    let invite = SigningKey::from_bytes(&[seed; 32]);
-    let public = invite.verifying_key().to_bytes();
-    JoinProof {
-        invite_public: public.to_vec(),
-        inviter: inviter.public().to_vec(),
-        expires,
-        inviter_sig: inviter
-            .key
-            .sign(&invite_message(&ws, &public, expires))
-            .to_bytes()
-            .to_vec(),
-        join_sig: invite
-            .sign(&join_message(&ws, &member.public()))
-            .to_bytes()
-            .to_vec(),
-    }
-}
-
-const FAR: i64 = i64::MAX / 2;
 
 /// A refused access: what it is, who tries, for which workspace, with what, and the refusal.
 type Case = (
@@ -213,9 +114,30 @@ fn assert_refused(answer: &Frame, expected: RefusedCode) {
 }
 
 fn holds_canary(frames: &[Frame]) -> bool {
+    holds(frames, CANARY)
+}
+
+fn holds(frames: &[Frame], needle: &[u8]) -> bool {
     frames
         .iter()
-        .any(|f| f.encode().windows(CANARY.len()).any(|w| w == CANARY))
+        .any(|f| f.encode().windows(needle.len()).any(|w| w == needle))
+}
+
+/// What a refused connection received after `Prove`: exactly the refusal, then the relay
+/// closed it, whatever the device sent next. The `Challenge` before holds only a nonce and
+/// the relay's id, so not one byte of the workspace reached the device.
+async fn assert_nothing_after_refusal(
+    what: &str,
+    mut socket: Socket,
+    answer: Frame,
+    code: RefusedCode,
+) {
+    assert_refused(&answer, code);
+    let mut frames = vec![answer];
+    send(&mut socket, &Frame::Subscribe { after: 0 }).await;
+    frames.extend(drain(&mut socket).await);
+    assert!(!holds_canary(&frames), "{what}: received workspace data");
+    assert_eq!(frames.len(), 1, "{what}: more than the refusal: {frames:?}");
 }
 
 #[tokio::test]
@@ -226,20 +148,43 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
 
     // The control: an invited member gets the canary.
     let bo = Device::new(2);
-    let (mut socket, answer) = handshake(
-        &relay.url,
-        &bo,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &bo, FAR, 50))),
-    )
-    .await;
+    let (mut socket, answer) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
     assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
     send(&mut socket, &Frame::Subscribe { after: 0 }).await;
     let entries = next(&mut socket).await.unwrap();
     assert!(holds_canary(&[entries]), "a member receives the log");
 
+    // Another workspace on the same relay, with a member of its own.
+    let dee = Device::new(20);
+    let (other, _dee_socket) = workspace_with_canary(&relay.url, &dee).await;
+    let eve = Device::new(21);
+    let (_eve_socket, answer) =
+        handshake(&relay.url, &eve, other, join(&dee, other, &eve, FAR, 60)).await;
+    assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
+
     let stranger = Device::new(3);
     let cases: Vec<Case> = vec![
+        (
+            "wrong workspace: the creator of another workspace",
+            Device::new(20),
+            ws,
+            None,
+            RefusedCode::NotMember,
+        ),
+        (
+            "wrong workspace: a member of another, with that workspace's invite",
+            Device::new(21),
+            ws,
+            join(&dee, other, &Device::new(21), FAR, 60),
+            RefusedCode::BadProof,
+        ),
+        (
+            "wrong workspace: a member of this one, into another",
+            Device::new(2),
+            other,
+            None,
+            RefusedCode::NotMember,
+        ),
         (
             "non-member",
             Device::new(3),
@@ -272,69 +217,48 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
             "stolen invite used a second time",
             Device::new(4),
             ws,
-            Some(Register::Join(invite(&ana, ws, &Device::new(4), FAR, 50))),
+            join(&ana, ws, &Device::new(4), FAR, 50),
             RefusedCode::InviteUsed,
         ),
         (
             "expired invite",
             Device::new(5),
             ws,
-            Some(Register::Join(invite(&ana, ws, &Device::new(5), 1, 51))),
+            join(&ana, ws, &Device::new(5), 1, 51),
             RefusedCode::InviteExpired,
         ),
         (
             "invite for another workspace",
             Device::new(6),
             ws,
-            Some(Register::Join(invite(
-                &ana,
-                [7; 16],
-                &Device::new(6),
-                FAR,
-                52,
-            ))),
+            join(&ana, [7; 16], &Device::new(6), FAR, 52),
             RefusedCode::BadProof,
         ),
         (
             "invite made by a non-member",
             Device::new(7),
             ws,
-            Some(Register::Join(invite(
-                &stranger,
-                ws,
-                &Device::new(7),
-                FAR,
-                53,
-            ))),
+            join(&stranger, ws, &Device::new(7), FAR, 53),
             RefusedCode::BadProof,
         ),
         (
             "another member's invite proof, replayed for this key",
             Device::new(8),
             ws,
-            Some(Register::Join(invite(&ana, ws, &bo, FAR, 54))),
+            join(&ana, ws, &bo, FAR, 54),
             RefusedCode::BadProof,
         ),
     ];
     for (what, device, ws, register, code) in cases {
-        let (mut socket, answer) = handshake(&relay.url, &device, ws, register).await;
-        assert_refused(&answer, code);
-        let mut frames = vec![answer];
-        // Whatever the refused device sends next, nothing more comes back.
-        send(&mut socket, &Frame::Subscribe { after: 0 }).await;
-        frames.extend(drain(&mut socket).await);
-        assert!(!holds_canary(&frames), "{what}: received workspace data");
-        assert!(
-            frames
-                .iter()
-                .all(|f| !matches!(f, Frame::Entries { .. } | Frame::Welcome { .. })),
-            "{what}: {frames:?}"
-        );
+        let (socket, answer) = handshake(&relay.url, &device, ws, register).await;
+        assert_nothing_after_refusal(what, socket, answer, code).await;
     }
 
-    // A removed member: refused from then on, and disconnected at once if connected.
+    // A removed member: disconnected at once with nothing more, even what is pushed right
+    // after the removal, and refused from then on.
     let (ana_socket, _) = handshake(&relay.url, &ana, ws, None).await;
     let mut ana_socket = ana_socket;
+    assert_eq!(next(&mut socket).await, Some(Frame::CaughtUp { head: 1 }));
     send(
         &mut ana_socket,
         &Frame::Revoke {
@@ -348,30 +272,34 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
             member: bo.public().to_vec()
         })
     );
+    let after: &[u8] = b"CANARY-pushed-after-the-removal";
+    let envelope = Envelope::sign(&ana.key, ws, [1; 16], [3; 24], |_| after.to_vec());
+    assert!(matches!(
+        push(&mut ana_socket, 2, &[envelope]).await,
+        Some(Frame::Stored { .. })
+    ));
     let closing = drain(&mut socket).await;
     assert!(
-        closing.iter().any(|f| matches!(
-            f,
-            Frame::Refused {
+        !holds(&closing, after),
+        "the removed member got {closing:?}"
+    );
+    assert!(
+        matches!(
+            closing.as_slice(),
+            [Frame::Refused {
                 code: RefusedCode::Removed,
                 ..
-            }
-        )),
+            }]
+        ),
         "{closing:?}"
     );
-    let (mut socket, answer) = handshake(&relay.url, &bo, ws, None).await;
-    assert_refused(&answer, RefusedCode::Removed);
-    assert!(!holds_canary(&drain(&mut socket).await));
+    let (socket, answer) = handshake(&relay.url, &bo, ws, None).await;
+    assert_nothing_after_refusal("removed member", socket, answer, RefusedCode::Removed).await;
 
     // Only the creator revokes.
     let cy = Device::new(10);
-    let (mut cy_socket, answer) = handshake(
-        &relay.url,
-        &cy,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &cy, FAR, 55))),
-    )
-    .await;
+    let (mut cy_socket, answer) =
+        handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 55)).await;
     assert!(matches!(answer, Frame::Welcome { .. }));
     send(
         &mut cy_socket,
@@ -425,6 +353,7 @@ async fn a_replayed_authentication_is_refused() {
     let frames = drain(&mut second).await;
     assert_refused(&frames[0], RefusedCode::BadProof);
     assert!(!holds_canary(&frames));
+    assert_eq!(frames.len(), 1, "more than the refusal: {frames:?}");
     relay.shutdown().await;
 }
 
@@ -434,13 +363,7 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
     let ana = Device::new(1);
     let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
     let bo = Device::new(2);
-    let (mut bo_socket, _) = handshake(
-        &relay.url,
-        &bo,
-        ws,
-        Some(Register::Join(invite(&ana, ws, &bo, FAR, 50))),
-    )
-    .await;
+    let (mut bo_socket, _) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
     send(&mut bo_socket, &Frame::Subscribe { after: 1 }).await;
     assert_eq!(
         next(&mut bo_socket).await,
@@ -452,7 +375,7 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
     forged.ciphertext[0] ^= 1;
     let elsewhere = Envelope::sign(&ana.key, [7; 16], [1; 16], [5; 24], |_| b"x".to_vec());
     let stranger = Envelope::sign(&Device::new(9).key, ws, [1; 16], [6; 24], |_| b"y".to_vec());
-    let push = Frame::Push {
+    let mixed = Frame::Push {
         id: 2,
         envelopes: [&good, &forged, &elsewhere, &stranger, &good]
             .iter()
@@ -460,7 +383,7 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
             .chain([serde_bytes::ByteBuf::from(vec![0xff; 10])])
             .collect(),
     };
-    send(&mut ana_socket, &push).await;
+    send(&mut ana_socket, &mixed).await;
     let Some(Frame::Stored { id: 2, results }) = next(&mut ana_socket).await else {
         panic!("expected Stored")
     };
@@ -501,18 +424,104 @@ async fn pushes_are_deduplicated_forwarded_and_checked() {
         "{frames:?}"
     );
     let again = Envelope::sign(&bo.key, ws, [1; 16], [7; 24], |_| b"third".to_vec());
-    send(
-        &mut bo_socket,
-        &Frame::Push {
-            id: 1,
-            envelopes: vec![serde_bytes::ByteBuf::from(again.encode())],
-        },
-    )
-    .await;
     assert!(matches!(
-        next(&mut bo_socket).await,
+        push(&mut bo_socket, 1, &[again]).await,
         Some(Frame::Stored { .. })
     ));
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_commits_reach_live_readers_from_the_log_in_bounded_frames() {
+    let relay = start(Config::default()).await;
+    let ana = Device::new(1);
+    let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
+    let bo = Device::new(2);
+    let (mut bo_socket, _) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
+    send(&mut bo_socket, &Frame::Subscribe { after: 1 }).await;
+    assert_eq!(
+        next(&mut bo_socket).await,
+        Some(Frame::CaughtUp { head: 1 })
+    );
+    // One commit larger than the live buffer keeps and than one frame the relay sends.
+    let envelopes: Vec<Envelope> = (0..300).map(|n| ana.envelope(ws, n, 2048)).collect();
+    let size: usize = envelopes.iter().map(|e| e.encode().len()).sum();
+    assert!(
+        size > 2 * SEND_BATCH_BYTES.max(LIVE_FRAME_BYTES),
+        "{size} bytes"
+    );
+    assert!(matches!(
+        push(&mut ana_socket, 2, &envelopes).await,
+        Some(Frame::Stored { .. })
+    ));
+    let mut seqs = Vec::new();
+    let mut frames = 0;
+    while seqs.last() != Some(&301) {
+        let Some(Frame::Entries { entries, up_to }) = next(&mut bo_socket).await else {
+            panic!("expected entries");
+        };
+        frames += 1;
+        let bytes: usize = entries.iter().map(|(_, e)| e.len()).sum();
+        assert!(bytes <= SEND_BATCH_BYTES, "a frame of {bytes} bytes");
+        assert_eq!(up_to, entries.last().unwrap().0);
+        for (seq, bytes) in entries {
+            assert_eq!(
+                bytes.as_slice(),
+                envelopes[seq as usize - 2].encode().as_slice()
+            );
+            seqs.push(seq);
+        }
+    }
+    assert_eq!(
+        seqs,
+        (2..=301).collect::<Vec<u64>>(),
+        "every entry, in order, once"
+    );
+    assert!(frames >= 3, "{frames} frames");
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn strangers_and_greedy_devices_are_bounded() {
+    let relay = start(Config {
+        max_per_device: 2,
+        ..Config::default()
+    })
+    .await;
+    // Before authenticating, a client may send HANDSHAKE_BYTES, far below the frame limit:
+    // the relay stops reading a bloated Hello and says why (a short one would be refused
+    // for its key instead).
+    let (mut socket, _) = tokio_tungstenite::connect_async(relay.url.as_str())
+        .await
+        .unwrap();
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        workspace: vec![1; 16],
+        key: vec![2; 4 * HANDSHAKE_BYTES],
+    };
+    let _ = socket.send(Message::Binary(hello.encode().into())).await;
+    let frames = drain(&mut socket).await;
+    assert!(
+        matches!(
+            frames.as_slice(),
+            [Frame::Refused { code: RefusedCode::Protocol, reason }]
+                if reason.contains("before it is authenticated")
+        ),
+        "cut off at the allowance: {frames:?}"
+    );
+    // A device holds at most `max_per_device` connections to a workspace.
+    let ana = Device::new(1);
+    let (ws, _first) = workspace_with_canary(&relay.url, &ana).await;
+    let (_second, answer) = handshake(&relay.url, &ana, ws, None).await;
+    assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
+    let (third, answer) = handshake(&relay.url, &ana, ws, None).await;
+    assert_nothing_after_refusal("a third connection", third, answer, RefusedCode::Busy).await;
+    let bo = Device::new(2);
+    let (_bo, answer) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
+    assert!(
+        matches!(answer, Frame::Welcome { .. }),
+        "another device: {answer:?}"
+    );
     relay.shutdown().await;
 }
 

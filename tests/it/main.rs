@@ -17,8 +17,11 @@
 //! - `sync`: nodes syncing through a real `meridian-relay` process on loopback: convergence,
 //!   a relay stopped, killed and restarted and syncs killed mid-flight, no plaintext on the
 //!   relay, refused strangers, forged envelopes, the daemon (`relays` holds the helpers).
+//! - `crash`: seeded SIGKILL trials of write commands, syncs, the daemon and the relay on
+//!   one team: databases always open, no acknowledged edit is lost, everyone converges.
 
 mod convergence;
+mod crash;
 mod deadlines;
 mod durability;
 mod flows;

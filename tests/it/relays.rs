@@ -522,6 +522,22 @@ pub fn sync_fails(home: &Home) -> Vec<String> {
         .collect()
 }
 
+/// Appends `name<TAB>value` to the file named by `MERIDIAN_FIGURES`, when it is set, and
+/// prints it either way: the numbers a run measured, for reports.
+pub fn figure(name: &str, value: impl std::fmt::Display) {
+    eprintln!("figure {name} = {value}");
+    let Some(path) = std::env::var_os("MERIDIAN_FIGURES") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the figures file {path:?}: {e}"));
+    std::io::Write::write_all(&mut file, format!("{name}\t{value}\n").as_bytes())
+        .expect("the figures file is writable");
+}
+
 /// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no
 /// process behind.
 pub struct Guard(pub Option<Child>);
