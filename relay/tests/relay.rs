@@ -249,6 +249,8 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
             RefusedCode::BadProof,
         ),
     ];
+    // The cells below: the removed member (live and reconnecting).
+    support::figure("access.cells", cases.len() + 2);
     for (what, device, ws, register, code) in cases {
         let (socket, answer) = handshake(&relay.url, &device, ws, register).await;
         assert_nothing_after_refusal(what, socket, answer, code).await;
