@@ -111,6 +111,23 @@ pub struct Session {
     deadline: Option<Instant>,
 }
 
+/// The most characters of a relay's explanation a node keeps.
+pub const MAX_REASON_CHARS: usize = 300;
+
+/// A relay's explanation made safe to print: control characters (terminal escapes among
+/// them) become `\u{fffd}`, and it is cut to [`MAX_REASON_CHARS`].
+pub fn printable(reason: &str) -> String {
+    let mut text: String = reason
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if reason.chars().nth(MAX_REASON_CHARS).is_some() {
+        text.push('…');
+    }
+    text
+}
+
 impl Session {
     /// A session for one workspace, resuming from a stored cursor: the relay id it belongs
     /// to, the last sequence number applied, and the outbox position already pushed.
@@ -231,7 +248,10 @@ impl Session {
             (State::Closed, _) => {}
             (_, Frame::Refused { code, reason }) => {
                 self.state = State::Closed;
-                out.push(Output::Event(Event::Refused { code, reason }));
+                out.push(Output::Event(Event::Refused {
+                    code,
+                    reason: printable(&reason),
+                }));
             }
             (State::AwaitChallenge, Frame::Challenge { nonce, relay }) => {
                 let Ok(relay) = <[u8; 16]>::try_from(relay.as_slice()) else {
@@ -316,7 +336,15 @@ impl Session {
                         .seqs
                         .into_iter()
                         .zip(results)
-                        .filter_map(|(seq, result)| Some((seq?, result)))
+                        .filter_map(|(seq, result)| {
+                            let result = match result {
+                                PushResult::Rejected(reason) => {
+                                    PushResult::Rejected(printable(&reason))
+                                }
+                                other => other,
+                            };
+                            Some((seq?, result))
+                        })
                         .collect(),
                     pushed,
                     pulled: (self.cursor > before).then_some(self.cursor),
@@ -330,7 +358,7 @@ impl Session {
             }
             (State::Ready, Frame::Error { reason }) => {
                 self.touch(now);
-                out.push(Output::Event(Event::RelayError(reason)));
+                out.push(Output::Event(Event::RelayError(printable(&reason))));
             }
             (_, other) => {
                 return self.fail(&format!(
@@ -835,5 +863,26 @@ mod tests {
         assert!(matches!(out.as_slice(), [Output::Apply { up_to: 4, .. }]));
         let out = session.receive(entries(&[5], 5), now);
         assert!(matches!(out.as_slice(), [Output::Apply { up_to: 5, .. }]));
+    }
+
+    #[test]
+    fn a_relays_explanations_reach_the_screen_printable_and_short() {
+        let now = Instant::now();
+        let mut session = Node::default().session();
+        session.start(now);
+        let out = session.receive(
+            Frame::Refused {
+                code: RefusedCode::Protocol,
+                reason: format!("\x1b[2J\x1b]0;owned\x07{}", "x".repeat(10_000)),
+            },
+            now,
+        );
+        let [Output::Event(Event::Refused { reason, .. })] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        assert!(reason.chars().count() <= MAX_REASON_CHARS + 1);
+        assert!(reason.ends_with('…'));
+        assert_eq!(printable("plain words"), "plain words");
     }
 }
