@@ -9,6 +9,7 @@
 pub mod cbor;
 pub mod determinism;
 pub mod envelope;
+pub mod handling;
 pub mod membership;
 pub mod protocol;
 pub mod server;

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -38,11 +38,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tracing::{debug, info, warn};
 
-use crate::envelope::Envelope;
-use crate::protocol::{
-    Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PROTOCOL_VERSION, PushResult, RefusedCode,
-    auth_message,
-};
+use crate::handling::{self, Forward};
+use crate::protocol::{Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
 use crate::store::{self, Incoming, Recovery, RelayStore};
 
 type Ws = [u8; 16];
@@ -240,10 +237,7 @@ struct Shared {
 
 /// Milliseconds since the epoch.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::determinism::now_ms()
 }
 
 /// Opens the database in `data` and serves the relay on an already-bound listener until
@@ -633,83 +627,24 @@ async fn blocking<T: Send + 'static>(
 /// Hello → Challenge → Prove, then admission.
 async fn handshake(shared: &Arc<Shared>, sink: &mut Sink, source: &mut Source) -> Result<Session> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
-    let (ws, key) = match refuse_bad_frame(sink, recv(source).await, limit).await? {
-        Some(Frame::Hello {
-            version,
-            workspace,
-            key,
-        }) => {
-            if version != PROTOCOL_VERSION {
-                return Err(refuse(
-                    sink,
-                    RefusedCode::Version,
-                    &format!(
-                        "this relay speaks protocol version {PROTOCOL_VERSION}, the client {version}: upgrade the older side"
-                    ),
-                    limit,
-                )
-                .await);
-            }
-            let (Ok(ws), Ok(key)) = (
-                <Ws>::try_from(workspace.as_slice()),
-                <Key>::try_from(key.as_slice()),
-            ) else {
-                return Err(refuse(
-                    sink,
-                    RefusedCode::Protocol,
-                    "Hello needs a 16-byte workspace id and a 32-byte key",
-                    limit,
-                )
-                .await);
-            };
-            (ws, key)
-        }
-        Some(other) => {
-            return Err(refuse(
-                sink,
-                RefusedCode::Protocol,
-                &format!("expected Hello, got {}", other.name()),
-                limit,
-            )
-            .await);
-        }
-        None => bail!("closed before Hello"),
+    let Some(frame) = refuse_bad_frame(sink, recv(source).await, limit).await? else {
+        bail!("closed before Hello");
     };
-    let mut nonce = [0u8; 32];
-    getrandom::getrandom(&mut nonce)
-        .map_err(|e| anyhow!("the system random source failed: {e}"))?;
+    let (ws, key) = match handling::hello(frame) {
+        Ok(hello) => hello,
+        Err(r) => return Err(refuse(sink, r.code, &r.reason, limit).await),
+    };
     let relay = shared.store.id();
-    let challenge = Frame::Challenge {
-        nonce: nonce.to_vec(),
-        relay: relay.to_vec(),
-    };
+    let (nonce, challenge) =
+        handling::challenge(relay).map_err(|e| anyhow!("the system random source failed: {e}"))?;
     send(sink, challenge.encode(), limit).await?;
-    let (signature, register) = match refuse_bad_frame(sink, recv(source).await, limit).await? {
-        Some(Frame::Prove {
-            signature,
-            register,
-        }) => (signature, register),
-        Some(other) => {
-            return Err(refuse(
-                sink,
-                RefusedCode::Protocol,
-                &format!("expected Prove, got {}", other.name()),
-                limit,
-            )
-            .await);
-        }
-        None => bail!("closed before Prove"),
+    let Some(frame) = refuse_bad_frame(sink, recv(source).await, limit).await? else {
+        bail!("closed before Prove");
     };
-    let message = auth_message(&relay, &nonce, &ws, &key);
-    if crate::membership::verify_signature(&key, &message, &signature, "authentication").is_err() {
-        return Err(refuse(
-            sink,
-            RefusedCode::BadProof,
-            "the authentication signature does not verify for this key",
-            limit,
-        )
-        .await);
-    }
+    let register = match handling::prove(frame, relay, &nonce, &ws, &key) {
+        Ok(register) => register,
+        Err(r) => return Err(refuse(sink, r.code, &r.reason, limit).await),
+    };
     let verdict = blocking(shared, move |store| {
         store.admit(&ws, &key, register.as_ref(), now_ms())
     })
@@ -836,17 +771,15 @@ async fn forward(
     sink: &mut Sink,
     limit: Duration,
 ) -> Result<()> {
-    if batch.last <= *cursor {
-        return Ok(());
-    }
-    if batch.first != *cursor + 1 {
-        return catch_up(shared, session.ws, cursor, sink, limit).await;
-    }
-    if batch.origin != session.id {
-        // The client knows its own entries from `Stored`.
-        match &batch.frame {
-            Some(frame) => send(sink, frame.clone(), limit).await?,
-            None => return catch_up(shared, session.ws, cursor, sink, limit).await,
+    let own = batch.origin == session.id;
+    match handling::forward(batch.first, batch.last, *cursor, own, batch.frame.is_some()) {
+        Forward::Nothing => return Ok(()),
+        Forward::CatchUp => return catch_up(shared, session.ws, cursor, sink, limit).await,
+        Forward::Own => {}
+        Forward::Send => {
+            if let Some(frame) = &batch.frame {
+                send(sink, frame.clone(), limit).await?;
+            }
         }
     }
     *cursor = batch.last;
@@ -859,28 +792,9 @@ async fn push(
     session: &Session,
     envelopes: Vec<serde_bytes::ByteBuf>,
 ) -> Result<Vec<PushResult>> {
-    let mut results: Vec<Option<PushResult>> = Vec::with_capacity(envelopes.len());
-    let mut incoming = Vec::new();
-    for bytes in envelopes {
-        match Envelope::decode(&bytes) {
-            Err(e) => results.push(Some(PushResult::Rejected(e.to_string()))),
-            Ok(envelope) if envelope.workspace_id() != session.ws => results.push(Some(
-                PushResult::Rejected("the envelope belongs to another workspace".into()),
-            )),
-            Ok(envelope) => {
-                let mut author = [0; 32];
-                author.copy_from_slice(&envelope.author);
-                incoming.push(Incoming {
-                    hash: envelope.hash(),
-                    author,
-                    bytes: envelope.encode(),
-                });
-                results.push(None);
-            }
-        }
-    }
-    let mut stored = if incoming.is_empty() {
-        Vec::new().into_iter()
+    let mut sorted = handling::sort_push(&session.ws, envelopes);
+    let stored = if sorted.incoming.is_empty() {
+        Vec::new()
     } else {
         let (reply, answer) = oneshot::channel();
         shared
@@ -888,7 +802,7 @@ async fn push(
             .send(WriteJob {
                 ws: session.ws,
                 origin: session.id,
-                incoming,
+                incoming: std::mem::take(&mut sorted.incoming),
                 reply,
             })
             .await
@@ -896,15 +810,8 @@ async fn push(
         answer
             .await
             .map_err(|_| anyhow!("the relay's writer stopped"))??
-            .into_iter()
     };
-    Ok(results
-        .into_iter()
-        .map(|r| {
-            r.or_else(|| stored.next())
-                .unwrap_or_else(|| PushResult::Rejected("lost by the relay".into()))
-        })
-        .collect())
+    Ok(sorted.answers(stored))
 }
 
 async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Result<Frame> {

@@ -19,12 +19,11 @@ use meridian::workspace::Invite;
 use meridian::{history, proposal, sync};
 use meridian_relay::Envelope;
 use meridian_relay::determinism;
-use meridian_relay::membership::verify_signature;
-use meridian_relay::protocol::{
-    Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PROTOCOL_VERSION, PushResult, RefusedCode,
-    auth_message,
-};
-use meridian_relay::store::{Incoming, RelayStore};
+use meridian_relay::handling::{self, Forward};
+use meridian_relay::protocol::{Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, RefusedCode};
+use meridian_relay::server::SEND_BATCH_BYTES;
+use meridian_relay::store::{Refusal, RelayStore};
+use serde_bytes::ByteBuf;
 use redb::{ReadableDatabase, ReadableTableMetadata};
 use sha2::{Digest, Sha256};
 
@@ -630,9 +629,11 @@ impl Sim {
         Ok(true)
     }
 
-    /// The relay handles a frame from connection `c`, as `meridian_relay::server` does:
-    /// handshake and admission, catch-up, pushes (stored durably, answered, forwarded to the
-    /// workspace's other subscribers), revocations. A refusal ends the connection.
+    /// The relay handles a frame from connection `c` with the server's own decisions
+    /// (`meridian_relay::handling`): handshake and admission, catch-up, pushes (stored
+    /// durably, answered, forwarded to the workspace's other subscribers), revocations. A
+    /// refusal ends the connection. What the simulation leaves out is the server's I/O:
+    /// sockets, timeouts, the writer thread and the live broadcast buffer.
     fn relay_receive(&mut self, c: usize, frame: Frame) -> Run<()> {
         let Sim { conns, relays, .. } = self;
         let relay = conns[c].relay;
@@ -641,103 +642,69 @@ impl Sim {
         if conn.peer.closed {
             return Ok(());
         }
-        let refuse = |conn: &mut Conn, code: RefusedCode, reason: &str| {
+        let refuse = |conn: &mut Conn, refusal: Refusal| {
             conn.down.push_back(Frame::Refused {
-                code,
-                reason: reason.into(),
+                code: refusal.code,
+                reason: refusal.reason,
             });
             conn.peer.closed = true;
         };
-        match frame {
-            Frame::Hello {
-                version,
-                workspace,
-                key,
-            } if conn.peer.hello.is_none() => {
-                let (Ok(ws), Ok(key)) = (workspace.try_into(), key.try_into()) else {
-                    refuse(conn, RefusedCode::Protocol, "bad Hello");
-                    return Ok(());
-                };
-                if version != PROTOCOL_VERSION {
-                    refuse(conn, RefusedCode::Version, "another version");
-                    return Ok(());
-                }
-                let mut nonce = [0u8; 32];
-                determinism::fill(&mut nonce).map_err(err)?;
-                conn.peer.hello = Some((ws, key));
-                conn.peer.nonce = Some(nonce);
-                conn.down.push_back(Frame::Challenge {
-                    nonce: nonce.to_vec(),
-                    relay: store.id().to_vec(),
-                });
-            }
-            Frame::Prove {
-                signature,
-                register,
-            } if conn.peer.nonce.is_some() && !conn.peer.ready => {
-                let (ws, key) = conn.peer.hello.expect("Hello came first");
-                let nonce = conn.peer.nonce.take().expect("checked above");
-                let message = auth_message(&store.id(), &nonce, &ws, &key);
-                if verify_signature(&key, &message, &signature, "authentication").is_err() {
-                    refuse(conn, RefusedCode::BadProof, "bad signature");
-                    return Ok(());
-                }
-                match store
-                    .admit(&ws, &key, register.as_ref(), determinism::now_ms())
-                    .map_err(err)?
-                {
-                    Ok(()) => {
-                        conn.peer.ready = true;
-                        let head = store.head(&ws).map_err(err)?;
-                        conn.down.push_back(Frame::Welcome { head });
+        if !conn.peer.ready {
+            match (conn.peer.hello, conn.peer.nonce) {
+                (None, _) => match handling::hello(frame) {
+                    Ok(hello) => {
+                        let (nonce, challenge) = handling::challenge(store.id()).map_err(err)?;
+                        conn.peer.hello = Some(hello);
+                        conn.peer.nonce = Some(nonce);
+                        conn.down.push_back(challenge);
                     }
-                    Err(refusal) => refuse(conn, refusal.code, &refusal.reason),
+                    Err(refusal) => refuse(conn, refusal),
+                },
+                (Some((ws, key)), Some(nonce)) => {
+                    let admitted = handling::prove(frame, store.id(), &nonce, &ws, &key)
+                        .map(|register| {
+                            store.admit(&ws, &key, register.as_ref(), determinism::now_ms())
+                        });
+                    match admitted {
+                        Ok(Ok(Ok(()))) => {
+                            conn.peer.ready = true;
+                            let head = store.head(&ws).map_err(err)?;
+                            conn.down.push_back(Frame::Welcome { head });
+                        }
+                        Ok(Ok(Err(refusal))) | Err(refusal) => refuse(conn, refusal),
+                        Ok(Err(e)) => return Err(err(e)),
+                    }
                 }
+                (Some(_), None) => unreachable!("a nonce is sent with every challenge"),
             }
-            Frame::Subscribe { after } if conn.peer.ready => {
-                let (ws, _) = conn.peer.hello.expect("ready after Hello");
+            return Ok(());
+        }
+        let (ws, key) = conn.peer.hello.expect("ready after Hello");
+        match frame {
+            Frame::Subscribe { after } => {
                 let cursor = catch_up(store, &ws, after, &mut conn.down)?;
                 conn.down.push_back(Frame::CaughtUp { head: cursor });
                 conn.peer.subscribed = Some(cursor);
             }
-            Frame::Push { id, envelopes } if conn.peer.ready => {
-                let (ws, _) = conn.peer.hello.expect("ready after Hello");
-                let mut results: Vec<Option<PushResult>> = Vec::new();
-                let mut incoming = Vec::new();
-                for bytes in envelopes {
-                    match Envelope::decode(&bytes) {
-                        Ok(e) if e.workspace_id() == ws => {
-                            incoming.push(Incoming {
-                                hash: e.hash(),
-                                author: e.author.as_slice().try_into().map_err(err)?,
-                                bytes: e.encode(),
-                            });
-                            results.push(None);
-                        }
-                        Ok(_) => {
-                            results.push(Some(PushResult::Rejected("another workspace".into())))
-                        }
-                        Err(e) => results.push(Some(PushResult::Rejected(e.to_string()))),
-                    }
-                }
-                let appended = store
-                    .append(&[(ws, incoming)])
-                    .map_err(err)?
-                    .pop()
-                    .unwrap_or_default();
-                let mut stored = appended.results.into_iter();
-                let results = results
-                    .into_iter()
-                    .map(|r| {
-                        r.or_else(|| stored.next())
-                            .expect("one result per envelope")
-                    })
-                    .collect();
+            Frame::Push { id, envelopes } => {
+                let mut sorted = handling::sort_push(&ws, envelopes);
+                let incoming = std::mem::take(&mut sorted.incoming);
+                let appended = if incoming.is_empty() {
+                    Default::default()
+                } else {
+                    store
+                        .append(&[(ws, incoming)])
+                        .map_err(err)?
+                        .pop()
+                        .unwrap_or_default()
+                };
+                let results = sorted.answers(appended.results);
                 conn.down.push_back(Frame::Stored { id, results });
                 let origin = conn.id;
                 if let (Some(&(first, _)), Some(&(last, _))) =
                     (appended.entries.first(), appended.entries.last())
                 {
+                    // The server keeps small batches live; every batch is small here.
                     for other in conns.iter_mut() {
                         if other.relay != relay || other.peer.hello.map(|h| h.0) != Some(ws) {
                             continue;
@@ -745,46 +712,51 @@ impl Sim {
                         let Some(cursor) = other.peer.subscribed else {
                             continue;
                         };
-                        if last <= cursor {
-                            continue;
+                        let own = other.id == origin;
+                        match handling::forward(first, last, cursor, own, true) {
+                            Forward::Nothing => {}
+                            Forward::CatchUp => {
+                                let cursor = catch_up(store, &ws, cursor, &mut other.down)?;
+                                other.peer.subscribed = Some(cursor);
+                            }
+                            Forward::Own => other.peer.subscribed = Some(last),
+                            Forward::Send => {
+                                other.down.push_back(Frame::Entries {
+                                    entries: appended
+                                        .entries
+                                        .iter()
+                                        .map(|(seq, b)| (*seq, ByteBuf::from(b.clone())))
+                                        .collect(),
+                                    up_to: last,
+                                });
+                                other.peer.subscribed = Some(last);
+                            }
                         }
-                        if first > cursor + 1 {
-                            let cursor = catch_up(store, &ws, cursor, &mut other.down)?;
-                            other.peer.subscribed = Some(cursor);
-                            continue;
-                        }
-                        if other.id != origin {
-                            other.down.push_back(Frame::Entries {
-                                entries: appended
-                                    .entries
-                                    .iter()
-                                    .filter(|(seq, _)| *seq > cursor)
-                                    .map(|(seq, b)| (*seq, serde_bytes::ByteBuf::from(b.clone())))
-                                    .collect(),
-                                up_to: last,
-                            });
-                        }
-                        other.peer.subscribed = Some(last);
                     }
                 }
             }
-            Frame::Revoke { member } if conn.peer.ready => {
-                let (ws, by) = conn.peer.hello.expect("ready after Hello");
+            Frame::Revoke { member } => {
                 let Ok(member_key) = <[u8; 32]>::try_from(member.as_slice()) else {
                     conn.down.push_back(Frame::Error {
-                        reason: "bad key".into(),
+                        reason: "Revoke needs a 32-byte member key".into(),
                     });
                     return Ok(());
                 };
                 match store
-                    .revoke(&ws, &by, &member_key, determinism::now_ms())
+                    .revoke(&ws, &key, &member_key, determinism::now_ms())
                     .map_err(err)?
                 {
                     Ok(()) => {
                         conn.down.push_back(Frame::Revoked { member });
                         for other in conns.iter_mut() {
                             if other.relay == relay && other.peer.hello == Some((ws, member_key)) {
-                                refuse(other, RefusedCode::Removed, "removed");
+                                refuse(
+                                    other,
+                                    Refusal {
+                                        code: RefusedCode::Removed,
+                                        reason: "removed".into(),
+                                    },
+                                );
                             }
                         }
                     }
@@ -792,8 +764,14 @@ impl Sim {
                 }
             }
             other => {
-                let reason = format!("{} out of turn", other.name());
-                refuse(conn, RefusedCode::Protocol, &reason);
+                let reason = format!("{} is not expected after the handshake", other.name());
+                refuse(
+                    conn,
+                    Refusal {
+                        code: RefusedCode::Protocol,
+                        reason,
+                    },
+                );
             }
         }
         Ok(())
@@ -1181,7 +1159,7 @@ fn catch_up(store: &RelayStore, ws: &[u8; 16], after: u64, down: &mut VecDeque<F
     let mut cursor = after;
     loop {
         let entries = store
-            .read(ws, cursor, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
+            .read(ws, cursor, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES)
             .map_err(err)?;
         let Some(&(last, _)) = entries.last() else {
             return Ok(cursor);
@@ -1189,7 +1167,7 @@ fn catch_up(store: &RelayStore, ws: &[u8; 16], after: u64, down: &mut VecDeque<F
         down.push_back(Frame::Entries {
             entries: entries
                 .into_iter()
-                .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
+                .map(|(seq, bytes)| (seq, ByteBuf::from(bytes)))
                 .collect(),
             up_to: last,
         });

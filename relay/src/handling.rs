@@ -1,0 +1,173 @@
+//! The relay's decisions about what a client sends, without I/O.
+//!
+//! [`crate::server`] wraps them in sockets, timeouts and threads; the deterministic
+//! simulation (`tests/sim`) calls them directly over in-memory frame queues, so both run the
+//! same handshake checks, push sorting and forwarding rules.
+
+use crate::determinism;
+use crate::envelope::Envelope;
+use crate::membership::verify_signature;
+use crate::protocol::{Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message};
+use crate::store::{Incoming, Refusal};
+
+/// A workspace id.
+pub type Ws = [u8; 16];
+/// A device's public key.
+pub type Key = [u8; 32];
+
+fn refusal(code: RefusedCode, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// The first frame: `Hello` with this protocol version, a workspace id and a key.
+pub fn hello(frame: Frame) -> Result<(Ws, Key), Refusal> {
+    let Frame::Hello {
+        version,
+        workspace,
+        key,
+    } = frame
+    else {
+        return Err(refusal(
+            RefusedCode::Protocol,
+            format!("expected Hello, got {}", frame.name()),
+        ));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(refusal(
+            RefusedCode::Version,
+            format!(
+                "this relay speaks protocol version {PROTOCOL_VERSION}, the client {version}: upgrade the older side"
+            ),
+        ));
+    }
+    match (
+        Ws::try_from(workspace.as_slice()),
+        Key::try_from(key.as_slice()),
+    ) {
+        (Ok(ws), Ok(key)) => Ok((ws, key)),
+        _ => Err(refusal(
+            RefusedCode::Protocol,
+            "Hello needs a 16-byte workspace id and a 32-byte key",
+        )),
+    }
+}
+
+/// A fresh challenge from relay `relay`: the nonce to remember and the frame to send.
+pub fn challenge(relay: [u8; 16]) -> Result<([u8; 32], Frame), getrandom::Error> {
+    let mut nonce = [0u8; 32];
+    determinism::fill(&mut nonce)?;
+    let frame = Frame::Challenge {
+        nonce: nonce.to_vec(),
+        relay: relay.to_vec(),
+    };
+    Ok((nonce, frame))
+}
+
+/// The second frame: `Prove`, signed over this relay, nonce, workspace and key. Returns how
+/// the device asks to be admitted.
+pub fn prove(
+    frame: Frame,
+    relay: [u8; 16],
+    nonce: &[u8; 32],
+    ws: &Ws,
+    key: &Key,
+) -> Result<Option<Register>, Refusal> {
+    let Frame::Prove {
+        signature,
+        register,
+    } = frame
+    else {
+        return Err(refusal(
+            RefusedCode::Protocol,
+            format!("expected Prove, got {}", frame.name()),
+        ));
+    };
+    let message = auth_message(&relay, nonce, ws, key);
+    verify_signature(key, &message, &signature, "authentication").map_err(|_| {
+        refusal(
+            RefusedCode::BadProof,
+            "the authentication signature does not verify for this key",
+        )
+    })?;
+    Ok(register)
+}
+
+/// A push sorted: per envelope either its answer already (it does not decode, or belongs to
+/// another workspace) or `None`, and the envelopes to store, in order.
+pub struct Sorted {
+    answers: Vec<Option<PushResult>>,
+    /// What the store must try to append.
+    pub incoming: Vec<Incoming>,
+}
+
+/// Checks a push's envelopes for workspace `ws`.
+pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
+    let mut answers = Vec::with_capacity(envelopes.len());
+    let mut incoming = Vec::new();
+    for bytes in envelopes {
+        match Envelope::decode(&bytes) {
+            Err(e) => answers.push(Some(PushResult::Rejected(e.to_string()))),
+            Ok(envelope) if envelope.workspace_id() != *ws => answers.push(Some(
+                PushResult::Rejected("the envelope belongs to another workspace".into()),
+            )),
+            Ok(envelope) => {
+                let mut author = [0; 32];
+                author.copy_from_slice(&envelope.author);
+                incoming.push(Incoming {
+                    hash: envelope.hash(),
+                    author,
+                    bytes: envelope.encode(),
+                });
+                answers.push(None);
+            }
+        }
+    }
+    Sorted { answers, incoming }
+}
+
+impl Sorted {
+    /// Every envelope's answer, given the store's results for [`Sorted::incoming`].
+    pub fn answers(self, stored: Vec<PushResult>) -> Vec<PushResult> {
+        let mut stored = stored.into_iter();
+        self.answers
+            .into_iter()
+            .map(|r| {
+                r.or_else(|| stored.next())
+                    .unwrap_or_else(|| PushResult::Rejected("lost by the relay".into()))
+            })
+            .collect()
+    }
+}
+
+/// What to do with a newly committed batch `first..=last` for a subscriber that has
+/// everything up to `cursor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// It has the batch already.
+    Nothing,
+    /// The batch does not follow its cursor, or is too large to keep live: read the log.
+    CatchUp,
+    /// The batch is its own push: it knows the entries from `Stored`; move the cursor.
+    Own,
+    /// Send the batch's frame.
+    Send,
+}
+
+/// Decides [`Forward`]: `own` when the subscriber pushed the batch, `live` when the batch's
+/// frame is kept for live forwarding.
+pub fn forward(first: u64, last: u64, cursor: u64, own: bool, live: bool) -> Forward {
+    if last <= cursor {
+        Forward::Nothing
+    } else if first != cursor + 1 {
+        Forward::CatchUp
+    } else if own {
+        Forward::Own
+    } else if live {
+        Forward::Send
+    } else {
+        Forward::CatchUp
+    }
+}
