@@ -372,7 +372,8 @@ pub const MAX_HELD: u64 = 10_000;
 /// whose envelopes break a rule does not stop the others. An envelope that fails is retried
 /// alone; if it still fails it is rejected (reported, never applied) unless it only waits
 /// for changes or a membership not here yet, in which case it is held and retried when
-/// more changes to its document arrive. `finish` runs in the same transaction (the caller
+/// more changes to its document arrive (or, for a membership, when the workspace document
+/// changes). `finish` runs in the same transaction (the caller
 /// moves its cursor there), so a crash keeps both or neither.
 pub fn apply_received(
     node: &Node,
@@ -386,32 +387,24 @@ pub fn apply_received(
     let mut record = node::workspace_record(&txn, workspace)?;
     let mut report = Report::default();
     let mut done = BTreeSet::new();
+    let mut apply = DocumentApply {
+        txn: &txn,
+        workspace,
+        record: &mut record,
+        limits,
+        own: &own,
+        report: &mut report,
+    };
     for (doc_id, new) in by_document(workspace, items) {
-        let mut doc = DocumentApply {
-            txn: &txn,
-            workspace,
-            record: &mut record,
-            limits,
-            own: &own,
-            report: &mut report,
-        };
-        doc.apply(doc_id, new)?;
+        apply.apply(doc_id, new)?;
         done.insert(doc_id);
     }
-    if report.documents.contains(&workspace.hex()) {
+    if apply.report.documents.contains(&workspace.hex()) {
         // The member list may have grown: envelopes held for want of their signer's
         // membership, in documents this batch did not touch, get another chance.
         for doc_id in held_documents(&txn, workspace)? {
             if !done.contains(&doc_id) {
-                let mut doc = DocumentApply {
-                    txn: &txn,
-                    workspace,
-                    record: &mut record,
-                    limits,
-                    own: &own,
-                    report: &mut report,
-                };
-                doc.apply(doc_id, Vec::new())?;
+                apply.apply(doc_id, Vec::new())?;
             }
         }
     }

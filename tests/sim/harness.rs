@@ -23,8 +23,8 @@ use meridian_relay::handling::{self, Forward};
 use meridian_relay::protocol::{Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, RefusedCode};
 use meridian_relay::server::SEND_BATCH_BYTES;
 use meridian_relay::store::{Refusal, RelayStore};
-use serde_bytes::ByteBuf;
 use redb::{ReadableDatabase, ReadableTableMetadata};
+use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
 /// Sunday 2026-11-22 00:00 UTC: the simulated clock starts here.
@@ -661,8 +661,8 @@ impl Sim {
                     Err(refusal) => refuse(conn, refusal),
                 },
                 (Some((ws, key)), Some(nonce)) => {
-                    let admitted = handling::prove(frame, store.id(), &nonce, &ws, &key)
-                        .map(|register| {
+                    let admitted =
+                        handling::prove(frame, store.id(), &nonce, &ws, &key).map(|register| {
                             store.admit(&ws, &key, register.as_ref(), determinism::now_ms())
                         });
                     match admitted {
