@@ -25,7 +25,7 @@ use meridian_relay::protocol::{
     auth_message,
 };
 use meridian_relay::store::{Incoming, RelayStore};
-use redb::{ReadableDatabase, ReadableTableMetadata};
+use redb::ReadableTableMetadata;
 use sha2::{Digest, Sha256};
 
 /// Sunday 2026-11-22 00:00 UTC: the simulated clock starts here.
