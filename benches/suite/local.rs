@@ -332,19 +332,24 @@ fn local_writes(
         target,
     };
 
-    // One edit per durable transaction, as one command at a time writes them.
-    let doc = workload::new_text_document(&node, workspace, "Typed one edit at a time")?;
+    // An interactive history: one edit per durable transaction, as commands write them.
+    let interactive = workload::new_text_document(&node, workspace, "Typed one edit at a time")?;
     let mut rng = Rng(11);
     let mut edit_times = Vec::new();
     let mut commit_times = Vec::new();
-    for i in 0..settings.edit_runs * 4 {
+    for i in 0..settings.interactive_edits {
         edit_times.push(time_it(|| {
-            node.edit(workspace, doc, |doc| workload::type_into(doc, 1, &mut rng))
+            node.edit(workspace, interactive, |doc| {
+                workload::type_into(doc, 1, &mut rng)
+            })
         })?);
         commit_times.push(time_it(|| bare.commit(1_000_000 + i as u64, &[0x5a; 600]))?);
     }
     rows.push(row(
-        "durable edits per second, one edit per transaction".into(),
+        format!(
+            "durable edits per second, one edit per transaction ({} edits to one document)",
+            settings.interactive_edits
+        ),
         "edits/s",
         1.0 / median(&edit_times),
         edit_times.len(),
@@ -355,53 +360,46 @@ fn local_writes(
         Target::None,
     ));
 
-    // Batch import of local edits: typed into one document, one transaction.
+    // Batch import of local edits: typed into one document in one transaction.
     let edits = settings.import_edits;
     let mut typed = Vec::new();
+    let mut in_memory = Vec::new();
     let mut floor = Vec::new();
-    let mut change_bytes = Vec::new();
-    let mut last_doc = doc;
+    let mut imported = interactive;
     for run in 0..settings.import_runs {
         let doc = workload::new_text_document(&node, workspace, "Imported")?;
+        // What automerge alone takes to make the same edits, in memory.
+        let mut alone = node.load(workspace, doc)?;
+        alone.set_actor(node.actor());
+        in_memory.push(
+            edits as f64
+                / time_it(|| workload::type_into(&mut alone, edits, &mut Rng(100 + run as u64)))?,
+        );
         let seconds = time_it(|| {
             node.edit(workspace, doc, |doc| {
                 workload::type_into(doc, edits, &mut Rng(100 + run as u64))
             })
         })?;
         typed.push(edits as f64 / seconds);
-        let loaded = node.load(workspace, doc)?;
-        let total: usize = loaded
-            .get_changes(&[])
-            .iter()
-            .map(|c| c.raw_bytes().len())
-            .sum();
-        change_bytes.push(total as f64 / loaded.get_changes(&[]).len() as f64);
-        // The floor: the same number of rows (a record and a history line per edit, of
-        // the sizes Meridian stores) in one durable transaction.
-        let record = meridian::sync::all_envelopes(&node, workspace)?
-            .last()
-            .map(|e| e.len())
-            .unwrap_or(400);
+        let change = mean_change_bytes(&node.load(workspace, doc)?);
+        // The floor: each edit's change bytes in a row of its own, one durable transaction.
         floor.push(
             edits as f64
                 / time_it(|| {
-                    bare.commit_many(
-                        10_000_000 * (run as u64 + 1),
-                        2 * edits as u64,
-                        record / 2 + 60,
-                    )
+                    bare.commit_many(10_000_000 * (run as u64 + 1), edits as u64, change as usize)
                 })?,
         );
-        last_doc = doc;
+        imported = doc;
     }
+    let floor_name = "bare redb: each edit's change bytes in a row, one durable transaction";
     rows.push(row(
         format!("batch import of local edits ({edits} typed into one document, one transaction)"),
         "edits/s",
         median(&typed),
         typed.len(),
         Some((
-            "bare redb: the same rows in one durable transaction".into(),
-            median(&floor),
+            "automerge making the same edits in memory, nothing stored".into(),
+            median(&in_memory),
         )),
         Target::AtLeast(50_000.0),
     ));
@@ -417,18 +415,20 @@ fn local_writes(
         Target::None,
     ));
 
-    // Batch import of someone else's edits: `merge` of a bundle into a new member's node.
-    let bundle_edits = settings.import_edits;
-    let source_doc = workload::new_text_document(&node, workspace, "Exported")?;
-    node.edit(workspace, source_doc, |doc| {
-        workload::type_into(doc, bundle_edits - 1, &mut Rng(5))
-    })?;
-    let bytes = bundle::export(&node, workspace, &[workspace, source_doc])?;
+    // Batch import of a member's edits: `merge` of a bundle into a new member's node, in
+    // two shapes: as the batch import stored them, and as a history typed edit by edit
+    // (an envelope, so a signature to verify, per change).
     let (_, record) = node.workspace(None)?;
-    let mut merged = Vec::new();
-    for run in 0..settings.import_runs {
-        let member_home = dir.join(format!("member{run}"));
-        let member = Node::init(&member_home, &workload::profile("Bo"))?;
+    let stored = bundle::export(&node, workspace, &[workspace, imported])?;
+    let per_change = single_change_bundle(&node, workspace, imported)?;
+    let verify = verify_seconds(&per_change)?;
+    let mut member = 0;
+    let mut merge = |bytes: &[u8]| -> Result<f64> {
+        member += 1;
+        let member_node = Node::init(
+            &dir.join(format!("member{member}")),
+            &workload::profile("Bo"),
+        )?;
         let invite = meridian::workspace::Invite::new(
             node.key(),
             workspace,
@@ -438,50 +438,75 @@ fn local_writes(
             vec![],
             now_ms() + 3_600_000,
         );
-        member.join(&invite)?;
+        member_node.join(&invite)?;
         let started = Instant::now();
-        let (_, report) = bundle::merge(&member, &bytes, &Limits::default())?;
+        let (_, report) = bundle::merge(&member_node, bytes, &Limits::default())?;
         let seconds = started.elapsed().as_secs_f64();
         ensure!(
-            report.applied >= bundle_edits,
-            "the merge applied {} changes, expected at least {bundle_edits}",
+            report.applied > edits,
+            "the merge applied {} changes, expected more than {edits}",
             report.applied
         );
-        merged.push(report.applied as f64 / seconds);
+        Ok(report.applied as f64 / seconds)
+    };
+    let mut merged_stored = Vec::new();
+    let mut merged_single = Vec::new();
+    for _ in 0..settings.import_runs {
+        merged_stored.push(merge(&stored)?);
+        merged_single.push(merge(&per_change)?);
     }
     rows.push(row(
         format!(
-            "batch import of a member's edits: `merge` of a bundle of {bundle_edits} envelopes"
+            "batch import of a member's edits: `merge` of that document's bundle ({edits} edits)"
         ),
         "edits/s",
-        median(&merged),
-        merged.len(),
+        median(&merged_stored),
+        merged_stored.len(),
+        Some((floor_name.into(), median(&floor))),
+        Target::AtLeast(50_000.0),
+    ));
+    rows.push(row(
+        format!("`merge` of the same edits as a history typed edit by edit (an envelope per edit)"),
+        "edits/s",
+        median(&merged_single),
+        merged_single.len(),
         Some((
-            "bare redb: the same rows in one durable transaction".into(),
-            median(&floor),
+            "checking one ed25519 signature per envelope, and nothing else".into(),
+            1.0 / verify,
         )),
         Target::AtLeast(50_000.0),
     ));
 
-    // What an edit costs on disk: the document's rows alone, compacted.
-    let saved = node.load(workspace, last_doc)?.save().len() as f64;
+    // What an edit costs on disk: a document's rows alone, compacted.
+    let change = mean_change_bytes(&node.load(workspace, interactive)?);
+    let saved = node.load(workspace, imported)?.save().len() as f64;
+    let imported_change = mean_change_bytes(&node.load(workspace, imported)?);
     drop(node);
-    let compacted = compacted_size(home, dir, last_doc)?;
+    let interactive_size = compacted_size(home, dir, interactive)?;
     rows.push(row(
-        "storage per edit (records and history lines, compacted)".into(),
+        "storage per edit, typed edit by edit (records and history lines, compacted)".into(),
         "B",
-        compacted / edits as f64,
+        interactive_size / (settings.interactive_edits + 1) as f64,
+        1,
+        Some(("automerge's own change bytes per edit".into(), change)),
+        Target::None,
+    ));
+    let imported_size = compacted_size(home, dir, imported)?;
+    rows.push(row(
+        "storage per edit, batch import".into(),
+        "B",
+        imported_size / (edits + 1) as f64,
         1,
         Some((
             "automerge's own change bytes per edit".into(),
-            median(&change_bytes),
+            imported_change,
         )),
         Target::None,
     ));
     rows.push(row(
-        format!("storage of one {edits}-edit document after compaction"),
+        format!("storage of the {edits}-edit document after compaction"),
         "KB",
-        compacted / 1000.0,
+        imported_size / 1000.0,
         1,
         Some(("a full automerge save of it".into(), saved / 1000.0)),
         Target::None,
@@ -489,12 +514,54 @@ fn local_writes(
     Ok(())
 }
 
+/// The mean size of a document's changes as automerge encodes them.
+fn mean_change_bytes(doc: &automerge::Automerge) -> f64 {
+    let changes = doc.get_changes(&[]);
+    let total: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
+    total as f64 / changes.len().max(1) as f64
+}
+
+/// A bundle of the workspace document and `doc`, each change of `doc` sealed into an
+/// envelope of its own: what a history typed one command at a time looks like.
+fn single_change_bundle(node: &Node, workspace: Id, doc: Id) -> Result<Vec<u8>> {
+    let (_, record) = node.workspace(None)?;
+    let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
+    let mut envelopes = Vec::new();
+    for stored in node.records(workspace)? {
+        let meridian::store::Record::Sealed(bytes) = stored;
+        envelopes.push(serde_bytes::ByteBuf::from(bytes));
+    }
+    for change in node.load(workspace, doc)?.get_changes(&[]) {
+        let envelope = meridian::seal::seal(node.key(), &key, workspace, doc, change.raw_bytes());
+        envelopes.push(serde_bytes::ByteBuf::from(envelope.encode()));
+    }
+    let bundle = bundle::Bundle {
+        version: bundle::BUNDLE_VERSION,
+        workspace: workspace.0.to_vec(),
+        envelopes,
+    };
+    let mut bytes = bundle::BUNDLE_MAGIC.to_vec();
+    ciborium::into_writer(&bundle, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Seconds to decode and verify one envelope of a bundle (the median over all of them).
+fn verify_seconds(bundle_bytes: &[u8]) -> Result<f64> {
+    let body = &bundle_bytes[bundle::BUNDLE_MAGIC.len()..];
+    let bundle: bundle::Bundle = ciborium::from_reader(body)?;
+    let started = Instant::now();
+    for envelope in &bundle.envelopes {
+        meridian_relay::Envelope::decode(envelope)?;
+    }
+    Ok(started.elapsed().as_secs_f64() / bundle.envelopes.len() as f64)
+}
+
 /// The size of a redb file holding one document's records and history, compacted: the
 /// document's rows are copied out of the home into a file of their own.
 fn compacted_size(home: &Path, dir: &Path, doc: Id) -> Result<f64> {
     use meridian::store::{HISTORY, RECORDS};
     let source = meridian::store::open_database(&home.join(meridian::node::DB_FILE))?;
-    let path = dir.join("one-document.redb");
+    let path = dir.join(format!("document-{}.redb", doc.short()));
     let mut target = Database::create(&path)?;
     {
         let read = source.begin_read()?;

@@ -29,6 +29,8 @@ pub struct Settings {
     pub process_runs: usize,
     /// In-process single edits.
     pub edit_runs: usize,
+    /// Edits of the history typed one durable transaction at a time.
+    pub interactive_edits: usize,
     /// Edits per batch import.
     pub import_edits: usize,
     /// Batch imports.
@@ -52,6 +54,7 @@ impl Settings {
             long_changes: 100_000,
             process_runs: 15,
             edit_runs: 15,
+            interactive_edits: 500,
             import_edits: 20_000,
             import_runs: 3,
             reconnect_runs: 7,
@@ -68,6 +71,7 @@ impl Settings {
             long_changes: 10_000,
             process_runs: 5,
             edit_runs: 5,
+            interactive_edits: 100,
             import_edits: 5_000,
             import_runs: 2,
             reconnect_runs: 3,
