@@ -440,12 +440,12 @@ impl Node {
         let kind = View::now(&loaded.doc)
             .kind()
             .context("the document has no kind: this is a bug in meridian")?;
-        for change in &changes {
-            let first = doc_id != workspace && change.deps().is_empty();
-            crate::rules::check_change(&loaded.doc, kind, change, first).context(
-                "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
-            )?;
-        }
+        crate::rules::check_changes(&loaded.doc, kind, &changes, |change| {
+            doc_id != workspace && change.deps().is_empty()
+        })
+        .context(
+            "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
+        )?;
         let key: seal::WorkspaceKey = record
             .key
             .as_slice()
