@@ -420,7 +420,7 @@ fn local_writes(
     // (an envelope, so a signature to verify, per change).
     let (_, record) = node.workspace(None)?;
     let stored = bundle::export(&node, workspace, &[workspace, imported])?;
-    let per_change = single_change_bundle(&node, workspace, imported)?;
+    let per_change = workload::single_change_bundle(&node, workspace, imported)?;
     let verify = verify_seconds(&per_change)?;
     let mut member = 0;
     let mut merge = |bytes: &[u8]| -> Result<f64> {
@@ -466,7 +466,7 @@ fn local_writes(
         Target::AtLeast(50_000.0),
     ));
     rows.push(row(
-        format!("`merge` of the same edits as a history typed edit by edit (an envelope per edit)"),
+        "`merge` of the same edits as a history typed edit by edit (an envelope per edit)".into(),
         "edits/s",
         median(&merged_single),
         merged_single.len(),
@@ -519,30 +519,6 @@ fn mean_change_bytes(doc: &automerge::Automerge) -> f64 {
     let changes = doc.get_changes(&[]);
     let total: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
     total as f64 / changes.len().max(1) as f64
-}
-
-/// A bundle of the workspace document and `doc`, each change of `doc` sealed into an
-/// envelope of its own: what a history typed one command at a time looks like.
-fn single_change_bundle(node: &Node, workspace: Id, doc: Id) -> Result<Vec<u8>> {
-    let (_, record) = node.workspace(None)?;
-    let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
-    let mut envelopes = Vec::new();
-    for stored in node.records(workspace)? {
-        let meridian::store::Record::Sealed(bytes) = stored;
-        envelopes.push(serde_bytes::ByteBuf::from(bytes));
-    }
-    for change in node.load(workspace, doc)?.get_changes(&[]) {
-        let envelope = meridian::seal::seal(node.key(), &key, workspace, doc, change.raw_bytes());
-        envelopes.push(serde_bytes::ByteBuf::from(envelope.encode()));
-    }
-    let bundle = bundle::Bundle {
-        version: bundle::BUNDLE_VERSION,
-        workspace: workspace.0.to_vec(),
-        envelopes,
-    };
-    let mut bytes = bundle::BUNDLE_MAGIC.to_vec();
-    ciborium::into_writer(&bundle, &mut bytes)?;
-    Ok(bytes)
 }
 
 /// Seconds to decode and verify one envelope of a bundle (the median over all of them).

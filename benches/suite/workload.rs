@@ -220,6 +220,30 @@ pub fn long_document(node: &Node, workspace: Id, changes: usize, seed: u64) -> R
     Ok(id)
 }
 
+/// A bundle of the workspace document and `doc`, each change of `doc` sealed into an
+/// envelope of its own: what a history typed one command at a time looks like.
+pub fn single_change_bundle(node: &Node, workspace: Id, doc: Id) -> Result<Vec<u8>> {
+    let (_, record) = node.workspace(None)?;
+    let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
+    let mut envelopes = Vec::new();
+    for stored in node.records(workspace)? {
+        let meridian::store::Record::Sealed(bytes) = stored;
+        envelopes.push(serde_bytes::ByteBuf::from(bytes));
+    }
+    for change in node.load(workspace, doc)?.get_changes(&[]) {
+        let envelope = meridian::seal::seal(node.key(), &key, workspace, doc, change.raw_bytes());
+        envelopes.push(serde_bytes::ByteBuf::from(envelope.encode()));
+    }
+    let bundle = meridian::bundle::Bundle {
+        version: meridian::bundle::BUNDLE_VERSION,
+        workspace: workspace.0.to_vec(),
+        envelopes,
+    };
+    let mut bytes = meridian::bundle::BUNDLE_MAGIC.to_vec();
+    ciborium::into_writer(&bundle, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Several people sharing a workspace, each with a home under one directory.
 pub struct Team {
     /// The nodes, the workspace's creator first.

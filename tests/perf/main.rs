@@ -11,9 +11,9 @@
 //! - `a_reconnect_is_one_request_carrying_little_more_than_the_changes`: frames sent and
 //!   bytes received against the changed envelopes themselves, for two workspace sizes.
 //! - `storage_per_edit_stays_near_the_change_itself`: stored bytes per edit against
-//!   automerge's own change bytes.
-//! - `a_batch_import_costs_no_more_per_edit_as_it_grows`: merging a bundle ten times larger
-//!   costs about ten times more, not a hundred.
+//!   automerge's own change bytes, for a history typed edit by edit.
+//! - `a_batch_import_costs_no_more_per_edit_as_it_grows`: merging a bundle of ten times more
+//!   single-change envelopes costs about ten times more, not a hundred.
 
 #[path = "../../benches/suite/workload.rs"]
 #[allow(dead_code)]
@@ -200,9 +200,11 @@ fn storage_per_edit_stays_near_the_change_itself() -> Result<()> {
     let (node, workspace) = home(tmp.path())?;
     let doc = workload::new_text_document(&node, workspace, "typed")?;
     let before = stored_bytes(&node)?;
-    node.edit(workspace, doc, |doc| {
-        workload::type_into(doc, 2_000, &mut Rng(3))
-    })?;
+    // Edit by edit, as commands make them: a sealed envelope per change.
+    let mut rng = Rng(3);
+    for _ in 0..120 {
+        node.edit(workspace, doc, |doc| workload::type_into(doc, 1, &mut rng))?;
+    }
     let stored = (stored_bytes(&node)? - before) as f64;
     let loaded = node.load(workspace, doc)?;
     let changes: usize = loaded
@@ -241,12 +243,13 @@ fn a_batch_import_costs_no_more_per_edit_as_it_grows() -> Result<()> {
     let tmp = scratch("meridian-perf")?;
     let (node, workspace) = home(tmp.path())?;
     let (_, record) = node.workspace(None)?;
+    // A history typed edit by edit: an envelope per change.
     let bundle = |edits: usize| -> Result<Vec<u8>> {
         let doc = workload::new_text_document(&node, workspace, "imported")?;
         node.edit(workspace, doc, |d| {
             workload::type_into(d, edits, &mut Rng(9))
         })?;
-        meridian::bundle::export(&node, workspace, &[workspace, doc])
+        workload::single_change_bundle(&node, workspace, doc)
     };
     let (small, large) = (bundle(200)?, bundle(2_000)?);
     let mut member = 0;
