@@ -420,7 +420,11 @@ fn local_writes(
     // (an envelope, so a signature to verify, per change).
     let (_, record) = node.workspace(None)?;
     let stored = bundle::export(&node, workspace, &[workspace, imported])?;
-    let per_change = workload::single_change_bundle(&node, workspace, imported)?;
+    let per_change = workload::single_change_bundle(
+        &node,
+        workspace,
+        &[workload::all_changes(&node, workspace, imported)?],
+    )?;
     let verify = verify_seconds(&per_change)?;
     let mut member = 0;
     let mut merge = |bytes: &[u8]| -> Result<f64> {

@@ -3,10 +3,12 @@
 //! it), as medians over repeated runs.
 //!
 //! `./scripts/bench.sh` runs it and writes the tables into `BENCHMARKS.md`. Directly:
-//! `cargo bench --bench suite -- [--quick] [--only 3,5,6] [--runs N] [--out FILE]`.
+//! `cargo bench --bench suite -- [--quick] [--only 3,5,6] [--runs N] [--out FILE]`. The
+//! fan-out scenario starts this same binary with `--serve-relay DIR` as its relay process.
 //! `--quick` uses small sizes for development; the numbers in `BENCHMARKS.md` come from a
 //! full run on a quiet machine.
 
+mod fanout;
 mod local;
 mod report;
 mod sync;
@@ -43,6 +45,10 @@ pub struct Settings {
     pub convergence_scale: f64,
     /// Changes of the largest document of scenario 4.
     pub first_copy_changes: usize,
+    /// Deliveries per fan-out run (pushes × members).
+    pub fanout_deliveries: usize,
+    /// Fan-out runs per size.
+    pub fanout_runs: usize,
     /// Whether this is the small development run.
     pub quick: bool,
 }
@@ -61,6 +67,8 @@ impl Settings {
             convergence_runs: 3,
             convergence_scale: 1.0,
             first_copy_changes: 260_000,
+            fanout_deliveries: 1_000_000,
+            fanout_runs: 3,
             quick: false,
         }
     }
@@ -78,6 +86,8 @@ impl Settings {
             convergence_runs: 1,
             convergence_scale: 0.1,
             first_copy_changes: 26_000,
+            fanout_deliveries: 100_000,
+            fanout_runs: 1,
             quick: true,
         }
     }
@@ -107,6 +117,11 @@ pub fn time_it<T>(f: impl FnOnce() -> Result<T>) -> Result<f64> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = args.as_slice()
+        && flag == "--serve-relay"
+    {
+        return fanout::serve_relay(dir);
+    }
     let value = |name: &str| -> Option<String> {
         args.iter()
             .position(|a| a == name)
@@ -143,6 +158,9 @@ fn main() -> Result<()> {
         run("1. convergence", &mut |rows| {
             sync::convergence(&settings, rows)
         })?;
+    }
+    if want(2) {
+        run("2. fan-out", &mut |rows| fanout::fan_out(&settings, rows))?;
     }
     if want(3) {
         run("3. reconnect", &mut |rows| sync::reconnect(&settings, rows))?;

@@ -177,23 +177,19 @@ fn converge(config: Config, seed: u64) -> Result<Converged> {
     for node in &team.nodes {
         sync_round(node, workspace, &proxy.url)?;
     }
-    // Everyone edits offline: edit k of document d is made by person (d + k) mod nodes.
+    // Everyone edits offline, one command per edit (an envelope each): edit k of document
+    // d is made by person (d + k) mod nodes.
     let mut own = vec![0u64; nodes];
     for (n, node) in team.nodes.iter().enumerate() {
-        node.batch(|batch| {
-            for (d, id) in ids.iter().enumerate() {
-                let count = (0..edits).filter(|k| (d + k) % nodes == n).count();
-                if count == 0 {
-                    continue;
-                }
-                own[n] += count as u64;
-                let mut rng = Rng(seed * 1_000_003 + (n * docs + d) as u64);
-                batch.edit(workspace, *id, |doc| {
-                    workload::type_into(doc, count, &mut rng)
-                })?;
-            }
-            Ok(())
-        })?;
+        let share: Vec<(Id, usize)> = ids
+            .iter()
+            .enumerate()
+            .map(|(d, id)| (*id, (0..edits).filter(|k| (d + k) % nodes == n).count()))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        own[n] = share.iter().map(|(_, count)| *count as u64).sum();
+        let mut rng = Rng(seed * 1_000_003 + n as u64);
+        workload::type_edit_by_edit(node, workspace, &share, &mut rng)?;
     }
     let total = (docs * edits) as u64;
     // The lower bound starts from the very same documents.

@@ -220,19 +220,27 @@ pub fn long_document(node: &Node, workspace: Id, changes: usize, seed: u64) -> R
     Ok(id)
 }
 
-/// A bundle of the workspace document and `doc`, each change of `doc` sealed into an
-/// envelope of its own: what a history typed one command at a time looks like.
-pub fn single_change_bundle(node: &Node, workspace: Id, doc: Id) -> Result<Vec<u8>> {
-    let (_, record) = node.workspace(None)?;
+/// A bundle of the workspace document's records and `changes`, each change sealed by
+/// `node` into an envelope of its own: what a history typed one command at a time looks
+/// like (an edit's changes are otherwise sealed together).
+pub fn single_change_bundle(
+    node: &Node,
+    workspace: Id,
+    changes: &[(Id, Vec<automerge::Change>)],
+) -> Result<Vec<u8>> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
     let mut envelopes = Vec::new();
     for stored in node.records(workspace)? {
         let meridian::store::Record::Sealed(bytes) = stored;
         envelopes.push(serde_bytes::ByteBuf::from(bytes));
     }
-    for change in node.load(workspace, doc)?.get_changes(&[]) {
-        let envelope = meridian::seal::seal(node.key(), &key, workspace, doc, change.raw_bytes());
-        envelopes.push(serde_bytes::ByteBuf::from(envelope.encode()));
+    for (doc, changes) in changes {
+        for change in changes {
+            let envelope =
+                meridian::seal::seal(node.key(), &key, workspace, *doc, change.raw_bytes());
+            envelopes.push(serde_bytes::ByteBuf::from(envelope.encode()));
+        }
     }
     let bundle = meridian::bundle::Bundle {
         version: meridian::bundle::BUNDLE_VERSION,
@@ -242,6 +250,33 @@ pub fn single_change_bundle(node: &Node, workspace: Id, doc: Id) -> Result<Vec<u
     let mut bytes = meridian::bundle::BUNDLE_MAGIC.to_vec();
     ciborium::into_writer(&bundle, &mut bytes)?;
     Ok(bytes)
+}
+
+/// Every change of a document, for [`single_change_bundle`].
+pub fn all_changes(node: &Node, workspace: Id, doc: Id) -> Result<(Id, Vec<automerge::Change>)> {
+    Ok((doc, node.load(workspace, doc)?.get_changes(&[])))
+}
+
+/// Makes edits as a person typing offline, one command per edit: `edits` lists how many
+/// edits go to which document; each change is stored sealed on its own, and queued for the
+/// relays, in one transaction (by merging the node's own single-change bundle).
+pub fn type_edit_by_edit(
+    node: &Node,
+    workspace: Id,
+    edits: &[(Id, usize)],
+    rng: &mut Rng,
+) -> Result<()> {
+    let mut changes = Vec::new();
+    for (doc, count) in edits {
+        let mut loaded = node.load(workspace, *doc)?;
+        loaded.set_actor(node.actor());
+        let before = loaded.get_heads();
+        type_into(&mut loaded, *count, rng)?;
+        changes.push((*doc, loaded.get_changes(&before)));
+    }
+    let bundle = single_change_bundle(node, workspace, &changes)?;
+    meridian::bundle::merge(node, &bundle, &meridian::ingest::Limits::default())?;
+    Ok(())
 }
 
 /// Several people sharing a workspace, each with a home under one directory.

@@ -249,7 +249,11 @@ fn a_batch_import_costs_no_more_per_edit_as_it_grows() -> Result<()> {
         node.edit(workspace, doc, |d| {
             workload::type_into(d, edits, &mut Rng(9))
         })?;
-        workload::single_change_bundle(&node, workspace, doc)
+        workload::single_change_bundle(
+            &node,
+            workspace,
+            &[workload::all_changes(&node, workspace, doc)?],
+        )
     };
     let (small, large) = (bundle(200)?, bundle(2_000)?);
     let mut member = 0;
