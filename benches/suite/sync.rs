@@ -465,8 +465,10 @@ pub fn first_copy(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
     let (ana, bo) = (&team.nodes[0], &team.nodes[1]);
     bo.set_relays(workspace, vec![proxy.url.clone()])?;
     workload::populate(ana, workspace, small)?;
+    // Typed edit by edit, an envelope per change, as a document written over months is.
     let started = Instant::now();
-    let long = workload::long_document(ana, workspace, changes, 3)?;
+    let long = workload::new_text_document(ana, workspace, "The paper")?;
+    workload::type_edit_by_edit(ana, workspace, &[(long, changes - 1)], &mut Rng(3))?;
     eprintln!(
         "  typed {changes} changes in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -499,7 +501,7 @@ pub fn first_copy(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
         baseline,
         target,
     };
-    let name = format!("a {changes}-change document and {small} small ones");
+    let name = format!("a {changes}-change document typed edit by edit and {small} small ones");
     rows.push(row(
         format!("{name}: bytes on the wire"),
         "KB",
