@@ -8,13 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use ed25519_dalek::SigningKey;
 use meridian_relay::Envelope;
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{
+    ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    TransactionError, WriteTransaction,
+};
 
 use crate::doc::View;
 use crate::id::{Id, random_bytes, resolve_prefix};
@@ -53,9 +57,86 @@ pub fn commit(tx: Transaction<'_>, message: &str) -> Option<ChangeHash> {
 /// One person's node.
 pub struct Node {
     home: PathBuf,
-    db: Database,
+    db: Db,
     key: SigningKey,
     incarnation: [u8; 8],
+}
+
+/// The node's redb file, opened read-only until something writes.
+///
+/// Opening redb for writing costs durable writes that a command which only reads need not
+/// pay: an fsync when the handle opens (it marks the file in use) and four when it closes
+/// (it records the allocator state), 10–20 ms on a laptop disk before `inbox` has read a
+/// thing. A read-only handle (in the multi-writer mode every `meridian` process uses, so it
+/// follows other processes' commits) writes nothing; the first write transaction opens the
+/// file for writing, and from then on reads go there too.
+pub struct Db {
+    path: PathBuf,
+    reader: Option<ReadOnlyDatabase>,
+    writer: OnceLock<Database>,
+}
+
+impl Db {
+    /// Opens an existing file, read-only when it can be read as it is.
+    fn open(path: &Path) -> Result<Db> {
+        if let Some(reader) = Db::open_read_only(path) {
+            return Ok(Db {
+                path: path.to_path_buf(),
+                reader: Some(reader),
+                writer: OnceLock::new(),
+            });
+        }
+        let db = store::open_database(path)?;
+        store::upgrade(&db)?;
+        Ok(Db::writable(path, db))
+    }
+
+    /// A read-only handle, unless the file needs something only a writer does: a repair after
+    /// a crash, new tables for this build, or waiting for an older redb's exclusive lock.
+    fn open_read_only(path: &Path) -> Option<ReadOnlyDatabase> {
+        let mut builder = Database::builder();
+        builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+        let reader = builder.open_read_only(path).ok()?;
+        let schema = {
+            let txn = reader.begin_read().ok()?;
+            let meta = txn.open_table(META).ok()?;
+            let value = meta.get("schema").ok()??;
+            u64::from_le_bytes(value.value().try_into().ok()?)
+        };
+        (schema == store::SCHEMA).then_some(reader)
+    }
+
+    fn writable(path: &Path, db: Database) -> Db {
+        Db {
+            path: path.to_path_buf(),
+            reader: None,
+            writer: OnceLock::from(db),
+        }
+    }
+
+    /// Begins a read transaction.
+    pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        match (self.writer.get(), &self.reader) {
+            (Some(db), _) => db.begin_read(),
+            (None, Some(reader)) => reader.begin_read(),
+            (None, None) => unreachable!("a Db holds a reader until it holds a writer"),
+        }
+    }
+
+    /// Begins a write transaction, opening the file for writing the first time.
+    pub fn begin_write(&self) -> Result<WriteTransaction> {
+        Ok(self.for_writing()?.begin_write()?)
+    }
+
+    /// The writable handle, opened on first use.
+    pub fn for_writing(&self) -> Result<&Database> {
+        if let Some(db) = self.writer.get() {
+            return Ok(db);
+        }
+        let db = store::open_database(&self.path)?;
+        store::upgrade(&db)?;
+        Ok(self.writer.get_or_init(|| db))
+    }
 }
 
 impl Node {
@@ -71,7 +152,8 @@ impl Node {
             );
         }
         let key = identity::create_key(home)?;
-        let db = store::open_database(&home.join(DB_FILE))?;
+        let path = home.join(DB_FILE);
+        let db = store::open_database(&path)?;
         store::create_tables(&db)?;
         let incarnation: [u8; 8] = random_bytes();
         let txn = db.begin_write()?;
@@ -83,7 +165,7 @@ impl Node {
         txn.commit()?;
         Ok(Node {
             home: home.to_path_buf(),
-            db,
+            db: Db::writable(&path, db),
             key,
             incarnation,
         })
@@ -99,8 +181,7 @@ impl Node {
                 path.display()
             );
         }
-        let db = store::open_database(&path)?;
-        store::upgrade(&db)?;
+        let db = Db::open(&path)?;
         let incarnation = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
@@ -126,7 +207,7 @@ impl Node {
     }
 
     /// The database.
-    pub fn db(&self) -> &Database {
+    pub fn db(&self) -> &Db {
         &self.db
     }
 
@@ -359,24 +440,23 @@ impl Node {
         let kind = View::now(&loaded.doc)
             .kind()
             .context("the document has no kind: this is a bug in meridian")?;
-        for change in &changes {
-            let first = doc_id != workspace && change.deps().is_empty();
-            crate::rules::check_change(&loaded.doc, kind, change, first).context(
-                "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
-            )?;
-        }
+        crate::rules::check_changes(&loaded.doc, kind, &changes, |change| {
+            doc_id != workspace && change.deps().is_empty()
+        })
+        .context(
+            "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
+        )?;
         let key: seal::WorkspaceKey = record
             .key
             .as_slice()
             .try_into()
             .context("the workspace key is damaged")?;
+        let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
         let mut records = Vec::new();
-        let mut entries = Vec::new();
-        for change in &mut changes {
-            let envelope = seal::seal(&self.key, &key, workspace, doc_id, &change.bytes()).encode();
+        for plaintext in sealing_groups(&mut changes) {
+            let envelope = seal::seal(&self.key, &key, workspace, doc_id, &plaintext).encode();
             append_outbox(txn, workspace, &envelope)?;
             records.push(Record::Sealed(envelope));
-            entries.push(log_entry(change));
         }
         before.sort();
         let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
@@ -526,6 +606,33 @@ impl Node {
         }
         Ok(values)
     }
+}
+
+/// The most change bytes sealed into one envelope.
+pub const MAX_SEALED_BYTES: usize = 1 << 20;
+
+/// The plaintexts of the envelopes that carry one edit's changes: all of them together, in
+/// pieces of at most [`MAX_SEALED_BYTES`] (a change larger than that travels alone).
+///
+/// An edit usually makes one change. A batch of many (an import, a script) would otherwise
+/// pay an ed25519 signature, a nonce and an envelope's framing for each one, on this node
+/// and again at every receiver, which verifies each signature: a third of a batch import's
+/// time went to curve arithmetic. Receivers already take envelopes of several changes, all
+/// by the signer, all of one document.
+fn sealing_groups(changes: &mut [Change]) -> Vec<Vec<u8>> {
+    let mut groups = Vec::new();
+    let mut plaintext = Vec::new();
+    for change in changes {
+        let bytes = change.bytes();
+        if !plaintext.is_empty() && plaintext.len() + bytes.len() > MAX_SEALED_BYTES {
+            groups.push(std::mem::take(&mut plaintext));
+        }
+        plaintext.extend_from_slice(&bytes);
+    }
+    if !plaintext.is_empty() {
+        groups.push(plaintext);
+    }
+    groups
 }
 
 /// Several edits in one transaction; see [`Node::batch`].
@@ -743,4 +850,79 @@ pub fn reindex(
     );
     docs.insert(doc_id.0, store::encode(&summary).as_slice())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_thread(node: &Node, workspace: Id, title: &str) -> Result<Id> {
+        let id = Id::random();
+        let new = crate::thread::NewThread {
+            id,
+            workspace,
+            title: title.into(),
+            body: "body".into(),
+            asks: vec![],
+            urgency: "normal".into(),
+            author: node.member_id(),
+            at: now_ms(),
+        };
+        node.edit(workspace, id, |doc| {
+            let mut tx = doc.transaction();
+            crate::thread::create(&mut tx, &new)?;
+            commit(tx, "new thread");
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    #[test]
+    fn a_home_opens_read_only_until_it_writes_and_follows_other_writers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let profile = Profile {
+            name: "Ana".into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        };
+        let workspace = Node::init(&home, &profile)
+            .unwrap()
+            .create_workspace("w", vec![])
+            .unwrap();
+
+        let first = Node::open(&home).unwrap();
+        let second = Node::open(&home).unwrap();
+        assert!(first.db().reader.is_some() && first.db().writer.get().is_none());
+        assert_eq!(first.summaries(workspace).unwrap().len(), 0);
+
+        // A write opens the file for writing; a read-only handle sees the commit.
+        let one = new_thread(&first, workspace, "one").unwrap();
+        assert!(first.db().writer.get().is_some());
+        assert!(second.db().writer.get().is_none());
+        let seen: Vec<Id> = second
+            .summaries(workspace)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(seen, vec![one]);
+
+        // Two writers in one process, as a command beside the daemon.
+        let two = new_thread(&second, workspace, "two").unwrap();
+        assert_eq!(first.summaries(workspace).unwrap().len(), 2);
+        drop((first, second));
+        let again = Node::open(&home).unwrap();
+        let mut all: Vec<Id> = again
+            .summaries(workspace)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        all.sort();
+        let mut expected = vec![one, two];
+        expected.sort();
+        assert_eq!(all, expected);
+    }
 }

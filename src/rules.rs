@@ -10,10 +10,10 @@
 //! fields that say what a document is are written only in its first change. Collaborative
 //! fields (titles, section text, norms, templates) stay open to every member.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use anyhow::{Result, bail};
-use automerge::legacy::{Key, ObjectId, Op, OpType};
+use automerge::legacy::{Key, ObjectId, Op, OpId, OpType};
 use automerge::{Automerge, Change, ObjType, Prop, ReadDoc};
 
 use crate::doc::Kind;
@@ -46,6 +46,48 @@ const AUTHOR_TEXT: [&str; 4] = ["body", "done", "next", "blockers"];
 /// at the document after the change was applied. `first` says whether this change may
 /// create the document (it has no dependencies and the document had no changes before).
 pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -> Result<()> {
+    check_changes(doc, kind, std::slice::from_ref(change), |_| first)
+}
+
+/// Checks several changes that were all applied to `doc`, as [`check_change`] does each
+/// one; `first` says which of them may create the document.
+///
+/// What the changes have in common is looked up once: the path from the root to each object
+/// they touch, its creator, and the document's author. A batch of edits to one text (an
+/// import, typing replayed) would otherwise walk that text's ancestors again for every
+/// change, half the cost of checking it.
+pub fn check_changes(
+    doc: &Automerge,
+    kind: Kind,
+    changes: &[Change],
+    first: impl Fn(&Change) -> bool,
+) -> Result<()> {
+    let author = doc_author(doc);
+    let mut objects = Objects::new();
+    for change in changes {
+        check_one(
+            doc,
+            kind,
+            change,
+            first(change),
+            author.as_deref(),
+            &mut objects,
+        )?;
+    }
+    Ok(())
+}
+
+/// Each object an operation targets: its path from the root and its creator's device key.
+type Objects = HashMap<OpId, (Vec<String>, Option<String>)>;
+
+fn check_one(
+    doc: &Automerge,
+    kind: Kind,
+    change: &Change,
+    first: bool,
+    author: Option<&str>,
+    objects: &mut Objects,
+) -> Result<()> {
     let Some(writer) = identity::actor_key(change.actor_id()).map(hex::encode) else {
         bail!("a change's actor is not a Meridian device");
     };
@@ -65,39 +107,31 @@ pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -
         deps.sort();
         deps
     };
-    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let author = doc_author(doc);
     let ctx = OpContext {
         doc,
         change,
         kind,
         writer: &writer,
-        author: author.as_deref(),
+        author,
         first,
         deps: &deps,
     };
     for op in &expanded.operations {
-        let path = match &op.obj {
-            ObjectId::Root => Vec::new(),
+        let (path, creator): (&[String], Option<&str>) = match &op.obj {
+            ObjectId::Root => (&[], None),
             ObjectId::Id(id) => {
-                let text = format!("{}@{}", id.0, id.1.to_hex_string());
-                match paths.get(&text) {
-                    Some(path) => path.clone(),
-                    None => {
-                        let path = path_of(doc, &text)?;
-                        paths.insert(text, path.clone());
-                        path
-                    }
+                if !objects.contains_key(id) {
+                    let path = path_of(doc, &format!("{}@{}", id.0, id.1.to_hex_string()))?;
+                    let creator = identity::actor_key(&id.1).map(hex::encode);
+                    objects.insert(id.clone(), (path, creator));
                 }
+                let (path, creator) = &objects[id];
+                (path, creator.as_deref())
             }
         };
-        let creator = match &op.obj {
-            ObjectId::Root => None,
-            ObjectId::Id(id) => identity::actor_key(&id.1).map(hex::encode),
-        };
         let verdict = ctx
-            .check(op, &path, creator.as_deref())
-            .and_then(|()| shadows(doc, op, &path));
+            .check(op, path, creator)
+            .and_then(|()| shadows(doc, op, path));
         if let Err(reason) = verdict {
             bail!(
                 "change {} breaks a rule of this {}: {reason}",
@@ -383,5 +417,72 @@ fn describe(path: &[&str], key: Option<&str>) -> String {
         "the root".into()
     } else {
         parts.join(".")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::id::Id;
+
+    /// A thread by Ana, her comment on it, then Bo rewriting that comment's body.
+    fn thread_with_forged_comment() -> (Automerge, Vec<Change>) {
+        let (ana, bo) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let ana_id = hex::encode(ana.verifying_key().to_bytes());
+        let mut doc = Automerge::new();
+        doc.set_actor(identity::actor_id(&ana, &[0; 8]));
+        let thread = crate::thread::NewThread {
+            id: Id([7; 16]),
+            workspace: Id([8; 16]),
+            title: "Release".into(),
+            body: "When?".into(),
+            asks: vec![],
+            urgency: "normal".into(),
+            author: ana_id.clone(),
+            at: 1,
+        };
+        let mut tx = doc.transaction();
+        crate::thread::create(&mut tx, &thread).unwrap();
+        tx.commit();
+        let mut tx = doc.transaction();
+        crate::discussion::put_comment(&mut tx, "c1", None, &ana_id, 2, "Friday").unwrap();
+        tx.commit();
+        doc.set_actor(identity::actor_id(&bo, &[0; 8]));
+        let comment = crate::discussion::comment_obj(crate::doc::View::now(&doc), "c1").unwrap();
+        let mut tx = doc.transaction();
+        tx.put(&comment, "body", "Monday").unwrap();
+        tx.commit();
+        let changes = doc.get_changes(&[]);
+        (doc, changes)
+    }
+
+    #[test]
+    fn a_batch_is_judged_as_its_changes_are_one_by_one() {
+        let (doc, changes) = thread_with_forged_comment();
+        let first = |c: &Change| c.deps().is_empty();
+        for (i, change) in changes.iter().enumerate() {
+            let alone = check_change(&doc, Kind::Thread, change, first(change));
+            assert_eq!(alone.is_ok(), i < 2, "change {i} alone: {alone:?}");
+        }
+        check_changes(&doc, Kind::Thread, &changes[..2], first).unwrap();
+        let error = check_changes(&doc, Kind::Thread, &changes, first).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("only its author writes inside one of the comments")
+                && error
+                    .to_string()
+                    .contains(&changes[2].hash().to_string()[..12]),
+            "{error:#}"
+        );
+        // A second document creation is refused inside a batch as it is alone.
+        let error = check_changes(&doc, Kind::Thread, &changes[..2], |_| false).unwrap_err();
+        assert!(error.to_string().contains("claims to start"), "{error:#}");
     }
 }

@@ -148,7 +148,7 @@ pub fn open_database(path: &Path) -> Result<Database> {
 }
 
 /// The version of the table layout; a home made by an older build gets the new tables.
-const SCHEMA: u64 = 2;
+pub const SCHEMA: u64 = 2;
 
 /// Brings a home's tables up to this build's layout (tables are only ever added).
 pub fn upgrade(db: &Database) -> Result<()> {

@@ -11,7 +11,7 @@ pub mod session;
 
 use anyhow::{Context, Result};
 use meridian_relay::protocol::PushResult;
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use crate::id::Id;
 use crate::ingest::{self, Limits, Rejected, Report};

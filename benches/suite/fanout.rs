@@ -1,0 +1,581 @@
+//! Scenario 2: relay fan-out. The relay runs in a process of its own (this binary, started
+//! with `--serve-relay DIR`), so its CPU time and memory are its alone; this process plays
+//! every member over loopback with lightweight websocket clients (the handshake and
+//! `Subscribe` of the protocol, then counting `Entries`), and one pusher that pushes one
+//! envelope at a time, each after the previous one was stored.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use meridian::id::Id;
+use meridian::node::{Node, now_ms};
+use meridian::workspace::Invite;
+use meridian_relay::membership::JoinProof;
+use meridian_relay::protocol::{Frame, PROTOCOL_VERSION, Register, auth_message};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::Settings;
+use crate::report::{Row, Target, median};
+use crate::workload::{self, scratch, sync_round};
+
+const FANOUT: &str = "2. Relay fan-out";
+
+/// Serves a relay on loopback for the fan-out scenario, in this process, until stdin
+/// closes: prints `listening ADDR` once it is ready.
+pub fn serve_relay(dir: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let config = meridian_relay::server::Config {
+            // Every member of the largest run, the pusher and the creator's node.
+            max_per_workspace: 20_000,
+            max_connections: 30_000,
+            ..Default::default()
+        };
+        let stdin_closed = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
+            })
+            .await;
+        };
+        meridian_relay::server::serve(listener, std::path::Path::new(dir), config, stdin_closed)
+            .await
+    })
+}
+
+/// The relay process.
+struct RelayProcess {
+    child: Child,
+    url: String,
+}
+
+impl RelayProcess {
+    fn start(dir: &std::path::Path) -> Result<RelayProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve-relay")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("the relay's stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .with_context(|| format!("the relay process said {line:?}"))?;
+        Ok(RelayProcess {
+            url: format!("ws://{addr}"),
+            child,
+        })
+    }
+
+    /// Resident memory, bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
+    /// CPU time used so far (user and system, all threads, exited ones included), seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        ticks / 100.0
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        // Closing stdin is the shutdown signal.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A member's connection, authenticated and subscribed at the head of the log.
+async fn connect(
+    url: &str,
+    workspace: Id,
+    key: &SigningKey,
+    register: Option<Register>,
+) -> Result<Socket> {
+    // Small buffers, as the relay's own, so 10,000 members fit in this process too.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let url = format!("{url}{}", meridian_relay::protocol::PATH);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
+    let public = key.verifying_key().to_bytes();
+    send(
+        &mut socket,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            workspace: workspace.0.to_vec(),
+            key: public.to_vec(),
+        },
+    )
+    .await?;
+    let Frame::Challenge { nonce, relay } = receive(&mut socket).await? else {
+        bail!("expected a challenge");
+    };
+    let signature = key.sign(&auth_message(&relay, &nonce, &workspace.0, &public));
+    send(
+        &mut socket,
+        &Frame::Prove {
+            signature: signature.to_bytes().to_vec(),
+            register,
+        },
+    )
+    .await?;
+    let Frame::Welcome { head } = receive(&mut socket).await? else {
+        bail!("the relay did not admit a member");
+    };
+    send(&mut socket, &Frame::Subscribe { after: head }).await?;
+    loop {
+        if let Frame::CaughtUp { .. } = receive(&mut socket).await? {
+            return Ok(socket);
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, frame: &Frame) -> Result<()> {
+    socket.send(Message::Binary(frame.encode().into())).await?;
+    Ok(())
+}
+
+async fn receive(socket: &mut Socket) -> Result<Frame> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(bytes))) => return Ok(Frame::decode(&bytes)?),
+            Some(Ok(Message::Close(_))) | None => bail!("the relay closed the connection"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Members: device keys with the invite proofs that admit them.
+struct Members {
+    keys: Vec<SigningKey>,
+    proofs: Vec<JoinProof>,
+}
+
+fn members(creator: &Node, workspace: Id, count: usize) -> Result<Members> {
+    let (_, record) = creator.workspace(None)?;
+    let mut keys = Vec::with_capacity(count);
+    let mut proofs = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        seed[8] = 0xfa;
+        let key = SigningKey::from_bytes(&seed);
+        let invite = Invite::new(
+            creator.key(),
+            workspace,
+            &record.name,
+            &record.key,
+            &record.creator,
+            vec![],
+            now_ms() + 24 * 3_600_000,
+        );
+        proofs.push(invite.proof_for(&key.verifying_key())?);
+        keys.push(key);
+    }
+    Ok(Members { keys, proofs })
+}
+
+/// What one fan-out run measured.
+#[derive(Debug)]
+struct FanOut {
+    deliveries_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_per_delivery_us: f64,
+    idle_bytes_per_connection: f64,
+    active_bytes_per_connection: f64,
+}
+
+/// Scenario 2.
+pub fn fan_out(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
+    let sizes: Vec<usize> = if settings.quick {
+        vec![100, 1_000]
+    } else {
+        vec![1_000, 10_000]
+    };
+    let largest = *sizes.iter().max().unwrap_or(&1);
+    let tmp = scratch("meridian-bench-fanout")?;
+    let relay = RelayProcess::start(&tmp.path().join("relay"))?;
+    let creator = Node::init(&tmp.path().join("creator"), &workload::profile("Ana"))?;
+    let workspace = creator.create_workspace("fan-out", vec![relay.url.clone()])?;
+    sync_round(&creator, workspace, &relay.url)?;
+    let members = members(&creator, workspace, largest)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Every member registers once (a durable write on the relay each).
+    let started = Instant::now();
+    runtime.block_on(register_all(&relay.url, workspace, &members))?;
+    eprintln!(
+        "  registered {largest} members in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let frame_bytes = entries_frame_len(&creator, workspace)?;
+    let floor = tcp_write_floor(frame_bytes, 200_000)?;
+    for size in sizes {
+        let pushes = (settings.fanout_deliveries / size).clamp(20, 2_000);
+        let mut runs = Vec::new();
+        for _ in 0..settings.fanout_runs {
+            let m = runtime.block_on(run(&relay, &creator, workspace, &members, size, pushes))?;
+            eprintln!("  {size} members, {pushes} pushes: {m:?}");
+            runs.push(m);
+        }
+        let pick = |f: fn(&FanOut) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        let row = |metric: String, unit, median, target| Row {
+            scenario: FANOUT.into(),
+            metric,
+            unit,
+            median,
+            runs: runs.len(),
+            baseline: None,
+            target,
+        };
+        let name = format!("{size} members, {pushes} live pushes of one envelope");
+        let big = size >= 10_000;
+        rows.push(row(
+            format!("{name}: deliveries per second"),
+            "/s",
+            pick(|m| m.deliveries_per_second),
+            if big {
+                Target::AtLeast(100_000.0)
+            } else {
+                Target::None
+            },
+        ));
+        rows.push(row(
+            format!("{name}: p50 latency, push to member"),
+            "ms",
+            pick(|m| m.p50_ms),
+            Target::None,
+        ));
+        rows.push(row(
+            format!("{name}: p99 latency, push to member"),
+            "ms",
+            pick(|m| m.p99_ms),
+            if big {
+                Target::AtMost(10.0)
+            } else {
+                Target::None
+            },
+        ));
+        rows.push(Row {
+            baseline: Some((
+                format!(
+                    "the CPU of one write(2) of the same {frame_bytes}-byte frame to a loopback TCP socket"
+                ),
+                floor * 1e6,
+            )),
+            ..row(
+                format!("{name}: relay CPU per delivery"),
+                "µs",
+                pick(|m| m.cpu_per_delivery_us),
+                Target::AtMost(2.0),
+            )
+        });
+        rows.push(row(
+            format!("{size} members: relay memory per idle connection"),
+            "KB",
+            pick(|m| m.idle_bytes_per_connection) / 1000.0,
+            Target::AtMost(8.0),
+        ));
+        rows.push(row(
+            format!("{size} members: relay memory per active connection"),
+            "KB",
+            pick(|m| m.active_bytes_per_connection) / 1000.0,
+            Target::None,
+        ));
+    }
+    Ok(())
+}
+
+/// At most this many handshakes at once, so the listener's backlog never overflows.
+const CONNECTING: usize = 256;
+
+async fn register_all(url: &str, workspace: Id, members: &Members) -> Result<()> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (key, proof) in members.keys.iter().zip(&members.proofs) {
+        let (url, key, proof, gate) = (url.to_string(), key.clone(), proof.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let mut socket = connect(&url, workspace, &key, Some(Register::Join(proof))).await?;
+            socket.close(None).await?;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+async fn run(
+    relay: &RelayProcess,
+    creator: &Node,
+    workspace: Id,
+    members: &Members,
+    size: usize,
+    pushes: usize,
+) -> Result<FanOut> {
+    let base_rss = relay.rss();
+    // Connect `size` members; each counts the entries it receives, noting when.
+    let epoch = Instant::now();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in members.keys.iter().take(size) {
+        let (url, key) = (relay.url.clone(), key.clone());
+        let (connected, gate) = (connected.clone(), gate.clone());
+        tasks.spawn(async move {
+            let mut socket = {
+                let _permit = gate.acquire_owned().await?;
+                connect(&url, workspace, &key, None).await?
+            };
+            connected.fetch_add(1, Ordering::SeqCst);
+            let mut arrivals: Vec<u32> = Vec::with_capacity(pushes);
+            let mut single = None;
+            while arrivals.len() < pushes {
+                let bytes = match socket.next().await {
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    Some(Ok(Message::Close(_))) | None => bail!("the relay closed a member"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                };
+                let now = epoch.elapsed().as_micros() as u32;
+                // A live push arrives as a frame of one entry, all of the same size; only
+                // a frame of another size (a catch-up) is decoded to count its entries.
+                let entries = if single == Some(bytes.len()) {
+                    1
+                } else {
+                    match Frame::decode(&bytes)? {
+                        Frame::Entries { entries, .. } => {
+                            if entries.len() == 1 {
+                                single = Some(bytes.len());
+                            }
+                            entries.len()
+                        }
+                        _ => 0,
+                    }
+                };
+                arrivals.extend(std::iter::repeat_n(now, entries));
+            }
+            drop(socket);
+            Ok::<Vec<u32>, anyhow::Error>(arrivals)
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while connected.load(Ordering::SeqCst) < size {
+        ensure!(Instant::now() < deadline, "members did not connect in time");
+        if let Some(Some(Err(e))) = tasks.try_join_next().map(|r| r.ok()) {
+            return Err(e.context("a member failed to connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the relay settle, then weigh the idle connections.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = relay.rss();
+
+    // The pusher: the creator's key on a connection of its own.
+    let (_, record) = creator.workspace(None)?;
+    let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
+    let envelopes: Vec<Vec<u8>> = (0..pushes)
+        .map(|i| {
+            let plaintext = [i as u8; 150];
+            meridian::seal::seal(creator.key(), &key, workspace, Id([3; 16]), &plaintext).encode()
+        })
+        .collect();
+    let mut pusher = connect(&relay.url, workspace, creator.key(), None).await?;
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = {
+        let sampling = sampling.clone();
+        let pid = relay.child.id();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while sampling.load(Ordering::SeqCst) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024;
+                peak = peak.max(rss);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            peak
+        })
+    };
+    let cpu_before = relay.cpu_seconds();
+    let mut sent: Vec<u32> = Vec::with_capacity(pushes);
+    for (id, envelope) in envelopes.into_iter().enumerate() {
+        sent.push(epoch.elapsed().as_micros() as u32);
+        send(
+            &mut pusher,
+            &Frame::Push {
+                id: id as u64,
+                envelopes: vec![serde_bytes::ByteBuf::from(envelope)],
+            },
+        )
+        .await?;
+        loop {
+            match receive(&mut pusher).await? {
+                Frame::Stored { .. } => break,
+                Frame::Entries { .. } | Frame::CaughtUp { .. } => continue,
+                other => bail!("the relay answered a push with {}", other.name()),
+            }
+        }
+    }
+    let mut arrivals = Vec::with_capacity(size);
+    while let Some(result) = tokio::time::timeout_at(deadline.into(), tasks.join_next())
+        .await
+        .map_err(|_| anyhow!("members did not receive every push in time"))?
+    {
+        arrivals.push(result??);
+    }
+    let cpu = relay.cpu_seconds() - cpu_before;
+    sampling.store(false, Ordering::SeqCst);
+    let peak_rss = peak
+        .join()
+        .map_err(|_| anyhow!("the memory sampler panicked"))?;
+    drop(pusher);
+
+    let mut latencies: Vec<f64> = Vec::with_capacity(size * pushes);
+    let mut last = 0u32;
+    for member in &arrivals {
+        for (k, at) in member.iter().enumerate() {
+            latencies.push(at.saturating_sub(sent[k]) as f64 / 1000.0);
+            last = last.max(*at);
+        }
+    }
+    let deliveries = latencies.len() as f64;
+    let seconds = last.saturating_sub(sent[0]) as f64 / 1e6;
+    Ok(FanOut {
+        deliveries_per_second: deliveries / seconds,
+        p50_ms: quantile(&mut latencies, 0.50),
+        p99_ms: quantile(&mut latencies, 0.99),
+        cpu_per_delivery_us: cpu * 1e6 / deliveries,
+        idle_bytes_per_connection: idle_rss.saturating_sub(base_rss) as f64 / size as f64,
+        active_bytes_per_connection: peak_rss.saturating_sub(base_rss) as f64 / size as f64,
+    })
+}
+
+/// The size on the wire of a live delivery: an `Entries` frame of one envelope like the
+/// pusher's, with its websocket header.
+fn entries_frame_len(creator: &Node, workspace: Id) -> Result<usize> {
+    let (_, record) = creator.workspace(None)?;
+    let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
+    let envelope =
+        meridian::seal::seal(creator.key(), &key, workspace, Id([3; 16]), &[0; 150]).encode();
+    let frame = Frame::Entries {
+        entries: vec![(1_000, serde_bytes::ByteBuf::from(envelope))],
+        up_to: 1_000,
+    };
+    Ok(frame.encode().len() + 4)
+}
+
+/// The floor under a delivery's CPU: a thread writing `frame` bytes `writes` times to a
+/// loopback TCP socket (another thread reads them), CPU seconds of the writer per write.
+/// On loopback the writer's system call also carries the receiving side's TCP work, as
+/// the relay's do.
+fn tcp_write_floor(frame: usize, writes: usize) -> Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> Result<u64> {
+        let (mut socket, _) = listener.accept()?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match socket.read(&mut buffer)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let writer = std::thread::spawn(move || -> Result<f64> {
+        let mut socket = std::net::TcpStream::connect(addr)?;
+        socket.set_nodelay(true)?;
+        let bytes = vec![0x5a; frame];
+        let before = thread_cpu()?;
+        for _ in 0..writes {
+            socket.write_all(&bytes)?;
+        }
+        Ok((thread_cpu()? - before) / writes as f64)
+    });
+    let per_write = writer
+        .join()
+        .map_err(|_| anyhow!("the writer panicked"))??;
+    let read = reader
+        .join()
+        .map_err(|_| anyhow!("the reader panicked"))??;
+    ensure!(read == (frame * writes) as u64, "the floor lost bytes");
+    Ok(per_write)
+}
+
+/// CPU time of the calling thread, seconds.
+fn thread_cpu() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let ns: u64 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .context("schedstat is unreadable")?;
+    Ok(ns as f64 / 1e9)
+}
+
+/// A quantile by nearest rank (sorts the samples).
+fn quantile(samples: &mut [f64], q: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}

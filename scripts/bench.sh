@@ -1,0 +1,12 @@
+#!/bin/sh
+# Runs the benchmark suite (release build) and writes its tables into BENCHMARKS.md,
+# between the generated-block markers; the commentary around them is kept.
+#
+#   ./scripts/bench.sh              every scenario at the issue's sizes
+#   ./scripts/bench.sh --quick      small sizes, for development (a minute or two)
+#   ./scripts/bench.sh --only 5,6   some scenarios only
+#
+# Take the numbers you publish on a quiet machine: the table notes the load average.
+set -eu
+cd "$(dirname "$0")/.."
+exec cargo bench --bench suite -- --out BENCHMARKS.md "$@"
