@@ -23,7 +23,7 @@ use meridian_relay::handling::{self, Forward};
 use meridian_relay::protocol::{Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, RefusedCode};
 use meridian_relay::server::SEND_BATCH_BYTES;
 use meridian_relay::store::{Refusal, RelayStore};
-use redb::{ReadableDatabase, ReadableTableMetadata};
+use redb::ReadableTableMetadata;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
