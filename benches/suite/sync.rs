@@ -387,6 +387,14 @@ pub fn reconnect(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
             "the reconnect applied {} changes, expected 10",
             round.report.applied
         );
+        if run == 0 {
+            eprintln!(
+                "  a reconnect's frames: {:?}; on the wire {} bytes, {} of them frames",
+                round.by_frame,
+                up + down,
+                round.payload_up + round.payload_down
+            );
+        }
         seconds.push(round.seconds);
         wire.push((up + down) as f64);
         payload.push((round.payload_up + round.payload_down) as f64);

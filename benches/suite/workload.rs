@@ -357,6 +357,8 @@ pub struct Round {
     pub payload_up: u64,
     /// See `payload_up`.
     pub payload_down: u64,
+    /// Bytes by kind of frame, both ways.
+    pub by_frame: std::collections::BTreeMap<&'static str, u64>,
     /// What the store writes did.
     pub report: RoundReport,
     /// From connecting to done.
@@ -433,6 +435,7 @@ async fn drive(
             round.sent.push(frame.name());
             let bytes = frame.encode();
             round.payload_up += bytes.len() as u64;
+            *round.by_frame.entry(frame.name()).or_default() += bytes.len() as u64;
             sink.send(Message::Binary(bytes.into())).await?;
         }
         if session.is_closed() {
@@ -455,7 +458,9 @@ async fn drive(
         let frame = match message {
             Some(Ok(Message::Binary(bytes))) => {
                 round.payload_down += bytes.len() as u64;
-                Frame::decode(&bytes)?
+                let frame = Frame::decode(&bytes)?;
+                *round.by_frame.entry(frame.name()).or_default() += bytes.len() as u64;
+                frame
             }
             Some(Ok(Message::Close(_))) | None => bail!("{relay} closed the connection"),
             Some(Ok(_)) => continue,
