@@ -8,10 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use meridian::bundle;
-use meridian::discussion;
 use meridian::id::Id;
 use meridian::ingest::Limits;
-use meridian::node::{Node, commit, now_ms};
+use meridian::node::Node;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::report::{Row, Target, median};
@@ -195,18 +194,12 @@ fn first_edit_in_process(
     let node = Node::open(home)?;
     let (workspace, _) = node.workspace(None)?;
     let bare = BareStore::new(&home.join("bare.redb"))?;
-    let me = node.member_id();
     let mut edits = Vec::new();
     let mut commits = Vec::new();
     // Threads from the end were not replied to by the process runs.
     for (i, thread) in threads.iter().rev().take(settings.edit_runs).enumerate() {
         edits.push(time_it(|| {
-            node.edit(workspace, *thread, |doc| {
-                let mut tx = doc.transaction();
-                discussion::put_comment(&mut tx, &Id::random().hex(), None, &me, now_ms(), "ok")?;
-                commit(tx, "reply: ok");
-                Ok(())
-            })
+            workload::reply(&node, workspace, *thread, "ok")
         })?);
         commits.push(time_it(|| bare.commit(i as u64, &[0x5a; 700]))?);
     }
@@ -418,7 +411,6 @@ fn local_writes(
     // Batch import of a member's edits: `merge` of a bundle into a new member's node, in
     // two shapes: as the batch import stored them, and as a history typed edit by edit
     // (an envelope, so a signature to verify, per change).
-    let (_, record) = node.workspace(None)?;
     let stored = bundle::export(&node, workspace, &[workspace, imported])?;
     let per_change = workload::single_change_bundle(
         &node,
@@ -429,20 +421,8 @@ fn local_writes(
     let mut member = 0;
     let mut merge = |bytes: &[u8]| -> Result<f64> {
         member += 1;
-        let member_node = Node::init(
-            &dir.join(format!("member{member}")),
-            &workload::profile("Bo"),
-        )?;
-        let invite = meridian::workspace::Invite::new(
-            node.key(),
-            workspace,
-            &record.name,
-            &record.key,
-            &record.creator,
-            vec![],
-            now_ms() + 3_600_000,
-        );
-        member_node.join(&invite)?;
+        let member_node =
+            workload::new_member(&node, workspace, &dir.join(format!("member{member}")))?;
         let started = Instant::now();
         let (_, report) = bundle::merge(&member_node, bytes, &Limits::default())?;
         let seconds = started.elapsed().as_secs_f64();

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use automerge::Automerge;
 use automerge::sync::{State, SyncDoc};
-use meridian::discussion;
 use meridian::id::Id;
 use meridian::node::{Node, commit, now_ms};
 
@@ -359,7 +358,6 @@ pub fn reconnect(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
         target: Target::None,
     });
 
-    let me = ana.member_id();
     let mut empty_seconds = Vec::new();
     let mut seconds = Vec::new();
     let mut wire = Vec::new();
@@ -374,19 +372,7 @@ pub fn reconnect(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
         let pushed_from = meridian::sync::cursor(ana, workspace, &relay.url)?.pushed;
         for k in 0..10 {
             let doc = made.docs[(run * 10 + k) * 7 % made.docs.len()];
-            ana.edit(workspace, doc, |doc| {
-                let mut tx = doc.transaction();
-                discussion::put_comment(
-                    &mut tx,
-                    &Id::random().hex(),
-                    None,
-                    &me,
-                    now_ms(),
-                    "Back to this after the week",
-                )?;
-                commit(tx, "reply");
-                Ok(())
-            })?;
+            workload::reply(ana, workspace, doc, "Back to this after the week")?;
         }
         let changed: u64 = meridian::sync::outbox(ana, workspace, pushed_from, 100)?
             .iter()
@@ -401,6 +387,14 @@ pub fn reconnect(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
             "the reconnect applied {} changes, expected 10",
             round.report.applied
         );
+        if run == 0 {
+            eprintln!(
+                "  a reconnect's frames: {:?}; on the wire {} bytes, {} of them frames",
+                round.by_frame,
+                up + down,
+                round.payload_up + round.payload_down
+            );
+        }
         seconds.push(round.seconds);
         wire.push((up + down) as f64);
         payload.push((round.payload_up + round.payload_down) as f64);

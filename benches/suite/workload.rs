@@ -293,20 +293,9 @@ impl Team {
     pub fn new(dir: &Path, members: usize, relays: Vec<String>) -> Result<Team> {
         let creator = Node::init(&dir.join("n0"), &profile("n0"))?;
         let workspace = creator.create_workspace("bench", relays)?;
-        let (_, record) = creator.workspace(None)?;
         let mut nodes = vec![creator];
         for i in 1..members {
-            let invite = Invite::new(
-                nodes[0].key(),
-                workspace,
-                &record.name,
-                &record.key,
-                &record.creator,
-                record.relays.clone(),
-                now_ms() + 30 * 24 * 3600 * 1000,
-            );
-            let node = Node::init(&dir.join(format!("n{i}")), &profile(&format!("n{i}")))?;
-            node.join(&invite)?;
+            let node = new_member(&nodes[0], workspace, &dir.join(format!("n{i}")))?;
             nodes.push(node);
         }
         Ok(Team { nodes, workspace })
@@ -325,6 +314,38 @@ impl Team {
     }
 }
 
+/// A new person in `home` who joins `inviter`'s workspace with an invite (offline).
+pub fn new_member(inviter: &Node, workspace: Id, home: &Path) -> Result<Node> {
+    let (_, record) = inviter.workspace(Some(&workspace.hex()))?;
+    let invite = Invite::new(
+        inviter.key(),
+        workspace,
+        &record.name,
+        &record.key,
+        &record.creator,
+        record.relays.clone(),
+        now_ms() + 30 * 24 * 3600 * 1000,
+    );
+    let name = home
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "member".into());
+    let node = Node::init(home, &profile(&name))?;
+    node.join(&invite)?;
+    Ok(node)
+}
+
+/// A reply to a document, in a durable edit of its own.
+pub fn reply(node: &Node, workspace: Id, doc: Id, text: &str) -> Result<()> {
+    let me = node.member_id();
+    node.edit(workspace, doc, |doc| {
+        let mut tx = doc.transaction();
+        discussion::put_comment(&mut tx, &Id::random().hex(), None, &me, now_ms(), text)?;
+        commit(tx, "reply");
+        Ok(())
+    })
+}
+
 /// What a sync connection did, seen from the node.
 #[derive(Debug, Default)]
 pub struct Round {
@@ -336,6 +357,8 @@ pub struct Round {
     pub payload_up: u64,
     /// See `payload_up`.
     pub payload_down: u64,
+    /// Bytes by kind of frame, both ways.
+    pub by_frame: std::collections::BTreeMap<&'static str, u64>,
     /// What the store writes did.
     pub report: RoundReport,
     /// From connecting to done.
@@ -412,6 +435,7 @@ async fn drive(
             round.sent.push(frame.name());
             let bytes = frame.encode();
             round.payload_up += bytes.len() as u64;
+            *round.by_frame.entry(frame.name()).or_default() += bytes.len() as u64;
             sink.send(Message::Binary(bytes.into())).await?;
         }
         if session.is_closed() {
@@ -434,7 +458,9 @@ async fn drive(
         let frame = match message {
             Some(Ok(Message::Binary(bytes))) => {
                 round.payload_down += bytes.len() as u64;
-                Frame::decode(&bytes)?
+                let frame = Frame::decode(&bytes)?;
+                *round.by_frame.entry(frame.name()).or_default() += bytes.len() as u64;
+                frame
             }
             Some(Ok(Message::Close(_))) | None => bail!("{relay} closed the connection"),
             Some(Ok(_)) => continue,

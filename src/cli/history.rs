@@ -1,5 +1,6 @@
 //! History and merging commands: log, diff, conflicts, resolve, export, merge.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,10 +29,17 @@ pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
             all
         }
     };
-    let author = |e: &crate::store::LogEntry| -> (String, bool) {
-        let key = hex::encode(&e.author);
-        let member = ctx.record.state.member(&key).is_some();
-        (ctx.name(&key), member)
+    // A long history has few authors: each is looked up once.
+    let mut authors: HashMap<Vec<u8>, (String, bool)> = HashMap::new();
+    let mut author = |e: &crate::store::LogEntry| -> (String, bool) {
+        authors
+            .entry(e.author.clone())
+            .or_insert_with(|| {
+                let key = hex::encode(&e.author);
+                let member = ctx.record.state.member(&key).is_some();
+                (ctx.name(&key), member)
+            })
+            .clone()
     };
     if ctx.out.json {
         let list: Vec<_> = entries
@@ -44,18 +52,37 @@ pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
         ctx.out.print_json(&json!(list));
         return Ok(());
     }
+    // One buffered writer, not a system call per line: the whole history of a long document
+    // is 100,000 lines. Times are shown to the minute, so a run of changes made in the same
+    // minute formats its time once.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut minute: Option<(i64, String)> = None;
     for e in &entries {
         let (name, verified) = author(e);
         let mark = if verified { "" } else { " (UNVERIFIED)" };
-        println!(
-            "{}  {:<12} {}  {}{mark}",
-            &hex::encode(&e.hash)[..12],
-            name,
-            ctx.out.time(e.time),
-            e.message
-        );
+        let time = match &minute {
+            Some((m, text)) if *m == e.time.div_euclid(60_000) => text.clone(),
+            _ => {
+                let text = ctx.out.time(e.time);
+                minute = Some((e.time.div_euclid(60_000), text.clone()));
+                text
+            }
+        };
+        let hash = hex::encode(&e.hash[..e.hash.len().min(6)]);
+        if let Err(error) = writeln!(out, "{hash}  {name:<12} {time}  {}{mark}", e.message) {
+            return stopped_reading(error);
+        }
     }
-    Ok(())
+    out.flush().or_else(stopped_reading)
+}
+
+/// A reader that stopped early (`meridian log | head`) is not an error.
+fn stopped_reading(error: std::io::Error) -> Result<()> {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(error.into())
+    }
 }
 
 pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()> {

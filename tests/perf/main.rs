@@ -22,10 +22,9 @@ mod workload;
 use std::time::Instant;
 
 use anyhow::Result;
-use meridian::discussion;
 use meridian::id::Id;
 use meridian::ingest::Limits;
-use meridian::node::{Node, commit, now_ms};
+use meridian::node::Node;
 use redb::ReadableTable;
 use workload::{Relay, Rng, Team, scratch, sync_round};
 
@@ -150,14 +149,8 @@ fn reconnect(docs: usize) -> Result<(usize, f64)> {
     let made = workload::populate(ana, workspace, docs)?;
     team.introduce(&relay.url)?;
     let pushed = meridian::sync::cursor(ana, workspace, &relay.url)?.pushed;
-    let me = ana.member_id();
     for doc in made.docs.iter().take(10) {
-        ana.edit(workspace, *doc, |doc| {
-            let mut tx = doc.transaction();
-            discussion::put_comment(&mut tx, &Id::random().hex(), None, &me, now_ms(), "back")?;
-            commit(tx, "reply");
-            Ok(())
-        })?;
+        workload::reply(ana, workspace, *doc, "back")?;
     }
     let changed: usize = meridian::sync::outbox(ana, workspace, pushed, 100)?
         .iter()
@@ -242,7 +235,6 @@ fn stored_bytes(node: &Node) -> Result<usize> {
 fn a_batch_import_costs_no_more_per_edit_as_it_grows() -> Result<()> {
     let tmp = scratch("meridian-perf")?;
     let (node, workspace) = home(tmp.path())?;
-    let (_, record) = node.workspace(None)?;
     // A history typed edit by edit: an envelope per change.
     let bundle = |edits: usize| -> Result<Vec<u8>> {
         let doc = workload::new_text_document(&node, workspace, "imported")?;
@@ -259,20 +251,11 @@ fn a_batch_import_costs_no_more_per_edit_as_it_grows() -> Result<()> {
     let mut member = 0;
     let mut merge = |bytes: &[u8]| -> Result<f64> {
         member += 1;
-        let node_b = Node::init(
-            &tmp.path().join(format!("member{member}")),
-            &workload::profile("Bo"),
-        )?;
-        let invite = meridian::workspace::Invite::new(
-            node.key(),
+        let node_b = workload::new_member(
+            &node,
             workspace,
-            &record.name,
-            &record.key,
-            &record.creator,
-            vec![],
-            now_ms() + 3_600_000,
-        );
-        node_b.join(&invite)?;
+            &tmp.path().join(format!("member{member}")),
+        )?;
         let started = Instant::now();
         meridian::bundle::merge(&node_b, bytes, &Limits::default())?;
         Ok(started.elapsed().as_secs_f64())
