@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use automerge::Automerge;
 use automerge::sync::{State, SyncDoc};
 use meridian::id::Id;
-use meridian::node::{Node, commit, now_ms};
+use meridian::node::Node;
 
 use crate::Settings;
 use crate::report::{Row, Target, median};
@@ -135,32 +135,13 @@ struct Converged {
 
 /// Creates `count` text documents in one transaction.
 fn new_documents(node: &Node, workspace: Id, count: usize) -> Result<Vec<Id>> {
-    let me = node.member_id();
     node.batch(|batch| {
-        let mut ids = Vec::with_capacity(count);
-        for i in 0..count {
-            let id = Id::random();
-            let new = meridian::proposal::NewProposal {
-                id,
-                workspace,
-                title: format!("Shared document {i}"),
-                template: "rfc".into(),
-                sections: vec![("Body".into(), String::new())],
-                deciders: vec![me.clone()],
-                asks: vec![],
-                urgency: "normal".into(),
-                author: me.clone(),
-                at: now_ms(),
-            };
-            batch.edit(workspace, id, |doc| {
-                let mut tx = doc.transaction();
-                meridian::proposal::create(&mut tx, &new)?;
-                commit(tx, "new proposal");
-                Ok(())
-            })?;
-            ids.push(id);
-        }
-        Ok(ids)
+        (0..count)
+            .map(|i| {
+                let new = workload::text_proposal(node, workspace, &format!("Shared document {i}"));
+                workload::create_proposal(&new, |id, f| batch.edit(workspace, id, f))
+            })
+            .collect()
     })
 }
 

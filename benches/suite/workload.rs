@@ -147,12 +147,11 @@ pub fn populate(node: &Node, workspace: Id, docs: usize) -> Result<Populated> {
     Ok(made)
 }
 
-/// A new proposal with one empty section, `Body`, in its own durable edit.
-pub fn new_text_document(node: &Node, workspace: Id, title: &str) -> Result<Id> {
-    let id = Id::random();
+/// What a proposal with one empty section, `Body`, is made of.
+pub fn text_proposal(node: &Node, workspace: Id, title: &str) -> NewProposal {
     let me = node.member_id();
-    let new = NewProposal {
-        id,
+    NewProposal {
+        id: Id::random(),
         workspace,
         title: title.into(),
         template: "rfc".into(),
@@ -162,14 +161,27 @@ pub fn new_text_document(node: &Node, workspace: Id, title: &str) -> Result<Id> 
         urgency: "normal".into(),
         author: me,
         at: now_ms(),
-    };
-    node.edit(workspace, id, |doc| {
+    }
+}
+
+/// Creates `new` in `edit` (a node's or a batch's).
+pub fn create_proposal(
+    new: &NewProposal,
+    edit: impl FnOnce(Id, &mut dyn FnMut(&mut automerge::Automerge) -> Result<()>) -> Result<()>,
+) -> Result<Id> {
+    edit(new.id, &mut |doc| {
         let mut tx = doc.transaction();
-        proposal::create(&mut tx, &new)?;
+        proposal::create(&mut tx, new)?;
         commit(tx, "new proposal");
         Ok(())
     })?;
-    Ok(id)
+    Ok(new.id)
+}
+
+/// A new proposal with one empty section, `Body`, in its own durable edit.
+pub fn new_text_document(node: &Node, workspace: Id, title: &str) -> Result<Id> {
+    let new = text_proposal(node, workspace, title);
+    create_proposal(&new, |id, f| node.edit(workspace, id, f))
 }
 
 /// The `Body` text object of a document made by [`new_text_document`].
