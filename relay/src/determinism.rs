@@ -78,7 +78,9 @@ pub fn stop_simulating() {
     SIMULATED.set(None);
 }
 
-fn splitmix(state: &mut u64) -> u64 {
+/// One step of SplitMix64: the generator behind the simulation's randomness, and the one
+/// the simulation, the crash trials, the fuzzer and the benchmarks draw their schedules from.
+pub fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
