@@ -525,8 +525,34 @@ impl Hostile {
             "wrong-kind",
             "rejected:whole document",
             "whole document",
-            "a whole saved document where only changes are allowed",
-            world.seal(&world.ana, world.proposal, &whole),
+            "a whole saved document sealed by a member who is not the creator (only the creator's snapshots are taken)",
+            world.seal(&world.cy, world.proposal, &whole),
+        );
+        let mut two = whole.clone();
+        two.extend_from_slice(&whole);
+        add(
+            "snapshot-two-documents",
+            "wrong-kind",
+            "rejected:more than one document",
+            "more than one document",
+            "a creator's snapshot holding two whole documents",
+            world.seal(&world.ana, world.proposal, &two),
+        );
+        let not_a_device = {
+            let mut doc = proposal.fork();
+            doc.set_actor(ActorId::from(vec![0x11; 16]));
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "title", "Nobody's").expect("put");
+            tx.commit();
+            doc.save()
+        };
+        add(
+            "snapshot-actor-not-a-device",
+            "forged-actor",
+            "rejected:not a Meridian device",
+            "not a Meridian device",
+            "a creator's snapshot holding a change whose actor is no device's",
+            world.seal(&world.ana, world.proposal, &not_a_device),
         );
         // Decompression bombs.
         let bomb = chunk(2, &deflated_zeros((1 << 30) + (1 << 20)));

@@ -245,16 +245,22 @@ pub fn open_sealed(
         .try_into()
         .context("the workspace key is damaged")?;
     let plaintext = seal::open(&key, &envelope)?;
-    let changes = parse_changes(&chunks(&plaintext, budget, false)?)?;
     let signer: [u8; 32] = envelope
         .author
         .as_slice()
         .try_into()
         .context("bad author key")?;
     let doc = Id(envelope.doc_id());
-    for change in &changes {
-        check_actor(change, &signer)?;
-    }
+    let parts = chunks(&plaintext, budget, true)?;
+    let changes = if parts.first().is_some_and(|c| c[8] == 0) {
+        snapshot_changes(&plaintext, parts.len(), &signer, record, doc)?
+    } else {
+        let changes = parse_changes(&parts)?;
+        for change in &changes {
+            check_actor(change, &signer)?;
+        }
+        changes
+    };
     Ok(Item {
         doc,
         // Stored re-encoded, so unknown fields cannot pad what the node keeps.
@@ -262,6 +268,45 @@ pub fn open_sealed(
         signer,
         changes,
     })
+}
+
+/// The changes of a snapshot envelope: one whole automerge document, sealed by the
+/// workspace creator ([`crate::snapshot`]), who vouches for every change in it. Each change
+/// must still be a Meridian device's; the rules and membership checks that follow apply to
+/// them as to any.
+fn snapshot_changes(
+    plaintext: &[u8],
+    chunks: usize,
+    signer: &[u8; 32],
+    record: &WorkspaceRecord,
+    doc: Id,
+) -> Result<Vec<Change>> {
+    if signer.as_slice() != record.creator.as_slice() {
+        bail!(
+            "a whole document (a snapshot) of document {} is signed by {}, not by the workspace's creator: only the creator's snapshots are taken",
+            doc.short(),
+            crate::id::prefix(&hex::encode(signer), 12)
+        );
+    }
+    if chunks != 1 {
+        bail!(
+            "a snapshot of document {} holds more than one document",
+            doc.short()
+        );
+    }
+    let loaded = guard(|| Automerge::load(plaintext))
+        .with_context(|| format!("the snapshot of document {} does not load", doc.short()))?;
+    let changes = loaded.get_changes(&[]);
+    for change in &changes {
+        if identity::actor_key(change.actor_id()).is_none() {
+            bail!(
+                "the snapshot of document {} holds change {} whose actor id is not a Meridian device's",
+                doc.short(),
+                short_hash(change)
+            );
+        }
+    }
+    Ok(changes)
 }
 
 /// Checks that a change was written by the device that signed it. (The workspace's

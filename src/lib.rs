@@ -20,6 +20,7 @@ pub mod norms;
 pub mod proposal;
 pub mod rules;
 pub mod seal;
+pub mod snapshot;
 pub mod store;
 pub mod sync;
 pub mod thread;

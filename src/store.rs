@@ -36,6 +36,12 @@ pub const CURSORS: TableDefinition<([u8; 16], &str), &[u8]> = TableDefinition::n
 /// (document id, sequence) → encoded envelope received by sync and held back until the
 /// changes it depends on (or its signer's membership) arrive.
 pub const HELD: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("held");
+/// (workspace id, relay URL, document id) → [`crate::snapshot::Sent`]: the last snapshot of
+/// a document this node gave a relay.
+pub const SNAPSHOTS_SENT: TableDefinition<SentKey, &[u8]> = TableDefinition::new("snapshots_sent");
+
+/// (workspace id, relay URL, document id).
+pub type SentKey = ([u8; 16], &'static str, [u8; 16]);
 /// (workspace id, sequence) → [`crate::ingest::Rejected`]: envelopes refused during sync.
 pub const REJECTED: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("rejected");
 
@@ -148,7 +154,7 @@ pub fn open_database(path: &Path) -> Result<Database> {
 }
 
 /// The version of the table layout; a home made by an older build gets the new tables.
-pub const SCHEMA: u64 = 2;
+pub const SCHEMA: u64 = 3;
 
 /// Brings a home's tables up to this build's layout (tables are only ever added).
 pub fn upgrade(db: &Database) -> Result<()> {
@@ -181,6 +187,7 @@ pub fn create_tables(db: &Database) -> Result<()> {
     txn.open_table(CURSORS)?;
     txn.open_table(HELD)?;
     txn.open_table(REJECTED)?;
+    txn.open_table(SNAPSHOTS_SENT)?;
     txn.commit()?;
     Ok(())
 }

@@ -455,6 +455,18 @@ async fn drive(
                 outputs = session.local(rest, Instant::now());
                 continue;
             }
+            // As `meridian sync` does: the creator's node, idle, hands the relay snapshots.
+            outputs = meridian::sync::net::snapshots(
+                node,
+                workspace,
+                relay,
+                &mut session,
+                &Default::default(),
+                Instant::now(),
+            )?;
+            if !outputs.is_empty() {
+                continue;
+            }
             if done(node, &round.report)? {
                 break;
             }

@@ -195,6 +195,7 @@ fn incoming(creator: &Device, n: u64, size: usize) -> Incoming {
         chunk.copy_from_slice(&block[..chunk.len()]);
     }
     Incoming {
+        doc: [7; 16],
         hash,
         author: creator.public(),
         bytes,

@@ -198,6 +198,18 @@ impl Envelope {
     }
 }
 
+/// The document id of an encoded envelope the relay stored, without decoding the rest or
+/// checking the signature (it was checked when it was stored). `None` if it does not parse.
+pub fn peek_doc(bytes: &[u8]) -> Option<[u8; ID_LEN]> {
+    #[derive(Deserialize)]
+    struct DocOnly {
+        #[serde(with = "serde_bytes")]
+        doc: Vec<u8>,
+    }
+    let only: DocOnly = crate::cbor::from_slice(bytes).ok()?;
+    only.doc.as_slice().try_into().ok()
+}
+
 fn check_len(field: &'static str, bytes: &[u8], expected: usize) -> Result<(), EnvelopeError> {
     if bytes.len() == expected {
         Ok(())

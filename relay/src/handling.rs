@@ -119,6 +119,7 @@ pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
                 incoming.push(Incoming {
                     hash: envelope.hash(),
                     author,
+                    doc: envelope.doc_id(),
                     bytes: envelope.encode(),
                 });
                 answers.push(None);
@@ -139,6 +140,27 @@ impl Sorted {
                     .unwrap_or_else(|| PushResult::Rejected("lost by the relay".into()))
             })
             .collect()
+    }
+}
+
+/// A snapshot pushed for workspace `ws`, checked, or the answer refusing it. The store
+/// decides the rest ([`crate::store::RelayStore::put_snapshot`]).
+pub fn sort_snapshot(ws: &Ws, bytes: &[u8]) -> Result<Incoming, PushResult> {
+    match Envelope::decode(bytes) {
+        Err(e) => Err(PushResult::Rejected(e.to_string())),
+        Ok(envelope) if envelope.workspace_id() != *ws => Err(PushResult::Rejected(
+            "the snapshot belongs to another workspace".into(),
+        )),
+        Ok(envelope) => {
+            let mut author = [0; 32];
+            author.copy_from_slice(&envelope.author);
+            Ok(Incoming {
+                hash: envelope.hash(),
+                author,
+                doc: envelope.doc_id(),
+                bytes: envelope.encode(),
+            })
+        }
     }
 }
 

@@ -133,6 +133,13 @@ pub enum Frame {
         /// The node may set its cursor here once it has applied these entries.
         up_to: u64,
     },
+    /// Relay → node, during the catch-up after `Subscribe`: these log positions hold
+    /// entries of documents whose snapshot this catch-up sent instead (in `Entries`, at the
+    /// position of the document's first entry). The node counts them as received.
+    Skipped {
+        /// Inclusive ranges of log positions, increasing.
+        ranges: Vec<(u64, u64)>,
+    },
     /// Relay → node: the catch-up after `Subscribe` is complete; live entries follow.
     CaughtUp {
         /// The sequence number the node has every entry up to.
@@ -151,6 +158,20 @@ pub enum Frame {
         id: u64,
         /// What became of each envelope.
         results: Vec<PushResult>,
+    },
+    /// Node (the workspace creator) → relay: a sealed snapshot of one document (its
+    /// plaintext is a whole automerge document), holding every change of that document in
+    /// the log up to position `covers`. A member who subscribes with none of the document
+    /// gets the snapshot in place of those entries. Answered by `Stored` with one result:
+    /// `Stored(covers)` when kept, `Duplicate(c)` when the relay has one covering `c` ≥
+    /// `covers` already, or `Rejected`.
+    Snapshot {
+        /// Echoed in the answer; shares the numbering of pushes.
+        id: u64,
+        /// The last log position whose entry (of this document) the snapshot holds.
+        covers: u64,
+        /// The encoded envelope.
+        envelope: serde_bytes::ByteBuf,
     },
     /// Node (the workspace creator) → relay: this member may no longer connect or push.
     Revoke {
@@ -208,9 +229,11 @@ impl Frame {
             Frame::Refused { .. } => "Refused",
             Frame::Subscribe { .. } => "Subscribe",
             Frame::Entries { .. } => "Entries",
+            Frame::Skipped { .. } => "Skipped",
             Frame::CaughtUp { .. } => "CaughtUp",
             Frame::Push { .. } => "Push",
             Frame::Stored { .. } => "Stored",
+            Frame::Snapshot { .. } => "Snapshot",
             Frame::Revoke { .. } => "Revoke",
             Frame::Revoked { .. } => "Revoked",
             Frame::Error { .. } => "Error",
@@ -256,6 +279,14 @@ mod tests {
             Frame::Refused {
                 code: RefusedCode::NotMember,
                 reason: "not a member".into(),
+            },
+            Frame::Skipped {
+                ranges: vec![(2, 5), (9, 9)],
+            },
+            Frame::Snapshot {
+                id: 4,
+                covers: 12,
+                envelope: serde_bytes::ByteBuf::from(vec![6; 3]),
             },
         ];
         for frame in frames {

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::handling::{self, Forward};
 use crate::protocol::{Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
-use crate::store::{self, Incoming, Recovery, RelayStore};
+use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
 
 type Ws = [u8; 16];
 type Key = [u8; 32];
@@ -699,13 +699,18 @@ async fn serve_session(
                 match frame {
                     Frame::Subscribe { after } => {
                         let mut cursor = after;
-                        catch_up(shared, session.ws, &mut cursor, sink, limit).await?;
+                        let plan = CatchUp::subscribe(after);
+                        catch_up_with(shared, session.ws, &mut cursor, plan, sink, limit).await?;
                         send(sink, Frame::CaughtUp { head: cursor }.encode(), limit).await?;
                         sent_up_to = Some(cursor);
                     }
                     Frame::Push { id, envelopes } => {
                         let results = push(shared, session, envelopes).await?;
                         send(sink, Frame::Stored { id, results }.encode(), limit).await?;
+                    }
+                    Frame::Snapshot { id, covers, envelope } => {
+                        let result = snapshot(shared, session, covers, envelope).await?;
+                        send(sink, Frame::Stored { id, results: vec![result] }.encode(), limit).await?;
                     }
                     Frame::Revoke { member } => {
                         let answer = revoke(shared, session, member).await?;
@@ -741,26 +746,50 @@ async fn catch_up(
     sink: &mut Sink,
     limit: Duration,
 ) -> Result<()> {
+    catch_up_with(shared, ws, cursor, CatchUp::live(), sink, limit).await
+}
+
+/// Sends every entry after `cursor` as `plan` says (snapshots in place of whole documents
+/// after a `Subscribe`), in bounded batches, advancing it.
+async fn catch_up_with(
+    shared: &Arc<Shared>,
+    ws: Ws,
+    cursor: &mut u64,
+    plan: CatchUp,
+    sink: &mut Sink,
+    limit: Duration,
+) -> Result<()> {
+    let mut plan = Some(plan);
     loop {
         let after = *cursor;
-        let entries = blocking(shared, move |store| {
-            store.read(&ws, after, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES)
+        let mut taken = plan.take().expect("the plan comes back after every read");
+        let (read, back) = blocking(shared, move |store| {
+            let read = store.read_for(&ws, after, &mut taken, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES);
+            read.map(|read| (read, taken))
         })
         .await?;
-        let Some(&(last, _)) = entries.last() else {
+        plan = Some(back);
+        if read.up_to <= after {
             return Ok(());
-        };
+        }
+        if !read.skipped.is_empty() {
+            let skipped = Frame::Skipped {
+                ranges: read.skipped,
+            };
+            send(sink, skipped.encode(), limit).await?;
+        }
         // Only the encoded frame stays in memory while a slow reader takes it.
         let frame = Frame::Entries {
-            entries: entries
+            entries: read
+                .entries
                 .into_iter()
                 .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
                 .collect(),
-            up_to: last,
+            up_to: read.up_to,
         }
         .encode();
         send(sink, frame, limit).await?;
-        *cursor = last;
+        *cursor = read.up_to;
     }
 }
 
@@ -815,6 +844,24 @@ async fn push(
             .map_err(|_| anyhow!("the relay's writer stopped"))??
     };
     Ok(sorted.answers(stored))
+}
+
+/// Checks a pushed snapshot and keeps it if the store agrees.
+async fn snapshot(
+    shared: &Arc<Shared>,
+    session: &Session,
+    covers: u64,
+    envelope: serde_bytes::ByteBuf,
+) -> Result<PushResult> {
+    let snapshot = match handling::sort_snapshot(&session.ws, &envelope) {
+        Ok(checked) => checked,
+        Err(answer) => return Ok(answer),
+    };
+    let ws = session.ws;
+    blocking(shared, move |store| {
+        store.put_snapshot(&ws, &snapshot, covers)
+    })
+    .await
 }
 
 async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Result<Frame> {

@@ -21,6 +21,7 @@ use crate::protocol::{PushResult, RefusedCode, Register};
 
 type Ws = [u8; ID_LEN];
 type Key = [u8; 32];
+type Doc = [u8; ID_LEN];
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Workspace id → [`WorkspaceInfo`].
@@ -33,6 +34,10 @@ const INVITES: TableDefinition<(Ws, Key), Key> = TableDefinition::new("invites")
 const LOG: TableDefinition<(Ws, u64), &[u8]> = TableDefinition::new("log");
 /// (workspace, envelope hash) → sequence number.
 const HASHES: TableDefinition<(Ws, Key), u64> = TableDefinition::new("hashes");
+/// (workspace, document id) → the sequence number of the document's first entry.
+const FIRST: TableDefinition<(Ws, Doc), u64> = TableDefinition::new("first");
+/// (workspace, document id) → [`Snapshot`]: the latest snapshot of the document.
+const SNAPSHOTS: TableDefinition<(Ws, Doc), &[u8]> = TableDefinition::new("snapshots");
 
 /// A workspace this relay serves.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +94,8 @@ pub struct Incoming {
     pub hash: Key,
     /// Its signer's device key.
     pub author: Key,
+    /// The document it belongs to.
+    pub doc: Doc,
     /// The encoded envelope.
     pub bytes: Vec<u8>,
 }
@@ -225,6 +232,8 @@ impl RelayStore {
         txn.open_table(INVITES)?;
         txn.open_table(LOG)?;
         txn.open_table(HASHES)?;
+        txn.open_table(FIRST)?;
+        txn.open_table(SNAPSHOTS)?;
         txn.commit()?;
         info!(
             "database {} opened in {} ms ({} recovery)",
@@ -459,6 +468,7 @@ impl RelayStore {
         {
             let mut log = txn.open_table(LOG)?;
             let mut hashes = txn.open_table(HASHES)?;
+            let mut first = txn.open_table(FIRST)?;
             let members = txn.open_table(MEMBERS)?;
             for (ws, envelopes) in pushes {
                 let mut next = last_seq(&log, ws)? + 1;
@@ -489,6 +499,9 @@ impl RelayStore {
                     }
                     log.insert((*ws, next), incoming.bytes.as_slice())?;
                     hashes.insert((*ws, incoming.hash), next)?;
+                    if first.get((*ws, incoming.doc))?.is_none() {
+                        first.insert((*ws, incoming.doc), next)?;
+                    }
                     appended.results.push(PushResult::Stored(next));
                     appended.entries.push((next, incoming.bytes.clone()));
                     next += 1;
@@ -509,22 +522,247 @@ impl RelayStore {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut plan = CatchUp::live();
+        Ok(self
+            .read_for(ws, after, &mut plan, max_entries, max_bytes)?
+            .entries)
+    }
+
+    /// Reads the entries after `after` for a catch-up, at most `max_entries` of them and
+    /// about `max_bytes` (always at least one, when there is one).
+    ///
+    /// A catch-up that starts with none of a document (its cursor is before the document's
+    /// first entry) gets the document's snapshot, when there is one, at the position of that
+    /// first entry, and skips the document's entries the snapshot covers. The snapshot used
+    /// for a document is chosen once per catch-up, in `plan`, so a newer snapshot pushed
+    /// meanwhile cannot make it skip entries the first one lacks.
+    pub fn read_for(
+        &self,
+        ws: &Ws,
+        after: u64,
+        plan: &mut CatchUp,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Read> {
         let txn = self.db.begin_read()?;
         let log = txn.open_table(LOG)?;
-        let mut entries = Vec::new();
+        let snapshots = txn.open_table(SNAPSHOTS)?;
+        let first = txn.open_table(FIRST)?;
+        let substitute = plan.since.is_some()
+            && snapshots
+                .range((*ws, [0; ID_LEN])..=(*ws, [0xff; ID_LEN]))?
+                .next()
+                .is_some();
+        let mut read = Read {
+            up_to: after,
+            ..Read::default()
+        };
         let mut bytes = 0;
+        let mut examined = 0;
         for item in log.range((*ws, after.saturating_add(1))..=(*ws, u64::MAX))? {
             let (key, value) = item?;
+            let seq = key.value().1;
             let value = value.value();
-            if !entries.is_empty()
-                && (entries.len() >= max_entries || bytes + value.len() > max_bytes)
+            if substitute && examined < MAX_EXAMINED {
+                examined += 1;
+                if let Some(doc) = crate::envelope::peek_doc(value)
+                    && let Some(step) = plan.step(seq, doc, &first, &snapshots, ws)?
+                {
+                    match step {
+                        Step::Skip => {
+                            match read.skipped.last_mut() {
+                                Some((_, end)) if *end + 1 == seq => *end = seq,
+                                _ => read.skipped.push((seq, seq)),
+                            }
+                            read.up_to = seq;
+                            continue;
+                        }
+                        Step::Replace(snapshot) => {
+                            if !read.entries.is_empty()
+                                && (read.entries.len() >= max_entries
+                                    || bytes + snapshot.len() > max_bytes)
+                            {
+                                break;
+                            }
+                            bytes += snapshot.len();
+                            read.entries.push((seq, snapshot));
+                            read.up_to = seq;
+                            plan.confirm(doc);
+                            continue;
+                        }
+                    }
+                }
+            } else if substitute {
+                // Enough examined for one call: the next call goes on from here.
+                break;
+            }
+            if !read.entries.is_empty()
+                && (read.entries.len() >= max_entries || bytes + value.len() > max_bytes)
             {
                 break;
             }
             bytes += value.len();
-            entries.push((key.value().1, value.to_vec()));
+            read.entries.push((seq, value.to_vec()));
+            read.up_to = seq;
         }
-        Ok(entries)
+        Ok(read)
+    }
+
+    /// Keeps a snapshot of a document, holding every entry of the document up to `covers`. Only the workspace creator's snapshots are kept: a member
+    /// who gets one takes the changes in it on the snapshot's signature alone, so the
+    /// signer must be the one every member already trusts with membership.
+    pub fn put_snapshot(&self, ws: &Ws, snapshot: &Incoming, covers: u64) -> Result<PushResult> {
+        let Incoming {
+            author, doc, bytes, ..
+        } = snapshot;
+        let txn = self.begin_write()?;
+        let result = {
+            let workspaces = txn.open_table(WORKSPACES)?;
+            let log = txn.open_table(LOG)?;
+            let first = txn.open_table(FIRST)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            let creator = match workspaces.get(ws)? {
+                Some(v) => decode::<WorkspaceInfo>(v.value(), "workspace")?.creator,
+                None => Vec::new(),
+            };
+            let head = last_seq(&log, ws)?;
+            let start = first.get((*ws, *doc))?.map(|v| v.value());
+            let existing = snapshots
+                .get((*ws, *doc))?
+                .map(|v| decode::<Snapshot>(v.value(), "snapshot"))
+                .transpose()?;
+            if creator.as_slice() != author.as_slice() {
+                PushResult::Rejected(
+                    "only the workspace creator's snapshots are kept by the relay".into(),
+                )
+            } else if covers > head {
+                PushResult::Rejected(format!(
+                    "the snapshot says it covers log position {covers}, past the log's end ({head})"
+                ))
+            } else if start.is_none_or(|start| start > covers) {
+                PushResult::Rejected(
+                    "the snapshot covers none of the document's entries in this relay's log".into(),
+                )
+            } else if let Some(existing) = existing.filter(|e| e.covers >= covers) {
+                PushResult::Duplicate(existing.covers)
+            } else {
+                let record = Snapshot {
+                    covers,
+                    envelope: serde_bytes::ByteBuf::from(bytes.to_vec()),
+                };
+                snapshots.insert((*ws, *doc), encode(&record).as_slice())?;
+                PushResult::Stored(covers)
+            }
+        };
+        if matches!(result, PushResult::Stored(_)) {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(result)
+    }
+}
+
+/// The most log entries one catch-up read examines for snapshot substitution, so a long run
+/// of skipped entries does not hold one read for long.
+const MAX_EXAMINED: usize = 100_000;
+
+/// A stored document snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Snapshot {
+    /// The last log position whose entry of the document the snapshot holds.
+    covers: u64,
+    /// The sealed envelope.
+    envelope: serde_bytes::ByteBuf,
+}
+
+/// What one catch-up read found.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// (sequence number, encoded envelope): log entries, and snapshots in place of a
+    /// document's first entry.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Inclusive ranges of positions skipped because a snapshot sent holds their entries.
+    pub skipped: Vec<(u64, u64)>,
+    /// The last position this read accounted for (the `after` it was given when none).
+    pub up_to: u64,
+}
+
+/// One catch-up's choice of snapshots: per document, the `covers` of the snapshot it sent.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// The subscriber's cursor when it subscribed; `None` for a live subscriber falling
+    /// behind, which gets plain entries.
+    since: Option<u64>,
+    /// Documents whose snapshot this catch-up sent, with what it covers.
+    sent: std::collections::HashMap<Doc, u64>,
+    /// Documents examined and found to need no snapshot.
+    plain: std::collections::HashSet<Doc>,
+    /// The snapshot chosen for a document at its first entry, until it goes out.
+    pending: Option<(Doc, u64)>,
+}
+
+enum Step {
+    Skip,
+    Replace(Vec<u8>),
+}
+
+impl CatchUp {
+    /// The catch-up after `Subscribe { after }`.
+    pub fn subscribe(after: u64) -> CatchUp {
+        CatchUp {
+            since: Some(after),
+            ..CatchUp::default()
+        }
+    }
+
+    /// A live subscriber reading the log after falling behind: no substitution (it may
+    /// have had a document's first entries live already).
+    pub fn live() -> CatchUp {
+        CatchUp::default()
+    }
+
+    fn step(
+        &mut self,
+        seq: u64,
+        doc: Doc,
+        first: &impl ReadableTable<(Ws, Doc), u64>,
+        snapshots: &impl ReadableTable<(Ws, Doc), &'static [u8]>,
+        ws: &Ws,
+    ) -> Result<Option<Step>> {
+        let Some(since) = self.since else {
+            return Ok(None);
+        };
+        if let Some(covers) = self.sent.get(&doc) {
+            return Ok((seq <= *covers).then_some(Step::Skip));
+        }
+        if self.plain.contains(&doc) {
+            return Ok(None);
+        }
+        let start = first.get((*ws, doc))?.map(|v| v.value());
+        let snapshot = match start {
+            // The subscriber has none of the document, and this is its first entry.
+            Some(start) if start > since && start == seq => snapshots
+                .get((*ws, doc))?
+                .map(|v| decode::<Snapshot>(v.value(), "snapshot"))
+                .transpose()?,
+            _ => None,
+        };
+        let Some(snapshot) = snapshot.filter(|s| s.covers >= seq) else {
+            self.plain.insert(doc);
+            return Ok(None);
+        };
+        self.pending = Some((doc, snapshot.covers));
+        Ok(Some(Step::Replace(snapshot.envelope.into_vec())))
+    }
+
+    /// The snapshot chosen for `doc` went into the read.
+    fn confirm(&mut self, doc: Doc) {
+        if let Some((pending, covers)) = self.pending.take()
+            && pending == doc
+        {
+            self.sent.insert(doc, covers);
+        }
     }
 }
 

@@ -600,3 +600,123 @@ async fn the_log_survives_a_restart() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_new_member_gets_a_documents_snapshot_in_place_of_its_entries() {
+    let relay = start(Config::default()).await;
+    let ana = Device::new(1);
+    // Log: 1 canary (document [1; 16]); 2–6 document D; 7 document E; 8–9 document D.
+    let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
+    let d = [0xd; 16];
+    let e = [0xe; 16];
+    let entry = |doc: [u8; 16], n: u8| {
+        Envelope::sign(&ana.key, ws, doc, [n; 24], |_| {
+            format!("entry {n}").into_bytes()
+        })
+    };
+    let mut log = vec![
+        entry(d, 2),
+        entry(d, 3),
+        entry(d, 4),
+        entry(d, 5),
+        entry(d, 6),
+    ];
+    log.push(entry(e, 7));
+    assert!(matches!(
+        push(&mut ana_socket, 1, &log).await,
+        Some(Frame::Stored { .. })
+    ));
+    let later = [entry(d, 8), entry(d, 9)];
+    assert!(matches!(
+        push(&mut ana_socket, 2, &later).await,
+        Some(Frame::Stored { .. })
+    ));
+    let snapshot = Envelope::sign(&ana.key, ws, d, [99; 24], |_| b"SNAPSHOT of D".to_vec());
+    let put = |id, covers, envelope: &Envelope| Frame::Snapshot {
+        id,
+        covers,
+        envelope: serde_bytes::ByteBuf::from(envelope.encode()),
+    };
+    // What the relay will not keep: a position past the log, one before the document
+    // starts, a member who is not the creator.
+    let bo = Device::new(2);
+    let (mut bo_socket, _) = handshake(&relay.url, &bo, ws, join(&ana, ws, &bo, FAR, 50)).await;
+    let by_bo = Envelope::sign(&bo.key, ws, d, [98; 24], |_| b"bo's".to_vec());
+    for (by_ana, frame) in [
+        (true, put(3, 10, &snapshot)),
+        (true, put(4, 1, &snapshot)),
+        (false, put(5, 6, &by_bo)),
+    ] {
+        let socket = if by_ana {
+            &mut ana_socket
+        } else {
+            &mut bo_socket
+        };
+        send(socket, &frame).await;
+        let answer = next(socket).await;
+        assert!(
+            matches!(&answer, Some(Frame::Stored { results, .. }) if matches!(results[..], [PushResult::Rejected(_)])),
+            "{frame:?} → {answer:?}"
+        );
+    }
+    // Kept when it covers entries 2–6 of D (and 7 belongs to E); an older one is not
+    // taken over it.
+    send(&mut ana_socket, &put(6, 6, &snapshot)).await;
+    assert_eq!(
+        next(&mut ana_socket).await,
+        Some(Frame::Stored {
+            id: 6,
+            results: vec![PushResult::Stored(6)]
+        })
+    );
+    send(&mut ana_socket, &put(7, 4, &snapshot)).await;
+    assert_eq!(
+        next(&mut ana_socket).await,
+        Some(Frame::Stored {
+            id: 7,
+            results: vec![PushResult::Duplicate(6)]
+        })
+    );
+
+    // A member subscribing from the start: the snapshot at D's first position, D's other
+    // covered positions skipped, everything else as it is.
+    let cy = Device::new(3);
+    let (mut cy_socket, _) = handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 51)).await;
+    send(&mut cy_socket, &Frame::Subscribe { after: 0 }).await;
+    assert_eq!(
+        next(&mut cy_socket).await,
+        Some(Frame::Skipped {
+            ranges: vec![(3, 6)]
+        })
+    );
+    let Some(Frame::Entries { entries, up_to: 9 }) = next(&mut cy_socket).await else {
+        panic!("expected the catch-up's entries");
+    };
+    let got: Vec<(u64, Vec<u8>)> = entries
+        .into_iter()
+        .map(|(seq, bytes)| (seq, bytes.into_vec()))
+        .collect();
+    let expected_tail: Vec<(u64, Vec<u8>)> = vec![
+        (2, snapshot.encode()),
+        (7, log[5].encode()),
+        (8, later[0].encode()),
+        (9, later[1].encode()),
+    ];
+    assert_eq!(got[1..], expected_tail[..]);
+    assert_eq!(got[0].0, 1, "the canary of another document comes as it is");
+    assert_eq!(
+        next(&mut cy_socket).await,
+        Some(Frame::CaughtUp { head: 9 })
+    );
+
+    // A member who has some of D already gets D's entries, not the snapshot.
+    send(&mut bo_socket, &Frame::Subscribe { after: 3 }).await;
+    let Some(Frame::Entries { entries, up_to: 9 }) = next(&mut bo_socket).await else {
+        panic!("expected plain entries");
+    };
+    assert_eq!(
+        entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7, 8, 9]
+    );
+    relay.shutdown().await;
+}

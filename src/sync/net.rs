@@ -32,6 +32,9 @@ const OUTBOX_BATCH: usize = 10_000;
 /// How often a live connection looks at the outbox even without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often a live connection looks for snapshots due (only the creator's node makes any).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(600);
+
 /// What one connection did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RoundReport {
@@ -185,6 +188,8 @@ pub async fn connect(
     let main = async {
         let (mut session, mut outputs) = begin(node, workspace, relay, Instant::now())?;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
+        // The first idle moment of a live connection looks for snapshots due.
+        let mut last_snapshots: Option<Instant> = None;
         loop {
             carry_out(
                 node,
@@ -202,11 +207,39 @@ pub async fn connect(
             if mode == Mode::Once && session.is_idle() {
                 // Edits made while this round ran (or beyond one read) go too.
                 let rest = super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
-                if rest.is_empty() {
+                if !rest.is_empty() {
+                    outputs = session.local(rest, Instant::now());
+                    continue;
+                }
+                outputs = snapshots(
+                    node,
+                    workspace,
+                    relay,
+                    &mut session,
+                    &Default::default(),
+                    Instant::now(),
+                )?;
+                if outputs.is_empty() {
                     return Ok(());
                 }
-                outputs = session.local(rest, Instant::now());
                 continue;
+            }
+            if mode == Mode::Live
+                && session.is_idle()
+                && last_snapshots.is_none_or(|at| at.elapsed() >= SNAPSHOT_INTERVAL)
+            {
+                last_snapshots = Some(Instant::now());
+                outputs = snapshots(
+                    node,
+                    workspace,
+                    relay,
+                    &mut session,
+                    &Default::default(),
+                    Instant::now(),
+                )?;
+                if !outputs.is_empty() {
+                    continue;
+                }
             }
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::select! {
@@ -299,6 +332,27 @@ pub fn refresh(
     Ok(outputs)
 }
 
+/// Snapshots due for this relay ([`crate::snapshot::due`]), handed to an idle session: the
+/// node has applied the relay's log up to the session's cursor, so that is what they cover.
+pub fn snapshots(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    session: &mut Session,
+    policy: &crate::snapshot::Policy,
+    now: Instant,
+) -> Result<Vec<Output>> {
+    if !session.is_idle() {
+        return Ok(Vec::new());
+    }
+    let due = crate::snapshot::due(node, workspace, relay, session.cursor(), policy)?;
+    Ok(if due.is_empty() {
+        Vec::new()
+    } else {
+        session.snapshot(due, now)
+    })
+}
+
 /// Carries out a session's outputs, and those they lead to: a relay new to the workspace
 /// (or whose log was replaced) gets the whole history, not just what is still in the
 /// outbox. Frames go to `send`; `on_change` hears of every store write.
@@ -375,6 +429,21 @@ fn perform(
             let changed = report.pushed > 0 || !rejected.is_empty();
             report.rejected.extend(rejected);
             Ok(changed)
+        }
+        Output::SnapshotStored {
+            doc,
+            covers,
+            result,
+        } => {
+            let kept = !matches!(result, PushResult::Rejected(_));
+            if let PushResult::Rejected(reason) = &result {
+                tracing::info!(
+                    "{relay} did not keep the snapshot of {}: {reason}",
+                    Id(doc).short()
+                );
+            }
+            crate::snapshot::answered(node, workspace, relay, doc, covers, kept)?;
+            Ok(false)
         }
         Output::Event(Event::Refused { code, reason }) => Err(RefusedError {
             relay: relay.to_string(),

@@ -5,7 +5,7 @@
 //! entries the relay acknowledged) and events. [`super::net`] drives it over a websocket;
 //! the tests below drive it over an in-memory relay.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -68,8 +68,28 @@ pub enum Output {
         /// A new pull cursor: the push's entries directly followed the old one.
         pulled: Option<u64>,
     },
+    /// The relay answered for a snapshot: record it so it is not sent again.
+    SnapshotStored {
+        /// The document.
+        doc: [u8; 16],
+        /// The log position it covers.
+        covers: u64,
+        /// What the relay did with it.
+        result: PushResult,
+    },
     /// Something to report.
     Event(Event),
+}
+
+/// A document snapshot for the relay ([`crate::snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The document.
+    pub doc: [u8; 16],
+    /// The last log position whose entry of the document it holds.
+    pub covers: u64,
+    /// The sealed envelope.
+    pub envelope: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +117,13 @@ pub struct Session {
     /// Log positions above the cursor that hold this node's own pushes (the relay said so
     /// in `Stored`); the relay does not send them back, so they fill gaps in what it sends.
     own: BTreeSet<u64>,
+    /// Ranges of log positions above the cursor (start → inclusive end) that the relay
+    /// skipped because a snapshot it sent holds their entries.
+    skipped: BTreeMap<u64, u64>,
+    /// Snapshots to push.
+    snapshots: VecDeque<Snapshot>,
+    /// The snapshot sent and not yet answered: (push id, document, covers).
+    snapshot_in_flight: Option<(u64, [u8; 16], u64)>,
     state: State,
     caught_up: bool,
     /// Outbox entries not yet pushed on this connection, in order.
@@ -146,6 +173,9 @@ impl Session {
             relay,
             cursor,
             own: BTreeSet::new(),
+            skipped: BTreeMap::new(),
+            snapshots: VecDeque::new(),
+            snapshot_in_flight: None,
             state: State::AwaitChallenge,
             caught_up: false,
             queue: VecDeque::new(),
@@ -185,6 +215,20 @@ impl Session {
             && self.in_flight.is_none()
             && self.queue.is_empty()
             && self.revokes.is_empty()
+            && self.snapshots.is_empty()
+            && self.snapshot_in_flight.is_none()
+    }
+
+    /// Snapshots to push once the outbox is: (document, the log position it covers, the
+    /// sealed envelope). They go one at a time, after the session caught up.
+    pub fn snapshot(&mut self, snapshots: Vec<Snapshot>, now: Instant) -> Vec<Output> {
+        self.snapshots.extend(snapshots);
+        self.pump(now)
+    }
+
+    /// The relay log position up to which this node has everything.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
     }
 
     /// The outbox position after the last entry handed to the session.
@@ -295,6 +339,39 @@ impl Session {
                     up_to: cursor,
                 });
             }
+            (State::Ready, Frame::Skipped { ranges }) => {
+                let mut last = self.cursor;
+                for (start, end) in ranges {
+                    if start <= last || end < start {
+                        return self.fail("the relay sent skipped ranges out of order");
+                    }
+                    self.skipped.insert(start, end);
+                    last = end;
+                }
+                self.touch(now);
+            }
+            (State::Ready, Frame::Stored { id, mut results })
+                if self
+                    .snapshot_in_flight
+                    .is_some_and(|(sent, _, _)| sent == id) =>
+            {
+                let (_, doc, covers) = self.snapshot_in_flight.take().expect("checked above");
+                if results.len() != 1 {
+                    return self
+                        .fail("the relay answered a snapshot with the wrong number of results");
+                }
+                let result = match results.remove(0) {
+                    PushResult::Rejected(reason) => PushResult::Rejected(printable(&reason)),
+                    other => other,
+                };
+                out.push(Output::SnapshotStored {
+                    doc,
+                    covers,
+                    result,
+                });
+                self.touch(now);
+                out.extend(self.pump(now));
+            }
             (State::Ready, Frame::CaughtUp { head }) => {
                 // Anything between the cursor and the head must be this node's own pushes.
                 let Some(cursor) = self.advance(&[], head) else {
@@ -310,6 +387,7 @@ impl Session {
                     });
                 }
                 out.push(Output::Event(Event::CaughtUp));
+                out.extend(self.pump(now));
             }
             (State::Ready, Frame::Stored { id, results }) => {
                 let Some(flight) = self.in_flight.take_if(|f| f.id == id) else {
@@ -371,8 +449,9 @@ impl Session {
     }
 
     /// Where the cursor goes after entries `seqs` (increasing) ending at `up_to`, or `None`
-    /// when they leave a gap: every position after the cursor must be among them or one of
-    /// this node's own pushes. Entries at or before the cursor are repeats, harmless.
+    /// when they leave a gap: every position after the cursor must be among them, one of
+    /// this node's own pushes, or skipped for a snapshot. Entries at or before the cursor
+    /// are repeats, harmless.
     fn advance(&mut self, seqs: &[u64], up_to: u64) -> Option<u64> {
         if seqs.windows(2).any(|w| w[0] >= w[1]) || seqs.last().is_some_and(|s| *s > up_to) {
             return None;
@@ -380,32 +459,51 @@ impl Session {
         let start = self.cursor;
         let mut next = start + 1;
         for &seq in seqs.iter().filter(|s| **s > start) {
-            while next < seq && self.own.contains(&next) {
-                next += 1;
+            while next < seq
+                && let Some(after) = self.filled(next)
+            {
+                next = after;
             }
             if seq != next {
                 return None;
             }
             next += 1;
         }
-        while next <= up_to && self.own.contains(&next) {
-            next += 1;
+        while next <= up_to
+            && let Some(after) = self.filled(next)
+        {
+            next = after;
         }
         if up_to >= next {
             return None;
         }
         let mut cursor = self.cursor.max(up_to);
-        while self.own.contains(&(cursor + 1)) {
-            cursor += 1;
+        while let Some(after) = self.filled(cursor + 1) {
+            cursor = after - 1;
         }
         self.own.retain(|seq| *seq > cursor);
+        self.skipped.retain(|_, end| *end > cursor);
         Some(cursor)
+    }
+
+    /// When position `seq` needs no entry (an own push, or skipped for a snapshot), the
+    /// position after the run it belongs to.
+    fn filled(&self, seq: u64) -> Option<u64> {
+        if self.own.contains(&seq) {
+            return Some(seq + 1);
+        }
+        self.skipped
+            .range(..=seq)
+            .next_back()
+            .filter(|(_, end)| **end >= seq)
+            .map(|(_, end)| end + 1)
     }
 
     /// Keeps a deadline only while an answer is awaited.
     fn touch(&mut self, now: Instant) {
-        self.deadline =
-            (!self.caught_up || self.in_flight.is_some()).then_some(now + ANSWER_TIMEOUT);
+        let waiting =
+            !self.caught_up || self.in_flight.is_some() || self.snapshot_in_flight.is_some();
+        self.deadline = waiting.then_some(now + ANSWER_TIMEOUT);
     }
 
     /// Sends the next push and pending revocations when the connection allows.
@@ -416,6 +514,27 @@ impl Session {
         }
         for member in self.revokes.drain(..) {
             out.push(Output::Send(Frame::Revoke { member }));
+        }
+        if self.in_flight.is_none()
+            && self.queue.is_empty()
+            && self.caught_up
+            && self.snapshot_in_flight.is_none()
+            && let Some(Snapshot {
+                doc,
+                covers,
+                envelope,
+            }) = self.snapshots.pop_front()
+        {
+            let id = self.next_push;
+            self.next_push += 1;
+            self.snapshot_in_flight = Some((id, doc, covers));
+            self.deadline = Some(now + ANSWER_TIMEOUT);
+            out.push(Output::Send(Frame::Snapshot {
+                id,
+                covers,
+                envelope: serde_bytes::ByteBuf::from(envelope),
+            }));
+            return out;
         }
         if self.in_flight.is_some() || self.queue.is_empty() {
             return out;
@@ -582,6 +701,7 @@ mod tests {
                             self.cursor = pulled;
                         }
                     }
+                    Output::SnapshotStored { .. } => {}
                     Output::Event(Event::Failed(why)) => panic!("session failed: {why}"),
                     Output::Event(_) => {}
                 }
@@ -834,6 +954,84 @@ mod tests {
         assert!(failed(&session.receive(entries(&[1], 3), now)));
         let mut session = welcomed(now);
         assert!(failed(&session.receive(entries(&[2, 1], 2), now)));
+    }
+
+    #[test]
+    fn positions_skipped_for_a_snapshot_fill_gaps_and_nothing_else_does() {
+        let now = Instant::now();
+        // The snapshot stands at 1 (the document's first entry); 2–4 and 6 are its
+        // document's later entries, skipped; 5 is another document's.
+        let mut session = welcomed(now);
+        let out = session.receive(
+            Frame::Skipped {
+                ranges: vec![(2, 4), (6, 6)],
+            },
+            now,
+        );
+        assert!(out.is_empty());
+        let out = session.receive(entries(&[1, 5], 6), now);
+        assert!(matches!(out.as_slice(), [Output::Apply { up_to: 6, .. }]));
+        let out = session.receive(Frame::CaughtUp { head: 6 }, now);
+        assert!(matches!(out.as_slice(), [Output::Event(Event::CaughtUp)]));
+        // Without the ranges the same entries leave a gap.
+        let mut session = welcomed(now);
+        assert!(failed(&session.receive(entries(&[1, 5], 6), now)));
+        // Ranges must be increasing and after the cursor.
+        let mut session = welcomed(now);
+        session.receive(entries(&[1, 2], 2), now);
+        let out = session.receive(
+            Frame::Skipped {
+                ranges: vec![(2, 3)],
+            },
+            now,
+        );
+        assert!(failed(&out));
+        let mut session = welcomed(now);
+        let out = session.receive(
+            Frame::Skipped {
+                ranges: vec![(5, 6), (3, 4)],
+            },
+            now,
+        );
+        assert!(failed(&out));
+    }
+
+    #[test]
+    fn a_snapshot_goes_after_the_catch_up_and_its_answer_is_reported() {
+        let now = Instant::now();
+        let mut session = welcomed(now);
+        let snapshot = Snapshot {
+            doc: [3; 16],
+            covers: 7,
+            envelope: vec![1, 2, 3],
+        };
+        let out = session.snapshot(vec![snapshot], now);
+        assert!(out.is_empty(), "not before the catch-up ends");
+        let out = session.receive(Frame::CaughtUp { head: 0 }, now);
+        let [
+            Output::Event(Event::CaughtUp),
+            Output::Send(Frame::Snapshot { id, covers: 7, .. }),
+        ] = out.as_slice()
+        else {
+            panic!("expected the snapshot right after the catch-up, got {out:?}");
+        };
+        assert!(!session.is_idle(), "the snapshot awaits its answer");
+        let out = session.receive(
+            Frame::Stored {
+                id: *id,
+                results: vec![PushResult::Stored(7)],
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::SnapshotStored {
+                doc: [3, ..],
+                covers: 7,
+                result: PushResult::Stored(7)
+            }]
+        ));
+        assert!(session.is_idle());
     }
 
     #[test]

@@ -836,3 +836,51 @@ fn an_envelope_ahead_of_its_dependencies_is_held_then_applied() {
         meridian::sync::apply(&node, workspace, "test", vec![(2, one.clone())], 2).unwrap();
     assert_eq!((report.applied, report.held), (2, 0), "{report:?}");
 }
+
+#[test]
+fn a_late_member_starts_from_the_creators_snapshot_and_carries_on_from_there() {
+    let team = Team::new(&ZONES[..2]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    // Bo writes a long thread, a reply per command: an envelope each in the relay's log.
+    let t = bo.create(&["thread", "new", "Long discussion", "-m", "opening"]);
+    for i in 0..30 {
+        bo.ok(&["reply", &t, "-m", &format!("reply {i}")]);
+    }
+    push(bo);
+    // Ana, the creator, takes them in; idle afterwards, her node hands the relay a snapshot.
+    sync(ana);
+    let ana_key = Node::open(ana.path())
+        .unwrap()
+        .key()
+        .verifying_key()
+        .to_bytes();
+
+    let cy = team.world.person("Cy", "America/Lima");
+    let code = ana.ok(&["invite"]);
+    cy.ok(&["join", code.trim()]);
+    sync(&cy);
+    assert_eq!(comment_bodies(&cy, &t), comment_bodies(ana, &t));
+    let log = |home: &crate::support::Home| home.json(&["--tz", "UTC", "log", &t]);
+    assert_eq!(log(&cy), log(ana), "the same history, authors verified");
+    // Cy holds the thread as one record, Ana's sealed snapshot, not Bo's 31 envelopes.
+    let records = Node::open(cy.path())
+        .unwrap()
+        .records(Id::parse(&t).unwrap())
+        .unwrap();
+    assert_eq!(records.len(), 1, "the snapshot alone");
+    let Record::Sealed(bytes) = &records[0];
+    assert_eq!(Envelope::decode(bytes).unwrap().author, ana_key.to_vec());
+
+    // Later replies, from anyone, go on top of it, both ways.
+    cy.ok(&["reply", &t, "-m", "from Lima, after the snapshot"]);
+    bo.ok(&["reply", &t, "-m", "from Berlin, after the snapshot"]);
+    team.sync_until_quiet(&[&cy, bo, ana, &cy]);
+    for home in [ana, bo] {
+        assert_eq!(comment_bodies(home, &t), comment_bodies(&cy, &t));
+    }
+    assert_eq!(
+        comment_bodies(&cy, &t).len(),
+        32,
+        "30 replies and the 2 after"
+    );
+}

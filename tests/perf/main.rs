@@ -12,6 +12,8 @@
 //!   bytes received against the changed envelopes themselves, for two workspace sizes.
 //! - `storage_per_edit_stays_near_the_change_itself`: stored bytes per edit against
 //!   automerge's own change bytes, for a history typed edit by edit.
+//! - `a_new_member_downloads_about_one_save_of_a_long_document`: the bytes a new member's
+//!   first sync receives against one compressed save of the long document it brings.
 //! - `a_batch_import_costs_no_more_per_edit_as_it_grows`: merging a bundle of ten times more
 //!   single-change envelopes costs about ten times more, not a hundred.
 
@@ -183,6 +185,33 @@ fn a_reconnect_is_one_request_carrying_little_more_than_the_changes() -> Result<
         "reconnect frame bytes, 400 documents / 20 documents",
         large_bytes / small_bytes,
         1.1,
+    );
+    Ok(())
+}
+
+#[test]
+fn a_new_member_downloads_about_one_save_of_a_long_document() -> Result<()> {
+    let tmp = scratch("meridian-perf")?;
+    let relay = Relay::start(&tmp.path().join("relay"))?;
+    let team = Team::new(tmp.path(), 2, vec![relay.url.clone()])?;
+    let (ana, bo) = (&team.nodes[0], &team.nodes[1]);
+    let workspace = team.workspace;
+    let long = workload::new_text_document(ana, workspace, "Long")?;
+    workload::type_edit_by_edit(ana, workspace, &[(long, 2_000)], &mut Rng(5))?;
+    // The creator's round pushes the edits, then the document's snapshot.
+    sync_round(ana, workspace, &relay.url)?;
+    let round = sync_round(bo, workspace, &relay.url)?;
+    anyhow::ensure!(
+        workload::changes_of(bo, workspace, long)? == 2_001,
+        "the new member did not get the whole document"
+    );
+    let save = ana.load(workspace, long)?.save().len() as f64;
+    // Healthy: about 1.5 (the workspace document's entries and the frames come on top);
+    // the document's 2,000 envelopes instead of its snapshot give about 90.
+    check(
+        "first copy bytes received / one compressed save of the document",
+        round.payload_down as f64 / save,
+        4.0,
     );
     Ok(())
 }

@@ -6,23 +6,27 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use automerge::ReadDoc;
 use clap::Parser;
 use meridian::cli::Cli;
 use meridian::doc::View;
 use meridian::id::Id;
 use meridian::identity::Profile;
 use meridian::node::Node;
+use meridian::snapshot::Policy;
 use meridian::store::HELD;
-use meridian::sync::net::{RoundReport, begin, carry_out, refresh};
+use meridian::sync::net::{RoundReport, begin, carry_out, refresh, snapshots};
 use meridian::sync::session::{Output, Session};
 use meridian::workspace::Invite;
-use meridian::{history, proposal, sync};
+use meridian::{history, ingest, proposal, sync};
 use meridian_relay::Envelope;
 use meridian_relay::determinism;
 use meridian_relay::handling::{self, Forward};
-use meridian_relay::protocol::{Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, RefusedCode};
+use meridian_relay::protocol::{
+    Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PushResult, RefusedCode,
+};
 use meridian_relay::server::SEND_BATCH_BYTES;
-use meridian_relay::store::{Refusal, RelayStore};
+use meridian_relay::store::{CatchUp, Refusal, RelayStore};
 use redb::ReadableTableMetadata;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -96,6 +100,10 @@ pub struct Outcome {
     pub removals: u64,
     /// Envelopes the relays hold at the end.
     pub envelopes: u64,
+    /// Document snapshots the relays kept.
+    pub snapshots: u64,
+    /// Log entries a catch-up skipped because it sent a snapshot holding them.
+    pub skipped: u64,
     /// Hash of the final state.
     pub digest: String,
 }
@@ -117,6 +125,8 @@ impl Outcome {
         self.late_joins += o.late_joins;
         self.removals += o.removals;
         self.envelopes += o.envelopes;
+        self.snapshots += o.snapshots;
+        self.skipped += o.skipped;
     }
 
     /// Reports the counts as figures.
@@ -135,6 +145,8 @@ impl Outcome {
         figure("sim.late_joins", self.late_joins);
         figure("sim.removals", self.removals);
         figure("sim.envelopes_checked", self.envelopes);
+        figure("sim.snapshots_kept", self.snapshots);
+        figure("sim.entries_skipped_for_snapshots", self.skipped);
     }
 }
 
@@ -142,7 +154,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals, {} envelopes checked everywhere",
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
             self.steps,
             self.edits,
             self.refused,
@@ -156,7 +168,9 @@ impl fmt::Display for Outcome {
             self.partitions,
             self.late_joins,
             self.removals,
-            self.envelopes
+            self.envelopes,
+            self.snapshots,
+            self.skipped
         )
     }
 }
@@ -631,7 +645,12 @@ impl Sim {
     /// refusal ends the connection. What the simulation leaves out is the server's I/O:
     /// sockets, timeouts, the writer thread and the live broadcast buffer.
     fn relay_receive(&mut self, c: usize, frame: Frame) -> Run<()> {
-        let Sim { conns, relays, .. } = self;
+        let Sim {
+            conns,
+            relays,
+            outcome,
+            ..
+        } = self;
         let relay = conns[c].relay;
         let store = relays[relay].store();
         let conn = &mut conns[c];
@@ -678,7 +697,9 @@ impl Sim {
         let (ws, key) = conn.peer.hello.expect("ready after Hello");
         match frame {
             Frame::Subscribe { after } => {
-                let cursor = catch_up(store, &ws, after, &mut conn.down)?;
+                let plan = CatchUp::subscribe(after);
+                let (cursor, skipped) = catch_up_with(store, &ws, after, plan, &mut conn.down)?;
+                outcome.skipped += skipped;
                 conn.down.push_back(Frame::CaughtUp { head: cursor });
                 conn.peer.subscribed = Some(cursor);
             }
@@ -730,6 +751,21 @@ impl Sim {
                         }
                     }
                 }
+            }
+            Frame::Snapshot {
+                id,
+                covers,
+                envelope,
+            } => {
+                let result = match handling::sort_snapshot(&ws, &envelope) {
+                    Ok(snapshot) => store.put_snapshot(&ws, &snapshot, covers).map_err(err)?,
+                    Err(answer) => answer,
+                };
+                outcome.snapshots += u64::from(matches!(result, PushResult::Stored(_)));
+                conn.down.push_back(Frame::Stored {
+                    id,
+                    results: vec![result],
+                });
             }
             Frame::Revoke { member } => {
                 let Ok(member_key) = <[u8; 32]>::try_from(member.as_slice()) else {
@@ -784,8 +820,27 @@ impl Sim {
     fn poll(&mut self, c: usize) -> Run<bool> {
         let node = Node::open(&self.nodes[self.conns[c].node].home).map_err(err)?;
         let now = self.now();
-        let outputs =
+        let mut outputs =
             refresh(&node, self.workspace, &mut self.conns[c].session, now).map_err(err)?;
+        if outputs.is_empty() {
+            // An idle creator hands the relay snapshots of documents that grew: late
+            // joiners then start from them. The simulation's documents are small, so any
+            // change makes one due.
+            let policy = Policy {
+                min_changes: 1,
+                ..Policy::default()
+            };
+            let url = &self.relays[self.conns[c].relay].url;
+            outputs = snapshots(
+                &node,
+                self.workspace,
+                url,
+                &mut self.conns[c].session,
+                &policy,
+                now,
+            )
+            .map_err(err)?;
+        }
         drop(node);
         self.carry(c, outputs)
     }
@@ -1004,6 +1059,11 @@ impl Sim {
                 self.note(format!("quiet after {round} healing rounds"));
                 return Ok(());
             }
+            if live.iter().any(|c| !c.up.is_empty()) {
+                // The polls had something to send (an outbox entry, a snapshot): deliver it
+                // before letting time pass.
+                continue;
+            }
             // A session stuck waiting times out, as it would on a real clock.
             self.advance(Duration::from_secs(31))?;
         }
@@ -1029,7 +1089,7 @@ impl Sim {
     /// Every replica holds the same documents, heads and derived state, nothing is held or
     /// rejected, and every envelope a relay stored is everywhere.
     fn check(&mut self) -> Run<()> {
-        let mut logged = BTreeSet::new();
+        let mut logged = BTreeMap::new();
         for relay in &self.relays {
             let mut after = 0;
             loop {
@@ -1041,7 +1101,7 @@ impl Sim {
                     break;
                 };
                 for (_, bytes) in entries {
-                    logged.insert(Envelope::decode(&bytes).map_err(err)?.hash());
+                    logged.insert(Envelope::decode(&bytes).map_err(err)?.hash(), bytes);
                 }
                 after = last;
             }
@@ -1076,17 +1136,37 @@ impl Sim {
             if !rejected.is_empty() {
                 return Err(format!("node {index} rejected envelopes: {rejected:?}"));
             }
-            let have: BTreeSet<[u8; 32]> = sync::all_envelopes(&node, self.workspace)
-                .map_err(err)?
-                .iter()
-                .map(|bytes| Envelope::decode(bytes).map(|e| e.hash()))
-                .collect::<Result<_, _>>()
-                .map_err(err)?;
-            if let Some(missing) = logged.difference(&have).next() {
-                return Err(format!(
-                    "node {index} lacks envelope {} that a relay acknowledged",
-                    hex::encode(&missing[..8])
-                ));
+            // Every change of every envelope a relay acknowledged is here (a late joiner
+            // may have had some of them in a snapshot rather than in their envelopes).
+            let (_, record) = node.workspace(Some(&self.workspace.hex())).map_err(err)?;
+            let mut docs: BTreeMap<Id, automerge::Automerge> = BTreeMap::new();
+            for (hash, bytes) in &logged {
+                let mut budget = ingest::Limits::default().max_inflated;
+                let item = ingest::open_sealed(bytes, self.workspace, &record, &mut budget)
+                    .map_err(err)?;
+                let doc = match docs.entry(item.doc) {
+                    std::collections::btree_map::Entry::Occupied(loaded) => loaded.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(node.load(self.workspace, item.doc).map_err(|e| {
+                            format!(
+                                "node {index} lacks document {} of envelope {} that a relay acknowledged: {e:#}",
+                                item.doc.short(),
+                                hex::encode(&hash[..8])
+                            )
+                        })?)
+                    }
+                };
+                if let Some(missing) = item
+                    .changes
+                    .iter()
+                    .find(|c| doc.get_change_by_hash(&c.hash()).is_none())
+                {
+                    return Err(format!(
+                        "node {index} lacks change {} of envelope {} that a relay acknowledged",
+                        missing.hash(),
+                        hex::encode(&hash[..8])
+                    ));
+                }
             }
             states.push((index, state_of(&node, self.workspace)?));
         }
@@ -1152,21 +1232,42 @@ fn state_of(node: &Node, workspace: Id) -> Run<BTreeMap<String, String>> {
 
 /// Queues every log entry after `after` in bounded batches; returns the new cursor.
 fn catch_up(store: &RelayStore, ws: &[u8; 16], after: u64, down: &mut VecDeque<Frame>) -> Run<u64> {
+    Ok(catch_up_with(store, ws, after, CatchUp::live(), down)?.0)
+}
+
+/// Queues the entries after `after` as `plan` says, in bounded batches, as the server does
+/// (snapshots in place of whole documents after a `Subscribe`); returns the new cursor and
+/// how many entries it skipped for snapshots.
+fn catch_up_with(
+    store: &RelayStore,
+    ws: &[u8; 16],
+    after: u64,
+    mut plan: CatchUp,
+    down: &mut VecDeque<Frame>,
+) -> Run<(u64, u64)> {
     let mut cursor = after;
+    let mut skipped = 0;
     loop {
-        let entries = store
-            .read(ws, cursor, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES)
+        let read = store
+            .read_for(ws, cursor, &mut plan, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES)
             .map_err(err)?;
-        let Some(&(last, _)) = entries.last() else {
-            return Ok(cursor);
-        };
+        if read.up_to <= cursor {
+            return Ok((cursor, skipped));
+        }
+        skipped += read.skipped.iter().map(|(a, b)| b - a + 1).sum::<u64>();
+        if !read.skipped.is_empty() {
+            down.push_back(Frame::Skipped {
+                ranges: read.skipped,
+            });
+        }
         down.push_back(Frame::Entries {
-            entries: entries
+            entries: read
+                .entries
                 .into_iter()
                 .map(|(seq, bytes)| (seq, ByteBuf::from(bytes)))
                 .collect(),
-            up_to: last,
+            up_to: read.up_to,
         });
-        cursor = last;
+        cursor = read.up_to;
     }
 }

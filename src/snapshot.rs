@@ -1,0 +1,150 @@
+//! Document snapshots for relays: the workspace creator's node seals a whole document (one
+//! compressed automerge save) and hands it to each relay, which gives it to a member who
+//! subscribes with none of the document in place of the document's entries. A new member's
+//! first copy of a long document then costs about one compressed save, not its whole
+//! history of envelopes.
+//!
+//! Only the creator makes snapshots, and nodes accept only the creator's: a snapshot carries
+//! other members' changes under one signature, so whoever signs it vouches for all of them,
+//! and the creator is already the root of membership every node trusts. `ARCHITECTURE.md`
+//! ("Snapshots") has the reasoning and what it costs.
+
+use anyhow::{Context, Result};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+use crate::index::DocSummary;
+use crate::node::{self, Node};
+use crate::seal;
+use crate::store::{self, DOCS, HELD, RECORDS};
+use crate::sync::session::Snapshot;
+
+/// When a document gets a snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// The fewest changes a document needs before a snapshot of it is worth making: below
+    /// it, the document's own envelopes are about as small.
+    pub min_changes: u64,
+    /// How much a document must have grown since its last snapshot on a relay (a factor on
+    /// its change count) before it gets another: with 2, sizes at least double from one
+    /// snapshot to the next, so all of a document's snapshots together cost under twice its
+    /// last one.
+    pub growth: u64,
+    /// The most snapshots made in one call, so one sync round is not held up for long.
+    pub max_per_round: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            min_changes: 16,
+            growth: 2,
+            max_per_round: 64,
+        }
+    }
+}
+
+/// What a node remembers of the last snapshot it gave a relay for a document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Sent {
+    /// The log position the snapshot covered.
+    pub covers: u64,
+    /// The document's change count then.
+    pub changes: u64,
+    /// Whether the relay kept it (or had a newer one).
+    pub kept: bool,
+}
+
+/// The snapshots due for `relay` whose log this node has applied up to `covers`, largest
+/// documents first. Empty unless this node's device
+/// created the workspace.
+pub fn due(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    covers: u64,
+    policy: &Policy,
+) -> Result<Vec<Snapshot>> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    if record.creator != node.key().verifying_key().to_bytes() || covers == 0 {
+        return Ok(Vec::new());
+    }
+    let key: seal::WorkspaceKey = record
+        .key
+        .as_slice()
+        .try_into()
+        .context("the workspace key is damaged")?;
+    let txn = node.db().begin_read()?;
+    let sent_table = txn.open_table(store::SNAPSHOTS_SENT)?;
+    let held = txn.open_table(HELD)?;
+    let mut candidates = Vec::new();
+    for (doc, summary) in node.summaries(workspace)? {
+        if summary.changes < policy.min_changes {
+            continue;
+        }
+        let sent: Sent = match sent_table.get((workspace.0, relay, doc.0))? {
+            Some(bytes) => store::decode(bytes.value(), "snapshot record")?,
+            None => Sent::default(),
+        };
+        if summary.changes < sent.changes.saturating_mul(policy.growth) {
+            continue;
+        }
+        // A held envelope is in the relay's log but not in the document: a snapshot would
+        // make new members skip it.
+        if held.range((doc.0, 0)..=(doc.0, u64::MAX))?.next().is_some() {
+            continue;
+        }
+        candidates.push((summary.changes, doc));
+    }
+    candidates.sort_by(|a, b| b.cmp(a));
+    let records = txn.open_table(RECORDS)?;
+    let mut out = Vec::new();
+    let mut too_large = Vec::new();
+    for (_, doc) in candidates.into_iter().take(policy.max_per_round) {
+        let loaded = node::load_doc(&records, &record, workspace, doc)?;
+        let saved = loaded.doc.save();
+        if saved.len() > meridian_relay::envelope::MAX_ENVELOPE_BYTES - 1024 {
+            // Too large for one envelope: members replay this document's entries, and the
+            // document is looked at again when it has doubled.
+            too_large.push(doc.0);
+            continue;
+        }
+        let envelope = seal::seal(node.key(), &key, workspace, doc, &saved).encode();
+        out.push(Snapshot {
+            doc: doc.0,
+            covers,
+            envelope,
+        });
+    }
+    drop((records, held, sent_table, txn));
+    for doc in too_large {
+        answered(node, workspace, relay, doc, covers, false)?;
+    }
+    Ok(out)
+}
+
+/// Records a relay's answer for a snapshot.
+pub fn answered(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    doc: [u8; 16],
+    covers: u64,
+    kept: bool,
+) -> Result<()> {
+    let txn = node.db().begin_write()?;
+    let changes = match txn.open_table(DOCS)?.get(doc)? {
+        Some(bytes) => store::decode::<DocSummary>(bytes.value(), "index entry")?.changes,
+        None => 0,
+    };
+    let sent = Sent {
+        covers,
+        changes,
+        kept,
+    };
+    txn.open_table(store::SNAPSHOTS_SENT)?
+        .insert((workspace.0, relay, doc), store::encode(&sent).as_slice())?;
+    txn.commit()?;
+    Ok(())
+}
