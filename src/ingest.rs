@@ -681,7 +681,13 @@ fn prepare(
             );
         }
     }
-    let loaded = node::load_doc(&txn.open_table(RECORDS)?, record, workspace, doc_id)?;
+    let loaded = node::load_doc(
+        &txn.open_table(RECORDS)?,
+        &txn.open_table(crate::store::CHECKPOINTS)?,
+        record,
+        workspace,
+        doc_id,
+    )?;
     let mut doc = loaded.doc;
     let mut envelopes = Vec::new();
     let mut entries: Vec<LogEntry> = Vec::new();
@@ -808,6 +814,12 @@ fn store(
         prepared.next_seq,
         &records,
         &prepared.entries,
+    )?;
+    node::checkpoint_if_due(
+        txn,
+        prepared.doc_id,
+        &prepared.doc,
+        prepared.next_seq + records.len() as u64,
     )?;
     node::reindex(
         txn,

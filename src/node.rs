@@ -26,8 +26,8 @@ use crate::identity::{self, Profile};
 use crate::index::{DocSummary, summarize};
 use crate::seal;
 use crate::store::{
-    self, DOCS, HISTORY, LogEntry, META, OUTBOX, READ_MARKERS, RECORDS, Record, WORKSPACES,
-    WorkspaceRecord,
+    self, CHECKPOINTS, Checkpoint, DOCS, HISTORY, LogEntry, META, OUTBOX, READ_MARKERS, RECORDS,
+    Record, WORKSPACES, WorkspaceRecord,
 };
 use crate::workspace::{self, Invite, WorkspaceState};
 
@@ -428,7 +428,13 @@ impl Node {
         f: impl FnOnce(&mut Automerge) -> Result<T>,
     ) -> Result<T> {
         let record = workspace_record(txn, workspace)?;
-        let mut loaded = load_doc(&txn.open_table(RECORDS)?, &record, workspace, doc_id)?;
+        let mut loaded = load_doc(
+            &txn.open_table(RECORDS)?,
+            &txn.open_table(CHECKPOINTS)?,
+            &record,
+            workspace,
+            doc_id,
+        )?;
         loaded.doc.set_actor(self.actor());
         let mut before = loaded.doc.get_heads();
         let output = f(&mut loaded.doc)?;
@@ -461,6 +467,12 @@ impl Node {
         before.sort();
         let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
         append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
+        checkpoint_if_due(
+            txn,
+            doc_id,
+            &loaded.doc,
+            loaded.next_seq + records.len() as u64,
+        )?;
         reindex(
             txn,
             workspace,
@@ -484,7 +496,13 @@ impl Node {
             let bytes = table.get(workspace.0)?.context("unknown workspace")?;
             store::decode::<WorkspaceRecord>(bytes.value(), "workspace")?
         };
-        let loaded = load_doc(&txn.open_table(RECORDS)?, &record, workspace, doc_id)?;
+        let loaded = load_doc(
+            &txn.open_table(RECORDS)?,
+            &txn.open_table(CHECKPOINTS)?,
+            &record,
+            workspace,
+            doc_id,
+        )?;
         if loaded.next_seq == 0 && doc_id != workspace {
             bail!("document {} has no stored changes", doc_id.short());
         }
@@ -673,11 +691,35 @@ pub fn workspace_record(txn: &WriteTransaction, workspace: Id) -> Result<Workspa
     store::decode(bytes.value(), "workspace")
 }
 
-/// Loads a document from its records: opens each envelope and loads all the change bytes
-/// in one call. Records were verified when they were stored, so signatures are not checked
-/// again here.
+/// Loads a document from its records: its checkpoint, if it has one, then each later
+/// envelope opened, all loaded in one call. Records were verified when they were stored, so
+/// signatures are not checked again here.
 pub fn load_doc(
     records: &impl ReadableTable<([u8; 16], u64), &'static [u8]>,
+    checkpoints: &impl ReadableTable<[u8; 16], &'static [u8]>,
+    record: &WorkspaceRecord,
+    workspace: Id,
+    doc_id: Id,
+) -> Result<Loaded> {
+    let checkpoint = match checkpoints.get(doc_id.0)? {
+        Some(bytes) => store::decode::<Checkpoint>(bytes.value(), "checkpoint").ok(),
+        None => None,
+    };
+    if let Some(checkpoint) = checkpoint {
+        match load_from(records, Some(checkpoint), record, workspace, doc_id) {
+            Ok(loaded) => return Ok(loaded),
+            Err(e) => tracing::warn!(
+                "the checkpoint of document {} does not load ({e:#}); reading every record",
+                doc_id.short()
+            ),
+        }
+    }
+    load_from(records, None, record, workspace, doc_id)
+}
+
+fn load_from(
+    records: &impl ReadableTable<([u8; 16], u64), &'static [u8]>,
+    checkpoint: Option<Checkpoint>,
     record: &WorkspaceRecord,
     workspace: Id,
     doc_id: Id,
@@ -687,12 +729,12 @@ pub fn load_doc(
         .as_slice()
         .try_into()
         .context("the workspace key is damaged")?;
-    let mut bytes = Vec::new();
-    if doc_id == workspace {
-        bytes.extend_from_slice(&record.genesis);
-    }
-    let mut next_seq = 0;
-    for item in records.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
+    let (mut bytes, mut next_seq) = match checkpoint {
+        Some(checkpoint) => (checkpoint.save, checkpoint.next_seq),
+        None if doc_id == workspace => (record.genesis.clone(), 0),
+        None => (Vec::new(), 0),
+    };
+    for item in records.range((doc_id.0, next_seq)..=(doc_id.0, u64::MAX))? {
         let (k, v) = item?;
         next_seq = k.value().1 + 1;
         match store::decode::<Record>(v.value(), "record")? {
@@ -714,6 +756,39 @@ pub fn load_doc(
         })?
     };
     Ok(Loaded { doc, next_seq })
+}
+
+/// The fewest changes after a document's checkpoint before a new one is written.
+pub const CHECKPOINT_MIN_CHANGES: u64 = 256;
+
+/// Writes a new checkpoint of `doc` (whose records now end before `next_seq`) once enough
+/// changes piled up since the last: at least [`CHECKPOINT_MIN_CHANGES`], and a sixteenth of
+/// the document's changes, so saving (whose cost grows with the document) stays a small
+/// share of the loading it spares. Call it after [`append_records`].
+pub fn checkpoint_if_due(
+    txn: &WriteTransaction,
+    doc_id: Id,
+    doc: &Automerge,
+    next_seq: u64,
+) -> Result<()> {
+    let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+    let before = match checkpoints.get(doc_id.0)? {
+        Some(bytes) => store::decode::<Checkpoint>(bytes.value(), "checkpoint")
+            .map(|c| c.changes)
+            .unwrap_or(0),
+        None => 0,
+    };
+    let changes = self::next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    if changes.saturating_sub(before) < CHECKPOINT_MIN_CHANGES.max(before / 16) {
+        return Ok(());
+    }
+    let checkpoint = Checkpoint {
+        next_seq,
+        changes,
+        save: doc.save(),
+    };
+    checkpoints.insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
+    Ok(())
 }
 
 /// The history line for a change.
@@ -924,5 +999,120 @@ mod tests {
         let mut expected = vec![one, two];
         expected.sort();
         assert_eq!(all, expected);
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+
+    fn home() -> (tempfile::TempDir, Node, Id) {
+        let tmp = tempfile::tempdir().unwrap();
+        let profile = Profile {
+            name: "Ana".into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        };
+        let node = Node::init(&tmp.path().join("home"), &profile).unwrap();
+        let workspace = node.create_workspace("w", vec![]).unwrap();
+        (tmp, node, workspace)
+    }
+
+    fn checkpoint(node: &Node, doc: Id) -> Option<Checkpoint> {
+        let txn = node.db().begin_read().unwrap();
+        let table = txn.open_table(CHECKPOINTS).unwrap();
+        let bytes = table.get(doc.0).unwrap()?;
+        Some(store::decode(bytes.value(), "checkpoint").unwrap())
+    }
+
+    #[test]
+    fn a_long_document_loads_from_its_checkpoint_and_the_records_after() {
+        let (_tmp, node, workspace) = home();
+        let thread = tests_support::thread(&node, workspace);
+        let me = node.member_id();
+        // Replies in batches (one transaction each), as an import would make them.
+        let replies = |count: usize| {
+            node.batch(|batch| {
+                for i in 0..count {
+                    batch.edit(workspace, thread, |doc| {
+                        let mut tx = doc.transaction();
+                        crate::discussion::put_comment(
+                            &mut tx,
+                            &Id::random().hex(),
+                            None,
+                            &me,
+                            now_ms(),
+                            &format!("reply {i}"),
+                        )?;
+                        commit(tx, "reply");
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })
+        };
+        replies(CHECKPOINT_MIN_CHANGES as usize - 2).unwrap();
+        assert!(checkpoint(&node, thread).is_none(), "not yet");
+        replies(10).unwrap();
+        let saved = checkpoint(&node, thread).expect("a checkpoint once enough records piled up");
+        assert_eq!(saved.changes, CHECKPOINT_MIN_CHANGES);
+        assert_eq!(saved.next_seq, CHECKPOINT_MIN_CHANGES);
+        let with = node.load(workspace, thread).unwrap();
+
+        // The same document as from every record.
+        let txn = node.db().begin_write().unwrap();
+        txn.open_table(CHECKPOINTS)
+            .unwrap()
+            .remove(thread.0)
+            .unwrap();
+        txn.commit().unwrap();
+        let without = node.load(workspace, thread).unwrap();
+        assert_eq!(with.get_heads(), without.get_heads());
+        assert_eq!(with.save(), without.save());
+
+        // A damaged checkpoint is passed over, not trusted and not fatal.
+        let txn = node.db().begin_write().unwrap();
+        let damaged = Checkpoint {
+            next_seq: saved.next_seq,
+            changes: saved.changes,
+            save: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
+        };
+        txn.open_table(CHECKPOINTS)
+            .unwrap()
+            .insert(thread.0, store::encode(&damaged).as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(
+            node.load(workspace, thread).unwrap().get_heads(),
+            without.get_heads()
+        );
+        replies(1).unwrap();
+    }
+
+    mod tests_support {
+        use super::*;
+
+        pub fn thread(node: &Node, workspace: Id) -> Id {
+            let id = Id::random();
+            let new = crate::thread::NewThread {
+                id,
+                workspace,
+                title: "long".into(),
+                body: "body".into(),
+                asks: vec![],
+                urgency: "normal".into(),
+                author: node.member_id(),
+                at: now_ms(),
+            };
+            node.edit(workspace, id, |doc| {
+                let mut tx = doc.transaction();
+                crate::thread::create(&mut tx, &new)?;
+                commit(tx, "new thread");
+                Ok(())
+            })
+            .unwrap();
+            id
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::id::Id;
 use crate::index::DocSummary;
 use crate::node::{self, Node};
 use crate::seal;
-use crate::store::{self, DOCS, HELD, RECORDS};
+use crate::store::{self, CHECKPOINTS, DOCS, HELD, RECORDS};
 use crate::sync::session::Snapshot;
 
 /// When a document gets a snapshot.
@@ -99,10 +99,11 @@ pub fn due(
     }
     candidates.sort_by(|a, b| b.cmp(a));
     let records = txn.open_table(RECORDS)?;
+    let checkpoints = txn.open_table(CHECKPOINTS)?;
     let mut out = Vec::new();
     let mut too_large = Vec::new();
     for (_, doc) in candidates.into_iter().take(policy.max_per_round) {
-        let loaded = node::load_doc(&records, &record, workspace, doc)?;
+        let loaded = node::load_doc(&records, &checkpoints, &record, workspace, doc)?;
         let saved = loaded.doc.save();
         if saved.len() > meridian_relay::envelope::MAX_ENVELOPE_BYTES - 1024 {
             // Too large for one envelope: members replay this document's entries, and the
@@ -117,7 +118,7 @@ pub fn due(
             envelope,
         });
     }
-    drop((records, held, sent_table, txn));
+    drop((records, checkpoints, held, sent_table, txn));
     for doc in too_large {
         answered(node, workspace, relay, doc, covers, false)?;
     }

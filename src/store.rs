@@ -3,8 +3,8 @@
 //! The source of truth is `RECORDS`, the append-only list of change records per document
 //! (sealed envelopes as their authors signed them). Everything else is derived from it and
 //! kept in the same transactions: `HISTORY` serves `log` without loading a document, `DOCS`
-//! is the index behind lists and the inbox, `WORKSPACES` caches each workspace's members and
-//! norms. Values are CBOR, so fields can be added without a migration.
+//! is the index behind lists and the inbox, `CHECKPOINTS` spares loading a long document
+//! from every record, `WORKSPACES` caches each workspace's members and norms. Values are CBOR, so fields can be added without a migration.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const WORKSPACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("workspaces");
 /// (document id, sequence) → [`Record`]: every change the node has, in arrival order.
 pub const RECORDS: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("records");
+/// Document id → [`Checkpoint`]: a save of the document as of its records before a
+/// position, so loading it reads the save and the records after it, not every record.
+pub const CHECKPOINTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("checkpoints");
 /// (document id, sequence) → [`LogEntry`]: one per change, for `log`.
 pub const HISTORY: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("history");
 /// Document id → [`crate::index::DocSummary`]: the derived index.
@@ -65,6 +68,19 @@ const OPEN_PATIENCE: Duration = Duration::from_secs(10);
 pub enum Record {
     /// An encoded, signed envelope, exactly as its author sealed it.
     Sealed(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// A document saved as of its records before `next_seq` (derived data: the records stay
+/// the source of truth, and a checkpoint that does not load is ignored).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The position of the first record not in the save.
+    pub next_seq: u64,
+    /// How many changes the save holds (its history lines).
+    pub changes: u64,
+    /// `Automerge::save` of the document.
+    #[serde(with = "serde_bytes")]
+    pub save: Vec<u8>,
 }
 
 /// One line of a document's history.
@@ -154,7 +170,7 @@ pub fn open_database(path: &Path) -> Result<Database> {
 }
 
 /// The version of the table layout; a home made by an older build gets the new tables.
-pub const SCHEMA: u64 = 3;
+pub const SCHEMA: u64 = 4;
 
 /// Brings a home's tables up to this build's layout (tables are only ever added).
 pub fn upgrade(db: &Database) -> Result<()> {
@@ -188,6 +204,7 @@ pub fn create_tables(db: &Database) -> Result<()> {
     txn.open_table(HELD)?;
     txn.open_table(REJECTED)?;
     txn.open_table(SNAPSHOTS_SENT)?;
+    txn.open_table(CHECKPOINTS)?;
     txn.commit()?;
     Ok(())
 }

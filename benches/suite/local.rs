@@ -179,7 +179,7 @@ fn cold_start(
         Some(full_base),
         Target::AtMost(150.0),
     ));
-    first_edit_in_process(settings, rows, home, &threads)?;
+    first_edit_in_process(settings, rows, home, &threads, long, changes)?;
     Ok(())
 }
 
@@ -190,6 +190,8 @@ fn first_edit_in_process(
     rows: &mut Vec<Row>,
     home: &Path,
     threads: &[Id],
+    long: Id,
+    changes: usize,
 ) -> Result<()> {
     let node = Node::open(home)?;
     let (workspace, _) = node.workspace(None)?;
@@ -203,6 +205,26 @@ fn first_edit_in_process(
         })?);
         commits.push(time_it(|| bare.commit(i as u64, &[0x5a; 700]))?);
     }
+    // The same on the long document: each edit loads it first, as every command does.
+    let mut long_edits = Vec::new();
+    let mut rng = workload::Rng(11);
+    for _ in 0..settings.edit_runs {
+        long_edits.push(time_it(|| {
+            node.edit(workspace, long, |doc| workload::type_into(doc, 1, &mut rng))
+        })?);
+    }
+    rows.push(Row {
+        scenario: COLD.into(),
+        metric: format!("first durable edit of the {changes}-change document, in process"),
+        unit: "ms",
+        median: median(&long_edits) * 1000.0,
+        runs: long_edits.len(),
+        baseline: Some((
+            "a bare durable redb commit of 700 bytes (its fsync)".into(),
+            median(&commits) * 1000.0,
+        )),
+        target: Target::None,
+    });
     rows.push(Row {
         scenario: COLD.into(),
         metric: "first durable edit of an unloaded document, in process".into(),
