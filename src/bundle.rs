@@ -206,6 +206,7 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
                 .encode(),
             signer,
             changes: vec![change],
+            snapshot: None,
         })
         .collect();
     Ok((workspace, items))

@@ -63,8 +63,12 @@ pub struct Item {
     pub envelope: Vec<u8>,
     /// The signer's device key.
     pub signer: [u8; 32],
-    /// The parsed changes, each written by the signer's device.
+    /// The parsed changes, each written by the signer's device (or, in a snapshot, vouched
+    /// for by the workspace's creator).
     pub changes: Vec<Change>,
+    /// For a snapshot envelope, the whole document: a node with none of the document takes
+    /// it as it is instead of applying its changes one by one.
+    pub snapshot: Option<Automerge>,
 }
 
 /// What a merge did.
@@ -252,14 +256,15 @@ pub fn open_sealed(
         .context("bad author key")?;
     let doc = Id(envelope.doc_id());
     let parts = chunks(&plaintext, budget, true)?;
-    let changes = if parts.first().is_some_and(|c| c[8] == 0) {
-        snapshot_changes(&plaintext, parts.len(), &signer, record, doc)?
+    let (changes, snapshot) = if parts.first().is_some_and(|c| c[8] == 0) {
+        let (whole, changes) = snapshot_changes(&plaintext, parts.len(), &signer, record, doc)?;
+        (changes, Some(whole))
     } else {
         let changes = parse_changes(&parts)?;
         for change in &changes {
             check_actor(change, &signer)?;
         }
-        changes
+        (changes, None)
     };
     Ok(Item {
         doc,
@@ -267,6 +272,7 @@ pub fn open_sealed(
         envelope: envelope.encode(),
         signer,
         changes,
+        snapshot,
     })
 }
 
@@ -280,7 +286,7 @@ fn snapshot_changes(
     signer: &[u8; 32],
     record: &WorkspaceRecord,
     doc: Id,
-) -> Result<Vec<Change>> {
+) -> Result<(Automerge, Vec<Change>)> {
     if signer.as_slice() != record.creator.as_slice() {
         bail!(
             "a whole document (a snapshot) of document {} is signed by {}, not by the workspace's creator: only the creator's snapshots are taken",
@@ -306,7 +312,7 @@ fn snapshot_changes(
             );
         }
     }
-    Ok(changes)
+    Ok((loaded, changes))
 }
 
 /// Checks that a change was written by the device that signed it. (The workspace's
@@ -689,6 +695,12 @@ fn prepare(
         doc_id,
     )?;
     let mut doc = loaded.doc;
+    let mut items = items;
+    // A lone snapshot of a document this node has none of is taken whole.
+    let whole = match items.as_mut_slice() {
+        [item] if doc.get_heads().is_empty() => item.snapshot.take(),
+        _ => None,
+    };
     let mut envelopes = Vec::new();
     let mut entries: Vec<LogEntry> = Vec::new();
     let mut signers = BTreeSet::new();
@@ -723,13 +735,22 @@ fn prepare(
     report.applied += fresh.len();
     let was_empty = loaded.next_seq == 0 && doc_id != workspace;
     let roots = fresh.iter().filter(|c| c.deps().is_empty()).count();
-    let changes = fresh.clone();
-    guard(|| doc.apply_changes(fresh)).with_context(|| {
-        format!(
-            "the changes to document {} do not apply; nothing was merged",
-            doc_id.short()
-        )
-    })?;
+    let changes = match whole {
+        Some(whole) => {
+            doc = whole;
+            fresh
+        }
+        None => {
+            let changes = fresh.clone();
+            guard(|| doc.apply_changes(fresh)).with_context(|| {
+                format!(
+                    "the changes to document {} do not apply; nothing was merged",
+                    doc_id.short()
+                )
+            })?;
+            changes
+        }
+    };
     let missing = doc.get_missing_deps(&[]);
     if let Some(first) = missing.first() {
         return Err(MissingDeps {
