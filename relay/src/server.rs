@@ -60,8 +60,8 @@ pub const HANDSHAKE_BYTES: usize = 16 << 10;
 /// alone): what a reader that stopped reading pins in the relay's memory, besides its socket.
 pub const SEND_BATCH_BYTES: usize = 256 << 10;
 
-/// The largest frame of new entries kept in a workspace's live buffer; larger commits are
-/// read from the log by each receiver.
+/// The largest frame of new entries the fan-out writes to members; larger commits are read
+/// from the log by each receiver.
 pub const LIVE_FRAME_BYTES: usize = 64 << 10;
 
 /// Limits and timeouts of a relay. Every field has a default; a config file sets any of them.
@@ -80,8 +80,8 @@ pub struct Config {
     pub send_timeout_secs: u64,
     /// Largest frame accepted, bytes.
     pub max_frame_bytes: usize,
-    /// Batches of new entries kept per workspace for live forwarding; a connection further
-    /// behind reads the log instead.
+    /// Committed batches of new entries waiting for the fan-out (all workspaces) before the
+    /// writer waits for it; a connection the fan-out cannot write to reads the log instead.
     pub live_batches: usize,
     /// How the database commits and recovers from a crash.
     pub recovery: Recovery,
