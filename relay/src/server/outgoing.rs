@@ -367,6 +367,81 @@ mod tests {
 
     use super::*;
 
+    /// Members whose sockets take everything get every live frame in commit order, without
+    /// a queue or a wake-up (several queued batches in one write); a gap pauses a member for
+    /// the log; a removed member is written nothing.
+    #[tokio::test]
+    async fn live_frames_go_straight_to_the_socket() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut members = Vec::new();
+        for _ in 0..20 {
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let (read, write) = server.into_split();
+            write.writable().await.unwrap();
+            let outgoing = Outgoing::new(write);
+            outgoing.lock().cursor = Some(0);
+            members.push((client, read, outgoing));
+        }
+        let batches: Vec<Batch> = (1..=10u8)
+            .map(|seq| Batch {
+                origin: 999,
+                first: u64::from(seq),
+                last: u64::from(seq),
+                frame: Some(binary_message(&[seq; 300])),
+            })
+            .collect();
+        members.last().unwrap().2.lock().removed = true;
+        for (connection, (_, _, outgoing)) in members.iter().enumerate() {
+            let connection = connection as u64;
+            outgoing.offer(connection, &[&batches[0]]);
+            outgoing.offer(connection, &batches[1..].iter().collect::<Vec<_>>());
+        }
+        let expected: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| b.frame.as_ref().unwrap().to_vec())
+            .collect();
+        let live = members.len() - 1;
+        for (client, _, outgoing) in &mut members[..live] {
+            let (pending, paused, cursor) = {
+                let state = outgoing.lock();
+                (state.pending(), state.paused, state.cursor)
+            };
+            assert!(!pending && !paused, "a member was queued or paused");
+            assert_eq!(cursor, Some(10));
+            let mut received = vec![0; expected.len()];
+            client.read_exact(&mut received).await.unwrap();
+            assert_eq!(received, expected);
+        }
+        let (client, _, outgoing) = members.last_mut().unwrap();
+        assert_eq!(
+            outgoing.lock().cursor,
+            Some(0),
+            "the removed member moved on"
+        );
+        outgoing.close();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            rest.is_empty(),
+            "the removed member got {} bytes",
+            rest.len()
+        );
+        // A batch that does not follow the cursor pauses the member for the log.
+        let (_, _, outgoing) = &members[0];
+        let gap = Batch {
+            origin: 999,
+            first: 12,
+            last: 12,
+            frame: batches[0].frame.clone(),
+        };
+        outgoing.offer(0, &[&gap]);
+        let state = outgoing.lock();
+        assert!(state.paused && state.missed && state.cursor == Some(10));
+    }
+
     #[test]
     fn messages_are_framed_as_tungstenite_frames_them() {
         for len in [0, 1, 125, 126, 127, 65_535, 65_536, 300_000] {
