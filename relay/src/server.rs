@@ -1,18 +1,23 @@
 //! The websocket server: authenticates devices, appends their pushes to the workspace log
 //! and forwards new entries to every connected member.
 //!
-//! One task per connection, one writer thread for the whole relay. Pushes from every
-//! connection queue up for the writer, which commits whatever has gathered in one durable
-//! transaction (one fsync) and only then answers and forwards, so nothing is acknowledged
-//! or forwarded before it is on disk. Forwarding goes through a bounded broadcast channel
-//! per workspace holding pre-encoded frames; a connection that falls behind it reads the
-//! log instead, so a slow reader costs the relay nothing but its own socket, and a reader
-//! that does not drain its socket within `send_timeout` is disconnected.
+//! One task per connection, one writer thread and one fan-out thread for the whole relay.
+//! Pushes from every connection queue up for the writer, which commits whatever has
+//! gathered in one durable transaction (one fsync) and only then answers and forwards, so
+//! nothing is acknowledged or forwarded before it is on disk. Forwarding encodes a commit's
+//! `Entries` frame once and hands it to the fan-out thread, which writes it to each member's
+//! socket without waking the member's task ([`outgoing`]); a member whose socket does not
+//! take it at once has it queued, and one further behind reads the log instead, so a slow
+//! reader costs the relay nothing but its own socket, and a reader that does not drain its
+//! socket within `send_timeout` is disconnected.
 //!
 //! Memory is bounded per connection: before authentication a client can make the relay
 //! read at most [`HANDSHAKE_BYTES`]; afterwards a reader pins at most one frame of
-//! [`SEND_BATCH_BYTES`] (or one larger envelope) while it does not read; each workspace's
-//! live buffer holds at most `live_batches` frames of [`LIVE_FRAME_BYTES`].
+//! [`SEND_BATCH_BYTES`] (or one larger envelope) while it does not read, or as many bytes of
+//! live frames shared with the other members; the fan-out holds at most `live_batches`
+//! frames of [`LIVE_FRAME_BYTES`] per workspace.
+
+mod outgoing;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,32 +25,32 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tracing::{debug, info, warn};
 
-use crate::handling::{self, Forward};
+use crate::handling;
 use crate::protocol::{Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
 use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
+use outgoing::{Batch, Outgoing, binary_message};
 
 type Ws = [u8; 16];
 type Key = [u8; 32];
-type Sink = SplitSink<WebSocketStream<Inbound>, Message>;
-type Source = SplitStream<WebSocketStream<Inbound>>;
+type Socket = WebSocketStream<Inbound>;
 
 /// The most bytes a client may send before it is authenticated: the websocket upgrade,
 /// `Hello` and `Prove` take well under a kilobyte.
@@ -55,8 +60,8 @@ pub const HANDSHAKE_BYTES: usize = 16 << 10;
 /// alone): what a reader that stopped reading pins in the relay's memory, besides its socket.
 pub const SEND_BATCH_BYTES: usize = 256 << 10;
 
-/// The largest frame of new entries kept in a workspace's live buffer; larger commits are
-/// read from the log by each receiver.
+/// The largest frame of new entries the fan-out writes to members; larger commits are read
+/// from the log by each receiver.
 pub const LIVE_FRAME_BYTES: usize = 64 << 10;
 
 /// Limits and timeouts of a relay. Every field has a default; a config file sets any of them.
@@ -75,8 +80,8 @@ pub struct Config {
     pub send_timeout_secs: u64,
     /// Largest frame accepted, bytes.
     pub max_frame_bytes: usize,
-    /// Batches of new entries kept per workspace for live forwarding; a connection further
-    /// behind reads the log instead.
+    /// Committed batches of new entries waiting for the fan-out (all workspaces) before the
+    /// writer waits for it; a connection the fan-out cannot write to reads the log instead.
     pub live_batches: usize,
     /// How the database commits and recovers from a crash.
     pub recovery: Recovery,
@@ -144,12 +149,15 @@ impl HandshakeTooLong {
     }
 }
 
-/// A client's TCP stream, which reads at most [`HANDSHAKE_BYTES`] until the client is
-/// authenticated: a stranger cannot make the relay buffer a message of `max_frame_bytes`.
+/// A client's TCP stream as the websocket sees it. Reads take at most [`HANDSHAKE_BYTES`]
+/// until the client is authenticated: a stranger cannot make the relay buffer a message of
+/// `max_frame_bytes`. Writes go through the connection's [`Outgoing`], after anything the
+/// relay queued there.
 struct Inbound {
-    tcp: TcpStream,
+    tcp: OwnedReadHalf,
     /// Bytes the client may still send; `usize::MAX` once authenticated.
     allowance: Arc<AtomicUsize>,
+    outgoing: Arc<Outgoing>,
 }
 
 impl AsyncRead for Inbound {
@@ -189,34 +197,39 @@ impl AsyncWrite for Inbound {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        self.outgoing.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        self.outgoing.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        self.outgoing.poll_shutdown(cx)
     }
 }
 
-/// New entries of one workspace, as the writer committed them.
-struct Batch {
-    /// The connection that pushed them (it is not sent them back).
-    origin: u64,
-    first: u64,
-    last: u64,
-    /// `Entries` with all of them, encoded once for every receiver, when it is at most
-    /// [`LIVE_FRAME_BYTES`]; receivers read larger batches from the log.
-    frame: Option<Bytes>,
+/// Connections of a room, by id, as the fan-out iterates them.
+type Members = Arc<Vec<(u64, Arc<Outgoing>)>>;
+
+/// A batch and the connections it goes to, for the fan-out thread.
+struct Delivery {
+    batch: Batch,
+    members: Members,
 }
 
-/// The connected members of one workspace.
+/// An authenticated connection in its workspace's room.
+struct Member {
+    key: Key,
+    outgoing: Arc<Outgoing>,
+}
+
+/// The connected members of one workspace, by connection id.
 struct Room {
-    live: broadcast::Sender<Arc<Batch>>,
-    /// Connection id → (device key, a signal that closes it).
-    members: HashMap<u64, (Key, watch::Sender<bool>)>,
+    members: HashMap<u64, Member>,
+    /// `members` as a list for the fan-out, made again after a join or leave: a push
+    /// shares it instead of copying 10,000 handles.
+    listed: Option<Members>,
 }
 
 struct WriteJob {
@@ -265,13 +278,19 @@ pub async fn run(
 ) -> Result<()> {
     let store = Arc::new(store);
     let (writer_tx, writer_rx) = mpsc::channel::<WriteJob>(1024);
+    // The writer waits when the fan-out is this many batches behind.
+    let (fan_out_tx, fan_out_rx) = std_mpsc::sync_channel::<Delivery>(config.live_batches.max(1));
     let rooms = Arc::new(Rooms::default());
+    let fan_out = std::thread::Builder::new()
+        .name("relay-fan-out".into())
+        .spawn(move || fan_out_loop(fan_out_rx))
+        .context("cannot start the fan-out thread")?;
     let writer = {
         let store = store.clone();
         let rooms = rooms.clone();
         std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || write_loop(&store, &rooms, writer_rx))
+            .spawn(move || write_loop(&store, &rooms, writer_rx, &fan_out_tx))
             .context("cannot start the writer thread")?
     };
     let shared = Arc::new(Shared {
@@ -326,18 +345,26 @@ pub async fn run(
         while tasks.join_next().await.is_some() {}
     }
     // The last handle on the writer's queue goes with `shared`: the writer commits what is
-    // queued, then stops.
+    // queued, then stops, and the fan-out with it.
     drop(shared);
-    tokio::task::spawn_blocking(move || writer.join())
+    tokio::task::spawn_blocking(move || (writer.join(), fan_out.join()))
         .await
-        .context("the writer thread could not be joined")?
-        .map_err(|_| anyhow!("the writer thread panicked"))?;
+        .context("the writer thread could not be joined")
+        .and_then(|(writer, fan_out)| {
+            writer.map_err(|_| anyhow!("the writer thread panicked"))?;
+            fan_out.map_err(|_| anyhow!("the fan-out thread panicked"))
+        })?;
     info!("stopped");
     Ok(())
 }
 
 /// The writer thread: commits queued pushes in groups, then forwards and answers them.
-fn write_loop(store: &RelayStore, rooms: &Rooms, mut jobs: mpsc::Receiver<WriteJob>) {
+fn write_loop(
+    store: &RelayStore,
+    rooms: &Rooms,
+    mut jobs: mpsc::Receiver<WriteJob>,
+    fan_out: &std_mpsc::SyncSender<Delivery>,
+) {
     while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
         while group.len() < 256 {
@@ -353,7 +380,10 @@ fn write_loop(store: &RelayStore, rooms: &Rooms, mut jobs: mpsc::Receiver<WriteJ
         match store.append(&pushes) {
             Ok(appended) => {
                 for (job, appended) in group.into_iter().zip(appended) {
-                    rooms.publish(job.ws, job.origin, appended.entries);
+                    if let Some(delivery) = rooms.publish(job.ws, job.origin, appended.entries) {
+                        // The fan-out stops only after this thread, which holds its queue.
+                        let _ = fan_out.send(delivery);
+                    }
                     let _ = job.reply.send(Ok(appended.results));
                 }
             }
@@ -369,18 +399,57 @@ fn write_loop(store: &RelayStore, rooms: &Rooms, mut jobs: mpsc::Receiver<WriteJ
     }
 }
 
+/// The most deliveries the fan-out takes together: a member gets their frames in one
+/// system call.
+const FAN_OUT_RUN: usize = 64;
+
+/// The fan-out thread: writes each committed batch to its workspace's members, in commit
+/// order, never waiting on a socket. When batches queued up while it wrote (pushes come
+/// faster than one round of writes to every member), it takes them together, and each
+/// member gets all of its frames in one system call.
+fn fan_out_loop(deliveries: std_mpsc::Receiver<Delivery>) {
+    while let Ok(first) = deliveries.recv() {
+        let mut run = vec![first];
+        while run.len() < FAN_OUT_RUN {
+            match deliveries.try_recv() {
+                Ok(delivery) => run.push(delivery),
+                Err(_) => break,
+            }
+        }
+        if let [delivery] = run.as_slice() {
+            for (connection, outgoing) in delivery.members.iter() {
+                outgoing.offer(*connection, &[&delivery.batch]);
+            }
+            continue;
+        }
+        let mut members: HashMap<u64, (&Arc<Outgoing>, Vec<&Batch>)> = HashMap::new();
+        for delivery in &run {
+            for (connection, outgoing) in delivery.members.iter() {
+                members
+                    .entry(*connection)
+                    .or_insert_with(|| (outgoing, Vec::new()))
+                    .1
+                    .push(&delivery.batch);
+            }
+        }
+        for (connection, (outgoing, batches)) in members {
+            outgoing.offer(connection, &batches);
+        }
+    }
+}
+
 impl Rooms {
-    /// Forwards committed entries to the workspace's connections.
-    fn publish(&self, ws: Ws, origin: u64, entries: Vec<(u64, Vec<u8>)>) {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return;
-        };
-        let (first, last) = (first.0, last.0);
+    /// The delivery of committed entries to the workspace's connections, if any: its frame
+    /// encoded once, and the members as they are now. Taken under the lock that revocation
+    /// holds, so a device removed before these entries were committed is marked removed
+    /// before the fan-out looks at it.
+    fn publish(&self, ws: Ws, origin: u64, entries: Vec<(u64, Vec<u8>)>) -> Option<Delivery> {
+        let (first, last) = (entries.first()?.0, entries.last()?.0);
         // About 16 bytes of CBOR per entry besides the envelope.
         let size: usize = entries.iter().map(|(_, bytes)| bytes.len() + 16).sum();
         let frame = (size <= LIVE_FRAME_BYTES).then(|| {
-            Bytes::from(
-                Frame::Entries {
+            binary_message(
+                &Frame::Entries {
                     entries: entries
                         .into_iter()
                         .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
@@ -390,15 +459,28 @@ impl Rooms {
                 .encode(),
             )
         });
-        let rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(room) = rooms.get(&ws) {
-            let _ = room.live.send(Arc::new(Batch {
+        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = rooms.get_mut(&ws)?;
+        let members = room
+            .listed
+            .get_or_insert_with(|| {
+                Arc::new(
+                    room.members
+                        .iter()
+                        .map(|(connection, member)| (*connection, member.outgoing.clone()))
+                        .collect(),
+                )
+            })
+            .clone();
+        Some(Delivery {
+            batch: Batch {
                 origin,
                 first,
                 last,
                 frame,
-            }));
-        }
+            },
+            members,
+        })
     }
 
     /// Adds an authenticated connection to its workspace's room, unless the room or the
@@ -408,40 +490,49 @@ impl Rooms {
         ws: Ws,
         key: Key,
         connection: u64,
+        outgoing: &Arc<Outgoing>,
         config: &Config,
-    ) -> Result<(broadcast::Receiver<Arc<Batch>>, watch::Receiver<bool>), &'static str> {
+    ) -> Result<(), &'static str> {
         let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let room = rooms.entry(ws).or_insert_with(|| Room {
-            live: broadcast::channel(config.live_batches.max(1)).0,
             members: HashMap::new(),
+            listed: None,
         });
         if room.members.len() >= config.max_per_workspace {
             return Err("the workspace has too many connections on this relay: try again later");
         }
-        if room.members.values().filter(|(k, _)| *k == key).count() >= config.max_per_device {
+        if room.members.values().filter(|m| m.key == key).count() >= config.max_per_device {
             return Err(
                 "this device has too many connections to the workspace on this relay: close some",
             );
         }
-        let (kick_tx, kick_rx) = watch::channel(false);
-        room.members.insert(connection, (key, kick_tx));
-        Ok((room.live.subscribe(), kick_rx))
+        room.listed = None;
+        room.members.insert(
+            connection,
+            Member {
+                key,
+                outgoing: outgoing.clone(),
+            },
+        );
+        Ok(())
     }
 
     fn leave(&self, ws: Ws, connection: u64) {
         let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(room) = rooms.get_mut(&ws) {
             room.members.remove(&connection);
+            room.listed = None;
             if room.members.is_empty() {
                 rooms.remove(&ws);
             }
         }
     }
 
-    /// Runs `revoke` (the store's removal of `key`) and, when it succeeds, closes every
-    /// connection of that device, all under the lock that publishing takes too: an entry
-    /// committed after the removal is published only once the device's connections were
-    /// told to close, and they obey that first.
+    /// Runs `revoke` (the store's removal of `key`) and, when it succeeds, marks every
+    /// connection of that device removed and wakes it, all under the lock that publishing
+    /// takes too: an entry committed after the removal is published only once the device's
+    /// connections are marked, and neither the fan-out nor the connection writes a
+    /// workspace frame to a removed one.
     fn revoke(
         &self,
         ws: Ws,
@@ -451,9 +542,10 @@ impl Rooms {
         let rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let result = revoke()?;
         if let (Ok(()), Some(room)) = (&result, rooms.get(&ws)) {
-            for (member, kick) in room.members.values() {
-                if member == key {
-                    let _ = kick.send(true);
+            for member in room.members.values() {
+                if member.key == *key {
+                    member.outgoing.lock().removed = true;
+                    member.outgoing.wake.notify_one();
                 }
             }
         }
@@ -462,20 +554,15 @@ impl Rooms {
 }
 
 /// Sends one frame, giving up after the send timeout (a reader that does not drain).
-async fn send(sink: &mut Sink, bytes: impl Into<Bytes>, limit: Duration) -> Result<()> {
-    match timeout(limit, sink.send(Message::Binary(bytes.into()))).await {
-        Ok(result) => result.context("the connection failed"),
-        Err(_) => bail!(
-            "the client did not read for {}s: disconnected",
-            limit.as_secs()
-        ),
-    }
+async fn send(outgoing: &Outgoing, frame: &Frame, limit: Duration) -> Result<()> {
+    outgoing.lock().send(binary_message(&frame.encode()));
+    outgoing.drained(limit).await
 }
 
 /// Receives the next frame; `None` when the client closed the connection.
-async fn recv(source: &mut Source) -> Result<Option<Frame>> {
+async fn recv(socket: &mut Socket) -> Result<Option<Frame>> {
     loop {
-        let Some(message) = source.next().await else {
+        let Some(message) = socket.next().await else {
             return Ok(None);
         };
         match message.context("the connection failed")? {
@@ -494,16 +581,16 @@ async fn recv(source: &mut Source) -> Result<Option<Frame>> {
 
 /// Answers a frame that does not decode with a `Protocol` refusal, so the client learns why.
 async fn refuse_bad_frame(
-    sink: &mut Sink,
+    link: &mut Link,
     received: Result<Option<Frame>>,
     limit: Duration,
 ) -> Result<Option<Frame>> {
     match received {
         Err(e) if e.is::<crate::protocol::FrameError>() => {
-            Err(refuse(sink, RefusedCode::Protocol, &format!("{e}"), limit).await)
+            Err(refuse(link, RefusedCode::Protocol, &format!("{e}"), limit).await)
         }
         Err(e) if HandshakeTooLong::caused(&e) => Err(refuse(
-            sink,
+            link,
             RefusedCode::Protocol,
             &HandshakeTooLong.to_string(),
             limit,
@@ -515,7 +602,7 @@ async fn refuse_bad_frame(
 
 /// Tells the client why it is refused and closes the connection; the error is for the log.
 async fn refuse(
-    sink: &mut Sink,
+    link: &mut Link,
     code: RefusedCode,
     reason: &str,
     limit: Duration,
@@ -524,9 +611,24 @@ async fn refuse(
         code,
         reason: reason.to_string(),
     };
-    let _ = send(sink, frame.encode(), limit).await;
-    let _ = timeout(limit, sink.close()).await;
+    if send(&link.outgoing, &frame, limit).await.is_ok() {
+        let _ = timeout(limit, link.socket.close(None)).await;
+    }
     anyhow!("refused ({code:?}): {reason}")
+}
+
+/// One connection's websocket (which reads) and its [`Outgoing`] (which everything writes
+/// through). Dropping it closes the socket, even while the fan-out still holds the
+/// `Outgoing`.
+struct Link {
+    socket: Socket,
+    outgoing: Arc<Outgoing>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.outgoing.close();
+    }
 }
 
 /// An authenticated connection.
@@ -547,9 +649,12 @@ async fn connection(
     let handshake_limit = Duration::from_secs(config.handshake_timeout_secs);
     let send_limit = Duration::from_secs(config.send_timeout_secs);
     let allowance = Arc::new(AtomicUsize::new(HANDSHAKE_BYTES));
+    let (read, write) = tcp.into_split();
+    let outgoing = Arc::new(Outgoing::new(write));
     let inbound = Inbound {
-        tcp,
+        tcp: read,
         allowance: allowance.clone(),
+        outgoing: outgoing.clone(),
     };
     let upgrade = tokio::select! {
         result = timeout(
@@ -561,16 +666,16 @@ async fn connection(
     let socket = upgrade
         .context("the websocket upgrade timed out")?
         .context("the websocket upgrade failed")?;
-    let (mut sink, mut source) = socket.split();
+    let mut link = Link { socket, outgoing };
     let handshake = tokio::select! {
-        result = timeout(handshake_limit, handshake(shared, &mut sink, &mut source)) => result,
+        result = timeout(handshake_limit, handshake(shared, &mut link)) => result,
         _ = stop.changed() => return Ok(()),
     };
     let session = match handshake {
         Ok(result) => result?,
         Err(_) => {
             return Err(refuse(
-                &mut sink,
+                &mut link,
                 RefusedCode::Timeout,
                 "the handshake took too long",
                 send_limit,
@@ -579,37 +684,26 @@ async fn connection(
         }
     };
     allowance.store(usize::MAX, Ordering::Relaxed);
-    let (mut live, mut kick) = match shared
-        .rooms
-        .join(session.ws, session.key, session.id, config)
+    if let Err(reason) =
+        shared
+            .rooms
+            .join(session.ws, session.key, session.id, &link.outgoing, config)
     {
-        Ok(joined) => joined,
-        Err(reason) => {
-            return Err(refuse(&mut sink, RefusedCode::Busy, reason, send_limit).await);
-        }
-    };
+        return Err(refuse(&mut link, RefusedCode::Busy, reason, send_limit).await);
+    }
     // A removal that committed after admission but before the device joined its room
-    // kicked nobody: look again now that a later one would find the connection.
+    // marked nobody: look again now that a later one would find the connection.
     let (ws, key) = (session.ws, session.key);
     let verdict = blocking(shared, move |store| store.known_device(&ws, &key)).await?;
     if let Some(Err(refusal)) = verdict {
         shared.rooms.leave(session.ws, session.id);
-        return Err(refuse(&mut sink, refusal.code, &refusal.reason, send_limit).await);
+        return Err(refuse(&mut link, refusal.code, &refusal.reason, send_limit).await);
     }
     debug!(%peer, key = %hex::encode(&session.key[..6]), "authenticated");
     let head = blocking(shared, move |store| store.head(&session.ws)).await?;
     let result = async {
-        send(&mut sink, Frame::Welcome { head }.encode(), send_limit).await?;
-        serve_session(
-            shared,
-            &session,
-            &mut sink,
-            &mut source,
-            &mut live,
-            &mut kick,
-            &mut stop,
-        )
-        .await
+        send(&link.outgoing, &Frame::Welcome { head }, send_limit).await?;
+        serve_session(shared, &session, &mut link, &mut stop).await
     }
     .await;
     shared.rooms.leave(session.ws, session.id);
@@ -628,32 +722,34 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Hello → Challenge → Prove, then admission.
-async fn handshake(shared: &Arc<Shared>, sink: &mut Sink, source: &mut Source) -> Result<Session> {
+async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
-    let Some(frame) = refuse_bad_frame(sink, recv(source).await, limit).await? else {
+    let received = recv(&mut link.socket).await;
+    let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Hello");
     };
     let (ws, key) = match handling::hello(frame) {
         Ok(hello) => hello,
-        Err(r) => return Err(refuse(sink, r.code, &r.reason, limit).await),
+        Err(r) => return Err(refuse(link, r.code, &r.reason, limit).await),
     };
     let relay = shared.store.id();
     let (nonce, challenge) =
         handling::challenge(relay).map_err(|e| anyhow!("the system random source failed: {e}"))?;
-    send(sink, challenge.encode(), limit).await?;
-    let Some(frame) = refuse_bad_frame(sink, recv(source).await, limit).await? else {
+    send(&link.outgoing, &challenge, limit).await?;
+    let received = recv(&mut link.socket).await;
+    let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Prove");
     };
     let register = match handling::prove(frame, relay, &nonce, &ws, &key) {
         Ok(register) => register,
-        Err(r) => return Err(refuse(sink, r.code, &r.reason, limit).await),
+        Err(r) => return Err(refuse(link, r.code, &r.reason, limit).await),
     };
     let verdict = blocking(shared, move |store| {
         store.admit(&ws, &key, register.as_ref(), now_ms())
     })
     .await?;
     if let Err(refusal) = verdict {
-        return Err(refuse(sink, refusal.code, &refusal.reason, limit).await);
+        return Err(refuse(link, refusal.code, &refusal.reason, limit).await);
     }
     Ok(Session {
         ws,
@@ -662,160 +758,221 @@ async fn handshake(shared: &Arc<Shared>, sink: &mut Sink, source: &mut Source) -
     })
 }
 
-/// The authenticated part of a connection.
+/// What the authenticated connection's task wakes up for.
+enum Event {
+    Stop,
+    Wake,
+    Received(Result<Option<Frame>>),
+}
+
+/// The authenticated part of a connection. Live entries reach the client without this task
+/// (see [`outgoing`]); it wakes for the client's frames, for what the fan-out could not
+/// write at once, for a removal, and for shutdown.
 async fn serve_session(
     shared: &Arc<Shared>,
     session: &Session,
-    sink: &mut Sink,
-    source: &mut Source,
-    live: &mut broadcast::Receiver<Arc<Batch>>,
-    kick: &mut watch::Receiver<bool>,
+    link: &mut Link,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
-    // `None` until the client subscribes; then the sequence number it has everything up to.
-    let mut sent_up_to: Option<u64> = None;
+    let outgoing = link.outgoing.clone();
+    // Armed once, and again only after they fire.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let mut woken = std::pin::pin!(outgoing.wake.notified());
     loop {
-        // Removal and shutdown win over anything else ready at the same moment, so a removed
-        // member never gets a batch written after the removal.
-        tokio::select! {
+        // Shutdown and removal win over anything else ready at the same moment; a removed
+        // member is written nothing of the workspace either way (`Outgoing` checks).
+        let event = tokio::select! {
             biased;
-            _ = kick.changed() => {
-                return Err(refuse(sink, RefusedCode::Removed, "this device was removed from the workspace by its creator", limit).await);
+            _ = &mut stopped => Event::Stop,
+            _ = woken.as_mut() => {
+                woken.set(outgoing.wake.notified());
+                Event::Wake
             }
-            _ = stop.changed() => {
-                refuse(sink, RefusedCode::ShuttingDown, "the relay is shutting down: reconnect later", limit).await;
+            frame = recv(&mut link.socket) => Event::Received(frame),
+        };
+        let frame = match event {
+            Event::Stop => {
+                refuse(
+                    link,
+                    RefusedCode::ShuttingDown,
+                    "the relay is shutting down: reconnect later",
+                    limit,
+                )
+                .await;
                 return Ok(());
             }
-            frame = recv(source) => {
-                let frame = match frame {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => return Ok(()),
-                    Err(e) if e.is::<crate::protocol::FrameError>() => {
-                        return Err(refuse(sink, RefusedCode::Protocol, &format!("{e}"), limit).await);
-                    }
-                    Err(e) => return Err(e),
+            Event::Wake => {
+                let (removed, behind) = {
+                    let state = outgoing.lock();
+                    (state.removed, state.paused && state.missed)
                 };
-                match frame {
-                    Frame::Subscribe { after } => {
-                        let mut cursor = after;
-                        let plan = CatchUp::subscribe(after);
-                        catch_up_with(shared, session.ws, &mut cursor, plan, sink, limit).await?;
-                        send(sink, Frame::CaughtUp { head: cursor }.encode(), limit).await?;
-                        sent_up_to = Some(cursor);
-                    }
-                    Frame::Push { id, envelopes } => {
-                        let results = push(shared, session, envelopes).await?;
-                        send(sink, Frame::Stored { id, results }.encode(), limit).await?;
-                    }
-                    Frame::Snapshot { id, covers, envelope } => {
-                        let result = snapshot(shared, session, covers, envelope).await?;
-                        send(sink, Frame::Stored { id, results: vec![result] }.encode(), limit).await?;
-                    }
-                    Frame::Revoke { member } => {
-                        let answer = revoke(shared, session, member).await?;
-                        send(sink, answer.encode(), limit).await?;
-                    }
-                    other => {
-                        let reason = format!("{} is not expected after the handshake", other.name());
-                        return Err(refuse(sink, RefusedCode::Protocol, &reason, limit).await);
-                    }
+                if removed {
+                    return Err(removed_refusal(link, limit).await);
+                }
+                outgoing.drained(limit).await?;
+                if behind {
+                    catch_up(shared, session.ws, &outgoing, limit, false).await?;
+                }
+                continue;
+            }
+            Event::Received(Ok(Some(frame))) => frame,
+            Event::Received(Ok(None)) => return Ok(()),
+            Event::Received(Err(e)) if e.is::<crate::protocol::FrameError>() => {
+                return Err(refuse(link, RefusedCode::Protocol, &format!("{e}"), limit).await);
+            }
+            Event::Received(Err(e)) => return Err(e),
+        };
+        match frame {
+            Frame::Subscribe { after } => {
+                {
+                    let mut state = outgoing.lock();
+                    state.cursor = Some(after);
+                    state.paused = true;
+                }
+                catch_up(shared, session.ws, &outgoing, limit, true).await?;
+            }
+            Frame::Push { id, envelopes } => {
+                // Nothing committed after this push may reach the client before `Stored`
+                // says which positions are its own.
+                outgoing.lock().paused = true;
+                let results = push(shared, session, envelopes).await?;
+                let missed = {
+                    let mut state = outgoing.lock();
+                    state.send(binary_message(&Frame::Stored { id, results }.encode()));
+                    state.paused = state.missed;
+                    state.missed
+                };
+                outgoing.drained(limit).await?;
+                if missed {
+                    catch_up(shared, session.ws, &outgoing, limit, false).await?;
                 }
             }
-            batch = live.recv(), if sent_up_to.is_some() => {
-                let Some(cursor) = sent_up_to.as_mut() else {
-                    continue;
+            Frame::Snapshot {
+                id,
+                covers,
+                envelope,
+            } => {
+                let result = snapshot(shared, session, covers, envelope).await?;
+                let answer = Frame::Stored {
+                    id,
+                    results: vec![result],
                 };
-                match batch {
-                    Ok(batch) => forward(shared, session, &batch, cursor, sink, limit).await?,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        catch_up(shared, session.ws, cursor, sink, limit).await?;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                }
+                send(&outgoing, &answer, limit).await?;
+            }
+            Frame::Revoke { member } => {
+                let answer = revoke(shared, session, member).await?;
+                send(&outgoing, &answer, limit).await?;
+            }
+            other => {
+                let reason = format!("{} is not expected after the handshake", other.name());
+                return Err(refuse(link, RefusedCode::Protocol, &reason, limit).await);
             }
         }
     }
 }
 
-/// Sends every entry after `cursor`, in bounded batches, advancing it.
+async fn removed_refusal(link: &mut Link, limit: Duration) -> anyhow::Error {
+    refuse(
+        link,
+        RefusedCode::Removed,
+        "this device was removed from the workspace by its creator",
+        limit,
+    )
+    .await
+}
+
+/// Sends every entry after the cursor from the log, in bounded batches, advancing it, while
+/// the fan-out is paused for this connection; then resumes the fan-out, after `CaughtUp`
+/// when `subscribed` (the answer to `Subscribe`). Reads again when the fan-out skipped a
+/// batch meanwhile, so nothing committed is missed between the last read and the resume.
 async fn catch_up(
     shared: &Arc<Shared>,
     ws: Ws,
-    cursor: &mut u64,
-    sink: &mut Sink,
+    outgoing: &Outgoing,
     limit: Duration,
+    subscribed: bool,
 ) -> Result<()> {
-    catch_up_with(shared, ws, cursor, CatchUp::live(), sink, limit).await
-}
-
-/// Sends every entry after `cursor` as `plan` says (snapshots in place of whole documents
-/// after a `Subscribe`), in bounded batches, advancing it.
-async fn catch_up_with(
-    shared: &Arc<Shared>,
-    ws: Ws,
-    cursor: &mut u64,
-    plan: CatchUp,
-    sink: &mut Sink,
-    limit: Duration,
-) -> Result<()> {
-    let mut plan = Some(plan);
+    // After `Subscribe`, a document the client has none of may come as its snapshot; the
+    // plan keeps the snapshots chosen for the whole catch-up.
+    let mut plan = Some(match (subscribed, outgoing.lock().cursor) {
+        (true, Some(after)) => CatchUp::subscribe(after),
+        _ => CatchUp::live(),
+    });
     loop {
-        let after = *cursor;
-        let mut taken = plan.take().expect("the plan comes back after every read");
-        let (read, back) = blocking(shared, move |store| {
-            let read = store.read_for(&ws, after, &mut taken, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES);
-            read.map(|read| (read, taken))
-        })
-        .await?;
-        plan = Some(back);
-        if read.up_to <= after {
-            return Ok(());
+        let mut cursor = {
+            let mut state = outgoing.lock();
+            if state.removed {
+                // The task is woken to refuse it.
+                return Ok(());
+            }
+            state.missed = false;
+            state.cursor.unwrap_or(0)
+        };
+        loop {
+            let after = cursor;
+            let mut taken = plan.take().expect("the plan comes back after every read");
+            let (read, back) = blocking(shared, move |store| {
+                let read =
+                    store.read_for(&ws, after, &mut taken, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES);
+                read.map(|read| (read, taken))
+            })
+            .await?;
+            plan = Some(back);
+            if read.up_to <= after {
+                break;
+            }
+            let last = read.up_to;
+            let skipped = (!read.skipped.is_empty()).then(|| {
+                binary_message(
+                    &Frame::Skipped {
+                        ranges: read.skipped,
+                    }
+                    .encode(),
+                )
+            });
+            // Only the encoded frame stays in memory while a slow reader takes it.
+            let frame = binary_message(
+                &Frame::Entries {
+                    entries: read
+                        .entries
+                        .into_iter()
+                        .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
+                        .collect(),
+                    up_to: last,
+                }
+                .encode(),
+            );
+            {
+                let mut state = outgoing.lock();
+                if state.removed {
+                    return Ok(());
+                }
+                if let Some(skipped) = skipped {
+                    state.send(skipped);
+                }
+                state.send(frame);
+                state.cursor = Some(last);
+            }
+            cursor = last;
+            outgoing.drained(limit).await?;
         }
-        if !read.skipped.is_empty() {
-            let skipped = Frame::Skipped {
-                ranges: read.skipped,
-            };
-            send(sink, skipped.encode(), limit).await?;
-        }
-        // Only the encoded frame stays in memory while a slow reader takes it.
-        let frame = Frame::Entries {
-            entries: read
-                .entries
-                .into_iter()
-                .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
-                .collect(),
-            up_to: read.up_to,
-        }
-        .encode();
-        send(sink, frame, limit).await?;
-        *cursor = read.up_to;
-    }
-}
-
-/// Forwards a live batch, or reads the log when the batch does not directly follow the
-/// cursor or was too large to keep in memory.
-async fn forward(
-    shared: &Arc<Shared>,
-    session: &Session,
-    batch: &Batch,
-    cursor: &mut u64,
-    sink: &mut Sink,
-    limit: Duration,
-) -> Result<()> {
-    let own = batch.origin == session.id;
-    match handling::forward(batch.first, batch.last, *cursor, own, batch.frame.is_some()) {
-        Forward::Nothing => return Ok(()),
-        Forward::CatchUp => return catch_up(shared, session.ws, cursor, sink, limit).await,
-        Forward::Own => {}
-        Forward::Send => {
-            if let Some(frame) = &batch.frame {
-                send(sink, frame.clone(), limit).await?;
+        {
+            let mut state = outgoing.lock();
+            if state.removed {
+                return Ok(());
+            }
+            if !state.missed {
+                if subscribed {
+                    state.send(binary_message(&Frame::CaughtUp { head: cursor }.encode()));
+                }
+                state.paused = false;
+                break;
             }
         }
     }
-    *cursor = batch.last;
-    Ok(())
+    outgoing.drained(limit).await
 }
 
 /// Checks a push's envelopes and hands the good ones to the writer.
