@@ -1000,24 +1000,6 @@ mod tests {
         expected.sort();
         assert_eq!(all, expected);
     }
-}
-
-#[cfg(test)]
-mod checkpoint_tests {
-    use super::*;
-
-    fn home() -> (tempfile::TempDir, Node, Id) {
-        let tmp = tempfile::tempdir().unwrap();
-        let profile = Profile {
-            name: "Ana".into(),
-            tz: "UTC".into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-        };
-        let node = Node::init(&tmp.path().join("home"), &profile).unwrap();
-        let workspace = node.create_workspace("w", vec![]).unwrap();
-        (tmp, node, workspace)
-    }
 
     fn checkpoint(node: &Node, doc: Id) -> Option<Checkpoint> {
         let txn = node.db().begin_read().unwrap();
@@ -1028,8 +1010,16 @@ mod checkpoint_tests {
 
     #[test]
     fn a_long_document_loads_from_its_checkpoint_and_the_records_after() {
-        let (_tmp, node, workspace) = home();
-        let thread = tests_support::thread(&node, workspace);
+        let tmp = tempfile::tempdir().unwrap();
+        let profile = Profile {
+            name: "Ana".into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        };
+        let node = Node::init(&tmp.path().join("home"), &profile).unwrap();
+        let workspace = node.create_workspace("w", vec![]).unwrap();
+        let thread = new_thread(&node, workspace, "long").unwrap();
         let me = node.member_id();
         // Replies in batches (one transaction each), as an import would make them.
         let replies = |count: usize| {
@@ -1088,31 +1078,5 @@ mod checkpoint_tests {
             without.get_heads()
         );
         replies(1).unwrap();
-    }
-
-    mod tests_support {
-        use super::*;
-
-        pub fn thread(node: &Node, workspace: Id) -> Id {
-            let id = Id::random();
-            let new = crate::thread::NewThread {
-                id,
-                workspace,
-                title: "long".into(),
-                body: "body".into(),
-                asks: vec![],
-                urgency: "normal".into(),
-                author: node.member_id(),
-                at: now_ms(),
-            };
-            node.edit(workspace, id, |doc| {
-                let mut tx = doc.transaction();
-                crate::thread::create(&mut tx, &new)?;
-                commit(tx, "new thread");
-                Ok(())
-            })
-            .unwrap();
-            id
-        }
     }
 }
