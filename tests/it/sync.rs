@@ -352,7 +352,8 @@ fn relay_never_stores_plaintext() {
             let envelope = Envelope::decode(&bytes).unwrap();
             let opened = seal::open(&key, &envelope).unwrap();
             let mut budget = 1 << 30;
-            let chunks = meridian::ingest::chunks(&opened, &mut budget, false).unwrap();
+            let changes = meridian::ingest::plaintext_changes(&opened, &mut budget).unwrap();
+            let chunks = meridian::ingest::chunks(&changes, &mut budget, false).unwrap();
             for change in meridian::ingest::parse_changes(&chunks).unwrap() {
                 inflated.extend_from_slice(change.raw_bytes());
             }
