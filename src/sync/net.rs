@@ -201,11 +201,11 @@ pub async fn connect(
             }
             if mode == Mode::Once && session.is_idle() {
                 // Edits made while this round ran (or beyond one read) go too.
-                let rest = super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
+                let rest = super::outgoing(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
                 if rest.is_empty() {
                     return Ok(());
                 }
-                outputs = session.local(rest, Instant::now());
+                outputs = session.local_runs(rest, Instant::now());
                 continue;
             }
             let tick = tokio::time::sleep(Duration::from_secs(1));
@@ -288,8 +288,8 @@ pub fn refresh(
     now: Instant,
 ) -> Result<Vec<Output>> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
-    let mut outputs = session.local(
-        super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
+    let mut outputs = session.local_runs(
+        super::outgoing(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
         now,
     );
     let removed = removed_members(node, &record);

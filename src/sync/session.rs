@@ -6,6 +6,7 @@
 //! the tests below drive it over an in-memory relay.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -80,11 +81,23 @@ enum State {
     Closed,
 }
 
+/// Outbox entries that travel as one envelope: positions `first..=last` of the outbox, and
+/// the envelope that carries all their changes (the entry itself when there is one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The first outbox position covered.
+    pub first: u64,
+    /// The last outbox position covered.
+    pub last: u64,
+    /// The encoded envelope.
+    pub envelope: Vec<u8>,
+}
+
 /// A push sent and not yet answered.
 struct InFlight {
     id: u64,
-    /// The outbox position of each envelope, `None` for a backfilled one.
-    seqs: Vec<Option<u64>>,
+    /// The outbox positions each envelope covers, `None` for a backfilled one.
+    seqs: Vec<Option<RangeInclusive<u64>>>,
 }
 
 /// One connection's protocol state.
@@ -99,8 +112,9 @@ pub struct Session {
     own: BTreeSet<u64>,
     state: State,
     caught_up: bool,
-    /// Outbox entries not yet pushed on this connection, in order.
-    queue: VecDeque<(Option<u64>, Vec<u8>)>,
+    /// Envelopes not yet pushed on this connection, in order, with the outbox positions
+    /// each covers (`None` for a backfilled one).
+    queue: VecDeque<(Option<RangeInclusive<u64>>, Vec<u8>)>,
     /// The outbox sequence number after the last one queued.
     queued_to: u64,
     in_flight: Option<InFlight>,
@@ -192,13 +206,31 @@ impl Session {
         self.queued_to
     }
 
-    /// Local changes: outbox entries (sequence number, envelope) in order. Entries already
-    /// handed over are ignored.
+    /// Local changes: outbox entries (sequence number, envelope) in order, an envelope each.
+    /// Entries already handed over are ignored.
     pub fn local(&mut self, entries: Vec<(u64, Vec<u8>)>, now: Instant) -> Vec<Output> {
-        for (seq, envelope) in entries {
-            if seq >= self.queued_to {
-                self.queued_to = seq + 1;
-                self.queue.push_back((Some(seq), envelope));
+        let runs = entries
+            .into_iter()
+            .map(|(seq, envelope)| Outgoing {
+                first: seq,
+                last: seq,
+                envelope,
+            })
+            .collect();
+        self.local_runs(runs, now)
+    }
+
+    /// Local changes: runs of outbox entries in order, each run travelling as one envelope
+    /// ([`crate::sync::outgoing`] makes them). The relay's answer for a run's envelope is
+    /// its answer for every entry of the run, and the push cursor passes the whole run at
+    /// once, so a run is acknowledged, or retried, whole. Runs starting before what was
+    /// already handed over are ignored.
+    pub fn local_runs(&mut self, runs: Vec<Outgoing>, now: Instant) -> Vec<Output> {
+        for run in runs {
+            if run.first >= self.queued_to && run.last >= run.first {
+                self.queued_to = run.last + 1;
+                self.queue
+                    .push_back((Some(run.first..=run.last), run.envelope));
             }
         }
         self.pump(now)
@@ -318,7 +350,7 @@ impl Session {
                 if results.len() != flight.seqs.len() {
                     return self.fail("the relay answered a push with the wrong number of results");
                 }
-                let pushed = flight.seqs.iter().flatten().last().map(|s| s + 1);
+                let pushed = flight.seqs.iter().flatten().last().map(|s| s.end() + 1);
                 // Entries this push put right after the cursor need not come back: the node
                 // has them.
                 let before = self.cursor;
@@ -331,20 +363,22 @@ impl Session {
                 while self.own.remove(&(self.cursor + 1)) {
                     self.cursor += 1;
                 }
+                // An envelope's answer is the answer for every outbox entry it carries.
                 out.push(Output::Acked {
                     results: flight
                         .seqs
                         .into_iter()
                         .zip(results)
-                        .filter_map(|(seq, result)| {
+                        .filter_map(|(seqs, result)| {
                             let result = match result {
                                 PushResult::Rejected(reason) => {
                                     PushResult::Rejected(printable(&reason))
                                 }
                                 other => other,
                             };
-                            Some((seq?, result))
+                            Some(seqs?.map(move |seq| (seq, result.clone())))
                         })
+                        .flatten()
                         .collect(),
                     pushed,
                     pulled: (self.cursor > before).then_some(self.cursor),
@@ -884,5 +918,73 @@ mod tests {
         assert!(reason.chars().count() <= MAX_REASON_CHARS + 1);
         assert!(reason.ends_with('…'));
         assert_eq!(printable("plain words"), "plain words");
+    }
+
+    #[test]
+    fn a_run_of_outbox_entries_is_one_envelope_and_its_answer_passes_them_all() {
+        let now = Instant::now();
+        let mut session = welcomed(now);
+        session.receive(Frame::CaughtUp { head: 0 }, now);
+        let out = session.local_runs(
+            vec![
+                Outgoing {
+                    first: 0,
+                    last: 4,
+                    envelope: vec![1],
+                },
+                Outgoing {
+                    first: 5,
+                    last: 5,
+                    envelope: vec![2],
+                },
+            ],
+            now,
+        );
+        let [Output::Send(Frame::Push { id, envelopes })] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(envelopes.len(), 2, "five entries of one run, one envelope");
+        assert_eq!(session.queued_to(), 6);
+        let out = session.receive(
+            Frame::Stored {
+                id: *id,
+                results: vec![PushResult::Stored(1), PushResult::Duplicate(2)],
+            },
+            now,
+        );
+        let [
+            Output::Acked {
+                results,
+                pushed,
+                pulled,
+            },
+        ] = out.as_slice()
+        else {
+            panic!("{out:?}");
+        };
+        let seqs: Vec<u64> = results.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5], "an answer for every entry");
+        assert!(
+            results[..5]
+                .iter()
+                .all(|(_, r)| *r == PushResult::Stored(1))
+        );
+        assert_eq!(*pushed, Some(6), "the push cursor passes the whole run");
+        assert_eq!(
+            *pulled,
+            Some(2),
+            "both envelopes directly follow the cursor"
+        );
+        assert!(session.is_idle());
+        // Runs already handed over are not queued again.
+        let again = session.local_runs(
+            vec![Outgoing {
+                first: 3,
+                last: 5,
+                envelope: vec![3],
+            }],
+            now,
+        );
+        assert!(again.is_empty(), "{again:?}");
     }
 }
