@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::session::{Event, Output, Session};
+use super::session::{Admission, Event, Output, Session};
 use crate::id::Id;
 use crate::ingest::Rejected;
 use crate::node::Node;
@@ -75,6 +75,8 @@ pub struct RefusedError {
     pub code: RefusedCode,
     /// The relay's explanation.
     pub reason: String,
+    /// Whether the device left its registration out (see [`Event::Refused`]).
+    pub without_registration: bool,
 }
 
 /// The websocket URL of a relay: `ws://host:port` gets the protocol's path.
@@ -137,13 +139,61 @@ pub enum Mode {
 ///
 /// In [`Mode::Live`], `wake` signals new local changes; `on_round` is called after every
 /// store write with what it did.
+///
+/// The device's registration goes only to a relay that has not welcomed it yet. Should a
+/// relay that did answer `NotMember` to a `Prove` without it (its members were lost, say),
+/// the node connects once more with the registration, and no more.
 pub async fn connect(
     node: &Node,
     workspace: Id,
     relay: &str,
     mode: Mode,
-    mut wake: Option<watch::Receiver<u64>>,
+    wake: Option<watch::Receiver<u64>>,
     mut on_change: impl FnMut(&RoundReport),
+) -> Result<RoundReport> {
+    let first = connect_as(
+        node,
+        workspace,
+        relay,
+        mode,
+        wake.clone(),
+        &mut on_change,
+        Admission::UntilWelcomed,
+    )
+    .await;
+    match first {
+        Err(e)
+            if e.downcast_ref::<RefusedError>().is_some_and(|refused| {
+                refused.code == RefusedCode::NotMember && refused.without_registration
+            }) =>
+        {
+            tracing::info!(
+                "{relay} no longer knows this device: connecting again with its registration"
+            );
+            connect_as(
+                node,
+                workspace,
+                relay,
+                mode,
+                wake,
+                &mut on_change,
+                Admission::Always,
+            )
+            .await
+        }
+        other => other,
+    }
+}
+
+/// [`connect`], showing the registration as `admission` says.
+async fn connect_as(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    mode: Mode,
+    mut wake: Option<watch::Receiver<u64>>,
+    on_change: &mut dyn FnMut(&RoundReport),
+    admission: Admission,
 ) -> Result<RoundReport> {
     let url = endpoint(relay)?;
     let config = WebSocketConfig::default()
@@ -183,7 +233,8 @@ pub async fn connect(
             .map_err(|_| anyhow!("the connection to {relay} closed"))
     };
     let main = async {
-        let (mut session, mut outputs) = begin(node, workspace, relay, Instant::now())?;
+        let (mut session, mut outputs) =
+            begin_with(node, workspace, relay, Instant::now(), admission)?;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         loop {
             carry_out(
@@ -194,7 +245,7 @@ pub async fn connect(
                 std::mem::take(&mut outputs),
                 &mut send,
                 &mut report,
-                &mut on_change,
+                on_change,
             )?;
             if session.is_closed() {
                 bail!("the connection to {relay} ended");
@@ -259,6 +310,17 @@ pub fn begin(
     relay: &str,
     now: Instant,
 ) -> Result<(Session, Vec<Output>)> {
+    begin_with(node, workspace, relay, now, Admission::UntilWelcomed)
+}
+
+/// [`begin`], showing the registration as `admission` says.
+pub fn begin_with(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    now: Instant,
+    admission: Admission,
+) -> Result<(Session, Vec<Output>)> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let stored = super::cursor(node, workspace, relay)?;
     let relay_id = stored
@@ -272,7 +334,8 @@ pub fn begin(
         relay_id,
         stored.pulled,
         stored.pushed,
-    );
+    )
+    .with_admission(admission);
     let mut outputs = session.start(now);
     outputs.extend(refresh(node, workspace, &mut session, now)?);
     Ok((session, outputs))
@@ -376,10 +439,15 @@ fn perform(
             report.rejected.extend(rejected);
             Ok(changed)
         }
-        Output::Event(Event::Refused { code, reason }) => Err(RefusedError {
+        Output::Event(Event::Refused {
+            code,
+            reason,
+            without_registration,
+        }) => Err(RefusedError {
             relay: relay.to_string(),
             code,
             reason,
+            without_registration,
         }
         .into()),
         Output::Event(Event::Failed(why)) => bail!("{relay}: {why}"),

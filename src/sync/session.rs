@@ -34,6 +34,10 @@ pub enum Event {
         code: RefusedCode,
         /// The relay's explanation.
         reason: String,
+        /// Whether this connection's `Prove` left out the device's registration because the
+        /// relay had welcomed it before. A `NotMember` then means the relay forgot the
+        /// device: the driver connects once more with [`Admission::Always`].
+        without_registration: bool,
     },
     /// The relay revoked a member at our request.
     Revoked(Vec<u8>),
@@ -50,6 +54,8 @@ pub enum Output {
     Send(Frame),
     /// The relay's id differs from the one the stored cursor belongs to: its log is another
     /// one, so the driver resets the cursor (pull from the start, push the whole outbox).
+    /// It comes once the relay has welcomed the device, so a cursor that names a relay id
+    /// says that relay admitted the device.
     NewRelay([u8; 16]),
     /// Apply these entries and store `up_to` as the pull cursor, in one transaction.
     Apply {
@@ -71,6 +77,19 @@ pub enum Output {
     },
     /// Something to report.
     Event(Event),
+}
+
+/// When the device shows a relay its registration (the creator's salt or a member's join
+/// proof, a few hundred bytes) in `Prove`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// Until the relay has welcomed the device: not to a relay whose id the stored cursor
+    /// names, since a relay admits a device it knows without it.
+    #[default]
+    UntilWelcomed,
+    /// On every connection: for a reconnection after a relay answered `NotMember` to a
+    /// `Prove` without it.
+    Always,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +124,12 @@ pub struct Session {
     key: SigningKey,
     workspace: [u8; 16],
     register: Option<Register>,
+    admission: Admission,
+    /// Whether this connection's `Prove` left the registration out.
+    registration_omitted: bool,
     relay: Option<[u8; 16]>,
+    /// A relay id not the stored cursor's, to report once the relay welcomes the device.
+    new_relay: Option<[u8; 16]>,
     cursor: u64,
     /// Log positions above the cursor that hold this node's own pushes (the relay said so
     /// in `Stored`); the relay does not send them back, so they fill gaps in what it sends.
@@ -157,7 +181,10 @@ impl Session {
             key,
             workspace,
             register,
+            admission: Admission::default(),
+            registration_omitted: false,
             relay,
+            new_relay: None,
             cursor,
             own: BTreeSet::new(),
             state: State::AwaitChallenge,
@@ -170,6 +197,12 @@ impl Session {
             asked: BTreeSet::new(),
             deadline: None,
         }
+    }
+
+    /// Sets when the device shows its registration (by default, until welcomed).
+    pub fn with_admission(mut self, admission: Admission) -> Session {
+        self.admission = admission;
+        self
     }
 
     /// Opens the exchange.
@@ -283,24 +316,32 @@ impl Session {
                 out.push(Output::Event(Event::Refused {
                     code,
                     reason: printable(&reason),
+                    without_registration: self.registration_omitted,
                 }));
             }
             (State::AwaitChallenge, Frame::Challenge { nonce, relay }) => {
                 let Ok(relay) = <[u8; 16]>::try_from(relay.as_slice()) else {
                     return self.fail("the relay sent a malformed challenge");
                 };
-                if self.relay != Some(relay) {
+                // The stored cursor names a relay id only once that relay welcomed us.
+                let welcomed_before = self.relay == Some(relay);
+                if !welcomed_before {
                     self.relay = Some(relay);
                     self.cursor = 0;
                     self.queued_to = 0;
                     self.queue.clear();
-                    out.push(Output::NewRelay(relay));
+                    self.new_relay = Some(relay);
                 }
+                let register = match self.admission {
+                    Admission::UntilWelcomed if welcomed_before => None,
+                    _ => self.register.clone(),
+                };
+                self.registration_omitted = register.is_none() && self.register.is_some();
                 let key = self.key.verifying_key().to_bytes();
                 let message = auth_message(&relay, &nonce, &self.workspace, &key);
                 out.push(Output::Send(Frame::Prove {
                     signature: self.key.sign(&message).to_bytes().to_vec(),
-                    register: self.register.clone(),
+                    register,
                 }));
                 self.state = State::AwaitWelcome;
                 self.deadline = Some(now + ANSWER_TIMEOUT);
@@ -308,9 +349,16 @@ impl Session {
             (State::AwaitWelcome, Frame::Welcome { head }) => {
                 self.state = State::Ready;
                 out.push(Output::Event(Event::Welcome { head }));
+                let new_relay = self.new_relay.take();
+                if let Some(relay) = new_relay {
+                    out.push(Output::NewRelay(relay));
+                }
                 out.push(Output::Send(Frame::Subscribe { after: self.cursor }));
                 self.deadline = Some(now + ANSWER_TIMEOUT);
-                out.extend(self.pump(now));
+                // A new relay first gets the history the driver backfills (which pushes).
+                if new_relay.is_none() {
+                    out.extend(self.pump(now));
+                }
             }
             (State::Ready, Frame::Entries { entries, up_to }) => {
                 let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
@@ -986,5 +1034,92 @@ mod tests {
             now,
         );
         assert!(again.is_empty(), "{again:?}");
+    }
+
+    /// A session that has the creator's registration and, maybe, a cursor from relay 5.
+    fn registered(relay: Option<[u8; 16]>, admission: Admission) -> Session {
+        Session::new(
+            SigningKey::from_bytes(&[1; 32]),
+            [2; 16],
+            Some(Register::Create { salt: vec![3; 16] }),
+            relay,
+            4,
+            0,
+        )
+        .with_admission(admission)
+    }
+
+    fn prove(session: &mut Session, relay: u8) -> Vec<Output> {
+        let now = Instant::now();
+        session.start(now);
+        session.receive(
+            Frame::Challenge {
+                nonce: vec![0; 32],
+                relay: vec![relay; 16],
+            },
+            now,
+        )
+    }
+
+    fn register_sent(out: &[Output]) -> Option<bool> {
+        out.iter().find_map(|o| match o {
+            Output::Send(Frame::Prove { register, .. }) => Some(register.is_some()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_registration_goes_only_to_a_relay_that_has_not_welcomed_the_device() {
+        let now = Instant::now();
+        // Never welcomed by this relay: the registration goes along.
+        let mut session = registered(None, Admission::UntilWelcomed);
+        let out = prove(&mut session, 5);
+        assert_eq!(register_sent(&out), Some(true));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::NewRelay(_))),
+            "the cursor names a relay only once it welcomed the device"
+        );
+        let out = session.receive(Frame::Welcome { head: 0 }, now);
+        assert_eq!(out[1], Output::NewRelay([5; 16]), "{out:?}");
+        // Welcomed by relay 5 before: it knows the device.
+        let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);
+        assert_eq!(register_sent(&prove(&mut session, 5)), Some(false));
+        // Another relay id at the same URL: another relay, which needs it.
+        let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);
+        assert_eq!(register_sent(&prove(&mut session, 6)), Some(true));
+        // After a NotMember to a Prove without it, the next connection shows it.
+        let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);
+        prove(&mut session, 5);
+        let out = session.receive(
+            Frame::Refused {
+                code: RefusedCode::NotMember,
+                reason: "who?".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Event(Event::Refused {
+                code: RefusedCode::NotMember,
+                without_registration: true,
+                ..
+            })]
+        ));
+        let mut session = registered(Some([5; 16]), Admission::Always);
+        assert_eq!(register_sent(&prove(&mut session, 5)), Some(true));
+        let out = session.receive(
+            Frame::Refused {
+                code: RefusedCode::NotMember,
+                reason: "who?".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Event(Event::Refused {
+                without_registration: false,
+                ..
+            })]
+        ));
     }
 }

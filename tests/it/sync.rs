@@ -837,3 +837,42 @@ fn an_envelope_ahead_of_its_dependencies_is_held_then_applied() {
         meridian::sync::apply(&node, workspace, "test", vec![(2, one.clone())], 2).unwrap();
     assert_eq!((report.applied, report.held), (2, 0), "{report:?}");
 }
+
+/// A node shows a relay its join proof only until that relay welcomed it; a relay that
+/// forgot the member since (its database restored from an old backup, say) answers
+/// `NotMember` to the proof-less `Prove`, and the node connects once more with the proof.
+#[test]
+fn a_relay_that_forgot_a_member_gets_the_join_proof_again() {
+    const MEMBERS: redb::TableDefinition<([u8; 16], [u8; 32]), &[u8]> =
+        redb::TableDefinition::new("members");
+    let mut team = Team::new(&ZONES[..2]);
+    let t = team.homes[0].create(&["thread", "new", "Forgetful", "-m", "Hello"]);
+    team.sync_until_quiet(&[&team.homes[0], &team.homes[1]]);
+    let (workspace, bo_key) = {
+        let node = Node::open(team.homes[1].path()).unwrap();
+        (
+            node.workspace(None).unwrap().0,
+            node.key().verifying_key().to_bytes(),
+        )
+    };
+    team.relay.stop();
+    {
+        let db = redb::Database::open(team.relay.data().join("relay.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut members = txn.open_table(MEMBERS).unwrap();
+            let removed = members.remove((workspace.0, bo_key)).unwrap();
+            assert!(removed.is_some(), "the relay had admitted Bo");
+        }
+        txn.commit().unwrap();
+    }
+    team.relay.restart();
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    bo.ok(&["reply", &t, "-m", "Still here"]);
+    sync(bo);
+    sync(ana);
+    assert!(
+        comment_bodies(ana, &t).contains(&"Still here".to_string()),
+        "Bo's reply went through the relay that forgot him"
+    );
+}
