@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use meridian_relay::protocol::{self, Frame, PushResult, RefusedCode, Register};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -31,6 +31,9 @@ const OUTBOX_BATCH: usize = 10_000;
 
 /// How often a live connection looks at the outbox even without a wake-up.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The most frames taken in at once when several have already arrived.
+const READY_FRAMES: usize = 64;
 
 /// What one connection did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -236,6 +239,7 @@ async fn connect_as(
         let (mut session, mut outputs) =
             begin_with(node, workspace, relay, Instant::now(), admission)?;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
+        let mut ended: Option<anyhow::Error> = None;
         loop {
             carry_out(
                 node,
@@ -247,6 +251,9 @@ async fn connect_as(
                 &mut report,
                 on_change,
             )?;
+            if let Some(e) = ended.take() {
+                return Err(e);
+            }
             if session.is_closed() {
                 bail!("the connection to {relay} ended");
             }
@@ -262,15 +269,26 @@ async fn connect_as(
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::select! {
                 message = source.next() => {
-                    let frame = match message {
-                        None => bail!("{relay} closed the connection"),
-                        Some(Err(e)) => return Err(anyhow!(e).context(format!("the connection to {relay} failed"))),
-                        Some(Ok(Message::Binary(bytes))) => Frame::decode(&bytes)
-                            .with_context(|| format!("{relay} sent a frame this node cannot read"))?,
-                        Some(Ok(Message::Close(_))) => bail!("{relay} closed the connection"),
-                        Some(Ok(_)) => continue,
-                    };
-                    outputs = session.receive(frame, Instant::now());
+                    // Frames that arrived meanwhile are taken in too, so that their entries
+                    // are applied together (see `carry_out`).
+                    let mut frames: Vec<Frame> = read_frame(relay, message)?.into_iter().collect();
+                    for _ in 1..READY_FRAMES {
+                        let Some(message) = source.next().now_or_never() else {
+                            break;
+                        };
+                        match read_frame(relay, message) {
+                            Ok(frame) => frames.extend(frame),
+                            // The frames before the end go first (a refusal says why).
+                            Err(e) => {
+                                ended = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let now = Instant::now();
+                    for frame in frames {
+                        outputs.extend(session.receive(frame, now));
+                    }
                 }
                 _ = poll.tick() => {
                     outputs = refresh(node, workspace, &mut session, Instant::now())?;
@@ -300,6 +318,22 @@ async fn connect_as(
         }
     }
     Ok(report)
+}
+
+/// The frame in a websocket message: `None` for messages that carry none (pings), an error
+/// when the connection ended or the frame does not decode.
+fn read_frame(
+    relay: &str,
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Option<Frame>> {
+    match message {
+        None | Some(Ok(Message::Close(_))) => bail!("{relay} closed the connection"),
+        Some(Err(e)) => Err(anyhow!(e).context(format!("the connection to {relay} failed"))),
+        Some(Ok(Message::Binary(bytes))) => Frame::decode(&bytes)
+            .map(Some)
+            .with_context(|| format!("{relay} sent a frame this node cannot read")),
+        Some(Ok(_)) => Ok(None),
+    }
 }
 
 /// A session for one workspace and relay, resuming from the stored cursor, and its first
@@ -376,6 +410,7 @@ pub fn carry_out(
     report: &mut RoundReport,
     on_change: &mut dyn FnMut(&RoundReport),
 ) -> Result<()> {
+    outputs = merge_applies(outputs);
     while !outputs.is_empty() {
         let mut more = Vec::new();
         for output in outputs.drain(..) {
@@ -395,6 +430,37 @@ pub fn carry_out(
         outputs = more;
     }
     Ok(())
+}
+
+/// Adjacent `Apply` outputs (the entries of frames that arrived together) made one, up to
+/// what one `Entries` frame may hold. Applying entries loads every document they touch from
+/// its stored records, so nine frames applied one by one loaded a document nine times: most
+/// of a node's time when a team comes back online at once.
+fn merge_applies(outputs: Vec<Output>) -> Vec<Output> {
+    let mut merged: Vec<Output> = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        match (merged.last_mut(), output) {
+            (
+                Some(Output::Apply { entries, up_to }),
+                Output::Apply {
+                    entries: more,
+                    up_to: next,
+                },
+            ) if entries.len() + more.len() <= protocol::MAX_BATCH_ENTRIES
+                && entries
+                    .iter()
+                    .chain(&more)
+                    .map(|(_, e)| e.len())
+                    .sum::<usize>()
+                    <= protocol::MAX_BATCH_BYTES =>
+            {
+                entries.extend(more);
+                *up_to = (*up_to).max(next);
+            }
+            (_, output) => merged.push(output),
+        }
+    }
+    merged
 }
 
 /// Carries out one output of the session. Returns whether the store changed.
@@ -641,5 +707,53 @@ fn log_round(report: &RoundReport) {
     }
     for error in &report.errors {
         tracing::warn!("{}: {error}", report.relay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(seqs: &[u64], size: usize) -> Output {
+        Output::Apply {
+            entries: seqs.iter().map(|s| (*s, vec![0; size])).collect(),
+            up_to: *seqs.last().unwrap(),
+        }
+    }
+
+    fn shape(outputs: &[Output]) -> Vec<(usize, u64)> {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Apply { entries, up_to } => (entries.len(), *up_to),
+                _ => (0, 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_of_frames_taken_in_together_are_applied_together_in_order() {
+        let acked = || Output::Acked {
+            results: Vec::new(),
+            pushed: None,
+            pulled: None,
+        };
+        let merged = merge_applies(vec![
+            apply(&[1, 2], 10),
+            apply(&[3], 10),
+            apply(&[4, 5, 6], 10),
+            acked(),
+            apply(&[8], 10),
+        ]);
+        assert_eq!(shape(&merged), vec![(6, 6), (0, 0), (1, 8)]);
+        let Output::Apply { entries, .. } = &merged[0] else {
+            unreachable!()
+        };
+        let seqs: Vec<u64> = entries.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        // No more than one frame's worth at once.
+        let half = protocol::MAX_BATCH_BYTES / 2 + 1;
+        let merged = merge_applies(vec![apply(&[1], half), apply(&[2], half)]);
+        assert_eq!(shape(&merged), vec![(1, 1), (1, 2)]);
     }
 }
