@@ -35,6 +35,13 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// The most frames taken in at once when several have already arrived.
 const READY_FRAMES: usize = 64;
 
+/// The most entries, and envelope bytes, applied in one transaction when the entries of
+/// several frames are applied together: ten of the relay's largest frames. Received
+/// envelopes are in memory already; each document's new operations stay bounded by
+/// `ingest::Limits::max_ops` whatever the batch.
+const MERGED_ENTRIES: usize = 10 * protocol::MAX_BATCH_ENTRIES;
+const MERGED_BYTES: usize = 4 * protocol::MAX_BATCH_BYTES;
+
 /// What one connection did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RoundReport {
@@ -433,7 +440,7 @@ pub fn carry_out(
 }
 
 /// Adjacent `Apply` outputs (the entries of frames that arrived together) made one, up to
-/// what one `Entries` frame may hold. Applying entries loads every document they touch from
+/// [`MERGED_ENTRIES`] and [`MERGED_BYTES`]. Applying entries loads every document they touch from
 /// its stored records, so nine frames applied one by one loaded a document nine times: most
 /// of a node's time when a team comes back online at once.
 fn merge_applies(outputs: Vec<Output>) -> Vec<Output> {
@@ -446,13 +453,13 @@ fn merge_applies(outputs: Vec<Output>) -> Vec<Output> {
                     entries: more,
                     up_to: next,
                 },
-            ) if entries.len() + more.len() <= protocol::MAX_BATCH_ENTRIES
+            ) if entries.len() + more.len() <= MERGED_ENTRIES
                 && entries
                     .iter()
                     .chain(&more)
                     .map(|(_, e)| e.len())
                     .sum::<usize>()
-                    <= protocol::MAX_BATCH_BYTES =>
+                    <= MERGED_BYTES =>
             {
                 entries.extend(more);
                 *up_to = (*up_to).max(next);
@@ -751,8 +758,8 @@ mod tests {
         };
         let seqs: Vec<u64> = entries.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
-        // No more than one frame's worth at once.
-        let half = protocol::MAX_BATCH_BYTES / 2 + 1;
+        // Bounded.
+        let half = MERGED_BYTES / 2 + 1;
         let merged = merge_applies(vec![apply(&[1], half), apply(&[2], half)]);
         assert_eq!(shape(&merged), vec![(1, 1), (1, 2)]);
     }
