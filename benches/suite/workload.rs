@@ -450,9 +450,9 @@ async fn drive(
             bail!("the session with {relay} ended");
         }
         if session.is_idle() {
-            let rest = meridian::sync::outbox(node, workspace, session.queued_to(), 10_000)?;
+            let rest = meridian::sync::outgoing(node, workspace, session.queued_to(), 10_000)?;
             if !rest.is_empty() {
-                outputs = session.local(rest, Instant::now());
+                outputs = session.local_runs(rest, Instant::now());
                 continue;
             }
             if done(node, &round.report)? {
