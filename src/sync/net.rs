@@ -40,6 +40,7 @@ const READY_FRAMES: usize = 64;
 /// envelopes are in memory already; each document's new operations stay bounded by
 /// `ingest::Limits::max_ops` whatever the batch.
 const MERGED_ENTRIES: usize = 10 * protocol::MAX_BATCH_ENTRIES;
+/// See [`MERGED_ENTRIES`].
 const MERGED_BYTES: usize = 4 * protocol::MAX_BATCH_BYTES;
 
 /// What one connection did.
@@ -151,8 +152,8 @@ pub enum Mode {
 /// store write with what it did.
 ///
 /// The device's registration goes only to a relay that has not welcomed it yet. Should a
-/// relay that did answer `NotMember` to a `Prove` without it (its members were lost, say),
-/// the node connects once more with the registration, and no more.
+/// relay that did welcome it answer `NotMember` to a `Prove` without it (its members were
+/// lost, say), the node connects once more with the registration, and no more.
 pub async fn connect(
     node: &Node,
     workspace: Id,
