@@ -573,6 +573,96 @@ impl Hostile {
             "a compressed change chunk that is not deflate data",
             world.seal(&world.ana, world.proposal, &corrupt),
         );
+        // The compressed plaintext of a coalesced push: a tag, then a DEFLATE stream of
+        // change chunks (`seal::deflate_changes`), inflated within the same budget.
+        let known_run: Vec<u8> = proposal
+            .get_changes(&[])
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let run = meridian::seal::deflate_changes(&known_run);
+        add(
+            "run-known",
+            "duplicate",
+            "known",
+            "ok",
+            "a compressed run of the changes the node has",
+            world.seal(&world.ana, world.proposal, &run),
+        );
+        let mut run_bomb = vec![meridian::seal::DEFLATED_CHANGES];
+        run_bomb.extend(deflated_zeros(16 << 20));
+        add(
+            "run-bomb-16mib",
+            "decompression-bomb",
+            "rejected:decompression bomb",
+            "decompression bomb",
+            "a compressed run of 16 KiB that inflates to 16 MiB, past the 4 MiB an envelope may carry",
+            world.seal(&world.ana, world.proposal, &run_bomb),
+        );
+        add(
+            "run-truncated",
+            "truncated",
+            "rejected:truncated",
+            "truncated",
+            "a compressed run cut in half",
+            world.seal(&world.ana, world.proposal, &run[..run.len() / 2]),
+        );
+        add(
+            "run-tag-only",
+            "truncated",
+            "rejected:truncated",
+            "truncated",
+            "the compressed-run tag and no stream",
+            world.seal(
+                &world.ana,
+                world.proposal,
+                &[meridian::seal::DEFLATED_CHANGES],
+            ),
+        );
+        let mut run_trailing = run.clone();
+        run_trailing.extend_from_slice(&[0x85, 0x6f]);
+        add(
+            "run-trailing-bytes",
+            "truncated",
+            "rejected:stray bytes",
+            "stray bytes",
+            "a compressed run followed by two stray bytes",
+            world.seal(&world.ana, world.proposal, &run_trailing),
+        );
+        let mut run_garbage = vec![meridian::seal::DEFLATED_CHANGES];
+        run_garbage.extend_from_slice(&[0xff; 64]);
+        add(
+            "run-garbage",
+            "decompression-bomb",
+            "rejected:corrupt",
+            "corrupt",
+            "the compressed-run tag followed by bytes that are not deflate data",
+            world.seal(&world.ana, world.proposal, &run_garbage),
+        );
+        add(
+            "run-not-changes",
+            "garbage-changes",
+            "rejected:bad chunk header",
+            "bad chunk header",
+            "a compressed run that inflates to text, not automerge changes",
+            world.seal(
+                &world.ana,
+                world.proposal,
+                &meridian::seal::deflate_changes(b"not automerge changes at all"),
+            ),
+        );
+        add(
+            "run-in-run",
+            "garbage-changes",
+            "rejected:bad chunk header",
+            "bad chunk header",
+            "a compressed run that inflates to another compressed run",
+            world.seal(
+                &world.ana,
+                world.proposal,
+                &meridian::seal::deflate_changes(&run),
+            ),
+        );
         // Nesting, dependencies, duplicates, size.
         let deep_doc = Id([0x44; 16]);
         for levels in [65usize, 5000, 100_000] {

@@ -466,10 +466,19 @@ pub fn bundle(fixture: &Fixture, bytes: &[u8]) {
 
 /// The change-ingest path of sync: the first byte picks the document and the signer, the
 /// rest is the plaintext, sealed as that member and applied as received envelopes are (in a
-/// transaction rolled back at the end, so the store never changes).
+/// transaction rolled back at the end, so the store never changes). With bit 0x40 of the
+/// first byte set, the rest travels as a compressed run (`seal::deflate_changes`), so
+/// mutations of the changes reach the parser behind the run's decoder too.
 pub fn ingest(fixture: &Fixture, bytes: &[u8]) {
     let Some((&choice, plaintext)) = bytes.split_first() else {
         return;
+    };
+    let run;
+    let plaintext = if choice & 0x40 != 0 {
+        run = crate::seal::deflate_changes(plaintext);
+        &run
+    } else {
+        plaintext
     };
     let world = &fixture.world;
     let doc = match choice % 3 {

@@ -150,7 +150,7 @@ fn take_uleb(bytes: &mut &[u8], what: &str) -> Result<u64> {
 
 /// Inflates raw deflate data into nowhere, failing once it passes the remaining budget.
 fn inflate_bounded(data: &[u8], budget: &mut u64) -> Result<()> {
-    let mut decoder = flate2::read::DeflateDecoder::new(data).take(*budget + 1);
+    let mut decoder = flate2::read::DeflateDecoder::new(data).take(budget.saturating_add(1));
     let inflated =
         std::io::copy(&mut decoder, &mut std::io::sink()).context("compressed data is corrupt")?;
     if inflated > *budget {
@@ -161,6 +161,68 @@ fn inflate_bounded(data: &[u8], budget: &mut u64) -> Result<()> {
     }
     *budget -= inflated;
     Ok(())
+}
+
+/// The automerge change bytes an envelope's plaintext carries: the plaintext itself, or for
+/// a compressed run (it starts with [`seal::DEFLATED_CHANGES`]) what its DEFLATE stream
+/// inflates to. The inflated bytes count against `budget` like automerge's own compressed
+/// chunks do, and may not exceed [`meridian_relay::envelope::MAX_ENVELOPE_BYTES`]: compression never lets an envelope
+/// carry more than it could uncompressed, so a 4 MiB bomb costs at most 4 MiB of memory.
+/// The caller still checks the result with [`chunks`].
+pub fn plaintext_changes<'a>(
+    plaintext: &'a [u8],
+    budget: &mut u64,
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    match plaintext.split_first() {
+        Some((&seal::DEFLATED_CHANGES, stream)) => {
+            let limit = (*budget).min(meridian_relay::envelope::MAX_ENVELOPE_BYTES as u64);
+            let inflated = inflate_run(stream, limit)?;
+            *budget -= inflated.len() as u64;
+            Ok(std::borrow::Cow::Owned(inflated))
+        }
+        _ => Ok(std::borrow::Cow::Borrowed(plaintext)),
+    }
+}
+
+/// Inflates a whole raw DEFLATE stream into memory, refusing more than `limit` bytes, a
+/// stream that stops before its end, and bytes after its end.
+fn inflate_run(stream: &[u8], limit: u64) -> Result<Vec<u8>> {
+    const STEP: u64 = 64 << 10;
+    let mut inflater = flate2::Decompress::new(false);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        // Room for at most one byte past the limit, so a bomb is seen and never held whole.
+        let room = (limit + 1).saturating_sub(out.len() as u64);
+        if room == 0 {
+            bail!(
+                "compressed changes inflate beyond the limit of {limit} bytes: refusing a decompression bomb"
+            );
+        }
+        out.reserve_exact(room.min(STEP) as usize);
+        let (read, written) = (inflater.total_in(), out.len());
+        let status = inflater
+            .decompress_vec(
+                &stream[read as usize..],
+                &mut out,
+                flate2::FlushDecompress::None,
+            )
+            .context("compressed changes are corrupt")?;
+        if status == flate2::Status::StreamEnd {
+            break;
+        }
+        if inflater.total_in() == read && out.len() == written {
+            bail!("compressed changes are truncated: the stream stops before its end");
+        }
+    }
+    if out.len() as u64 > limit {
+        bail!(
+            "compressed changes inflate beyond the limit of {limit} bytes: refusing a decompression bomb"
+        );
+    }
+    if inflater.total_in() != stream.len() as u64 {
+        bail!("compressed changes are followed by stray bytes");
+    }
+    Ok(out)
 }
 
 /// Splits automerge bytes into chunks, checking each header and bounding what compressed
@@ -249,6 +311,7 @@ pub fn open_sealed(
         .try_into()
         .context("the workspace key is damaged")?;
     let plaintext = seal::open(&key, &envelope)?;
+    let plaintext = plaintext_changes(&plaintext, budget)?;
     let signer: [u8; 32] = envelope
         .author
         .as_slice()

@@ -13,6 +13,28 @@ use crate::id::{Id, random_bytes};
 /// A workspace's symmetric key.
 pub type WorkspaceKey = [u8; 32];
 
+/// The first byte of a plaintext that holds a run of changes compressed together: the tag,
+/// then a raw DEFLATE stream (RFC 1951) of the concatenated automerge change chunks. An
+/// automerge chunk starts with 0x85, so the tag tells the two forms apart. Automerge
+/// compresses each change alone, if at all; a run of changes by one actor (the same actor
+/// id, the same kinds of operation, one after the other) shrinks to a fraction together.
+pub const DEFLATED_CHANGES: u8 = 0x01;
+
+/// The plaintext of an envelope carrying `changes` (concatenated automerge change chunks)
+/// as one compressed run: [`DEFLATED_CHANGES`], then their raw DEFLATE stream.
+/// `ingest::plaintext_changes` reads it back.
+pub fn deflate_changes(changes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(vec![DEFLATED_CHANGES], flate2::Compression::default());
+    encoder
+        .write_all(changes)
+        .expect("compressing into memory cannot fail");
+    encoder
+        .finish()
+        .expect("compressing into memory cannot fail")
+}
+
 /// Encrypts `plaintext` (automerge change bytes) for `doc` and signs the envelope.
 pub fn seal(
     device: &SigningKey,
@@ -79,5 +101,61 @@ mod tests {
         let mut moved = envelope.clone();
         moved.doc = vec![3; 16];
         assert!(open(&key, &moved).is_err());
+    }
+
+    fn inflate(plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut budget = 1 << 30;
+        crate::ingest::plaintext_changes(plaintext, &mut budget).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn a_compressed_run_reads_back_and_plain_changes_pass_through() {
+        let changes: Vec<u8> = (0..200u32)
+            .flat_map(|i| {
+                [
+                    &crate::ingest::AUTOMERGE_MAGIC[..],
+                    &i.to_le_bytes(),
+                    &[7; 60],
+                ]
+                .concat()
+            })
+            .collect();
+        let run = deflate_changes(&changes);
+        assert_eq!(run[0], DEFLATED_CHANGES);
+        assert_ne!(DEFLATED_CHANGES, crate::ingest::AUTOMERGE_MAGIC[0]);
+        assert!(
+            run.len() * 4 < changes.len(),
+            "{} of {}",
+            run.len(),
+            changes.len()
+        );
+        assert_eq!(inflate(&run).unwrap(), changes);
+        assert_eq!(
+            inflate(&changes).unwrap(),
+            changes,
+            "raw chunks as they are"
+        );
+        let mut budget = 1 << 30;
+        crate::ingest::plaintext_changes(&run, &mut budget).unwrap();
+        assert_eq!(budget, (1 << 30) - changes.len() as u64, "inflation counts");
+    }
+
+    #[test]
+    fn hostile_compressed_runs_are_refused_with_a_reason() {
+        let run = deflate_changes(&[0x85; 5000]);
+        let check = |plaintext: &[u8], expect: &str| {
+            let error = format!("{:#}", inflate(plaintext).unwrap_err());
+            assert!(error.contains(expect), "{error}");
+        };
+        check(&run[..run.len() / 2], "truncated");
+        check(&[DEFLATED_CHANGES], "truncated");
+        check(&[&run[..], &[0, 1]].concat(), "stray bytes");
+        check(&[DEFLATED_CHANGES, 0xff, 0xff, 0xff], "corrupt");
+        // A bomb: more than an envelope may carry, and more than the budget left.
+        let bomb = deflate_changes(&vec![0; (4 << 20) + 1]);
+        check(&bomb, "decompression bomb");
+        let mut budget = 1000;
+        let error = crate::ingest::plaintext_changes(&run, &mut budget).unwrap_err();
+        assert!(format!("{error:#}").contains("1000 bytes"), "{error:#}");
     }
 }

@@ -314,9 +314,14 @@ fn change_ingest() {
     let world = &fixture.world;
     let mut extra = Vec::new();
     for (choice, doc) in [(0u8, world.workspace_doc()), (1, world.proposal_doc())] {
+        let mut run = Vec::new();
         for change in doc.get_changes(&[]) {
             extra.push([vec![choice], change.raw_bytes().to_vec()].concat());
+            run.extend_from_slice(change.raw_bytes());
         }
+        // A run of them: compressed by the target (bit 0x40), and already compressed.
+        extra.push([vec![choice | 0x40], run.clone()].concat());
+        extra.push([vec![choice], meridian::seal::deflate_changes(&run)].concat());
     }
     fuzz_target("ingest", &[], extra, &|bytes| fuzz::ingest(&fixture, bytes));
 }

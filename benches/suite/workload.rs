@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use automerge::ReadDoc;
 use automerge::transaction::Transactable;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use meridian::discussion;
 use meridian::doc::View;
 use meridian::id::Id;
@@ -450,18 +450,12 @@ async fn drive(
             bail!("the session with {relay} ended");
         }
         if session.is_idle() {
-            let rest = meridian::sync::outbox(node, workspace, session.queued_to(), 10_000)?;
-            if !rest.is_empty() {
-                outputs = session.local(rest, Instant::now());
-                continue;
-            }
-            // As `meridian sync` does: the creator's node, idle, hands the relay snapshots.
-            outputs = meridian::sync::net::snapshots(
+            // As `meridian sync` does: what was written meanwhile, then snapshots due.
+            outputs = meridian::sync::net::when_idle(
                 node,
                 workspace,
                 relay,
                 &mut session,
-                &Default::default(),
                 Instant::now(),
             )?;
             if !outputs.is_empty() {
@@ -472,22 +466,34 @@ async fn drive(
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(left, source.next())
-            .await
-            .map_err(|_| anyhow!("{relay}: nothing arrived within {patience:?}"))?;
-        let frame = match message {
-            Some(Ok(Message::Binary(bytes))) => {
-                round.payload_down += bytes.len() as u64;
-                let frame = Frame::decode(&bytes)?;
-                *round.by_frame.entry(frame.name()).or_default() += bytes.len() as u64;
-                frame
+        let mut message = Some(
+            tokio::time::timeout(left, source.next())
+                .await
+                .map_err(|_| anyhow!("{relay}: nothing arrived within {patience:?}"))?,
+        );
+        // As `meridian`'s driver does: frames that already arrived are taken in together.
+        let mut taken = 0;
+        while let Some(next) = message.take() {
+            let frame = match next {
+                Some(Ok(Message::Binary(bytes))) => {
+                    round.payload_down += bytes.len() as u64;
+                    let frame = Frame::decode(&bytes)?;
+                    *round.by_frame.entry(frame.name()).or_default() += bytes.len() as u64;
+                    Some(frame)
+                }
+                Some(Ok(Message::Close(_))) | None => bail!("{relay} closed the connection"),
+                Some(Ok(_)) => None,
+                Some(Err(e)) => return Err(e.into()),
+            };
+            if let Some(frame) = frame {
+                round.received += 1;
+                outputs.extend(session.receive(frame, Instant::now()));
             }
-            Some(Ok(Message::Close(_))) | None => bail!("{relay} closed the connection"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-        };
-        round.received += 1;
-        outputs = session.receive(frame, Instant::now());
+            taken += 1;
+            if taken < 64 {
+                message = source.next().now_or_never();
+            }
+        }
     }
     let _ = sink.close().await;
     round.seconds = started.elapsed().as_secs_f64();

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use meridian_relay::protocol::{self, Frame, PushResult, RefusedCode, Register};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::session::{Event, Output, Session};
+use super::session::{Admission, Event, Output, Session};
 use crate::id::Id;
 use crate::ingest::Rejected;
 use crate::node::Node;
@@ -34,6 +34,17 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often a live connection looks for snapshots due (only the creator's node makes any).
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The most frames taken in at once when several have already arrived.
+const READY_FRAMES: usize = 64;
+
+/// The most entries, and envelope bytes, applied in one transaction when the entries of
+/// several frames are applied together: ten of the relay's largest frames. Received
+/// envelopes are in memory already; each document's new operations stay bounded by
+/// `ingest::Limits::max_ops` whatever the batch.
+const MERGED_ENTRIES: usize = 10 * protocol::MAX_BATCH_ENTRIES;
+/// See [`MERGED_ENTRIES`].
+const MERGED_BYTES: usize = 4 * protocol::MAX_BATCH_BYTES;
 
 /// What one connection did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,6 +89,8 @@ pub struct RefusedError {
     pub code: RefusedCode,
     /// The relay's explanation.
     pub reason: String,
+    /// Whether the device left its registration out (see [`Event::Refused`]).
+    pub without_registration: bool,
 }
 
 /// The websocket URL of a relay: `ws://host:port` gets the protocol's path.
@@ -140,13 +153,61 @@ pub enum Mode {
 ///
 /// In [`Mode::Live`], `wake` signals new local changes; `on_round` is called after every
 /// store write with what it did.
+///
+/// The device's registration goes only to a relay that has not welcomed it yet. Should a
+/// relay that did welcome it answer `NotMember` to a `Prove` without it (its members were
+/// lost, say), the node connects once more with the registration, and no more.
 pub async fn connect(
     node: &Node,
     workspace: Id,
     relay: &str,
     mode: Mode,
-    mut wake: Option<watch::Receiver<u64>>,
+    wake: Option<watch::Receiver<u64>>,
     mut on_change: impl FnMut(&RoundReport),
+) -> Result<RoundReport> {
+    let first = connect_as(
+        node,
+        workspace,
+        relay,
+        mode,
+        wake.clone(),
+        &mut on_change,
+        Admission::UntilWelcomed,
+    )
+    .await;
+    match first {
+        Err(e)
+            if e.downcast_ref::<RefusedError>().is_some_and(|refused| {
+                refused.code == RefusedCode::NotMember && refused.without_registration
+            }) =>
+        {
+            tracing::info!(
+                "{relay} no longer knows this device: connecting again with its registration"
+            );
+            connect_as(
+                node,
+                workspace,
+                relay,
+                mode,
+                wake,
+                &mut on_change,
+                Admission::Always,
+            )
+            .await
+        }
+        other => other,
+    }
+}
+
+/// [`connect`], showing the registration as `admission` says.
+async fn connect_as(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    mode: Mode,
+    mut wake: Option<watch::Receiver<u64>>,
+    on_change: &mut dyn FnMut(&RoundReport),
+    admission: Admission,
 ) -> Result<RoundReport> {
     let url = endpoint(relay)?;
     let config = WebSocketConfig::default()
@@ -186,10 +247,12 @@ pub async fn connect(
             .map_err(|_| anyhow!("the connection to {relay} closed"))
     };
     let main = async {
-        let (mut session, mut outputs) = begin(node, workspace, relay, Instant::now())?;
+        let (mut session, mut outputs) =
+            begin_with(node, workspace, relay, Instant::now(), admission)?;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         // The first idle moment of a live connection looks for snapshots due.
         let mut last_snapshots: Option<Instant> = None;
+        let mut ended: Option<anyhow::Error> = None;
         loop {
             carry_out(
                 node,
@@ -199,26 +262,18 @@ pub async fn connect(
                 std::mem::take(&mut outputs),
                 &mut send,
                 &mut report,
-                &mut on_change,
+                on_change,
             )?;
+            if let Some(e) = ended.take() {
+                return Err(e);
+            }
             if session.is_closed() {
                 bail!("the connection to {relay} ended");
             }
             if mode == Mode::Once && session.is_idle() {
-                // Edits made while this round ran (or beyond one read) go too.
-                let rest = super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
-                if !rest.is_empty() {
-                    outputs = session.local(rest, Instant::now());
-                    continue;
-                }
-                outputs = snapshots(
-                    node,
-                    workspace,
-                    relay,
-                    &mut session,
-                    &Default::default(),
-                    Instant::now(),
-                )?;
+                // Edits made while this round ran (or beyond one read) go too, then
+                // snapshots due; the round ends when there is nothing left.
+                outputs = when_idle(node, workspace, relay, &mut session, Instant::now())?;
                 if outputs.is_empty() {
                     return Ok(());
                 }
@@ -229,14 +284,7 @@ pub async fn connect(
                 && last_snapshots.is_none_or(|at| at.elapsed() >= SNAPSHOT_INTERVAL)
             {
                 last_snapshots = Some(Instant::now());
-                outputs = snapshots(
-                    node,
-                    workspace,
-                    relay,
-                    &mut session,
-                    &Default::default(),
-                    Instant::now(),
-                )?;
+                outputs = snapshots(node, workspace, relay, &mut session, Instant::now())?;
                 if !outputs.is_empty() {
                     continue;
                 }
@@ -244,15 +292,26 @@ pub async fn connect(
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::select! {
                 message = source.next() => {
-                    let frame = match message {
-                        None => bail!("{relay} closed the connection"),
-                        Some(Err(e)) => return Err(anyhow!(e).context(format!("the connection to {relay} failed"))),
-                        Some(Ok(Message::Binary(bytes))) => Frame::decode(&bytes)
-                            .with_context(|| format!("{relay} sent a frame this node cannot read"))?,
-                        Some(Ok(Message::Close(_))) => bail!("{relay} closed the connection"),
-                        Some(Ok(_)) => continue,
-                    };
-                    outputs = session.receive(frame, Instant::now());
+                    // Frames that arrived meanwhile are taken in too, so that their entries
+                    // are applied together (see `carry_out`).
+                    let mut frames: Vec<Frame> = read_frame(relay, message)?.into_iter().collect();
+                    for _ in 1..READY_FRAMES {
+                        let Some(message) = source.next().now_or_never() else {
+                            break;
+                        };
+                        match read_frame(relay, message) {
+                            Ok(frame) => frames.extend(frame),
+                            // The frames before the end go first (a refusal says why).
+                            Err(e) => {
+                                ended = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let now = Instant::now();
+                    for frame in frames {
+                        outputs.extend(session.receive(frame, now));
+                    }
                 }
                 _ = poll.tick() => {
                     outputs = refresh(node, workspace, &mut session, Instant::now())?;
@@ -284,6 +343,22 @@ pub async fn connect(
     Ok(report)
 }
 
+/// The frame in a websocket message: `None` for messages that carry none (pings), an error
+/// when the connection ended or the frame does not decode.
+fn read_frame(
+    relay: &str,
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Option<Frame>> {
+    match message {
+        None | Some(Ok(Message::Close(_))) => bail!("{relay} closed the connection"),
+        Some(Err(e)) => Err(anyhow!(e).context(format!("the connection to {relay} failed"))),
+        Some(Ok(Message::Binary(bytes))) => Frame::decode(&bytes)
+            .map(Some)
+            .with_context(|| format!("{relay} sent a frame this node cannot read")),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
 /// A session for one workspace and relay, resuming from the stored cursor, and its first
 /// outputs: the opening frame, the outbox to push and the revocations the relay still owes.
 pub fn begin(
@@ -291,6 +366,17 @@ pub fn begin(
     workspace: Id,
     relay: &str,
     now: Instant,
+) -> Result<(Session, Vec<Output>)> {
+    begin_with(node, workspace, relay, now, Admission::UntilWelcomed)
+}
+
+/// [`begin`], showing the registration as `admission` says.
+pub fn begin_with(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    now: Instant,
+    admission: Admission,
 ) -> Result<(Session, Vec<Output>)> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let stored = super::cursor(node, workspace, relay)?;
@@ -305,7 +391,8 @@ pub fn begin(
         relay_id,
         stored.pulled,
         stored.pushed,
-    );
+    )
+    .with_admission(admission);
     let mut outputs = session.start(now);
     outputs.extend(refresh(node, workspace, &mut session, now)?);
     Ok((session, outputs))
@@ -321,8 +408,8 @@ pub fn refresh(
     now: Instant,
 ) -> Result<Vec<Output>> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
-    let mut outputs = session.local(
-        super::outbox(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
+    let mut outputs = session.local_runs(
+        super::outgoing(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
         now,
     );
     let removed = removed_members(node, &record);
@@ -332,9 +419,21 @@ pub fn refresh(
     Ok(outputs)
 }
 
-/// Snapshots due for this relay ([`crate::snapshot::due`]), handed to an idle session: the
-/// node has applied the relay's log up to the session's cursor, so that is what they cover.
+/// Snapshots due for this relay ([`crate::snapshot::due`]) by the default policy, handed to
+/// an idle session: the node has applied the relay's log up to the session's cursor, so that
+/// is what they cover.
 pub fn snapshots(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    session: &mut Session,
+    now: Instant,
+) -> Result<Vec<Output>> {
+    snapshots_by(node, workspace, relay, session, &Default::default(), now)
+}
+
+/// [`snapshots`] by the given policy.
+pub fn snapshots_by(
     node: &Node,
     workspace: Id,
     relay: &str,
@@ -353,6 +452,22 @@ pub fn snapshots(
     })
 }
 
+/// What an idle session of one round does next: push what was written meanwhile (runs of
+/// one document coalesced), then hand over the snapshots due. Empty when the round is over.
+pub fn when_idle(
+    node: &Node,
+    workspace: Id,
+    relay: &str,
+    session: &mut Session,
+    now: Instant,
+) -> Result<Vec<Output>> {
+    let rest = super::outgoing(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
+    if !rest.is_empty() {
+        return Ok(session.local_runs(rest, now));
+    }
+    snapshots(node, workspace, relay, session, now)
+}
+
 /// Carries out a session's outputs, and those they lead to: a relay new to the workspace
 /// (or whose log was replaced) gets the whole history, not just what is still in the
 /// outbox. Frames go to `send`; `on_change` hears of every store write.
@@ -367,6 +482,7 @@ pub fn carry_out(
     report: &mut RoundReport,
     on_change: &mut dyn FnMut(&RoundReport),
 ) -> Result<()> {
+    outputs = merge_applies(outputs);
     while !outputs.is_empty() {
         let mut more = Vec::new();
         for output in outputs.drain(..) {
@@ -386,6 +502,37 @@ pub fn carry_out(
         outputs = more;
     }
     Ok(())
+}
+
+/// Adjacent `Apply` outputs (the entries of frames that arrived together) made one, up to
+/// [`MERGED_ENTRIES`] and [`MERGED_BYTES`]. Applying entries loads every document they touch from
+/// its stored records, so nine frames applied one by one loaded a document nine times: most
+/// of a node's time when a team comes back online at once.
+fn merge_applies(outputs: Vec<Output>) -> Vec<Output> {
+    let mut merged: Vec<Output> = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        match (merged.last_mut(), output) {
+            (
+                Some(Output::Apply { entries, up_to }),
+                Output::Apply {
+                    entries: more,
+                    up_to: next,
+                },
+            ) if entries.len() + more.len() <= MERGED_ENTRIES
+                && entries
+                    .iter()
+                    .chain(&more)
+                    .map(|(_, e)| e.len())
+                    .sum::<usize>()
+                    <= MERGED_BYTES =>
+            {
+                entries.extend(more);
+                *up_to = (*up_to).max(next);
+            }
+            (_, output) => merged.push(output),
+        }
+    }
+    merged
 }
 
 /// Carries out one output of the session. Returns whether the store changed.
@@ -445,10 +592,15 @@ fn perform(
             crate::snapshot::answered(node, workspace, relay, doc, covers, kept)?;
             Ok(false)
         }
-        Output::Event(Event::Refused { code, reason }) => Err(RefusedError {
+        Output::Event(Event::Refused {
+            code,
+            reason,
+            without_registration,
+        }) => Err(RefusedError {
             relay: relay.to_string(),
             code,
             reason,
+            without_registration,
         }
         .into()),
         Output::Event(Event::Failed(why)) => bail!("{relay}: {why}"),
@@ -642,5 +794,53 @@ fn log_round(report: &RoundReport) {
     }
     for error in &report.errors {
         tracing::warn!("{}: {error}", report.relay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(seqs: &[u64], size: usize) -> Output {
+        Output::Apply {
+            entries: seqs.iter().map(|s| (*s, vec![0; size])).collect(),
+            up_to: *seqs.last().unwrap(),
+        }
+    }
+
+    fn shape(outputs: &[Output]) -> Vec<(usize, u64)> {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Apply { entries, up_to } => (entries.len(), *up_to),
+                _ => (0, 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_of_frames_taken_in_together_are_applied_together_in_order() {
+        let acked = || Output::Acked {
+            results: Vec::new(),
+            pushed: None,
+            pulled: None,
+        };
+        let merged = merge_applies(vec![
+            apply(&[1, 2], 10),
+            apply(&[3], 10),
+            apply(&[4, 5, 6], 10),
+            acked(),
+            apply(&[8], 10),
+        ]);
+        assert_eq!(shape(&merged), vec![(6, 6), (0, 0), (1, 8)]);
+        let Output::Apply { entries, .. } = &merged[0] else {
+            unreachable!()
+        };
+        let seqs: Vec<u64> = entries.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        // Bounded.
+        let half = MERGED_BYTES / 2 + 1;
+        let merged = merge_applies(vec![apply(&[1], half), apply(&[2], half)]);
+        assert_eq!(shape(&merged), vec![(1, 1), (1, 2)]);
     }
 }

@@ -6,6 +6,7 @@
 //! the tests below drive it over an in-memory relay.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -33,6 +34,10 @@ pub enum Event {
         code: RefusedCode,
         /// The relay's explanation.
         reason: String,
+        /// Whether this connection's `Prove` left out the device's registration because the
+        /// relay had welcomed it before. A `NotMember` then means the relay forgot the
+        /// device: the driver connects once more with [`Admission::Always`].
+        without_registration: bool,
     },
     /// The relay revoked a member at our request.
     Revoked(Vec<u8>),
@@ -49,6 +54,8 @@ pub enum Output {
     Send(Frame),
     /// The relay's id differs from the one the stored cursor belongs to: its log is another
     /// one, so the driver resets the cursor (pull from the start, push the whole outbox).
+    /// It comes once the relay has welcomed the device, so a cursor that names a relay id
+    /// says that relay admitted the device.
     NewRelay([u8; 16]),
     /// Apply these entries and store `up_to` as the pull cursor, in one transaction.
     Apply {
@@ -92,6 +99,19 @@ pub struct Snapshot {
     pub envelope: Vec<u8>,
 }
 
+/// When the device shows a relay its registration (the creator's salt or a member's join
+/// proof, a few hundred bytes) in `Prove`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// Until the relay has welcomed the device: not to a relay whose id the stored cursor
+    /// names, since a relay admits a device it knows without it.
+    #[default]
+    UntilWelcomed,
+    /// On every connection: for a reconnection after a relay answered `NotMember` to a
+    /// `Prove` without it.
+    Always,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     AwaitChallenge,
@@ -100,11 +120,23 @@ enum State {
     Closed,
 }
 
+/// Outbox entries that travel as one envelope: positions `first..=last` of the outbox, and
+/// the envelope that carries all their changes (the entry itself when there is one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The first outbox position covered.
+    pub first: u64,
+    /// The last outbox position covered.
+    pub last: u64,
+    /// The encoded envelope.
+    pub envelope: Vec<u8>,
+}
+
 /// A push sent and not yet answered.
 struct InFlight {
     id: u64,
-    /// The outbox position of each envelope, `None` for a backfilled one.
-    seqs: Vec<Option<u64>>,
+    /// The outbox positions each envelope covers, `None` for a backfilled one.
+    seqs: Vec<Option<RangeInclusive<u64>>>,
 }
 
 /// One connection's protocol state.
@@ -112,7 +144,12 @@ pub struct Session {
     key: SigningKey,
     workspace: [u8; 16],
     register: Option<Register>,
+    admission: Admission,
+    /// Whether this connection's `Prove` left the registration out.
+    registration_omitted: bool,
     relay: Option<[u8; 16]>,
+    /// A relay id not the stored cursor's, to report once the relay welcomes the device.
+    new_relay: Option<[u8; 16]>,
     cursor: u64,
     /// Log positions above the cursor that hold this node's own pushes (the relay said so
     /// in `Stored`); the relay does not send them back, so they fill gaps in what it sends.
@@ -126,8 +163,9 @@ pub struct Session {
     snapshot_in_flight: Option<(u64, [u8; 16], u64)>,
     state: State,
     caught_up: bool,
-    /// Outbox entries not yet pushed on this connection, in order.
-    queue: VecDeque<(Option<u64>, Vec<u8>)>,
+    /// Envelopes not yet pushed on this connection, in order, with the outbox positions
+    /// each covers (`None` for a backfilled one).
+    queue: VecDeque<(Option<RangeInclusive<u64>>, Vec<u8>)>,
     /// The outbox sequence number after the last one queued.
     queued_to: u64,
     in_flight: Option<InFlight>,
@@ -170,7 +208,10 @@ impl Session {
             key,
             workspace,
             register,
+            admission: Admission::default(),
+            registration_omitted: false,
             relay,
+            new_relay: None,
             cursor,
             own: BTreeSet::new(),
             skipped: BTreeMap::new(),
@@ -186,6 +227,12 @@ impl Session {
             asked: BTreeSet::new(),
             deadline: None,
         }
+    }
+
+    /// Sets when the device shows its registration (by default, until welcomed).
+    pub fn with_admission(mut self, admission: Admission) -> Session {
+        self.admission = admission;
+        self
     }
 
     /// Opens the exchange.
@@ -236,13 +283,31 @@ impl Session {
         self.queued_to
     }
 
-    /// Local changes: outbox entries (sequence number, envelope) in order. Entries already
-    /// handed over are ignored.
+    /// Local changes: outbox entries (sequence number, envelope) in order, an envelope each.
+    /// Entries already handed over are ignored.
     pub fn local(&mut self, entries: Vec<(u64, Vec<u8>)>, now: Instant) -> Vec<Output> {
-        for (seq, envelope) in entries {
-            if seq >= self.queued_to {
-                self.queued_to = seq + 1;
-                self.queue.push_back((Some(seq), envelope));
+        let runs = entries
+            .into_iter()
+            .map(|(seq, envelope)| Outgoing {
+                first: seq,
+                last: seq,
+                envelope,
+            })
+            .collect();
+        self.local_runs(runs, now)
+    }
+
+    /// Local changes: runs of outbox entries in order, each run travelling as one envelope
+    /// ([`crate::sync::outgoing`] makes them). The relay's answer for a run's envelope is
+    /// its answer for every entry of the run, and the push cursor passes the whole run at
+    /// once, so a run is acknowledged, or retried, whole. Runs starting before what was
+    /// already handed over are ignored.
+    pub fn local_runs(&mut self, runs: Vec<Outgoing>, now: Instant) -> Vec<Output> {
+        for run in runs {
+            if run.first >= self.queued_to && run.last >= run.first {
+                self.queued_to = run.last + 1;
+                self.queue
+                    .push_back((Some(run.first..=run.last), run.envelope));
             }
         }
         self.pump(now)
@@ -295,24 +360,32 @@ impl Session {
                 out.push(Output::Event(Event::Refused {
                     code,
                     reason: printable(&reason),
+                    without_registration: self.registration_omitted,
                 }));
             }
             (State::AwaitChallenge, Frame::Challenge { nonce, relay }) => {
                 let Ok(relay) = <[u8; 16]>::try_from(relay.as_slice()) else {
                     return self.fail("the relay sent a malformed challenge");
                 };
-                if self.relay != Some(relay) {
+                // The stored cursor names a relay id only once that relay welcomed us.
+                let welcomed_before = self.relay == Some(relay);
+                if !welcomed_before {
                     self.relay = Some(relay);
                     self.cursor = 0;
                     self.queued_to = 0;
                     self.queue.clear();
-                    out.push(Output::NewRelay(relay));
+                    self.new_relay = Some(relay);
                 }
+                let register = match self.admission {
+                    Admission::UntilWelcomed if welcomed_before => None,
+                    _ => self.register.clone(),
+                };
+                self.registration_omitted = register.is_none() && self.register.is_some();
                 let key = self.key.verifying_key().to_bytes();
                 let message = auth_message(&relay, &nonce, &self.workspace, &key);
                 out.push(Output::Send(Frame::Prove {
                     signature: self.key.sign(&message).to_bytes().to_vec(),
-                    register: self.register.clone(),
+                    register,
                 }));
                 self.state = State::AwaitWelcome;
                 self.deadline = Some(now + ANSWER_TIMEOUT);
@@ -320,9 +393,16 @@ impl Session {
             (State::AwaitWelcome, Frame::Welcome { head }) => {
                 self.state = State::Ready;
                 out.push(Output::Event(Event::Welcome { head }));
+                let new_relay = self.new_relay.take();
+                if let Some(relay) = new_relay {
+                    out.push(Output::NewRelay(relay));
+                }
                 out.push(Output::Send(Frame::Subscribe { after: self.cursor }));
                 self.deadline = Some(now + ANSWER_TIMEOUT);
-                out.extend(self.pump(now));
+                // A new relay first gets the history the driver backfills (which pushes).
+                if new_relay.is_none() {
+                    out.extend(self.pump(now));
+                }
             }
             (State::Ready, Frame::Entries { entries, up_to }) => {
                 let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
@@ -396,7 +476,7 @@ impl Session {
                 if results.len() != flight.seqs.len() {
                     return self.fail("the relay answered a push with the wrong number of results");
                 }
-                let pushed = flight.seqs.iter().flatten().last().map(|s| s + 1);
+                let pushed = flight.seqs.iter().flatten().last().map(|s| s.end() + 1);
                 // Entries this push put right after the cursor need not come back: the node
                 // has them.
                 let before = self.cursor;
@@ -409,20 +489,22 @@ impl Session {
                 while self.own.remove(&(self.cursor + 1)) {
                     self.cursor += 1;
                 }
+                // An envelope's answer is the answer for every outbox entry it carries.
                 out.push(Output::Acked {
                     results: flight
                         .seqs
                         .into_iter()
                         .zip(results)
-                        .filter_map(|(seq, result)| {
+                        .filter_map(|(seqs, result)| {
                             let result = match result {
                                 PushResult::Rejected(reason) => {
                                     PushResult::Rejected(printable(&reason))
                                 }
                                 other => other,
                             };
-                            Some((seq?, result))
+                            Some(seqs?.map(move |seq| (seq, result.clone())))
                         })
+                        .flatten()
                         .collect(),
                     pushed,
                     pulled: (self.cursor > before).then_some(self.cursor),
@@ -1082,5 +1164,160 @@ mod tests {
         assert!(reason.chars().count() <= MAX_REASON_CHARS + 1);
         assert!(reason.ends_with('…'));
         assert_eq!(printable("plain words"), "plain words");
+    }
+
+    #[test]
+    fn a_run_of_outbox_entries_is_one_envelope_and_its_answer_passes_them_all() {
+        let now = Instant::now();
+        let mut session = welcomed(now);
+        session.receive(Frame::CaughtUp { head: 0 }, now);
+        let out = session.local_runs(
+            vec![
+                Outgoing {
+                    first: 0,
+                    last: 4,
+                    envelope: vec![1],
+                },
+                Outgoing {
+                    first: 5,
+                    last: 5,
+                    envelope: vec![2],
+                },
+            ],
+            now,
+        );
+        let [Output::Send(Frame::Push { id, envelopes })] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(envelopes.len(), 2, "five entries of one run, one envelope");
+        assert_eq!(session.queued_to(), 6);
+        let out = session.receive(
+            Frame::Stored {
+                id: *id,
+                results: vec![PushResult::Stored(1), PushResult::Duplicate(2)],
+            },
+            now,
+        );
+        let [
+            Output::Acked {
+                results,
+                pushed,
+                pulled,
+            },
+        ] = out.as_slice()
+        else {
+            panic!("{out:?}");
+        };
+        let seqs: Vec<u64> = results.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5], "an answer for every entry");
+        assert!(
+            results[..5]
+                .iter()
+                .all(|(_, r)| *r == PushResult::Stored(1))
+        );
+        assert_eq!(*pushed, Some(6), "the push cursor passes the whole run");
+        assert_eq!(
+            *pulled,
+            Some(2),
+            "both envelopes directly follow the cursor"
+        );
+        assert!(session.is_idle());
+        // Runs already handed over are not queued again.
+        let again = session.local_runs(
+            vec![Outgoing {
+                first: 3,
+                last: 5,
+                envelope: vec![3],
+            }],
+            now,
+        );
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    /// A session that has the creator's registration and, maybe, a cursor from relay 5.
+    fn registered(relay: Option<[u8; 16]>, admission: Admission) -> Session {
+        Session::new(
+            SigningKey::from_bytes(&[1; 32]),
+            [2; 16],
+            Some(Register::Create { salt: vec![3; 16] }),
+            relay,
+            4,
+            0,
+        )
+        .with_admission(admission)
+    }
+
+    fn prove(session: &mut Session, relay: u8) -> Vec<Output> {
+        let now = Instant::now();
+        session.start(now);
+        session.receive(
+            Frame::Challenge {
+                nonce: vec![0; 32],
+                relay: vec![relay; 16],
+            },
+            now,
+        )
+    }
+
+    fn register_sent(out: &[Output]) -> Option<bool> {
+        out.iter().find_map(|o| match o {
+            Output::Send(Frame::Prove { register, .. }) => Some(register.is_some()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_registration_goes_only_to_a_relay_that_has_not_welcomed_the_device() {
+        let now = Instant::now();
+        // Never welcomed by this relay: the registration goes along.
+        let mut session = registered(None, Admission::UntilWelcomed);
+        let out = prove(&mut session, 5);
+        assert_eq!(register_sent(&out), Some(true));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::NewRelay(_))),
+            "the cursor names a relay only once it welcomed the device"
+        );
+        let out = session.receive(Frame::Welcome { head: 0 }, now);
+        assert_eq!(out[1], Output::NewRelay([5; 16]), "{out:?}");
+        // Welcomed by relay 5 before: it knows the device.
+        let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);
+        assert_eq!(register_sent(&prove(&mut session, 5)), Some(false));
+        // Another relay id at the same URL: another relay, which needs it.
+        let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);
+        assert_eq!(register_sent(&prove(&mut session, 6)), Some(true));
+        // After a NotMember to a Prove without it, the next connection shows it.
+        let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);
+        prove(&mut session, 5);
+        let out = session.receive(
+            Frame::Refused {
+                code: RefusedCode::NotMember,
+                reason: "who?".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Event(Event::Refused {
+                code: RefusedCode::NotMember,
+                without_registration: true,
+                ..
+            })]
+        ));
+        let mut session = registered(Some([5; 16]), Admission::Always);
+        assert_eq!(register_sent(&prove(&mut session, 5)), Some(true));
+        let out = session.receive(
+            Frame::Refused {
+                code: RefusedCode::NotMember,
+                reason: "who?".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Event(Event::Refused {
+                without_registration: false,
+                ..
+            })]
+        ));
     }
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use meridian::id::Id;
 use meridian::node::Node;
+use meridian::store::WorkspaceRecord;
 use meridian_relay::Envelope;
 use meridian_relay::store::RelayStore;
 
@@ -94,8 +95,10 @@ struct Scenario {
     written: Vec<Vec<String>>,
     /// Edits the relay acknowledged (the outbox emptied after a sync or by the daemon).
     on_relay: BTreeSet<String>,
-    /// The hashes of the envelopes behind them: what the relay's log must hold.
+    /// The hashes of the changes behind them: what the relay's log must hold.
     on_relay_hashes: BTreeSet<[u8; 32]>,
+    /// The workspace as the first home has it, to open envelopes with.
+    record: WorkspaceRecord,
     spans: Spans,
     /// Per target: (killed, finished before the kill).
     outcomes: BTreeMap<Target, (u64, u64)>,
@@ -125,7 +128,7 @@ impl Scenario {
         let team = Team::new(&PEOPLE);
         let thread = team.homes[0].create(&["thread", "new", "Crash drill", "-m", "Go"]);
         team.sync_until_quiet(&team.homes.iter().collect::<Vec<_>>());
-        let (workspace, _) = Node::open(team.homes[0].path())
+        let (workspace, record) = Node::open(team.homes[0].path())
             .unwrap()
             .workspace(None)
             .unwrap();
@@ -136,6 +139,7 @@ impl Scenario {
             written: vec![Vec::new(); PEOPLE.len()],
             on_relay: BTreeSet::new(),
             on_relay_hashes: BTreeSet::new(),
+            record,
             spans: Spans::default(),
             outcomes: BTreeMap::new(),
             relay_restarts: Vec::new(),
@@ -168,9 +172,21 @@ impl Scenario {
         for bytes in meridian::sync::all_envelopes(&node, self.workspace).unwrap() {
             let envelope = Envelope::decode(&bytes).unwrap();
             if envelope.author == own {
-                self.on_relay_hashes.insert(envelope.hash());
+                self.on_relay_hashes.extend(self.change_hashes(&bytes));
             }
         }
+    }
+
+    /// The hashes of the changes an envelope carries. A push coalesces a run of outbox
+    /// envelopes into one, so the relay holds this node's changes, not its envelopes.
+    fn change_hashes(&self, bytes: &[u8]) -> Vec<[u8; 32]> {
+        let mut budget = u64::MAX;
+        meridian::ingest::open_sealed(bytes, self.workspace, &self.record, &mut budget)
+            .unwrap()
+            .changes
+            .iter()
+            .map(|change| change.hash().0)
+            .collect()
     }
 
     /// The killed relay's database opens (repairing if it must), its log is dense from 1,
@@ -184,13 +200,10 @@ impl Scenario {
         let mut logged = BTreeSet::new();
         for (i, (seq, bytes)) in entries.iter().enumerate() {
             assert_eq!(*seq, i as u64 + 1, "the relay's log has a gap");
-            logged.insert(Envelope::decode(bytes).unwrap().hash());
+            logged.extend(self.change_hashes(bytes));
         }
         let lost = self.on_relay_hashes.difference(&logged).count();
-        assert_eq!(
-            lost, 0,
-            "the killed relay lost {lost} acknowledged envelopes"
-        );
+        assert_eq!(lost, 0, "the killed relay lost {lost} acknowledged changes");
     }
 
     /// The home's database opens and holds every edit acknowledged to it.

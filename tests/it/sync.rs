@@ -352,7 +352,8 @@ fn relay_never_stores_plaintext() {
             let envelope = Envelope::decode(&bytes).unwrap();
             let opened = seal::open(&key, &envelope).unwrap();
             let mut budget = 1 << 30;
-            let chunks = meridian::ingest::chunks(&opened, &mut budget, false).unwrap();
+            let changes = meridian::ingest::plaintext_changes(&opened, &mut budget).unwrap();
+            let chunks = meridian::ingest::chunks(&changes, &mut budget, false).unwrap();
             for change in meridian::ingest::parse_changes(&chunks).unwrap() {
                 inflated.extend_from_slice(change.raw_bytes());
             }
@@ -882,5 +883,44 @@ fn a_late_member_starts_from_the_creators_snapshot_and_carries_on_from_there() {
         comment_bodies(&cy, &t).len(),
         32,
         "30 replies and the 2 after"
+    );
+}
+
+/// A node shows a relay its join proof only until that relay welcomed it; a relay that
+/// forgot the member since (its database restored from an old backup, say) answers
+/// `NotMember` to the proof-less `Prove`, and the node connects once more with the proof.
+#[test]
+fn a_relay_that_forgot_a_member_gets_the_join_proof_again() {
+    const MEMBERS: redb::TableDefinition<([u8; 16], [u8; 32]), &[u8]> =
+        redb::TableDefinition::new("members");
+    let mut team = Team::new(&ZONES[..2]);
+    let t = team.homes[0].create(&["thread", "new", "Forgetful", "-m", "Hello"]);
+    team.sync_until_quiet(&[&team.homes[0], &team.homes[1]]);
+    let (workspace, bo_key) = {
+        let node = Node::open(team.homes[1].path()).unwrap();
+        (
+            node.workspace(None).unwrap().0,
+            node.key().verifying_key().to_bytes(),
+        )
+    };
+    team.relay.stop();
+    {
+        let db = redb::Database::open(team.relay.data().join("relay.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut members = txn.open_table(MEMBERS).unwrap();
+            let removed = members.remove((workspace.0, bo_key)).unwrap();
+            assert!(removed.is_some(), "the relay had admitted Bo");
+        }
+        txn.commit().unwrap();
+    }
+    team.relay.restart();
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    bo.ok(&["reply", &t, "-m", "Still here"]);
+    sync(bo);
+    sync(ana);
+    assert!(
+        comment_bodies(ana, &t).contains(&"Still here".to_string()),
+        "Bo's reply went through the relay that forgot him"
     );
 }

@@ -15,10 +15,10 @@ use meridian::identity::Profile;
 use meridian::node::Node;
 use meridian::snapshot::Policy;
 use meridian::store::HELD;
-use meridian::sync::net::{RoundReport, begin, carry_out, refresh, snapshots};
+use meridian::sync::net::{RoundReport, begin, carry_out, refresh, snapshots_by};
 use meridian::sync::session::{Output, Session};
 use meridian::workspace::Invite;
-use meridian::{history, ingest, proposal, sync};
+use meridian::{history, proposal, sync};
 use meridian_relay::Envelope;
 use meridian_relay::determinism;
 use meridian_relay::handling::{self, Forward};
@@ -831,7 +831,7 @@ impl Sim {
                 ..Policy::default()
             };
             let url = &self.relays[self.conns[c].relay].url;
-            outputs = snapshots(
+            outputs = snapshots_by(
                 &node,
                 self.workspace,
                 url,
@@ -1087,9 +1087,19 @@ impl Sim {
     }
 
     /// Every replica holds the same documents, heads and derived state, nothing is held or
-    /// rejected, and every envelope a relay stored is everywhere.
+    /// rejected, and every change a relay stored is everywhere. (Changes, not envelopes: a
+    /// push coalesces a run of outbox envelopes into one, and a node keeps its own as they
+    /// were; a retried run is sealed afresh, and replicas keep only the first copy.)
     fn check(&mut self) -> Run<()> {
-        let mut logged = BTreeMap::new();
+        let record = {
+            let index = (0..self.nodes.len())
+                .find(|i| !self.removed.contains(i))
+                .ok_or("every node was removed")?;
+            let node = Node::open(&self.nodes[index].home).map_err(err)?;
+            node.workspace(Some(&self.workspace.hex())).map_err(err)?.1
+        };
+        let mut logged = BTreeSet::new();
+        let mut changes: BTreeMap<Id, BTreeSet<automerge::ChangeHash>> = BTreeMap::new();
         for relay in &self.relays {
             let mut after = 0;
             loop {
@@ -1101,7 +1111,15 @@ impl Sim {
                     break;
                 };
                 for (_, bytes) in entries {
-                    logged.insert(Envelope::decode(&bytes).map_err(err)?.hash(), bytes);
+                    logged.insert(Envelope::decode(&bytes).map_err(err)?.hash());
+                    let mut budget = u64::MAX;
+                    let item =
+                        meridian::ingest::open_sealed(&bytes, self.workspace, &record, &mut budget)
+                            .map_err(err)?;
+                    changes
+                        .entry(item.doc)
+                        .or_default()
+                        .extend(item.changes.iter().map(|c| c.hash()));
                 }
                 after = last;
             }
@@ -1136,35 +1154,16 @@ impl Sim {
             if !rejected.is_empty() {
                 return Err(format!("node {index} rejected envelopes: {rejected:?}"));
             }
-            // Every change of every envelope a relay acknowledged is here (a late joiner
-            // may have had some of them in a snapshot rather than in their envelopes).
-            let (_, record) = node.workspace(Some(&self.workspace.hex())).map_err(err)?;
-            let mut docs: BTreeMap<Id, automerge::Automerge> = BTreeMap::new();
-            for (hash, bytes) in &logged {
-                let mut budget = ingest::Limits::default().max_inflated;
-                let item = ingest::open_sealed(bytes, self.workspace, &record, &mut budget)
-                    .map_err(err)?;
-                let doc = match docs.entry(item.doc) {
-                    std::collections::btree_map::Entry::Occupied(loaded) => loaded.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(node.load(self.workspace, item.doc).map_err(|e| {
-                            format!(
-                                "node {index} lacks document {} of envelope {} that a relay acknowledged: {e:#}",
-                                item.doc.short(),
-                                hex::encode(&hash[..8])
-                            )
-                        })?)
-                    }
-                };
-                if let Some(missing) = item
-                    .changes
+            for (doc, hashes) in &changes {
+                let loaded = node.load(self.workspace, *doc).map_err(err)?;
+                if let Some(missing) = hashes
                     .iter()
-                    .find(|c| doc.get_change_by_hash(&c.hash()).is_none())
+                    .find(|h| loaded.get_change_by_hash(h).is_none())
                 {
                     return Err(format!(
-                        "node {index} lacks change {} of envelope {} that a relay acknowledged",
-                        missing.hash(),
-                        hex::encode(&hash[..8])
+                        "node {index} lacks change {} of document {} that a relay acknowledged",
+                        &missing.to_string()[..12],
+                        doc.short()
                     ));
                 }
             }

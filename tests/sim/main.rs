@@ -12,7 +12,7 @@
 //!
 //! After every run the network heals and the scheduler delivers until nothing moves; then
 //! every replica must have the same documents, heads and derived state, every outbox must
-//! be empty, and every envelope any relay acknowledged must be in every replica.
+//! be empty, and every change any relay acknowledged must be in every replica.
 //!
 //! `MERIDIAN_SIM_SEEDS=N` runs N seeds (default 300) from `MERIDIAN_SIM_FIRST` (default 1);
 //! `MERIDIAN_SIM_SEED=S` runs one, and `MERIDIAN_SIM_TRACE=1` prints every step it takes.
