@@ -6,7 +6,7 @@
 //! gathered in one durable transaction (one fsync) and only then answers and forwards, so
 //! nothing is acknowledged or forwarded before it is on disk. Forwarding encodes a commit's
 //! `Entries` frame once and hands it to the fan-out thread, which writes it to each member's
-//! socket without waking the member's task ([`outgoing`]); a member whose socket does not
+//! socket without waking the member's task (`server/outgoing.rs`); a member whose socket does not
 //! take it at once has it queued, and one further behind reads the log instead, so a slow
 //! reader costs the relay nothing but its own socket, and a reader that does not drain its
 //! socket within `send_timeout` is disconnected.
@@ -766,7 +766,7 @@ enum Event {
 }
 
 /// The authenticated part of a connection. Live entries reach the client without this task
-/// (see [`outgoing`]); it wakes for the client's frames, for what the fan-out could not
+/// (see `server/outgoing.rs`); it wakes for the client's frames, for what the fan-out could not
 /// write at once, for a removal, and for shutdown.
 async fn serve_session(
     shared: &Arc<Shared>,
