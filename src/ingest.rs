@@ -545,23 +545,25 @@ impl DocumentApply<'_> {
         // Held envelopes of this document get another chance, before the new ones.
         let mut items = take_held(self.txn, self.workspace, doc_id, self.record)?;
         items.extend(new);
-        if items.is_empty() {
-            return Ok(());
-        }
-        let error = match self.store(doc_id, items.clone()) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
         if items.len() == 1 {
-            // A lone item keeps its error as it is: whether it waits or is refused for
-            // good depends on the error's type.
-            return refuse_item(
-                self.txn,
-                self.workspace,
-                items.remove(0),
-                error,
-                self.report,
-            );
+            // A lone item goes to the store as it is (a snapshot's whole document is not
+            // copied), and keeps its error: whether it waits or is refused for good
+            // depends on the error's type.
+            let item = items.remove(0);
+            let (doc, envelope, signer) = (item.doc, item.envelope.clone(), item.signer);
+            return match self.store(doc_id, vec![item]) {
+                Ok(()) => Ok(()),
+                Err(error) => refuse_item(
+                    self.txn,
+                    self.workspace,
+                    (doc, &envelope, &signer),
+                    error,
+                    self.report,
+                ),
+            };
+        }
+        if items.is_empty() || self.store(doc_id, items.clone()).is_ok() {
+            return Ok(());
         }
         let mut failed: Vec<(Item, anyhow::Error)> = Vec::new();
         loop {
@@ -578,7 +580,8 @@ impl DocumentApply<'_> {
             items = failed.drain(..).map(|(item, _)| item).collect();
         }
         for (item, error) in failed {
-            refuse_item(self.txn, self.workspace, item, error, self.report)?;
+            let refused = (item.doc, item.envelope.as_slice(), &item.signer);
+            refuse_item(self.txn, self.workspace, refused, error, self.report)?;
         }
         Ok(())
     }
@@ -658,20 +661,20 @@ fn try_store(
 fn refuse_item(
     txn: &redb::WriteTransaction,
     workspace: Id,
-    item: Item,
+    (doc, envelope, signer): (Id, &[u8], &[u8; 32]),
     error: anyhow::Error,
     report: &mut Report,
 ) -> Result<()> {
     let mut held = txn.open_table(crate::store::HELD)?;
     if is_waiting(&error) && held.len()? < MAX_HELD {
-        let next = node::next_seq(&held, item.doc.0)?;
-        held.insert((item.doc.0, next), item.envelope.as_slice())?;
+        let next = node::next_seq(&held, doc.0)?;
+        held.insert((doc.0, next), envelope)?;
         report.held += 1;
         return Ok(());
     }
     let rejected = Rejected {
-        doc: item.doc.hex(),
-        signer: hex::encode(item.signer),
+        doc: doc.hex(),
+        signer: hex::encode(signer),
         reason: format!("{error:#}"),
     };
     record_rejection(txn, workspace, &rejected)?;
@@ -720,6 +723,7 @@ struct Prepared {
     doc_id: Id,
     doc: Automerge,
     next_seq: u64,
+    checkpointed: u64,
     envelopes: Vec<(Vec<u8>, [u8; 32])>,
     entries: Vec<LogEntry>,
     signers: BTreeSet<[u8; 32]>,
@@ -869,6 +873,7 @@ fn prepare(
         doc_id,
         doc,
         next_seq: loaded.next_seq,
+        checkpointed: loaded.checkpointed,
         envelopes,
         entries,
         signers,
@@ -903,6 +908,7 @@ fn store(
         txn,
         prepared.doc_id,
         &prepared.doc,
+        prepared.checkpointed,
         prepared.next_seq + records.len() as u64,
     )?;
     node::reindex(

@@ -471,6 +471,7 @@ impl Node {
             txn,
             doc_id,
             &loaded.doc,
+            loaded.checkpointed,
             loaded.next_seq + records.len() as u64,
         )?;
         reindex(
@@ -677,6 +678,8 @@ pub struct Loaded {
     pub doc: Automerge,
     /// The sequence number the next record gets.
     pub next_seq: u64,
+    /// How many changes the checkpoint it was loaded from holds (0 without one).
+    pub checkpointed: u64,
 }
 
 /// Reads the workspace record inside a write transaction.
@@ -729,6 +732,7 @@ fn load_from(
         .as_slice()
         .try_into()
         .context("the workspace key is damaged")?;
+    let checkpointed = checkpoint.as_ref().map_or(0, |c| c.changes);
     let (mut bytes, mut next_seq) = match checkpoint {
         Some(checkpoint) => (checkpoint.save, checkpoint.next_seq),
         None if doc_id == workspace => (record.genesis.clone(), 0),
@@ -761,29 +765,28 @@ fn load_from(
             )
         })?
     };
-    Ok(Loaded { doc, next_seq })
+    Ok(Loaded {
+        doc,
+        next_seq,
+        checkpointed,
+    })
 }
 
 /// The fewest changes after a document's checkpoint before a new one is written.
 pub const CHECKPOINT_MIN_CHANGES: u64 = 256;
 
-/// Writes a new checkpoint of `doc` (whose records now end before `next_seq`) once enough
-/// changes piled up since the last: at least [`CHECKPOINT_MIN_CHANGES`], and a sixteenth of
-/// the document's changes, so saving (whose cost grows with the document) stays a small
-/// share of the loading it spares. Call it after [`append_records`].
+/// Writes a new checkpoint of `doc` (whose records now end before `next_seq`, and which was
+/// loaded from a checkpoint of `before` changes) once enough changes piled up since: at
+/// least [`CHECKPOINT_MIN_CHANGES`], and a sixteenth of the document's changes, so saving
+/// (whose cost grows with the document) stays a small share of the loading it spares. Call
+/// it after [`append_records`].
 pub fn checkpoint_if_due(
     txn: &WriteTransaction,
     doc_id: Id,
     doc: &Automerge,
+    before: u64,
     next_seq: u64,
 ) -> Result<()> {
-    let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-    let before = match checkpoints.get(doc_id.0)? {
-        Some(bytes) => store::decode::<Checkpoint>(bytes.value(), "checkpoint")
-            .map(|c| c.changes)
-            .unwrap_or(0),
-        None => 0,
-    };
     let changes = self::next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
     if changes.saturating_sub(before) < CHECKPOINT_MIN_CHANGES.max(before / 16) {
         return Ok(());
@@ -793,7 +796,8 @@ pub fn checkpoint_if_due(
         changes,
         save: doc.save(),
     };
-    checkpoints.insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
+    txn.open_table(CHECKPOINTS)?
+        .insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
     Ok(())
 }
 

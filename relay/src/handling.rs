@@ -164,6 +164,26 @@ pub fn sort_snapshot(ws: &Ws, bytes: &[u8]) -> Result<Incoming, PushResult> {
     }
 }
 
+/// The frames that carry one catch-up read to the client, in order: the positions it
+/// skipped for snapshots (when there are any), then its entries up to where it got.
+pub fn catch_up_frames(read: crate::store::Read) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(2);
+    if !read.skipped.is_empty() {
+        frames.push(Frame::Skipped {
+            ranges: read.skipped,
+        });
+    }
+    frames.push(Frame::Entries {
+        entries: read
+            .entries
+            .into_iter()
+            .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
+            .collect(),
+        up_to: read.up_to,
+    });
+    frames
+}
+
 /// What to do with a newly committed batch `first..=last` for a subscriber that has
 /// everything up to `cursor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -924,35 +924,19 @@ async fn catch_up(
                 break;
             }
             let last = read.up_to;
-            let skipped = (!read.skipped.is_empty()).then(|| {
-                binary_message(
-                    &Frame::Skipped {
-                        ranges: read.skipped,
-                    }
-                    .encode(),
-                )
-            });
-            // Only the encoded frame stays in memory while a slow reader takes it.
-            let frame = binary_message(
-                &Frame::Entries {
-                    entries: read
-                        .entries
-                        .into_iter()
-                        .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
-                        .collect(),
-                    up_to: last,
-                }
-                .encode(),
-            );
+            // Only the encoded frames stay in memory while a slow reader takes them.
+            let frames: Vec<_> = handling::catch_up_frames(read)
+                .iter()
+                .map(|frame| binary_message(&frame.encode()))
+                .collect();
             {
                 let mut state = outgoing.lock();
                 if state.removed {
                     return Ok(());
                 }
-                if let Some(skipped) = skipped {
-                    state.send(skipped);
+                for frame in frames {
+                    state.send(frame);
                 }
-                state.send(frame);
                 state.cursor = Some(last);
             }
             cursor = last;

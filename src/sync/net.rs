@@ -284,7 +284,14 @@ async fn connect_as(
                 && last_snapshots.is_none_or(|at| at.elapsed() >= SNAPSHOT_INTERVAL)
             {
                 last_snapshots = Some(Instant::now());
-                outputs = snapshots(node, workspace, relay, &mut session, Instant::now())?;
+                outputs = snapshots(
+                    node,
+                    workspace,
+                    relay,
+                    &mut session,
+                    &Default::default(),
+                    Instant::now(),
+                )?;
                 if !outputs.is_empty() {
                     continue;
                 }
@@ -419,21 +426,10 @@ pub fn refresh(
     Ok(outputs)
 }
 
-/// Snapshots due for this relay ([`crate::snapshot::due`]) by the default policy, handed to
-/// an idle session: the node has applied the relay's log up to the session's cursor, so that
-/// is what they cover.
+/// Snapshots due for this relay by `policy` ([`crate::snapshot::due`]), handed to an idle
+/// session: the node has applied the relay's log up to the session's cursor, so that is
+/// what they cover.
 pub fn snapshots(
-    node: &Node,
-    workspace: Id,
-    relay: &str,
-    session: &mut Session,
-    now: Instant,
-) -> Result<Vec<Output>> {
-    snapshots_by(node, workspace, relay, session, &Default::default(), now)
-}
-
-/// [`snapshots`] by the given policy.
-pub fn snapshots_by(
     node: &Node,
     workspace: Id,
     relay: &str,
@@ -465,7 +461,7 @@ pub fn when_idle(
     if !rest.is_empty() {
         return Ok(session.local_runs(rest, now));
     }
-    snapshots(node, workspace, relay, session, now)
+    snapshots(node, workspace, relay, session, &Default::default(), now)
 }
 
 /// Carries out a session's outputs, and those they lead to: a relay new to the workspace

@@ -15,7 +15,7 @@ use meridian::identity::Profile;
 use meridian::node::Node;
 use meridian::snapshot::Policy;
 use meridian::store::HELD;
-use meridian::sync::net::{RoundReport, begin, carry_out, refresh, snapshots_by};
+use meridian::sync::net::{RoundReport, begin, carry_out, refresh, snapshots};
 use meridian::sync::session::{Output, Session};
 use meridian::workspace::Invite;
 use meridian::{history, proposal, sync};
@@ -831,7 +831,7 @@ impl Sim {
                 ..Policy::default()
             };
             let url = &self.relays[self.conns[c].relay].url;
-            outputs = snapshots_by(
+            outputs = snapshots(
                 &node,
                 self.workspace,
                 url,
@@ -1254,19 +1254,8 @@ fn catch_up_with(
             return Ok((cursor, skipped));
         }
         skipped += read.skipped.iter().map(|(a, b)| b - a + 1).sum::<u64>();
-        if !read.skipped.is_empty() {
-            down.push_back(Frame::Skipped {
-                ranges: read.skipped,
-            });
-        }
-        down.push_back(Frame::Entries {
-            entries: read
-                .entries
-                .into_iter()
-                .map(|(seq, bytes)| (seq, ByteBuf::from(bytes)))
-                .collect(),
-            up_to: read.up_to,
-        });
-        cursor = read.up_to;
+        let up_to = read.up_to;
+        down.extend(handling::catch_up_frames(read));
+        cursor = up_to;
     }
 }
