@@ -2,7 +2,7 @@
 //! signed envelopes, as the relay would store them) and saved automerge documents.
 
 use anyhow::{Context, Result, bail};
-use automerge::{Automerge, ROOT, ReadDoc};
+use automerge::{Automerge, ROOT};
 use serde::{Deserialize, Serialize};
 
 use crate::doc::View;
@@ -165,7 +165,7 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
     let is_known = |change: &automerge::Change| {
         local
             .as_ref()
-            .is_some_and(|l| l.get_change_by_hash(&change.hash()).is_some())
+            .is_some_and(|l| l.get_change_meta_by_hash(&change.hash()).is_some())
     };
     let new: Vec<automerge::Change> = doc
         .get_changes(&[])

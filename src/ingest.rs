@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
-use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, Value};
+use automerge::{Automerge, Change, ExpandedChange, ObjType, ROOT, ReadDoc, Value};
 use meridian_relay::Envelope;
 use redb::{ReadableTable, ReadableTableMetadata};
 
+use crate::cache::DocCache;
 use crate::doc::View;
 use crate::id::Id;
 use crate::identity;
@@ -298,7 +299,17 @@ pub fn open_sealed(
     record: &WorkspaceRecord,
     budget: &mut u64,
 ) -> Result<Item> {
-    let envelope = Envelope::decode(bytes)?;
+    open_envelope(Envelope::decode(bytes)?, workspace, record, budget)
+}
+
+/// [`open_sealed`] of an envelope already decoded, whose signature was checked by the
+/// caller or when this node stored it.
+fn open_envelope(
+    envelope: Envelope,
+    workspace: Id,
+    record: &WorkspaceRecord,
+    budget: &mut u64,
+) -> Result<Item> {
     if envelope.workspace_id() != workspace.0 {
         bail!(
             "an envelope belongs to another workspace ({})",
@@ -429,19 +440,11 @@ pub fn apply_in(
             limits.max_changes
         );
     }
-    let own: [u8; 32] = node.key().verifying_key().to_bytes();
+    let target = Target::new(txn, node, workspace, limits);
     let mut record = node::workspace_record(txn, workspace)?;
     let mut report = Report::default();
     for (doc_id, items) in by_document(workspace, items) {
-        report.absorb(try_store(
-            txn,
-            workspace,
-            &mut record,
-            doc_id,
-            items,
-            limits,
-            &own,
-        )?);
+        report.absorb(try_store(&target, &mut record, doc_id, items)?);
     }
     Ok(report)
 }
@@ -496,17 +499,13 @@ pub fn apply_received(
     limits: &Limits,
     finish: impl FnOnce(&redb::WriteTransaction, &mut Report) -> Result<()>,
 ) -> Result<Report> {
-    let own: [u8; 32] = node.key().verifying_key().to_bytes();
     let txn = node.db().begin_write()?;
     let mut record = node::workspace_record(&txn, workspace)?;
     let mut report = Report::default();
     let mut done = BTreeSet::new();
     let mut apply = DocumentApply {
-        txn: &txn,
-        workspace,
+        target: Target::new(&txn, node, workspace, limits),
         record: &mut record,
-        limits,
-        own: &own,
         report: &mut report,
     };
     for (doc_id, new) in by_document(workspace, items) {
@@ -527,13 +526,38 @@ pub fn apply_received(
     Ok(report)
 }
 
+/// Where one batch is stored, and under which limits.
+struct Target<'a> {
+    txn: &'a redb::WriteTransaction,
+    /// The node's loaded documents: taken from for each document, put back once stored.
+    docs: &'a DocCache,
+    workspace: Id,
+    limits: &'a Limits,
+    /// This device's key: its envelopes also go to the outbox.
+    own: [u8; 32],
+}
+
+impl<'a> Target<'a> {
+    fn new(
+        txn: &'a redb::WriteTransaction,
+        node: &'a Node,
+        workspace: Id,
+        limits: &'a Limits,
+    ) -> Target<'a> {
+        Target {
+            txn,
+            docs: node.docs(),
+            workspace,
+            limits,
+            own: node.key().verifying_key().to_bytes(),
+        }
+    }
+}
+
 /// What applying received envelopes to one document needs.
 struct DocumentApply<'a> {
-    txn: &'a redb::WriteTransaction,
-    workspace: Id,
+    target: Target<'a>,
     record: &'a mut WorkspaceRecord,
-    limits: &'a Limits,
-    own: &'a [u8; 32],
     report: &'a mut Report,
 }
 
@@ -543,7 +567,7 @@ impl DocumentApply<'_> {
     /// for); what still fails is held or rejected.
     fn apply(&mut self, doc_id: Id, new: Vec<Item>) -> Result<()> {
         // Held envelopes of this document get another chance, before the new ones.
-        let mut items = take_held(self.txn, self.workspace, doc_id, self.record)?;
+        let mut items = take_held(self.target.txn, self.target.workspace, doc_id, self.record)?;
         items.extend(new);
         if items.len() == 1 {
             // A lone item goes to the store as it is (a snapshot's whole document is not
@@ -554,8 +578,8 @@ impl DocumentApply<'_> {
             return match self.store(doc_id, vec![item]) {
                 Ok(()) => Ok(()),
                 Err(error) => refuse_item(
-                    self.txn,
-                    self.workspace,
+                    self.target.txn,
+                    self.target.workspace,
                     (doc, &envelope, &signer),
                     error,
                     self.report,
@@ -581,21 +605,19 @@ impl DocumentApply<'_> {
         }
         for (item, error) in failed {
             let refused = (item.doc, item.envelope.as_slice(), &item.signer);
-            refuse_item(self.txn, self.workspace, refused, error, self.report)?;
+            refuse_item(
+                self.target.txn,
+                self.target.workspace,
+                refused,
+                error,
+                self.report,
+            )?;
         }
         Ok(())
     }
 
     fn store(&mut self, doc_id: Id, items: Vec<Item>) -> Result<()> {
-        let part = try_store(
-            self.txn,
-            self.workspace,
-            self.record,
-            doc_id,
-            items,
-            self.limits,
-            self.own,
-        )?;
+        let part = try_store(&self.target, self.record, doc_id, items)?;
         self.report.absorb(part);
         Ok(())
     }
@@ -613,7 +635,8 @@ fn held_documents(txn: &redb::WriteTransaction, workspace: Id) -> Result<Vec<Id>
             continue;
         }
         last = Some(doc);
-        let ours = Envelope::decode(value.value()).is_ok_and(|e| e.workspace_id() == workspace.0);
+        let ours =
+            Envelope::decode_stored(value.value()).is_ok_and(|e| e.workspace_id() == workspace.0);
         if ours {
             docs.push(doc);
         }
@@ -631,28 +654,25 @@ impl Report {
 
 /// Prepares and stores one document's items; the error leaves the transaction untouched.
 fn try_store(
-    txn: &redb::WriteTransaction,
-    workspace: Id,
+    target: &Target<'_>,
     record: &mut WorkspaceRecord,
     doc_id: Id,
     items: Vec<Item>,
-    limits: &Limits,
-    own: &[u8; 32],
 ) -> Result<Report> {
     let mut report = Report::default();
-    let Some(prepared) = prepare(txn, workspace, record, doc_id, items, limits, &mut report)?
-    else {
+    let Some(prepared) = prepare(target, record, doc_id, items, &mut report)? else {
         return Ok(report);
     };
+    let workspace = target.workspace;
     if doc_id == workspace {
         let mut state_record = record.clone();
         state_record.state = workspace::read_state(View::now(&prepared.doc), &record.creator);
         check_members(&state_record.state, &prepared.signers, workspace)?;
-        store(txn, workspace, record, prepared, own, &mut report)?;
-        *record = node::workspace_record(txn, workspace)?;
+        store(target, record, prepared, &mut report)?;
+        *record = node::workspace_record(target.txn, workspace)?;
     } else {
         check_members(&record.state, &prepared.signers, doc_id)?;
-        store(txn, workspace, record, prepared, own, &mut report)?;
+        store(target, record, prepared, &mut report)?;
     }
     Ok(report)
 }
@@ -710,8 +730,11 @@ fn take_held(
     for entry in taken {
         let (_, value) = entry?;
         let mut budget = Limits::default().max_inflated;
-        // It opened once already; the workspace key has not changed since.
-        if let Ok(item) = open_sealed(value.value(), workspace, record, &mut budget) {
+        // It opened and verified once already; the workspace key has not changed since.
+        let opened = Envelope::decode_stored(value.value())
+            .map_err(anyhow::Error::from)
+            .and_then(|envelope| open_envelope(envelope, workspace, record, &mut budget));
+        if let Ok(item) = opened {
             items.push(item);
         }
     }
@@ -731,14 +754,19 @@ struct Prepared {
 
 /// Applies one document's new changes in memory and checks the result.
 fn prepare(
-    txn: &redb::WriteTransaction,
-    workspace: Id,
+    target: &Target<'_>,
     record: &WorkspaceRecord,
     doc_id: Id,
     items: Vec<Item>,
-    limits: &Limits,
     report: &mut Report,
 ) -> Result<Option<Prepared>> {
+    let Target {
+        txn,
+        docs,
+        workspace,
+        limits,
+        ..
+    } = *target;
     if items.is_empty() {
         return Ok(None);
     }
@@ -754,13 +782,7 @@ fn prepare(
             );
         }
     }
-    let loaded = node::load_doc(
-        &txn.open_table(RECORDS)?,
-        &txn.open_table(crate::store::CHECKPOINTS)?,
-        record,
-        workspace,
-        doc_id,
-    )?;
+    let loaded = node::load_for_write(docs, txn, record, workspace, doc_id)?;
     let mut doc = loaded.doc;
     let mut items = items;
     // A lone snapshot of a document this node has none of is taken whole.
@@ -777,7 +799,9 @@ fn prepare(
         let new: Vec<Change> = item
             .changes
             .into_iter()
-            .filter(|c| doc.get_change_by_hash(&c.hash()).is_none() && seen.insert(c.hash()))
+            // The metadata lookup reads the change graph only; `get_change_by_hash` would
+            // rebuild the whole change from the document's columns.
+            .filter(|c| doc.get_change_meta_by_hash(&c.hash()).is_none() && seen.insert(c.hash()))
             .collect();
         if new.is_empty() {
             report.known += 1;
@@ -827,7 +851,12 @@ fn prepare(
         }
         .into());
     }
-    check_depth(&doc, limits.max_depth)?;
+    let expanded: Vec<ExpandedChange> =
+        guard(|| Ok::<_, anyhow::Error>(changes.iter().map(Change::decode).collect()))?;
+    // Only a new map, list or table can deepen a document whose stored state was checked.
+    if makes_containers(&expanded) {
+        check_depth(&doc, limits.max_depth)?;
+    }
     let view = View::now(&doc);
     let kind = if doc_id == workspace {
         Some(crate::doc::Kind::Workspace)
@@ -840,15 +869,15 @@ fn prepare(
             doc_id.short()
         );
     };
-    for change in &changes {
-        let first = was_empty && roots == 1 && change.deps().is_empty();
-        guard(|| crate::rules::check_change(&doc, kind, change, first)).with_context(|| {
-            format!(
-                "document {} was refused; nothing was merged",
-                doc_id.short()
-            )
-        })?;
-    }
+    // Checked together, so the path to each object they touch is looked up once.
+    let first = |change: &Change| was_empty && roots == 1 && change.deps().is_empty();
+    let checked = || crate::rules::check_decoded(&doc, kind, &changes, &expanded, first);
+    guard(checked).with_context(|| {
+        format!(
+            "document {} was refused; nothing was merged",
+            doc_id.short()
+        )
+    })?;
     let expected_kind = if doc_id == workspace {
         Some(crate::doc::Kind::Workspace)
     } else {
@@ -883,16 +912,21 @@ fn prepare(
 /// Stores a prepared document: its new envelopes, history lines and index entry; the
 /// envelopes this device signed also go to the outbox.
 fn store(
-    txn: &redb::WriteTransaction,
-    workspace: Id,
+    target: &Target<'_>,
     record: &WorkspaceRecord,
     prepared: Prepared,
-    own: &[u8; 32],
     report: &mut Report,
 ) -> Result<()> {
+    let Target {
+        txn,
+        docs,
+        workspace,
+        own,
+        ..
+    } = *target;
     let mut records = Vec::with_capacity(prepared.envelopes.len());
     for (envelope, signer) in prepared.envelopes {
-        if &signer == own {
+        if signer == own {
             node::append_outbox(txn, workspace, &envelope)?;
         }
         records.push(Record::Sealed(envelope));
@@ -904,12 +938,13 @@ fn store(
         &records,
         &prepared.entries,
     )?;
-    node::checkpoint_if_due(
+    let next_seq = prepared.next_seq + records.len() as u64;
+    let checkpointed = node::checkpoint_if_due(
         txn,
         prepared.doc_id,
         &prepared.doc,
         prepared.checkpointed,
-        prepared.next_seq + records.len() as u64,
+        next_seq,
     )?;
     node::reindex(
         txn,
@@ -920,7 +955,17 @@ fn store(
         prepared.entries.len() as u64,
     )?;
     report.documents.push(prepared.doc_id.hex());
-    Ok(())
+    let stored = node::Loaded {
+        doc: prepared.doc,
+        next_seq,
+        checkpointed,
+    };
+    docs.put(
+        workspace,
+        prepared.doc_id,
+        stored,
+        &txn.open_table(RECORDS)?,
+    )
 }
 
 thread_local! {
@@ -950,6 +995,16 @@ pub fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Resul
         Ok(result) => result.map_err(|e| anyhow::anyhow!("{e:#}")),
         Err(_) => bail!("automerge could not process the changes (they are malformed)"),
     }
+}
+
+/// Whether any operation makes a container that can hold other objects.
+fn makes_containers(changes: &[ExpandedChange]) -> bool {
+    changes.iter().flat_map(|c| &c.operations).any(|op| {
+        matches!(
+            op.action,
+            automerge::legacy::OpType::Make(ObjType::Map | ObjType::List | ObjType::Table)
+        )
+    })
 }
 
 /// Fails if any object in the document is nested deeper than `max` levels.

@@ -4,6 +4,7 @@
 //! works with no network. See `ARCHITECTURE.md` for the map of modules and their invariants.
 
 pub mod bundle;
+pub mod cache;
 pub mod cli;
 pub mod discussion;
 pub mod doc;

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 use automerge::transaction::{CommitOptions, Transaction};
-use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, Change, ChangeHash};
 use ed25519_dalek::SigningKey;
 use meridian_relay::Envelope;
 use redb::{
@@ -20,6 +20,7 @@ use redb::{
     TransactionError, WriteTransaction,
 };
 
+use crate::cache::DocCache;
 use crate::doc::View;
 use crate::id::{Id, random_bytes, resolve_prefix};
 use crate::identity::{self, Profile};
@@ -60,6 +61,7 @@ pub struct Node {
     db: Db,
     key: SigningKey,
     incarnation: [u8; 8],
+    docs: DocCache,
 }
 
 /// The node's redb file, opened read-only until something writes.
@@ -168,6 +170,7 @@ impl Node {
             db: Db::writable(&path, db),
             key,
             incarnation,
+            docs: DocCache::default(),
         })
     }
 
@@ -198,6 +201,7 @@ impl Node {
             db,
             key,
             incarnation,
+            docs: DocCache::default(),
         })
     }
 
@@ -209,6 +213,11 @@ impl Node {
     /// The database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The documents this node keeps loaded between writes.
+    pub fn docs(&self) -> &DocCache {
+        &self.docs
     }
 
     /// The device key.
@@ -428,18 +437,14 @@ impl Node {
         f: impl FnOnce(&mut Automerge) -> Result<T>,
     ) -> Result<T> {
         let record = workspace_record(txn, workspace)?;
-        let mut loaded = load_doc(
-            &txn.open_table(RECORDS)?,
-            &txn.open_table(CHECKPOINTS)?,
-            &record,
-            workspace,
-            doc_id,
-        )?;
+        let mut loaded = load_for_write(&self.docs, txn, &record, workspace, doc_id)?;
         loaded.doc.set_actor(self.actor());
         let mut before = loaded.doc.get_heads();
         let output = f(&mut loaded.doc)?;
         let mut changes = loaded.doc.get_changes(&before);
         if changes.is_empty() {
+            self.docs
+                .put(workspace, doc_id, loaded, &txn.open_table(RECORDS)?)?;
             return Ok(output);
         }
         // Our own edits obey the same rules every peer will check them against.
@@ -467,13 +472,9 @@ impl Node {
         before.sort();
         let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
         append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
-        checkpoint_if_due(
-            txn,
-            doc_id,
-            &loaded.doc,
-            loaded.checkpointed,
-            loaded.next_seq + records.len() as u64,
-        )?;
+        let next_seq = loaded.next_seq + records.len() as u64;
+        let checkpointed =
+            checkpoint_if_due(txn, doc_id, &loaded.doc, loaded.checkpointed, next_seq)?;
         reindex(
             txn,
             workspace,
@@ -486,6 +487,13 @@ impl Node {
         if was_read || before.is_empty() {
             set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
+        let stored = Loaded {
+            doc: loaded.doc,
+            next_seq,
+            checkpointed,
+        };
+        self.docs
+            .put(workspace, doc_id, stored, &txn.open_table(RECORDS)?)?;
         Ok(output)
     }
 
@@ -694,6 +702,29 @@ pub fn workspace_record(txn: &WriteTransaction, workspace: Id) -> Result<Workspa
     store::decode(bytes.value(), "workspace")
 }
 
+/// Loads a document to change it inside `txn`: the copy kept in `cache` if the records have
+/// not moved since it was kept (it is taken out; the caller puts it back once stored), else
+/// from the store.
+pub fn load_for_write(
+    cache: &DocCache,
+    txn: &WriteTransaction,
+    record: &WorkspaceRecord,
+    workspace: Id,
+    doc_id: Id,
+) -> Result<Loaded> {
+    let records = txn.open_table(RECORDS)?;
+    if let Some(loaded) = cache.take(workspace, doc_id, &records)? {
+        return Ok(loaded);
+    }
+    load_doc(
+        &records,
+        &txn.open_table(CHECKPOINTS)?,
+        record,
+        workspace,
+        doc_id,
+    )
+}
+
 /// Loads a document from its records: its checkpoint, if it has one, then each later
 /// envelope opened, all loaded in one call. Records were verified when they were stored, so
 /// signatures are not checked again here.
@@ -786,10 +817,10 @@ pub fn checkpoint_if_due(
     doc: &Automerge,
     before: u64,
     next_seq: u64,
-) -> Result<()> {
+) -> Result<u64> {
     let changes = self::next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
     if changes.saturating_sub(before) < CHECKPOINT_MIN_CHANGES.max(before / 16) {
-        return Ok(());
+        return Ok(before);
     }
     let checkpoint = Checkpoint {
         next_seq,
@@ -798,7 +829,7 @@ pub fn checkpoint_if_due(
     };
     txn.open_table(CHECKPOINTS)?
         .insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
-    Ok(())
+    Ok(changes)
 }
 
 /// The history line for a change.
@@ -908,13 +939,13 @@ pub fn reindex(
     let latest = doc
         .get_heads()
         .iter()
-        .filter_map(|h| doc.get_change_by_hash(h))
-        .max_by_key(|c| c.timestamp());
+        .filter_map(|h| doc.get_change_meta_by_hash(h))
+        .max_by_key(|c| c.timestamp);
     let (updated, last_author) = latest
         .map(|c| {
             (
-                c.timestamp(),
-                identity::actor_key(c.actor_id())
+                c.timestamp,
+                identity::actor_key(&c.actor)
                     .map(hex::encode)
                     .unwrap_or_default(),
             )
@@ -1009,6 +1040,81 @@ mod tests {
         let mut expected = vec![one, two];
         expected.sort();
         assert_eq!(all, expected);
+    }
+
+    fn retitle(node: &Node, workspace: Id, doc: Id, title: &str) -> Result<()> {
+        node.edit(workspace, doc, |d| {
+            let mut tx = d.transaction();
+            automerge::transaction::Transactable::put(&mut tx, automerge::ROOT, "title", title)?;
+            commit(tx, "retitle");
+            Ok(())
+        })
+    }
+
+    fn title(doc: &Automerge) -> Option<String> {
+        View::now(doc).str(&automerge::ROOT, "title")
+    }
+
+    #[test]
+    fn a_kept_document_is_used_only_while_the_store_has_not_moved_under_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let profile = Profile {
+            name: "Ana".into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        };
+        let workspace = Node::init(&home, &profile)
+            .unwrap()
+            .create_workspace("w", vec![])
+            .unwrap();
+        // Two handles on one file, as a command beside the daemon: each keeps its own copies.
+        let daemon = Node::open(&home).unwrap();
+        let command = Node::open(&home).unwrap();
+        let doc = new_thread(&daemon, workspace, "one").unwrap();
+        assert_eq!(daemon.docs().len(), 1, "the stored document is kept");
+
+        // The other handle writes: the kept copy is stale and must not be used.
+        retitle(&command, workspace, doc, "two").unwrap();
+        retitle(&daemon, workspace, doc, "three").unwrap();
+        let loaded = command.load(workspace, doc).unwrap();
+        assert_eq!(title(&loaded).as_deref(), Some("three"));
+        assert_eq!(
+            loaded.get_changes(&[]).len(),
+            3,
+            "the daemon's edit was made on top of the other handle's"
+        );
+
+        // A write that is rolled back after keeping its document, then another handle
+        // appending exactly as many records: same length, other content. The hash of the
+        // last record tells them apart.
+        let rolled_back: Result<()> = daemon.batch(|batch| {
+            batch.edit(workspace, doc, |d| {
+                let mut tx = d.transaction();
+                automerge::transaction::Transactable::put(
+                    &mut tx,
+                    automerge::ROOT,
+                    "title",
+                    "never stored",
+                )?;
+                commit(tx, "retitle");
+                Ok(())
+            })?;
+            anyhow::bail!("the import failed further on")
+        });
+        assert!(rolled_back.is_err());
+        retitle(&command, workspace, doc, "four").unwrap();
+        retitle(&daemon, workspace, doc, "five").unwrap();
+        let loaded = Node::open(&home).unwrap().load(workspace, doc).unwrap();
+        assert_eq!(title(&loaded).as_deref(), Some("five"));
+        assert_eq!(loaded.get_changes(&[]).len(), 5);
+        let history: Vec<String> = loaded
+            .get_changes(&[])
+            .iter()
+            .filter_map(|c| c.message().map(str::to_string))
+            .collect();
+        assert_eq!(history.len(), 5, "{history:?}");
     }
 
     fn checkpoint(node: &Node, doc: Id) -> Option<Checkpoint> {

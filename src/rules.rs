@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use anyhow::{Result, bail};
 use automerge::legacy::{Key, ObjectId, Op, OpId, OpType};
-use automerge::{Automerge, Change, ObjType, Prop, ReadDoc};
+use automerge::{Automerge, Change, ExpandedChange, ObjType, Prop, ReadDoc};
 
 use crate::doc::Kind;
 use crate::identity;
@@ -62,13 +62,26 @@ pub fn check_changes(
     changes: &[Change],
     first: impl Fn(&Change) -> bool,
 ) -> Result<()> {
+    let expanded: Vec<ExpandedChange> = changes.iter().map(Change::decode).collect();
+    check_decoded(doc, kind, changes, &expanded, first)
+}
+
+/// [`check_changes`] of changes the caller has already decoded, `expanded[i]` being
+/// `changes[i].decode()`.
+pub fn check_decoded(
+    doc: &Automerge,
+    kind: Kind,
+    changes: &[Change],
+    expanded: &[ExpandedChange],
+    first: impl Fn(&Change) -> bool,
+) -> Result<()> {
     let author = doc_author(doc);
     let mut objects = Objects::new();
-    for change in changes {
+    for (change, expanded) in changes.iter().zip(expanded) {
         check_one(
             doc,
             kind,
-            change,
+            (change, expanded),
             first(change),
             author.as_deref(),
             &mut objects,
@@ -83,7 +96,7 @@ type Objects = HashMap<OpId, (Vec<String>, Option<String>)>;
 fn check_one(
     doc: &Automerge,
     kind: Kind,
-    change: &Change,
+    (change, expanded): (&Change, &ExpandedChange),
     first: bool,
     author: Option<&str>,
     objects: &mut Objects,
@@ -101,7 +114,6 @@ fn check_one(
             kind.as_str()
         );
     }
-    let expanded = change.decode();
     let deps: Vec<String> = {
         let mut deps: Vec<String> = change.deps().iter().map(|d| d.to_string()).collect();
         deps.sort();
@@ -389,8 +401,8 @@ impl OpContext<'_> {
                     let Ok(hash) = head.parse::<automerge::ChangeHash>() else {
                         return false;
                     };
-                    self.doc.get_change_by_hash(&hash).is_some_and(|c| {
-                        c.actor_id() == self.change.actor_id() && c.seq() + 1 == self.change.seq()
+                    self.doc.get_change_meta_by_hash(&hash).is_some_and(|c| {
+                        *c.actor == *self.change.actor_id() && c.seq + 1 == self.change.seq()
                     })
                 };
                 let missing = self.deps.iter().filter(|d| !heads.contains(d));

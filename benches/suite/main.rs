@@ -3,7 +3,8 @@
 //! it), as medians over repeated runs.
 //!
 //! `./scripts/bench.sh` runs it and writes the tables into `BENCHMARKS.md`. Directly:
-//! `cargo bench --bench suite -- [--quick] [--only 3,5,6] [--runs N] [--out FILE]`. The
+//! `cargo bench --bench suite -- [--quick] [--only 3,5,6] [--runs N] [--configs 2] [--out FILE]`
+//! (`--configs` picks convergence configurations, run once each). The
 //! fan-out scenario starts this same binary with `--serve-relay DIR` as its relay process.
 //! `--quick` uses small sizes for development; the numbers in `BENCHMARKS.md` come from a
 //! full run on a quiet machine.
@@ -51,6 +52,8 @@ pub struct Settings {
     pub fanout_runs: usize,
     /// Whether this is the small development run.
     pub quick: bool,
+    /// Which convergence configurations to run (1-based; all when empty).
+    pub convergence_only: Vec<usize>,
 }
 
 impl Settings {
@@ -70,6 +73,7 @@ impl Settings {
             fanout_deliveries: 1_000_000,
             fanout_runs: 3,
             quick: false,
+            convergence_only: Vec::new(),
         }
     }
 
@@ -89,6 +93,7 @@ impl Settings {
             fanout_deliveries: 100_000,
             fanout_runs: 1,
             quick: true,
+            convergence_only: Vec::new(),
         }
     }
 
@@ -135,6 +140,17 @@ fn main() -> Result<()> {
     };
     if let Some(runs) = value("--runs") {
         settings.process_runs = runs.parse().context("--runs takes a number")?;
+    }
+    if let Some(list) = value("--configs") {
+        settings.convergence_only = list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .context("--configs takes configuration numbers")
+            })
+            .collect::<Result<_>>()?;
+        settings.convergence_runs = 1;
     }
     let only: Option<Vec<u32>> = value("--only")
         .map(|list| {

@@ -69,7 +69,10 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
             },
         ]
     };
-    for config in configs {
+    let chosen = |i: &usize| {
+        settings.convergence_only.is_empty() || settings.convergence_only.contains(&(i + 1))
+    };
+    for (_, config) in configs.into_iter().enumerate().filter(|(i, _)| chosen(i)) {
         let mut measured = Vec::new();
         for run in 0..settings.convergence_runs {
             let m = converge(config, run as u64)?;

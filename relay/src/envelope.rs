@@ -135,6 +135,16 @@ impl Envelope {
 
     /// Checks the shape of every field and the signature. Says nothing about membership.
     pub fn verify(&self) -> Result<(), EnvelopeError> {
+        self.check_shape()?;
+        let key = self.author_key()?;
+        let signature =
+            Signature::from_slice(&self.signature).map_err(|_| EnvelopeError::BadSignature)?;
+        key.verify(&self.signed_bytes(), &signature)
+            .map_err(|_| EnvelopeError::BadSignature)
+    }
+
+    /// Checks the version and the length of every fixed-size field, not the signature.
+    pub fn check_shape(&self) -> Result<(), EnvelopeError> {
         if self.version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(self.version));
         }
@@ -142,12 +152,7 @@ impl Envelope {
         check_len("doc", &self.doc, ID_LEN)?;
         check_len("author", &self.author, 32)?;
         check_len("nonce", &self.nonce, NONCE_LEN)?;
-        check_len("signature", &self.signature, 64)?;
-        let key = self.author_key()?;
-        let signature =
-            Signature::from_slice(&self.signature).map_err(|_| EnvelopeError::BadSignature)?;
-        key.verify(&self.signed_bytes(), &signature)
-            .map_err(|_| EnvelopeError::BadSignature)
+        check_len("signature", &self.signature, 64)
     }
 
     /// The author's public key.
@@ -194,6 +199,20 @@ impl Envelope {
         let envelope: Envelope =
             crate::cbor::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         envelope.verify()?;
+        Ok(envelope)
+    }
+
+    /// Decodes an envelope that was verified when it was stored (by this process's own
+    /// store): the shape is checked, the signature is not (about 30 µs saved). Its
+    /// ciphertext is still bound to the workspace, document and author by the AEAD, so a
+    /// damaged field fails to open rather than passing for something else.
+    pub fn decode_stored(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(EnvelopeError::TooLarge(bytes.len()));
+        }
+        let envelope: Envelope =
+            crate::cbor::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        envelope.check_shape()?;
         Ok(envelope)
     }
 }

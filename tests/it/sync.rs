@@ -549,10 +549,11 @@ fn forged_envelopes_are_rejected() {
     };
     let bo_key = {
         let node = Node::open(bo.path()).unwrap();
-        // (i) Ana's change, sealed and signed by Bo; (ii) an envelope whose signature was altered.
+        // (i) Ana's change, sealed and signed by Bo; (ii) the same, signed by Bo but naming
+        // Ana as its author, so its signature cannot verify.
         let resigned = seal::seal(node.key(), &key, workspace, doc, &change);
         let mut altered = seal::seal(node.key(), &key, workspace, doc, &change);
-        altered.signature[10] ^= 0x40;
+        altered.author = ana_key.to_vec();
         let txn = node.db().begin_write().unwrap();
         append_outbox(&txn, workspace, &resigned.encode()).unwrap();
         append_outbox(&txn, workspace, &altered.encode()).unwrap();
