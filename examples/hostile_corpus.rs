@@ -797,6 +797,7 @@ fn hello(world: &World) -> Frame {
         version: PROTOCOL_VERSION,
         workspace: world.workspace.0.to_vec(),
         key: world.ana.verifying_key().to_bytes().to_vec(),
+        deflate: false,
     }
 }
 
@@ -822,6 +823,15 @@ fn every_frame(world: &World, envelope: &[u8]) -> Vec<Frame> {
             entries: vec![(1, serde_bytes::ByteBuf::from(envelope.to_vec()))],
             up_to: 1,
         },
+        Frame::Deflated {
+            frame: serde_bytes::ByteBuf::from(deflate_raw(
+                &Frame::Entries {
+                    entries: vec![(1, serde_bytes::ByteBuf::from(envelope.to_vec()))],
+                    up_to: 1,
+                }
+                .encode(),
+            )),
+        },
         Frame::CaughtUp { head: 0 },
         Frame::Push {
             id: 1,
@@ -841,6 +851,19 @@ fn every_frame(world: &World, envelope: &[u8]) -> Vec<Frame> {
             reason: "no".into(),
         },
     ]
+}
+
+/// A raw DEFLATE stream of `bytes`, at the best level (the smallest bombs).
+fn deflate_raw(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("compressing into memory");
+    encoder.finish().expect("compressing into memory")
+}
+
+fn deflated(stream: Vec<u8>) -> Frame {
+    Frame::Deflated {
+        frame: serde_bytes::ByteBuf::from(stream),
+    }
 }
 
 fn cbor(value: &Value) -> Vec<u8> {
@@ -1086,6 +1109,7 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
             version,
             workspace: world.workspace.0.to_vec(),
             key: world.ana.verifying_key().to_bytes().to_vec(),
+            deflate: false,
         };
         corpus.add(
             &format!("relay-frames/first/version-{version}.bin"),
@@ -1139,6 +1163,7 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
             version: PROTOCOL_VERSION,
             workspace: vec![7; workspace],
             key: vec![9; key],
+            deflate: false,
         };
         corpus.add(
             &format!("relay-frames/first/hello-{name}.bin"),
@@ -1152,6 +1177,7 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
         version: PROTOCOL_VERSION,
         workspace: world.workspace.0.to_vec(),
         key: vec![0xff; 32],
+        deflate: false,
     };
     corpus.add(
         "relay-frames/first/hello-key-not-a-point.bin",
@@ -1554,6 +1580,95 @@ fn node_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
         "every small hostile envelope in one Entries frame",
         &entries(mixed, n).encode(),
     );
+    // Compressed entries: the stream and what it inflates to are both hostile.
+    let two = entries(
+        world.base_envelopes()[..2]
+            .iter()
+            .cloned()
+            .zip(1..)
+            .map(|(e, s)| (s, e))
+            .collect(),
+        2,
+    )
+    .encode();
+    let valid = deflate_raw(&two);
+    let mut stray = valid.clone();
+    stray.extend_from_slice(b"stray");
+    let nested = deflated(valid.clone()).encode();
+    let limit = meridian_relay::protocol::MAX_FRAME_BYTES;
+    let mut bomb_entries = entries(vec![(1, vec![0; limit])], 1).encode();
+    bomb_entries.truncate(limit + 1);
+    for (name, expect, what, stream) in [
+        (
+            "valid",
+            "ok",
+            "two base envelopes, compressed",
+            valid.clone(),
+        ),
+        (
+            "bomb-zeros",
+            "decompression bomb",
+            "a stream of one byte more than the frame limit of zeros",
+            deflate_raw(&vec![0; limit + 1]),
+        ),
+        (
+            "bomb-entries",
+            "decompression bomb",
+            "an Entries frame one byte over the frame limit, compressed",
+            deflate_raw(&bomb_entries),
+        ),
+        (
+            "truncated",
+            "truncated",
+            "a valid stream cut before its end",
+            valid[..valid.len() / 2].to_vec(),
+        ),
+        ("empty", "truncated", "an empty stream", Vec::new()),
+        (
+            "garbage",
+            "corrupt",
+            "bytes that are not DEFLATE",
+            vec![0xff; 64],
+        ),
+        (
+            "stray",
+            "stray bytes",
+            "a valid stream and bytes after it",
+            stray,
+        ),
+        (
+            "nested",
+            "holds Deflated",
+            "a compressed frame inside a compressed frame",
+            deflate_raw(&nested),
+        ),
+        (
+            "caughtup",
+            "holds CaughtUp",
+            "a compressed CaughtUp",
+            deflate_raw(&Frame::CaughtUp { head: 2 }.encode()),
+        ),
+        (
+            "not-a-frame",
+            "not a frame",
+            "compressed text that is not CBOR",
+            deflate_raw(b"not a frame at all"),
+        ),
+        (
+            "entries-past-up-to",
+            "out of order",
+            "compressed Entries with an entry after up_to",
+            deflate_raw(&entries(vec![(5, canary.clone())], 4).encode()),
+        ),
+    ] {
+        corpus.add(
+            &format!("node-frames/session/deflated-{name}.bin"),
+            "deflated",
+            expect,
+            &format!("Deflated: {what}"),
+            &deflated(stream).encode(),
+        );
+    }
     for phase in ["challenge", "session"] {
         let mut start = vec![0x5a, 0x00, 0x90, 0x00, 0x01];
         start.extend_from_slice(b"padding");

@@ -549,6 +549,7 @@ mod relay {
             version: PROTOCOL_VERSION,
             workspace: workspace.to_vec(),
             key: key.verifying_key().to_bytes().to_vec(),
+            deflate: false,
         }
     }
 
@@ -780,6 +781,21 @@ fn relay_frames_and_configs() {
     findings.finish("relay", count + configs.len());
 }
 
+/// A compressed frame's stream must inflate to an `Entries` frame, or fail saying what the
+/// case expects (the session closes the connection with that reason: `sync::session`).
+fn deflated_case(findings: &mut Findings, case: &Case, bytes: &[u8]) {
+    use meridian_relay::protocol::Frame;
+    let Ok(Frame::Deflated { frame }) = Frame::decode(bytes) else {
+        return findings.fail(&case.file, "not a Deflated frame");
+    };
+    match (Frame::inflate(&frame), case.expect.as_str()) {
+        (Ok(Frame::Entries { .. }), "ok" | "out of order") => {}
+        (Ok(other), _) => findings.fail(&case.file, format!("inflated to {}", other.name())),
+        (Err(error), expect) if error.to_string().contains(expect) => {}
+        (Err(error), _) => findings.fail(&case.file, format!("unclear error: {error}")),
+    }
+}
+
 /// Frames a hostile relay sends, through the node's frame decoder and its protocol session
 /// in every state (`fuzz::frame`). (Driving `meridian sync` against a scripted hostile relay
 /// is not built yet; the session and decoder are where these frames land first.)
@@ -807,6 +823,9 @@ fn node_frames() {
             }
         }
         findings.timed(&case.file, started.elapsed(), 0);
+        if case.category == "deflated" {
+            deflated_case(&mut findings, case, &self::bytes(case));
+        }
     }
     findings.finish("node_frames", all.len());
 }

@@ -153,6 +153,7 @@ async fn connect(
             version: PROTOCOL_VERSION,
             workspace: workspace.0.to_vec(),
             key: public.to_vec(),
+            deflate: false,
         },
     )
     .await?;

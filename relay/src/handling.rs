@@ -7,7 +7,9 @@
 use crate::determinism;
 use crate::envelope::Envelope;
 use crate::membership::verify_signature;
-use crate::protocol::{Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message};
+use crate::protocol::{
+    Effort, Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message,
+};
 use crate::store::{Incoming, Refusal};
 
 /// A workspace id.
@@ -22,12 +24,24 @@ fn refusal(code: RefusedCode, reason: impl Into<String>) -> Refusal {
     }
 }
 
+/// Who connects, and how, from its `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The workspace.
+    pub ws: Ws,
+    /// The device's key.
+    pub key: Key,
+    /// Whether the client reads [`Frame::Deflated`].
+    pub deflate: bool,
+}
+
 /// The first frame: `Hello` with this protocol version, a workspace id and a key.
-pub fn hello(frame: Frame) -> Result<(Ws, Key), Refusal> {
+pub fn hello(frame: Frame) -> Result<Hello, Refusal> {
     let Frame::Hello {
         version,
         workspace,
         key,
+        deflate,
     } = frame
     else {
         return Err(refusal(
@@ -47,7 +61,7 @@ pub fn hello(frame: Frame) -> Result<(Ws, Key), Refusal> {
         Ws::try_from(workspace.as_slice()),
         Key::try_from(key.as_slice()),
     ) {
-        (Ok(ws), Ok(key)) => Ok((ws, key)),
+        (Ok(ws), Ok(key)) => Ok(Hello { ws, key, deflate }),
         _ => Err(refusal(
             RefusedCode::Protocol,
             "Hello needs a 16-byte workspace id and a 32-byte key",
@@ -182,6 +196,30 @@ pub fn catch_up_frames(read: crate::store::Read) -> Vec<Frame> {
         up_to: read.up_to,
     });
     frames
+}
+
+/// The fewest entries an `Entries` frame holds before the relay compresses it. A lone
+/// envelope is mostly signature, nonce and ciphertext, which do not compress, and has no
+/// other envelope to share its field names, workspace id and author key with.
+pub const DEFLATE_MIN_ENTRIES: usize = 2;
+
+/// Whether an `Entries` frame of `entries` entries is worth compressing for a client that
+/// reads [`Frame::Deflated`].
+pub fn worth_deflating(entries: usize) -> bool {
+    entries >= DEFLATE_MIN_ENTRIES
+}
+
+/// The encoding of a catch-up frame for a client: an `Entries` frame worth compressing
+/// goes as [`Frame::Deflated`] to a client that reads it (`deflate`), when that is smaller;
+/// anything else goes as it is.
+pub fn encode_for(frame: &Frame, deflate: bool) -> Vec<u8> {
+    let encoded = frame.encode();
+    match frame {
+        Frame::Entries { entries, .. } if deflate && worth_deflating(entries.len()) => {
+            Frame::deflate(&encoded, Effort::Thorough).unwrap_or(encoded)
+        }
+        _ => encoded,
+    }
 }
 
 /// What to do with a newly committed batch `first..=last` for a subscriber that has

@@ -88,6 +88,11 @@ pub enum Frame {
         /// The device's ed25519 public key.
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        /// Whether the node reads [`Frame::Deflated`]. Older nodes leave the field out,
+        /// which means false; it is left out when false, so such a `Hello` is the one
+        /// older relays know (they ignore the field when it is there).
+        #[serde(default, skip_serializing_if = "is_false")]
+        deflate: bool,
     },
     /// Relay → node: prove you hold the key.
     Challenge {
@@ -132,6 +137,14 @@ pub enum Frame {
         entries: Vec<(u64, serde_bytes::ByteBuf)>,
         /// The node may set its cursor here once it has applied these entries.
         up_to: u64,
+    },
+    /// Relay → node, only to a node whose `Hello` set `deflate`: a [`Frame::Entries`],
+    /// encoded, then compressed as one raw DEFLATE stream (RFC 1951). The repeated field
+    /// names, workspace id and author keys of its envelopes compress away. The node reads
+    /// it with [`Frame::inflate`] and handles the `Entries` inside as if it came plain.
+    Deflated {
+        /// The DEFLATE stream of the encoded `Entries` frame.
+        frame: serde_bytes::ByteBuf,
     },
     /// Relay → node, during the catch-up after `Subscribe`: these log positions hold
     /// entries of documents whose snapshot this catch-up sent instead (in `Entries`, at the
@@ -201,6 +214,14 @@ pub enum FrameError {
     /// Not a CBOR frame of this protocol.
     #[error("frame is not valid: {0}")]
     Malformed(String),
+    /// A [`Frame::Deflated`] whose stream does not inflate to one `Entries` frame within
+    /// [`MAX_FRAME_BYTES`].
+    #[error("compressed frame is not valid: {0}")]
+    Deflated(String),
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl Frame {
@@ -219,6 +240,48 @@ impl Frame {
         crate::cbor::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
     }
 
+    /// `encoded` (the encoding of an `Entries` frame) as the encoding of the
+    /// [`Frame::Deflated`] that carries it, or `None` when compressing does not make it
+    /// smaller (one envelope alone: its signature, nonce and ciphertext do not compress).
+    pub fn deflate(encoded: &[u8], effort: Effort) -> Option<Vec<u8>> {
+        let stream = COMPRESSORS.with_borrow_mut(|compressors| {
+            // A compressor holds a few hundred KB of tables: setting them up again for
+            // every frame cost 100 µs, ten times compressing two envelopes.
+            let compressor = compressors[effort as usize]
+                .get_or_insert_with(|| flate2::Compress::new(effort.level(), false));
+            compressor.reset();
+            // Room for no more than the frame: a longer stream is not worth sending.
+            let mut stream = Vec::with_capacity(encoded.len());
+            match compressor.compress_vec(encoded, &mut stream, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => Some(stream),
+                _ => None,
+            }
+        })?;
+        let frame = Frame::Deflated {
+            frame: serde_bytes::ByteBuf::from(stream),
+        }
+        .encode();
+        (frame.len() < encoded.len()).then_some(frame)
+    }
+
+    /// The `Entries` frame a [`Frame::Deflated`] carries, from its stream. The stream is
+    /// untrusted: it must end exactly where the field ends, inflate to at most
+    /// [`MAX_FRAME_BYTES`] (a bomb is stopped one byte past that, never held whole), and
+    /// hold one `Entries` frame, not another compressed frame nor anything else.
+    pub fn inflate(stream: &[u8]) -> Result<Frame, FrameError> {
+        let encoded = inflate_bounded(stream, MAX_FRAME_BYTES)?;
+        match Frame::decode(&encoded) {
+            Ok(frame @ Frame::Entries { .. }) => Ok(frame),
+            Ok(other) => Err(FrameError::Deflated(format!(
+                "it holds {}, and only Entries may be compressed",
+                other.name()
+            ))),
+            Err(error) => Err(FrameError::Deflated(format!(
+                "what it inflates to is not a frame: {error}"
+            ))),
+        }
+    }
+
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
@@ -229,6 +292,7 @@ impl Frame {
             Frame::Refused { .. } => "Refused",
             Frame::Subscribe { .. } => "Subscribe",
             Frame::Entries { .. } => "Entries",
+            Frame::Deflated { .. } => "Deflated",
             Frame::Skipped { .. } => "Skipped",
             Frame::CaughtUp { .. } => "CaughtUp",
             Frame::Push { .. } => "Push",
@@ -239,6 +303,74 @@ impl Frame {
             Frame::Error { .. } => "Error",
         }
     }
+}
+
+/// How hard [`Frame::deflate`] looks for repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effort {
+    /// DEFLATE's fastest level: for live batches, compressed on the relay's one writer
+    /// thread (a 64 KiB batch in about 0.2 ms).
+    Fast,
+    /// DEFLATE's default level: for catch-up frames, read once per reader, where it sends
+    /// about 5% fewer bytes than `Fast` for about seven times the time (6 ms for 256 KiB).
+    Thorough,
+}
+
+impl Effort {
+    fn level(self) -> flate2::Compression {
+        match self {
+            Effort::Fast => flate2::Compression::fast(),
+            Effort::Thorough => flate2::Compression::default(),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's compressor for each [`Effort`], kept between frames.
+    static COMPRESSORS: std::cell::RefCell<[Option<flate2::Compress>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
+}
+
+/// Inflates a whole raw DEFLATE stream into memory, refusing more than `limit` bytes, a
+/// stream that stops before its end, and bytes after its end.
+fn inflate_bounded(stream: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
+    const STEP: usize = 64 << 10;
+    let bomb = || {
+        FrameError::Deflated(format!(
+            "it inflates beyond the limit of {limit} bytes: refusing a decompression bomb"
+        ))
+    };
+    let mut inflater = flate2::Decompress::new(false);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        // Room for at most one byte past the limit, so a bomb is seen and never held whole.
+        let room = (limit + 1).saturating_sub(out.len());
+        if room == 0 {
+            return Err(bomb());
+        }
+        out.reserve_exact(room.min(STEP));
+        let (read, written) = (inflater.total_in() as usize, out.len());
+        let status = inflater
+            .decompress_vec(&stream[read..], &mut out, flate2::FlushDecompress::None)
+            .map_err(|e| FrameError::Deflated(format!("the DEFLATE stream is corrupt ({e})")))?;
+        if status == flate2::Status::StreamEnd {
+            break;
+        }
+        if inflater.total_in() as usize == read && out.len() == written {
+            return Err(FrameError::Deflated(
+                "the DEFLATE stream is truncated: it stops before its end".into(),
+            ));
+        }
+    }
+    if out.len() > limit {
+        return Err(bomb());
+    }
+    if inflater.total_in() as usize != stream.len() {
+        return Err(FrameError::Deflated(
+            "the DEFLATE stream is followed by stray bytes".into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// What the device signs to authenticate: bound to this relay, this connection's nonce,
@@ -263,6 +395,16 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 workspace: vec![1; 16],
                 key: vec![2; 32],
+                deflate: false,
+            },
+            Frame::Hello {
+                version: PROTOCOL_VERSION,
+                workspace: vec![1; 16],
+                key: vec![2; 32],
+                deflate: true,
+            },
+            Frame::Deflated {
+                frame: serde_bytes::ByteBuf::from(vec![9; 5]),
             },
             Frame::Entries {
                 entries: vec![(3, serde_bytes::ByteBuf::from(vec![4, 5]))],
@@ -292,6 +434,152 @@ mod tests {
         for frame in frames {
             assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
         }
+    }
+
+    /// What a Hello looked like before `deflate`: what an older relay decodes into, and
+    /// what an older node sends.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum OldFrame {
+        Hello {
+            version: u32,
+            #[serde(with = "serde_bytes")]
+            workspace: Vec<u8>,
+            #[serde(with = "serde_bytes")]
+            key: Vec<u8>,
+        },
+    }
+
+    #[test]
+    fn hello_without_deflate_is_the_old_hello_both_ways() {
+        let old = OldFrame::Hello {
+            version: PROTOCOL_VERSION,
+            workspace: vec![1; 16],
+            key: vec![2; 32],
+        };
+        let mut old_bytes = Vec::new();
+        ciborium::into_writer(&old, &mut old_bytes).unwrap();
+        let hello = |deflate| Frame::Hello {
+            version: PROTOCOL_VERSION,
+            workspace: vec![1; 16],
+            key: vec![2; 32],
+            deflate,
+        };
+        // An older node's Hello reads as one that did not ask, and a new node that does not
+        // ask sends exactly that.
+        assert_eq!(Frame::decode(&old_bytes).unwrap(), hello(false));
+        assert_eq!(hello(false).encode(), old_bytes);
+        // An older relay reads a new node's Hello, ignoring the field it does not know.
+        let read: OldFrame = crate::cbor::from_slice(&hello(true).encode()).unwrap();
+        assert_eq!(read, old);
+    }
+
+    /// An `Entries` frame of `count` envelope-like entries: each repeats the names, the
+    /// workspace id and the author key, around 150 random bytes.
+    fn entries(count: u64) -> Frame {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        };
+        Frame::Entries {
+            entries: (1..=count)
+                .map(|seq| {
+                    let mut envelope = b"versionworkspace".to_vec();
+                    envelope.extend_from_slice(&[7; 16]);
+                    envelope.extend_from_slice(b"docauthor");
+                    envelope.extend_from_slice(&[8; 32]);
+                    envelope.extend_from_slice(b"nonceciphertextsignature");
+                    envelope.extend(random(150));
+                    (seq, serde_bytes::ByteBuf::from(envelope))
+                })
+                .collect(),
+            up_to: count,
+        }
+    }
+
+    #[test]
+    fn deflated_entries_inflate_to_the_same_frame_and_only_when_smaller() {
+        let frame = entries(50);
+        let encoded = frame.encode();
+        let deflated =
+            Frame::deflate(&encoded, Effort::Thorough).expect("repeated names and ids compress");
+        assert!(
+            deflated.len() < encoded.len() * 9 / 10,
+            "{}",
+            deflated.len()
+        );
+        let Frame::Deflated { frame: stream } = Frame::decode(&deflated).unwrap() else {
+            panic!("not a Deflated frame");
+        };
+        assert_eq!(Frame::inflate(&stream).unwrap(), frame);
+        // Random bytes alone do not compress: the frame goes plain.
+        let random = Frame::Entries {
+            entries: vec![(1, serde_bytes::ByteBuf::from(vec![0u8; 0]))],
+            up_to: 1,
+        };
+        assert_eq!(Frame::deflate(&random.encode(), Effort::Fast), None);
+    }
+
+    fn deflate_raw(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn hostile_deflated_frames_are_clear_errors() {
+        let entries = entries(3).encode();
+        let stream = deflate_raw(&entries);
+        let nested = Frame::deflate(&entries, Effort::Fast).unwrap();
+        let hello = Frame::Hello {
+            version: 1,
+            workspace: vec![1; 16],
+            key: vec![2; 32],
+            deflate: true,
+        };
+        let mut stray = stream.clone();
+        stray.push(0);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "bomb",
+                deflate_raw(&vec![0; MAX_FRAME_BYTES + 1]),
+                "decompression bomb",
+            ),
+            (
+                "truncated",
+                stream[..stream.len() / 2].to_vec(),
+                "truncated",
+            ),
+            ("empty", Vec::new(), "truncated"),
+            ("garbage", vec![0xff; 64], "corrupt"),
+            ("stray bytes", stray, "stray bytes"),
+            ("nested", deflate_raw(&nested), "holds Deflated"),
+            ("not entries", deflate_raw(&hello.encode()), "holds Hello"),
+            ("not a frame", deflate_raw(b"plain words"), "not a frame"),
+        ];
+        for (name, stream, expected) in cases {
+            let error = Frame::inflate(&stream).unwrap_err();
+            assert!(
+                matches!(error, FrameError::Deflated(_)),
+                "{name}: {error:?}"
+            );
+            let error = error.to_string();
+            assert!(
+                error.starts_with("compressed frame is not valid") && error.contains(expected),
+                "{name}: {error}"
+            );
+        }
+        // A bomb exactly at the limit is a frame's worth of zeros: not a frame, not a bomb.
+        let error = Frame::inflate(&deflate_raw(&vec![0; MAX_FRAME_BYTES])).unwrap_err();
+        assert!(error.to_string().contains("not a frame"), "{error}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
 use crate::handling;
-use crate::protocol::{Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
+use crate::protocol::{Effort, Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
 use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
 use outgoing::{Batch, Outgoing, binary_message};
 
@@ -221,6 +221,7 @@ struct Delivery {
 /// An authenticated connection in its workspace's room.
 struct Member {
     key: Key,
+    deflate: bool,
     outgoing: Arc<Outgoing>,
 }
 
@@ -230,6 +231,8 @@ struct Room {
     /// `members` as a list for the fan-out, made again after a join or leave: a push
     /// shares it instead of copying 10,000 handles.
     listed: Option<Members>,
+    /// How many members read `Deflated` frames.
+    deflating: usize,
 }
 
 struct WriteJob {
@@ -443,60 +446,83 @@ impl Rooms {
     /// encoded once, and the members as they are now. Taken under the lock that revocation
     /// holds, so a device removed before these entries were committed is marked removed
     /// before the fan-out looks at it.
+    ///
+    /// The frame is encoded once for every member, and compressed once for every member
+    /// that reads `Deflated` frames when there are several entries; the plain frame is
+    /// kept only when a member needs it.
     fn publish(&self, ws: Ws, origin: u64, entries: Vec<(u64, Vec<u8>)>) -> Option<Delivery> {
         let (first, last) = (entries.first()?.0, entries.last()?.0);
+        let (members, (plain_readers, deflate_readers)) = {
+            let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let room = rooms.get_mut(&ws)?;
+            let members = room
+                .listed
+                .get_or_insert_with(|| {
+                    Arc::new(
+                        room.members
+                            .iter()
+                            .map(|(connection, member)| (*connection, member.outgoing.clone()))
+                            .collect(),
+                    )
+                })
+                .clone();
+            // Who will read the frame, plain and compressed: the member that pushed is in
+            // the list but is sent nothing.
+            let pusher = room.members.get(&origin).map(|member| member.deflate);
+            let deflate_readers = room.deflating - usize::from(pusher == Some(true));
+            let plain_readers =
+                room.members.len() - room.deflating - usize::from(pusher == Some(false));
+            (members, (plain_readers, deflate_readers))
+        };
+        let mut batch = Batch {
+            origin,
+            first,
+            last,
+            frame: None,
+            deflated: None,
+        };
         // About 16 bytes of CBOR per entry besides the envelope.
         let size: usize = entries.iter().map(|(_, bytes)| bytes.len() + 16).sum();
-        let frame = (size <= LIVE_FRAME_BYTES).then(|| {
-            binary_message(
-                &Frame::Entries {
-                    entries: entries
-                        .into_iter()
-                        .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
-                        .collect(),
-                    up_to: last,
-                }
-                .encode(),
-            )
-        });
-        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let room = rooms.get_mut(&ws)?;
-        let members = room
-            .listed
-            .get_or_insert_with(|| {
-                Arc::new(
-                    room.members
-                        .iter()
-                        .map(|(connection, member)| (*connection, member.outgoing.clone()))
-                        .collect(),
-                )
-            })
-            .clone();
-        Some(Delivery {
-            batch: Batch {
-                origin,
-                first,
-                last,
-                frame,
-            },
-            members,
-        })
+        if size <= LIVE_FRAME_BYTES && plain_readers + deflate_readers > 0 {
+            let count = entries.len();
+            let plain = Frame::Entries {
+                entries: entries
+                    .into_iter()
+                    .map(|(seq, bytes)| (seq, serde_bytes::ByteBuf::from(bytes)))
+                    .collect(),
+                up_to: last,
+            }
+            .encode();
+            if deflate_readers > 0 && handling::worth_deflating(count) {
+                batch.deflated =
+                    Frame::deflate(&plain, Effort::Fast).map(|frame| binary_message(&frame));
+            }
+            if batch.deflated.is_none() || plain_readers > 0 {
+                batch.frame = Some(binary_message(&plain));
+            }
+        }
+        Some(Delivery { batch, members })
     }
 
     /// Adds an authenticated connection to its workspace's room, unless the room or the
     /// device's share of it is full (then says why).
     fn join(
         &self,
-        ws: Ws,
-        key: Key,
-        connection: u64,
+        session: &Session,
         outgoing: &Arc<Outgoing>,
         config: &Config,
     ) -> Result<(), &'static str> {
+        let Session {
+            ws,
+            key,
+            deflate,
+            id: connection,
+        } = *session;
         let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let room = rooms.entry(ws).or_insert_with(|| Room {
             members: HashMap::new(),
             listed: None,
+            deflating: 0,
         });
         if room.members.len() >= config.max_per_workspace {
             return Err("the workspace has too many connections on this relay: try again later");
@@ -507,10 +533,12 @@ impl Rooms {
             );
         }
         room.listed = None;
+        room.deflating += usize::from(deflate);
         room.members.insert(
             connection,
             Member {
                 key,
+                deflate,
                 outgoing: outgoing.clone(),
             },
         );
@@ -520,7 +548,9 @@ impl Rooms {
     fn leave(&self, ws: Ws, connection: u64) {
         let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(room) = rooms.get_mut(&ws) {
-            room.members.remove(&connection);
+            if let Some(member) = room.members.remove(&connection) {
+                room.deflating -= usize::from(member.deflate);
+            }
             room.listed = None;
             if room.members.is_empty() {
                 rooms.remove(&ws);
@@ -635,6 +665,8 @@ impl Drop for Link {
 struct Session {
     ws: Ws,
     key: Key,
+    /// The client reads `Deflated` frames.
+    deflate: bool,
     id: u64,
 }
 
@@ -684,11 +716,8 @@ async fn connection(
         }
     };
     allowance.store(usize::MAX, Ordering::Relaxed);
-    if let Err(reason) =
-        shared
-            .rooms
-            .join(session.ws, session.key, session.id, &link.outgoing, config)
-    {
+    link.outgoing.lock().deflate = session.deflate;
+    if let Err(reason) = shared.rooms.join(&session, &link.outgoing, config) {
         return Err(refuse(&mut link, RefusedCode::Busy, reason, send_limit).await);
     }
     // A removal that committed after admission but before the device joined its room
@@ -728,7 +757,7 @@ async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Hello");
     };
-    let (ws, key) = match handling::hello(frame) {
+    let handling::Hello { ws, key, deflate } = match handling::hello(frame) {
         Ok(hello) => hello,
         Err(r) => return Err(refuse(link, r.code, &r.reason, limit).await),
     };
@@ -754,6 +783,7 @@ async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     Ok(Session {
         ws,
         key,
+        deflate,
         id: shared.next_connection.fetch_add(1, Ordering::Relaxed),
     })
 }
@@ -896,7 +926,11 @@ async fn catch_up(
 ) -> Result<()> {
     // After `Subscribe`, a document the client has none of may come as its snapshot; the
     // plan keeps the snapshots chosen for the whole catch-up.
-    let mut plan = Some(match (subscribed, outgoing.lock().cursor) {
+    let (cursor, deflate) = {
+        let state = outgoing.lock();
+        (state.cursor, state.deflate)
+    };
+    let mut plan = Some(match (subscribed, cursor) {
         (true, Some(after)) => CatchUp::subscribe(after),
         _ => CatchUp::live(),
     });
@@ -913,22 +947,27 @@ async fn catch_up(
         loop {
             let after = cursor;
             let mut taken = plan.take().expect("the plan comes back after every read");
-            let (read, back) = blocking(shared, move |store| {
+            // Encoded (and compressed) off the async threads; only the encoded frames stay in
+            // memory while a slow reader takes them.
+            let (last, frames, back) = blocking(shared, move |store| {
                 let read =
-                    store.read_for(&ws, after, &mut taken, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES);
-                read.map(|read| (read, taken))
+                    store.read_for(&ws, after, &mut taken, MAX_BATCH_ENTRIES, SEND_BATCH_BYTES)?;
+                let last = read.up_to;
+                let frames: Vec<_> = if last <= after {
+                    Vec::new()
+                } else {
+                    handling::catch_up_frames(read)
+                        .iter()
+                        .map(|frame| binary_message(&handling::encode_for(frame, deflate)))
+                        .collect()
+                };
+                Ok((last, frames, taken))
             })
             .await?;
             plan = Some(back);
-            if read.up_to <= after {
+            if last <= after {
                 break;
             }
-            let last = read.up_to;
-            // Only the encoded frames stay in memory while a slow reader takes them.
-            let frames: Vec<_> = handling::catch_up_frames(read)
-                .iter()
-                .map(|frame| binary_message(&frame.encode()))
-                .collect();
             {
                 let mut state = outgoing.lock();
                 if state.removed {

@@ -373,6 +373,7 @@ async fn connections_that_never_finish_the_handshake() {
                                     version: PROTOCOL_VERSION,
                                     workspace: ws.to_vec(),
                                     key: Device::new(i as u64).public().to_vec(),
+                                    deflate: false,
                                 },
                             )
                             .await;

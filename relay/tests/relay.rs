@@ -330,6 +330,7 @@ async fn a_replayed_authentication_is_refused() {
         version: PROTOCOL_VERSION,
         workspace: ws.to_vec(),
         key: ana.public().to_vec(),
+        deflate: false,
     };
     send(&mut first, &hello).await;
     let Some(Frame::Challenge { nonce, relay: id }) = next(&mut first).await else {
@@ -500,6 +501,7 @@ async fn strangers_and_greedy_devices_are_bounded() {
         version: PROTOCOL_VERSION,
         workspace: vec![1; 16],
         key: vec![2; 4 * HANDSHAKE_BYTES],
+        deflate: false,
     };
     let _ = socket.send(Message::Binary(hello.encode().into())).await;
     let frames = drain(&mut socket).await;
@@ -718,5 +720,109 @@ async fn a_new_member_gets_a_documents_snapshot_in_place_of_its_entries() {
         entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
         vec![4, 5, 6, 7, 8, 9]
     );
+    relay.shutdown().await;
+}
+
+/// The entries of an `Entries` frame, or of the one a `Deflated` frame carries, its
+/// `up_to`, and whether it came compressed.
+fn entries_of(frame: &Frame) -> (Vec<(u64, Vec<u8>)>, u64, bool) {
+    let (frame, deflated) = match frame {
+        Frame::Deflated { frame } => (Frame::inflate(frame).expect("the relay's own"), true),
+        other => (other.clone(), false),
+    };
+    let Frame::Entries { entries, up_to } = frame else {
+        panic!("expected entries, got {}", frame.name());
+    };
+    let entries = entries
+        .into_iter()
+        .map(|(s, e)| (s, e.into_vec()))
+        .collect();
+    (entries, up_to, deflated)
+}
+
+/// Frames up to and including `CaughtUp`.
+async fn until_caught_up(socket: &mut Socket) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = next(socket).await.expect("the relay answers");
+        let done = matches!(frame, Frame::CaughtUp { .. });
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// A member whose `Hello` says it reads `Deflated` frames gets its catch-up and its live
+/// batches of several entries compressed, and the same entries as one that did not ask
+/// (whose `Hello` is byte for byte an older node's), which gets them plain. A lone entry
+/// goes plain to both: it does not compress.
+#[tokio::test]
+async fn a_member_that_asks_gets_entries_compressed_and_one_that_does_not_gets_them_plain() {
+    let relay = start(Config::default()).await;
+    let ana = Device::new(1);
+    let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
+    let envelopes: Vec<Envelope> = (0..40).map(|i| ana.envelope(ws, 100 + i, 120)).collect();
+    let Some(Frame::Stored { results, .. }) = push(&mut ana_socket, 2, &envelopes).await else {
+        panic!("expected Stored");
+    };
+    assert_eq!(results.last(), Some(&PushResult::Stored(41)));
+    let (bo, cy) = (Device::new(2), Device::new(3));
+    let bo_join = join(&ana, ws, &bo, FAR, 51);
+    let (mut bo_socket, _) = support::handshake_deflate(&relay.url, &bo, ws, bo_join, true).await;
+    let cy_join = join(&ana, ws, &cy, FAR, 52);
+    let (mut cy_socket, _) = support::handshake_deflate(&relay.url, &cy, ws, cy_join, false).await;
+    send(&mut bo_socket, &Frame::Subscribe { after: 0 }).await;
+    send(&mut cy_socket, &Frame::Subscribe { after: 0 }).await;
+    let bo_frames = until_caught_up(&mut bo_socket).await;
+    let cy_frames = until_caught_up(&mut cy_socket).await;
+    let read = |frames: &[Frame]| {
+        let mut all = Vec::new();
+        let (mut compressed, mut bytes) = (0, 0);
+        for frame in &frames[..frames.len() - 1] {
+            let (entries, _, deflated) = entries_of(frame);
+            all.extend(entries);
+            compressed += usize::from(deflated);
+            bytes += frame.encode().len();
+        }
+        (all, compressed, bytes)
+    };
+    let (bo_entries, bo_compressed, bo_bytes) = read(&bo_frames);
+    let (cy_entries, cy_compressed, cy_bytes) = read(&cy_frames);
+    assert_eq!(bo_entries.len(), 41);
+    assert_eq!(bo_entries, cy_entries, "the same entries either way");
+    assert_eq!((bo_compressed, cy_compressed), (1, 0));
+    assert!(
+        bo_bytes * 10 < cy_bytes * 9,
+        "compressed {bo_bytes} B, plain {cy_bytes} B"
+    );
+
+    // Live: a push of several envelopes goes compressed to Bo only; a lone one plain.
+    let batch: Vec<Envelope> = (0..5).map(|i| ana.envelope(ws, 200 + i, 120)).collect();
+    assert!(matches!(
+        push(&mut ana_socket, 3, &batch).await,
+        Some(Frame::Stored { .. })
+    ));
+    let bo_live = next(&mut bo_socket).await.expect("a live frame");
+    let cy_live = next(&mut cy_socket).await.expect("a live frame");
+    let (bo_entries, bo_up_to, bo_deflated) = entries_of(&bo_live);
+    let (cy_entries, cy_up_to, cy_deflated) = entries_of(&cy_live);
+    assert_eq!((bo_deflated, cy_deflated), (true, false));
+    assert_eq!((bo_up_to, cy_up_to), (46, 46));
+    assert_eq!(bo_entries, cy_entries);
+    let expected: Vec<(u64, Vec<u8>)> = (42..).zip(batch.iter().map(Envelope::encode)).collect();
+    assert_eq!(bo_entries, expected);
+    let lone = ana.envelope(ws, 300, 120);
+    assert!(matches!(
+        push(&mut ana_socket, 4, std::slice::from_ref(&lone)).await,
+        Some(Frame::Stored { .. })
+    ));
+    for socket in [&mut bo_socket, &mut cy_socket] {
+        let frame = next(socket).await.expect("a live frame");
+        assert!(
+            matches!(&frame, Frame::Entries { up_to: 47, .. }),
+            "{frame:?}"
+        );
+    }
     relay.shutdown().await;
 }

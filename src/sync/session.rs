@@ -242,6 +242,8 @@ impl Session {
             version: PROTOCOL_VERSION,
             workspace: self.workspace.to_vec(),
             key: self.key.verifying_key().to_bytes().to_vec(),
+            // The relay's catch-up and live batches come compressed when that pays.
+            deflate: true,
         })]
     }
 
@@ -418,6 +420,20 @@ impl Session {
                         .collect(),
                     up_to: cursor,
                 });
+            }
+            (State::Ready, Frame::Deflated { frame }) => {
+                // Untrusted: inflated within the frame limit, and what is inside must be an
+                // `Entries` frame (never another `Deflated`), handled as if it came plain.
+                return match Frame::inflate(&frame) {
+                    Ok(entries @ Frame::Entries { .. }) => self.receive(entries, now),
+                    Ok(other) => self.fail(&format!(
+                        "the relay sent a compressed {}: it breaks the protocol",
+                        other.name()
+                    )),
+                    Err(error) => self.fail(&format!(
+                        "the relay sent a frame that cannot be read ({error}): it breaks the protocol"
+                    )),
+                };
             }
             (State::Ready, Frame::Skipped { ranges }) => {
                 let mut last = self.cursor;
@@ -658,6 +674,11 @@ mod tests {
         log: Vec<Vec<u8>>,
         /// Per connection: (subscribed cursor, frames waiting to be delivered).
         connections: Vec<(Option<u64>, VecDeque<Frame>)>,
+        /// The last `Hello` asked for compressed frames: catch-ups of several entries go
+        /// as `Deflated`, as the real relay sends them.
+        deflate: bool,
+        /// How many `Deflated` frames it sent.
+        deflated: usize,
     }
 
     impl Relay {
@@ -666,6 +687,8 @@ mod tests {
                 id: [id; 16],
                 log: Vec::new(),
                 connections: Vec::new(),
+                deflate: false,
+                deflated: 0,
             }
         }
 
@@ -676,10 +699,13 @@ mod tests {
 
         fn handle(&mut self, conn: usize, frame: Frame) {
             let reply = match frame {
-                Frame::Hello { .. } => Frame::Challenge {
-                    nonce: vec![7; 32],
-                    relay: self.id.to_vec(),
-                },
+                Frame::Hello { deflate, .. } => {
+                    self.deflate = deflate;
+                    Frame::Challenge {
+                        nonce: vec![7; 32],
+                        relay: self.id.to_vec(),
+                    }
+                }
                 Frame::Prove { .. } => Frame::Welcome {
                     head: self.log.len() as u64,
                 },
@@ -693,10 +719,14 @@ mod tests {
                         .collect();
                     let head = self.log.len() as u64;
                     if !entries.is_empty() {
-                        self.connections[conn].1.push_back(Frame::Entries {
+                        let frame = Frame::Entries {
                             entries,
                             up_to: head,
-                        });
+                        };
+                        let encoded = meridian_relay::handling::encode_for(&frame, self.deflate);
+                        let frame = Frame::decode(&encoded).expect("the relay's own frame");
+                        self.deflated += usize::from(matches!(frame, Frame::Deflated { .. }));
+                        self.connections[conn].1.push_back(frame);
                     }
                     self.connections[conn].0 = Some(head);
                     Frame::CaughtUp { head }
@@ -1036,6 +1066,105 @@ mod tests {
         assert!(failed(&session.receive(entries(&[1], 3), now)));
         let mut session = welcomed(now);
         assert!(failed(&session.receive(entries(&[2, 1], 2), now)));
+    }
+
+    /// The DEFLATE stream of `bytes`.
+    fn deflate_raw(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn deflated(stream: Vec<u8>) -> Frame {
+        Frame::Deflated {
+            frame: serde_bytes::ByteBuf::from(stream),
+        }
+    }
+
+    #[test]
+    fn compressed_entries_are_applied_like_plain_ones() {
+        let now = Instant::now();
+        let mut node = Node::default();
+        let out = node.session().start(now);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Send(Frame::Hello { deflate: true, .. })]
+            ),
+            "the node asks for compressed frames: {out:?}"
+        );
+        let mut session = welcomed(now);
+        let out = session.receive(deflated(deflate_raw(&entries(&[1, 2, 3], 3).encode())), now);
+        let [
+            Output::Apply {
+                entries: applied,
+                up_to: 3,
+            },
+        ] = out.as_slice()
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(applied, &vec![(1, vec![1]), (2, vec![2]), (3, vec![3])]);
+        // The rules for entries hold inside: a gap breaks the connection.
+        let out = session.receive(deflated(deflate_raw(&entries(&[5, 6], 6).encode())), now);
+        assert!(failed(&out), "{out:?}");
+        // A catch-up from the in-memory relay comes compressed and arrives whole.
+        let mut relay = Relay::new(1);
+        for i in 0..20u8 {
+            relay
+                .log
+                .push(format!("versionworkspacedocauthor {i}").into_bytes());
+        }
+        let (mut s, c) = connect(&mut node, &mut relay);
+        run(&mut relay, &mut [(&mut node, &mut s, c)]);
+        assert_eq!(relay.deflated, 1, "the catch-up came compressed");
+        assert_eq!(node.cursor, 20);
+        assert_eq!(node.applied.len(), 20);
+    }
+
+    #[test]
+    fn hostile_compressed_frames_break_the_connection_and_apply_nothing() {
+        let now = Instant::now();
+        let nested = deflated(deflate_raw(&entries(&[1], 1).encode())).encode();
+        let mut stray = deflate_raw(&entries(&[1], 1).encode());
+        stray.extend_from_slice(b"more");
+        let valid = deflate_raw(&entries(&[1, 2], 2).encode());
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "bomb",
+                deflate_raw(&vec![0; meridian_relay::protocol::MAX_FRAME_BYTES + 1]),
+                "decompression bomb",
+            ),
+            ("truncated", valid[..valid.len() - 3].to_vec(), "truncated"),
+            ("garbage", vec![0xfe; 100], "corrupt"),
+            ("stray bytes", stray, "stray bytes"),
+            ("nested", deflate_raw(&nested), "holds Deflated"),
+            (
+                "a caught-up",
+                deflate_raw(&Frame::CaughtUp { head: 0 }.encode()),
+                "holds CaughtUp",
+            ),
+            ("not a frame", deflate_raw(&[0x1c; 10]), "not a frame"),
+        ];
+        for (name, stream, expected) in cases {
+            let mut session = welcomed(now);
+            let out = session.receive(deflated(stream), now);
+            let [Output::Event(Event::Failed(why))] = out.as_slice() else {
+                panic!("{name}: {out:?}");
+            };
+            assert!(
+                why.contains("compressed frame is not valid") && why.contains(expected),
+                "{name}: {why}"
+            );
+            assert!(session.is_closed(), "{name}");
+        }
+        // Before the relay welcomed the node, a compressed frame is out of turn.
+        let mut session = Node::default().session();
+        session.start(now);
+        let out = session.receive(deflated(valid), now);
+        assert!(failed(&out), "{out:?}");
     }
 
     #[test]

@@ -198,6 +198,8 @@ impl SimRelay {
 #[derive(Default)]
 struct Peer {
     hello: Option<([u8; 16], [u8; 32])>,
+    /// The node reads `Deflated` frames: catch-ups of several entries go compressed.
+    deflate: bool,
     nonce: Option<[u8; 32]>,
     ready: bool,
     /// Everything up to here was sent (or is the client's own), once subscribed.
@@ -669,7 +671,8 @@ impl Sim {
                 (None, _) => match handling::hello(frame) {
                     Ok(hello) => {
                         let (nonce, challenge) = handling::challenge(store.id()).map_err(err)?;
-                        conn.peer.hello = Some(hello);
+                        conn.peer.hello = Some((hello.ws, hello.key));
+                        conn.peer.deflate = hello.deflate;
                         conn.peer.nonce = Some(nonce);
                         conn.down.push_back(challenge);
                     }
@@ -698,7 +701,8 @@ impl Sim {
         match frame {
             Frame::Subscribe { after } => {
                 let plan = CatchUp::subscribe(after);
-                let (cursor, skipped) = catch_up_with(store, &ws, after, plan, &mut conn.down)?;
+                let (cursor, skipped) =
+                    catch_up_with(store, &ws, after, plan, conn.peer.deflate, &mut conn.down)?;
                 outcome.skipped += skipped;
                 conn.down.push_back(Frame::CaughtUp { head: cursor });
                 conn.peer.subscribed = Some(cursor);
@@ -733,7 +737,13 @@ impl Sim {
                         match handling::forward(first, last, cursor, own, true) {
                             Forward::Nothing => {}
                             Forward::CatchUp => {
-                                let cursor = catch_up(store, &ws, cursor, &mut other.down)?;
+                                let cursor = catch_up(
+                                    store,
+                                    &ws,
+                                    cursor,
+                                    other.peer.deflate,
+                                    &mut other.down,
+                                )?;
                                 other.peer.subscribed = Some(cursor);
                             }
                             Forward::Own => other.peer.subscribed = Some(last),
@@ -1230,8 +1240,14 @@ fn state_of(node: &Node, workspace: Id) -> Run<BTreeMap<String, String>> {
 }
 
 /// Queues every log entry after `after` in bounded batches; returns the new cursor.
-fn catch_up(store: &RelayStore, ws: &[u8; 16], after: u64, down: &mut VecDeque<Frame>) -> Run<u64> {
-    Ok(catch_up_with(store, ws, after, CatchUp::live(), down)?.0)
+fn catch_up(
+    store: &RelayStore,
+    ws: &[u8; 16],
+    after: u64,
+    deflate: bool,
+    down: &mut VecDeque<Frame>,
+) -> Run<u64> {
+    Ok(catch_up_with(store, ws, after, CatchUp::live(), deflate, down)?.0)
 }
 
 /// Queues the entries after `after` as `plan` says, in bounded batches, as the server does
@@ -1242,6 +1258,7 @@ fn catch_up_with(
     ws: &[u8; 16],
     after: u64,
     mut plan: CatchUp,
+    deflate: bool,
     down: &mut VecDeque<Frame>,
 ) -> Run<(u64, u64)> {
     let mut cursor = after;
@@ -1255,7 +1272,11 @@ fn catch_up_with(
         }
         skipped += read.skipped.iter().map(|(a, b)| b - a + 1).sum::<u64>();
         let up_to = read.up_to;
-        down.extend(handling::catch_up_frames(read));
+        // Encoded as the server encodes them, compressed for a node that reads that.
+        for frame in handling::catch_up_frames(read) {
+            let encoded = handling::encode_for(&frame, deflate);
+            down.push_back(Frame::decode(&encoded).map_err(err)?);
+        }
         cursor = up_to;
     }
 }

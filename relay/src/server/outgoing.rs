@@ -39,9 +39,23 @@ pub struct Batch {
     /// The last entry's sequence number.
     pub last: u64,
     /// The websocket message `Entries` with all of them, encoded once for every receiver,
-    /// when it is at most [`super::LIVE_FRAME_BYTES`]; receivers read larger batches from
-    /// the log.
+    /// when it is at most [`super::LIVE_FRAME_BYTES`] and a receiver needs it plain;
+    /// receivers read larger batches from the log.
     pub frame: Option<Bytes>,
+    /// The same `Entries` as a `Deflated` message, compressed once for every receiver that
+    /// reads those, when it has several entries and compressing makes it smaller.
+    pub deflated: Option<Bytes>,
+}
+
+impl Batch {
+    /// The message for a receiver that reads `Deflated` frames (`deflate`) or not, if the
+    /// batch is kept live for it.
+    fn frame_for(&self, deflate: bool) -> Option<&Bytes> {
+        match (deflate, &self.deflated) {
+            (true, Some(deflated)) => Some(deflated),
+            _ => self.frame.as_ref(),
+        }
+    }
 }
 
 /// The most bytes of live frames queued for a member whose socket is full; past that it is
@@ -79,6 +93,8 @@ pub struct State {
     pub missed: bool,
     /// The device was removed: nothing more of the workspace may be written.
     pub removed: bool,
+    /// The client reads `Deflated` frames (it said so in `Hello`).
+    pub deflate: bool,
     /// A write failed; the task ends the connection.
     failed: Option<io::ErrorKind>,
 }
@@ -96,6 +112,7 @@ impl Outgoing {
                 paused: false,
                 missed: false,
                 removed: false,
+                deflate: false,
                 failed: None,
             }),
             wake: Notify::new(),
@@ -256,10 +273,10 @@ impl State {
         let mut wake = false;
         for batch in batches {
             let own = batch.origin == connection;
-            let live = batch.frame.is_some();
+            let frame = batch.frame_for(self.deflate);
             match (
-                handling::forward(batch.first, batch.last, cursor, own, live),
-                &batch.frame,
+                handling::forward(batch.first, batch.last, cursor, own, frame.is_some()),
+                frame,
             ) {
                 (Forward::Nothing, _) => {}
                 (Forward::Own, _) => cursor = batch.last,
@@ -368,8 +385,9 @@ mod tests {
     use super::*;
 
     /// Members whose sockets take everything get every live frame in commit order, without
-    /// a queue or a wake-up (several queued batches in one write); a gap pauses a member for
-    /// the log; a removed member is written nothing.
+    /// a queue or a wake-up (several queued batches in one write), compressed for those
+    /// that read `Deflated` frames; a gap pauses a member for the log; a removed member is
+    /// written nothing.
     #[tokio::test]
     async fn live_frames_go_straight_to_the_socket() {
         use tokio::io::AsyncReadExt;
@@ -383,6 +401,7 @@ mod tests {
             write.writable().await.unwrap();
             let outgoing = Outgoing::new(write);
             outgoing.lock().cursor = Some(0);
+            outgoing.lock().deflate = members.len() % 2 == 1;
             members.push((client, read, outgoing));
         }
         let batches: Vec<Batch> = (1..=10u8)
@@ -391,6 +410,7 @@ mod tests {
                 first: u64::from(seq),
                 last: u64::from(seq),
                 frame: Some(binary_message(&[seq; 300])),
+                deflated: Some(binary_message(&[seq; 30])),
             })
             .collect();
         members.last().unwrap().2.lock().removed = true;
@@ -399,12 +419,15 @@ mod tests {
             outgoing.offer(connection, &[&batches[0]]);
             outgoing.offer(connection, &batches[1..].iter().collect::<Vec<_>>());
         }
-        let expected: Vec<u8> = batches
-            .iter()
-            .flat_map(|b| b.frame.as_ref().unwrap().to_vec())
-            .collect();
+        let expected = |deflate: bool| -> Vec<u8> {
+            batches
+                .iter()
+                .flat_map(|b| b.frame_for(deflate).unwrap().to_vec())
+                .collect()
+        };
         let live = members.len() - 1;
         for (client, _, outgoing) in &mut members[..live] {
+            let expected = expected(outgoing.lock().deflate);
             let (pending, paused, cursor) = {
                 let state = outgoing.lock();
                 (state.pending(), state.paused, state.cursor)
@@ -436,6 +459,7 @@ mod tests {
             first: 12,
             last: 12,
             frame: batches[0].frame.clone(),
+            deflated: None,
         };
         outgoing.offer(0, &[&gap]);
         let state = outgoing.lock();

@@ -185,12 +185,35 @@ pub async fn handshake(
         .unwrap_or_else(|why| panic!("handshake with {url}: {why}"))
 }
 
+/// [`handshake`] by a client that says in `Hello` whether it reads `Deflated` frames.
+pub async fn handshake_deflate(
+    url: &str,
+    device: &Device,
+    ws: [u8; 16],
+    register: Option<Register>,
+    deflate: bool,
+) -> (Socket, Frame) {
+    try_handshake_with(url, device, ws, register, deflate)
+        .await
+        .unwrap_or_else(|why| panic!("handshake with {url}: {why}"))
+}
+
 /// [`handshake`], failing with a reason instead of panicking (for a relay that is not up).
 pub async fn try_handshake(
     url: &str,
     device: &Device,
     ws: [u8; 16],
     register: Option<Register>,
+) -> Result<(Socket, Frame), String> {
+    try_handshake_with(url, device, ws, register, false).await
+}
+
+async fn try_handshake_with(
+    url: &str,
+    device: &Device,
+    ws: [u8; 16],
+    register: Option<Register>,
+    deflate: bool,
 ) -> Result<(Socket, Frame), String> {
     let (mut socket, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -201,6 +224,7 @@ pub async fn try_handshake(
             version: PROTOCOL_VERSION,
             workspace: ws.to_vec(),
             key: device.public().to_vec(),
+            deflate,
         },
     )
     .await;
