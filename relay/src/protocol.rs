@@ -266,10 +266,16 @@ impl Frame {
 
     /// The `Entries` frame a [`Frame::Deflated`] carries, from its stream. The stream is
     /// untrusted: it must end exactly where the field ends, inflate to at most
-    /// [`MAX_FRAME_BYTES`] (a bomb is stopped one byte past that, never held whole), and
-    /// hold one `Entries` frame, not another compressed frame nor anything else.
+    /// [`MAX_FRAME_BYTES`] and to at most [`MAX_INFLATION`] times its own size plus 64 KiB
+    /// (a bomb is stopped one byte past that, never held whole), and hold one `Entries`
+    /// frame, not another compressed frame nor anything else.
     pub fn inflate(stream: &[u8]) -> Result<Frame, FrameError> {
-        let encoded = inflate_bounded(stream, MAX_FRAME_BYTES)?;
+        let limit = stream
+            .len()
+            .saturating_mul(MAX_INFLATION)
+            .saturating_add(64 << 10)
+            .min(MAX_FRAME_BYTES);
+        let encoded = inflate_bounded(stream, limit)?;
         match Frame::decode(&encoded) {
             Ok(frame @ Frame::Entries { .. }) => Ok(frame),
             Ok(other) => Err(FrameError::Deflated(format!(
@@ -304,6 +310,12 @@ impl Frame {
         }
     }
 }
+
+/// How many times its own size a compressed frame may inflate to. Entries are sealed
+/// envelopes, whose ciphertext does not compress: only their ids, keys and field names
+/// repeat, so real frames shrink by well under 2×. Without this bound a relay could make a
+/// node hold 9 MiB per 9 KB it sends, and a node takes up to 64 frames at once.
+pub const MAX_INFLATION: usize = 16;
 
 /// How hard [`Frame::deflate`] looks for repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -554,6 +566,11 @@ mod tests {
                 "decompression bomb",
             ),
             (
+                "inflates too far for its size",
+                deflate_raw(&vec![0; 1 << 20]),
+                "decompression bomb",
+            ),
+            (
                 "truncated",
                 stream[..stream.len() / 2].to_vec(),
                 "truncated",
@@ -577,8 +594,16 @@ mod tests {
                 "{name}: {error}"
             );
         }
-        // A bomb exactly at the limit is a frame's worth of zeros: not a frame, not a bomb.
-        let error = Frame::inflate(&deflate_raw(&vec![0; MAX_FRAME_BYTES])).unwrap_err();
+        // Bytes that inflate within both bounds are read, and refused for what they are.
+        let mut noise = vec![0u8; 1 << 20];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for byte in &mut noise {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let error = Frame::inflate(&deflate_raw(&noise)).unwrap_err();
         assert!(error.to_string().contains("not a frame"), "{error}");
     }
 
