@@ -242,7 +242,10 @@ impl Frame {
 
     /// `encoded` (the encoding of an `Entries` frame) as the encoding of the
     /// [`Frame::Deflated`] that carries it, or `None` when compressing does not make it
-    /// smaller (one envelope alone: its signature, nonce and ciphertext do not compress).
+    /// smaller (one envelope alone: its signature, nonce and ciphertext do not compress),
+    /// or makes it so much smaller that a node would take it for a bomb ([`Frame::inflate`]
+    /// bounds the ratio): a member can push an envelope whose ciphertext is all zeros, and
+    /// every reader must still be able to take the frame that carries it.
     pub fn deflate(encoded: &[u8], effort: Effort) -> Option<Vec<u8>> {
         let stream = COMPRESSORS.with_borrow_mut(|compressors| {
             // A compressor holds a few hundred KB of tables: setting them up again for
@@ -257,6 +260,9 @@ impl Frame {
                 _ => None,
             }
         })?;
+        if encoded.len() > inflation_limit(stream.len()) {
+            return None;
+        }
         let frame = Frame::Deflated {
             frame: serde_bytes::ByteBuf::from(stream),
         }
@@ -270,12 +276,7 @@ impl Frame {
     /// (a bomb is stopped one byte past that, never held whole), and hold one `Entries`
     /// frame, not another compressed frame nor anything else.
     pub fn inflate(stream: &[u8]) -> Result<Frame, FrameError> {
-        let limit = stream
-            .len()
-            .saturating_mul(MAX_INFLATION)
-            .saturating_add(64 << 10)
-            .min(MAX_FRAME_BYTES);
-        let encoded = inflate_bounded(stream, limit)?;
+        let encoded = inflate_bounded(stream, inflation_limit(stream.len()))?;
         match Frame::decode(&encoded) {
             Ok(frame @ Frame::Entries { .. }) => Ok(frame),
             Ok(other) => Err(FrameError::Deflated(format!(
@@ -316,6 +317,13 @@ impl Frame {
 /// repeat, so real frames shrink by well under 2×. Without this bound a relay could make a
 /// node hold 9 MiB per 9 KB it sends, and a node takes up to 64 frames at once.
 pub const MAX_INFLATION: usize = 16;
+
+/// The most a compressed stream of `len` bytes may inflate to.
+fn inflation_limit(len: usize) -> usize {
+    len.saturating_mul(MAX_INFLATION)
+        .saturating_add(64 << 10)
+        .min(MAX_FRAME_BYTES)
+}
 
 /// How hard [`Frame::deflate`] looks for repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -544,6 +552,21 @@ mod tests {
             flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         encoder.write_all(bytes).unwrap();
         encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_frame_that_compresses_too_well_goes_plain() {
+        // A member may push an envelope of zeros: its frame must reach every reader.
+        let zeros = Frame::Entries {
+            entries: vec![
+                (1, serde_bytes::ByteBuf::from(vec![0; 1 << 20])),
+                (2, serde_bytes::ByteBuf::from(vec![0; 1 << 20])),
+            ],
+            up_to: 2,
+        }
+        .encode();
+        assert_eq!(Frame::deflate(&zeros, Effort::Thorough), None);
+        assert_eq!(Frame::deflate(&zeros, Effort::Fast), None);
     }
 
     #[test]

@@ -826,3 +826,37 @@ async fn a_member_that_asks_gets_entries_compressed_and_one_that_does_not_gets_t
     }
     relay.shutdown().await;
 }
+
+/// A member can push envelopes whose ciphertext is all zeros (the relay cannot read it).
+/// Compressed, their frame would look like a bomb to every reader and break each one's
+/// connection for good; the relay sends it plain, and readers that asked for compression
+/// still get it.
+#[tokio::test]
+async fn envelopes_that_compress_too_well_reach_members_plain() {
+    let relay = start(Config::default()).await;
+    let ana = Device::new(1);
+    let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
+    // 240,000 bytes of zeros in one catch-up frame (the relay sends at most 256 KiB in one).
+    let zeros: Vec<Envelope> = (0..16u8)
+        .map(|i| Envelope::sign(&ana.key, ws, [1; 16], [i + 10; 24], |_| vec![0; 15_000]))
+        .collect();
+    let Some(Frame::Stored { results, .. }) = push(&mut ana_socket, 2, &zeros).await else {
+        panic!("expected Stored");
+    };
+    assert_eq!(results.last(), Some(&PushResult::Stored(17)));
+    let bo = Device::new(2);
+    let bo_join = join(&ana, ws, &bo, FAR, 51);
+    let (mut bo_socket, _) = support::handshake_deflate(&relay.url, &bo, ws, bo_join, true).await;
+    send(&mut bo_socket, &Frame::Subscribe { after: 0 }).await;
+    let frames = until_caught_up(&mut bo_socket).await;
+    let mut received = Vec::new();
+    for frame in &frames[..frames.len() - 1] {
+        let (entries, _, deflated) = entries_of(frame);
+        assert!(!deflated || entries.len() < 2, "{} entries", entries.len());
+        received.extend(entries);
+    }
+    let expected: Vec<Vec<u8>> = zeros.iter().map(Envelope::encode).collect();
+    let got: Vec<Vec<u8>> = received.into_iter().skip(1).map(|(_, e)| e).collect();
+    assert_eq!(got, expected);
+    relay.shutdown().await;
+}
