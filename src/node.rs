@@ -464,7 +464,8 @@ impl Node {
             .context("the workspace key is damaged")?;
         let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
         let mut records = Vec::new();
-        for plaintext in sealing_groups(&mut changes) {
+        for group in sealing_groups(&mut changes) {
+            let plaintext = seal::changes_plaintext(&group);
             let envelope = seal::seal(&self.key, &key, workspace, doc_id, &plaintext).encode();
             append_outbox(txn, workspace, &envelope)?;
             records.push(Record::Sealed(envelope));
@@ -646,11 +647,19 @@ pub const MAX_SEALED_BYTES: usize = 1 << 20;
 /// and again at every receiver, which verifies each signature: a third of a batch import's
 /// time went to curve arithmetic. Receivers already take envelopes of several changes, all
 /// by the signer, all of one document.
+///
+/// Changes go in uncompressed, to be compressed together ([`seal::changes_plaintext`]); a
+/// change larger than a piece goes alone in automerge's own compressed form, since a
+/// compressed piece may inflate to no more than an envelope could carry raw.
 fn sealing_groups(changes: &mut [Change]) -> Vec<Vec<u8>> {
     let mut groups = Vec::new();
     let mut plaintext = Vec::new();
     for change in changes {
-        let bytes = change.bytes();
+        let bytes = if change.raw_bytes().len() > MAX_SEALED_BYTES {
+            change.bytes()
+        } else {
+            std::borrow::Cow::Borrowed(change.raw_bytes())
+        };
         if !plaintext.is_empty() && plaintext.len() + bytes.len() > MAX_SEALED_BYTES {
             groups.push(std::mem::take(&mut plaintext));
         }
@@ -1040,6 +1049,57 @@ mod tests {
         let mut expected = vec![one, two];
         expected.sort();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn an_edits_changes_are_sealed_compressed_together_and_read_back_whole() {
+        use automerge::transaction::Transactable;
+        let mut doc = Automerge::new();
+        let text = {
+            let mut tx = doc.transaction();
+            let text = tx
+                .put_object(automerge::ROOT, "t", automerge::ObjType::Text)
+                .unwrap();
+            tx.commit();
+            text
+        };
+        // Small changes, then one larger than a piece (a 3 MiB paste of varied text).
+        for i in 0..50 {
+            let mut tx = doc.transaction();
+            tx.splice_text(&text, 0, 0, &format!("edit {i} ")).unwrap();
+            tx.commit();
+        }
+        let paste: String = (0..300_000u32)
+            .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761)))
+            .collect();
+        assert!(paste.len() > 2 * MAX_SEALED_BYTES);
+        let mut tx = doc.transaction();
+        tx.splice_text(&text, 0, 0, &paste).unwrap();
+        tx.commit();
+        let mut changes = doc.get_changes(&[]);
+        let groups = sealing_groups(&mut changes);
+        assert_eq!(
+            groups.len(),
+            2,
+            "the small ones together, the large one alone"
+        );
+        let mut read = Vec::new();
+        for group in &groups {
+            let plaintext = seal::changes_plaintext(group);
+            assert!(plaintext.len() <= meridian_relay::envelope::MAX_ENVELOPE_BYTES);
+            let mut budget = u64::MAX;
+            let bytes = crate::ingest::plaintext_changes(&plaintext, &mut budget).unwrap();
+            let mut budget = u64::MAX;
+            let chunks = crate::ingest::chunks(&bytes, &mut budget, false).unwrap();
+            read.extend(crate::ingest::parse_changes(&chunks).unwrap());
+        }
+        let hashes = |c: &[Change]| c.iter().map(Change::hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&read), hashes(&changes));
+        // The small ones went compressed together.
+        assert_eq!(
+            seal::changes_plaintext(&groups[0])[0],
+            seal::DEFLATED_CHANGES
+        );
     }
 
     fn retitle(node: &Node, workspace: Id, doc: Id, title: &str) -> Result<()> {

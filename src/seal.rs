@@ -24,15 +24,45 @@ pub const DEFLATED_CHANGES: u8 = 0x01;
 /// as one compressed run: [`DEFLATED_CHANGES`], then their raw DEFLATE stream.
 /// `ingest::plaintext_changes` reads it back.
 pub fn deflate_changes(changes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder =
-        flate2::write::DeflateEncoder::new(vec![DEFLATED_CHANGES], flate2::Compression::default());
-    encoder
-        .write_all(changes)
-        .expect("compressing into memory cannot fail");
-    encoder
-        .finish()
-        .expect("compressing into memory cannot fail")
+    thread_local! {
+        // Setting up a compressor's tables costs about 100 µs, more than compressing an
+        // edit: each thread keeps one.
+        static COMPRESSOR: std::cell::RefCell<flate2::Compress> =
+            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+    }
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        compressor.reset();
+        let mut out = Vec::with_capacity(changes.len() / 2 + 64);
+        out.push(DEFLATED_CHANGES);
+        loop {
+            let read = compressor.total_in() as usize;
+            if out.capacity() == out.len() {
+                out.reserve(changes.len() / 4 + 64);
+            }
+            let status = compressor
+                .compress_vec(&changes[read..], &mut out, flate2::FlushCompress::Finish)
+                .expect("compressing into memory cannot fail");
+            if status == flate2::Status::StreamEnd {
+                return out;
+            }
+        }
+    })
+}
+
+/// The plaintext of an envelope carrying `changes` (concatenated automerge change chunks,
+/// as automerge made them, uncompressed): compressed together when that makes it smaller.
+/// Automerge's own compression deflates each column of each change apart, which cost
+/// 0.4 ms for a new proposal; one stream over the whole edit costs a fraction of that and
+/// compresses better.
+pub fn changes_plaintext(changes: &[u8]) -> Vec<u8> {
+    // Above 1 MiB it is one change automerge compressed already (`node::sealing_groups`).
+    if (256..=1 << 20).contains(&changes.len()) {
+        let run = deflate_changes(changes);
+        if run.len() < changes.len() {
+            return run;
+        }
+    }
+    changes.to_vec()
 }
 
 /// Encrypts `plaintext` (automerge change bytes) for `doc` and signs the envelope.
