@@ -21,7 +21,7 @@ use crate::id::Id;
 use crate::identity;
 use crate::node::{self, Node};
 use crate::seal;
-use crate::store::{LogEntry, RECORDS, Record, WorkspaceRecord};
+use crate::store::{LogEntry, Record, WorkspaceRecord};
 use crate::workspace::{self, WorkspaceState};
 
 /// Bounds on one batch of foreign input.
@@ -960,12 +960,7 @@ fn store(
         next_seq,
         checkpointed,
     };
-    docs.put(
-        workspace,
-        prepared.doc_id,
-        stored,
-        &txn.open_table(RECORDS)?,
-    )
+    node::keep(docs, txn, workspace, prepared.doc_id, stored)
 }
 
 thread_local! {

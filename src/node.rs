@@ -443,8 +443,7 @@ impl Node {
         let output = f(&mut loaded.doc)?;
         let mut changes = loaded.doc.get_changes(&before);
         if changes.is_empty() {
-            self.docs
-                .put(workspace, doc_id, loaded, &txn.open_table(RECORDS)?)?;
+            self.keep(txn, workspace, doc_id, loaded)?;
             return Ok(output);
         }
         // Our own edits obey the same rules every peer will check them against.
@@ -493,9 +492,19 @@ impl Node {
             next_seq,
             checkpointed,
         };
-        self.docs
-            .put(workspace, doc_id, stored, &txn.open_table(RECORDS)?)?;
+        self.keep(txn, workspace, doc_id, stored)?;
         Ok(output)
+    }
+
+    /// Keeps a document this write transaction stored, for the next write.
+    fn keep(
+        &self,
+        txn: &WriteTransaction,
+        workspace: Id,
+        doc_id: Id,
+        loaded: Loaded,
+    ) -> Result<()> {
+        keep(&self.docs, txn, workspace, doc_id, loaded)
     }
 
     /// Loads a document for reading.
@@ -709,6 +718,24 @@ pub fn workspace_record(txn: &WriteTransaction, workspace: Id) -> Result<Workspa
         )
     })?;
     store::decode(bytes.value(), "workspace")
+}
+
+/// Puts a document `txn` just stored into `cache`, weighed by its change count.
+pub fn keep(
+    cache: &DocCache,
+    txn: &WriteTransaction,
+    workspace: Id,
+    doc_id: Id,
+    loaded: Loaded,
+) -> Result<()> {
+    let changes = next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    cache.put(
+        workspace,
+        doc_id,
+        loaded,
+        changes,
+        &txn.open_table(RECORDS)?,
+    )
 }
 
 /// Loads a document to change it inside `txn`: the copy kept in `cache` if the records have
