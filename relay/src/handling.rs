@@ -216,7 +216,7 @@ pub fn encode_for(frame: &Frame, deflate: bool) -> Vec<u8> {
     let encoded = frame.encode();
     match frame {
         Frame::Entries { entries, .. } if deflate && worth_deflating(entries.len()) => {
-            Frame::deflate(&encoded, Effort::Thorough).unwrap_or(encoded)
+            Frame::deflate(&encoded, Effort::Fast).unwrap_or(encoded)
         }
         _ => encoded,
     }
