@@ -1029,9 +1029,8 @@ mod tests {
         Ok(id)
     }
 
-    #[test]
-    fn a_home_opens_read_only_until_it_writes_and_follows_other_writers() {
-        let tmp = tempfile::tempdir().unwrap();
+    /// A new home with one workspace, in a directory the caller keeps.
+    fn new_home(tmp: &tempfile::TempDir) -> (PathBuf, Id) {
         let home = tmp.path().join("home");
         let profile = Profile {
             name: "Ana".into(),
@@ -1043,6 +1042,13 @@ mod tests {
             .unwrap()
             .create_workspace("w", vec![])
             .unwrap();
+        (home, workspace)
+    }
+
+    #[test]
+    fn a_home_opens_read_only_until_it_writes_and_follows_other_writers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
 
         let first = Node::open(&home).unwrap();
         let second = Node::open(&home).unwrap();
@@ -1145,17 +1151,7 @@ mod tests {
     #[test]
     fn a_kept_document_is_used_only_while_the_store_has_not_moved_under_it() {
         let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        let profile = Profile {
-            name: "Ana".into(),
-            tz: "UTC".into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-        };
-        let workspace = Node::init(&home, &profile)
-            .unwrap()
-            .create_workspace("w", vec![])
-            .unwrap();
+        let (home, workspace) = new_home(&tmp);
         // Two handles on one file, as a command beside the daemon: each keeps its own copies.
         let daemon = Node::open(&home).unwrap();
         let command = Node::open(&home).unwrap();
@@ -1214,14 +1210,8 @@ mod tests {
     #[test]
     fn a_long_document_loads_from_its_checkpoint_and_the_records_after() {
         let tmp = tempfile::tempdir().unwrap();
-        let profile = Profile {
-            name: "Ana".into(),
-            tz: "UTC".into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-        };
-        let node = Node::init(&tmp.path().join("home"), &profile).unwrap();
-        let workspace = node.create_workspace("w", vec![]).unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
         let thread = new_thread(&node, workspace, "long").unwrap();
         let me = node.member_id();
         // Replies in batches (one transaction each), as an import would make them.

@@ -193,11 +193,7 @@ impl Envelope {
 
     /// Decodes CBOR bytes, refusing oversized input, then checks shape and signature.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(EnvelopeError::TooLarge(bytes.len()));
-        }
-        let envelope: Envelope =
-            crate::cbor::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let envelope = Envelope::decode_stored(bytes)?;
         envelope.verify()?;
         Ok(envelope)
     }
