@@ -511,20 +511,23 @@ mod tests {
         assert_eq!(read, old);
     }
 
+    /// `n` pseudo-random bytes (xorshift), from and advancing `state`.
+    fn noise(state: &mut u64, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                *state as u8
+            })
+            .collect()
+    }
+
     /// An `Entries` frame of `count` envelope-like entries: each repeats the names, the
     /// workspace id and the author key, around 150 random bytes.
     fn entries(count: u64) -> Frame {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut random = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect()
-        };
+        let mut random = |n: usize| noise(&mut state, n);
         Frame::Entries {
             entries: (1..=count)
                 .map(|seq| {
@@ -578,16 +581,7 @@ mod tests {
         // one thread's compressor, finishes or gives up and is smaller when it is sent. (The
         // panic of level 1 seen in a convergence run was not reproduced with these.)
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut noise = |len: usize| -> Vec<u8> {
-            (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect()
-        };
+        let mut noise = |len: usize| noise(&mut state, len);
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         for count in [2, 3, 10, 100, 1000] {
             for size in [1, 60, 150, 300, 1200, 4000] {
@@ -685,15 +679,8 @@ mod tests {
             );
         }
         // Bytes that inflate within both bounds are read, and refused for what they are.
-        let mut noise = vec![0u8; 1 << 20];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        for byte in &mut noise {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *byte = state as u8;
-        }
-        let error = Frame::inflate(&deflate_raw(&noise)).unwrap_err();
+        let random = noise(&mut 0x9e37_79b9_7f4a_7c15_u64, 1 << 20);
+        let error = Frame::inflate(&deflate_raw(&random)).unwrap_err();
         assert!(error.to_string().contains("not a frame"), "{error}");
     }
 
