@@ -185,45 +185,20 @@ pub fn plaintext_changes<'a>(
     }
 }
 
-/// Inflates a whole raw DEFLATE stream into memory, refusing more than `limit` bytes, a
-/// stream that stops before its end, and bytes after its end.
+/// [`meridian_relay::deflate::inflate_bounded`], its refusals in the words of changes.
 fn inflate_run(stream: &[u8], limit: u64) -> Result<Vec<u8>> {
-    const STEP: u64 = 64 << 10;
-    let mut inflater = flate2::Decompress::new(false);
-    let mut out: Vec<u8> = Vec::new();
-    loop {
-        // Room for at most one byte past the limit, so a bomb is seen and never held whole.
-        let room = (limit + 1).saturating_sub(out.len() as u64);
-        if room == 0 {
-            bail!(
-                "compressed changes inflate beyond the limit of {limit} bytes: refusing a decompression bomb"
-            );
-        }
-        out.reserve_exact(room.min(STEP) as usize);
-        let (read, written) = (inflater.total_in(), out.len());
-        let status = inflater
-            .decompress_vec(
-                &stream[read as usize..],
-                &mut out,
-                flate2::FlushDecompress::None,
-            )
-            .context("compressed changes are corrupt")?;
-        if status == flate2::Status::StreamEnd {
-            break;
-        }
-        if inflater.total_in() == read && out.len() == written {
-            bail!("compressed changes are truncated: the stream stops before its end");
-        }
-    }
-    if out.len() as u64 > limit {
-        bail!(
+    use meridian_relay::deflate::InflateError;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    meridian_relay::deflate::inflate_bounded(stream, limit).map_err(|e| match e {
+        InflateError::TooLarge { limit } => anyhow::anyhow!(
             "compressed changes inflate beyond the limit of {limit} bytes: refusing a decompression bomb"
-        );
-    }
-    if inflater.total_in() != stream.len() as u64 {
-        bail!("compressed changes are followed by stray bytes");
-    }
-    Ok(out)
+        ),
+        InflateError::Corrupt(e) => anyhow::Error::new(e).context("compressed changes are corrupt"),
+        InflateError::Truncated => {
+            anyhow::anyhow!("compressed changes are truncated: the stream stops before its end")
+        }
+        InflateError::Trailing => anyhow::anyhow!("compressed changes are followed by stray bytes"),
+    })
 }
 
 /// Splits automerge bytes into chunks, checking each header and bounding what compressed
@@ -938,14 +913,6 @@ fn store(
         &records,
         &prepared.entries,
     )?;
-    let next_seq = prepared.next_seq + records.len() as u64;
-    let checkpointed = node::checkpoint_if_due(
-        txn,
-        prepared.doc_id,
-        &prepared.doc,
-        prepared.checkpointed,
-        next_seq,
-    )?;
     node::reindex(
         txn,
         workspace,
@@ -957,10 +924,10 @@ fn store(
     report.documents.push(prepared.doc_id.hex());
     let stored = node::Loaded {
         doc: prepared.doc,
-        next_seq,
-        checkpointed,
+        next_seq: prepared.next_seq + records.len() as u64,
+        checkpointed: prepared.checkpointed,
     };
-    node::keep(docs, txn, workspace, prepared.doc_id, stored)
+    node::stored(docs, txn, workspace, prepared.doc_id, stored)
 }
 
 thread_local! {

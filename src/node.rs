@@ -443,7 +443,7 @@ impl Node {
         let output = f(&mut loaded.doc)?;
         let mut changes = loaded.doc.get_changes(&before);
         if changes.is_empty() {
-            self.keep(txn, workspace, doc_id, loaded)?;
+            keep(&self.docs, txn, workspace, doc_id, loaded)?;
             return Ok(output);
         }
         // Our own edits obey the same rules every peer will check them against.
@@ -472,9 +472,6 @@ impl Node {
         before.sort();
         let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
         append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
-        let next_seq = loaded.next_seq + records.len() as u64;
-        let checkpointed =
-            checkpoint_if_due(txn, doc_id, &loaded.doc, loaded.checkpointed, next_seq)?;
         reindex(
             txn,
             workspace,
@@ -487,24 +484,9 @@ impl Node {
         if was_read || before.is_empty() {
             set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
-        let stored = Loaded {
-            doc: loaded.doc,
-            next_seq,
-            checkpointed,
-        };
-        self.keep(txn, workspace, doc_id, stored)?;
+        loaded.next_seq += records.len() as u64;
+        stored(&self.docs, txn, workspace, doc_id, loaded)?;
         Ok(output)
-    }
-
-    /// Keeps a document this write transaction stored, for the next write.
-    fn keep(
-        &self,
-        txn: &WriteTransaction,
-        workspace: Id,
-        doc_id: Id,
-        loaded: Loaded,
-    ) -> Result<()> {
-        keep(&self.docs, txn, workspace, doc_id, loaded)
     }
 
     /// Loads a document for reading.
@@ -720,8 +702,8 @@ pub fn workspace_record(txn: &WriteTransaction, workspace: Id) -> Result<Workspa
     store::decode(bytes.value(), "workspace")
 }
 
-/// Puts a document `txn` just stored into `cache`, weighed by its change count.
-pub fn keep(
+/// Puts a document whose records `txn` holds into `cache`, weighed by its change count.
+fn keep(
     cache: &DocCache,
     txn: &WriteTransaction,
     workspace: Id,
@@ -729,6 +711,27 @@ pub fn keep(
     loaded: Loaded,
 ) -> Result<()> {
     let changes = next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    cache.put(
+        workspace,
+        doc_id,
+        loaded,
+        changes,
+        &txn.open_table(RECORDS)?,
+    )
+}
+
+/// What follows storing a document's new records (after [`append_records`]; they end
+/// before `loaded.next_seq`, and `loaded.checkpointed` is what it was loaded with): a new
+/// checkpoint if one is due, then the document kept in `cache` for the next write.
+pub fn stored(
+    cache: &DocCache,
+    txn: &WriteTransaction,
+    workspace: Id,
+    doc_id: Id,
+    mut loaded: Loaded,
+) -> Result<()> {
+    let changes = next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    loaded.checkpointed = checkpoint_if_due(txn, doc_id, &loaded, changes)?;
     cache.put(
         workspace,
         doc_id,
@@ -842,26 +845,26 @@ fn load_from(
 /// The fewest changes after a document's checkpoint before a new one is written.
 pub const CHECKPOINT_MIN_CHANGES: u64 = 256;
 
-/// Writes a new checkpoint of `doc` (whose records now end before `next_seq`, and which was
-/// loaded from a checkpoint of `before` changes) once enough changes piled up since: at
-/// least [`CHECKPOINT_MIN_CHANGES`], and a sixteenth of the document's changes, so saving
-/// (whose cost grows with the document) stays a small share of the loading it spares. Call
-/// it after [`append_records`].
-pub fn checkpoint_if_due(
+/// Writes a new checkpoint of a document of `changes` changes (whose records now end before
+/// `loaded.next_seq`, and which was loaded from a checkpoint of `loaded.checkpointed`
+/// changes) once enough changes piled up since: at least [`CHECKPOINT_MIN_CHANGES`], and a
+/// sixteenth of the document's changes, so saving (whose cost grows with the document)
+/// stays a small share of the loading it spares. Returns the changes the document's
+/// checkpoint now holds.
+fn checkpoint_if_due(
     txn: &WriteTransaction,
     doc_id: Id,
-    doc: &Automerge,
-    before: u64,
-    next_seq: u64,
+    loaded: &Loaded,
+    changes: u64,
 ) -> Result<u64> {
-    let changes = self::next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    let before = loaded.checkpointed;
     if changes.saturating_sub(before) < CHECKPOINT_MIN_CHANGES.max(before / 16) {
         return Ok(before);
     }
     let checkpoint = Checkpoint {
-        next_seq,
+        next_seq: loaded.next_seq,
         changes,
-        save: doc.save(),
+        save: loaded.doc.save(),
     };
     txn.open_table(CHECKPOINTS)?
         .insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
@@ -1005,10 +1008,10 @@ pub fn reindex(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn new_thread(node: &Node, workspace: Id, title: &str) -> Result<Id> {
+    pub(crate) fn new_thread(node: &Node, workspace: Id, title: &str) -> Result<Id> {
         let id = Id::random();
         let new = crate::thread::NewThread {
             id,
@@ -1030,7 +1033,7 @@ mod tests {
     }
 
     /// A new home with one workspace, in a directory the caller keeps.
-    fn new_home(tmp: &tempfile::TempDir) -> (PathBuf, Id) {
+    pub(crate) fn new_home(tmp: &tempfile::TempDir) -> (PathBuf, Id) {
         let home = tmp.path().join("home");
         let profile = Profile {
             name: "Ana".into(),
@@ -1135,7 +1138,7 @@ mod tests {
         );
     }
 
-    fn retitle(node: &Node, workspace: Id, doc: Id, title: &str) -> Result<()> {
+    pub(crate) fn retitle(node: &Node, workspace: Id, doc: Id, title: &str) -> Result<()> {
         node.edit(workspace, doc, |d| {
             let mut tx = d.transaction();
             automerge::transaction::Transactable::put(&mut tx, automerge::ROOT, "title", title)?;

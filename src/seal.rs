@@ -55,8 +55,8 @@ pub fn deflate_changes(changes: &[u8]) -> Vec<u8> {
 /// 0.4 ms for a new proposal; one stream over the whole edit costs a fraction of that and
 /// compresses better.
 pub fn changes_plaintext(changes: &[u8]) -> Vec<u8> {
-    // Above 1 MiB it is one change automerge compressed already (`node::sealing_groups`).
-    if (256..=1 << 20).contains(&changes.len()) {
+    // Above a piece it is one change automerge compressed already (`node::sealing_groups`).
+    if (256..=crate::node::MAX_SEALED_BYTES).contains(&changes.len()) {
         let run = deflate_changes(changes);
         if run.len() < changes.len() {
             return run;

@@ -182,49 +182,16 @@ pub fn answered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Profile;
+    use crate::node::tests::{new_home, new_thread, retitle};
 
     const RELAY: &str = "ws://relay.test/v1";
-
-    fn retitle(node: &Node, workspace: Id, doc: Id, title: &str) {
-        node.edit(workspace, doc, |d| {
-            let mut tx = d.transaction();
-            automerge::transaction::Transactable::put(&mut tx, automerge::ROOT, "title", title)?;
-            node::commit(tx, "retitle");
-            Ok(())
-        })
-        .unwrap();
-    }
 
     #[test]
     fn an_idle_round_skips_the_scan_until_a_document_changes() {
         let tmp = tempfile::tempdir().unwrap();
-        let profile = Profile {
-            name: "Ana".into(),
-            tz: "UTC".into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-        };
-        let node = Node::init(&tmp.path().join("home"), &profile).unwrap();
-        let workspace = node.create_workspace("w", vec![]).unwrap();
-        let doc = Id::random();
-        let new = crate::thread::NewThread {
-            id: doc,
-            workspace,
-            title: "t".into(),
-            body: "body".into(),
-            asks: vec![],
-            urgency: "normal".into(),
-            author: node.member_id(),
-            at: node::now_ms(),
-        };
-        node.edit(workspace, doc, |d| {
-            let mut tx = d.transaction();
-            crate::thread::create(&mut tx, &new)?;
-            node::commit(tx, "new thread");
-            Ok(())
-        })
-        .unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
+        let doc = new_thread(&node, workspace, "t").unwrap();
         let policy = Policy {
             min_changes: 1,
             ..Policy::default()
@@ -254,7 +221,7 @@ mod tests {
         txn.commit().unwrap();
         assert_eq!(due_docs(), Vec::<[u8; 16]>::new());
         // ...until a change anywhere makes it look again.
-        retitle(&node, workspace, doc, "t2");
+        retitle(&node, workspace, doc, "t2").unwrap();
         assert!(due_docs().contains(&doc.0));
     }
 }

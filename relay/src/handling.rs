@@ -7,9 +7,7 @@
 use crate::determinism;
 use crate::envelope::Envelope;
 use crate::membership::verify_signature;
-use crate::protocol::{
-    Effort, Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message,
-};
+use crate::protocol::{Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message};
 use crate::store::{Incoming, Refusal};
 
 /// A workspace id.
@@ -216,7 +214,7 @@ pub fn encode_for(frame: &Frame, deflate: bool) -> Vec<u8> {
     let encoded = frame.encode();
     match frame {
         Frame::Entries { entries, .. } if deflate && worth_deflating(entries.len()) => {
-            Frame::deflate(&encoded, Effort::Fast).unwrap_or(encoded)
+            Frame::deflate(&encoded).unwrap_or(encoded)
         }
         _ => encoded,
     }

@@ -7,6 +7,7 @@
 //! workspace's connected members.
 
 pub mod cbor;
+pub mod deflate;
 pub mod determinism;
 pub mod envelope;
 pub mod handling;

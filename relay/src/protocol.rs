@@ -246,13 +246,13 @@ impl Frame {
     /// or makes it so much smaller that a node would take it for a bomb ([`Frame::inflate`]
     /// bounds the ratio): a member can push an envelope whose ciphertext is all zeros, and
     /// every reader must still be able to take the frame that carries it.
-    pub fn deflate(encoded: &[u8], effort: Effort) -> Option<Vec<u8>> {
-        let stream = COMPRESSORS.with_borrow_mut(|compressors| {
+    pub fn deflate(encoded: &[u8]) -> Option<Vec<u8>> {
+        let stream = COMPRESSOR.with_borrow_mut(|slot| {
             // A compressor holds a few hundred KB of tables: setting them up again for
             // every frame cost 100 µs, ten times compressing two envelopes.
-            let slot = &mut compressors[effort as usize];
-            let compressor =
-                slot.get_or_insert_with(|| flate2::Compress::new(effort.level(), false));
+            let compressor = slot.get_or_insert_with(|| {
+                flate2::Compress::new(flate2::Compression::new(LEVEL), false)
+            });
             compressor.reset();
             // Room for the whole stream even when nothing compresses (fixed Huffman codes
             // take up to 9 bits a byte), so it always finishes; whether it is worth sending
@@ -340,75 +340,35 @@ fn inflation_limit(len: usize) -> usize {
         .min(MAX_FRAME_BYTES)
 }
 
-/// How hard [`Frame::deflate`] looks for repeats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Effort {
-    /// DEFLATE's level 2 (level 1, zlib-rs's `deflate_quick`, panicked under load): what
-    /// the relay uses, for live batches (compressed on its one writer thread) and catch-up
-    /// frames alike.
-    Fast,
-    /// DEFLATE's default level (6): on these frames no smaller than level 2 (a first copy
-    /// 1.06× a save, level 2 1.05×, level 1 1.09×) for more CPU (relay CPU per delivery in
-    /// the 10 × 100 × 100 convergence, whose nodes share the two cores with the relay:
-    /// 2.6 µs, level 2 2.2–2.4, level 1 1.8).
-    Thorough,
-}
-
-impl Effort {
-    fn level(self) -> flate2::Compression {
-        match self {
-            Effort::Fast => flate2::Compression::new(2),
-            Effort::Thorough => flate2::Compression::default(),
-        }
-    }
-}
+/// The DEFLATE level of [`Frame::deflate`], for live batches (compressed on the relay's one
+/// writer thread) and catch-up frames alike. On these frames the default level (6) is no
+/// smaller (a first copy 1.06× a save, level 2 1.05×, level 1 1.09×) for more CPU (relay
+/// CPU per delivery in the 10 × 100 × 100 convergence, whose nodes share the two cores
+/// with the relay: 2.6 µs, level 2 2.2–2.4, level 1 1.8); level 1, zlib-rs's
+/// `deflate_quick`, panicked under load.
+const LEVEL: u32 = 2;
 
 thread_local! {
-    /// This thread's compressor for each [`Effort`], kept between frames.
-    static COMPRESSORS: std::cell::RefCell<[Option<flate2::Compress>; 2]> =
-        const { std::cell::RefCell::new([None, None]) };
+    /// This thread's compressor, kept between frames.
+    static COMPRESSOR: std::cell::RefCell<Option<flate2::Compress>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// Inflates a whole raw DEFLATE stream into memory, refusing more than `limit` bytes, a
-/// stream that stops before its end, and bytes after its end.
+/// [`crate::deflate::inflate_bounded`], its refusals as the reasons a node gives.
 fn inflate_bounded(stream: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
-    const STEP: usize = 64 << 10;
-    let bomb = || {
-        FrameError::Deflated(format!(
-            "it inflates beyond the limit of {limit} bytes: refusing a decompression bomb"
-        ))
-    };
-    let mut inflater = flate2::Decompress::new(false);
-    let mut out: Vec<u8> = Vec::new();
-    loop {
-        // Room for at most one byte past the limit, so a bomb is seen and never held whole.
-        let room = (limit + 1).saturating_sub(out.len());
-        if room == 0 {
-            return Err(bomb());
-        }
-        out.reserve_exact(room.min(STEP));
-        let (read, written) = (inflater.total_in() as usize, out.len());
-        let status = inflater
-            .decompress_vec(&stream[read..], &mut out, flate2::FlushDecompress::None)
-            .map_err(|e| FrameError::Deflated(format!("the DEFLATE stream is corrupt ({e})")))?;
-        if status == flate2::Status::StreamEnd {
-            break;
-        }
-        if inflater.total_in() as usize == read && out.len() == written {
-            return Err(FrameError::Deflated(
-                "the DEFLATE stream is truncated: it stops before its end".into(),
-            ));
-        }
-    }
-    if out.len() > limit {
-        return Err(bomb());
-    }
-    if inflater.total_in() as usize != stream.len() {
-        return Err(FrameError::Deflated(
-            "the DEFLATE stream is followed by stray bytes".into(),
-        ));
-    }
-    Ok(out)
+    use crate::deflate::InflateError;
+    crate::deflate::inflate_bounded(stream, limit).map_err(|e| {
+        FrameError::Deflated(match e {
+            InflateError::TooLarge { limit } => format!(
+                "it inflates beyond the limit of {limit} bytes: refusing a decompression bomb"
+            ),
+            InflateError::Corrupt(e) => format!("the DEFLATE stream is corrupt ({e})"),
+            InflateError::Truncated => {
+                "the DEFLATE stream is truncated: it stops before its end".into()
+            }
+            InflateError::Trailing => "the DEFLATE stream is followed by stray bytes".into(),
+        })
+    })
 }
 
 /// What the device signs to authenticate: bound to this relay, this connection's nonce,
@@ -548,8 +508,7 @@ mod tests {
     fn deflated_entries_inflate_to_the_same_frame_and_only_when_smaller() {
         let frame = entries(50);
         let encoded = frame.encode();
-        let deflated =
-            Frame::deflate(&encoded, Effort::Thorough).expect("repeated names and ids compress");
+        let deflated = Frame::deflate(&encoded).expect("repeated names and ids compress");
         assert!(
             deflated.len() < encoded.len() * 9 / 10,
             "{}",
@@ -564,7 +523,7 @@ mod tests {
             entries: vec![(1, serde_bytes::ByteBuf::from(vec![0u8; 0]))],
             up_to: 1,
         };
-        assert_eq!(Frame::deflate(&random.encode(), Effort::Fast), None);
+        assert_eq!(Frame::deflate(&random.encode()), None);
     }
 
     fn deflate_raw(bytes: &[u8]) -> Vec<u8> {
@@ -606,10 +565,8 @@ mod tests {
                 if frame.len() > 1 << 20 {
                     continue;
                 }
-                for effort in [Effort::Fast, Effort::Thorough] {
-                    if let Some(deflated) = Frame::deflate(&frame, effort) {
-                        assert!(deflated.len() < frame.len());
-                    }
+                if let Some(deflated) = Frame::deflate(&frame) {
+                    assert!(deflated.len() < frame.len());
                 }
             }
         }
@@ -626,15 +583,14 @@ mod tests {
             up_to: 2,
         }
         .encode();
-        assert_eq!(Frame::deflate(&zeros, Effort::Thorough), None);
-        assert_eq!(Frame::deflate(&zeros, Effort::Fast), None);
+        assert_eq!(Frame::deflate(&zeros), None);
     }
 
     #[test]
     fn hostile_deflated_frames_are_clear_errors() {
         let entries = entries(3).encode();
         let stream = deflate_raw(&entries);
-        let nested = Frame::deflate(&entries, Effort::Fast).unwrap();
+        let nested = Frame::deflate(&entries).unwrap();
         let hello = Frame::Hello {
             version: 1,
             workspace: vec![1; 16],

@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
 use crate::handling;
-use crate::protocol::{Effort, Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
+use crate::protocol::{Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
 use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
 use outgoing::{Batch, Outgoing, binary_message};
 
@@ -494,8 +494,7 @@ impl Rooms {
             }
             .encode();
             if deflate_readers > 0 && handling::worth_deflating(count) {
-                batch.deflated =
-                    Frame::deflate(&plain, Effort::Fast).map(|frame| binary_message(&frame));
+                batch.deflated = Frame::deflate(&plain).map(|frame| binary_message(&frame));
             }
             if batch.deflated.is_none() || plain_readers > 0 {
                 batch.frame = Some(binary_message(&plain));
