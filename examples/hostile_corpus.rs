@@ -360,7 +360,7 @@ impl Hostile {
                 bad.encode(),
             );
         }
-        for version in [0u8, 2, 255] {
+        for version in [0u8, 3, 255] {
             let mut bad = envelope.clone();
             bad.version = version;
             add(
@@ -372,6 +372,111 @@ impl Hostile {
                 bad.encode(),
             );
         }
+        // Shared envelopes: several documents' changes, signed once.
+        let mut pair = [world.workspace, world.proposal];
+        pair.sort();
+        let part = on_proposal(&world.ana, T0 + 22, &title("Shared"));
+        let shared = |parts: &[&[u8]]| {
+            world.seal_shared(&world.ana, &pair, &meridian::seal::shared_plaintext(parts))
+        };
+        let big = vec![0; (4 << 20) + 1];
+        let whole = proposal.save();
+        for (name, category, expect, what, bytes) in [
+            (
+                "missing-part",
+                "truncated",
+                "part length is malformed",
+                "one part for two documents",
+                shared(&[&part]),
+            ),
+            (
+                "empty-part",
+                "garbage-changes",
+                "empty part",
+                "an empty part for a listed document",
+                shared(&[&part, b""]),
+            ),
+            (
+                "stray-part",
+                "garbage-changes",
+                "stray bytes",
+                "three parts for two documents",
+                shared(&[&part, &part, &part]),
+            ),
+            (
+                "plain-changes",
+                "garbage-changes",
+                "not a compressed list of parts",
+                "changes as an envelope of one document carries them",
+                world.seal_shared(&world.ana, &pair, &part),
+            ),
+            (
+                "whole-document",
+                "garbage-changes",
+                "whole document",
+                "a part that is a whole saved document",
+                shared(&[&part, &whole]),
+            ),
+            (
+                "forged-part",
+                "forged-actor",
+                "forged change",
+                "Ana signs a part whose change is Cy's",
+                shared(&[&part, &as_cy]),
+            ),
+            (
+                "bomb",
+                "decompression-bomb",
+                "decompression bomb",
+                "parts inflating past what an envelope may carry",
+                shared(&[&part, &big]),
+            ),
+        ] {
+            add(
+                &format!("shared-{name}"),
+                category,
+                &format!("rejected:{expect}"),
+                expect,
+                &format!("a shared envelope: {what}"),
+                bytes,
+            );
+        }
+        let listing = |docs: &[Id]| {
+            world.seal_shared(
+                &world.ana,
+                docs,
+                &meridian::seal::shared_plaintext(&[&part, &part]),
+            )
+        };
+        let [low, high] = pair;
+        for (name, what, bytes) in [
+            ("one-document", "lists one document", listing(&[high])),
+            (
+                "unordered",
+                "lists its documents out of order",
+                listing(&[high, low]),
+            ),
+            ("repeated", "lists one document twice", listing(&[low, low])),
+        ] {
+            add(
+                &format!("shared-{name}"),
+                "bad-shape",
+                "rejected:document list is malformed",
+                "document list is malformed",
+                &format!("a shared envelope that {what}"),
+                bytes,
+            );
+        }
+        let mut with_doc = Envelope::decode(&shared(&[&part, &part])).expect("a shared envelope");
+        with_doc.doc = world.proposal.0.to_vec();
+        add(
+            "shared-with-doc",
+            "bad-shape",
+            "rejected:has",
+            "bytes, expected",
+            "a shared envelope that also names one document",
+            with_doc.encode(),
+        );
         let mut not_point = envelope.clone();
         not_point.author = vec![0xff; 32];
         add(
@@ -813,7 +918,10 @@ fn every_frame(world: &World, envelope: &[u8]) -> Vec<Frame> {
             signature: vec![3; 64],
             register: Some(world.register_ana()),
         },
-        Frame::Welcome { head: 0 },
+        Frame::Welcome {
+            head: 0,
+            shared: false,
+        },
         Frame::Refused {
             code: RefusedCode::Busy,
             reason: "busy".into(),

@@ -9,7 +9,7 @@ use crate::doc::View;
 use crate::id::Id;
 use crate::ingest::{self, AUTOMERGE_MAGIC, Item, Limits, Report};
 use crate::node::Node;
-use crate::store::{Record, WorkspaceRecord};
+use crate::store::WorkspaceRecord;
 use crate::workspace;
 
 /// The first bytes of a bundle file.
@@ -28,21 +28,29 @@ pub struct Bundle {
     pub workspace: Vec<u8>,
     /// Encoded envelopes, in the order they apply.
     pub envelopes: Vec<serde_bytes::ByteBuf>,
+    /// The documents the bundle is of. A shared envelope (several documents' changes,
+    /// signed once) also carries parts for documents the bundle is not of; a merge takes
+    /// only these documents' parts, as the others may depend on history it does not carry.
+    /// Absent from bundles written before shared envelopes: everything is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs: Option<Vec<serde_bytes::ByteBuf>>,
 }
 
 /// Builds a bundle of `docs` (their whole history) in `workspace`.
 pub fn export(node: &Node, workspace: Id, docs: &[Id]) -> Result<Vec<u8>> {
-    let mut envelopes = Vec::new();
-    for doc in docs {
-        for record in node.records(*doc)? {
-            let Record::Sealed(bytes) = record;
-            envelopes.push(serde_bytes::ByteBuf::from(bytes));
-        }
-    }
+    let envelopes = node.envelopes(docs)?;
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         workspace: workspace.0.to_vec(),
-        envelopes,
+        envelopes: envelopes
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+        docs: Some(
+            docs.iter()
+                .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
+                .collect(),
+        ),
     };
     let mut bytes = BUNDLE_MAGIC.to_vec();
     ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
@@ -125,17 +133,25 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
     let workspace =
         Id::from_slice(&bundle.workspace).context("the bundle's workspace id is damaged")?;
     let record = known_workspace(node, workspace)?;
+    let docs: Option<std::collections::HashSet<&[u8]>> = bundle
+        .docs
+        .as_ref()
+        .map(|docs| docs.iter().map(|d| d.as_slice()).collect());
     let mut budget = limits.max_inflated;
     let mut items = Vec::with_capacity(bundle.envelopes.len());
     for (i, envelope) in bundle.envelopes.iter().enumerate() {
-        let item =
+        let opened =
             ingest::open_sealed(envelope, workspace, &record, &mut budget).with_context(|| {
                 format!(
                     "envelope {} of the bundle was refused; nothing was merged",
                     i + 1
                 )
             })?;
-        items.push(item);
+        items.extend(
+            opened
+                .into_iter()
+                .filter(|item| docs.as_ref().is_none_or(|d| d.contains(&item.doc.0[..]))),
+        );
     }
     Ok((workspace, items))
 }
@@ -202,8 +218,9 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         .into_iter()
         .map(|change| Item {
             doc: doc_id,
-            envelope: crate::seal::seal(node.key(), &key, workspace, doc_id, change.raw_bytes())
-                .encode(),
+            carrier: ingest::Carrier::Whole(
+                crate::seal::seal(node.key(), &key, workspace, doc_id, change.raw_bytes()).encode(),
+            ),
             signer,
             changes: vec![change],
             snapshot: None,

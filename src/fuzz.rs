@@ -219,6 +219,24 @@ impl World {
         seal::seal_with_nonce(signer, &self.key, self.workspace, doc, nonce, plaintext).encode()
     }
 
+    /// A shared envelope of `docs` (in the order given, which a well-formed one has
+    /// increasing) whose plaintext is `plaintext`, signed by `signer`, nonce derived as in
+    /// [`World::seal`].
+    pub fn seal_shared(&self, signer: &SigningKey, docs: &[Id], plaintext: &[u8]) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        hasher.update(b"meridian/corpus-nonce/shared\0");
+        hasher.update(signer.verifying_key().to_bytes());
+        for doc in docs {
+            hasher.update(doc.0);
+        }
+        hasher.update(plaintext);
+        let digest = hasher.finalize();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&digest[..NONCE_LEN]);
+        seal::seal_shared_with_nonce(signer, &self.key, self.workspace, docs, nonce, plaintext)
+            .encode()
+    }
+
     /// Every change of `doc` but the genesis, each sealed by the device that wrote it.
     pub fn envelopes_of(&self, doc_id: Id, doc: &Automerge) -> Vec<Vec<u8>> {
         doc.get_changes(&[])
@@ -261,6 +279,7 @@ pub fn bundle_bytes(version: u32, workspace: &[u8], envelopes: Vec<Vec<u8>>) -> 
             .into_iter()
             .map(serde_bytes::ByteBuf::from)
             .collect(),
+        docs: None,
     };
     ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
     bytes
@@ -395,7 +414,13 @@ fn sessions(now: Instant) -> Vec<Session> {
         },
         now,
     );
-    ready.receive(Frame::Welcome { head: 9 }, now);
+    ready.receive(
+        Frame::Welcome {
+            head: 9,
+            shared: true,
+        },
+        now,
+    );
     ready.local(vec![(0, vec![1, 2, 3]), (1, vec![4])], now);
     vec![waiting, proving, ready]
 }
@@ -432,13 +457,15 @@ pub fn frame(bytes: &[u8]) {
 pub fn envelope(fixture: &Fixture, bytes: &[u8]) {
     let mut budget = Limits::default().max_inflated;
     match ingest::open_sealed(bytes, fixture.world.workspace, &fixture.record, &mut budget) {
-        Ok(item) => {
-            for change in &item.changes {
-                assert_eq!(
-                    identity::actor_key(change.actor_id()),
-                    Some(item.signer),
-                    "an opened change is the signer's"
-                );
+        Ok(items) => {
+            for item in items {
+                for change in &item.changes {
+                    assert_eq!(
+                        identity::actor_key(change.actor_id()),
+                        Some(item.signer),
+                        "an opened change is the signer's"
+                    );
+                }
             }
         }
         Err(error) => assert_clear(&error),
@@ -493,15 +520,15 @@ pub fn ingest(fixture: &Fixture, bytes: &[u8]) {
     };
     let sealed = world.seal(signer, doc, plaintext);
     let mut budget = Limits::default().max_inflated;
-    let item = match ingest::open_sealed(&sealed, world.workspace, &fixture.record, &mut budget) {
-        Ok(item) => item,
+    let items = match ingest::open_sealed(&sealed, world.workspace, &fixture.record, &mut budget) {
+        Ok(items) => items,
         Err(error) => return assert_clear(&error),
     };
     let mut outcome = None;
     let result = ingest::apply_received(
         &fixture.node,
         world.workspace,
-        vec![item],
+        items,
         &Limits::default(),
         |_, report| {
             outcome = Some((report.applied, report.held, report.rejected.clone()));

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
+use sha2::Digest;
+
 use anyhow::{Context, Result, bail};
 use automerge::{Automerge, Change, ExpandedChange, ObjType, ROOT, ReadDoc, Value};
 use meridian_relay::Envelope;
@@ -55,13 +57,13 @@ impl Default for Limits {
 /// The magic bytes at the start of every automerge chunk.
 pub const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 
-/// One unit of foreign input: a verified envelope and the changes inside it.
+/// One unit of foreign input: a verified envelope's changes to one document.
 #[derive(Clone)]
 pub struct Item {
     /// The document it belongs to.
     pub doc: Id,
-    /// The encoded envelope, stored as it is if it brings anything new.
-    pub envelope: Vec<u8>,
+    /// The envelope that carried the changes, stored if it brings anything new.
+    pub carrier: Carrier,
     /// The signer's device key.
     pub signer: [u8; 32],
     /// The parsed changes, each written by the signer's device (or, in a snapshot, vouched
@@ -70,6 +72,34 @@ pub struct Item {
     /// For a snapshot envelope, the whole document: a node with none of the document takes
     /// it as it is instead of applying its changes one by one.
     pub snapshot: Option<Automerge>,
+}
+
+/// The envelope an [`Item`] came in, as the node stores it.
+#[derive(Clone, Debug)]
+pub enum Carrier {
+    /// An envelope of one document (the encoded bytes), stored as it is.
+    Whole(Vec<u8>),
+    /// One document's part of a shared envelope. The envelope is stored once, in
+    /// [`crate::store::ENVELOPES`]; the document's record keeps its hash and the part's
+    /// change bytes, so loading the document opens nothing else.
+    Part {
+        /// The encoded shared envelope.
+        envelope: std::sync::Arc<Vec<u8>>,
+        /// Its content hash.
+        hash: [u8; 32],
+        /// This document's change chunks from it.
+        changes: Vec<u8>,
+    },
+}
+
+impl Carrier {
+    /// The encoded envelope: what a relay, a bundle or the outbox carries.
+    pub fn envelope(&self) -> &[u8] {
+        match self {
+            Carrier::Whole(bytes) => bytes,
+            Carrier::Part { envelope, .. } => envelope,
+        }
+    }
 }
 
 /// What a merge did.
@@ -120,8 +150,8 @@ pub struct NotMember {
     signer: String,
 }
 
-/// Reads a LEB128 unsigned integer.
-fn uleb(bytes: &[u8]) -> Result<(u64, usize)> {
+/// Reads a LEB128 unsigned integer: its value and how many bytes it took.
+pub(crate) fn uleb(bytes: &[u8]) -> Result<(u64, usize)> {
     let mut value: u64 = 0;
     for (i, byte) in bytes.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);
@@ -266,14 +296,15 @@ pub fn parse_changes(chunks: &[&[u8]]) -> Result<Vec<Change>> {
         .collect()
 }
 
-/// Opens an envelope from a bundle or the network into an [`Item`], checking signature,
-/// workspace, decryption, decompression bounds and that every change's actor is the signer.
+/// Opens an envelope from a bundle or the network into [`Item`]s (one per document it
+/// carries), checking signature, workspace, decryption, decompression bounds and that
+/// every change's actor is the signer.
 pub fn open_sealed(
     bytes: &[u8],
     workspace: Id,
     record: &WorkspaceRecord,
     budget: &mut u64,
-) -> Result<Item> {
+) -> Result<Vec<Item>> {
     open_envelope(Envelope::decode(bytes)?, workspace, record, budget)
 }
 
@@ -284,7 +315,7 @@ fn open_envelope(
     workspace: Id,
     record: &WorkspaceRecord,
     budget: &mut u64,
-) -> Result<Item> {
+) -> Result<Vec<Item>> {
     if envelope.workspace_id() != workspace.0 {
         bail!(
             "an envelope belongs to another workspace ({})",
@@ -297,12 +328,15 @@ fn open_envelope(
         .try_into()
         .context("the workspace key is damaged")?;
     let plaintext = seal::open(&key, &envelope)?;
-    let plaintext = plaintext_changes(&plaintext, budget)?;
     let signer: [u8; 32] = envelope
         .author
         .as_slice()
         .try_into()
         .context("bad author key")?;
+    if envelope.is_shared() {
+        return open_parts(envelope, &plaintext, signer, budget);
+    }
+    let plaintext = plaintext_changes(&plaintext, budget)?;
     let doc = Id(envelope.doc_id());
     let parts = chunks(&plaintext, budget, true)?;
     let (changes, snapshot) = if parts.first().is_some_and(|c| c[8] == 0) {
@@ -315,14 +349,78 @@ fn open_envelope(
         }
         (changes, None)
     };
-    Ok(Item {
+    Ok(vec![Item {
         doc,
         // Stored re-encoded, so unknown fields cannot pad what the node keeps.
-        envelope: envelope.encode(),
+        carrier: Carrier::Whole(envelope.encode()),
         signer,
         changes,
         snapshot,
-    })
+    }])
+}
+
+/// The items of a shared envelope: one per document it lists, each its part's changes
+/// (never a whole document: snapshots are of one document).
+fn open_parts(
+    envelope: Envelope,
+    plaintext: &[u8],
+    signer: [u8; 32],
+    budget: &mut u64,
+) -> Result<Vec<Item>> {
+    let docs = envelope.doc_ids();
+    let parts = plaintext_parts(plaintext, docs.len(), budget)?;
+    let encoded = envelope.encode();
+    let hash: [u8; 32] = sha2::Sha256::digest(&encoded).into();
+    let encoded = std::sync::Arc::new(encoded);
+    let mut items = Vec::with_capacity(docs.len());
+    for (doc, part) in docs.into_iter().zip(parts) {
+        let doc = Id(doc);
+        let changes = chunks(&part, budget, false)
+            .and_then(|chunks| parse_changes(&chunks))
+            .with_context(|| format!("the part for document {}", doc.short()))?;
+        for change in &changes {
+            check_actor(change, &signer)?;
+        }
+        items.push(Item {
+            doc,
+            carrier: Carrier::Part {
+                envelope: encoded.clone(),
+                hash,
+                changes: part,
+            },
+            signer,
+            changes,
+            snapshot: None,
+        });
+    }
+    Ok(items)
+}
+
+/// Splits a shared envelope's plaintext ([`seal::DEFLATED_PARTS`], then one DEFLATE stream
+/// of parts, each a LEB128 length and that many bytes) into its `count` parts. Inflation
+/// counts against `budget` and may not exceed what an envelope could carry uncompressed.
+/// Every part must hold something: a shared envelope lists only documents it changes.
+pub fn plaintext_parts(plaintext: &[u8], count: usize, budget: &mut u64) -> Result<Vec<Vec<u8>>> {
+    let Some((&seal::DEFLATED_PARTS, stream)) = plaintext.split_first() else {
+        bail!("a shared envelope's plaintext is not a compressed list of parts");
+    };
+    let limit = (*budget).min(meridian_relay::envelope::MAX_ENVELOPE_BYTES as u64);
+    let inflated = inflate_run(stream, limit)?;
+    *budget -= inflated.len() as u64;
+    let mut rest = inflated.as_slice();
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = take_uleb(&mut rest, "part length")?;
+        let part = take(&mut rest, len, "shared envelope's part")?;
+        if part.is_empty() {
+            bail!("a shared envelope has an empty part: it lists a document it does not change");
+        }
+        parts.push(part.to_vec());
+    }
+    if !rest.is_empty() {
+        bail!("a shared envelope's parts are followed by stray bytes");
+    }
+    Ok(parts)
 }
 
 /// The changes of a snapshot envelope: one whole automerge document, sealed by the
@@ -549,13 +647,13 @@ impl DocumentApply<'_> {
             // copied), and keeps its error: whether it waits or is refused for good
             // depends on the error's type.
             let item = items.remove(0);
-            let (doc, envelope, signer) = (item.doc, item.envelope.clone(), item.signer);
+            let (doc, carrier, signer) = (item.doc, item.carrier.clone(), item.signer);
             return match self.store(doc_id, vec![item]) {
                 Ok(()) => Ok(()),
                 Err(error) => refuse_item(
                     self.target.txn,
                     self.target.workspace,
-                    (doc, &envelope, &signer),
+                    (doc, &carrier, &signer),
                     error,
                     self.report,
                 ),
@@ -579,7 +677,7 @@ impl DocumentApply<'_> {
             items = failed.drain(..).map(|(item, _)| item).collect();
         }
         for (item, error) in failed {
-            let refused = (item.doc, item.envelope.as_slice(), &item.signer);
+            let refused = (item.doc, &item.carrier, &item.signer);
             refuse_item(
                 self.target.txn,
                 self.target.workspace,
@@ -611,7 +709,7 @@ fn held_documents(txn: &redb::WriteTransaction, workspace: Id) -> Result<Vec<Id>
         }
         last = Some(doc);
         let ours =
-            Envelope::decode_stored(value.value()).is_ok_and(|e| e.workspace_id() == workspace.0);
+            held_envelope(txn, value.value())?.is_some_and(|e| e.workspace_id() == workspace.0);
         if ours {
             docs.push(doc);
         }
@@ -652,18 +750,49 @@ fn try_store(
     Ok(report)
 }
 
-/// Holds an item back or rejects it for good.
+/// The envelope a held entry stands for: the entry itself, or for a part of a shared
+/// envelope, the shared envelope its 32 bytes are the hash of (no envelope is that short).
+/// `None` if it is gone or damaged.
+fn held_envelope(txn: &redb::WriteTransaction, value: &[u8]) -> Result<Option<Envelope>> {
+    if let Ok(hash) = <[u8; 32]>::try_from(value) {
+        let shared = txn.open_table(crate::store::ENVELOPES)?;
+        return Ok(shared
+            .get(hash)?
+            .and_then(|bytes| Envelope::decode_stored(bytes.value()).ok()));
+    }
+    Ok(Envelope::decode_stored(value).ok())
+}
+
+/// Keeps a shared envelope (once: each document's part refers to it by hash). Returns
+/// whether it was new to this node.
+fn keep_shared(txn: &redb::WriteTransaction, hash: &[u8; 32], envelope: &[u8]) -> Result<bool> {
+    let mut shared = txn.open_table(crate::store::ENVELOPES)?;
+    if shared.get(hash)?.is_some() {
+        return Ok(false);
+    }
+    shared.insert(hash, envelope)?;
+    Ok(true)
+}
+
+/// Holds an item back or rejects it for good. A part of a shared envelope is held as the
+/// envelope's hash, the envelope kept once however many of its parts wait.
 fn refuse_item(
     txn: &redb::WriteTransaction,
     workspace: Id,
-    (doc, envelope, signer): (Id, &[u8], &[u8; 32]),
+    (doc, carrier, signer): (Id, &Carrier, &[u8; 32]),
     error: anyhow::Error,
     report: &mut Report,
 ) -> Result<()> {
     let mut held = txn.open_table(crate::store::HELD)?;
     if is_waiting(&error) && held.len()? < MAX_HELD {
         let next = node::next_seq(&held, doc.0)?;
-        held.insert((doc.0, next), envelope)?;
+        match carrier {
+            Carrier::Whole(envelope) => held.insert((doc.0, next), envelope.as_slice())?,
+            Carrier::Part { envelope, hash, .. } => {
+                keep_shared(txn, hash, envelope)?;
+                held.insert((doc.0, next), hash.as_slice())?
+            }
+        };
         report.held += 1;
         return Ok(());
     }
@@ -702,15 +831,19 @@ fn take_held(
     let mut table = txn.open_table(crate::store::HELD)?;
     let mut items = Vec::new();
     let taken = table.extract_from_if((doc.0, 0)..=(doc.0, u64::MAX), |_, _| true)?;
+    let mut held = Vec::new();
     for entry in taken {
-        let (_, value) = entry?;
+        held.push(entry?.1.value().to_vec());
+    }
+    drop(table);
+    for value in held {
         let mut budget = Limits::default().max_inflated;
         // It opened and verified once already; the workspace key has not changed since.
-        let opened = Envelope::decode_stored(value.value())
-            .map_err(anyhow::Error::from)
-            .and_then(|envelope| open_envelope(envelope, workspace, record, &mut budget));
-        if let Ok(item) = opened {
-            items.push(item);
+        let Some(envelope) = held_envelope(txn, &value)? else {
+            continue;
+        };
+        if let Ok(opened) = open_envelope(envelope, workspace, record, &mut budget) {
+            items.extend(opened.into_iter().filter(|item| item.doc == doc));
         }
     }
     Ok(items)
@@ -722,7 +855,7 @@ struct Prepared {
     doc: Automerge,
     next_seq: u64,
     checkpointed: u64,
-    envelopes: Vec<(Vec<u8>, [u8; 32])>,
+    envelopes: Vec<(Carrier, [u8; 32])>,
     entries: Vec<LogEntry>,
     signers: BTreeSet<[u8; 32]>,
 }
@@ -784,7 +917,7 @@ fn prepare(
         }
         entries.extend(new.iter().map(node::log_entry));
         signers.insert(item.signer);
-        envelopes.push((item.envelope, item.signer));
+        envelopes.push((item.carrier, item.signer));
         fresh.extend(new);
     }
     if fresh.is_empty() {
@@ -900,11 +1033,29 @@ fn store(
         ..
     } = *target;
     let mut records = Vec::with_capacity(prepared.envelopes.len());
-    for (envelope, signer) in prepared.envelopes {
-        if signer == own {
-            node::append_outbox(txn, workspace, &envelope)?;
+    for (carrier, signer) in prepared.envelopes {
+        match carrier {
+            Carrier::Whole(envelope) => {
+                if signer == own {
+                    node::append_outbox(txn, workspace, &envelope)?;
+                }
+                records.push(Record::Sealed(envelope));
+            }
+            Carrier::Part {
+                envelope,
+                hash,
+                changes,
+            } => {
+                // One outbox entry for the whole envelope, at its first part stored.
+                if keep_shared(txn, &hash, &envelope)? && signer == own {
+                    node::append_outbox(txn, workspace, &envelope)?;
+                }
+                records.push(Record::Part {
+                    envelope: hash.to_vec(),
+                    changes,
+                });
+            }
         }
-        records.push(Record::Sealed(envelope));
     }
     node::append_records(
         txn,

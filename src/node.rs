@@ -610,6 +610,42 @@ impl Node {
         self.doc_range(RECORDS, doc_id, "record")
     }
 
+    /// The envelopes that carry the changes of `docs`, in the order of their records,
+    /// each once: a shared envelope several of them have a part of appears at its first
+    /// part. What a bundle or a relay that lacks them is given.
+    pub fn envelopes(&self, docs: &[Id]) -> Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let records = txn.open_table(RECORDS)?;
+        let shared = txn.open_table(store::ENVELOPES)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut envelopes = Vec::new();
+        for doc in docs {
+            for item in records.range((doc.0, 0)..=(doc.0, u64::MAX))? {
+                match store::decode::<Record>(item?.1.value(), "record")? {
+                    Record::Sealed(bytes) => envelopes.push(bytes),
+                    Record::Part { envelope, .. } => {
+                        if !seen.insert(envelope.clone()) {
+                            continue;
+                        }
+                        let hash: [u8; 32] = envelope
+                            .as_slice()
+                            .try_into()
+                            .context("a stored record is corrupt (its envelope hash)")?;
+                        let bytes = shared.get(hash)?.with_context(|| {
+                            format!(
+                                "the shared envelope {} of document {} is missing from the store",
+                                hex::encode(&hash[..6]),
+                                doc.short()
+                            )
+                        })?;
+                        envelopes.push(bytes.value().to_vec());
+                    }
+                }
+            }
+        }
+        Ok(envelopes)
+    }
+
     /// Every value of one document in a per-document table, in order.
     fn doc_range<T: serde::de::DeserializeOwned>(
         &self,
@@ -823,6 +859,8 @@ fn load_from(
                     &mut unbounded,
                 )?);
             }
+            // A part of a shared envelope keeps its changes as verified: nothing to open.
+            Record::Part { changes, .. } => bytes.extend_from_slice(&changes),
         }
     }
     let doc = if bytes.is_empty() {

@@ -20,10 +20,41 @@ pub type WorkspaceKey = [u8; 32];
 /// id, the same kinds of operation, one after the other) shrinks to a fraction together.
 pub const DEFLATED_CHANGES: u8 = 0x01;
 
+/// The first byte of a shared envelope's plaintext: the tag, then a raw DEFLATE stream of
+/// one part per document the envelope lists, in its order, each a LEB128 length and that
+/// document's concatenated automerge change chunks. `ingest::plaintext_parts` reads it.
+pub const DEFLATED_PARTS: u8 = 0x02;
+
 /// The plaintext of an envelope carrying `changes` (concatenated automerge change chunks)
 /// as one compressed run: [`DEFLATED_CHANGES`], then their raw DEFLATE stream.
 /// `ingest::plaintext_changes` reads it back.
 pub fn deflate_changes(changes: &[u8]) -> Vec<u8> {
+    deflate_tagged(DEFLATED_CHANGES, changes)
+}
+
+/// The plaintext of a shared envelope whose documents' changes are `parts`, in the order
+/// the envelope lists the documents: [`DEFLATED_PARTS`], then one DEFLATE stream.
+pub fn shared_plaintext(parts: &[&[u8]]) -> Vec<u8> {
+    let total: usize = parts.iter().map(|p| p.len() + 5).sum();
+    let mut raw = Vec::with_capacity(total);
+    for part in parts {
+        let mut len = part.len() as u64;
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                raw.push(byte);
+                break;
+            }
+            raw.push(byte | 0x80);
+        }
+        raw.extend_from_slice(part);
+    }
+    deflate_tagged(DEFLATED_PARTS, &raw)
+}
+
+/// `tag`, then the raw DEFLATE stream of `bytes`.
+fn deflate_tagged(tag: u8, changes: &[u8]) -> Vec<u8> {
     thread_local! {
         // Setting up a compressor's tables costs about 100 µs, more than compressing an
         // edit: each thread keeps one.
@@ -33,7 +64,7 @@ pub fn deflate_changes(changes: &[u8]) -> Vec<u8> {
     COMPRESSOR.with_borrow_mut(|compressor| {
         compressor.reset();
         let mut out = Vec::with_capacity(changes.len() / 2 + 64);
-        out.push(DEFLATED_CHANGES);
+        out.push(tag);
         loop {
             let read = compressor.total_in() as usize;
             if out.capacity() == out.len() {
@@ -87,16 +118,48 @@ pub fn seal_with_nonce(
     plaintext: &[u8],
 ) -> Envelope {
     Envelope::sign(device, workspace.0, doc.0, nonce, |aad| {
-        XChaCha20Poly1305::new(key.into())
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("encryption into memory cannot fail")
+        encrypt(key, &nonce, aad, plaintext)
     })
+}
+
+/// Encrypts the plaintext of a shared envelope ([`shared_plaintext`]) of the changes to
+/// `docs` (at least two, in increasing order, each once) and signs it.
+pub fn seal_shared(
+    device: &SigningKey,
+    key: &WorkspaceKey,
+    workspace: Id,
+    docs: &[Id],
+    plaintext: &[u8],
+) -> Envelope {
+    seal_shared_with_nonce(device, key, workspace, docs, random_bytes(), plaintext)
+}
+
+/// [`seal_shared`] with a given nonce, for deterministic test inputs (as [`seal_with_nonce`]).
+/// It signs whatever document list it is given, so tests can make malformed ones.
+pub fn seal_shared_with_nonce(
+    device: &SigningKey,
+    key: &WorkspaceKey,
+    workspace: Id,
+    docs: &[Id],
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Envelope {
+    let docs: Vec<[u8; 16]> = docs.iter().map(|d| d.0).collect();
+    Envelope::sign_shared(device, workspace.0, &docs, nonce, |aad| {
+        encrypt(key, &nonce, aad, plaintext)
+    })
+}
+
+fn encrypt(key: &WorkspaceKey, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    XChaCha20Poly1305::new(key.into())
+        .encrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("encryption into memory cannot fail")
 }
 
 /// Decrypts a verified envelope with the workspace key.
@@ -109,9 +172,10 @@ pub fn open(key: &WorkspaceKey, envelope: &Envelope) -> anyhow::Result<Vec<u8>> 
             Payload { msg: &envelope.ciphertext, aad: &aad },
         )
         .map_err(|_| {
+            let docs: Vec<String> = envelope.doc_ids().iter().map(hex::encode).collect();
             anyhow::anyhow!(
                 "an envelope for document {} does not decrypt with this workspace's key: it was made for another workspace or altered",
-                hex::encode(&envelope.doc)
+                docs.join(", ")
             )
         })
 }

@@ -32,6 +32,10 @@ pub const READ_MARKERS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new(
 /// (workspace id, sequence) → encoded envelope not yet stored by a relay.
 pub const OUTBOX: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("outbox");
 
+/// Envelope hash → encoded shared envelope (changes to several documents, signed once),
+/// kept once for every document record ([`Record::Part`]) and held entry that refers to it.
+pub const ENVELOPES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("envelopes");
+
 /// Workspace id → the position the next outbox entry gets.
 pub const OUTBOX_NEXT: TableDefinition<[u8; 16], u64> = TableDefinition::new("outbox_next");
 /// (workspace id, relay URL) → [`Cursor`]: how far sync got with each relay.
@@ -57,17 +61,30 @@ pub struct Cursor {
     pub pulled: u64,
     /// The outbox sequence number up to which the relay stored everything (exclusive).
     pub pushed: u64,
+    /// Whether the relay took shared envelopes when it last welcomed this device, so the
+    /// first push of the next connection may carry them.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// How long a command waits for another `meridian` process to release the database.
 const OPEN_PATIENCE: Duration = Duration::from_secs(10);
 
-/// One stored change record. An enum so that later kinds (document snapshots) can join
-/// without a migration.
+/// One stored change record. An enum so that later kinds can join without a migration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Record {
     /// An encoded, signed envelope, exactly as its author sealed it.
     Sealed(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A document's part of a shared envelope (several documents' changes, signed once),
+    /// which is kept once in [`ENVELOPES`].
+    Part {
+        /// The shared envelope's hash, its key in [`ENVELOPES`].
+        #[serde(with = "serde_bytes")]
+        envelope: Vec<u8>,
+        /// This document's automerge change chunks from it, as verified when stored.
+        #[serde(with = "serde_bytes")]
+        changes: Vec<u8>,
+    },
 }
 
 /// A document saved as of its records before `next_seq` (derived data: the records stay
@@ -170,7 +187,7 @@ pub fn open_database(path: &Path) -> Result<Database> {
 }
 
 /// The version of the table layout; a home made by an older build gets the new tables.
-pub const SCHEMA: u64 = 4;
+pub const SCHEMA: u64 = 5;
 
 /// Brings a home's tables up to this build's layout (tables are only ever added).
 pub fn upgrade(db: &Database) -> Result<()> {
@@ -205,6 +222,7 @@ pub fn create_tables(db: &Database) -> Result<()> {
     txn.open_table(REJECTED)?;
     txn.open_table(SNAPSHOTS_SENT)?;
     txn.open_table(CHECKPOINTS)?;
+    txn.open_table(ENVELOPES)?;
     txn.commit()?;
     Ok(())
 }

@@ -169,7 +169,7 @@ async fn connect(
         },
     )
     .await?;
-    let Frame::Welcome { head } = receive(&mut socket).await? else {
+    let Frame::Welcome { head, .. } = receive(&mut socket).await? else {
         bail!("the relay did not admit a member");
     };
     send(&mut socket, &Frame::Subscribe { after: head }).await?;

@@ -238,11 +238,11 @@ pub fn single_change_bundle(
 ) -> Result<Vec<u8>> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let key: meridian::seal::WorkspaceKey = record.key.as_slice().try_into()?;
-    let mut envelopes = Vec::new();
-    for stored in node.records(workspace)? {
-        let meridian::store::Record::Sealed(bytes) = stored;
-        envelopes.push(serde_bytes::ByteBuf::from(bytes));
-    }
+    let mut envelopes: Vec<serde_bytes::ByteBuf> = node
+        .envelopes(&[workspace])?
+        .into_iter()
+        .map(serde_bytes::ByteBuf::from)
+        .collect();
     for (doc, changes) in changes {
         for change in changes {
             let envelope =
@@ -254,6 +254,7 @@ pub fn single_change_bundle(
         version: meridian::bundle::BUNDLE_VERSION,
         workspace: workspace.0.to_vec(),
         envelopes,
+        docs: None,
     };
     let mut bytes = meridian::bundle::BUNDLE_MAGIC.to_vec();
     ciborium::into_writer(&bundle, &mut bytes)?;

@@ -195,7 +195,7 @@ fn incoming(creator: &Device, n: u64, size: usize) -> Incoming {
         chunk.copy_from_slice(&block[..chunk.len()]);
     }
     Incoming {
-        doc: [7; 16],
+        docs: vec![[7; 16]],
         hash,
         author: creator.public(),
         bytes,
@@ -310,7 +310,7 @@ async fn welcomed(
 /// The head of the workspace log, as the relay announces it.
 async fn head(relay: &RelayProcess, ws: [u8; 16], creator: &Device) -> Result<u64> {
     match try_handshake(&relay.url(), creator, ws, None).await {
-        Ok((_, Frame::Welcome { head })) => Ok(head),
+        Ok((_, Frame::Welcome { head, .. })) => Ok(head),
         other => bail!("no welcome: {:?}", other.map(|(_, frame)| frame)),
     }
 }

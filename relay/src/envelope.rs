@@ -9,8 +9,16 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The envelope format version this code writes and accepts.
+/// The format version of an envelope of one document's changes.
 pub const ENVELOPE_VERSION: u8 = 1;
+
+/// The format version of a shared envelope: the changes of several documents, written by
+/// one device and signed once. Its `doc` is empty and `docs` lists the documents, in
+/// increasing order, each once; its plaintext holds one part per listed document.
+pub const SHARED_VERSION: u8 = 2;
+
+/// The most documents one shared envelope may carry.
+pub const MAX_DOCS: usize = 1024;
 
 /// The largest encoded envelope accepted from a file or the network (4 MiB).
 pub const MAX_ENVELOPE_BYTES: usize = 4 << 20;
@@ -35,8 +43,13 @@ pub enum EnvelopeError {
     #[error("envelope is not valid CBOR: {0}")]
     Malformed(String),
     /// The envelope was written by a newer or unknown format.
-    #[error("envelope version {0} is not supported (this build reads version {ENVELOPE_VERSION})")]
+    #[error(
+        "envelope version {0} is not supported (this build reads versions {ENVELOPE_VERSION} and {SHARED_VERSION}); update meridian"
+    )]
     Version(u8),
+    /// A shared envelope's document list is empty, too long, unordered or repeats a document.
+    #[error("envelope document list is malformed: {0}")]
+    Documents(&'static str),
     /// A fixed-size field had the wrong length.
     #[error("envelope field `{field}` has {got} bytes, expected {expected}")]
     FieldLength {
@@ -55,7 +68,8 @@ pub enum EnvelopeError {
     BadSignature,
 }
 
-/// A sealed batch of automerge changes to one document, signed by its author's device.
+/// A sealed batch of automerge changes to one document ([`ENVELOPE_VERSION`]) or to several
+/// ([`SHARED_VERSION`]), signed by its author's device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Format version, [`ENVELOPE_VERSION`].
@@ -63,9 +77,13 @@ pub struct Envelope {
     /// The workspace the document belongs to.
     #[serde(with = "serde_bytes")]
     pub workspace: Vec<u8>,
-    /// The document the changes apply to.
+    /// The document the changes apply to (empty in a shared envelope).
     #[serde(with = "serde_bytes")]
     pub doc: Vec<u8>,
+    /// The documents a shared envelope's changes apply to, in increasing order (absent from
+    /// an envelope of one document, whose encoding is unchanged by this field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs: Vec<serde_bytes::ByteBuf>,
     /// The ed25519 public key of the device that wrote and signed the changes.
     #[serde(with = "serde_bytes")]
     pub author: Vec<u8>,
@@ -90,18 +108,60 @@ impl Envelope {
         nonce: [u8; NONCE_LEN],
         encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Envelope {
-        let mut envelope = Envelope {
+        let envelope = Envelope {
             version: ENVELOPE_VERSION,
             workspace: workspace.to_vec(),
             doc: doc.to_vec(),
+            docs: Vec::new(),
             author: key.verifying_key().to_bytes().to_vec(),
             nonce: nonce.to_vec(),
             ciphertext: Vec::new(),
             signature: Vec::new(),
         };
-        envelope.ciphertext = encrypt(&envelope.associated_data());
-        envelope.signature = key.sign(&envelope.signed_bytes()).to_bytes().to_vec();
-        envelope
+        envelope.finish(key, encrypt)
+    }
+
+    /// Builds and signs a shared envelope of the changes to `docs` (at least two, in
+    /// increasing order, each once: [`Envelope::check_shape`] refuses anything else).
+    /// `encrypt` receives the associated data binding the ciphertext to the workspace, the
+    /// document list and the author.
+    pub fn sign_shared(
+        key: &SigningKey,
+        workspace: [u8; ID_LEN],
+        docs: &[[u8; ID_LEN]],
+        nonce: [u8; NONCE_LEN],
+        encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Envelope {
+        let envelope = Envelope {
+            version: SHARED_VERSION,
+            workspace: workspace.to_vec(),
+            doc: Vec::new(),
+            docs: docs
+                .iter()
+                .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
+                .collect(),
+            author: key.verifying_key().to_bytes().to_vec(),
+            nonce: nonce.to_vec(),
+            ciphertext: Vec::new(),
+            signature: Vec::new(),
+        };
+        envelope.finish(key, encrypt)
+    }
+
+    fn finish(mut self, key: &SigningKey, encrypt: impl FnOnce(&[u8]) -> Vec<u8>) -> Envelope {
+        self.ciphertext = encrypt(&self.associated_data());
+        self.signature = key.sign(&self.signed_bytes()).to_bytes().to_vec();
+        self
+    }
+
+    /// Whether this is a shared envelope, of several documents.
+    pub fn is_shared(&self) -> bool {
+        self.version == SHARED_VERSION
+    }
+
+    /// The document list of a shared envelope, concatenated (empty for one document).
+    fn docs_concatenated(&self) -> Vec<u8> {
+        self.docs.iter().flat_map(|d| d.iter().copied()).collect()
     }
 
     /// The bytes the signature covers: every field but the signature, length-prefixed.
@@ -109,13 +169,14 @@ impl Envelope {
         let mut bytes = Vec::with_capacity(SIGNING_CONTEXT.len() + 100 + self.ciphertext.len());
         bytes.extend_from_slice(SIGNING_CONTEXT);
         bytes.push(self.version);
-        for field in [
-            &self.workspace,
-            &self.doc,
-            &self.author,
-            &self.nonce,
-            &self.ciphertext,
-        ] {
+        let docs = self.docs_concatenated();
+        let mut fields = vec![&self.workspace, &self.doc];
+        if self.is_shared() {
+            // Version 1 signs exactly the five fields it always did.
+            fields.push(&docs);
+        }
+        fields.extend([&self.author, &self.nonce, &self.ciphertext]);
+        for field in fields {
             bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
             bytes.extend_from_slice(field);
         }
@@ -123,12 +184,15 @@ impl Envelope {
     }
 
     /// Additional authenticated data for the AEAD: binds the ciphertext to its workspace,
-    /// document and author, so it cannot be moved to another document and still decrypt.
+    /// document (or a shared envelope's document list) and author, so it cannot be moved to
+    /// another document and still decrypt. Every part has a fixed length (ids of 16 bytes,
+    /// a key of 32), so the concatenation is unambiguous.
     pub fn associated_data(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(ID_LEN * 2 + 33);
+        let mut aad = Vec::with_capacity(ID_LEN * (2 + self.docs.len()) + 33);
         aad.push(self.version);
         aad.extend_from_slice(&self.workspace);
         aad.extend_from_slice(&self.doc);
+        aad.extend_from_slice(&self.docs_concatenated());
         aad.extend_from_slice(&self.author);
         aad
     }
@@ -145,11 +209,39 @@ impl Envelope {
 
     /// Checks the version and the length of every fixed-size field, not the signature.
     pub fn check_shape(&self) -> Result<(), EnvelopeError> {
-        if self.version != ENVELOPE_VERSION {
-            return Err(EnvelopeError::Version(self.version));
+        match self.version {
+            ENVELOPE_VERSION => {
+                check_len("doc", &self.doc, ID_LEN)?;
+                if !self.docs.is_empty() {
+                    return Err(EnvelopeError::Documents(
+                        "an envelope of one document lists others",
+                    ));
+                }
+            }
+            SHARED_VERSION => {
+                check_len("doc", &self.doc, 0)?;
+                if self.docs.len() < 2 {
+                    return Err(EnvelopeError::Documents(
+                        "a shared envelope lists fewer than two documents",
+                    ));
+                }
+                if self.docs.len() > MAX_DOCS {
+                    return Err(EnvelopeError::Documents(
+                        "a shared envelope lists more than 1024 documents",
+                    ));
+                }
+                for doc in &self.docs {
+                    check_len("docs", doc, ID_LEN)?;
+                }
+                if self.docs.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(EnvelopeError::Documents(
+                        "the documents are not in increasing order, or one repeats",
+                    ));
+                }
+            }
+            other => return Err(EnvelopeError::Version(other)),
         }
         check_len("workspace", &self.workspace, ID_LEN)?;
-        check_len("doc", &self.doc, ID_LEN)?;
         check_len("author", &self.author, 32)?;
         check_len("nonce", &self.nonce, NONCE_LEN)?;
         check_len("signature", &self.signature, 64)
@@ -174,9 +266,19 @@ impl Envelope {
         fixed(&self.workspace)
     }
 
-    /// The document id as a fixed array (call after [`Envelope::verify`]).
+    /// The document id as a fixed array (call after [`Envelope::verify`]); zeros for a
+    /// shared envelope, whose documents are [`Envelope::doc_ids`].
     pub fn doc_id(&self) -> [u8; ID_LEN] {
         fixed(&self.doc)
+    }
+
+    /// Every document the envelope carries changes to (call after [`Envelope::verify`]).
+    pub fn doc_ids(&self) -> Vec<[u8; ID_LEN]> {
+        if self.is_shared() {
+            self.docs.iter().map(|d| fixed(d)).collect()
+        } else {
+            vec![fixed(&self.doc)]
+        }
     }
 
     /// The content hash that identifies this envelope (relays deduplicate by it).
@@ -213,16 +315,24 @@ impl Envelope {
     }
 }
 
-/// The document id of an encoded envelope the relay stored, without decoding the rest or
+/// The documents of an encoded envelope the relay stored, without decoding the rest or
 /// checking the signature (it was checked when it was stored). `None` if it does not parse.
-pub fn peek_doc(bytes: &[u8]) -> Option<[u8; ID_LEN]> {
+pub fn peek_docs(bytes: &[u8]) -> Option<Vec<[u8; ID_LEN]>> {
     #[derive(Deserialize)]
-    struct DocOnly {
+    struct DocsOnly {
         #[serde(with = "serde_bytes")]
         doc: Vec<u8>,
+        #[serde(default)]
+        docs: Vec<serde_bytes::ByteBuf>,
     }
-    let only: DocOnly = crate::cbor::from_slice(bytes).ok()?;
-    only.doc.as_slice().try_into().ok()
+    let only: DocsOnly = crate::cbor::from_slice(bytes).ok()?;
+    if only.docs.is_empty() {
+        return Some(vec![only.doc.as_slice().try_into().ok()?]);
+    }
+    only.docs
+        .iter()
+        .map(|d| d.as_slice().try_into().ok())
+        .collect()
 }
 
 fn check_len(field: &'static str, bytes: &[u8], expected: usize) -> Result<(), EnvelopeError> {
@@ -278,6 +388,66 @@ mod tests {
             alter(&mut envelope);
             assert_eq!(envelope.verify(), Err(EnvelopeError::BadSignature));
         }
+    }
+
+    fn shared() -> Envelope {
+        Envelope::sign_shared(&key(7), [1; 16], &[[2; 16], [5; 16]], [3; 24], |_| {
+            b"secret".to_vec()
+        })
+    }
+
+    #[test]
+    fn a_shared_envelope_round_trips_and_binds_its_document_list() {
+        let envelope = shared();
+        let decoded = Envelope::decode(&envelope.encode()).unwrap();
+        assert_eq!(decoded, envelope);
+        assert_eq!(decoded.doc_ids(), vec![[2; 16], [5; 16]]);
+        assert_eq!(peek_docs(&envelope.encode()), Some(vec![[2; 16], [5; 16]]));
+        assert_eq!(peek_docs(&sample().encode()), Some(vec![[2; 16]]));
+        // Another document list, or the same documents signed as one: not what was signed.
+        let mut other = envelope.clone();
+        other.docs[1][0] = 6;
+        assert_eq!(other.verify(), Err(EnvelopeError::BadSignature));
+        assert_ne!(other.associated_data(), envelope.associated_data());
+        let mut demoted = envelope.clone();
+        demoted.version = ENVELOPE_VERSION;
+        demoted.doc = demoted.docs[0].to_vec();
+        demoted.docs.clear();
+        assert_eq!(demoted.verify(), Err(EnvelopeError::BadSignature));
+    }
+
+    #[test]
+    fn a_shared_envelope_lists_two_or_more_documents_in_order_once() {
+        let listing = |docs: &[[u8; 16]]| {
+            let mut envelope = shared();
+            envelope.docs = docs
+                .iter()
+                .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
+                .collect();
+            Envelope::decode(&envelope.encode()).map(|_| ())
+        };
+        let malformed =
+            |r: Result<(), EnvelopeError>| matches!(r, Err(EnvelopeError::Documents(_)));
+        assert!(malformed(listing(&[[2; 16]])), "one document");
+        assert!(malformed(listing(&[])), "none");
+        assert!(malformed(listing(&[[5; 16], [2; 16]])), "out of order");
+        assert!(malformed(listing(&[[2; 16], [2; 16]])), "repeated");
+        assert!(malformed(listing(&vec![[0; 16]; MAX_DOCS + 1])));
+        let mut both = shared();
+        both.doc = vec![2; 16];
+        assert!(matches!(
+            Envelope::decode(&both.encode()),
+            Err(EnvelopeError::FieldLength { field: "doc", .. })
+        ));
+        let mut listed = sample();
+        listed.docs = shared().docs;
+        assert!(malformed(Envelope::decode(&listed.encode()).map(|_| ())));
+        let mut short = shared();
+        short.docs[0].pop();
+        assert!(matches!(
+            Envelope::decode(&short.encode()),
+            Err(EnvelopeError::FieldLength { field: "docs", .. })
+        ));
     }
 
     #[test]

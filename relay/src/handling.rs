@@ -131,7 +131,7 @@ pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
                 incoming.push(Incoming {
                     hash: envelope.hash(),
                     author,
-                    doc: envelope.doc_id(),
+                    docs: envelope.doc_ids(),
                     bytes: envelope.encode(),
                 });
                 answers.push(None);
@@ -163,13 +163,16 @@ pub fn sort_snapshot(ws: &Ws, bytes: &[u8]) -> Result<Incoming, PushResult> {
         Ok(envelope) if envelope.workspace_id() != *ws => Err(PushResult::Rejected(
             "the snapshot belongs to another workspace".into(),
         )),
+        Ok(envelope) if envelope.is_shared() => Err(PushResult::Rejected(
+            "a snapshot is of one document, not a shared envelope".into(),
+        )),
         Ok(envelope) => {
             let mut author = [0; 32];
             author.copy_from_slice(&envelope.author);
             Ok(Incoming {
                 hash: envelope.hash(),
                 author,
-                doc: envelope.doc_id(),
+                docs: envelope.doc_ids(),
                 bytes: envelope.encode(),
             })
         }

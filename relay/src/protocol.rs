@@ -116,6 +116,11 @@ pub enum Frame {
     Welcome {
         /// The last sequence number in the workspace log (0 when empty).
         head: u64,
+        /// Whether the relay stores shared envelopes (several documents' changes, signed
+        /// once: envelope version 2). Older relays leave it out, which means false, and a
+        /// node then pushes envelopes of one document only; older nodes ignore it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        shared: bool,
     },
     /// Relay → node: the connection is refused; the relay closes it. Nothing of the
     /// workspace was sent.

@@ -730,7 +730,12 @@ async fn connection(
     debug!(%peer, key = %hex::encode(&session.key[..6]), "authenticated");
     let head = blocking(shared, move |store| store.head(&session.ws)).await?;
     let result = async {
-        send(&link.outgoing, &Frame::Welcome { head }, send_limit).await?;
+        send(
+            &link.outgoing,
+            &Frame::Welcome { head, shared: true },
+            send_limit,
+        )
+        .await?;
         serve_session(shared, &session, &mut link, &mut stop).await
     }
     .await;

@@ -94,8 +94,8 @@ pub struct Incoming {
     pub hash: Key,
     /// Its signer's device key.
     pub author: Key,
-    /// The document it belongs to.
-    pub doc: Doc,
+    /// The documents it carries changes to: one, or several for a shared envelope.
+    pub docs: Vec<Doc>,
     /// The encoded envelope.
     pub bytes: Vec<u8>,
 }
@@ -499,8 +499,10 @@ impl RelayStore {
                     }
                     log.insert((*ws, next), incoming.bytes.as_slice())?;
                     hashes.insert((*ws, incoming.hash), next)?;
-                    if first.get((*ws, incoming.doc))?.is_none() {
-                        first.insert((*ws, incoming.doc), next)?;
+                    for doc in &incoming.docs {
+                        if first.get((*ws, *doc))?.is_none() {
+                            first.insert((*ws, *doc), next)?;
+                        }
                     }
                     appended.results.push(PushResult::Stored(next));
                     appended.entries.push((next, incoming.bytes.clone()));
@@ -565,7 +567,8 @@ impl RelayStore {
             let value = value.value();
             if substitute && examined < MAX_EXAMINED {
                 examined += 1;
-                if let Some(doc) = crate::envelope::peek_doc(value)
+                let docs = crate::envelope::peek_docs(value).unwrap_or_default();
+                if let [doc] = docs[..]
                     && let Some(step) = plan.step(seq, doc, &first, &snapshots, ws)?
                 {
                     match step {
@@ -591,6 +594,13 @@ impl RelayStore {
                             continue;
                         }
                     }
+                } else if docs.len() > 1 && plan.covers_all(seq, &docs) {
+                    match read.skipped.last_mut() {
+                        Some((_, end)) if *end + 1 == seq => *end = seq,
+                        _ => read.skipped.push((seq, seq)),
+                    }
+                    read.up_to = seq;
+                    continue;
                 }
             } else if substitute {
                 // Enough examined for one call: the next call goes on from here.
@@ -613,8 +623,17 @@ impl RelayStore {
     /// signer must be the one every member already trusts with membership.
     pub fn put_snapshot(&self, ws: &Ws, snapshot: &Incoming, covers: u64) -> Result<PushResult> {
         let Incoming {
-            author, doc, bytes, ..
+            author,
+            docs,
+            bytes,
+            ..
         } = snapshot;
+        let &[doc] = docs.as_slice() else {
+            return Ok(PushResult::Rejected(
+                "a snapshot is of one document, not a shared envelope".into(),
+            ));
+        };
+        let doc = &doc;
         let txn = self.begin_write()?;
         let result = {
             let workspaces = txn.open_table(WORKSPACES)?;
@@ -754,6 +773,27 @@ impl CatchUp {
         };
         self.pending = Some((doc, snapshot.covers));
         Ok(Some(Step::Replace(snapshot.envelope.into_vec())))
+    }
+
+    /// Whether the snapshots this catch-up sent hold every document of a shared envelope at
+    /// `seq`, so the entry can be skipped. A shared envelope is never replaced by a
+    /// snapshot: the documents it is the first entry of are sent plain from there on.
+    fn covers_all(&mut self, seq: u64, docs: &[Doc]) -> bool {
+        if self.since.is_none() {
+            return false;
+        }
+        let mut all = true;
+        for doc in docs {
+            match self.sent.get(doc) {
+                Some(covers) if seq <= *covers => {}
+                Some(_) => all = false,
+                None => {
+                    self.plain.insert(*doc);
+                    all = false;
+                }
+            }
+        }
+        all
     }
 
     /// The snapshot chosen for `doc` went into the read.

@@ -466,7 +466,7 @@ async fn reconnect_storms_and_oversized_messages() {
                     let started = Instant::now();
                     while started.elapsed() < storm {
                         let (mut socket, answer) = handshake(&url, &device, ws, None).await;
-                        let Frame::Welcome { head } = answer else {
+                        let Frame::Welcome { head, .. } = answer else {
                             panic!("a member was refused: {answer:?}");
                         };
                         subscribe(&mut socket, head).await;

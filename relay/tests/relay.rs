@@ -82,7 +82,10 @@ async fn workspace_with_canary(url: &str, creator: &Device) -> ([u8; 16], Socket
         }),
     )
     .await;
-    assert!(matches!(answer, Frame::Welcome { head: 0 }), "{answer:?}");
+    assert!(
+        matches!(answer, Frame::Welcome { head: 0, .. }),
+        "{answer:?}"
+    );
     let envelope = Envelope::sign(&creator.key, ws, [1; 16], [2; 24], |_| CANARY.to_vec());
     assert_eq!(
         push(&mut socket, 1, &[envelope]).await,
@@ -596,7 +599,13 @@ async fn the_log_survives_a_restart() {
         .await
     });
     let (mut socket, answer) = handshake(&url, &ana, ws, None).await;
-    assert_eq!(answer, Frame::Welcome { head: 1 });
+    assert_eq!(
+        answer,
+        Frame::Welcome {
+            head: 1,
+            shared: true
+        }
+    );
     send(&mut socket, &Frame::Subscribe { after: 0 }).await;
     assert!(holds_canary(&[next(&mut socket).await.unwrap()]));
     let _ = stop.send(());
@@ -719,6 +728,100 @@ async fn a_new_member_gets_a_documents_snapshot_in_place_of_its_entries() {
     assert_eq!(
         entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
         vec![4, 5, 6, 7, 8, 9]
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shared_envelope_is_skipped_only_when_snapshots_hold_all_its_documents() {
+    let relay = start(Config::default()).await;
+    let ana = Device::new(1);
+    // Log: 1 canary; 2 D; 3 G; 4 shared [D, E] (E's first entry); 5 shared [D, G]; 6 D.
+    let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
+    let (d, e, g) = ([0xd; 16], [0xe; 16], [0xf; 16]);
+    let one = |doc: [u8; 16], n: u8| {
+        Envelope::sign(&ana.key, ws, doc, [n; 24], |_| {
+            format!("entry {n}").into_bytes()
+        })
+    };
+    let shared = |docs: &[[u8; 16]], n: u8| {
+        Envelope::sign_shared(&ana.key, ws, docs, [n; 24], |_| {
+            format!("shared {n}").into_bytes()
+        })
+    };
+    let log = vec![
+        one(d, 2),
+        one(g, 3),
+        shared(&[d, e], 4),
+        shared(&[d, g], 5),
+        one(d, 6),
+    ];
+    assert!(matches!(
+        push(&mut ana_socket, 1, &log).await,
+        Some(Frame::Stored { .. })
+    ));
+    let snapshot = |doc: [u8; 16], n: u8| {
+        Envelope::sign(&ana.key, ws, doc, [n; 24], |_| {
+            format!("snapshot {n}").into_bytes()
+        })
+    };
+    let (of_d, of_e, of_g) = (snapshot(d, 90), snapshot(e, 91), snapshot(g, 92));
+    for (id, covers, envelope) in [(2, 6, &of_d), (3, 4, &of_e), (4, 5, &of_g)] {
+        send(
+            &mut ana_socket,
+            &Frame::Snapshot {
+                id,
+                covers,
+                envelope: serde_bytes::ByteBuf::from(envelope.encode()),
+            },
+        )
+        .await;
+        assert_eq!(
+            next(&mut ana_socket).await,
+            Some(Frame::Stored {
+                id,
+                results: vec![PushResult::Stored(covers)]
+            })
+        );
+    }
+    // A shared envelope is no snapshot.
+    send(
+        &mut ana_socket,
+        &Frame::Snapshot {
+            id: 5,
+            covers: 5,
+            envelope: serde_bytes::ByteBuf::from(shared(&[d, g], 93).encode()),
+        },
+    )
+    .await;
+    let answer = next(&mut ana_socket).await;
+    assert!(
+        matches!(&answer, Some(Frame::Stored { results, .. }) if matches!(&results[..], [PushResult::Rejected(r)] if r.contains("shared envelope"))),
+        "{answer:?}"
+    );
+
+    // From the start: D and G from their snapshots; entry 4 as it is, since E's first
+    // entry is shared and so never replaced; entries 5 and 6 skipped, their every
+    // document held by a snapshot sent.
+    let cy = Device::new(3);
+    let (mut cy_socket, _) = handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 51)).await;
+    send(&mut cy_socket, &Frame::Subscribe { after: 0 }).await;
+    assert_eq!(
+        next(&mut cy_socket).await,
+        Some(Frame::Skipped {
+            ranges: vec![(5, 6)]
+        })
+    );
+    let Some(Frame::Entries { entries, up_to: 6 }) = next(&mut cy_socket).await else {
+        panic!("expected the catch-up's entries");
+    };
+    let got: Vec<(u64, Vec<u8>)> = entries
+        .into_iter()
+        .map(|(seq, bytes)| (seq, bytes.into_vec()))
+        .collect();
+    assert_eq!(
+        got[1..],
+        [(2, of_d.encode()), (3, of_g.encode()), (4, log[2].encode()),][..]
     );
     relay.shutdown().await;
 }

@@ -10,6 +10,8 @@
 pub mod net;
 pub mod session;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use ed25519_dalek::SigningKey;
 use meridian_relay::Envelope;
@@ -57,7 +59,22 @@ pub fn reset_cursor(node: &Node, workspace: Id, relay: &str, relay_id: [u8; 16])
         relay: Some(serde_bytes::ByteBuf::from(relay_id.to_vec())),
         pulled: 0,
         pushed: 0,
+        shared: cursor_in(&txn, workspace, relay)?.shared,
     };
+    put_cursor(&txn, workspace, relay, &cursor)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Records whether a relay takes shared envelopes, as its welcome said (a write only when
+/// that changed).
+pub fn remember_shared(node: &Node, workspace: Id, relay: &str, shared: bool) -> Result<()> {
+    if cursor(node, workspace, relay)?.shared == shared {
+        return Ok(());
+    }
+    let txn = node.db().begin_write()?;
+    let mut cursor = cursor_in(&txn, workspace, relay)?;
+    cursor.shared = shared;
     put_cursor(&txn, workspace, relay, &cursor)?;
     txn.commit()?;
     Ok(())
@@ -79,11 +96,18 @@ pub fn outbox(node: &Node, workspace: Id, from: u64, max: usize) -> Result<Vec<(
 }
 
 /// Outbox entries from position `from` on (at most `max` of them) as they are pushed:
-/// runs of consecutive entries of one document coalesced by [`coalesce`].
-pub fn outgoing(node: &Node, workspace: Id, from: u64, max: usize) -> Result<Vec<Outgoing>> {
+/// runs of consecutive entries coalesced by [`coalesce`], across documents when the relay
+/// takes `shared` envelopes.
+pub fn outgoing(
+    node: &Node,
+    workspace: Id,
+    from: u64,
+    max: usize,
+    shared: bool,
+) -> Result<Vec<Outgoing>> {
     let entries = outbox(node, workspace, from, max)?;
     if entries.len() < 2 {
-        return Ok(coalesce(node.key(), None, workspace, entries));
+        return Ok(coalesce(node.key(), None, workspace, entries, shared));
     }
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let key: WorkspaceKey = record
@@ -91,13 +115,21 @@ pub fn outgoing(node: &Node, workspace: Id, from: u64, max: usize) -> Result<Vec
         .as_slice()
         .try_into()
         .context("the workspace key is damaged")?;
-    Ok(coalesce(node.key(), Some(&key), workspace, entries))
+    Ok(coalesce(node.key(), Some(&key), workspace, entries, shared))
 }
 
 /// Turns outbox entries (position, envelope), in order, into the envelopes a push carries:
-/// each run of consecutive entries of one document becomes one envelope, newly sealed and
-/// signed by `device`, whose plaintext is all their changes compressed together
-/// ([`seal::deflate_changes`]), up to [`node::MAX_SEALED_BYTES`] of change bytes a run.
+/// each run of consecutive entries becomes one envelope, newly sealed and signed by
+/// `device`, whose plaintext is all their changes compressed together, up to
+/// [`node::MAX_SEALED_BYTES`] of change bytes a run. Without `shared`, a run is of one
+/// document ([`seal::deflate_changes`]); with it, a run may span up to
+/// [`meridian_relay::envelope::MAX_DOCS`] documents and becomes a shared envelope
+/// ([`seal::shared_plaintext`]) when it does, so receivers check one signature for a
+/// whole push.
+///
+/// An entry that creates a document starts a run of that document alone: a relay hands a
+/// new member a snapshot in place of a document's first entry, which it can do only for
+/// an envelope of that one document.
 ///
 /// Every change of a run was written by this device (the outbox holds only its own), so
 /// receivers accept the run as one envelope. An entry alone, or one that does not open with
@@ -110,12 +142,16 @@ pub fn coalesce(
     key: Option<&WorkspaceKey>,
     workspace: Id,
     entries: Vec<(u64, Vec<u8>)>,
+    shared: bool,
 ) -> Vec<Outgoing> {
-    /// A run being built: the document, its entries, and their change bytes.
+    /// A run being built: its entries, their change bytes per document (in order within
+    /// each), their total, and whether it is one new document's.
+    #[derive(Default)]
     struct Run {
-        doc: Id,
         entries: Vec<(u64, Vec<u8>)>,
-        changes: Vec<u8>,
+        docs: BTreeMap<Id, Vec<u8>>,
+        bytes: usize,
+        creation: bool,
     }
     let own = device.verifying_key().to_bytes();
     let open = |bytes: &[u8]| -> Option<(Id, Vec<u8>)> {
@@ -126,7 +162,8 @@ pub fn coalesce(
         // entry fails to open (the AEAD binds its ids and author) and travels as it is,
         // for the relay to refuse.
         let envelope = Envelope::decode_stored(bytes).ok()?;
-        if envelope.author != own || envelope.workspace_id() != workspace.0 {
+        if envelope.is_shared() || envelope.author != own || envelope.workspace_id() != workspace.0
+        {
             return None;
         }
         let plaintext = seal::open(key, &envelope).ok()?;
@@ -138,14 +175,29 @@ pub fn coalesce(
         let first = run.entries[0].0;
         let last = run.entries[run.entries.len() - 1].0;
         let envelope = match (run.entries.len(), key) {
-            (2.., Some(key)) => seal::seal(
-                device,
-                key,
-                workspace,
-                run.doc,
-                &seal::deflate_changes(&run.changes),
-            )
-            .encode(),
+            (2.., Some(key)) if run.docs.len() > 1 => {
+                let docs: Vec<Id> = run.docs.keys().copied().collect();
+                let parts: Vec<&[u8]> = run.docs.values().map(Vec::as_slice).collect();
+                seal::seal_shared(
+                    device,
+                    key,
+                    workspace,
+                    &docs,
+                    &seal::shared_plaintext(&parts),
+                )
+                .encode()
+            }
+            (2.., Some(key)) => {
+                let (doc, changes) = run.docs.into_iter().next().expect("a run has changes");
+                seal::seal(
+                    device,
+                    key,
+                    workspace,
+                    doc,
+                    &seal::deflate_changes(&changes),
+                )
+                .encode()
+            }
             _ => run.entries.into_iter().next().expect("a run has entries").1,
         };
         out.push(Outgoing {
@@ -168,27 +220,66 @@ pub fn coalesce(
             });
             continue;
         };
-        if let Some(current) = run.as_mut()
-            && current.doc == doc
-            && current.changes.len() + changes.len() <= node::MAX_SEALED_BYTES
-        {
-            current.changes.extend_from_slice(&changes);
-            current.entries.push((seq, bytes));
-            continue;
+        let creation = creates_document(&changes);
+        if let Some(current) = run.as_mut() {
+            let alone = current.creation || !shared;
+            let joins = current.bytes + changes.len() <= node::MAX_SEALED_BYTES
+                && !creation
+                && if alone {
+                    current.docs.contains_key(&doc)
+                } else {
+                    current.docs.contains_key(&doc)
+                        || current.docs.len() < meridian_relay::envelope::MAX_DOCS
+                };
+            if joins {
+                current.bytes += changes.len();
+                current
+                    .docs
+                    .entry(doc)
+                    .or_default()
+                    .extend_from_slice(&changes);
+                current.entries.push((seq, bytes));
+                continue;
+            }
         }
         if let Some(run) = run.take() {
             finish(run, &mut out);
         }
-        run = Some(Run {
-            doc,
-            entries: vec![(seq, bytes)],
-            changes,
-        });
+        let mut started = Run {
+            bytes: changes.len(),
+            creation,
+            ..Run::default()
+        };
+        started.docs.insert(doc, changes);
+        started.entries.push((seq, bytes));
+        run = Some(started);
     }
     if let Some(run) = run.take() {
         finish(run, &mut out);
     }
     out
+}
+
+/// Whether automerge change chunks hold a change with no dependencies: the first change
+/// of a document. Reads only the chunk headers (an uncompressed change chunk's body starts
+/// with its dependency count); a chunk automerge compressed (only a change too large to
+/// share an envelope anyway) counts as not.
+fn creates_document(mut changes: &[u8]) -> bool {
+    while changes.len() > 9 && changes[..4] == ingest::AUTOMERGE_MAGIC {
+        let chunk_type = changes[8];
+        let Ok((len, read)) = ingest::uleb(&changes[9..]) else {
+            return false;
+        };
+        let rest = &changes[9 + read..];
+        let Some(body) = usize::try_from(len).ok().and_then(|n| rest.get(..n)) else {
+            return false;
+        };
+        if chunk_type == 1 && body.first() == Some(&0) {
+            return true;
+        }
+        changes = &rest[body.len()..];
+    }
+    false
 }
 
 /// Opens received entries and applies them, moving the pull cursor in the same transaction.
@@ -206,7 +297,7 @@ pub fn apply(
     let mut refused = Vec::new();
     for (seq, bytes) in entries {
         match ingest::open_sealed(&bytes, workspace, &record, &mut budget) {
-            Ok(item) => items.push(item),
+            Ok(opened) => items.extend(opened),
             Err(e) => refused.push(rejection(
                 Some(&bytes),
                 format!("entry {seq} of {relay}: {e:#}"),
@@ -233,7 +324,10 @@ fn rejection(bytes: Option<&[u8]>, reason: String) -> Rejected {
     Rejected {
         doc: envelope
             .as_ref()
-            .map(|e| hex::encode(&e.doc))
+            .map(|e| {
+                let docs: Vec<String> = e.doc_ids().iter().map(hex::encode).collect();
+                docs.join(",")
+            })
             .unwrap_or_default(),
         signer: envelope.map(|e| hex::encode(e.author)).unwrap_or_default(),
         reason,
@@ -293,14 +387,7 @@ pub fn acked(
 pub fn all_envelopes(node: &Node, workspace: Id) -> Result<Vec<Vec<u8>>> {
     let mut docs = vec![workspace];
     docs.extend(node.summaries(workspace)?.into_iter().map(|(id, _)| id));
-    let mut envelopes = Vec::new();
-    for doc in docs {
-        for record in node.records(doc)? {
-            let store::Record::Sealed(bytes) = record;
-            envelopes.push(bytes);
-        }
-    }
-    Ok(envelopes)
+    node.envelopes(&docs)
 }
 
 /// Envelopes refused during sync, newest last.
@@ -354,7 +441,7 @@ mod tests {
         .enumerate()
         .map(|(i, e)| (10 + i as u64, e))
         .collect();
-        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone());
+        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), false);
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(
             spans,
@@ -367,8 +454,86 @@ mod tests {
             assert_eq!(runs[run].envelope, entries[entry].1);
         }
         // Without the key nothing is coalesced.
-        let alone = coalesce(&device, None, WORKSPACE, entries);
+        let alone = coalesce(&device, None, WORKSPACE, entries, false);
         assert_eq!(alone.len(), 9);
+    }
+
+    /// The parts of a shared envelope, by document.
+    fn parts(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let envelope = Envelope::decode(bytes).unwrap();
+        let plaintext = seal::open(&KEY, &envelope).unwrap();
+        let mut budget = u64::MAX;
+        let docs = envelope.doc_ids();
+        let parts = ingest::plaintext_parts(&plaintext, docs.len(), &mut budget).unwrap();
+        docs.iter().map(|d| d[0]).zip(parts).collect()
+    }
+
+    /// A real change chunk: the first of a document, or one after it.
+    fn change(first: bool) -> Vec<u8> {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "a", 1).unwrap();
+        if !first {
+            doc.commit();
+            doc.put(automerge::ROOT, "a", 2).unwrap();
+        }
+        doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_relay_that_takes_shared_envelopes_gets_one_per_run_across_documents() {
+        let device = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let (created, edited) = (change(true), change(false));
+        assert!(creates_document(&created));
+        assert!(!creates_document(&edited));
+        assert!(creates_document(&[&edited[..], &created].concat()));
+        let entries: Vec<(u64, Vec<u8>)> = [
+            sealed(&device, 9, b"c1"),
+            sealed(&device, 7, b"a1"),
+            sealed(&device, 8, b"b1"),
+            sealed(&device, 7, b"a2"),
+            sealed(&other, 8, b"not ours"),
+            sealed(&device, 8, b"b2"),
+            sealed(&device, 5, &created),
+            sealed(&device, 5, &edited),
+            sealed(&device, 6, &edited),
+            sealed(&device, 5, &edited),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64, e))
+        .collect();
+        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), true);
+        let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
+        // A document's first change starts a run of that document alone (6..=7).
+        assert_eq!(spans, vec![(0, 3), (4, 4), (5, 5), (6, 7), (8, 9)]);
+        assert_eq!(
+            parts(&runs[0].envelope),
+            vec![
+                (7, b"a1a2".to_vec()),
+                (8, b"b1".to_vec()),
+                (9, b"c1".to_vec())
+            ]
+        );
+        assert_eq!(runs[1].envelope, entries[4].1, "not ours: as it is");
+        assert_eq!(runs[2].envelope, entries[5].1, "alone: as it is");
+        assert_eq!(
+            opened(&runs[3].envelope),
+            (5, [&created[..], &edited].concat())
+        );
+        assert_eq!(
+            parts(&runs[4].envelope),
+            vec![(5, edited.clone()), (6, edited.clone())]
+        );
+        // A relay that does not take them gets runs of one document.
+        let plain = coalesce(&device, Some(&KEY), WORKSPACE, entries, false);
+        assert!(
+            plain
+                .iter()
+                .all(|r| !Envelope::decode(&r.envelope).unwrap().is_shared())
+        );
+        assert_eq!(plain.len(), 9);
     }
 
     #[test]
@@ -385,7 +550,7 @@ mod tests {
             (2, sealed(&device, 7, b"a3")),
             (3, sealed(&device, 7, b"a4")),
         ];
-        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone());
+        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), true);
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(spans, vec![(0, 0), (1, 1), (2, 3)]);
         assert_eq!(

@@ -399,7 +399,8 @@ pub fn begin_with(
         stored.pulled,
         stored.pushed,
     )
-    .with_admission(admission);
+    .with_admission(admission)
+    .with_shared(stored.shared);
     let mut outputs = session.start(now);
     outputs.extend(refresh(node, workspace, &mut session, now)?);
     Ok((session, outputs))
@@ -416,7 +417,13 @@ pub fn refresh(
 ) -> Result<Vec<Output>> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let mut outputs = session.local_runs(
-        super::outgoing(node, workspace, session.queued_to(), OUTBOX_BATCH)?,
+        super::outgoing(
+            node,
+            workspace,
+            session.queued_to(),
+            OUTBOX_BATCH,
+            session.takes_shared(),
+        )?,
         now,
     );
     let removed = removed_members(node, &record);
@@ -457,7 +464,13 @@ pub fn when_idle(
     session: &mut Session,
     now: Instant,
 ) -> Result<Vec<Output>> {
-    let rest = super::outgoing(node, workspace, session.queued_to(), OUTBOX_BATCH)?;
+    let rest = super::outgoing(
+        node,
+        workspace,
+        session.queued_to(),
+        OUTBOX_BATCH,
+        session.takes_shared(),
+    )?;
     if !rest.is_empty() {
         return Ok(session.local_runs(rest, now));
     }
@@ -611,7 +624,11 @@ fn perform(
             );
             Ok(false)
         }
-        Output::Event(Event::Welcome { .. } | Event::CaughtUp) => Ok(false),
+        Output::Event(Event::Welcome { shared, .. }) => {
+            super::remember_shared(node, workspace, relay, shared)?;
+            Ok(false)
+        }
+        Output::Event(Event::CaughtUp) => Ok(false),
     }
 }
 

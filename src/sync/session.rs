@@ -25,6 +25,8 @@ pub enum Event {
     Welcome {
         /// The relay log's last sequence number.
         head: u64,
+        /// Whether the relay stores shared envelopes.
+        shared: bool,
     },
     /// Everything the relay had when the node subscribed was delivered.
     CaughtUp,
@@ -168,6 +170,9 @@ pub struct Session {
     queue: VecDeque<(Option<RangeInclusive<u64>>, Vec<u8>)>,
     /// The outbox sequence number after the last one queued.
     queued_to: u64,
+    /// Whether the relay takes shared envelopes: what it said when it welcomed this
+    /// session, or before that, on the last connection.
+    shared: bool,
     in_flight: Option<InFlight>,
     next_push: u64,
     revokes: Vec<Vec<u8>>,
@@ -221,12 +226,25 @@ impl Session {
             caught_up: false,
             queue: VecDeque::new(),
             queued_to: pushed,
+            shared: false,
             in_flight: None,
             next_push: 1,
             revokes: Vec::new(),
             asked: BTreeSet::new(),
             deadline: None,
         }
+    }
+
+    /// Whether the relay took shared envelopes when it last welcomed this device, until
+    /// this session's welcome says.
+    pub fn with_shared(mut self, shared: bool) -> Session {
+        self.shared = shared;
+        self
+    }
+
+    /// Whether pushes may carry shared envelopes (several documents' changes, signed once).
+    pub fn takes_shared(&self) -> bool {
+        self.shared
     }
 
     /// Sets when the device shows its registration (by default, until welcomed).
@@ -392,9 +410,10 @@ impl Session {
                 self.state = State::AwaitWelcome;
                 self.deadline = Some(now + ANSWER_TIMEOUT);
             }
-            (State::AwaitWelcome, Frame::Welcome { head }) => {
+            (State::AwaitWelcome, Frame::Welcome { head, shared }) => {
                 self.state = State::Ready;
-                out.push(Output::Event(Event::Welcome { head }));
+                self.shared = shared;
+                out.push(Output::Event(Event::Welcome { head, shared }));
                 let new_relay = self.new_relay.take();
                 if let Some(relay) = new_relay {
                     out.push(Output::NewRelay(relay));
@@ -708,6 +727,7 @@ mod tests {
                 }
                 Frame::Prove { .. } => Frame::Welcome {
                     head: self.log.len() as u64,
+                    shared: true,
                 },
                 Frame::Subscribe { after } => {
                     let entries: Vec<_> = self
@@ -1005,7 +1025,13 @@ mod tests {
             },
             now,
         );
-        session.receive(Frame::Welcome { head: 0 }, now);
+        session.receive(
+            Frame::Welcome {
+                head: 0,
+                shared: true,
+            },
+            now,
+        );
         session
     }
 
@@ -1406,7 +1432,13 @@ mod tests {
             !out.iter().any(|o| matches!(o, Output::NewRelay(_))),
             "the cursor names a relay only once it welcomed the device"
         );
-        let out = session.receive(Frame::Welcome { head: 0 }, now);
+        let out = session.receive(
+            Frame::Welcome {
+                head: 0,
+                shared: true,
+            },
+            now,
+        );
         assert_eq!(out[1], Output::NewRelay([5; 16]), "{out:?}");
         // Welcomed by relay 5 before: it knows the device.
         let mut session = registered(Some([5; 16]), Admission::UntilWelcomed);

@@ -183,8 +183,8 @@ impl Scenario {
         let mut budget = u64::MAX;
         meridian::ingest::open_sealed(bytes, self.workspace, &self.record, &mut budget)
             .unwrap()
-            .changes
             .iter()
+            .flat_map(|item| &item.changes)
             .map(|change| change.hash().0)
             .collect()
     }

@@ -60,6 +60,7 @@ fn bundle_of(workspace: Id, envelopes: Vec<ByteBuf>) -> Vec<u8> {
             version: BUNDLE_VERSION,
             workspace: workspace.0.to_vec(),
             envelopes,
+            docs: None,
         },
         &mut bytes,
     )
@@ -140,6 +141,7 @@ fn garbage_truncated_and_empty_files() {
             version: 99,
             workspace: f.workspace.0.to_vec(),
             envelopes: vec![],
+            docs: None,
         },
         &mut version,
     )

@@ -536,7 +536,9 @@ fn forged_envelopes_are_rejected() {
         let node = Node::open(ana.path()).unwrap();
         let (workspace, record) = node.workspace(None).unwrap();
         let key: seal::WorkspaceKey = record.key.as_slice().try_into().unwrap();
-        let Record::Sealed(last) = node.records(doc).unwrap().pop().unwrap();
+        let Some(Record::Sealed(last)) = node.records(doc).unwrap().pop() else {
+            panic!("Ana's own edit is stored as she sealed it");
+        };
         let envelope = Envelope::decode(&last).unwrap();
         let ana_key = node.key().verifying_key().to_bytes();
         assert_eq!(envelope.author, ana_key);
@@ -870,7 +872,9 @@ fn a_late_member_starts_from_the_creators_snapshot_and_carries_on_from_there() {
         .records(Id::parse(&t).unwrap())
         .unwrap();
     assert_eq!(records.len(), 1, "the snapshot alone");
-    let Record::Sealed(bytes) = &records[0];
+    let Record::Sealed(bytes) = &records[0] else {
+        panic!("a snapshot is an envelope of its own");
+    };
     assert_eq!(Envelope::decode(bytes).unwrap().author, ana_key.to_vec());
 
     // Later replies, from anyone, go on top of it, both ways.
@@ -924,4 +928,128 @@ fn a_relay_that_forgot_a_member_gets_the_join_proof_again() {
         comment_bodies(ana, &t).contains(&"Still here".to_string()),
         "Bo's reply went through the relay that forgot him"
     );
+}
+
+/// The hash of the last shared envelope a document has a part of.
+fn last_part(home: &Home, doc: &str) -> Option<Vec<u8>> {
+    let records = Node::open(home.path())
+        .unwrap()
+        .records(Id::parse(doc).unwrap())
+        .unwrap();
+    records.iter().rev().find_map(|record| match record {
+        Record::Part { envelope, .. } => Some(envelope.clone()),
+        Record::Sealed(_) => None,
+    })
+}
+
+#[test]
+fn a_push_across_documents_travels_as_one_shared_envelope() {
+    let team = Team::new(&ZONES);
+    let [ana, bo, cy] = [&team.homes[0], &team.homes[1], &team.homes[2]];
+    let threads: Vec<String> = (0..3)
+        .map(|i| ana.create(&["thread", "new", &format!("Topic {i}"), "-m", "opening"]))
+        .collect();
+    team.sync_until_quiet(&[ana, bo, cy]);
+    // Offline, a reply to each: three commands, three outbox entries, one push.
+    for (i, t) in threads.iter().enumerate() {
+        ana.ok(&["reply", t, "-m", &format!("reply {i}")]);
+    }
+    push(ana);
+    assert_eq!(outbox(ana), 0);
+    let reports = sync(bo);
+    assert_eq!(total(&reports, "applied"), 3, "{reports}");
+    let parts: Vec<Option<Vec<u8>>> = threads.iter().map(|t| last_part(bo, t)).collect();
+    assert!(parts[0].is_some(), "Bo keeps each thread's part");
+    assert!(parts.windows(2).all(|w| w[0] == w[1]), "of one envelope");
+    for t in &threads {
+        assert_eq!(comment_bodies(bo, t), comment_bodies(ana, t));
+        assert_eq!(state(bo, t), state(ana, t));
+    }
+
+    // A bundle of one thread from Bo carries the shared envelope whole; a merge takes
+    // that thread's part only.
+    let (workspace, first) = {
+        let node = Node::open(bo.path()).unwrap();
+        (
+            node.workspace(None).unwrap().0,
+            Id::parse(&threads[0]).unwrap(),
+        )
+    };
+    let bundle =
+        meridian::bundle::export(&Node::open(bo.path()).unwrap(), workspace, &[first]).unwrap();
+    let node = Node::open(cy.path()).unwrap();
+    let (_, report) =
+        meridian::bundle::merge(&node, &bundle, &meridian::ingest::Limits::default()).unwrap();
+    drop(node);
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert!(comment_bodies(cy, &threads[0]).contains(&"reply 0".to_string()));
+    assert!(!comment_bodies(cy, &threads[1]).contains(&"reply 1".to_string()));
+
+    // Everyone converges, Bo and Cy writing on top of the parts.
+    bo.ok(&["reply", &threads[1], "-m", "from Bo"]);
+    team.sync_until_quiet(&[ana, bo, cy, ana]);
+    for t in &threads {
+        assert_eq!(state(cy, t), state(ana, t));
+        assert_eq!(state(bo, t), state(ana, t));
+    }
+}
+
+#[test]
+fn a_part_that_waits_is_held_until_its_dependency_arrives() {
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    let t1 = ana.create(&["thread", "new", "First", "-m", "one"]);
+    let t2 = ana.create(&["thread", "new", "Second", "-m", "two"]);
+    team.sync_until_quiet(&[ana, bo]);
+    ana.ok(&["reply", &t2, "-m", "earlier"]);
+    ana.ok(&["reply", &t2, "-m", "later"]);
+    ana.ok(&["reply", &t1, "-m", "elsewhere"]);
+    let (d1, d2) = (Id::parse(&t1).unwrap(), Id::parse(&t2).unwrap());
+    let (shared, earlier) = {
+        let node = Node::open(ana.path()).unwrap();
+        let (workspace, record) = node.workspace(None).unwrap();
+        let key: seal::WorkspaceKey = record.key.as_slice().try_into().unwrap();
+        let changes = |doc: Id, back: usize| {
+            let records = node.records(doc).unwrap();
+            let Record::Sealed(bytes) = &records[records.len() - back] else {
+                panic!("Ana's own records are as she sealed them");
+            };
+            let envelope = Envelope::decode(bytes).unwrap();
+            let mut budget = u64::MAX;
+            let plaintext = seal::open(&key, &envelope).unwrap();
+            let changes = meridian::ingest::plaintext_changes(&plaintext, &mut budget).unwrap();
+            (changes.into_owned(), bytes.clone())
+        };
+        let (elsewhere, _) = changes(d1, 1);
+        let (later, _) = changes(d2, 1);
+        let (_, earlier) = changes(d2, 2);
+        let mut parts = [(d1, elsewhere), (d2, later)];
+        parts.sort();
+        let docs: Vec<Id> = parts.iter().map(|(d, _)| *d).collect();
+        let bodies: Vec<&[u8]> = parts.iter().map(|(_, c)| c.as_slice()).collect();
+        let plaintext = seal::shared_plaintext(&bodies);
+        let envelope = seal::seal_shared(node.key(), &key, workspace, &docs, &plaintext);
+        (envelope.encode(), earlier)
+    };
+    let node = Node::open(bo.path()).unwrap();
+    let (workspace, _) = node.workspace(None).unwrap();
+    // The shared envelope alone: the first thread's part applies, the second's waits.
+    let report = meridian::sync::apply(&node, workspace, "test", vec![(1, shared)], 1).unwrap();
+    assert_eq!((report.applied, report.held), (1, 1), "{report:?}");
+    assert!(report.rejected.is_empty(), "{report:?}");
+    drop(node);
+    assert!(last_part(bo, &t1).is_some());
+    assert!(comment_bodies(bo, &t1).contains(&"elsewhere".to_string()));
+    assert!(!comment_bodies(bo, &t2).contains(&"later".to_string()));
+    // What it waited for arrives: both replies apply.
+    let node = Node::open(bo.path()).unwrap();
+    let report = meridian::sync::apply(&node, workspace, "test", vec![(2, earlier)], 2).unwrap();
+    assert_eq!((report.applied, report.held), (2, 0), "{report:?}");
+    drop(node);
+    assert_eq!(
+        last_part(bo, &t2),
+        last_part(bo, &t1),
+        "one envelope, kept once"
+    );
+    assert_eq!(comment_bodies(bo, &t2), comment_bodies(ana, &t2));
 }

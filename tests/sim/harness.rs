@@ -687,7 +687,7 @@ impl Sim {
                         Ok(Ok(Ok(()))) => {
                             conn.peer.ready = true;
                             let head = store.head(&ws).map_err(err)?;
-                            conn.down.push_back(Frame::Welcome { head });
+                            conn.down.push_back(Frame::Welcome { head, shared: true });
                         }
                         Ok(Ok(Err(refusal))) | Err(refusal) => refuse(conn, refusal),
                         Ok(Err(e)) => return Err(err(e)),
@@ -1123,13 +1123,15 @@ impl Sim {
                 for (_, bytes) in entries {
                     logged.insert(Envelope::decode(&bytes).map_err(err)?.hash());
                     let mut budget = u64::MAX;
-                    let item =
+                    let items =
                         meridian::ingest::open_sealed(&bytes, self.workspace, &record, &mut budget)
                             .map_err(err)?;
-                    changes
-                        .entry(item.doc)
-                        .or_default()
-                        .extend(item.changes.iter().map(|c| c.hash()));
+                    for item in items {
+                        changes
+                            .entry(item.doc)
+                            .or_default()
+                            .extend(item.changes.iter().map(|c| c.hash()));
+                    }
                 }
                 after = last;
             }
