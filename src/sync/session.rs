@@ -412,6 +412,16 @@ impl Session {
             }
             (State::AwaitWelcome, Frame::Welcome { head, shared }) => {
                 self.state = State::Ready;
+                if self.shared && !shared {
+                    // Runs were queued across documents on the last welcome's word, and
+                    // this relay no longer takes them (it was downgraded): they go back
+                    // to the outbox, for the driver to hand over again per document.
+                    let first = self.queue.iter().find_map(|(seqs, _)| seqs.clone());
+                    if let Some(first) = first {
+                        self.queue.retain(|(seqs, _)| seqs.is_none());
+                        self.queued_to = *first.start();
+                    }
+                }
                 self.shared = shared;
                 out.push(Output::Event(Event::Welcome { head, shared }));
                 let new_relay = self.new_relay.take();
@@ -1390,6 +1400,52 @@ mod tests {
     }
 
     /// A session that has the creator's registration and, maybe, a cursor from relay 5.
+    #[test]
+    fn runs_queued_for_a_relay_that_took_shared_envelopes_go_back_if_it_no_longer_does() {
+        let now = Instant::now();
+        let node = Node {
+            relay: Some([0; 16]),
+            pushed: 3,
+            ..Node::default()
+        };
+        let queue = |session: &mut Session| {
+            session.start(now);
+            session.local_runs(
+                vec![Outgoing {
+                    first: 3,
+                    last: 6,
+                    envelope: vec![1],
+                }],
+                now,
+            );
+            assert_eq!(session.queued_to(), 7);
+            session.receive(
+                Frame::Challenge {
+                    nonce: vec![0; 32],
+                    relay: vec![0; 16],
+                },
+                now,
+            );
+        };
+        let welcome = |shared| Frame::Welcome { head: 0, shared };
+        // It said it took them last time, and says so again: the run stays queued.
+        let mut session = node.session().with_shared(true);
+        queue(&mut session);
+        session.receive(welcome(true), now);
+        assert_eq!(session.queued_to(), 7);
+        // Now it does not: the entries are handed over again from the first.
+        let mut session = node.session().with_shared(true);
+        queue(&mut session);
+        let out = session.receive(welcome(false), now);
+        assert_eq!(session.queued_to(), 3);
+        assert!(!session.takes_shared());
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Send(Frame::Push { .. }))),
+            "{out:?}"
+        );
+    }
+
     fn registered(relay: Option<[u8; 16]>, admission: Admission) -> Session {
         Session::new(
             SigningKey::from_bytes(&[1; 32]),
