@@ -83,8 +83,9 @@ pub enum Carrier {
     /// [`crate::store::ENVELOPES`]; the document's record keeps its hash and the part's
     /// change bytes, so loading the document opens nothing else.
     Part {
-        /// The encoded shared envelope.
-        envelope: std::sync::Arc<Vec<u8>>,
+        /// The encoded shared envelope; `None` for a part that was held, whose envelope
+        /// was kept when it was.
+        envelope: Option<std::sync::Arc<Vec<u8>>>,
         /// Its content hash.
         hash: [u8; 32],
         /// This document's change chunks from it.
@@ -92,15 +93,25 @@ pub enum Carrier {
     },
 }
 
-impl Carrier {
-    /// The encoded envelope: what a relay, a bundle or the outbox carries.
-    pub fn envelope(&self) -> &[u8] {
-        match self {
-            Carrier::Whole(bytes) => bytes,
-            Carrier::Part { envelope, .. } => envelope,
-        }
-    }
+/// A part of a shared envelope waiting in [`crate::store::HELD`]: what retrying it needs,
+/// without opening the envelope again (it may hold a thousand other documents' parts).
+/// Stored after the byte [`HELD_PART`]; a held envelope of one document is stored as it is.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HeldPart {
+    #[serde(with = "serde_bytes")]
+    workspace: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    hash: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    signer: Vec<u8>,
+    /// The part's change chunks, as they were checked (actors) when it was held.
+    #[serde(with = "serde_bytes")]
+    changes: Vec<u8>,
 }
+
+/// The first byte of a held part. An encoded envelope is a CBOR map, which never starts
+/// with it.
+const HELD_PART: u8 = 0;
 
 /// What a merge did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -384,7 +395,7 @@ fn open_parts(
         items.push(Item {
             doc,
             carrier: Carrier::Part {
-                envelope: encoded.clone(),
+                envelope: Some(encoded.clone()),
                 hash,
                 changes: part,
             },
@@ -650,13 +661,9 @@ impl DocumentApply<'_> {
             let (doc, carrier, signer) = (item.doc, item.carrier.clone(), item.signer);
             return match self.store(doc_id, vec![item]) {
                 Ok(()) => Ok(()),
-                Err(error) => refuse_item(
-                    self.target.txn,
-                    self.target.workspace,
-                    (doc, &carrier, &signer),
-                    error,
-                    self.report,
-                ),
+                Err(error) => {
+                    refuse_item(&self.target, (doc, &carrier, &signer), error, self.report)
+                }
             };
         }
         if items.is_empty() || self.store(doc_id, items.clone()).is_ok() {
@@ -678,13 +685,7 @@ impl DocumentApply<'_> {
         }
         for (item, error) in failed {
             let refused = (item.doc, &item.carrier, &item.signer);
-            refuse_item(
-                self.target.txn,
-                self.target.workspace,
-                refused,
-                error,
-                self.report,
-            )?;
+            refuse_item(&self.target, refused, error, self.report)?;
         }
         Ok(())
     }
@@ -708,8 +709,10 @@ fn held_documents(txn: &redb::WriteTransaction, workspace: Id) -> Result<Vec<Id>
             continue;
         }
         last = Some(doc);
-        let ours =
-            held_envelope(txn, value.value())?.is_some_and(|e| e.workspace_id() == workspace.0);
+        let ours = match held_entry(value.value()) {
+            Held::Part(part) => part.workspace == workspace.0,
+            Held::Whole(envelope) => envelope.is_some_and(|e| e.workspace_id() == workspace.0),
+        };
         if ours {
             docs.push(doc);
         }
@@ -750,49 +753,81 @@ fn try_store(
     Ok(report)
 }
 
-/// The envelope a held entry stands for: the entry itself, or for a part of a shared
-/// envelope, the shared envelope its 32 bytes are the hash of (no envelope is that short).
-/// `None` if it is gone or damaged.
-fn held_envelope(txn: &redb::WriteTransaction, value: &[u8]) -> Result<Option<Envelope>> {
-    if let Ok(hash) = <[u8; 32]>::try_from(value) {
-        let shared = txn.open_table(crate::store::ENVELOPES)?;
-        return Ok(shared
-            .get(hash)?
-            .and_then(|bytes| Envelope::decode_stored(bytes.value()).ok()));
-    }
-    Ok(Envelope::decode_stored(value).ok())
+/// What a row of [`crate::store::HELD`] holds.
+enum Held {
+    /// An envelope of one document (`None` if it no longer decodes).
+    Whole(Option<Envelope>),
+    /// A document's part of a shared envelope.
+    Part(HeldPart),
 }
 
-/// Keeps a shared envelope (once: each document's part refers to it by hash). Returns
-/// whether it was new to this node.
-fn keep_shared(txn: &redb::WriteTransaction, hash: &[u8; 32], envelope: &[u8]) -> Result<bool> {
-    let mut shared = txn.open_table(crate::store::ENVELOPES)?;
+fn held_entry(value: &[u8]) -> Held {
+    match value.split_first() {
+        Some((&HELD_PART, part)) => match crate::store::decode::<HeldPart>(part, "held part") {
+            Ok(part) => Held::Part(part),
+            Err(_) => Held::Whole(None),
+        },
+        _ => Held::Whole(Envelope::decode_stored(value).ok()),
+    }
+}
+
+/// Keeps a shared envelope once, however many of its parts are stored or held, and gives
+/// it to the outbox if this device signed it (a home restored from the device's key, say,
+/// pulling its own envelopes back from one relay: the others may lack them).
+fn keep_shared(
+    target: &Target<'_>,
+    hash: &[u8; 32],
+    envelope: Option<&std::sync::Arc<Vec<u8>>>,
+    signer: &[u8; 32],
+) -> Result<()> {
+    let Some(envelope) = envelope else {
+        // A held part's envelope was kept when the part was held.
+        return Ok(());
+    };
+    let mut shared = target.txn.open_table(crate::store::ENVELOPES)?;
     if shared.get(hash)?.is_some() {
-        return Ok(false);
+        return Ok(());
     }
-    shared.insert(hash, envelope)?;
-    Ok(true)
+    shared.insert(hash, envelope.as_slice())?;
+    if *signer == target.own {
+        node::append_outbox(target.txn, target.workspace, envelope)?;
+    }
+    Ok(())
 }
 
-/// Holds an item back or rejects it for good. A part of a shared envelope is held as the
-/// envelope's hash, the envelope kept once however many of its parts wait.
+/// Holds an item back or rejects it for good. A part of a shared envelope is held as its
+/// own changes, the envelope kept once however many of its parts wait.
 fn refuse_item(
-    txn: &redb::WriteTransaction,
-    workspace: Id,
+    target: &Target<'_>,
     (doc, carrier, signer): (Id, &Carrier, &[u8; 32]),
     error: anyhow::Error,
     report: &mut Report,
 ) -> Result<()> {
+    let Target { txn, workspace, .. } = *target;
     let mut held = txn.open_table(crate::store::HELD)?;
     if is_waiting(&error) && held.len()? < MAX_HELD {
         let next = node::next_seq(&held, doc.0)?;
         match carrier {
-            Carrier::Whole(envelope) => held.insert((doc.0, next), envelope.as_slice())?,
-            Carrier::Part { envelope, hash, .. } => {
-                keep_shared(txn, hash, envelope)?;
-                held.insert((doc.0, next), hash.as_slice())?
+            Carrier::Whole(envelope) => {
+                held.insert((doc.0, next), envelope.as_slice())?;
             }
-        };
+            Carrier::Part {
+                envelope,
+                hash,
+                changes,
+            } => {
+                let mut value = vec![HELD_PART];
+                value.extend(crate::store::encode(&HeldPart {
+                    workspace: workspace.0.to_vec(),
+                    hash: hash.to_vec(),
+                    signer: signer.to_vec(),
+                    changes: changes.clone(),
+                }));
+                held.insert((doc.0, next), value.as_slice())?;
+                drop(held);
+                keep_shared(target, hash, envelope.as_ref(), signer)?;
+            }
+        }
         report.held += 1;
         return Ok(());
     }
@@ -821,7 +856,7 @@ pub fn record_rejection(
     Ok(())
 }
 
-/// Removes and reopens the held envelopes of one document.
+/// Removes and reopens the held envelopes and parts of one document.
 fn take_held(
     txn: &redb::WriteTransaction,
     workspace: Id,
@@ -831,22 +866,42 @@ fn take_held(
     let mut table = txn.open_table(crate::store::HELD)?;
     let mut items = Vec::new();
     let taken = table.extract_from_if((doc.0, 0)..=(doc.0, u64::MAX), |_, _| true)?;
-    let mut held = Vec::new();
     for entry in taken {
-        held.push(entry?.1.value().to_vec());
-    }
-    drop(table);
-    for value in held {
         let mut budget = Limits::default().max_inflated;
         // It opened and verified once already; the workspace key has not changed since.
-        let Some(envelope) = held_envelope(txn, &value)? else {
-            continue;
-        };
-        if let Ok(opened) = open_envelope(envelope, workspace, record, &mut budget) {
-            items.extend(opened.into_iter().filter(|item| item.doc == doc));
+        match held_entry(entry?.1.value()) {
+            Held::Whole(Some(envelope)) => {
+                if let Ok(opened) = open_envelope(envelope, workspace, record, &mut budget) {
+                    items.extend(opened);
+                }
+            }
+            Held::Whole(None) => {}
+            Held::Part(part) => {
+                if let Ok(item) = held_part(doc, part, &mut budget) {
+                    items.push(item);
+                }
+            }
         }
     }
     Ok(items)
+}
+
+/// The item a held part stands for, parsed again from the changes kept with it.
+fn held_part(doc: Id, part: HeldPart, budget: &mut u64) -> Result<Item> {
+    let hash: [u8; 32] = part.hash.as_slice().try_into()?;
+    let signer: [u8; 32] = part.signer.as_slice().try_into()?;
+    let changes = parse_changes(&chunks(&part.changes, budget, false)?)?;
+    Ok(Item {
+        doc,
+        carrier: Carrier::Part {
+            envelope: None,
+            hash,
+            changes: part.changes,
+        },
+        signer,
+        changes,
+        snapshot: None,
+    })
 }
 
 /// A document with foreign changes applied in memory, not yet stored.
@@ -1046,10 +1101,7 @@ fn store(
                 hash,
                 changes,
             } => {
-                // One outbox entry for the whole envelope, at its first part stored.
-                if keep_shared(txn, &hash, &envelope)? && signer == own {
-                    node::append_outbox(txn, workspace, &envelope)?;
-                }
+                keep_shared(target, &hash, envelope.as_ref(), &signer)?;
                 records.push(Record::Part {
                     envelope: hash.to_vec(),
                     changes,

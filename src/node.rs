@@ -610,40 +610,48 @@ impl Node {
         self.doc_range(RECORDS, doc_id, "record")
     }
 
-    /// The envelopes that carry the changes of `docs`, in the order of their records,
-    /// each once: a shared envelope several of them have a part of appears at its first
-    /// part. What a bundle or a relay that lacks them is given.
+    /// The envelopes that carry the changes of `docs`, each once, in an order a receiver
+    /// can apply them one frame at a time: each document's in the order of its records, and
+    /// a shared envelope only after everything before it in every document it has a part
+    /// of. What a bundle or a relay that lacks them is given.
     pub fn envelopes(&self, docs: &[Id]) -> Result<Vec<Vec<u8>>> {
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let shared = txn.open_table(store::ENVELOPES)?;
-        let mut seen = std::collections::HashSet::new();
-        let mut envelopes = Vec::new();
+        let mut lists = Vec::with_capacity(docs.len());
         for doc in docs {
+            let mut list = std::collections::VecDeque::new();
             for item in records.range((doc.0, 0)..=(doc.0, u64::MAX))? {
-                match store::decode::<Record>(item?.1.value(), "record")? {
-                    Record::Sealed(bytes) => envelopes.push(bytes),
+                list.push_back(match store::decode::<Record>(item?.1.value(), "record")? {
+                    Record::Sealed(bytes) => Step::Whole(bytes),
                     Record::Part { envelope, .. } => {
-                        if !seen.insert(envelope.clone()) {
-                            continue;
-                        }
-                        let hash: [u8; 32] = envelope
-                            .as_slice()
-                            .try_into()
-                            .context("a stored record is corrupt (its envelope hash)")?;
-                        let bytes = shared.get(hash)?.with_context(|| {
+                        Step::Shared(envelope.as_slice().try_into().with_context(|| {
                             format!(
-                                "the shared envelope {} of document {} is missing from the store",
-                                hex::encode(&hash[..6]),
+                                "a stored record of document {} is corrupt (its envelope hash)",
                                 doc.short()
                             )
-                        })?;
-                        envelopes.push(bytes.value().to_vec());
+                        })?)
                     }
-                }
+                });
             }
+            lists.push(list);
         }
-        Ok(envelopes)
+        causal_order(lists)
+            .into_iter()
+            .map(|step| match step {
+                Step::Whole(bytes) => Ok(bytes),
+                Step::Shared(hash) => Ok(shared
+                    .get(hash)?
+                    .with_context(|| {
+                        format!(
+                            "the shared envelope {} is missing from the store",
+                            hex::encode(&hash[..6])
+                        )
+                    })?
+                    .value()
+                    .to_vec()),
+            })
+            .collect()
     }
 
     /// Every value of one document in a per-document table, in order.
@@ -775,6 +783,107 @@ pub fn stored(
         changes,
         &txn.open_table(RECORDS)?,
     )
+}
+
+/// One record of a document as [`Node::envelopes`] hands it over.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// An envelope of one document.
+    Whole(Vec<u8>),
+    /// A part of the shared envelope with this hash.
+    Shared([u8; 32]),
+}
+
+/// Merges documents' records into one sequence: each document's in order, each shared
+/// envelope once, after what precedes it in every document that has a part of it.
+///
+/// Walking the documents one after another would put a shared envelope at its first part,
+/// ahead of the other documents' earlier history, creation included: a receiver fed one
+/// frame at a time would hold every such part until that history came (at most 10,000,
+/// then refused for good), and a relay would index the shared envelope as those
+/// documents' first entry. Documents that stored parts of two envelopes in opposite orders
+/// (one held, the other not) wait on each other; then the envelope the first of them waits
+/// at goes first, and the receiver holds what that leaves waiting.
+fn causal_order(lists: Vec<std::collections::VecDeque<Step>>) -> Vec<Step> {
+    use std::collections::{HashMap, HashSet, VecDeque};
+    /// The merge so far.
+    struct Merge {
+        lists: Vec<VecDeque<Step>>,
+        out: Vec<Step>,
+        sent: HashSet<[u8; 32]>,
+        /// The documents stopped at each shared envelope, until all its holders are.
+        waiting: HashMap<[u8; 32], Vec<usize>>,
+        ready: VecDeque<usize>,
+    }
+    impl Merge {
+        /// Sends a shared envelope and lets the documents stopped at it go on.
+        fn release(&mut self, hash: [u8; 32]) {
+            self.sent.insert(hash);
+            self.out.push(Step::Shared(hash));
+            for doc in self.waiting.remove(&hash).unwrap_or_default() {
+                self.lists[doc].pop_front();
+                self.ready.push_back(doc);
+            }
+        }
+    }
+    // How many of the documents have a part of each shared envelope.
+    let mut holders: HashMap<[u8; 32], usize> = HashMap::new();
+    for list in &lists {
+        let mine: HashSet<[u8; 32]> = list
+            .iter()
+            .filter_map(|step| match step {
+                Step::Shared(hash) => Some(*hash),
+                Step::Whole(_) => None,
+            })
+            .collect();
+        for hash in mine {
+            *holders.entry(hash).or_default() += 1;
+        }
+    }
+    let mut merge = Merge {
+        ready: (0..lists.len()).collect(),
+        lists,
+        out: Vec::new(),
+        sent: HashSet::new(),
+        waiting: HashMap::new(),
+    };
+    let mut first_unfinished = 0;
+    loop {
+        while let Some(doc) = merge.ready.pop_front() {
+            while let Some(step) = merge.lists[doc].front() {
+                match step {
+                    Step::Whole(_) => {
+                        let whole = merge.lists[doc].pop_front().expect("a front step");
+                        merge.out.push(whole);
+                    }
+                    Step::Shared(hash) if merge.sent.contains(hash) => {
+                        merge.lists[doc].pop_front();
+                    }
+                    Step::Shared(hash) => {
+                        let hash = *hash;
+                        let stopped = merge.waiting.entry(hash).or_default();
+                        stopped.push(doc);
+                        if stopped.len() == holders[&hash] {
+                            merge.release(hash);
+                        }
+                        // Released, this document is ready again; otherwise it waits.
+                        break;
+                    }
+                }
+            }
+        }
+        // Every unfinished document waits at a shared envelope: they wait on each other.
+        let Some(doc) = (first_unfinished..merge.lists.len()).find(|d| !merge.lists[*d].is_empty())
+        else {
+            break;
+        };
+        first_unfinished = doc;
+        match merge.lists[doc].front() {
+            Some(Step::Shared(hash)) => merge.release(*hash),
+            _ => merge.ready.push_back(doc),
+        }
+    }
+    merge.out
 }
 
 /// Loads a document to change it inside `txn`: the copy kept in `cache` if the records have
@@ -1084,6 +1193,42 @@ pub(crate) mod tests {
             .create_workspace("w", vec![])
             .unwrap();
         (home, workspace)
+    }
+
+    #[test]
+    fn shared_envelopes_go_after_what_precedes_them_in_every_document() {
+        // Documents as strings: a lowercase letter is an envelope of that document alone,
+        // an uppercase one a shared envelope; the merged order, the same way.
+        let check = |docs: &[&str], expect: &str| {
+            let lists = docs
+                .iter()
+                .map(|doc| {
+                    doc.bytes()
+                        .map(|c| match c {
+                            b'A'..=b'Z' => Step::Shared([c; 32]),
+                            _ => Step::Whole(vec![c]),
+                        })
+                        .collect()
+                })
+                .collect();
+            let order: String = causal_order(lists)
+                .into_iter()
+                .map(|step| match step {
+                    Step::Shared(hash) => hash[0] as char,
+                    Step::Whole(bytes) => bytes[0] as char,
+                })
+                .collect();
+            assert_eq!(order, expect, "{docs:?}");
+        };
+        check(&[], "");
+        check(&["ab", "cd"], "abcd");
+        // S waits for the second document's creation and first edit.
+        check(&["aSb", "cdSe"], "acdSbe");
+        check(&["aSTb", "cSd", "eTf"], "acSeTdfb");
+        // A document holding S twice sends it once.
+        check(&["aSbS", "cS"], "acSb");
+        // Parts stored in opposite orders: the first document's envelope goes first.
+        check(&["aSTb", "cTSd"], "acSTdb");
     }
 
     #[test]

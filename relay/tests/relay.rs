@@ -691,22 +691,8 @@ async fn a_new_member_gets_a_documents_snapshot_in_place_of_its_entries() {
 
     // A member subscribing from the start: the snapshot at D's first position, D's other
     // covered positions skipped, everything else as it is.
-    let cy = Device::new(3);
-    let (mut cy_socket, _) = handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 51)).await;
-    send(&mut cy_socket, &Frame::Subscribe { after: 0 }).await;
-    assert_eq!(
-        next(&mut cy_socket).await,
-        Some(Frame::Skipped {
-            ranges: vec![(3, 6)]
-        })
-    );
-    let Some(Frame::Entries { entries, up_to: 9 }) = next(&mut cy_socket).await else {
-        panic!("expected the catch-up's entries");
-    };
-    let got: Vec<(u64, Vec<u8>)> = entries
-        .into_iter()
-        .map(|(seq, bytes)| (seq, bytes.into_vec()))
-        .collect();
+    let (mut cy_socket, skipped, got, up_to) = new_member_catch_up(&relay.url, &ana, ws).await;
+    assert_eq!((skipped, up_to), (vec![(3, 6)], 9));
     let expected_tail: Vec<(u64, Vec<u8>)> = vec![
         (2, snapshot.encode()),
         (7, log[5].encode()),
@@ -803,27 +789,36 @@ async fn a_shared_envelope_is_skipped_only_when_snapshots_hold_all_its_documents
     // From the start: D and G from their snapshots; entry 4 as it is, since E's first
     // entry is shared and so never replaced; entries 5 and 6 skipped, their every
     // document held by a snapshot sent.
-    let cy = Device::new(3);
-    let (mut cy_socket, _) = handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 51)).await;
-    send(&mut cy_socket, &Frame::Subscribe { after: 0 }).await;
-    assert_eq!(
-        next(&mut cy_socket).await,
-        Some(Frame::Skipped {
-            ranges: vec![(5, 6)]
-        })
-    );
-    let Some(Frame::Entries { entries, up_to: 6 }) = next(&mut cy_socket).await else {
-        panic!("expected the catch-up's entries");
-    };
-    let got: Vec<(u64, Vec<u8>)> = entries
-        .into_iter()
-        .map(|(seq, bytes)| (seq, bytes.into_vec()))
-        .collect();
+    let (_, skipped, got, up_to) = new_member_catch_up(&relay.url, &ana, ws).await;
+    assert_eq!((skipped, up_to), (vec![(5, 6)], 6));
     assert_eq!(
         got[1..],
         [(2, of_d.encode()), (3, of_g.encode()), (4, log[2].encode()),][..]
     );
     relay.shutdown().await;
+}
+
+/// A new member, Cy (invited by Ana), subscribes from the start: the socket, the ranges the
+/// catch-up's `Skipped` announced, then its first `Entries` frame's entries and `up_to`.
+async fn new_member_catch_up(
+    url: &str,
+    ana: &Device,
+    ws: [u8; 16],
+) -> (Socket, Vec<(u64, u64)>, Vec<(u64, Vec<u8>)>, u64) {
+    let cy = Device::new(3);
+    let (mut socket, _) = handshake(url, &cy, ws, join(ana, ws, &cy, FAR, 51)).await;
+    send(&mut socket, &Frame::Subscribe { after: 0 }).await;
+    let Some(Frame::Skipped { ranges }) = next(&mut socket).await else {
+        panic!("expected the catch-up to announce skipped positions");
+    };
+    let Some(Frame::Entries { entries, up_to }) = next(&mut socket).await else {
+        panic!("expected the catch-up's entries");
+    };
+    let entries = entries
+        .into_iter()
+        .map(|(seq, bytes)| (seq, bytes.into_vec()))
+        .collect();
+    (socket, ranges, entries, up_to)
 }
 
 /// The entries of an `Entries` frame, or of the one a `Deflated` frame carries, its

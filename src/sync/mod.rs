@@ -260,10 +260,10 @@ pub fn coalesce(
     out
 }
 
-/// Whether automerge change chunks hold a change with no dependencies: the first change
-/// of a document. Reads only the chunk headers (an uncompressed change chunk's body starts
-/// with its dependency count); a chunk automerge compressed (only a change too large to
-/// share an envelope anyway) counts as not.
+/// Whether automerge change chunks (this device's own) hold a change with no dependencies:
+/// the first change of a document. An uncompressed change chunk's body starts with its
+/// dependency count, so only the headers are read; a chunk automerge compressed (a large
+/// change, such as a proposal created with a long pasted section) is parsed.
 fn creates_document(mut changes: &[u8]) -> bool {
     while changes.len() > 9 && changes[..4] == ingest::AUTOMERGE_MAGIC {
         let chunk_type = changes[8];
@@ -274,7 +274,16 @@ fn creates_document(mut changes: &[u8]) -> bool {
         let Some(body) = usize::try_from(len).ok().and_then(|n| rest.get(..n)) else {
             return false;
         };
-        if chunk_type == 1 && body.first() == Some(&0) {
+        let first = match chunk_type {
+            1 => body.first() == Some(&0),
+            2 => {
+                let chunk = &changes[..9 + read + body.len()];
+                automerge::Change::from_bytes(chunk.to_vec())
+                    .is_ok_and(|change| change.deps().is_empty())
+            }
+            _ => false,
+        };
+        if first {
             return true;
         }
         changes = &rest[body.len()..];
@@ -480,6 +489,21 @@ mod tests {
         doc.get_last_local_change().unwrap().raw_bytes().to_vec()
     }
 
+    /// A change in automerge's compressed form, as a change too large to share a piece is
+    /// sealed: the first of a document, or one after it.
+    fn large_change(first: bool) -> Vec<u8> {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        let text = "a long pasted section ".repeat(100);
+        doc.put(automerge::ROOT, "a", text.as_str()).unwrap();
+        if !first {
+            doc.commit();
+            doc.put(automerge::ROOT, "b", text.as_str()).unwrap();
+        }
+        let mut change = doc.get_last_local_change().unwrap().clone();
+        change.bytes().to_vec()
+    }
+
     #[test]
     fn a_relay_that_takes_shared_envelopes_gets_one_per_run_across_documents() {
         let device = SigningKey::from_bytes(&[1; 32]);
@@ -488,6 +512,10 @@ mod tests {
         assert!(creates_document(&created));
         assert!(!creates_document(&edited));
         assert!(creates_document(&[&edited[..], &created].concat()));
+        let (large, large_edit) = (large_change(true), large_change(false));
+        assert_eq!(large[8], 2, "automerge compresses a large change");
+        assert!(creates_document(&large));
+        assert!(!creates_document(&large_edit));
         let entries: Vec<(u64, Vec<u8>)> = [
             sealed(&device, 9, b"c1"),
             sealed(&device, 7, b"a1"),

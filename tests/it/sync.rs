@@ -966,6 +966,27 @@ fn a_push_across_documents_travels_as_one_shared_envelope() {
         assert_eq!(state(bo, t), state(ana, t));
     }
 
+    // What a new relay gets from Bo: each thread's creation before the shared envelope,
+    // which comes once (a new member fed one frame at a time holds nothing).
+    let backfill: Vec<Envelope> = {
+        let node = Node::open(bo.path()).unwrap();
+        let (workspace, _) = node.workspace(None).unwrap();
+        meridian::sync::all_envelopes(&node, workspace)
+            .unwrap()
+            .iter()
+            .map(|bytes| Envelope::decode(bytes).unwrap())
+            .collect()
+    };
+    let shared_at: Vec<usize> = (0..backfill.len())
+        .filter(|i| backfill[*i].is_shared())
+        .collect();
+    assert_eq!(shared_at.len(), 1, "the shared envelope once");
+    for t in &threads {
+        let doc = Id::parse(t).unwrap().0;
+        let created = backfill.iter().position(|e| e.doc_id() == doc).unwrap();
+        assert!(created < shared_at[0], "a thread's creation comes first");
+    }
+
     // A bundle of one thread from Bo carries the shared envelope whole; a merge takes
     // that thread's part only.
     let (workspace, first) = {
@@ -994,6 +1015,40 @@ fn a_push_across_documents_travels_as_one_shared_envelope() {
     }
 }
 
+/// Ana replies twice to `t2` and once to `t1`, offline; returns a shared envelope of the
+/// last reply to each (its part for `t2` depends on the first reply) and the first reply's
+/// own envelope.
+fn waiting_part(ana: &Home, t1: &str, t2: &str) -> (Vec<u8>, Vec<u8>) {
+    ana.ok(&["reply", t2, "-m", "earlier"]);
+    ana.ok(&["reply", t2, "-m", "later"]);
+    ana.ok(&["reply", t1, "-m", "elsewhere"]);
+    let (d1, d2) = (Id::parse(t1).unwrap(), Id::parse(t2).unwrap());
+    let node = Node::open(ana.path()).unwrap();
+    let (workspace, record) = node.workspace(None).unwrap();
+    let key: seal::WorkspaceKey = record.key.as_slice().try_into().unwrap();
+    let changes = |doc: Id, back: usize| {
+        let records = node.records(doc).unwrap();
+        let Record::Sealed(bytes) = &records[records.len() - back] else {
+            panic!("Ana's own records are as she sealed them");
+        };
+        let envelope = Envelope::decode(bytes).unwrap();
+        let mut budget = u64::MAX;
+        let plaintext = seal::open(&key, &envelope).unwrap();
+        let changes = meridian::ingest::plaintext_changes(&plaintext, &mut budget).unwrap();
+        (changes.into_owned(), bytes.clone())
+    };
+    let (elsewhere, _) = changes(d1, 1);
+    let (later, _) = changes(d2, 1);
+    let (_, earlier) = changes(d2, 2);
+    let mut parts = [(d1, elsewhere), (d2, later)];
+    parts.sort();
+    let docs: Vec<Id> = parts.iter().map(|(d, _)| *d).collect();
+    let bodies: Vec<&[u8]> = parts.iter().map(|(_, c)| c.as_slice()).collect();
+    let plaintext = seal::shared_plaintext(&bodies);
+    let envelope = seal::seal_shared(node.key(), &key, workspace, &docs, &plaintext);
+    (envelope.encode(), earlier)
+}
+
 #[test]
 fn a_part_that_waits_is_held_until_its_dependency_arrives() {
     let team = Team::new(&ZONES[..2]);
@@ -1001,36 +1056,7 @@ fn a_part_that_waits_is_held_until_its_dependency_arrives() {
     let t1 = ana.create(&["thread", "new", "First", "-m", "one"]);
     let t2 = ana.create(&["thread", "new", "Second", "-m", "two"]);
     team.sync_until_quiet(&[ana, bo]);
-    ana.ok(&["reply", &t2, "-m", "earlier"]);
-    ana.ok(&["reply", &t2, "-m", "later"]);
-    ana.ok(&["reply", &t1, "-m", "elsewhere"]);
-    let (d1, d2) = (Id::parse(&t1).unwrap(), Id::parse(&t2).unwrap());
-    let (shared, earlier) = {
-        let node = Node::open(ana.path()).unwrap();
-        let (workspace, record) = node.workspace(None).unwrap();
-        let key: seal::WorkspaceKey = record.key.as_slice().try_into().unwrap();
-        let changes = |doc: Id, back: usize| {
-            let records = node.records(doc).unwrap();
-            let Record::Sealed(bytes) = &records[records.len() - back] else {
-                panic!("Ana's own records are as she sealed them");
-            };
-            let envelope = Envelope::decode(bytes).unwrap();
-            let mut budget = u64::MAX;
-            let plaintext = seal::open(&key, &envelope).unwrap();
-            let changes = meridian::ingest::plaintext_changes(&plaintext, &mut budget).unwrap();
-            (changes.into_owned(), bytes.clone())
-        };
-        let (elsewhere, _) = changes(d1, 1);
-        let (later, _) = changes(d2, 1);
-        let (_, earlier) = changes(d2, 2);
-        let mut parts = [(d1, elsewhere), (d2, later)];
-        parts.sort();
-        let docs: Vec<Id> = parts.iter().map(|(d, _)| *d).collect();
-        let bodies: Vec<&[u8]> = parts.iter().map(|(_, c)| c.as_slice()).collect();
-        let plaintext = seal::shared_plaintext(&bodies);
-        let envelope = seal::seal_shared(node.key(), &key, workspace, &docs, &plaintext);
-        (envelope.encode(), earlier)
-    };
+    let (shared, earlier) = waiting_part(ana, &t1, &t2);
     let node = Node::open(bo.path()).unwrap();
     let (workspace, _) = node.workspace(None).unwrap();
     // The shared envelope alone: the first thread's part applies, the second's waits.
@@ -1052,4 +1078,45 @@ fn a_part_that_waits_is_held_until_its_dependency_arrives() {
         "one envelope, kept once"
     );
     assert_eq!(comment_bodies(bo, &t2), comment_bodies(ana, &t2));
+}
+
+#[test]
+fn a_home_restored_from_a_backup_pushes_its_own_shared_envelopes_again() {
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    let t1 = ana.create(&["thread", "new", "First", "-m", "one"]);
+    let t2 = ana.create(&["thread", "new", "Second", "-m", "two"]);
+    team.sync_until_quiet(&[ana, bo]);
+    // A copy of Ana's home as it stands, restored later; meanwhile she writes on.
+    let backup = team.world.tmp.path().join("ana-backup");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(ana.path())
+        .arg(&backup)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // The part that waits is the first one tried (documents go in order of their ids).
+    let (waits, applies) = if t1 < t2 { (t1, t2) } else { (t2, t1) };
+    let (shared, earlier) = waiting_part(ana, &applies, &waits);
+    // The restored home pulls her envelopes back from a relay, the shared one first (one
+    // of its parts waits): each goes to the outbox once, for relays that may lack them.
+    let node = Node::open(&backup).unwrap();
+    let (workspace, _) = node.workspace(None).unwrap();
+    let pushed_from = meridian::sync::outbox(&node, workspace, 0, 1000)
+        .unwrap()
+        .len();
+    let report =
+        meridian::sync::apply(&node, workspace, "test", vec![(1, shared.clone())], 1).unwrap();
+    assert_eq!((report.applied, report.held), (1, 1), "{report:?}");
+    let report =
+        meridian::sync::apply(&node, workspace, "test", vec![(2, earlier.clone())], 2).unwrap();
+    assert_eq!((report.applied, report.held), (2, 0), "{report:?}");
+    let outbox: Vec<Vec<u8>> = meridian::sync::outbox(&node, workspace, 0, 1000)
+        .unwrap()
+        .into_iter()
+        .skip(pushed_from)
+        .map(|(_, envelope)| envelope)
+        .collect();
+    assert_eq!(outbox, vec![shared, earlier]);
 }
