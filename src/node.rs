@@ -1196,6 +1196,72 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_upgrade_pulls_again_what_an_older_build_could_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let relay = "ws://relay.example:7070";
+        {
+            // As a build before shared envelopes left it: two entries refused for their
+            // version, one for a reason that stands, the cursor past all three.
+            let node = Node::open(&home).unwrap();
+            let txn = node.db().begin_write().unwrap();
+            let cursor = store::Cursor {
+                relay: Some(serde_bytes::ByteBuf::from(vec![5; 16])),
+                pulled: 40,
+                pushed: 3,
+                shared: false,
+            };
+            txn.open_table(store::CURSORS)
+                .unwrap()
+                .insert((workspace.0, relay), store::encode(&cursor).as_slice())
+                .unwrap();
+            let unreadable = |seq| {
+                format!(
+                    "entry {seq} of {relay}: envelope version 2 is not supported (this build reads version 1)"
+                )
+            };
+            for reason in [
+                unreadable(31),
+                "entry 12 of ws://relay.example:7070: forged change 1a2b".to_string(),
+                unreadable(17),
+            ] {
+                let rejected = crate::ingest::Rejected {
+                    doc: "ab".into(),
+                    signer: "cd".into(),
+                    reason,
+                };
+                crate::ingest::record_rejection(&txn, workspace, &rejected).unwrap();
+            }
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema", 4u64.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let node = Node::open(&home).unwrap();
+        let cursor = crate::sync::cursor(&node, workspace, relay).unwrap();
+        assert_eq!(
+            (cursor.pulled, cursor.pushed),
+            (16, 3),
+            "from the first unreadable one"
+        );
+        assert_eq!(
+            cursor.relay.unwrap().as_slice(),
+            [5; 16],
+            "the same relay's log"
+        );
+        let reasons: Vec<String> = crate::sync::rejections(&node, workspace)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reason)
+            .collect();
+        assert_eq!(
+            reasons,
+            vec!["entry 12 of ws://relay.example:7070: forged change 1a2b"]
+        );
+    }
+
+    #[test]
     fn shared_envelopes_go_after_what_precedes_them_in_every_document() {
         // Documents as strings: a lowercase letter is an envelope of that document alone,
         // an uppercase one a shared envelope; the merged order, the same way.

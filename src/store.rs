@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -199,7 +201,10 @@ pub fn upgrade(db: &Database) -> Result<()> {
             .unwrap_or(1)
     };
     if current < SCHEMA {
-        create_tables(db)?;
+        let txn = db.begin_write()?;
+        open_every_table(&txn)?;
+        pull_again_what_was_unreadable(&txn)?;
+        txn.commit()?;
     }
     Ok(())
 }
@@ -207,6 +212,63 @@ pub fn upgrade(db: &Database) -> Result<()> {
 /// Creates every table, so read transactions never meet a missing one.
 pub fn create_tables(db: &Database) -> Result<()> {
     let txn = db.begin_write()?;
+    open_every_table(&txn)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Moves the pull cursors back to the first entry an older build refused because it could
+/// not read its envelope's version (a shared envelope, to a build before them), and forgets
+/// those refusals: this build judges the entries again on its next sync. Other entries
+/// pulled again are recognised as known.
+fn pull_again_what_was_unreadable(txn: &redb::WriteTransaction) -> Result<()> {
+    /// The one field of a stored refusal read here.
+    #[derive(Deserialize)]
+    struct Refusal {
+        reason: String,
+    }
+    let mut rejected = txn.open_table(REJECTED)?;
+    let mut again: std::collections::BTreeMap<([u8; 16], String), u64> = Default::default();
+    let mut forget = Vec::new();
+    for entry in rejected.iter()? {
+        let (key, value) = entry?;
+        let Ok(refusal) = decode::<Refusal>(value.value(), "refusal") else {
+            continue;
+        };
+        if let Some((seq, relay)) = unreadable_entry(&refusal.reason) {
+            let (workspace, _) = key.value();
+            let first = again.entry((workspace, relay)).or_insert(seq);
+            *first = (*first).min(seq);
+            forget.push(key.value());
+        }
+    }
+    for key in forget {
+        rejected.remove(key)?;
+    }
+    let mut cursors = txn.open_table(CURSORS)?;
+    for ((workspace, relay), seq) in again {
+        let Some(stored) = cursors.get((workspace, relay.as_str()))? else {
+            continue;
+        };
+        let mut cursor: Cursor = decode(stored.value(), "cursor")?;
+        drop(stored);
+        cursor.pulled = cursor.pulled.min(seq.saturating_sub(1));
+        cursors.insert((workspace, relay.as_str()), encode(&cursor).as_slice())?;
+    }
+    Ok(())
+}
+
+/// The log position and relay of a refusal that says `entry SEQ of RELAY: envelope version
+/// N is not supported…`, as sync records an entry whose version the build does not read.
+fn unreadable_entry(reason: &str) -> Option<(u64, String)> {
+    let (seq, rest) = reason.strip_prefix("entry ")?.split_once(" of ")?;
+    // A relay URL holds "://" but never ": ".
+    let (relay, error) = rest.split_once(": ")?;
+    let unreadable = error.starts_with("envelope version ") && error.contains(" is not supported");
+    unreadable.then_some((seq.parse().ok()?, relay.to_string()))
+}
+
+fn open_every_table(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(META)?
         .insert("schema", SCHEMA.to_le_bytes().as_slice())?;
     txn.open_table(META)?;
@@ -223,7 +285,6 @@ pub fn create_tables(db: &Database) -> Result<()> {
     txn.open_table(SNAPSHOTS_SENT)?;
     txn.open_table(CHECKPOINTS)?;
     txn.open_table(ENVELOPES)?;
-    txn.commit()?;
     Ok(())
 }
 

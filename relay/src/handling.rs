@@ -155,9 +155,15 @@ impl Sorted {
     }
 }
 
-/// A snapshot pushed for workspace `ws`, checked, or the answer refusing it. The store
-/// decides the rest ([`crate::store::RelayStore::put_snapshot`]).
-pub fn sort_snapshot(ws: &Ws, bytes: &[u8]) -> Result<Incoming, PushResult> {
+/// A snapshot pushed for workspace `ws` by a node that says whether it reads shared
+/// envelopes, checked, or the answer refusing it. The store decides the rest
+/// ([`crate::store::RelayStore::put_snapshot`]).
+pub fn sort_snapshot(ws: &Ws, bytes: &[u8], reads_shared: bool) -> Result<Incoming, PushResult> {
+    if !reads_shared {
+        return Err(PushResult::Rejected(
+            "this node cannot read shared envelopes, so its snapshot may lack changes the log holds; update meridian to make snapshots".into(),
+        ));
+    }
     match Envelope::decode(bytes) {
         Err(e) => Err(PushResult::Rejected(e.to_string())),
         Ok(envelope) if envelope.workspace_id() != *ws => Err(PushResult::Rejected(

@@ -190,6 +190,12 @@ pub enum Frame {
         covers: u64,
         /// The encoded envelope.
         envelope: serde_bytes::ByteBuf,
+        /// Whether its maker reads shared envelopes, and so holds the changes of every
+        /// shared entry up to `covers`. Older nodes leave it out (false), and the relay
+        /// refuses their snapshots: a catch-up from one would skip shared entries the
+        /// maker never applied.
+        #[serde(default, skip_serializing_if = "is_false")]
+        shared: bool,
     },
     /// Node (the workspace creator) → relay: this member may no longer connect or push.
     Revoke {
@@ -432,6 +438,7 @@ mod tests {
                 id: 4,
                 covers: 12,
                 envelope: serde_bytes::ByteBuf::from(vec![6; 3]),
+                shared: true,
             },
         ];
         for frame in frames {

@@ -887,8 +887,9 @@ async fn serve_session(
                 id,
                 covers,
                 envelope,
+                shared: reads_shared,
             } => {
-                let result = snapshot(shared, session, covers, envelope).await?;
+                let result = snapshot(shared, session, covers, envelope, reads_shared).await?;
                 let answer = Frame::Stored {
                     id,
                     results: vec![result],
@@ -1036,8 +1037,9 @@ async fn snapshot(
     session: &Session,
     covers: u64,
     envelope: serde_bytes::ByteBuf,
+    reads_shared: bool,
 ) -> Result<PushResult> {
-    let snapshot = match handling::sort_snapshot(&session.ws, &envelope) {
+    let snapshot = match handling::sort_snapshot(&session.ws, &envelope, reads_shared) {
         Ok(checked) => checked,
         Err(answer) => return Ok(answer),
     };

@@ -647,6 +647,7 @@ async fn a_new_member_gets_a_documents_snapshot_in_place_of_its_entries() {
         id,
         covers,
         envelope: serde_bytes::ByteBuf::from(envelope.encode()),
+        shared: true,
     };
     // What the relay will not keep: a position past the log, one before the document
     // starts, a member who is not the creator.
@@ -752,16 +753,23 @@ async fn a_shared_envelope_is_skipped_only_when_snapshots_hold_all_its_documents
         })
     };
     let (of_d, of_e, of_g) = (snapshot(d, 90), snapshot(e, 91), snapshot(g, 92));
-    for (id, covers, envelope) in [(2, 6, &of_d), (3, 4, &of_e), (4, 5, &of_g)] {
-        send(
-            &mut ana_socket,
-            &Frame::Snapshot {
-                id,
-                covers,
-                envelope: serde_bytes::ByteBuf::from(envelope.encode()),
-            },
-        )
-        .await;
+    let put = |id, covers, envelope: &Envelope, shared| Frame::Snapshot {
+        id,
+        covers,
+        envelope: serde_bytes::ByteBuf::from(envelope.encode()),
+        shared,
+    };
+    let refused = |answer: Option<Frame>, why: &str| {
+        assert!(
+            matches!(&answer, Some(Frame::Stored { results, .. }) if matches!(&results[..], [PushResult::Rejected(r)] if r.contains(why))),
+            "{answer:?}"
+        );
+    };
+    // A node that cannot read shared envelopes may lack their changes: no snapshot of its.
+    send(&mut ana_socket, &put(2, 6, &of_d, false)).await;
+    refused(next(&mut ana_socket).await, "update meridian");
+    for (id, covers, envelope) in [(3, 6, &of_d), (4, 4, &of_e), (5, 5, &of_g)] {
+        send(&mut ana_socket, &put(id, covers, envelope, true)).await;
         assert_eq!(
             next(&mut ana_socket).await,
             Some(Frame::Stored {
@@ -771,20 +779,8 @@ async fn a_shared_envelope_is_skipped_only_when_snapshots_hold_all_its_documents
         );
     }
     // A shared envelope is no snapshot.
-    send(
-        &mut ana_socket,
-        &Frame::Snapshot {
-            id: 5,
-            covers: 5,
-            envelope: serde_bytes::ByteBuf::from(shared(&[d, g], 93).encode()),
-        },
-    )
-    .await;
-    let answer = next(&mut ana_socket).await;
-    assert!(
-        matches!(&answer, Some(Frame::Stored { results, .. }) if matches!(&results[..], [PushResult::Rejected(r)] if r.contains("shared envelope"))),
-        "{answer:?}"
-    );
+    send(&mut ana_socket, &put(6, 5, &shared(&[d, g], 93), true)).await;
+    refused(next(&mut ana_socket).await, "shared envelope");
 
     // From the start: D and G from their snapshots; entry 4 as it is, since E's first
     // entry is shared and so never replaced; entries 5 and 6 skipped, their every

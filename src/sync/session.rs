@@ -660,6 +660,7 @@ impl Session {
                 id,
                 covers,
                 envelope: serde_bytes::ByteBuf::from(envelope),
+                shared: true,
             }));
             return out;
         }

@@ -766,8 +766,9 @@ impl Sim {
                 id,
                 covers,
                 envelope,
+                shared,
             } => {
-                let result = match handling::sort_snapshot(&ws, &envelope) {
+                let result = match handling::sort_snapshot(&ws, &envelope, shared) {
                     Ok(snapshot) => store.put_snapshot(&ws, &snapshot, covers).map_err(err)?,
                     Err(answer) => answer,
                 };
