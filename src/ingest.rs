@@ -71,7 +71,7 @@ pub struct Item {
     pub changes: Vec<Change>,
     /// For a snapshot envelope, the whole document: a node with none of the document takes
     /// it as it is instead of applying its changes one by one.
-    pub snapshot: Option<Automerge>,
+    pub snapshot: Option<Box<Automerge>>,
 }
 
 /// The envelope an [`Item`] came in, as the node stores it.
@@ -352,7 +352,7 @@ fn open_envelope(
     let parts = chunks(&plaintext, budget, true)?;
     let (changes, snapshot) = if parts.first().is_some_and(|c| c[8] == 0) {
         let (whole, changes) = snapshot_changes(&plaintext, parts.len(), &signer, record, doc)?;
-        (changes, Some(whole))
+        (changes, Some(Box::new(whole)))
     } else {
         let changes = parse_changes(&parts)?;
         for change in &changes {
@@ -527,8 +527,8 @@ pub fn apply_in(
     let target = Target::new(txn, node, workspace, limits);
     let mut record = node::workspace_record(txn, workspace)?;
     let mut report = Report::default();
-    for (doc_id, items) in by_document(workspace, items) {
-        report.absorb(try_store(&target, &mut record, doc_id, items)?);
+    for (doc_id, mut items) in by_document(workspace, items) {
+        report.absorb(try_store(&target, &mut record, doc_id, &mut items)?);
     }
     Ok(report)
 }
@@ -653,27 +653,25 @@ impl DocumentApply<'_> {
         // Held envelopes of this document get another chance, before the new ones.
         let mut items = take_held(self.target.txn, self.target.workspace, doc_id, self.record)?;
         items.extend(new);
-        if items.len() == 1 {
-            // A lone item goes to the store as it is (a snapshot's whole document is not
-            // copied), and keeps its error: whether it waits or is refused for good
+        if let [item] = items.as_mut_slice() {
+            // A lone item keeps its error: whether it waits or is refused for good
             // depends on the error's type.
-            let item = items.remove(0);
-            let (doc, carrier, signer) = (item.doc, item.carrier.clone(), item.signer);
-            return match self.store(doc_id, vec![item]) {
+            return match self.store(doc_id, std::slice::from_mut(item)) {
                 Ok(()) => Ok(()),
                 Err(error) => {
-                    refuse_item(&self.target, (doc, &carrier, &signer), error, self.report)
+                    let refused = (item.doc, &item.carrier, &item.signer);
+                    refuse_item(&self.target, refused, error, self.report)
                 }
             };
         }
-        if items.is_empty() || self.store(doc_id, items.clone()).is_ok() {
+        if items.is_empty() || self.store(doc_id, &mut items).is_ok() {
             return Ok(());
         }
         let mut failed: Vec<(Item, anyhow::Error)> = Vec::new();
         loop {
             let mut progress = false;
-            for item in std::mem::take(&mut items) {
-                match self.store(doc_id, vec![item.clone()]) {
+            for mut item in std::mem::take(&mut items) {
+                match self.store(doc_id, std::slice::from_mut(&mut item)) {
                     Ok(()) => progress = true,
                     Err(e) => failed.push((item, e)),
                 }
@@ -690,7 +688,7 @@ impl DocumentApply<'_> {
         Ok(())
     }
 
-    fn store(&mut self, doc_id: Id, items: Vec<Item>) -> Result<()> {
+    fn store(&mut self, doc_id: Id, items: &mut [Item]) -> Result<()> {
         let part = try_store(&self.target, self.record, doc_id, items)?;
         self.report.absorb(part);
         Ok(())
@@ -733,7 +731,7 @@ fn try_store(
     target: &Target<'_>,
     record: &mut WorkspaceRecord,
     doc_id: Id,
-    items: Vec<Item>,
+    items: &mut [Item],
 ) -> Result<Report> {
     let mut report = Report::default();
     let Some(prepared) = prepare(target, record, doc_id, items, &mut report)? else {
@@ -907,6 +905,7 @@ fn held_part(doc: Id, part: HeldPart, budget: &mut u64) -> Result<Item> {
 /// A document with foreign changes applied in memory, not yet stored.
 struct Prepared {
     doc_id: Id,
+    kind: crate::doc::Kind,
     doc: Automerge,
     next_seq: u64,
     checkpointed: u64,
@@ -920,7 +919,7 @@ fn prepare(
     target: &Target<'_>,
     record: &WorkspaceRecord,
     doc_id: Id,
-    items: Vec<Item>,
+    items: &mut [Item],
     report: &mut Report,
 ) -> Result<Option<Prepared>> {
     let Target {
@@ -933,6 +932,7 @@ fn prepare(
     if items.is_empty() {
         return Ok(None);
     }
+    let mut indexed = None;
     if doc_id != workspace
         && let Some(existing) = txn.open_table(crate::store::DOCS)?.get(doc_id.0)?
     {
@@ -944,41 +944,43 @@ fn prepare(
                 doc_id.short()
             );
         }
+        indexed = Some(summary.kind);
     }
     let loaded = node::load_for_write(docs, txn, record, workspace, doc_id)?;
     let mut doc = loaded.doc;
-    let mut items = items;
     // A lone snapshot of a document this node has none of is taken whole.
-    let whole = match items.as_mut_slice() {
+    let whole = match items {
         [item] if doc.get_heads().is_empty() => item.snapshot.take(),
         _ => None,
     };
     let mut envelopes = Vec::new();
     let mut entries: Vec<LogEntry> = Vec::new();
     let mut signers = BTreeSet::new();
-    let mut fresh = Vec::new();
+    let mut fresh: Vec<&Change> = Vec::new();
     let mut seen = BTreeSet::new();
-    for item in items {
-        let new: Vec<Change> = item
-            .changes
-            .into_iter()
-            // The metadata lookup reads the change graph only; `get_change_by_hash` would
-            // rebuild the whole change from the document's columns.
-            .filter(|c| doc.get_change_meta_by_hash(&c.hash()).is_none() && seen.insert(c.hash()))
-            .collect();
-        if new.is_empty() {
+    for item in items.iter() {
+        let before = fresh.len();
+        fresh.extend(
+            item.changes
+                .iter()
+                // The metadata lookup reads the change graph only; `get_change_by_hash`
+                // would rebuild the whole change from the document's columns.
+                .filter(|c| {
+                    doc.get_change_meta_by_hash(&c.hash()).is_none() && seen.insert(c.hash())
+                }),
+        );
+        if fresh.len() == before {
             report.known += 1;
             continue;
         }
-        entries.extend(new.iter().map(node::log_entry));
+        entries.extend(fresh[before..].iter().map(|c| node::log_entry(c)));
         signers.insert(item.signer);
-        envelopes.push((item.carrier, item.signer));
-        fresh.extend(new);
+        envelopes.push((item.carrier.clone(), item.signer));
     }
     if fresh.is_empty() {
         return Ok(None);
     }
-    let ops: usize = fresh.iter().map(Change::len).sum();
+    let ops: usize = fresh.iter().map(|c| c.len()).sum();
     if ops > limits.max_ops {
         bail!(
             "the new changes to document {} hold {ops} operations, more than the limit of {} in one merge or sync: refusing them",
@@ -989,22 +991,19 @@ fn prepare(
     report.applied += fresh.len();
     let was_empty = loaded.next_seq == 0 && doc_id != workspace;
     let roots = fresh.iter().filter(|c| c.deps().is_empty()).count();
-    let changes = match whole {
-        Some(whole) => {
-            doc = whole;
-            fresh
-        }
+    match whole {
+        Some(whole) => doc = *whole,
         None => {
-            let changes = fresh.clone();
-            guard(|| doc.apply_changes(fresh)).with_context(|| {
+            let owned: Vec<Change> = fresh.iter().map(|c| (*c).clone()).collect();
+            guard(|| doc.apply_changes(owned)).with_context(|| {
                 format!(
                     "the changes to document {} do not apply; nothing was merged",
                     doc_id.short()
                 )
             })?;
-            changes
         }
-    };
+    }
+    let changes = fresh;
     let missing = doc.get_missing_deps(&[]);
     if let Some(first) = missing.first() {
         return Err(MissingDeps {
@@ -1015,16 +1014,21 @@ fn prepare(
         .into());
     }
     let expanded: Vec<ExpandedChange> =
-        guard(|| Ok::<_, anyhow::Error>(changes.iter().map(Change::decode).collect()))?;
+        guard(|| Ok::<_, anyhow::Error>(changes.iter().map(|c| c.decode()).collect()))?;
     // Only a new map, list or table can deepen a document whose stored state was checked.
     if makes_containers(&expanded) {
         check_depth(&doc, limits.max_depth)?;
     }
     let view = View::now(&doc);
+    // What a document is (its kind, id and workspace) is written in its first change alone:
+    // the rules refuse those fields in any later one. So a document this node has stored
+    // is still what its index entry says, and reading its root again (each field a seek
+    // through automerge's columns) would only say the same.
+    let stored_kind = indexed.filter(|_| !was_empty);
     let kind = if doc_id == workspace {
         Some(crate::doc::Kind::Workspace)
     } else {
-        view.kind()
+        stored_kind.or_else(|| view.kind())
     };
     let Some(kind) = kind else {
         bail!(
@@ -1041,28 +1045,27 @@ fn prepare(
             doc_id.short()
         )
     })?;
-    let expected_kind = if doc_id == workspace {
-        Some(crate::doc::Kind::Workspace)
-    } else {
-        view.kind().filter(|k| *k != crate::doc::Kind::Workspace)
-    };
-    let in_workspace = if doc_id == workspace {
-        view.str(&ROOT, "id")
-    } else {
-        view.str(&ROOT, "workspace")
-    };
-    let id = view.str(&ROOT, "id");
-    if expected_kind.is_none()
-        || in_workspace.as_deref() != Some(workspace.hex().as_str())
-        || id.as_deref() != Some(doc_id.hex().as_str())
-    {
-        bail!(
-            "document {} does not say it is that document of this workspace: refusing it",
-            doc_id.short()
-        );
+    if stored_kind.is_none() {
+        let expected_kind = doc_id == workspace || kind != crate::doc::Kind::Workspace;
+        let in_workspace = if doc_id == workspace {
+            view.str(&ROOT, "id")
+        } else {
+            view.str(&ROOT, "workspace")
+        };
+        let id = view.str(&ROOT, "id");
+        if !expected_kind
+            || in_workspace.as_deref() != Some(workspace.hex().as_str())
+            || id.as_deref() != Some(doc_id.hex().as_str())
+        {
+            bail!(
+                "document {} does not say it is that document of this workspace: refusing it",
+                doc_id.short()
+            );
+        }
     }
     Ok(Some(Prepared {
         doc_id,
+        kind,
         doc,
         next_seq: loaded.next_seq,
         checkpointed: loaded.checkpointed,
@@ -1118,9 +1121,8 @@ fn store(
     )?;
     node::reindex(
         txn,
-        workspace,
-        record,
-        prepared.doc_id,
+        (workspace, record),
+        (prepared.doc_id, prepared.kind),
         &prepared.doc,
         prepared.entries.len() as u64,
     )?;

@@ -474,9 +474,8 @@ impl Node {
         append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
         reindex(
             txn,
-            workspace,
-            &record,
-            doc_id,
+            (workspace, &record),
+            (doc_id, kind),
             &loaded.doc,
             entries.len() as u64,
         )?;
@@ -1104,9 +1103,8 @@ fn set_read_marker(txn: &WriteTransaction, doc_id: Id, heads: &[ChangeHash]) -> 
 /// document, the index summary for the others.
 pub fn reindex(
     txn: &WriteTransaction,
-    workspace: Id,
-    record: &WorkspaceRecord,
-    doc_id: Id,
+    (workspace, record): (Id, &WorkspaceRecord),
+    (doc_id, kind): (Id, crate::doc::Kind),
     doc: &Automerge,
     added: u64,
 ) -> Result<()> {
@@ -1121,7 +1119,6 @@ pub fn reindex(
             .insert(workspace.0, store::encode(&record).as_slice())?;
         return Ok(());
     }
-    let kind = view.kind().context("the document has no known kind")?;
     let latest = doc
         .get_heads()
         .iter()

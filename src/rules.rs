@@ -63,7 +63,8 @@ pub fn check_changes(
     first: impl Fn(&Change) -> bool,
 ) -> Result<()> {
     let expanded: Vec<ExpandedChange> = changes.iter().map(Change::decode).collect();
-    check_decoded(doc, kind, changes, &expanded, first)
+    let changes: Vec<&Change> = changes.iter().collect();
+    check_decoded(doc, kind, &changes, &expanded, first)
 }
 
 /// [`check_changes`] of changes the caller has already decoded, `expanded[i]` being
@@ -71,7 +72,7 @@ pub fn check_changes(
 pub fn check_decoded(
     doc: &Automerge,
     kind: Kind,
-    changes: &[Change],
+    changes: &[&Change],
     expanded: &[ExpandedChange],
     first: impl Fn(&Change) -> bool,
 ) -> Result<()> {

@@ -416,6 +416,32 @@ fn a_member_cannot_rewrite_what_others_wrote() {
                 tx.commit();
             }),
         ),
+        // What a document is, said again later: a receiver takes a stored document's
+        // kind from its index entry, trusting that no later change can rewrite it.
+        (
+            "become-a-thread",
+            forged_by_bo(&f, doc, |am| {
+                let mut tx = am.transaction();
+                tx.put(ROOT, "kind", "thread").unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "move-to-another-workspace",
+            forged_by_bo(&f, doc, |am| {
+                let mut tx = am.transaction();
+                tx.put(ROOT, "workspace", Id::random().hex()).unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "another-id",
+            forged_by_bo(&f, doc, |am| {
+                let mut tx = am.transaction();
+                tx.put(ROOT, "id", Id::random().hex()).unwrap();
+                tx.commit();
+            }),
+        ),
         (
             "key-in-anas-entry",
             forged_by_bo(&f, f.workspace, |am| {
