@@ -98,6 +98,19 @@ impl DocCache {
         let Some(last) = last_record(records, doc, loaded.next_seq)? else {
             return Ok(());
         };
+        self.put_hashed(workspace, doc, loaded, changes, last)
+    }
+
+    /// [`DocCache::put`] by the writer of the document's last record, which knows its hash
+    /// (of the record's bytes, as stored) without reading it back.
+    pub fn put_hashed(
+        &self,
+        workspace: Id,
+        doc: Id,
+        loaded: Loaded,
+        changes: u64,
+        last: [u8; 32],
+    ) -> Result<()> {
         let weight = changes + PER_DOCUMENT;
         if weight > BUDGET {
             return Ok(());

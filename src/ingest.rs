@@ -619,6 +619,9 @@ struct Target<'a> {
     limits: &'a Limits,
     /// This device's key: its envelopes also go to the outbox.
     own: [u8; 32],
+    /// The shared envelopes this transaction has seen kept, so the many parts of one
+    /// envelope look it up once.
+    kept: std::cell::RefCell<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl<'a> Target<'a> {
@@ -634,6 +637,7 @@ impl<'a> Target<'a> {
             workspace,
             limits,
             own: node.key().verifying_key().to_bytes(),
+            kept: Default::default(),
         }
     }
 }
@@ -782,6 +786,9 @@ fn keep_shared(
         // A held part's envelope was kept when the part was held.
         return Ok(());
     };
+    if !target.kept.borrow_mut().insert(*hash) {
+        return Ok(());
+    }
     let mut shared = target.txn.open_table(crate::store::ENVELOPES)?;
     if shared.get(hash)?.is_some() {
         return Ok(());
@@ -1112,7 +1119,7 @@ fn store(
             }
         }
     }
-    node::append_records(
+    let appended = node::append_records(
         txn,
         prepared.doc_id,
         prepared.next_seq,
@@ -1132,7 +1139,7 @@ fn store(
         next_seq: prepared.next_seq + records.len() as u64,
         checkpointed: prepared.checkpointed,
     };
-    node::stored(docs, txn, workspace, prepared.doc_id, stored)
+    node::stored(docs, txn, (workspace, prepared.doc_id), stored, appended)
 }
 
 thread_local! {

@@ -471,7 +471,7 @@ impl Node {
         }
         before.sort();
         let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
-        append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
+        let appended = append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
         reindex(
             txn,
             (workspace, &record),
@@ -484,7 +484,7 @@ impl Node {
             set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
         loaded.next_seq += records.len() as u64;
-        stored(&self.docs, txn, workspace, doc_id, loaded)?;
+        stored(&self.docs, txn, (workspace, doc_id), loaded, appended)?;
         Ok(output)
     }
 
@@ -769,19 +769,31 @@ fn keep(
 pub fn stored(
     cache: &DocCache,
     txn: &WriteTransaction,
-    workspace: Id,
-    doc_id: Id,
+    (workspace, doc_id): (Id, Id),
     mut loaded: Loaded,
+    appended: Appended,
 ) -> Result<()> {
-    let changes = next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    let changes = appended.changes;
     loaded.checkpointed = checkpoint_if_due(txn, doc_id, &loaded, changes)?;
-    cache.put(
-        workspace,
-        doc_id,
-        loaded,
-        changes,
-        &txn.open_table(RECORDS)?,
-    )
+    match appended.last {
+        Some(last) => cache.put_hashed(workspace, doc_id, loaded, changes, last),
+        None => cache.put(
+            workspace,
+            doc_id,
+            loaded,
+            changes,
+            &txn.open_table(RECORDS)?,
+        ),
+    }
+}
+
+/// What [`append_records`] wrote: how many history lines the document has now, and the
+/// hash of its last record, as the document cache keys it (`None` if it wrote none).
+pub struct Appended {
+    /// The document's changes, counted by its history lines.
+    pub changes: u64,
+    /// The hash of the last record written.
+    pub last: Option<[u8; 32]>,
 }
 
 /// One record of a document as [`Node::envelopes`] hands it over.
@@ -1041,17 +1053,25 @@ pub fn append_records(
     seq: u64,
     new_records: &[Record],
     entries: &[LogEntry],
-) -> Result<()> {
+) -> Result<Appended> {
     let mut records = txn.open_table(RECORDS)?;
+    let mut last = None;
     for (i, record) in new_records.iter().enumerate() {
-        records.insert((doc_id.0, seq + i as u64), store::encode(record).as_slice())?;
+        let encoded = store::encode(record);
+        records.insert((doc_id.0, seq + i as u64), encoded.as_slice())?;
+        if i + 1 == new_records.len() {
+            last = Some(<sha2::Sha256 as sha2::Digest>::digest(&encoded).into());
+        }
     }
     let mut history = txn.open_table(HISTORY)?;
     let next = next_seq(&history, doc_id.0)?;
     for (i, entry) in entries.iter().enumerate() {
         history.insert((doc_id.0, next + i as u64), store::encode(entry).as_slice())?;
     }
-    Ok(())
+    Ok(Appended {
+        changes: next + entries.len() as u64,
+        last,
+    })
 }
 
 /// The sequence number after the last one under `key` in a (key, sequence) table.
