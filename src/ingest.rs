@@ -913,6 +913,7 @@ fn held_part(doc: Id, part: HeldPart, budget: &mut u64) -> Result<Item> {
 struct Prepared {
     doc_id: Id,
     kind: crate::doc::Kind,
+    touched: node::Touched,
     doc: Automerge,
     next_seq: u64,
     checkpointed: u64,
@@ -1070,9 +1071,18 @@ fn prepare(
             );
         }
     }
+    let sequences = expanded
+        .iter()
+        .flat_map(|c| &c.operations)
+        .all(|op| matches!(op.key, automerge::legacy::Key::Seq(_)));
     Ok(Some(Prepared {
         doc_id,
         kind,
+        touched: if sequences {
+            node::Touched::Sequences
+        } else {
+            node::Touched::Anything
+        },
         doc,
         next_seq: loaded.next_seq,
         checkpointed: loaded.checkpointed,
@@ -1131,7 +1141,7 @@ fn store(
         (workspace, record),
         (prepared.doc_id, prepared.kind),
         &prepared.doc,
-        prepared.entries.len() as u64,
+        (prepared.entries.len() as u64, prepared.touched),
     )?;
     report.documents.push(prepared.doc_id.hex());
     let stored = node::Loaded {

@@ -477,7 +477,7 @@ impl Node {
             (workspace, &record),
             (doc_id, kind),
             &loaded.doc,
-            entries.len() as u64,
+            (entries.len() as u64, Touched::Anything),
         )?;
         // Your own edit does not make a document "changed since you last read it".
         if was_read || before.is_empty() {
@@ -1119,14 +1119,26 @@ fn set_read_marker(txn: &WriteTransaction, doc_id: Id, heads: &[ChangeHash]) -> 
     Ok(())
 }
 
-/// Rebuilds the derived data of one document: the workspace state for the workspace
-/// document, the index summary for the others.
+/// What the changes a document was reindexed after may have touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touched {
+    /// Anything.
+    Anything,
+    /// Only elements of texts and lists: every operation has a sequence key (typing into a
+    /// section, say). No field of a summary is read from a text or a list, and every other
+    /// object (the root, entries, comments, asks, deciders) is a map, so the stored summary
+    /// stands but for what the new changes themselves say: heads, time and author, count.
+    Sequences,
+}
+
+/// Rebuilds the derived data of one document after `added` changes that touched `touched`:
+/// the workspace state for the workspace document, the index summary for the others.
 pub fn reindex(
     txn: &WriteTransaction,
     (workspace, record): (Id, &WorkspaceRecord),
     (doc_id, kind): (Id, crate::doc::Kind),
     doc: &Automerge,
-    added: u64,
+    (added, touched): (u64, Touched),
 ) -> Result<()> {
     let view = View::now(doc);
     if doc_id == workspace {
@@ -1155,18 +1167,28 @@ pub fn reindex(
         })
         .unwrap_or_default();
     let mut docs = txn.open_table(DOCS)?;
-    let before = match docs.get(doc_id.0)? {
-        Some(bytes) => store::decode::<DocSummary>(bytes.value(), "index entry")?.changes,
-        None => 0,
+    let stored = match docs.get(doc_id.0)? {
+        Some(bytes) => Some(store::decode::<DocSummary>(bytes.value(), "index entry")?),
+        None => None,
     };
-    let summary = summarize(
-        view,
-        kind,
-        &workspace.0,
-        updated,
-        &last_author,
-        before + added,
-    );
+    let before = stored.as_ref().map_or(0, |s| s.changes);
+    let summary = match stored {
+        Some(mut summary) if touched == Touched::Sequences => {
+            summary.updated = updated;
+            summary.last_author = last_author;
+            summary.heads = crate::doc::heads_hex(&doc.get_heads());
+            summary.changes = before + added;
+            summary
+        }
+        _ => summarize(
+            view,
+            kind,
+            &workspace.0,
+            updated,
+            &last_author,
+            before + added,
+        ),
+    };
     docs.insert(doc_id.0, store::encode(&summary).as_slice())?;
     Ok(())
 }

@@ -1120,3 +1120,87 @@ fn a_home_restored_from_a_backup_pushes_its_own_shared_envelopes_again() {
         .collect();
     assert_eq!(outbox, vec![shared, earlier]);
 }
+
+#[test]
+fn a_received_text_edit_keeps_the_index_as_a_full_rebuild_would_make_it() {
+    use meridian::doc::View;
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Store workspaces in redb",
+        "--section",
+        "Summary=We need offline storage",
+        "--ask",
+        "Bo",
+        "--decider",
+        "Bo",
+    ]);
+    ana.ok(&["proposal", "open", &p, "--closes", "3d"]);
+    team.sync_until_quiet(&[ana, bo]);
+    bo.ok(&["proposal", "approve", &p, "-m", "LGTM"]);
+    bo.ok(&["reply", &p, "-m", "One question"]);
+    team.sync_until_quiet(&[bo, ana]);
+    // Bo rewrites the section: operations on its text alone.
+    let text = write_file(
+        &team.world,
+        "summary.txt",
+        "We need offline storage that survives crashes",
+    );
+    bo.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Summary",
+        "--file",
+        &text,
+    ]);
+    let doc = Id::parse(&p).unwrap();
+    {
+        let node = Node::open(bo.path()).unwrap();
+        let (workspace, _) = node.workspace(None).unwrap();
+        let am = node.load(workspace, doc).unwrap();
+        let last = am.get_changes(&[]).pop().unwrap();
+        let decoded = last.decode();
+        assert!(!decoded.operations.is_empty());
+        assert!(
+            decoded
+                .operations
+                .iter()
+                .all(|op| matches!(op.key, automerge::legacy::Key::Seq(_))),
+            "the edit touches the text only"
+        );
+    }
+    let reports = sync(bo);
+    assert!(total(&reports, "applied") == 0, "{reports}");
+    let reports = sync(ana);
+    assert_eq!(total(&reports, "applied"), 1, "{reports}");
+    let node = Node::open(ana.path()).unwrap();
+    let (workspace, _) = node.workspace(None).unwrap();
+    let stored = node
+        .summaries(workspace)
+        .unwrap()
+        .into_iter()
+        .find(|(id, _)| *id == doc)
+        .unwrap()
+        .1;
+    let am = node.load(workspace, doc).unwrap();
+    let rebuilt = meridian::index::summarize(
+        View::now(&am),
+        stored.kind,
+        &workspace.0,
+        stored.updated,
+        &stored.last_author,
+        stored.changes,
+    );
+    assert_eq!(stored, rebuilt);
+    assert_eq!(stored.heads, meridian::doc::heads_hex(&am.get_heads()));
+    assert_eq!(stored.changes, am.get_changes(&[]).len() as u64);
+    let bo_key = {
+        let bo_node = Node::open(bo.path()).unwrap();
+        hex::encode(bo_node.key().verifying_key().to_bytes())
+    };
+    assert_eq!(stored.last_author, bo_key, "the edit is the latest change");
+}
