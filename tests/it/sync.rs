@@ -1049,13 +1049,20 @@ fn waiting_part(ana: &Home, t1: &str, t2: &str) -> (Vec<u8>, Vec<u8>) {
     (envelope.encode(), earlier)
 }
 
-#[test]
-fn a_part_that_waits_is_held_until_its_dependency_arrives() {
+/// Ana and Bo, with two threads of Ana's that both have.
+fn two_threads() -> (Team, String, String) {
     let team = Team::new(&ZONES[..2]);
     let (ana, bo) = (&team.homes[0], &team.homes[1]);
     let t1 = ana.create(&["thread", "new", "First", "-m", "one"]);
     let t2 = ana.create(&["thread", "new", "Second", "-m", "two"]);
     team.sync_until_quiet(&[ana, bo]);
+    (team, t1, t2)
+}
+
+#[test]
+fn a_part_that_waits_is_held_until_its_dependency_arrives() {
+    let (team, t1, t2) = two_threads();
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
     let (shared, earlier) = waiting_part(ana, &t1, &t2);
     let node = Node::open(bo.path()).unwrap();
     let (workspace, _) = node.workspace(None).unwrap();
@@ -1082,11 +1089,8 @@ fn a_part_that_waits_is_held_until_its_dependency_arrives() {
 
 #[test]
 fn a_home_restored_from_a_backup_pushes_its_own_shared_envelopes_again() {
-    let team = Team::new(&ZONES[..2]);
-    let (ana, bo) = (&team.homes[0], &team.homes[1]);
-    let t1 = ana.create(&["thread", "new", "First", "-m", "one"]);
-    let t2 = ana.create(&["thread", "new", "Second", "-m", "two"]);
-    team.sync_until_quiet(&[ana, bo]);
+    let (team, t1, t2) = two_threads();
+    let ana = &team.homes[0];
     // A copy of Ana's home as it stands, restored later; meanwhile she writes on.
     let backup = team.world.tmp.path().join("ana-backup");
     let copied = std::process::Command::new("cp")
