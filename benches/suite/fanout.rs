@@ -1,12 +1,12 @@
-//! Scenario 2: relay fan-out. The relay runs in a process of its own (this binary, started
-//! with `--serve-relay DIR`), so its CPU time and memory are its alone; this process plays
+//! Scenario 2: relay fan-out. The relay is the `meridian-relay` binary in a process of its
+//! own, so its CPU time and memory are its alone; this process plays
 //! every member over loopback with lightweight websocket clients (the handshake and
 //! `Subscribe` of the protocol, then counting `Entries`), and one pusher that pushes one
 //! envelope at a time: first [`PACED`] pushes at the issue's rate of 100,000 deliveries per
 //! second (the latency target is at that load), then as fast as the relay stores them, each
 //! after the previous one was stored (the throughput and CPU per delivery at full load).
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,34 +31,6 @@ use crate::workload::{self, scratch, sync_round};
 
 const FANOUT: &str = "2. Relay fan-out";
 
-/// Serves a relay on loopback for the fan-out scenario, in this process, until stdin
-/// closes: prints `listening ADDR` once it is ready.
-pub fn serve_relay(dir: &str) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("listening {}", listener.local_addr()?);
-        std::io::stdout().flush()?;
-        let config = meridian_relay::server::Config {
-            // Every member of the largest run, the pusher and the creator's node.
-            max_per_workspace: 20_000,
-            max_connections: 30_000,
-            ..Default::default()
-        };
-        let stdin_closed = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut line = String::new();
-                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
-            })
-            .await;
-        };
-        meridian_relay::server::serve(listener, std::path::Path::new(dir), config, stdin_closed)
-            .await
-    })
-}
-
 /// The relay process.
 struct RelayProcess {
     child: Child,
@@ -66,24 +38,39 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
+    /// Starts `meridian-relay serve` on a free loopback port, with its data in `dir` and
+    /// room for every member of the largest run, the pusher and the creator's node.
     fn start(dir: &std::path::Path) -> Result<RelayProcess> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("--serve-relay")
-            .arg(dir)
-            .stdin(Stdio::piped())
+        let binary = relay_binary()?;
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            "max_per_workspace = 20000\nmax_connections = 30000\n",
+        )?;
+        let mut child = Command::new(&binary)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .spawn()?;
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
         let stdout = child.stdout.take().context("the relay's stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
+        let url = line
             .trim()
-            .strip_prefix("listening ")
-            .with_context(|| format!("the relay process said {line:?}"))?;
-        Ok(RelayProcess {
-            url: format!("ws://{addr}"),
-            child,
-        })
+            .strip_prefix("listening on ")
+            .map(|url| url.trim_end_matches(meridian_relay::protocol::PATH))
+            .with_context(|| format!("the relay process said {line:?}"))?
+            .to_string();
+        Ok(RelayProcess { url, child })
     }
 
     /// Resident memory, bytes.
@@ -116,8 +103,11 @@ impl RelayProcess {
 
 impl Drop for RelayProcess {
     fn drop(&mut self) {
-        // Closing stdin is the shutdown signal.
-        drop(self.child.stdin.take());
+        // SIGTERM, as a service manager stops it; SIGKILL if it does not stop in time.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -128,6 +118,29 @@ impl Drop for RelayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The release `meridian-relay` binary beside this one (`target/release/`), or the one
+/// `MERIDIAN_RELAY_BIN` names. `./scripts/bench.sh` builds it first.
+fn relay_binary() -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("MERIDIAN_RELAY_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    // target/release/deps/suite-HASH → target/release/meridian-relay
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|release| release.join("meridian-relay"))
+        .context("cannot tell the target directory from this binary's path")?;
+    ensure!(
+        binary.exists(),
+        "the fan-out scenario runs the relay binary, and {} does not exist: build it with \
+         `cargo build --release -p meridian-relay` (./scripts/bench.sh does), or set \
+         MERIDIAN_RELAY_BIN",
+        binary.display()
+    );
+    Ok(binary)
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -5,7 +5,8 @@
 //! `./scripts/bench.sh` runs it and writes the tables into `BENCHMARKS.md`. Directly:
 //! `cargo bench --bench suite -- [--quick] [--only 3,5,6] [--runs N] [--configs 2] [--out FILE]`
 //! (`--configs` picks convergence configurations, run once each). The
-//! fan-out scenario starts this same binary with `--serve-relay DIR` as its relay process.
+//! fan-out scenario runs the release `meridian-relay` binary as its relay process: build it
+//! first with `cargo build --release -p meridian-relay` (the script does).
 //! `--quick` uses small sizes for development; the numbers in `BENCHMARKS.md` come from a
 //! full run on a quiet machine.
 
@@ -14,6 +15,12 @@ mod local;
 mod report;
 mod sync;
 mod workload;
+
+/// The allocator of the `meridian` binary (see `src/main.rs`), so the nodes this process
+/// plays allocate as real ones do. The fan-out scenario's relay is the `meridian-relay`
+/// binary itself, on the system allocator as deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::Instant;
 
@@ -122,11 +129,6 @@ pub fn time_it<T>(f: impl FnOnce() -> Result<T>) -> Result<f64> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, dir] = args.as_slice()
-        && flag == "--serve-relay"
-    {
-        return fanout::serve_relay(dir);
-    }
     let value = |name: &str| -> Option<String> {
         args.iter()
             .position(|a| a == name)
