@@ -7,7 +7,9 @@ use clap::Parser;
 /// small, short-lived objects (automerge's ops, redb's pages, the parts of envelopes), and
 /// with glibc's malloc a node spent a quarter of its time in the allocator and an eighth in
 /// the kernel zeroing pages malloc had given back. The convergence benchmark's 50 nodes took
-/// 25 s with it and 19.5 s with mimalloc (BENCHMARKS.md).
+/// 25 s with it and 19.5 s with mimalloc (BENCHMARKS.md). Built without transparent huge
+/// pages (`no_thp`): with them the kernel zeroed a 2 MiB page each time mimalloc reused
+/// memory it had purged, half a node's CPU on one large document (0.95 s against 0.78 s).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
