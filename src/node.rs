@@ -446,26 +446,52 @@ impl Node {
             keep(&self.docs, txn, workspace, doc_id, loaded)?;
             return Ok(output);
         }
-        // Our own edits obey the same rules every peer will check them against.
         let kind = View::now(&loaded.doc)
             .kind()
             .context("the document has no kind: this is a bug in meridian")?;
-        crate::rules::check_changes(&loaded.doc, kind, &changes, |change| {
-            doc_id != workspace && change.deps().is_empty()
-        })
-        .context(
-            "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
-        )?;
         let key: seal::WorkspaceKey = record
             .key
             .as_slice()
             .try_into()
             .context("the workspace key is damaged")?;
-        let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
+        let groups = sealing_groups(&mut changes);
+        // Our own edits obey the same rules every peer will check them against. A batch is
+        // checked on a second core while its changes are compressed and sealed; nothing is
+        // written until both are done.
+        let check = || {
+            crate::rules::check_changes(&loaded.doc, kind, &changes, |change| {
+                doc_id != workspace && change.deps().is_empty()
+            })
+            .context(
+                "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
+            )
+        };
+        let seal_all = || {
+            let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
+            let envelopes: Vec<Vec<u8>> = groups
+                .iter()
+                .map(|group| {
+                    let plaintext = seal::changes_plaintext(group);
+                    seal::seal(&self.key, &key, workspace, doc_id, &plaintext).encode()
+                })
+                .collect();
+            (entries, envelopes)
+        };
+        let (checked, (entries, envelopes)) = if changes.len() >= PARALLEL_CHECK {
+            std::thread::scope(|scope| {
+                let checking = scope.spawn(check);
+                let sealed = seal_all();
+                let checked = checking
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (checked, sealed)
+            })
+        } else {
+            (check(), seal_all())
+        };
+        checked?;
         let mut records = Vec::new();
-        for group in sealing_groups(&mut changes) {
-            let plaintext = seal::changes_plaintext(&group);
-            let envelope = seal::seal(&self.key, &key, workspace, doc_id, &plaintext).encode();
+        for envelope in envelopes {
             append_outbox(txn, workspace, &envelope)?;
             records.push(Record::Sealed(envelope));
         }
@@ -704,6 +730,10 @@ fn sealing_groups(changes: &mut [Change]) -> Vec<Vec<u8>> {
     }
     groups
 }
+
+/// From how many changes one edit checks its rules on a thread of its own, beside sealing:
+/// below it, starting the thread costs more than the overlap saves.
+const PARALLEL_CHECK: usize = 256;
 
 /// Several edits in one transaction; see [`Node::batch`].
 pub struct Batch<'a> {
@@ -1423,6 +1453,62 @@ pub(crate) mod tests {
         assert_eq!(
             seal::changes_plaintext(&groups[0])[0],
             seal::DEFLATED_CHANGES
+        );
+    }
+
+    #[test]
+    fn an_edit_that_breaks_a_rule_stores_nothing_alone_or_in_a_batch_checked_beside_sealing() {
+        use automerge::transaction::Transactable;
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
+        let doc = new_thread(&node, workspace, "Original").unwrap();
+        let history = node.history(doc).unwrap().len();
+        let outbox = crate::sync::outbox(&node, workspace, 0, usize::MAX)
+            .unwrap()
+            .len();
+        // 0 retitles: one bad change alone; PARALLEL_CHECK: the bad one last in a batch
+        // checked on its own thread.
+        for retitles in [0, PARALLEL_CHECK] {
+            let error = node
+                .edit(workspace, doc, |d| {
+                    for i in 0..retitles {
+                        let mut tx = d.transaction();
+                        tx.put(automerge::ROOT, "title", format!("Title {i}"))?;
+                        commit(tx, "retitle");
+                    }
+                    // A document's kind never changes after its creation.
+                    let mut tx = d.transaction();
+                    tx.put(automerge::ROOT, "kind", "proposal")?;
+                    commit(tx, "rekind");
+                    Ok(())
+                })
+                .unwrap_err();
+            assert!(
+                format!("{error:#}").contains("breaks a document rule"),
+                "{error:#}"
+            );
+            assert_eq!(node.history(doc).unwrap().len(), history);
+            let queued = crate::sync::outbox(&node, workspace, 0, usize::MAX).unwrap();
+            assert_eq!(queued.len(), outbox, "nothing was queued to push");
+            let stored = node.load(workspace, doc).unwrap();
+            assert_eq!(title(&stored).as_deref(), Some("Original"));
+        }
+        // The same batch without the bad change is stored whole.
+        node.edit(workspace, doc, |d| {
+            for i in 0..PARALLEL_CHECK {
+                let mut tx = d.transaction();
+                tx.put(automerge::ROOT, "title", format!("Title {i}"))?;
+                commit(tx, "retitle");
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(node.history(doc).unwrap().len(), history + PARALLEL_CHECK);
+        let last = format!("Title {}", PARALLEL_CHECK - 1);
+        assert_eq!(
+            title(&node.load(workspace, doc).unwrap()).as_deref(),
+            Some(last.as_str())
         );
     }
 
