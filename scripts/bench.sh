@@ -5,10 +5,15 @@
 #   ./scripts/bench.sh              every scenario at the issue's sizes
 #   ./scripts/bench.sh --quick      small sizes, for development (a minute or two)
 #   ./scripts/bench.sh --only 5,6   some scenarios only
+#   ./scripts/bench.sh --quick --out /tmp/quick.md   tables elsewhere, BENCHMARKS.md untouched
 #
 # Take the numbers you publish on a quiet machine: the table notes the load average.
 set -eu
 cd "$(dirname "$0")/.."
 # The fan-out scenario runs the relay binary as deployed.
 cargo build --release --quiet -p meridian-relay --bin meridian-relay
-exec cargo bench --bench suite -- --out BENCHMARKS.md "$@"
+# BENCHMARKS.md unless the arguments name another file with --out.
+case " $* " in
+*" --out "*) exec cargo bench --bench suite -- "$@" ;;
+*) exec cargo bench --bench suite -- --out BENCHMARKS.md "$@" ;;
+esac
