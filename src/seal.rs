@@ -57,9 +57,10 @@ pub fn shared_plaintext(parts: &[&[u8]]) -> Vec<u8> {
 fn deflate_tagged(tag: u8, changes: &[u8]) -> Vec<u8> {
     thread_local! {
         // Setting up a compressor's tables costs about 100 µs, more than compressing an
-        // edit: each thread keeps one.
+        // edit: each thread keeps one. Level 3, not the default 6: on 10,000 typed edits'
+        // changes (1 MB) it is as small (0.447 of the input at both) in 8.0 ms, not 12.2.
         static COMPRESSOR: std::cell::RefCell<flate2::Compress> =
-            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+            std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::new(3), false));
     }
     COMPRESSOR.with_borrow_mut(|compressor| {
         compressor.reset();
