@@ -1467,16 +1467,21 @@ pub(crate) mod tests {
         let outbox = crate::sync::outbox(&node, workspace, 0, usize::MAX)
             .unwrap()
             .len();
+        // `count` changes, each a new title.
+        let retitles = |d: &mut Automerge, count: usize| -> Result<()> {
+            for i in 0..count {
+                let mut tx = d.transaction();
+                tx.put(automerge::ROOT, "title", format!("Title {i}"))?;
+                commit(tx, "retitle");
+            }
+            Ok(())
+        };
         // 0 retitles: one bad change alone; PARALLEL_CHECK: the bad one last in a batch
         // checked on its own thread.
-        for retitles in [0, PARALLEL_CHECK] {
+        for count in [0, PARALLEL_CHECK] {
             let error = node
                 .edit(workspace, doc, |d| {
-                    for i in 0..retitles {
-                        let mut tx = d.transaction();
-                        tx.put(automerge::ROOT, "title", format!("Title {i}"))?;
-                        commit(tx, "retitle");
-                    }
+                    retitles(d, count)?;
                     // A document's kind never changes after its creation.
                     let mut tx = d.transaction();
                     tx.put(automerge::ROOT, "kind", "proposal")?;
@@ -1495,15 +1500,8 @@ pub(crate) mod tests {
             assert_eq!(title(&stored).as_deref(), Some("Original"));
         }
         // The same batch without the bad change is stored whole.
-        node.edit(workspace, doc, |d| {
-            for i in 0..PARALLEL_CHECK {
-                let mut tx = d.transaction();
-                tx.put(automerge::ROOT, "title", format!("Title {i}"))?;
-                commit(tx, "retitle");
-            }
-            Ok(())
-        })
-        .unwrap();
+        node.edit(workspace, doc, |d| retitles(d, PARALLEL_CHECK))
+            .unwrap();
         assert_eq!(node.history(doc).unwrap().len(), history + PARALLEL_CHECK);
         let last = format!("Title {}", PARALLEL_CHECK - 1);
         assert_eq!(
