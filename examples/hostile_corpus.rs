@@ -630,7 +630,7 @@ impl Hostile {
             "wrong-kind",
             "rejected:whole document",
             "whole document",
-            "a whole saved document sealed by a member who is not the creator (only the creator's snapshots are taken)",
+            "a whole saved document of another member's changes, sealed by a member who is not the creator (only the creator vouches for others' changes)",
             world.seal(&world.cy, world.proposal, &whole),
         );
         let mut two = whole.clone();

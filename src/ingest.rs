@@ -242,6 +242,12 @@ fn inflate_run(stream: &[u8], limit: u64) -> Result<Vec<u8>> {
     })
 }
 
+/// Whether automerge bytes open with a whole document (a document chunk) rather than
+/// changes.
+pub fn is_whole_document(bytes: &[u8]) -> bool {
+    bytes.starts_with(&AUTOMERGE_MAGIC) && bytes.get(8) == Some(&0)
+}
+
 /// Splits automerge bytes into chunks, checking each header and bounding what compressed
 /// parts inflate to. Change chunks are always accepted; document chunks only if `allow_doc`.
 pub fn chunks<'a>(mut bytes: &'a [u8], budget: &mut u64, allow_doc: bool) -> Result<Vec<&'a [u8]>> {
@@ -350,7 +356,7 @@ fn open_envelope(
     let plaintext = plaintext_changes(&plaintext, budget)?;
     let doc = Id(envelope.doc_id());
     let parts = chunks(&plaintext, budget, true)?;
-    let (changes, snapshot) = if parts.first().is_some_and(|c| c[8] == 0) {
+    let (changes, snapshot) = if parts.first().is_some_and(|c| is_whole_document(c)) {
         let (whole, changes) = snapshot_changes(&plaintext, parts.len(), &signer, record, doc)?;
         (changes, Some(Box::new(whole)))
     } else {
@@ -434,10 +440,11 @@ pub fn plaintext_parts(plaintext: &[u8], count: usize, budget: &mut u64) -> Resu
     Ok(parts)
 }
 
-/// The changes of a snapshot envelope: one whole automerge document, sealed by the
-/// workspace creator ([`crate::snapshot`]), who vouches for every change in it. Each change
-/// must still be a Meridian device's; the rules and membership checks that follow apply to
-/// them as to any.
+/// The changes of an envelope that holds one whole automerge document: a snapshot sealed by
+/// the workspace creator ([`crate::snapshot`]), who vouches for every change in it, or a
+/// member's document of their own, every change in it theirs (a large edit sealed whole,
+/// `node::own_document`). Each change must still be a Meridian device's; the rules and
+/// membership checks that follow apply to them as to any.
 fn snapshot_changes(
     plaintext: &[u8],
     chunks: usize,
@@ -445,13 +452,6 @@ fn snapshot_changes(
     record: &WorkspaceRecord,
     doc: Id,
 ) -> Result<(Automerge, Vec<Change>)> {
-    if signer.as_slice() != record.creator.as_slice() {
-        bail!(
-            "a whole document (a snapshot) of document {} is signed by {}, not by the workspace's creator: only the creator's snapshots are taken",
-            doc.short(),
-            crate::id::prefix(&hex::encode(signer), 12)
-        );
-    }
     if chunks != 1 {
         bail!(
             "a snapshot of document {} holds more than one document",
@@ -461,13 +461,22 @@ fn snapshot_changes(
     let loaded = guard(|| Automerge::load(plaintext))
         .with_context(|| format!("the snapshot of document {} does not load", doc.short()))?;
     let changes = loaded.get_changes(&[]);
+    let creator = signer.as_slice() == record.creator.as_slice();
     for change in &changes {
-        if identity::actor_key(change.actor_id()).is_none() {
-            bail!(
+        match identity::actor_key(change.actor_id()) {
+            None => bail!(
                 "the snapshot of document {} holds change {} whose actor id is not a Meridian device's",
                 doc.short(),
                 short_hash(change)
-            );
+            ),
+            Some(key) if !creator && &key != signer => bail!(
+                "a whole document (a snapshot) of document {} is signed by {}, who is neither the workspace's creator nor the writer of its change {} (device {}): only the creator vouches for others' changes",
+                doc.short(),
+                crate::id::prefix(&hex::encode(signer), 12),
+                short_hash(change),
+                crate::id::prefix(&hex::encode(key), 12)
+            ),
+            Some(_) => {}
         }
     }
     Ok((loaded, changes))
@@ -1134,7 +1143,11 @@ fn store(
         prepared.doc_id,
         prepared.next_seq,
         &records,
-        &prepared.entries,
+        &prepared
+            .entries
+            .iter()
+            .map(crate::store::encode)
+            .collect::<Vec<_>>(),
     )?;
     node::reindex(
         txn,

@@ -132,8 +132,9 @@ pub fn outgoing(
 /// an envelope of that one document.
 ///
 /// Every change of a run was written by this device (the outbox holds only its own), so
-/// receivers accept the run as one envelope. An entry alone, or one that does not open with
-/// `key` as this device's envelope of this workspace, travels as it is. A run is pushed,
+/// receivers accept the run as one envelope. An entry alone, one that holds a whole
+/// document, or one that does not open with `key` as this device's envelope of this
+/// workspace, travels as it is. A run is pushed,
 /// acknowledged and retried whole; a retried run is sealed afresh (another nonce, so
 /// another envelope for the relay), and receivers skip the changes they already have.
 /// The node's own stored records keep the entries as they were.
@@ -169,6 +170,11 @@ pub fn coalesce(
         let plaintext = seal::open(key, &envelope).ok()?;
         let mut budget = Limits::default().max_inflated;
         let changes = ingest::plaintext_changes(&plaintext, &mut budget).ok()?;
+        // A whole document (a large edit sealed as one save) is already as small as it
+        // gets, and receivers take a whole document only alone in its envelope.
+        if ingest::is_whole_document(&changes) {
+            return None;
+        }
         Some((Id(envelope.doc_id()), changes.into_owned()))
     };
     let finish = |run: Run, out: &mut Vec<Outgoing>| {
@@ -465,6 +471,38 @@ mod tests {
         // Without the key nothing is coalesced.
         let alone = coalesce(&device, None, WORKSPACE, entries, false);
         assert_eq!(alone.len(), 9);
+    }
+
+    #[test]
+    fn a_whole_document_travels_alone_between_runs_of_changes() {
+        let device = SigningKey::from_bytes(&[1; 32]);
+        let whole = {
+            use automerge::transaction::Transactable;
+            let mut doc = automerge::AutoCommit::new();
+            doc.put(automerge::ROOT, "a", 1).unwrap();
+            doc.save()
+        };
+        assert!(ingest::is_whole_document(&whole));
+        let entries: Vec<(u64, Vec<u8>)> = [
+            sealed(&device, 7, &change(false)),
+            sealed(&device, 7, &whole),
+            sealed(&device, 7, &change(false)),
+            sealed(&device, 7, &change(false)),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (20 + i as u64, e))
+        .collect();
+        for shared in [false, true] {
+            let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), shared);
+            let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
+            assert_eq!(
+                spans,
+                vec![(20, 20), (21, 21), (22, 23)],
+                "shared: {shared}"
+            );
+            assert_eq!(runs[1].envelope, entries[1].1);
+        }
     }
 
     /// The parts of a shared envelope, by document.
