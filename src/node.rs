@@ -2,9 +2,11 @@
 //! takes (CLI → model → document → store → outbox).
 //!
 //! An edit loads the document from its stored records inside a write transaction, lets the
-//! caller change it, seals each new change into an envelope, appends the envelopes, the
+//! caller change it, seals its new changes into envelopes, appends the envelopes, the
 //! history lines, the index summary and the outbox entries, and commits durably before the
-//! command reports success. No edit ever saves a whole document.
+//! command reports success. A large edit of a document only this device has written is
+//! sealed as the document's save, which holds the same changes in a fortieth of the bytes
+//! (`own_document`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -764,10 +766,11 @@ fn sealing_groups(changes: &mut [Change]) -> Vec<Vec<u8>> {
 /// below it, starting the thread costs more than the overlap saves.
 const PARALLEL_CHECK: usize = 256;
 
-/// The save of a document to seal whole for an edit of `new` changes, when that carries the
-/// same as its changes would: every change in it is this device's (the document has one
-/// actor, and the edit was made with it), the edit is at least half of it (receivers have
-/// the rest already), and the save fits in an envelope. Receivers accept a whole document
+/// The save of a document to seal whole for an edit of `new` changes, when that carries
+/// what its changes would and at most as much again: every change in it is this device's
+/// (the document has one actor, and the edit was made with it), the edit is at least half of
+/// it (receivers have the rest already and skip it), the save fits in an envelope, and its
+/// operations and changes are within one merge's limits. Receivers accept a whole document
 /// from a member only when every change in it is the signer's (`ingest`), so this never
 /// vouches for anyone else. The workspace document, whose genesis change no device wrote,
 /// is never sealed whole.
@@ -777,7 +780,14 @@ fn own_document(
     new: usize,
     doc: &Automerge,
 ) -> Option<Vec<u8>> {
-    let eligible = !is_workspace && stats.num_actors == 1 && new as u64 * 2 >= stats.num_changes;
+    // Receivers take a whole document in one piece, never split across merges: all of it
+    // must be within what one merge may bring.
+    let limits = crate::ingest::Limits::default();
+    let eligible = !is_workspace
+        && stats.num_actors == 1
+        && new as u64 * 2 >= stats.num_changes
+        && stats.num_ops <= limits.max_ops as u64
+        && stats.num_changes <= limits.max_changes as u64;
     let save = eligible.then(|| doc.save())?;
     (save.len() <= MAX_SEALED_BYTES).then_some(save)
 }
@@ -1071,10 +1081,19 @@ fn load_from(
                 // Checked when stored; a compressed run inflates within its own bound.
                 let plaintext = seal::open(&key, &envelope)?;
                 let mut unbounded = u64::MAX;
-                bytes.extend_from_slice(&crate::ingest::plaintext_changes(
-                    &plaintext,
-                    &mut unbounded,
-                )?);
+                let changes = crate::ingest::plaintext_changes(&plaintext, &mut unbounded)?;
+                if crate::ingest::is_whole_document(&changes) && envelope.author != record.creator {
+                    // Loaded first, a document chunk would be taken as it is stored; only the
+                    // creator's is (`ingest::open_envelope`), anyone else's gives its changes.
+                    let whole = Automerge::load(&changes).with_context(|| {
+                        format!("a stored whole document {} does not load", doc_id.short())
+                    })?;
+                    for change in whole.get_changes(&[]) {
+                        bytes.extend_from_slice(change.raw_bytes());
+                    }
+                } else {
+                    bytes.extend_from_slice(&changes);
+                }
             }
             // A part of a shared envelope keeps its changes as verified: nothing to open.
             Record::Part { changes, .. } => bytes.extend_from_slice(&changes),
@@ -1668,9 +1687,16 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(lines(&bo), expected);
 
-        // Ana takes it from Bo's signature, as she would the changes one by one.
-        let bundle = crate::bundle::export(&bo, workspace, &[doc]).unwrap();
-        let (_, report) = crate::bundle::merge(&ana, &bundle, &limits).unwrap();
+        // Ana, who has none of the document, takes it from Bo's signature alone, as she
+        // would his changes: rebuilt from them, not as the chunk lays it out.
+        let mut budget = limits.max_inflated;
+        let items =
+            crate::ingest::open_sealed(&outbox[queued].1, workspace, &record, &mut budget).unwrap();
+        assert!(
+            items[0].snapshot.is_none(),
+            "only the creator's is taken whole"
+        );
+        let report = crate::ingest::apply(&ana, workspace, items, &limits).unwrap();
         assert_eq!(report.applied, PARALLEL_CHECK + 1);
         let received = ana.load(workspace, doc).unwrap();
         assert_eq!(received.get_heads(), written.get_heads());
@@ -1679,17 +1705,20 @@ pub(crate) mod tests {
             title(&received).as_deref(),
             Some(format!("Notes, take {}", PARALLEL_CHECK - 1).as_str())
         );
-        // And Bo's own store loads it again from its records alone: the first change, then
-        // the whole document.
+        // Both load it again from their records alone: Ana from the whole document as her
+        // first record, Bo from his first change and then the whole document.
         drop(bo);
         let bo = Node::open(&tmp.path().join("bo")).unwrap();
-        let txn = bo.db().begin_write().unwrap();
-        txn.open_table(CHECKPOINTS).unwrap().remove(doc.0).unwrap();
-        txn.commit().unwrap();
-        assert_eq!(
-            bo.load(workspace, doc).unwrap().get_heads(),
-            written.get_heads()
-        );
+        for node in [&ana, &bo] {
+            let txn = node.db().begin_write().unwrap();
+            txn.open_table(CHECKPOINTS).unwrap().remove(doc.0).unwrap();
+            txn.commit().unwrap();
+            let again = Node::open(node.home()).unwrap();
+            assert_eq!(
+                again.load(workspace, doc).unwrap().get_heads(),
+                written.get_heads()
+            );
+        }
     }
 
     pub(crate) fn retitle(node: &Node, workspace: Id, doc: Id, title: &str) -> Result<()> {

@@ -6,7 +6,9 @@
 //!
 //! Only the creator makes snapshots, and nodes accept only the creator's: a snapshot carries
 //! other members' changes under one signature, so whoever signs it vouches for all of them,
-//! and the creator is already the root of membership every node trusts. `ARCHITECTURE.md`
+//! and the creator is already the root of membership every node trusts. (A member's whole
+//! document of only their own changes is taken on the terms of change chunks, rebuilt from
+//! its changes; it is no snapshot.) `ARCHITECTURE.md`
 //! ("Snapshots") has the reasoning and what it costs.
 
 use anyhow::{Context, Result};
