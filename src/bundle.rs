@@ -214,18 +214,48 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         .try_into()
         .context("the workspace key is damaged")?;
     let signer = node.key().verifying_key().to_bytes();
-    let items = new
-        .into_iter()
-        .map(|change| Item {
+    // Sealed as an edit's changes are: together, in envelopes of at most
+    // `MAX_SEALED_BYTES` of change bytes each, one signature for each envelope.
+    let mut items = Vec::new();
+    let mut seal_group = |mut changes: Vec<automerge::Change>| {
+        let plaintext = match changes.as_mut_slice() {
+            // Larger than a piece: alone, in automerge's own compressed form.
+            [one] if one.raw_bytes().len() > crate::node::MAX_SEALED_BYTES => {
+                one.bytes().into_owned()
+            }
+            _ => {
+                let raw: Vec<u8> = changes
+                    .iter()
+                    .flat_map(|c| c.raw_bytes())
+                    .copied()
+                    .collect();
+                crate::seal::changes_plaintext(&raw)
+            }
+        };
+        items.push(Item {
             doc: doc_id,
             carrier: ingest::Carrier::Whole(
-                crate::seal::seal(node.key(), &key, workspace, doc_id, change.raw_bytes()).encode(),
+                crate::seal::seal(node.key(), &key, workspace, doc_id, &plaintext).encode(),
             ),
             signer,
-            changes: vec![change],
+            changes,
             snapshot: None,
-        })
-        .collect();
+        });
+    };
+    let mut group = Vec::new();
+    let mut bytes = 0;
+    for change in new {
+        let len = change.raw_bytes().len();
+        if !group.is_empty() && bytes + len > crate::node::MAX_SEALED_BYTES {
+            seal_group(std::mem::take(&mut group));
+            bytes = 0;
+        }
+        bytes += len;
+        group.push(change);
+    }
+    if !group.is_empty() {
+        seal_group(group);
+    }
     Ok((workspace, items))
 }
 
@@ -240,4 +270,61 @@ fn known_workspace(node: &Node, workspace: Id) -> Result<WorkspaceRecord> {
                 workspace.short()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::commit;
+    use crate::node::tests::new_home;
+    use automerge::transaction::Transactable;
+
+    #[test]
+    fn a_saved_document_of_ones_own_changes_is_sealed_in_envelopes_of_many() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
+        // A thread this device wrote elsewhere and saved: created, then retitled 300 times.
+        let id = Id::random();
+        let mut doc = Automerge::new();
+        doc.set_actor(node.actor());
+        let mut tx = doc.transaction();
+        crate::thread::create(
+            &mut tx,
+            &crate::thread::NewThread {
+                id,
+                workspace,
+                title: "Elsewhere".into(),
+                body: "body".into(),
+                asks: vec![],
+                urgency: "normal".into(),
+                author: node.member_id(),
+                at: crate::node::now_ms(),
+            },
+        )
+        .unwrap();
+        commit(tx, "new thread");
+        for i in 0..300 {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "title", format!("Take {i}")).unwrap();
+            commit(tx, "retitle");
+        }
+        let limits = Limits::default();
+        let opened = open(&node, &doc.save(), &limits).unwrap();
+        assert_eq!(opened.source, Source::SavedDocument);
+        assert_eq!(opened.items.len(), 1, "one envelope for all 301 changes");
+        assert_eq!(opened.items[0].changes.len(), 301);
+        let outbox = crate::sync::outbox(&node, workspace, 0, usize::MAX)
+            .unwrap()
+            .len();
+        let report = ingest::apply(&node, workspace, opened.items, &limits).unwrap();
+        assert_eq!(report.applied, 301);
+        assert_eq!(node.history(id).unwrap().len(), 301);
+        assert_eq!(
+            node.load(workspace, id).unwrap().get_heads(),
+            doc.get_heads()
+        );
+        let queued = crate::sync::outbox(&node, workspace, 0, usize::MAX).unwrap();
+        assert_eq!(queued.len(), outbox + 1);
+    }
 }
