@@ -183,7 +183,7 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
             .as_ref()
             .is_some_and(|l| l.get_change_meta_by_hash(&change.hash()).is_some())
     };
-    let new: Vec<automerge::Change> = doc
+    let mut new: Vec<automerge::Change> = doc
         .get_changes(&[])
         .into_iter()
         .filter(|c| !is_known(c) && !workspace::is_genesis_actor(workspace, c.actor_id()))
@@ -216,46 +216,23 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
     let signer = node.key().verifying_key().to_bytes();
     // Sealed as an edit's changes are: together, in envelopes of at most
     // `MAX_SEALED_BYTES` of change bytes each, one signature for each envelope.
-    let mut items = Vec::new();
-    let mut seal_group = |mut changes: Vec<automerge::Change>| {
-        let plaintext = match changes.as_mut_slice() {
-            // Larger than a piece: alone, in automerge's own compressed form.
-            [one] if one.raw_bytes().len() > crate::node::MAX_SEALED_BYTES => {
-                one.bytes().into_owned()
+    let groups = crate::node::sealing_groups(&mut new);
+    let mut new = new.into_iter();
+    let items = groups
+        .into_iter()
+        .map(|(count, group)| {
+            let plaintext = crate::seal::changes_plaintext(&group);
+            Item {
+                doc: doc_id,
+                carrier: ingest::Carrier::Whole(
+                    crate::seal::seal(node.key(), &key, workspace, doc_id, &plaintext).encode(),
+                ),
+                signer,
+                changes: new.by_ref().take(count).collect(),
+                snapshot: None,
             }
-            _ => {
-                let raw: Vec<u8> = changes
-                    .iter()
-                    .flat_map(|c| c.raw_bytes())
-                    .copied()
-                    .collect();
-                crate::seal::changes_plaintext(&raw)
-            }
-        };
-        items.push(Item {
-            doc: doc_id,
-            carrier: ingest::Carrier::Whole(
-                crate::seal::seal(node.key(), &key, workspace, doc_id, &plaintext).encode(),
-            ),
-            signer,
-            changes,
-            snapshot: None,
-        });
-    };
-    let mut group = Vec::new();
-    let mut bytes = 0;
-    for change in new {
-        let len = change.raw_bytes().len();
-        if !group.is_empty() && bytes + len > crate::node::MAX_SEALED_BYTES {
-            seal_group(std::mem::take(&mut group));
-            bytes = 0;
-        }
-        bytes += len;
-        group.push(change);
-    }
-    if !group.is_empty() {
-        seal_group(group);
-    }
+        })
+        .collect();
     Ok((workspace, items))
 }
 

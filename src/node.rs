@@ -470,19 +470,11 @@ impl Node {
         };
         let stats = doc.stats();
         let new = stats.num_changes.saturating_sub(count_before) as usize;
-        let (entries, envelopes) = if new < PARALLEL_CHECK {
-            let mut changes = doc.get_changes(&before);
-            check(&changes)?;
-            let entries = changes
-                .iter()
-                .map(|c| store::encode(&log_entry(c)))
-                .collect();
-            let envelopes = sealing_groups(&mut changes)
-                .iter()
-                .map(|group| seal_one(&seal::changes_plaintext(group)).encode())
-                .collect();
-            (entries, envelopes)
-        } else if let Some(save) = own_document(doc_id == workspace, &stats, new, doc) {
+        let large = new >= PARALLEL_CHECK;
+        let (entries, envelopes) = if let Some(save) = large
+            .then(|| own_document(doc_id == workspace, &stats, new, doc))
+            .flatten()
+        {
             // A large edit of a document only this device has written (an import into a new
             // one) is sealed as the whole document: automerge's save is a fortieth of its
             // changes' compressed size and takes a thirtieth of the time. Rebuilding the
@@ -502,24 +494,33 @@ impl Node {
             check_on_both_cores(&changes, check)?;
             sealed
         } else {
-            // Other large edits check their rules on a second core while their changes are
-            // compressed and sealed.
             let mut changes = doc.get_changes(&before);
             let groups = sealing_groups(&mut changes);
-            let (checked, sealed) = std::thread::scope(|scope| {
-                let checking = scope.spawn(|| check(&changes));
+            let seal_all = || {
                 let entries: Vec<Vec<u8>> = changes
                     .iter()
                     .map(|c| store::encode(&log_entry(c)))
                     .collect();
                 let envelopes: Vec<Vec<u8>> = groups
                     .iter()
-                    .map(|group| seal_one(&seal::changes_plaintext(group)).encode())
+                    .map(|(_, group)| seal_one(&seal::changes_plaintext(group)).encode())
                     .collect();
-                (joined(checking.join()), (entries, envelopes))
-            });
-            checked?;
-            sealed
+                (entries, envelopes)
+            };
+            if large {
+                // Other large edits check their rules on a second core while their changes
+                // are compressed and sealed.
+                let (checked, sealed) = std::thread::scope(|scope| {
+                    let checking = scope.spawn(|| check(&changes));
+                    let sealed = seal_all();
+                    (joined(checking.join()), sealed)
+                });
+                checked?;
+                sealed
+            } else {
+                check(&changes)?;
+                seal_all()
+            }
         };
         let mut records = Vec::new();
         for envelope in envelopes {
@@ -742,9 +743,12 @@ pub const MAX_SEALED_BYTES: usize = 1 << 20;
 /// Changes go in uncompressed, to be compressed together ([`seal::changes_plaintext`]); a
 /// change larger than a piece goes alone in automerge's own compressed form, since a
 /// compressed piece may inflate to no more than an envelope could carry raw.
-fn sealing_groups(changes: &mut [Change]) -> Vec<Vec<u8>> {
+///
+/// Each piece is the number of changes it holds, in order, and their bytes.
+pub(crate) fn sealing_groups(changes: &mut [Change]) -> Vec<(usize, Vec<u8>)> {
     let mut groups = Vec::new();
     let mut plaintext = Vec::new();
+    let mut count = 0;
     for change in changes {
         let bytes = if change.raw_bytes().len() > MAX_SEALED_BYTES {
             change.bytes()
@@ -752,12 +756,13 @@ fn sealing_groups(changes: &mut [Change]) -> Vec<Vec<u8>> {
             std::borrow::Cow::Borrowed(change.raw_bytes())
         };
         if !plaintext.is_empty() && plaintext.len() + bytes.len() > MAX_SEALED_BYTES {
-            groups.push(std::mem::take(&mut plaintext));
+            groups.push((std::mem::take(&mut count), std::mem::take(&mut plaintext)));
         }
         plaintext.extend_from_slice(&bytes);
+        count += 1;
     }
     if !plaintext.is_empty() {
-        groups.push(plaintext);
+        groups.push((count, plaintext));
     }
     groups
 }
@@ -1147,37 +1152,46 @@ fn checkpoint_if_due(
 
 /// The history line for a change.
 pub fn log_entry(change: &Change) -> LogEntry {
+    history_line(
+        &change.hash(),
+        change.deps(),
+        change.actor_id(),
+        change.timestamp(),
+        change.message(),
+    )
+}
+
+fn history_line(
+    hash: &ChangeHash,
+    deps: &[ChangeHash],
+    actor: &ActorId,
+    time: i64,
+    message: Option<&str>,
+) -> LogEntry {
     LogEntry {
-        hash: change.hash().0.to_vec(),
-        deps: change
-            .deps()
+        hash: hash.0.to_vec(),
+        deps: deps
             .iter()
             .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
             .collect(),
-        author: identity::actor_key(change.actor_id())
+        author: identity::actor_key(actor)
             .map(|k| k.to_vec())
             .unwrap_or_default(),
-        time: change.timestamp(),
-        message: change.message().unwrap_or_default().to_string(),
+        time,
+        message: message.unwrap_or_default().to_string(),
     }
 }
 
 /// The history line of a change, from automerge's metadata of it: the same as
 /// [`log_entry`] of the change, without rebuilding the change from the document's columns.
 fn log_entry_of(meta: &automerge::ChangeMetadata<'_>) -> LogEntry {
-    LogEntry {
-        hash: meta.hash.0.to_vec(),
-        deps: meta
-            .deps
-            .iter()
-            .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
-            .collect(),
-        author: identity::actor_key(&meta.actor)
-            .map(|k| k.to_vec())
-            .unwrap_or_default(),
-        time: meta.timestamp,
-        message: meta.message.as_deref().unwrap_or_default().to_string(),
-    }
+    history_line(
+        &meta.hash,
+        &meta.deps,
+        &meta.actor,
+        meta.timestamp,
+        meta.message.as_deref(),
+    )
 }
 
 /// Appends records from `seq` on, and history lines (encoded [`LogEntry`]s) after the
@@ -1543,7 +1557,7 @@ pub(crate) mod tests {
             "the small ones together, the large one alone"
         );
         let mut read = Vec::new();
-        for group in &groups {
+        for (_, group) in &groups {
             let plaintext = seal::changes_plaintext(group);
             assert!(plaintext.len() <= meridian_relay::envelope::MAX_ENVELOPE_BYTES);
             let mut budget = u64::MAX;
@@ -1556,7 +1570,7 @@ pub(crate) mod tests {
         assert_eq!(hashes(&read), hashes(&changes));
         // The small ones went compressed together.
         assert_eq!(
-            seal::changes_plaintext(&groups[0])[0],
+            seal::changes_plaintext(&groups[0].1)[0],
             seal::DEFLATED_CHANGES
         );
     }
