@@ -32,7 +32,9 @@ use meridian::fuzz::{self, Rng, T0, World};
 use meridian::id::Id;
 use meridian::ingest::AUTOMERGE_MAGIC;
 use meridian_relay::Envelope;
-use meridian_relay::protocol::{Frame, PROTOCOL_VERSION, PushResult, RefusedCode};
+use meridian_relay::protocol::{
+    Frame, MAX_VOUCHES, PROTOCOL_VERSION, PushResult, RefusedCode, VouchResult, Vouchee,
+};
 
 struct Corpus {
     dir: PathBuf,
@@ -921,6 +923,7 @@ fn every_frame(world: &World, envelope: &[u8]) -> Vec<Frame> {
         Frame::Welcome {
             head: 0,
             shared: false,
+            vouch: false,
         },
         Frame::Refused {
             code: RefusedCode::Busy,
@@ -955,10 +958,29 @@ fn every_frame(world: &World, envelope: &[u8]) -> Vec<Frame> {
         Frame::Revoked {
             member: world.cy.verifying_key().to_bytes().to_vec(),
         },
+        Frame::Vouch {
+            id: 2,
+            members: vec![cy_vouchee(world)],
+        },
+        Frame::Vouched {
+            id: 2,
+            results: vec![VouchResult::Known],
+        },
         Frame::Error {
             reason: "no".into(),
         },
     ]
+}
+
+/// Cy, with the proof Cy joined with, as the creator vouches for them.
+fn cy_vouchee(world: &World) -> Vouchee {
+    let meridian_relay::protocol::Register::Join(proof) = world.register_cy() else {
+        unreachable!("Cy joins with an invite");
+    };
+    Vouchee {
+        key: world.cy.verifying_key().to_bytes().to_vec(),
+        proof,
+    }
 }
 
 /// A raw DEFLATE stream of `bytes`, at the best level (the smallest bombs).
@@ -1351,7 +1373,7 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
                 &frame.encode(),
             );
         }
-        if !["Subscribe", "Push", "Revoke"].contains(&frame.name()) {
+        if !["Subscribe", "Push", "Revoke", "Vouch"].contains(&frame.name()) {
             corpus.add(
                 &format!("relay-frames/session/order-{}.bin", frame.name()),
                 "wrong-order",
@@ -1370,6 +1392,50 @@ fn relay_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
             "error:",
             &format!("Revoke of a bad member key ({name}), by the creator"),
             &frame.encode(),
+        );
+    }
+    // Vouches the relay refuses, member by member, without closing the connection.
+    let cy = cy_vouchee(world);
+    let short_key = Vouchee {
+        key: vec![1; 31],
+        ..cy.clone()
+    };
+    let mut forged = cy.clone();
+    forged.proof.join_sig = vec![0; 64];
+    let mut junk_key = cy.clone();
+    junk_key.proof.inviter = vec![0xff; 3];
+    for (name, members, expect, what) in [
+        (
+            "key-31",
+            vec![short_key],
+            "32 bytes",
+            "a member key of 31 bytes",
+        ),
+        (
+            "forged-proof",
+            vec![forged],
+            "invite proof is invalid",
+            "an invite proof whose signature does not verify",
+        ),
+        (
+            "bad-inviter-key",
+            vec![junk_key],
+            "invite proof is invalid",
+            "an invite proof with a 3-byte inviter key",
+        ),
+        (
+            "too-many",
+            vec![cy; MAX_VOUCHES + 1],
+            "at most",
+            "more members than one vouch may name",
+        ),
+    ] {
+        corpus.add(
+            &format!("relay-frames/session/vouch-{name}.bin"),
+            "bad-fields",
+            &format!("vouch-refused:{expect}"),
+            &format!("Vouch naming {what}, by the creator"),
+            &Frame::Vouch { id: 4, members }.encode(),
         );
     }
     corpus.add(
@@ -1553,6 +1619,7 @@ fn node_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
             "Subscribe",
             "Push",
             "Revoke",
+            "Vouch",
         ]
         .contains(&frame.name())
         {
@@ -1565,6 +1632,17 @@ fn node_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
             );
         }
     }
+    corpus.add(
+        "node-frames/session/vouched-unasked.bin",
+        "wrong-order",
+        "did not send",
+        "Vouched answering a vouch the node never sent",
+        &Frame::Vouched {
+            id: 1,
+            results: vec![VouchResult::Admitted],
+        }
+        .encode(),
+    );
     corpus.add(
         "node-frames/challenge/error-before-challenge.bin",
         "wrong-order",

@@ -418,10 +418,25 @@ fn sessions(now: Instant) -> Vec<Session> {
         Frame::Welcome {
             head: 9,
             shared: true,
+            vouch: true,
         },
         now,
     );
     ready.local(vec![(0, vec![1, 2, 3]), (1, vec![4])], now);
+    // A vouch in flight, for an answer to find.
+    ready.vouch(
+        vec![meridian_relay::protocol::Vouchee {
+            key: vec![7; 32],
+            proof: meridian_relay::membership::JoinProof {
+                invite_public: vec![8; 32],
+                inviter: vec![9; 32],
+                expires: 0,
+                inviter_sig: vec![0; 64],
+                join_sig: vec![0; 64],
+            },
+        }],
+        now,
+    );
     vec![waiting, proving, ready]
 }
 
@@ -439,6 +454,9 @@ pub fn frame(bytes: &[u8]) {
             match output {
                 Output::Acked { results, .. } => {
                     assert!(results.len() <= 2, "acknowledged more than was pushed");
+                }
+                Output::Vouched { results, .. } => {
+                    assert_eq!(results.len(), 1, "answered for members not vouched for");
                 }
                 Output::Apply { entries, up_to } => {
                     assert!(

@@ -49,6 +49,13 @@ pub const HELD: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("
 /// a document this node gave a relay.
 pub const SNAPSHOTS_SENT: TableDefinition<SentKey, &[u8]> = TableDefinition::new("snapshots_sent");
 
+/// (workspace id, relay id, member key) → nothing: the creator vouched for that member to
+/// that relay, and the relay answered ([`crate::sync::session::Session::vouch`]).
+pub const VOUCHED: TableDefinition<VouchedKey, ()> = TableDefinition::new("vouched");
+
+/// (workspace id, relay id, member key).
+pub type VouchedKey = ([u8; 16], [u8; 16], [u8; 32]);
+
 /// (workspace id, relay URL, document id).
 pub type SentKey = ([u8; 16], &'static str, [u8; 16]);
 /// (workspace id, sequence) → [`crate::ingest::Rejected`]: envelopes refused during sync.
@@ -189,7 +196,7 @@ pub fn open_database(path: &Path) -> Result<Database> {
 }
 
 /// The version of the table layout; a home made by an older build gets the new tables.
-pub const SCHEMA: u64 = 5;
+pub const SCHEMA: u64 = 6;
 
 /// Brings a home's tables up to this build's layout (tables are only ever added).
 pub fn upgrade(db: &Database) -> Result<()> {
@@ -285,6 +292,7 @@ fn open_every_table(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(SNAPSHOTS_SENT)?;
     txn.open_table(CHECKPOINTS)?;
     txn.open_table(ENVELOPES)?;
+    txn.open_table(VOUCHED)?;
     Ok(())
 }
 

@@ -283,30 +283,46 @@ pub fn put_ladder<T: Transactable + automerge::ReadDoc>(
     Ok(())
 }
 
+/// The invite proof in each member entry that has one, by member id, as written (checked
+/// by [`read_state`], not here).
+pub fn member_proofs(view: View<'_>) -> BTreeMap<String, JoinProof> {
+    let mut proofs = BTreeMap::new();
+    let Some(map) = view.map(&ROOT, "members") else {
+        return proofs;
+    };
+    for id in view.keys(&map) {
+        let Some(invite) = view
+            .map(&map, &id)
+            .and_then(|entry| view.map(&entry, "invite"))
+        else {
+            continue;
+        };
+        let field = |k: &str| hex::decode(view.string(&invite, k)).unwrap_or_default();
+        proofs.insert(
+            id,
+            JoinProof {
+                invite_public: field("public"),
+                inviter: field("inviter"),
+                expires: view.int(&invite, "expires").unwrap_or(0),
+                inviter_sig: field("inviter_sig"),
+                join_sig: field("join_sig"),
+            },
+        );
+    }
+    proofs
+}
+
 /// Derives the cached state from the workspace document.
 pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
     let workspace = view.str(&ROOT, "id").and_then(|h| Id::parse(&h).ok());
     let creator = hex::encode(creator);
     let mut members = Vec::new();
-    let mut proofs = BTreeMap::new();
+    let proofs = member_proofs(view);
     if let Some(map) = view.map(&ROOT, "members") {
         for id in view.keys(&map) {
             let Some(entry) = view.map(&map, &id) else {
                 continue;
             };
-            if let Some(invite) = view.map(&entry, "invite") {
-                let field = |k: &str| hex::decode(view.string(&invite, k)).unwrap_or_default();
-                proofs.insert(
-                    id.clone(),
-                    JoinProof {
-                        invite_public: field("public"),
-                        inviter: field("inviter"),
-                        expires: view.int(&invite, "expires").unwrap_or(0),
-                        inviter_sig: field("inviter_sig"),
-                        join_sig: field("join_sig"),
-                    },
-                );
-            }
             members.push(Member {
                 name: view.string(&entry, "name"),
                 tz: view.string(&entry, "tz"),

@@ -616,7 +616,7 @@ fn start_relay(
 
 #[test]
 fn relay_frames_and_configs() {
-    use meridian_relay::protocol::{Frame, PushResult, RefusedCode};
+    use meridian_relay::protocol::{Frame, PushResult, RefusedCode, VouchResult};
     use tokio_tungstenite::tungstenite::Message;
 
     let binary = relay_binary();
@@ -683,6 +683,7 @@ fn relay_frames_and_configs() {
             let reasons: Vec<String> = answers.iter().flat_map(|f| match f {
                 Frame::Refused { reason, .. } | Frame::Error { reason } => vec![reason.clone()],
                 Frame::Stored { results, .. } => results.iter().filter_map(|r| match r { PushResult::Rejected(r) => Some(r.clone()), _ => None }).collect(),
+                Frame::Vouched { results, .. } => results.iter().filter_map(|r| match r { VouchResult::Refused(r) => Some(r.clone()), _ => None }).collect(),
                 _ => vec![],
             }).collect();
             for reason in &reasons {
@@ -697,6 +698,7 @@ fn relay_frames_and_configs() {
                 "duplicate" => matches!(answers.as_slice(), [Frame::Stored { results, .. }] if results.iter().all(|r| matches!(r, PushResult::Duplicate(_)))),
                 "stored-none" => matches!(answers.as_slice(), [Frame::Stored { results, .. }] if results.is_empty()),
                 "error" => matches!(answers.as_slice(), [Frame::Error { reason }] if reason.contains(text)),
+                "vouch-refused" => matches!(answers.as_slice(), [Frame::Vouched { results, .. }] if !results.is_empty() && results.iter().all(|r| matches!(r, VouchResult::Refused(reason) if reason.contains(text)))) && end == "open",
                 "caughtup" => matches!(answers.as_slice(), [Frame::CaughtUp { .. }]),
                 "closed" => answers.is_empty() && end == "closed",
                 // Anything clear; before the handshake, nothing of the workspace.

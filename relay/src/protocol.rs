@@ -20,6 +20,9 @@ pub const MAX_BATCH_ENTRIES: usize = 1000;
 /// [`Frame::Push`] (a single larger envelope still travels, alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
+/// The most members one [`Frame::Vouch`] may name.
+pub const MAX_VOUCHES: usize = 256;
+
 /// The websocket path a relay serves.
 pub const PATH: &str = "/v1";
 
@@ -35,6 +38,28 @@ pub enum Register {
     },
     /// A new member registers with an invite proof; each invite admits one device, once.
     Join(JoinProof),
+}
+
+/// A member the creator vouches for ([`Frame::Vouch`]): their device key and the invite
+/// proof they joined with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vouchee {
+    /// The member's device key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The proof from their member entry.
+    pub proof: JoinProof,
+}
+
+/// What became of one member of a [`Frame::Vouch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VouchResult {
+    /// Admitted now, durably; their invite is recorded as used by them.
+    Admitted,
+    /// Already a member here (or removed, which a vouch does not undo).
+    Known,
+    /// Refused for this reason; nothing was recorded.
+    Refused(String),
 }
 
 /// What became of one envelope of a [`Frame::Push`].
@@ -121,6 +146,10 @@ pub enum Frame {
         /// node then pushes envelopes of one document only; older nodes ignore it.
         #[serde(default, skip_serializing_if = "is_false")]
         shared: bool,
+        /// Whether the relay takes [`Frame::Vouch`]. Older relays leave it out (false), and
+        /// a node does not send them one.
+        #[serde(default, skip_serializing_if = "is_false")]
+        vouch: bool,
     },
     /// Relay → node: the connection is refused; the relay closes it. Nothing of the
     /// workspace was sent.
@@ -208,6 +237,24 @@ pub enum Frame {
         /// The member's device key.
         #[serde(with = "serde_bytes")]
         member: Vec<u8>,
+    },
+    /// Node (the workspace creator) → relay: these devices are members, admit them without
+    /// their own registration. A relay checks an invite's expiry when a device registers,
+    /// so without this a member whose invite expired could never use a relay added later,
+    /// and the changes they wrote, backfilled by others, would be refused there. At most
+    /// [`MAX_VOUCHES`] members; only to a relay whose `Welcome` said `vouch`.
+    Vouch {
+        /// Echoed in the answer; shares the numbering of pushes.
+        id: u64,
+        /// The members.
+        members: Vec<Vouchee>,
+    },
+    /// Relay → node: the answer to [`Frame::Vouch`], one result per member, in order.
+    Vouched {
+        /// The vouch's id.
+        id: u64,
+        /// What became of each member.
+        results: Vec<VouchResult>,
     },
     /// Relay → node: a request failed but the connection stays up.
     Error {
@@ -333,6 +380,8 @@ impl Frame {
             Frame::Snapshot { .. } => "Snapshot",
             Frame::Revoke { .. } => "Revoke",
             Frame::Revoked { .. } => "Revoked",
+            Frame::Vouch { .. } => "Vouch",
+            Frame::Vouched { .. } => "Vouched",
             Frame::Error { .. } => "Error",
         }
     }

@@ -44,7 +44,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
 use crate::handling;
-use crate::protocol::{Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode};
+use crate::protocol::{
+    Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode, VouchResult, Vouchee,
+};
 use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
 use outgoing::{Batch, Outgoing, binary_message};
 
@@ -732,7 +734,11 @@ async fn connection(
     let result = async {
         send(
             &link.outgoing,
-            &Frame::Welcome { head, shared: true },
+            &Frame::Welcome {
+                head,
+                shared: true,
+                vouch: true,
+            },
             send_limit,
         )
         .await?;
@@ -898,6 +904,10 @@ async fn serve_session(
             }
             Frame::Revoke { member } => {
                 let answer = revoke(shared, session, member).await?;
+                send(&outgoing, &answer, limit).await?;
+            }
+            Frame::Vouch { id, members } => {
+                let answer = vouch(shared, session, id, members).await?;
                 send(&outgoing, &answer, limit).await?;
             }
             other => {
@@ -1071,6 +1081,28 @@ async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Res
         }
         Err(reason) => Frame::Error { reason },
     })
+}
+
+/// Admits the members the creator vouches for ([`RelayStore::vouch`]).
+async fn vouch(
+    shared: &Arc<Shared>,
+    session: &Session,
+    id: u64,
+    members: Vec<Vouchee>,
+) -> Result<Frame> {
+    let (ws, by) = (session.ws, session.key);
+    let results = blocking(shared, move |store| {
+        store.vouch(&ws, &by, &members, now_ms())
+    })
+    .await?;
+    let admitted = results
+        .iter()
+        .filter(|r| matches!(r, VouchResult::Admitted))
+        .count();
+    if admitted > 0 {
+        info!(admitted, "members admitted on the creator's word");
+    }
+    Ok(Frame::Vouched { id, results })
 }
 
 /// Completes on ctrl-c or SIGTERM: the shutdown signal of the relay and of the node's daemon.

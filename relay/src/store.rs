@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::envelope::ID_LEN;
 use crate::membership::workspace_id;
-use crate::protocol::{PushResult, RefusedCode, Register};
+use crate::protocol::{MAX_VOUCHES, PushResult, RefusedCode, Register, VouchResult, Vouchee};
 
 type Ws = [u8; ID_LEN];
 type Key = [u8; 32];
@@ -437,25 +437,135 @@ impl RelayStore {
             } else if member == by {
                 Err("the creator cannot remove themselves".to_string())
             } else {
-                let mut record: MemberInfo = match members.get((*ws, *member))? {
-                    Some(v) => decode(v.value(), "member")?,
-                    None => MemberInfo {
-                        invited_by: None,
-                        admitted: now,
-                        removed: true,
-                    },
-                };
+                let existing: Option<MemberInfo> = members
+                    .get((*ws, *member))?
+                    .map(|v| decode(v.value(), "member"))
+                    .transpose()?;
+                // The creator asks again on every connection: only a new removal costs a
+                // durable commit.
+                let new = existing.as_ref().is_none_or(|m| !m.removed);
+                let mut record = existing.unwrap_or(MemberInfo {
+                    invited_by: None,
+                    admitted: now,
+                    removed: true,
+                });
                 record.removed = true;
                 members.insert((*ws, *member), encode(&record).as_slice())?;
-                Ok(())
+                Ok(new)
             }
         };
-        if result.is_ok() {
+        if result == Ok(true) {
             txn.commit()?;
         } else {
             txn.abort()?;
         }
-        Ok(result)
+        Ok(result.map(|_| ()))
+    }
+
+    /// Admits the members the workspace's creator `by` vouches for, one result each (all
+    /// refused when `by` is not the creator, or names more than [`MAX_VOUCHES`]). The
+    /// creator's node vouches for the members its copy of the workspace shows verified and
+    /// not removed, with the invite proof of each: the relay checks that the proof is for
+    /// that key, but not its expiry (the creator's word covers when the join happened),
+    /// nor that the inviter is a member here (they may never have synced with this relay).
+    /// A known device stays as it is (a removal is not undone), and an invite that admitted
+    /// another device here refuses its vouchee.
+    pub fn vouch(
+        &self,
+        ws: &Ws,
+        by: &Key,
+        vouchees: &[Vouchee],
+        now: i64,
+    ) -> Result<Vec<VouchResult>> {
+        let creator = {
+            let txn = self.db.begin_read()?;
+            txn.open_table(WORKSPACES)?
+                .get(ws)?
+                .map(|v| decode::<WorkspaceInfo>(v.value(), "workspace"))
+                .transpose()?
+                .map(|info| info.creator)
+        };
+        let refuse_all = |reason: String| Ok(vec![VouchResult::Refused(reason); vouchees.len()]);
+        if creator.is_none_or(|creator| creator != by) {
+            return refuse_all("only the workspace's creator can vouch for members".into());
+        }
+        if vouchees.len() > MAX_VOUCHES {
+            return refuse_all(format!(
+                "a vouch names at most {MAX_VOUCHES} members, and this one names {}",
+                vouchees.len()
+            ));
+        }
+        // Signatures are checked before the write lock is taken.
+        let checked: Vec<Result<(Key, Key, Key), String>> = vouchees
+            .iter()
+            .map(|vouchee| {
+                let key: Key = vouchee
+                    .key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "a member key is 32 bytes".to_string())?;
+                vouchee
+                    .proof
+                    .verify(ws, &key)
+                    .map_err(|e| format!("the invite proof is invalid: {e}"))?;
+                // `verify` took both keys as curve points, so they are 32 bytes.
+                let invite: Key = vouchee
+                    .proof
+                    .invite_public
+                    .as_slice()
+                    .try_into()
+                    .unwrap_or_default();
+                let inviter: Key = vouchee
+                    .proof
+                    .inviter
+                    .as_slice()
+                    .try_into()
+                    .unwrap_or_default();
+                Ok((key, invite, inviter))
+            })
+            .collect();
+        let txn = self.begin_write()?;
+        let mut results = Vec::with_capacity(checked.len());
+        let mut admitted_any = false;
+        {
+            let mut members = txn.open_table(MEMBERS)?;
+            let mut invites = txn.open_table(INVITES)?;
+            for check in checked {
+                let (key, invite, inviter) = match check {
+                    Ok(checked) => checked,
+                    Err(reason) => {
+                        results.push(VouchResult::Refused(reason));
+                        continue;
+                    }
+                };
+                if members.get((*ws, key))?.is_some() {
+                    results.push(VouchResult::Known);
+                    continue;
+                }
+                let used_by = invites.get((*ws, invite))?.map(|v| v.value());
+                if used_by.is_some_and(|k| k != key) {
+                    results.push(VouchResult::Refused(
+                        "the member's invite already admitted another device on this relay".into(),
+                    ));
+                    continue;
+                }
+                let member = MemberInfo {
+                    invited_by: Some(serde_bytes::ByteBuf::from(inviter.to_vec())),
+                    admitted: now,
+                    removed: false,
+                };
+                members.insert((*ws, key), encode(&member).as_slice())?;
+                invites.insert((*ws, invite), key)?;
+                admitted_any = true;
+                results.push(VouchResult::Admitted);
+            }
+        }
+        if admitted_any {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(results)
     }
 
     /// Appends the envelopes of several pushes in one durable transaction (one fsync for

@@ -20,10 +20,11 @@ use futures_util::SinkExt;
 use meridian_relay::Envelope;
 use meridian_relay::membership::workspace_id;
 use meridian_relay::protocol::{
-    Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message,
+    Frame, MAX_VOUCHES, PROTOCOL_VERSION, PushResult, RefusedCode, Register, VouchResult, Vouchee,
+    auth_message,
 };
 use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES, serve};
-use support::{Device, FAR, Socket, drain, handshake, join, next, push, send};
+use support::{Device, FAR, Socket, drain, handshake, invite, join, next, push, send};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -320,6 +321,170 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
     relay.shutdown().await;
 }
 
+/// The creator's word admits members a relay has never seen, whatever their invite's
+/// expiry: their envelopes, pushed by anyone, are stored, and they connect without showing
+/// a registration. Nobody else's word counts, a proof must be for the key it names, an
+/// invite admits one device, and a removal stands.
+#[tokio::test]
+async fn the_creator_vouches_for_members_a_relay_has_not_met() {
+    let relay = start(Config::default()).await;
+    let ana = Device::new(1);
+    let (ws, mut ana_socket) = workspace_with_canary(&relay.url, &ana).await;
+    let (bo, cy, dee, eve) = (
+        Device::new(2),
+        Device::new(3),
+        Device::new(4),
+        Device::new(5),
+    );
+    // Bo's invite expired long ago; his own registration is refused.
+    let expired = invite(&ana, ws, &bo, 1, 60);
+    let (socket, answer) =
+        handshake(&relay.url, &bo, ws, Some(Register::Join(expired.clone()))).await;
+    assert_nothing_after_refusal("expired invite", socket, answer, RefusedCode::InviteExpired)
+        .await;
+    // Only the creator vouches: Cy, admitted with an invite, cannot.
+    let (mut cy_socket, answer) =
+        handshake(&relay.url, &cy, ws, join(&ana, ws, &cy, FAR, 61)).await;
+    assert!(
+        matches!(answer, Frame::Welcome { vouch: true, .. }),
+        "{answer:?}"
+    );
+    let bo_vouchee = Vouchee {
+        key: bo.public().to_vec(),
+        proof: expired.clone(),
+    };
+    send(
+        &mut cy_socket,
+        &Frame::Vouch {
+            id: 1,
+            members: vec![bo_vouchee.clone()],
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            next(&mut cy_socket).await,
+            Some(Frame::Vouched { id: 1, results }) if matches!(results[..], [VouchResult::Refused(_)])
+        ),
+        "a member's word does not admit"
+    );
+    let (socket, answer) = handshake(&relay.url, &bo, ws, None).await;
+    assert_nothing_after_refusal(
+        "vouched by a member",
+        socket,
+        answer,
+        RefusedCode::NotMember,
+    )
+    .await;
+    // An envelope of Bo's, pushed by Ana before she vouches, is refused...
+    let bos = Envelope::sign(&bo.key, ws, [6; 16], [7; 24], |_| b"by Bo".to_vec());
+    assert!(matches!(
+        push(&mut ana_socket, 2, std::slice::from_ref(&bos)).await,
+        Some(Frame::Stored { results, .. }) if matches!(results[..], [PushResult::Rejected(_)])
+    ));
+    // ... and stored once she has. The proof of another key (Cy's), an invite already used
+    // by another device (Cy's again) and a too-long list are refused; Cy is known.
+    let cy_proof = invite(&ana, ws, &cy, FAR, 61);
+    let reused = Vouchee {
+        key: dee.public().to_vec(),
+        proof: invite(&ana, ws, &dee, FAR, 61),
+    };
+    let wrong_key = Vouchee {
+        key: eve.public().to_vec(),
+        proof: cy_proof.clone(),
+    };
+    let known = Vouchee {
+        key: cy.public().to_vec(),
+        proof: cy_proof,
+    };
+    send(
+        &mut ana_socket,
+        &Frame::Vouch {
+            id: 3,
+            members: vec![bo_vouchee.clone(), reused, wrong_key, known],
+        },
+    )
+    .await;
+    let Some(Frame::Vouched { id: 3, results }) = next(&mut ana_socket).await else {
+        panic!("the creator's vouch is answered");
+    };
+    assert!(
+        matches!(
+            results[..],
+            [
+                VouchResult::Admitted,
+                VouchResult::Refused(_),
+                VouchResult::Refused(_),
+                VouchResult::Known
+            ]
+        ),
+        "{results:?}"
+    );
+    assert_eq!(
+        push(&mut ana_socket, 4, std::slice::from_ref(&bos)).await,
+        Some(Frame::Stored {
+            id: 4,
+            results: vec![PushResult::Stored(2)]
+        })
+    );
+    send(
+        &mut ana_socket,
+        &Frame::Vouch {
+            id: 5,
+            members: vec![bo_vouchee.clone(); MAX_VOUCHES + 1],
+        },
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ana_socket).await,
+        Some(Frame::Vouched { id: 5, results })
+            if results.len() == MAX_VOUCHES + 1
+                && results.iter().all(|r| matches!(r, VouchResult::Refused(_)))
+    ));
+    // Bo connects without a registration, and his invite admits nobody else.
+    let (_bo_socket, answer) = handshake(&relay.url, &bo, ws, None).await;
+    assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
+    let (socket, answer) = handshake(&relay.url, &eve, ws, join(&ana, ws, &eve, FAR, 60)).await;
+    assert_nothing_after_refusal("Bo's invite again", socket, answer, RefusedCode::InviteUsed)
+        .await;
+    // A removal stands: vouching again for a removed member does not undo it.
+    send(
+        &mut ana_socket,
+        &Frame::Revoke {
+            member: bo.public().to_vec(),
+        },
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ana_socket).await,
+        Some(Frame::Revoked { .. })
+    ));
+    send(
+        &mut ana_socket,
+        &Frame::Vouch {
+            id: 6,
+            members: vec![bo_vouchee],
+        },
+    )
+    .await;
+    assert_eq!(
+        next(&mut ana_socket).await,
+        Some(Frame::Vouched {
+            id: 6,
+            results: vec![VouchResult::Known]
+        })
+    );
+    let (socket, answer) = handshake(&relay.url, &bo, ws, None).await;
+    assert_nothing_after_refusal(
+        "removed, then vouched for",
+        socket,
+        answer,
+        RefusedCode::Removed,
+    )
+    .await;
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_replayed_authentication_is_refused() {
     let relay = start(Config::default()).await;
@@ -603,7 +768,8 @@ async fn the_log_survives_a_restart() {
         answer,
         Frame::Welcome {
             head: 1,
-            shared: true
+            shared: true,
+            vouch: true,
         }
     );
     send(&mut socket, &Frame::Subscribe { after: 0 }).await;

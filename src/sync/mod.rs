@@ -66,6 +66,39 @@ pub fn reset_cursor(node: &Node, workspace: Id, relay: &str, relay_id: [u8; 16])
     Ok(())
 }
 
+/// The members the creator has vouched for to the relay with id `relay` (it answered).
+pub fn vouched(
+    node: &Node,
+    workspace: Id,
+    relay: [u8; 16],
+) -> Result<std::collections::BTreeSet<[u8; 32]>> {
+    let txn = node.db().begin_read()?;
+    let table = txn.open_table(store::VOUCHED)?;
+    let mut keys = std::collections::BTreeSet::new();
+    for entry in table.range((workspace.0, relay, [0; 32])..=(workspace.0, relay, [0xff; 32]))? {
+        keys.insert(entry?.0.value().2);
+    }
+    Ok(keys)
+}
+
+/// Records that the relay with id `relay` answered the creator's vouch for `members`.
+pub fn record_vouched(
+    node: &Node,
+    workspace: Id,
+    relay: [u8; 16],
+    members: &[[u8; 32]],
+) -> Result<()> {
+    let txn = node.db().begin_write()?;
+    {
+        let mut table = txn.open_table(store::VOUCHED)?;
+        for member in members {
+            table.insert((workspace.0, relay, *member), ())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 /// Records whether a relay takes shared envelopes, as its welcome said (a write only when
 /// that changed).
 pub fn remember_shared(node: &Node, workspace: Id, relay: &str, shared: bool) -> Result<()> {

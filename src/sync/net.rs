@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use meridian_relay::protocol::{self, Frame, PushResult, RefusedCode, Register};
+use meridian_relay::protocol::{
+    self, Frame, PushResult, RefusedCode, Register, VouchResult, Vouchee,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -138,6 +140,52 @@ fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
         .filter(|m| m.removed)
         .filter_map(|m| hex::decode(&m.id).ok())
         .collect()
+}
+
+/// The members this node, the workspace's creator, has not yet vouched for to the relay
+/// with id `relay` (every member, for a relay not known yet): those its copy of the
+/// workspace shows verified and not removed, with the invite proof of each. A relay checks
+/// an invite's expiry when a device registers there, so the creator's word is how a
+/// member whose invite has expired gets into a relay added later, and how the changes
+/// they wrote, backfilled by others, are stored there rather than refused. Empty for
+/// anyone but the creator, and without loading anything once every member was vouched for.
+pub fn vouches_due(
+    node: &Node,
+    workspace: Id,
+    record: &WorkspaceRecord,
+    relay: Option<[u8; 16]>,
+) -> Result<Vec<Vouchee>> {
+    let creator = node.key().verifying_key().to_bytes();
+    if record.creator != creator {
+        return Ok(Vec::new());
+    }
+    let told = match relay {
+        Some(relay) => super::vouched(node, workspace, relay)?,
+        None => BTreeSet::new(),
+    };
+    let due: Vec<[u8; 32]> = record
+        .state
+        .members
+        .iter()
+        .filter(|m| m.verified && !m.removed)
+        .filter_map(|m| <[u8; 32]>::try_from(hex::decode(&m.id).ok()?).ok())
+        .filter(|key| *key != creator && !told.contains(key))
+        .collect();
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let doc = node.load(workspace, workspace)?;
+    let proofs = crate::workspace::member_proofs(crate::doc::View::now(&doc));
+    Ok(due
+        .into_iter()
+        .filter_map(|key| {
+            let proof = proofs.get(&hex::encode(key))?.clone();
+            Some(Vouchee {
+                key: key.to_vec(),
+                proof,
+            })
+        })
+        .collect())
 }
 
 /// Whether a connection ends after one round or stays up.
@@ -430,6 +478,12 @@ pub fn refresh(
     if !removed.is_empty() {
         outputs.extend(session.revoke(removed, now));
     }
+    if session.takes_vouches() {
+        let vouches = vouches_due(node, workspace, &record, session.relay())?;
+        if !vouches.is_empty() {
+            outputs.extend(session.vouch(vouches, now));
+        }
+    }
     Ok(outputs)
 }
 
@@ -499,7 +553,12 @@ pub fn carry_out(
                 relay: relay.to_string(),
                 ..RoundReport::default()
             };
-            if let Output::NewRelay(_) = output {
+            if let Output::NewRelay(relay_id) = output {
+                // Vouches go before the backfill, so that the envelopes of members the
+                // relay has not met are stored, not refused.
+                let (_, record) = node.workspace(Some(&workspace.hex()))?;
+                let vouches = vouches_due(node, workspace, &record, Some(relay_id))?;
+                more.extend(session.vouch(vouches, Instant::now()));
                 let all = super::all_envelopes(node, workspace)?;
                 more.extend(session.backfill(all, Instant::now()));
             }
@@ -599,6 +658,30 @@ fn perform(
                 );
             }
             crate::snapshot::answered(node, workspace, relay, doc, covers, kept)?;
+            Ok(false)
+        }
+        Output::Vouched {
+            relay: relay_id,
+            results,
+        } => {
+            let keys: Vec<[u8; 32]> = results
+                .iter()
+                .filter_map(|(key, _)| key.as_slice().try_into().ok())
+                .collect();
+            super::record_vouched(node, workspace, relay_id, &keys)?;
+            for (key, result) in results {
+                match result {
+                    VouchResult::Admitted => tracing::info!(
+                        "{relay} admitted member {} on the creator's word",
+                        crate::id::prefix(&hex::encode(&key), 12)
+                    ),
+                    VouchResult::Known => {}
+                    VouchResult::Refused(reason) => report.errors.push(format!(
+                        "it would not admit member {} on the creator's word: {reason}",
+                        crate::id::prefix(&hex::encode(&key), 12)
+                    )),
+                }
+            }
             Ok(false)
         }
         Output::Event(Event::Refused {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
 use meridian_relay::protocol::{
-    Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PROTOCOL_VERSION, PushResult, RefusedCode, Register,
-    auth_message,
+    Frame, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_VOUCHES, PROTOCOL_VERSION, PushResult,
+    RefusedCode, Register, VouchResult, Vouchee, auth_message,
 };
 
 /// How long the relay may take to answer before the session gives up on the connection.
@@ -85,6 +85,14 @@ pub enum Output {
         covers: u64,
         /// What the relay did with it.
         result: PushResult,
+    },
+    /// The relay answered for members this node (the creator) vouched for: record them as
+    /// told to that relay, so they are not sent again.
+    Vouched {
+        /// The relay's id.
+        relay: [u8; 16],
+        /// (member key, what the relay did).
+        results: Vec<(Vec<u8>, VouchResult)>,
     },
     /// Something to report.
     Event(Event),
@@ -178,6 +186,14 @@ pub struct Session {
     revokes: Vec<Vec<u8>>,
     /// Members whose revocation this session already asked for (or queued).
     asked: BTreeSet<Vec<u8>>,
+    /// Members to vouch for, not yet sent.
+    vouches: VecDeque<Vouchee>,
+    /// Members this session already queued a vouch for.
+    vouched: BTreeSet<Vec<u8>>,
+    /// The vouch sent and not yet answered: (id, the member keys it named).
+    vouch_in_flight: Option<(u64, Vec<Vec<u8>>)>,
+    /// Whether the relay's welcome said it takes vouches.
+    takes_vouch: bool,
     deadline: Option<Instant>,
 }
 
@@ -231,6 +247,10 @@ impl Session {
             next_push: 1,
             revokes: Vec::new(),
             asked: BTreeSet::new(),
+            vouches: VecDeque::new(),
+            vouched: BTreeSet::new(),
+            vouch_in_flight: None,
+            takes_vouch: false,
             deadline: None,
         }
     }
@@ -282,6 +302,8 @@ impl Session {
             && self.in_flight.is_none()
             && self.queue.is_empty()
             && self.revokes.is_empty()
+            && self.vouches.is_empty()
+            && self.vouch_in_flight.is_none()
             && self.snapshots.is_empty()
             && self.snapshot_in_flight.is_none()
     }
@@ -355,6 +377,29 @@ impl Session {
         self.pump(now)
     }
 
+    /// Members the creator vouches for ([`Frame::Vouch`]), sent before any push once the
+    /// relay welcomed the device, and only to a relay that takes them. Members already
+    /// queued on this session are ignored.
+    pub fn vouch(&mut self, members: Vec<Vouchee>, now: Instant) -> Vec<Output> {
+        for member in members {
+            if self.vouched.insert(member.key.clone()) {
+                self.vouches.push_back(member);
+            }
+        }
+        self.pump(now)
+    }
+
+    /// Whether vouches handed over may still be sent: not once a relay that does not take
+    /// them welcomed the device.
+    pub fn takes_vouches(&self) -> bool {
+        self.state != State::Ready || self.takes_vouch
+    }
+
+    /// The relay's id: the stored cursor's until the relay's challenge tells.
+    pub fn relay(&self) -> Option<[u8; 16]> {
+        self.relay
+    }
+
     /// Checks the answer deadline.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {
         match self.deadline {
@@ -410,8 +455,20 @@ impl Session {
                 self.state = State::AwaitWelcome;
                 self.deadline = Some(now + ANSWER_TIMEOUT);
             }
-            (State::AwaitWelcome, Frame::Welcome { head, shared }) => {
+            (
+                State::AwaitWelcome,
+                Frame::Welcome {
+                    head,
+                    shared,
+                    vouch,
+                },
+            ) => {
                 self.state = State::Ready;
+                self.takes_vouch = vouch;
+                if !vouch {
+                    // An older relay: it admits members only by their own registration.
+                    self.vouches.clear();
+                }
                 if self.shared && !shared {
                     // Runs were queued across documents on the last welcome's word, and
                     // this relay no longer takes them (it was downgraded): they go back
@@ -557,6 +614,30 @@ impl Session {
                 self.touch(now);
                 out.extend(self.pump(now));
             }
+            (State::Ready, Frame::Vouched { id, results }) => {
+                let expected = self.vouch_in_flight.take_if(|(sent, _)| *sent == id);
+                let Some((_, members)) = expected else {
+                    return self.fail("the relay answered a vouch this node did not send");
+                };
+                if results.len() != members.len() {
+                    return self
+                        .fail("the relay's answer to a vouch does not have one result per member");
+                }
+                let relay = self.relay.expect("a relay welcomed this session");
+                let results = members
+                    .into_iter()
+                    .zip(results)
+                    .map(|(member, result)| match result {
+                        VouchResult::Refused(reason) => {
+                            (member, VouchResult::Refused(printable(&reason)))
+                        }
+                        other => (member, other),
+                    })
+                    .collect();
+                out.push(Output::Vouched { relay, results });
+                self.touch(now);
+                out.extend(self.pump(now));
+            }
             (State::Ready, Frame::Revoked { member }) => {
                 self.touch(now);
                 out.push(Output::Event(Event::Revoked(member)));
@@ -628,8 +709,10 @@ impl Session {
 
     /// Keeps a deadline only while an answer is awaited.
     fn touch(&mut self, now: Instant) {
-        let waiting =
-            !self.caught_up || self.in_flight.is_some() || self.snapshot_in_flight.is_some();
+        let waiting = !self.caught_up
+            || self.in_flight.is_some()
+            || self.snapshot_in_flight.is_some()
+            || self.vouch_in_flight.is_some();
         self.deadline = waiting.then_some(now + ANSWER_TIMEOUT);
     }
 
@@ -641,6 +724,17 @@ impl Session {
         }
         for member in self.revokes.drain(..) {
             out.push(Output::Send(Frame::Revoke { member }));
+        }
+        // Before any push: the relay takes frames in order, so the envelopes of members it
+        // admits now are stored, not refused.
+        if self.takes_vouch && self.vouch_in_flight.is_none() && !self.vouches.is_empty() {
+            let take = self.vouches.len().min(MAX_VOUCHES);
+            let members: Vec<Vouchee> = self.vouches.drain(..take).collect();
+            let id = self.next_push;
+            self.next_push += 1;
+            self.vouch_in_flight = Some((id, members.iter().map(|m| m.key.clone()).collect()));
+            self.deadline = Some(now + ANSWER_TIMEOUT);
+            out.push(Output::Send(Frame::Vouch { id, members }));
         }
         if self.in_flight.is_none()
             && self.queue.is_empty()
@@ -739,6 +833,7 @@ mod tests {
                 Frame::Prove { .. } => Frame::Welcome {
                     head: self.log.len() as u64,
                     shared: true,
+                    vouch: false,
                 },
                 Frame::Subscribe { after } => {
                     let entries: Vec<_> = self
@@ -844,7 +939,7 @@ mod tests {
                             self.cursor = pulled;
                         }
                     }
-                    Output::SnapshotStored { .. } => {}
+                    Output::SnapshotStored { .. } | Output::Vouched { .. } => {}
                     Output::Event(Event::Failed(why)) => panic!("session failed: {why}"),
                     Output::Event(_) => {}
                 }
@@ -1040,6 +1135,7 @@ mod tests {
             Frame::Welcome {
                 head: 0,
                 shared: true,
+                vouch: false,
             },
             now,
         );
@@ -1428,7 +1524,11 @@ mod tests {
                 now,
             );
         };
-        let welcome = |shared| Frame::Welcome { head: 0, shared };
+        let welcome = |shared| Frame::Welcome {
+            head: 0,
+            shared,
+            vouch: false,
+        };
         // It said it took them last time, and says so again: the run stays queued.
         let mut session = node.session().with_shared(true);
         queue(&mut session);
@@ -1445,6 +1545,151 @@ mod tests {
                 .any(|o| matches!(o, Output::Send(Frame::Push { .. }))),
             "{out:?}"
         );
+    }
+
+    fn vouchee(key: u8) -> Vouchee {
+        Vouchee {
+            key: vec![key; 32],
+            proof: meridian_relay::membership::JoinProof {
+                invite_public: vec![8; 32],
+                inviter: vec![9; 32],
+                expires: 0,
+                inviter_sig: vec![0; 64],
+                join_sig: vec![0; 64],
+            },
+        }
+    }
+
+    /// The frames a session sends, by name, in order.
+    fn sent(out: &[Output]) -> Vec<&'static str> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send(frame) => Some(frame.name()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vouches_go_before_pushes_and_only_to_a_relay_that_takes_them() {
+        let now = Instant::now();
+        let node = Node {
+            relay: Some([5; 16]),
+            ..Node::default()
+        };
+        for takes in [true, false] {
+            let mut session = node.session();
+            session.start(now);
+            assert!(session.vouch(vec![vouchee(7), vouchee(8)], now).is_empty());
+            session.vouch(vec![vouchee(7)], now);
+            session.local(vec![(0, vec![1])], now);
+            session.receive(
+                Frame::Challenge {
+                    nonce: vec![0; 32],
+                    relay: vec![5; 16],
+                },
+                now,
+            );
+            let out = session.receive(
+                Frame::Welcome {
+                    head: 0,
+                    shared: true,
+                    vouch: takes,
+                },
+                now,
+            );
+            let expected: &[&str] = if takes {
+                &["Subscribe", "Vouch", "Push"]
+            } else {
+                &["Subscribe", "Push"]
+            };
+            assert_eq!(sent(&out), expected);
+            assert_eq!(session.takes_vouches(), takes);
+            let vouch_id = out.iter().find_map(|o| match o {
+                Output::Send(Frame::Vouch { id, members }) => {
+                    assert_eq!(members.len(), 2, "each member once");
+                    Some(*id)
+                }
+                _ => None,
+            });
+            let push_id = out
+                .iter()
+                .find_map(|o| match o {
+                    Output::Send(Frame::Push { id, .. }) => Some(*id),
+                    _ => None,
+                })
+                .unwrap();
+            session.receive(Frame::CaughtUp { head: 0 }, now);
+            session.receive(
+                Frame::Stored {
+                    id: push_id,
+                    results: vec![PushResult::Stored(1)],
+                },
+                now,
+            );
+            assert_eq!(
+                session.is_idle(),
+                !takes,
+                "idle only once the vouch is answered"
+            );
+            let Some(vouch_id) = vouch_id else { continue };
+            // An answer to another vouch, or of the wrong length, breaks the protocol.
+            for wrong in [
+                Frame::Vouched {
+                    id: vouch_id + 7,
+                    results: vec![VouchResult::Known; 2],
+                },
+                Frame::Vouched {
+                    id: vouch_id,
+                    results: vec![VouchResult::Known],
+                },
+            ] {
+                let mut copy = node.session();
+                copy.start(now);
+                copy.vouch(vec![vouchee(7), vouchee(8)], now);
+                copy.receive(
+                    Frame::Challenge {
+                        nonce: vec![0; 32],
+                        relay: vec![5; 16],
+                    },
+                    now,
+                );
+                copy.receive(
+                    Frame::Welcome {
+                        head: 0,
+                        shared: true,
+                        vouch: true,
+                    },
+                    now,
+                );
+                let out = copy.receive(wrong, now);
+                assert!(
+                    matches!(out[..], [Output::Event(Event::Failed(_))]),
+                    "{out:?}"
+                );
+            }
+            let out = session.receive(
+                Frame::Vouched {
+                    id: vouch_id,
+                    results: vec![
+                        VouchResult::Admitted,
+                        VouchResult::Refused("\u{1b}[2Jused".into()),
+                    ],
+                },
+                now,
+            );
+            assert_eq!(
+                out,
+                [Output::Vouched {
+                    relay: [5; 16],
+                    results: vec![
+                        (vec![7; 32], VouchResult::Admitted),
+                        (vec![8; 32], VouchResult::Refused("\u{fffd}[2Jused".into())),
+                    ],
+                }]
+            );
+            assert!(session.is_idle());
+        }
     }
 
     fn registered(relay: Option<[u8; 16]>, admission: Admission) -> Session {
@@ -1493,6 +1738,7 @@ mod tests {
             Frame::Welcome {
                 head: 0,
                 shared: true,
+                vouch: false,
             },
             now,
         );

@@ -724,10 +724,35 @@ fn a_relay_added_later_receives_the_history() {
     );
 }
 
-/// Product bug: a relay checks the invite's expiry when a device first registers with it,
-/// so a member whose invite has since expired can never use a relay added later.
+/// Product bug: a relay admits the authors of pushed envelopes only once they registered
+/// with it themselves, so the creator's backfill of a relay added later lost every change
+/// of members who had not synced with it yet, and a newcomer joining there never saw them.
 #[test]
-#[ignore = "known gap (ARCHITECTURE.md): a relay added after an invite expired refuses the members who joined with it"]
+fn a_relay_added_later_keeps_the_history_of_members_who_never_met_it() {
+    let team = Team::new(&ZONES[..2]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    bo.create(&["thread", "new", "Written by Bo", "-m", "before the move"]);
+    team.sync_until_quiet(&[ana, bo]);
+    // Only the creator meets the new relay; Bo is away.
+    let new = crate::relays::Relay::start(&team.world.file("relay2"));
+    ana.ok(&["workspace", "relay", "add", &new.url()]);
+    sync(ana);
+    ana.ok(&["workspace", "relay", "remove", &team.relay.url()]);
+    sync(ana);
+    let code = ana.ok(&["invite"]);
+    let cy = team.world.person("Cy", "America/Lima");
+    cy.ok(&["join", code.trim()]);
+    sync(&cy);
+    assert_eq!(
+        titles(&cy),
+        ["Written by Bo"],
+        "a member joining through the new relay sees what a member who never synced with it wrote"
+    );
+}
+
+/// Product bug: a relay checks the invite's expiry when a device first registers with it,
+/// so a member whose invite has since expired could never use a relay added later.
+#[test]
 fn a_member_whose_invite_expired_can_use_a_relay_added_later() {
     let team = Team::new(&ZONES[..1]);
     let ana = &team.homes[0];

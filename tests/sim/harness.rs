@@ -687,7 +687,11 @@ impl Sim {
                         Ok(Ok(Ok(()))) => {
                             conn.peer.ready = true;
                             let head = store.head(&ws).map_err(err)?;
-                            conn.down.push_back(Frame::Welcome { head, shared: true });
+                            conn.down.push_back(Frame::Welcome {
+                                head,
+                                shared: true,
+                                vouch: true,
+                            });
                         }
                         Ok(Ok(Err(refusal))) | Err(refusal) => refuse(conn, refusal),
                         Ok(Err(e)) => return Err(err(e)),
@@ -777,6 +781,12 @@ impl Sim {
                     id,
                     results: vec![result],
                 });
+            }
+            Frame::Vouch { id, members } => {
+                let results = store
+                    .vouch(&ws, &key, &members, determinism::now_ms())
+                    .map_err(err)?;
+                conn.down.push_back(Frame::Vouched { id, results });
             }
             Frame::Revoke { member } => {
                 let Ok(member_key) = <[u8; 32]>::try_from(member.as_slice()) else {
