@@ -542,6 +542,17 @@ impl RelayStore {
                     results.push(VouchResult::Known);
                     continue;
                 }
+                let inviter_removed = members
+                    .get((*ws, inviter))?
+                    .map(|v| decode::<MemberInfo>(v.value(), "member"))
+                    .transpose()?
+                    .is_some_and(|m| m.removed);
+                if inviter_removed {
+                    results.push(VouchResult::Refused(
+                        "the member's inviter was removed from the workspace on this relay".into(),
+                    ));
+                    continue;
+                }
                 let used_by = invites.get((*ws, invite))?.map(|v| v.value());
                 if used_by.is_some_and(|k| k != key) {
                     results.push(VouchResult::Refused(

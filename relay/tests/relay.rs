@@ -482,6 +482,23 @@ async fn the_creator_vouches_for_members_a_relay_has_not_met() {
         RefusedCode::Removed,
     )
     .await;
+    // Nor does the creator's word admit someone the removed member invited.
+    let fay = Device::new(6);
+    send(
+        &mut ana_socket,
+        &Frame::Vouch {
+            id: 7,
+            members: vec![Vouchee {
+                key: fay.public().to_vec(),
+                proof: invite(&bo, ws, &fay, FAR, 62),
+            }],
+        },
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ana_socket).await,
+        Some(Frame::Vouched { id: 7, results }) if matches!(results[..], [VouchResult::Refused(_)])
+    ));
     relay.shutdown().await;
 }
 

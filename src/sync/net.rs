@@ -163,11 +163,25 @@ pub fn vouches_due(
         Some(relay) => super::vouched(node, workspace, relay)?,
         None => BTreeSet::new(),
     };
+    // A removed member's invitees are not vouched for: the relay refuses them by their
+    // own registration, and the creator cannot tell whether they joined before the removal.
+    let removed: BTreeSet<&str> = record
+        .state
+        .members
+        .iter()
+        .filter(|m| m.removed)
+        .map(|m| m.id.as_str())
+        .collect();
     let due: Vec<[u8; 32]> = record
         .state
         .members
         .iter()
         .filter(|m| m.verified && !m.removed)
+        .filter(|m| {
+            !m.invited_by
+                .as_deref()
+                .is_some_and(|by| removed.contains(by))
+        })
         .filter_map(|m| <[u8; 32]>::try_from(hex::decode(&m.id).ok()?).ok())
         .filter(|key| *key != creator && !told.contains(key))
         .collect();

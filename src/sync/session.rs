@@ -381,6 +381,10 @@ impl Session {
     /// relay welcomed the device, and only to a relay that takes them. Members already
     /// queued on this session are ignored.
     pub fn vouch(&mut self, members: Vec<Vouchee>, now: Instant) -> Vec<Output> {
+        if !self.takes_vouches() {
+            // A relay that does not take them welcomed us: nothing would answer.
+            return Vec::new();
+        }
         for member in members {
             if self.vouched.insert(member.key.clone()) {
                 self.vouches.push_back(member);
@@ -735,6 +739,10 @@ impl Session {
             self.vouch_in_flight = Some((id, members.iter().map(|m| m.key.clone()).collect()));
             self.deadline = Some(now + ANSWER_TIMEOUT);
             out.push(Output::Send(Frame::Vouch { id, members }));
+        }
+        if self.takes_vouch && !self.vouches.is_empty() {
+            // More than one vouch's worth: no push may overtake the rest.
+            return out;
         }
         if self.in_flight.is_none()
             && self.queue.is_empty()
@@ -1690,6 +1698,34 @@ mod tests {
             );
             assert!(session.is_idle());
         }
+    }
+
+    /// A relay met for the first time that does not take vouches: the vouches the driver
+    /// hands over after `NewRelay` are dropped, and the round ends.
+    #[test]
+    fn a_new_relay_that_takes_no_vouches_does_not_hold_the_round_open() {
+        let now = Instant::now();
+        let mut session = Node::default().session();
+        session.start(now);
+        session.receive(
+            Frame::Challenge {
+                nonce: vec![0; 32],
+                relay: vec![5; 16],
+            },
+            now,
+        );
+        let out = session.receive(
+            Frame::Welcome {
+                head: 0,
+                shared: true,
+                vouch: false,
+            },
+            now,
+        );
+        assert!(out.iter().any(|o| matches!(o, Output::NewRelay(_))));
+        assert!(session.vouch(vec![vouchee(7)], now).is_empty());
+        session.receive(Frame::CaughtUp { head: 0 }, now);
+        assert!(session.is_idle());
     }
 
     fn registered(relay: Option<[u8; 16]>, admission: Admission) -> Session {
