@@ -1568,6 +1568,25 @@ mod tests {
         }
     }
 
+    /// Relay 5's challenge, then its welcome; what the welcome led to.
+    fn welcomed_by_relay_5(session: &mut Session, vouch: bool, now: Instant) -> Vec<Output> {
+        session.receive(
+            Frame::Challenge {
+                nonce: vec![0; 32],
+                relay: vec![5; 16],
+            },
+            now,
+        );
+        session.receive(
+            Frame::Welcome {
+                head: 0,
+                shared: true,
+                vouch,
+            },
+            now,
+        )
+    }
+
     /// The frames a session sends, by name, in order.
     fn sent(out: &[Output]) -> Vec<&'static str> {
         out.iter()
@@ -1591,21 +1610,7 @@ mod tests {
             assert!(session.vouch(vec![vouchee(7), vouchee(8)], now).is_empty());
             session.vouch(vec![vouchee(7)], now);
             session.local(vec![(0, vec![1])], now);
-            session.receive(
-                Frame::Challenge {
-                    nonce: vec![0; 32],
-                    relay: vec![5; 16],
-                },
-                now,
-            );
-            let out = session.receive(
-                Frame::Welcome {
-                    head: 0,
-                    shared: true,
-                    vouch: takes,
-                },
-                now,
-            );
+            let out = welcomed_by_relay_5(&mut session, takes, now);
             let expected: &[&str] = if takes {
                 &["Subscribe", "Vouch", "Push"]
             } else {
@@ -1655,21 +1660,7 @@ mod tests {
                 let mut copy = node.session();
                 copy.start(now);
                 copy.vouch(vec![vouchee(7), vouchee(8)], now);
-                copy.receive(
-                    Frame::Challenge {
-                        nonce: vec![0; 32],
-                        relay: vec![5; 16],
-                    },
-                    now,
-                );
-                copy.receive(
-                    Frame::Welcome {
-                        head: 0,
-                        shared: true,
-                        vouch: true,
-                    },
-                    now,
-                );
+                welcomed_by_relay_5(&mut copy, true, now);
                 let out = copy.receive(wrong, now);
                 assert!(
                     matches!(out[..], [Output::Event(Event::Failed(_))]),
@@ -1707,21 +1698,7 @@ mod tests {
         let now = Instant::now();
         let mut session = Node::default().session();
         session.start(now);
-        session.receive(
-            Frame::Challenge {
-                nonce: vec![0; 32],
-                relay: vec![5; 16],
-            },
-            now,
-        );
-        let out = session.receive(
-            Frame::Welcome {
-                head: 0,
-                shared: true,
-                vouch: false,
-            },
-            now,
-        );
+        let out = welcomed_by_relay_5(&mut session, false, now);
         assert!(out.iter().any(|o| matches!(o, Output::NewRelay(_))));
         assert!(session.vouch(vec![vouchee(7)], now).is_empty());
         session.receive(Frame::CaughtUp { head: 0 }, now);
