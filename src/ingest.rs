@@ -1150,11 +1150,7 @@ fn store(
         prepared.doc_id,
         prepared.next_seq,
         &records,
-        &prepared
-            .entries
-            .iter()
-            .map(crate::store::encode)
-            .collect::<Vec<_>>(),
+        &prepared.entries,
     )?;
     node::reindex(
         txn,

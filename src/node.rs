@@ -471,43 +471,32 @@ impl Node {
         let stats = doc.stats();
         let new = stats.num_changes.saturating_sub(count_before) as usize;
         let large = new >= PARALLEL_CHECK;
-        let (entries, envelopes) = if let Some(save) = large
+        let (changes, envelopes) = if let Some(save) = large
             .then(|| own_document(doc_id == workspace, &stats, new, doc))
             .flatten()
         {
             // A large edit of a document only this device has written (an import into a new
             // one) is sealed as the whole document: automerge's save is a fortieth of its
             // changes' compressed size and takes a thirtieth of the time. Rebuilding the
-            // changes, which only the rules check needs here, overlaps with the rest.
+            // changes, which the rules check and the history lines need, overlaps with
+            // sealing it.
             let (changes, sealed) = std::thread::scope(|scope| {
-                let sealing = scope.spawn(|| {
-                    let entries: Vec<Vec<u8>> = doc
-                        .get_changes_meta(&before)
-                        .iter()
-                        .map(|meta| store::encode(&log_entry_of(meta)))
-                        .collect();
-                    (entries, vec![seal_one(&save).encode()])
-                });
+                let sealing = scope.spawn(|| seal_one(&save).encode());
                 let changes = doc.get_changes(&before);
                 (changes, joined(sealing.join()))
             });
             check_on_both_cores(&changes, check)?;
-            sealed
+            (changes, vec![sealed])
         } else {
             let mut changes = doc.get_changes(&before);
             let groups = sealing_groups(&mut changes);
-            let seal_all = || {
-                let entries: Vec<Vec<u8>> = changes
-                    .iter()
-                    .map(|c| store::encode(&log_entry(c)))
-                    .collect();
-                let envelopes: Vec<Vec<u8>> = groups
+            let seal_all = || -> Vec<Vec<u8>> {
+                groups
                     .iter()
                     .map(|(_, group)| seal_one(&seal::changes_plaintext(group)).encode())
-                    .collect();
-                (entries, envelopes)
+                    .collect()
             };
-            if large {
+            let envelopes = if large {
                 // Other large edits check their rules on a second core while their changes
                 // are compressed and sealed.
                 let (checked, sealed) = std::thread::scope(|scope| {
@@ -520,8 +509,10 @@ impl Node {
             } else {
                 check(&changes)?;
                 seal_all()
-            }
+            };
+            (changes, envelopes)
         };
+        let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
         let mut records = Vec::new();
         for envelope in envelopes {
             append_outbox(txn, workspace, &envelope)?;
@@ -613,22 +604,29 @@ impl Node {
 
     /// The history of a document, oldest first, from the index.
     pub fn history(&self, doc_id: Id) -> Result<Vec<LogEntry>> {
-        self.doc_range(HISTORY, doc_id, "history entry")
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let mut lines = Vec::new();
+        for item in table.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
+            lines.extend(store::history_lines(item?.1.value())?);
+        }
+        Ok(lines)
     }
 
-    /// The last `n` lines of a document's history, newest first, reading only those.
+    /// The last `n` lines of a document's history, newest first, reading only the rows
+    /// that hold them.
     pub fn history_tail(&self, doc_id: Id, n: usize) -> Result<Vec<LogEntry>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(HISTORY)?;
-        let mut entries = Vec::new();
-        for item in table
-            .range((doc_id.0, 0)..=(doc_id.0, u64::MAX))?
-            .rev()
-            .take(n)
-        {
-            entries.push(store::decode(item?.1.value(), "history entry")?);
+        let mut lines = Vec::new();
+        for item in table.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))?.rev() {
+            if lines.len() >= n {
+                break;
+            }
+            let row = store::history_last_lines(item?.1.value(), n - lines.len())?;
+            lines.extend(row.into_iter().rev());
         }
-        Ok(entries)
+        Ok(lines)
     }
 
     /// The heads at which the reader last marked a document read.
@@ -865,7 +863,7 @@ fn keep(
     doc_id: Id,
     loaded: Loaded,
 ) -> Result<()> {
-    let changes = next_seq(&txn.open_table(HISTORY)?, doc_id.0)?;
+    let changes = history_len(&txn.open_table(HISTORY)?, doc_id)?;
     cache.put(
         workspace,
         doc_id,
@@ -1152,56 +1150,28 @@ fn checkpoint_if_due(
 
 /// The history line for a change.
 pub fn log_entry(change: &Change) -> LogEntry {
-    history_line(
-        &change.hash(),
-        change.deps(),
-        change.actor_id(),
-        change.timestamp(),
-        change.message(),
-    )
-}
-
-fn history_line(
-    hash: &ChangeHash,
-    deps: &[ChangeHash],
-    actor: &ActorId,
-    time: i64,
-    message: Option<&str>,
-) -> LogEntry {
     LogEntry {
-        hash: hash.0.to_vec(),
-        deps: deps
+        hash: change.hash().0.to_vec(),
+        deps: change
+            .deps()
             .iter()
             .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
             .collect(),
-        author: identity::actor_key(actor)
+        author: identity::actor_key(change.actor_id())
             .map(|k| k.to_vec())
             .unwrap_or_default(),
-        time,
-        message: message.unwrap_or_default().to_string(),
+        time: change.timestamp(),
+        message: change.message().unwrap_or_default().to_string(),
     }
 }
 
-/// The history line of a change, from automerge's metadata of it: the same as
-/// [`log_entry`] of the change, without rebuilding the change from the document's columns.
-fn log_entry_of(meta: &automerge::ChangeMetadata<'_>) -> LogEntry {
-    history_line(
-        &meta.hash,
-        &meta.deps,
-        &meta.actor,
-        meta.timestamp,
-        meta.message.as_deref(),
-    )
-}
-
-/// Appends records from `seq` on, and history lines (encoded [`LogEntry`]s) after the
-/// existing ones.
+/// Appends records from `seq` on, and history lines after the existing ones.
 pub fn append_records(
     txn: &WriteTransaction,
     doc_id: Id,
     seq: u64,
     new_records: &[Record],
-    entries: &[Vec<u8>],
+    lines: &[LogEntry],
 ) -> Result<Appended> {
     let mut records = txn.open_table(RECORDS)?;
     let mut last = None;
@@ -1213,14 +1183,33 @@ pub fn append_records(
         }
     }
     let mut history = txn.open_table(HISTORY)?;
-    let next = next_seq(&history, doc_id.0)?;
-    for (i, entry) in entries.iter().enumerate() {
-        history.insert((doc_id.0, next + i as u64), entry.as_slice())?;
+    let mut next = history_len(&history, doc_id)?;
+    for (row, run) in store::history_rows(lines)
+        .iter()
+        .zip(lines.chunks(store::RUN_LINES))
+    {
+        history.insert((doc_id.0, next), row.as_slice())?;
+        next += run.len() as u64;
     }
     Ok(Appended {
-        changes: next + entries.len() as u64,
+        changes: next,
         last,
     })
+}
+
+/// How many history lines a document has: its last row's first line and how many it holds.
+pub fn history_len(
+    table: &impl ReadableTable<([u8; 16], u64), &'static [u8]>,
+    doc_id: Id,
+) -> Result<u64> {
+    match table
+        .range((doc_id.0, 0)..=(doc_id.0, u64::MAX))?
+        .next_back()
+        .transpose()?
+    {
+        Some((key, row)) => Ok(key.value().1 + store::history_row_len(row.value())?),
+        None => Ok(0),
+    }
 }
 
 /// The sequence number after the last one under `key` in a (key, sequence) table.
@@ -1746,6 +1735,125 @@ pub(crate) mod tests {
 
     fn title(doc: &Automerge) -> Option<String> {
         View::now(doc).str(&automerge::ROOT, "title")
+    }
+
+    #[test]
+    fn a_home_a_newer_build_wrote_is_refused_whole_and_left_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let newer = store::SCHEMA + 1;
+        {
+            let node = Node::open(&home).unwrap();
+            let txn = node.db().begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema", newer.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = Node::open(&home).err().expect("a newer home is refused");
+        assert!(
+            format!("{error:#}").contains("written by a newer meridian"),
+            "{error:#}"
+        );
+        // Nothing was rewritten: put the layout back and the home opens as before.
+        let db = store::open_database(&home.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let stored = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        assert_eq!(stored, newer.to_le_bytes());
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema", store::SCHEMA.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let node = Node::open(&home).unwrap();
+        assert!(node.workspace(Some(&workspace.hex())).is_ok());
+    }
+
+    #[test]
+    fn history_reads_the_same_across_runs_and_rows_older_builds_wrote() {
+        use automerge::transaction::Transactable;
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
+        let doc = new_thread(&node, workspace, "History").unwrap();
+        for i in 0..3 {
+            retitle(&node, workspace, doc, &format!("Older {i}")).unwrap();
+        }
+        // As a build before runs left them: one CBOR entry per row.
+        {
+            let txn = node.db().begin_write().unwrap();
+            let mut table = txn.open_table(HISTORY).unwrap();
+            let lines = node.history(doc).unwrap();
+            for seq in 0..4 {
+                table.remove((doc.0, seq)).unwrap();
+            }
+            for (seq, line) in lines.iter().enumerate() {
+                table
+                    .insert((doc.0, seq as u64), store::encode(line).as_slice())
+                    .unwrap();
+            }
+            drop(table);
+            txn.commit().unwrap();
+        }
+        // Then this build: a large edit (runs of many), and single edits (runs of one).
+        let many = 5 * store::RUN_LINES + 7;
+        node.edit(workspace, doc, |d| {
+            for i in 0..many {
+                let mut tx = d.transaction();
+                tx.put(automerge::ROOT, "title", format!("Take {i}"))?;
+                commit(tx, if i % 500 == 0 { "milestone" } else { "retitle" });
+            }
+            Ok(())
+        })
+        .unwrap();
+        node.docs().clear();
+        retitle(&node, workspace, doc, "Last but one").unwrap();
+        retitle(&node, workspace, doc, "Last").unwrap();
+
+        let expected: Vec<LogEntry> = node
+            .load(workspace, doc)
+            .unwrap()
+            .get_changes(&[])
+            .iter()
+            .map(log_entry)
+            .collect();
+        assert_eq!(expected.len(), 4 + many + 2);
+        assert_eq!(node.history(doc).unwrap(), expected);
+        let txn = node.db().begin_read().unwrap();
+        let table = txn.open_table(HISTORY).unwrap();
+        assert_eq!(history_len(&table, doc).unwrap(), expected.len() as u64);
+        let rows = table.range((doc.0, 0)..=(doc.0, u64::MAX)).unwrap().count();
+        assert_eq!(
+            rows,
+            4 + many.div_ceil(store::RUN_LINES) + 2,
+            "rows: 4 old, the large edit's runs, 2 runs of one"
+        );
+        for n in [
+            0,
+            1,
+            2,
+            3,
+            20,
+            store::RUN_LINES + 30,
+            many + 3,
+            expected.len() + 5,
+        ] {
+            let newest_first: Vec<LogEntry> = expected.iter().rev().take(n).cloned().collect();
+            assert_eq!(
+                node.history_tail(doc, n).unwrap(),
+                newest_first,
+                "tail of {n}"
+            );
+        }
     }
 
     #[test]

@@ -78,12 +78,25 @@ pub fn check_decoded(
 ) -> Result<()> {
     let author = doc_author(doc);
     let mut objects = Objects::new();
+    // A batch has few writers: each one's key is written out once, not once per change.
+    let mut writers: Vec<(&automerge::ActorId, Option<String>)> = Vec::new();
     for (change, expanded) in changes.iter().zip(expanded) {
+        let actor = change.actor_id();
+        let writer = match writers.iter().position(|(a, _)| *a == actor) {
+            Some(i) => i,
+            None => {
+                writers.push((actor, identity::actor_key(actor).map(hex::encode)));
+                writers.len() - 1
+            }
+        };
+        let Some(writer) = writers[writer].1.as_deref() else {
+            bail!("a change's actor is not a Meridian device");
+        };
         check_one(
             doc,
             kind,
             (change, expanded),
-            first(change),
+            (writer, first(change)),
             author.as_deref(),
             &mut objects,
         )?;
@@ -98,13 +111,10 @@ fn check_one(
     doc: &Automerge,
     kind: Kind,
     (change, expanded): (&Change, &ExpandedChange),
-    first: bool,
+    (writer, first): (&str, bool),
     author: Option<&str>,
     objects: &mut Objects,
 ) -> Result<()> {
-    let Some(writer) = identity::actor_key(change.actor_id()).map(hex::encode) else {
-        bail!("a change's actor is not a Meridian device");
-    };
     // A document has exactly one change without dependencies: the one that created it.
     // Another would let its writer pick the empty document as the context of an entry
     // ("accepted, with no deciders and no concerns") or race the real creation elsewhere.
@@ -115,19 +125,13 @@ fn check_one(
             kind.as_str()
         );
     }
-    let deps: Vec<String> = {
-        let mut deps: Vec<String> = change.deps().iter().map(|d| d.to_string()).collect();
-        deps.sort();
-        deps
-    };
     let ctx = OpContext {
         doc,
         change,
         kind,
-        writer: &writer,
+        writer,
         author,
         first,
-        deps: &deps,
     };
     for op in &expanded.operations {
         let (path, creator): (&[String], Option<&str>) = match &op.obj {
@@ -215,7 +219,6 @@ struct OpContext<'a> {
     writer: &'a str,
     author: Option<&'a str>,
     first: bool,
-    deps: &'a [String],
 }
 
 type Verdict = std::result::Result<(), String>;
@@ -406,8 +409,9 @@ impl OpContext<'_> {
                         *c.actor == *self.change.actor_id() && c.seq + 1 == self.change.seq()
                     })
                 };
-                let missing = self.deps.iter().filter(|d| !heads.contains(d));
-                let extra = heads.iter().filter(|h| !self.deps.contains(h));
+                let deps: Vec<String> = self.change.deps().iter().map(|d| d.to_string()).collect();
+                let missing = deps.iter().filter(|d| !heads.contains(d));
+                let extra = heads.iter().filter(|h| !deps.contains(h));
                 if !missing.chain(extra).all(own_previous) {
                     return deny("`heads` must be the document heads the change was made on");
                 }
