@@ -190,10 +190,23 @@ pub fn vouches_due(
     }
     let doc = node.load(workspace, workspace)?;
     let proofs = crate::workspace::member_proofs(crate::doc::View::now(&doc));
+    // An invite admits one device. Two member entries that show the same invite mean that
+    // someone holding a used code wrote an entry of their own, and a relay told of both
+    // would admit whichever key it met first, perhaps locking the real member out of every
+    // relay added later. The creator cannot tell which entry is genuine, so it vouches for
+    // neither: each may still register with the invite itself, where the relay's rule of
+    // one device per invite decides.
+    let mut uses: std::collections::BTreeMap<&[u8], usize> = Default::default();
+    for proof in proofs.values() {
+        *uses.entry(proof.invite_public.as_slice()).or_default() += 1;
+    }
     Ok(due
         .into_iter()
         .filter_map(|key| {
             let proof = proofs.get(&hex::encode(key))?.clone();
+            if uses.get(proof.invite_public.as_slice()) != Some(&1) {
+                return None;
+            }
             Some(Vouchee {
                 key: key.to_vec(),
                 proof,
@@ -910,6 +923,55 @@ fn log_round(report: &RoundReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_creator_vouches_for_no_one_whose_invite_another_entry_shows() {
+        use crate::identity::Profile;
+        use crate::workspace::Invite;
+        let tmp = tempfile::tempdir().unwrap();
+        let profile = |name: &str| Profile {
+            name: name.into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+        };
+        let ana = Node::init(&tmp.path().join("ana"), &profile("Ana")).unwrap();
+        let workspace = ana.create_workspace("w", vec![]).unwrap();
+        let (_, record) = ana.workspace(Some(&workspace.hex())).unwrap();
+        let invite = || {
+            Invite::new(
+                ana.key(),
+                workspace,
+                &record.name,
+                &record.key,
+                &record.creator,
+                vec![],
+                crate::node::now_ms() + 3_600_000,
+            )
+        };
+        // Bo and Cy each get an invite; Eve, who saw Bo's code, joins with it too.
+        let (bo_code, cy_code) = (invite(), invite());
+        let limits = crate::ingest::Limits::default();
+        let mut keys = Vec::new();
+        for (name, code) in [("Bo", &bo_code), ("Cy", &cy_code), ("Eve", &bo_code)] {
+            let member = Node::init(&tmp.path().join(name), &profile(name)).unwrap();
+            member.join(code).unwrap();
+            let joined = crate::bundle::export(&member, workspace, &[workspace]).unwrap();
+            crate::bundle::merge(&ana, &joined, &limits).unwrap();
+            keys.push(member.key().verifying_key().to_bytes().to_vec());
+        }
+        let (_, record) = ana.workspace(Some(&workspace.hex())).unwrap();
+        let due: Vec<Vec<u8>> = vouches_due(&ana, workspace, &record, None)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.key)
+            .collect();
+        assert_eq!(
+            due,
+            vec![keys[1].clone()],
+            "only Cy, whose invite is hers alone"
+        );
+    }
 
     fn apply(seqs: &[u64], size: usize) -> Output {
         Output::Apply {
