@@ -11,7 +11,7 @@
 //! - `a_reconnect_is_one_request_carrying_little_more_than_the_changes`: frames sent and
 //!   bytes received against the changed envelopes themselves, for two workspace sizes.
 //! - `storage_per_edit_stays_near_the_change_itself`: stored bytes per edit against
-//!   automerge's own change bytes, for a history typed edit by edit.
+//!   automerge's own change bytes, for a history typed edit by edit and for a batch import.
 //! - `edits_to_many_documents_travel_under_one_signature`: replies to 200 documents
 //!   pushed together arrive as one envelope, in fewer bytes than their envelopes one by one.
 //! - `a_new_member_downloads_about_one_save_of_a_long_document`: the bytes a new member's
@@ -274,12 +274,35 @@ fn storage_per_edit_stays_near_the_change_itself() -> Result<()> {
         .skip(1)
         .map(|c| c.raw_bytes().len())
         .sum();
-    // Healthy: about 4.7 (a signed, sealed envelope and a history line per change). A
+    // Healthy: about 4 (a signed, sealed envelope and a history line per change). A
     // document saved whole with every edit gives hundreds.
     check(
         "stored bytes per edit / automerge change bytes per edit",
         stored / changes as f64,
         12.0,
+    );
+
+    // A batch import: one edit of many changes, sealed as the document's save, its history
+    // lines in runs.
+    let imported = workload::new_text_document(&node, workspace, "imported")?;
+    let before = stored_bytes(&node)?;
+    node.edit(workspace, imported, |doc| {
+        workload::type_into(doc, 2_000, &mut Rng(4))
+    })?;
+    let stored = (stored_bytes(&node)? - before) as f64;
+    let loaded = node.load(workspace, imported)?;
+    let changes: usize = loaded
+        .get_changes(&[])
+        .iter()
+        .skip(1)
+        .map(|c| c.raw_bytes().len())
+        .sum();
+    // Healthy: about 0.3 (a history line of about 36 bytes per change, the save a
+    // fortieth of the changes). A history row per change, as before runs, gives 1.3.
+    check(
+        "stored bytes per edit of a batch import / automerge change bytes per edit",
+        stored / changes as f64,
+        1.0,
     );
     Ok(())
 }
