@@ -139,9 +139,12 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         .map(|docs| docs.iter().map(|d| d.as_slice()).collect());
     let mut budget = limits.max_inflated;
     let mut items = Vec::with_capacity(bundle.envelopes.len());
-    for (i, envelope) in bundle.envelopes.iter().enumerate() {
-        let opened =
-            ingest::open_sealed(envelope, workspace, &record, &mut budget).with_context(|| {
+    let encoded: Vec<&[u8]> = bundle.envelopes.iter().map(|e| e.as_slice()).collect();
+    ingest::each_verified(&encoded, |i, envelope| {
+        let opened = envelope
+            .map_err(anyhow::Error::from)
+            .and_then(|envelope| ingest::open_envelope(envelope, workspace, &record, &mut budget))
+            .with_context(|| {
                 format!(
                     "envelope {} of the bundle was refused; nothing was merged",
                     i + 1
@@ -152,7 +155,8 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
                 .into_iter()
                 .filter(|item| docs.as_ref().is_none_or(|d| d.contains(&item.doc.0[..]))),
         );
-    }
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok((workspace, items))
 }
 

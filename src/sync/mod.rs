@@ -343,18 +343,24 @@ pub fn apply(
     let mut budget = limits.max_inflated;
     let mut items = Vec::new();
     let mut refused = Vec::new();
-    for (seq, bytes) in entries {
-        match ingest::open_sealed(&bytes, workspace, &record, &mut budget) {
+    let encoded: Vec<&[u8]> = entries.iter().map(|(_, bytes)| bytes.as_slice()).collect();
+    ingest::each_verified(&encoded, |i, envelope| {
+        let (seq, bytes) = &entries[i];
+        let opened = envelope
+            .map_err(anyhow::Error::from)
+            .and_then(|envelope| ingest::open_envelope(envelope, workspace, &record, &mut budget));
+        match opened {
             Ok(opened) => items.extend(opened),
             Err(e) => refused.push(rejection(
-                Some(&bytes),
+                Some(bytes),
                 format!("entry {seq} of {relay}: {e:#}"),
             )),
         }
         if budget == 0 {
             budget = limits.max_inflated;
         }
-    }
+        Ok::<_, anyhow::Error>(())
+    })?;
     ingest::apply_received(node, workspace, items, &limits, |txn, report| {
         for rejected in refused {
             ingest::record_rejection(txn, workspace, &rejected)?;
