@@ -1211,7 +1211,13 @@ fn store(
         next_seq: prepared.next_seq + records.len() as u64,
         checkpointed: prepared.checkpointed,
     };
-    node::stored(docs, txn, (workspace, prepared.doc_id), stored, appended)
+    node::stored(
+        docs,
+        txn,
+        (workspace, prepared.doc_id),
+        stored,
+        (appended, None),
+    )
 }
 
 thread_local! {

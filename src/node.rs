@@ -471,47 +471,56 @@ impl Node {
         let stats = doc.stats();
         let new = stats.num_changes.saturating_sub(count_before) as usize;
         let large = new >= PARALLEL_CHECK;
-        let (changes, envelopes) = if let Some(save) = large
-            .then(|| own_document(doc_id == workspace, &stats, new, doc))
-            .flatten()
-        {
-            // A large edit of a document only this device has written (an import into a new
-            // one) is sealed as the whole document: automerge's save is a fortieth of its
-            // changes' compressed size and takes a thirtieth of the time. Rebuilding the
-            // changes, which the rules check and the history lines need, overlaps with
-            // sealing it.
-            let (changes, sealed) = std::thread::scope(|scope| {
-                let sealing = scope.spawn(|| seal_one(&save).encode());
-                let changes = doc.get_changes(&before);
-                (changes, joined(sealing.join()))
-            });
-            check_on_both_cores(&changes, check)?;
-            (changes, vec![sealed])
-        } else {
-            let mut changes = doc.get_changes(&before);
-            let groups = sealing_groups(&mut changes);
-            let seal_all = || -> Vec<Vec<u8>> {
-                groups
-                    .iter()
-                    .map(|(_, group)| seal_one(&seal::changes_plaintext(group)).encode())
-                    .collect()
-            };
-            let envelopes = if large {
-                // Other large edits check their rules on a second core while their changes
-                // are compressed and sealed.
-                let (checked, sealed) = std::thread::scope(|scope| {
-                    let checking = scope.spawn(|| check(&changes));
-                    let sealed = seal_all();
-                    (joined(checking.join()), sealed)
+        // A large edit of a document only this device has written (an import into a new
+        // one) is sealed as the whole document when its save fits in an envelope:
+        // automerge's save is a fortieth of its changes' compressed size and takes a
+        // thirtieth of the time. The changes are rebuilt anyway (the rules check and the
+        // history lines need them), and the save is made and sealed beside that.
+        let whole = large && own_document(doc_id == workspace, &stats, new);
+        let (mut changes, mut save) = if whole {
+            std::thread::scope(|scope| {
+                let saving = scope.spawn(|| {
+                    let save = doc.save();
+                    let sealed = (save.len() <= MAX_SEALED_BYTES).then(|| seal_one(&save).encode());
+                    (save, sealed)
                 });
-                checked?;
-                sealed
-            } else {
-                check(&changes)?;
-                seal_all()
-            };
-            (changes, envelopes)
+                let changes = doc.get_changes(&before);
+                (changes, Some(joined(saving.join())))
+            })
+        } else {
+            (doc.get_changes(&before), None)
         };
+        let envelopes = match save.as_mut().and_then(|(_, sealed)| sealed.take()) {
+            Some(sealed) => {
+                check_on_both_cores(&changes, check)?;
+                vec![sealed]
+            }
+            None => {
+                let groups = sealing_groups(&mut changes);
+                let seal_all = || -> Vec<Vec<u8>> {
+                    groups
+                        .iter()
+                        .map(|(_, group)| seal_one(&seal::changes_plaintext(group)).encode())
+                        .collect()
+                };
+                if large {
+                    // Other large edits check their rules on a second core while their
+                    // changes are compressed and sealed.
+                    let (checked, sealed) = std::thread::scope(|scope| {
+                        let checking = scope.spawn(|| check(&changes));
+                        let sealed = seal_all();
+                        (joined(checking.join()), sealed)
+                    });
+                    checked?;
+                    sealed
+                } else {
+                    check(&changes)?;
+                    seal_all()
+                }
+            }
+        };
+        // The save, made or not, is the document as it is now: a checkpoint takes it.
+        let save = save.map(|(save, _)| save);
         let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
         let mut records = Vec::new();
         for envelope in envelopes {
@@ -533,7 +542,13 @@ impl Node {
             set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
         loaded.next_seq += records.len() as u64;
-        stored(&self.docs, txn, (workspace, doc_id), loaded, appended)?;
+        stored(
+            &self.docs,
+            txn,
+            (workspace, doc_id),
+            loaded,
+            (appended, save),
+        )?;
         Ok(output)
     }
 
@@ -769,30 +784,23 @@ pub(crate) fn sealing_groups(changes: &mut [Change]) -> Vec<(usize, Vec<u8>)> {
 /// below it, starting the thread costs more than the overlap saves.
 const PARALLEL_CHECK: usize = 256;
 
-/// The save of a document to seal whole for an edit of `new` changes, when that carries
-/// what its changes would and at most as much again: every change in it is this device's
-/// (the document has one actor, and the edit was made with it), the edit is at least half of
-/// it (receivers have the rest already and skip it), the save fits in an envelope, and its
-/// operations and changes are within one merge's limits. Receivers accept a whole document
-/// from a member only when every change in it is the signer's (`ingest`), so this never
-/// vouches for anyone else. The workspace document, whose genesis change no device wrote,
-/// is never sealed whole.
-fn own_document(
-    is_workspace: bool,
-    stats: &automerge::Stats,
-    new: usize,
-    doc: &Automerge,
-) -> Option<Vec<u8>> {
+/// Whether to seal an edit of `new` changes as the document's save, when that carries what
+/// its changes would and at most as much again: every change in it is this device's (the
+/// document has one actor, and the edit was made with it), the edit is at least half of it
+/// (receivers have the rest already and skip it), and its operations and changes are within
+/// one merge's limits (the caller checks that the save fits in an envelope). Receivers
+/// accept a whole document from a member only when every change in it is the signer's
+/// (`ingest`), so this never vouches for anyone else. The workspace document, whose genesis
+/// change no device wrote, is never sealed whole.
+fn own_document(is_workspace: bool, stats: &automerge::Stats, new: usize) -> bool {
     // Receivers take a whole document in one piece, never split across merges: all of it
     // must be within what one merge may bring.
     let limits = crate::ingest::Limits::default();
-    let eligible = !is_workspace
+    !is_workspace
         && stats.num_actors == 1
         && new as u64 * 2 >= stats.num_changes
         && stats.num_ops <= limits.max_ops as u64
-        && stats.num_changes <= limits.max_changes as u64;
-    let save = eligible.then(|| doc.save())?;
-    (save.len() <= MAX_SEALED_BYTES).then_some(save)
+        && stats.num_changes <= limits.max_changes as u64
 }
 
 /// The result of a scoped thread, its panic carried on to this one.
@@ -875,16 +883,17 @@ fn keep(
 
 /// What follows storing a document's new records (after [`append_records`]; they end
 /// before `loaded.next_seq`, and `loaded.checkpointed` is what it was loaded with): a new
-/// checkpoint if one is due, then the document kept in `cache` for the next write.
+/// checkpoint if one is due (from `save`, the document's save as it is now, when the caller
+/// made one), then the document kept in `cache` for the next write.
 pub fn stored(
     cache: &DocCache,
     txn: &WriteTransaction,
     (workspace, doc_id): (Id, Id),
     mut loaded: Loaded,
-    appended: Appended,
+    (appended, save): (Appended, Option<Vec<u8>>),
 ) -> Result<()> {
     let changes = appended.changes;
-    loaded.checkpointed = checkpoint_if_due(txn, doc_id, &loaded, changes)?;
+    loaded.checkpointed = checkpoint_if_due(txn, doc_id, &loaded, changes, save)?;
     match appended.last {
         Some(last) => cache.put_hashed(workspace, doc_id, loaded, changes, last),
         None => cache.put(
@@ -1133,6 +1142,7 @@ fn checkpoint_if_due(
     doc_id: Id,
     loaded: &Loaded,
     changes: u64,
+    save: Option<Vec<u8>>,
 ) -> Result<u64> {
     let before = loaded.checkpointed;
     if changes.saturating_sub(before) < CHECKPOINT_MIN_CHANGES.max(before / 16) {
@@ -1141,7 +1151,7 @@ fn checkpoint_if_due(
     let checkpoint = Checkpoint {
         next_seq: loaded.next_seq,
         changes,
-        save: loaded.doc.save(),
+        save: save.unwrap_or_else(|| loaded.doc.save()),
     };
     txn.open_table(CHECKPOINTS)?
         .insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
