@@ -1366,20 +1366,38 @@ pub(crate) mod tests {
         Ok(id)
     }
 
-    /// A new home with one workspace, in a directory the caller keeps.
-    pub(crate) fn new_home(tmp: &tempfile::TempDir) -> (PathBuf, Id) {
-        let home = tmp.path().join("home");
-        let profile = Profile {
-            name: "Ana".into(),
+    /// A profile in UTC office hours.
+    pub(crate) fn profile(name: &str) -> Profile {
+        Profile {
+            name: name.into(),
             tz: "UTC".into(),
             hours: "09:00-17:00".into(),
             days: "mon-fri".into(),
-        };
-        let workspace = Node::init(&home, &profile)
+        }
+    }
+
+    /// A new home with one workspace, in a directory the caller keeps.
+    pub(crate) fn new_home(tmp: &tempfile::TempDir) -> (PathBuf, Id) {
+        let home = tmp.path().join("home");
+        let workspace = Node::init(&home, &profile("Ana"))
             .unwrap()
             .create_workspace("w", vec![])
             .unwrap();
         (home, workspace)
+    }
+
+    /// An invite to `workspace` from `inviter`, valid for an hour.
+    pub(crate) fn invite(inviter: &Node, workspace: Id) -> Invite {
+        let (_, record) = inviter.workspace(Some(&workspace.hex())).unwrap();
+        Invite::new(
+            inviter.key(),
+            workspace,
+            &record.name,
+            &record.key,
+            &record.creator,
+            vec![],
+            now_ms() + 3_600_000,
+        )
     }
 
     #[test]
@@ -1644,21 +1662,8 @@ pub(crate) mod tests {
         let (home, workspace) = new_home(&tmp);
         let ana = Node::open(&home).unwrap();
         let (_, record) = ana.workspace(Some(&workspace.hex())).unwrap();
-        let invite = Invite::new(
-            ana.key(),
-            workspace,
-            &record.name,
-            &record.key,
-            &record.creator,
-            vec![],
-            now_ms() + 3_600_000,
-        );
-        let profile = Profile {
-            name: "Bo".into(),
-            ..ana.profile().unwrap()
-        };
-        let bo = Node::init(&tmp.path().join("bo"), &profile).unwrap();
-        bo.join(&invite).unwrap();
+        let bo = Node::init(&tmp.path().join("bo"), &profile("Bo")).unwrap();
+        bo.join(&invite(&ana, workspace)).unwrap();
         let limits = crate::ingest::Limits::default();
         let joined = crate::bundle::export(&bo, workspace, &[workspace]).unwrap();
         crate::bundle::merge(&ana, &joined, &limits).unwrap();

@@ -926,31 +926,12 @@ mod tests {
 
     #[test]
     fn the_creator_vouches_for_no_one_whose_invite_another_entry_shows() {
-        use crate::identity::Profile;
-        use crate::workspace::Invite;
+        use crate::node::tests::{invite, new_home, profile};
         let tmp = tempfile::tempdir().unwrap();
-        let profile = |name: &str| Profile {
-            name: name.into(),
-            tz: "UTC".into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-        };
-        let ana = Node::init(&tmp.path().join("ana"), &profile("Ana")).unwrap();
-        let workspace = ana.create_workspace("w", vec![]).unwrap();
-        let (_, record) = ana.workspace(Some(&workspace.hex())).unwrap();
-        let invite = || {
-            Invite::new(
-                ana.key(),
-                workspace,
-                &record.name,
-                &record.key,
-                &record.creator,
-                vec![],
-                crate::node::now_ms() + 3_600_000,
-            )
-        };
+        let (home, workspace) = new_home(&tmp);
+        let ana = Node::open(&home).unwrap();
         // Bo and Cy each get an invite; Eve, who saw Bo's code, joins with it too.
-        let (bo_code, cy_code) = (invite(), invite());
+        let (bo_code, cy_code) = (invite(&ana, workspace), invite(&ana, workspace));
         let limits = crate::ingest::Limits::default();
         let mut keys = Vec::new();
         for (name, code) in [("Bo", &bo_code), ("Cy", &cy_code), ("Eve", &bo_code)] {
