@@ -325,8 +325,10 @@ pub fn open_sealed(
     open_envelope(Envelope::decode(bytes)?, workspace, record, budget)
 }
 
-/// How many envelopes [`each_verified`] decodes ahead of the caller: what it holds at once.
+/// How many envelopes [`each_verified`] decodes ahead of the caller, and how many of their
+/// bytes at most: what it holds decoded at once, beside the caller's input.
 const VERIFY_WINDOW: usize = 512;
+const VERIFY_WINDOW_BYTES: usize = 16 << 20;
 
 /// The fewest envelopes a thread of [`each_verified`] is started for: starting one costs
 /// about as much as checking one signature.
@@ -343,7 +345,18 @@ pub fn each_verified<E>(
     mut open: impl FnMut(usize, Result<Envelope, meridian_relay::EnvelopeError>) -> Result<(), E>,
 ) -> Result<(), E> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (w, window) in envelopes.chunks(VERIFY_WINDOW).enumerate() {
+    let mut start = 0;
+    while start < envelopes.len() {
+        let mut end = start + 1;
+        let mut bytes = envelopes[start].len();
+        while end < envelopes.len()
+            && end - start < VERIFY_WINDOW
+            && bytes + envelopes[end].len() <= VERIFY_WINDOW_BYTES
+        {
+            bytes += envelopes[end].len();
+            end += 1;
+        }
+        let window = &envelopes[start..end];
         let threads = cores.min(window.len() / VERIFY_PER_THREAD).max(1);
         let per_thread = window.len().div_ceil(threads);
         let decode =
@@ -365,8 +378,9 @@ pub fn each_verified<E>(
             decoded
         });
         for (i, envelope) in decoded.into_iter().enumerate() {
-            open(w * VERIFY_WINDOW + i, envelope)?;
+            open(start + i, envelope)?;
         }
+        start = end;
     }
     Ok(())
 }
@@ -1337,5 +1351,19 @@ mod tests {
             }
         });
         assert_eq!((stopped, last), (Err(VERIFY_WINDOW + 5), VERIFY_WINDOW + 5));
+
+        // Large envelopes make smaller windows, in the same order.
+        let big: Vec<Vec<u8>> = (0..30u8)
+            .map(|i| seal::seal(&device, &key, Id([7; 16]), Id([i; 16]), &[i; 700 << 10]).encode())
+            .collect();
+        let slices: Vec<&[u8]> = big.iter().map(Vec::as_slice).collect();
+        let mut seen = Vec::new();
+        each_verified(&slices, |i, envelope| {
+            assert_eq!(envelope.unwrap().doc_id(), [i as u8; 16]);
+            seen.push(i);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(seen, (0..30).collect::<Vec<_>>());
     }
 }

@@ -1199,7 +1199,9 @@ pub fn append_records(
         .zip(lines.chunks(store::RUN_LINES))
     {
         history.insert((doc_id.0, next), row.as_slice())?;
-        next += run.len() as u64;
+        next = next
+            .checked_add(run.len() as u64)
+            .context("the stored history is corrupt (its positions run out)")?;
     }
     Ok(Appended {
         changes: next,
@@ -1217,7 +1219,11 @@ pub fn history_len(
         .next_back()
         .transpose()?
     {
-        Some((key, row)) => Ok(key.value().1 + store::history_row_len(row.value())?),
+        Some((key, row)) => key
+            .value()
+            .1
+            .checked_add(store::history_row_len(row.value())?)
+            .context("the stored history is corrupt (its positions run out)"),
         None => Ok(0),
     }
 }
@@ -1791,6 +1797,45 @@ pub(crate) mod tests {
         drop(db);
         let node = Node::open(&home).unwrap();
         assert!(node.workspace(Some(&workspace.hex())).is_ok());
+    }
+
+    #[test]
+    fn a_damaged_history_count_fails_the_next_edit_and_overwrites_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
+        let doc = new_thread(&node, workspace, "Counted").unwrap();
+        retitle(&node, workspace, doc, "Second").unwrap();
+        let rows = |node: &Node| -> Vec<(u64, Vec<u8>)> {
+            let txn = node.db().begin_read().unwrap();
+            let table = txn.open_table(HISTORY).unwrap();
+            table
+                .range((doc.0, 0)..=(doc.0, u64::MAX))
+                .unwrap()
+                .map(|item| {
+                    let (key, value) = item.unwrap();
+                    (key.value().1, value.value().to_vec())
+                })
+                .collect()
+        };
+        // The last row claims u64::MAX lines.
+        let mut damaged = rows(&node);
+        damaged.last_mut().unwrap().1 = [vec![0x01], vec![0xff; 9], vec![0x01]].concat();
+        {
+            let txn = node.db().begin_write().unwrap();
+            let (seq, row) = damaged.last().unwrap();
+            txn.open_table(HISTORY)
+                .unwrap()
+                .insert((doc.0, *seq), row.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        node.docs().clear();
+        let error = retitle(&node, workspace, doc, "Third").unwrap_err();
+        assert!(format!("{error:#}").contains("corrupt"), "{error:#}");
+        assert_eq!(rows(&node), damaged, "no row was written or moved");
+        let error = node.history(doc).unwrap_err();
+        assert!(format!("{error:#}").contains("corrupt"), "{error:#}");
     }
 
     #[test]

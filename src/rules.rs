@@ -79,17 +79,13 @@ pub fn check_decoded(
     let author = doc_author(doc);
     let mut objects = Objects::new();
     // A batch has few writers: each one's key is written out once, not once per change.
-    let mut writers: Vec<(&automerge::ActorId, Option<String>)> = Vec::new();
+    let mut writers: HashMap<&automerge::ActorId, Option<String>> = HashMap::new();
     for (change, expanded) in changes.iter().zip(expanded) {
         let actor = change.actor_id();
-        let writer = match writers.iter().position(|(a, _)| *a == actor) {
-            Some(i) => i,
-            None => {
-                writers.push((actor, identity::actor_key(actor).map(hex::encode)));
-                writers.len() - 1
-            }
-        };
-        let Some(writer) = writers[writer].1.as_deref() else {
+        let writer = writers
+            .entry(actor)
+            .or_insert_with(|| identity::actor_key(actor).map(hex::encode));
+        let Some(writer) = writer.as_deref() else {
             bail!("a change's actor is not a Meridian device");
         };
         check_one(

@@ -220,11 +220,23 @@ pub fn history_last_lines(row: &[u8], n: usize) -> Result<Vec<LogEntry>> {
 /// How many history lines one `HISTORY` row holds, reading only its header.
 pub fn history_row_len(row: &[u8]) -> Result<u64> {
     match row.first() {
-        Some(&RUN_TAG) => leb128::read::unsigned(&mut &row[1..])
-            .ok()
-            .context("a stored history line is corrupt (its count)"),
+        Some(&RUN_TAG) => Ok(run_len(&mut &row[1..])
+            .context("a stored history line is corrupt (its count)")?
+            as u64),
         _ => Ok(1),
     }
+}
+
+/// The line count at the head of a run: at least one, at most [`RUN_LINES`], as every run
+/// is written. A damaged count is refused rather than trusted, so it can neither move the
+/// positions of the lines that follow nor make one row decode to a multitude of copies of
+/// its longest message.
+fn run_len(input: &mut &[u8]) -> Result<usize> {
+    let count = get_unsigned(input)?;
+    if count == 0 || count > RUN_LINES as u64 {
+        bail!("it claims {count} lines, where a run holds 1 to {RUN_LINES}");
+    }
+    Ok(count as usize)
 }
 
 /// A line of a run, borrowed from the row: what the next line may repeat.
@@ -238,13 +250,7 @@ struct RunLine<'a> {
 
 fn decode_run(mut bytes: &[u8], keep: usize) -> Result<Vec<LogEntry>> {
     let input = &mut bytes;
-    let count = get_unsigned(input)?;
-    // Every line takes at least three bytes (flags, a hash's length, a time): a count the
-    // bytes cannot hold is refused before anything is allocated for it.
-    if count > (input.len() / 3) as u64 {
-        bail!("it claims {count} lines in {} bytes", input.len());
-    }
-    let count = count as usize;
+    let count = run_len(input)?;
     let first_kept = count.saturating_sub(keep);
     let mut lines: Vec<LogEntry> = Vec::with_capacity(count - first_kept);
     let mut previous: Option<RunLine<'_>> = None;
@@ -259,7 +265,7 @@ fn decode_run(mut bytes: &[u8], keep: usize) -> Result<Vec<LogEntry>> {
             (true, None) => bail!("the first line of a run repeats {what}"),
             (false, _) => Ok(None),
         };
-        let hash = get_bytes(input)?;
+        let hash = get_hash(input)?;
         deps.clear();
         match repeats(DEPS_PREVIOUS, "the line before it")? {
             Some(previous) => deps.push(previous.hash),
@@ -269,13 +275,16 @@ fn decode_run(mut bytes: &[u8], keep: usize) -> Result<Vec<LogEntry>> {
                     bail!("a line claims {n} dependencies");
                 }
                 for _ in 0..n {
-                    deps.push(get_bytes(input)?);
+                    deps.push(get_hash(input)?);
                 }
             }
         }
         let author = match repeats(SAME_AUTHOR, "an author")? {
             Some(previous) => previous.author,
-            None => get_bytes(input)?,
+            None => match get_bytes(input)? {
+                key if key.is_empty() || key.len() == 32 => key,
+                key => bail!("an author key of {} bytes", key.len()),
+            },
         };
         let delta = leb128::read::signed(input)
             .ok()
@@ -316,6 +325,14 @@ fn get_unsigned(input: &mut &[u8]) -> Result<u64> {
     leb128::read::unsigned(input)
         .ok()
         .context("a number ends early")
+}
+
+/// A change hash: 32 bytes, as automerge's are.
+fn get_hash<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
+    match get_bytes(input)? {
+        hash if hash.len() == 32 => Ok(hash),
+        hash => bail!("a change hash of {} bytes", hash.len()),
+    }
 }
 
 fn get_bytes<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
@@ -638,6 +655,37 @@ mod tests {
             bytes * 4 < single,
             "{bytes} bytes against {single} as single entries"
         );
+    }
+
+    #[test]
+    fn a_run_with_a_damaged_count_or_key_is_refused() {
+        let line = |hash: Vec<u8>, author: Vec<u8>| LogEntry {
+            hash,
+            deps: vec![],
+            author,
+            time: 5,
+            message: "edit".into(),
+        };
+        let good = history_rows(&[line(vec![3; 32], vec![1; 32])]).remove(0);
+        assert_eq!(history_row_len(&good).unwrap(), 1);
+        // The count is the byte after the tag: 0, one past a run, and u64::MAX.
+        let mut counts: Vec<Vec<u8>> = vec![vec![0], vec![0x81, 0x02]];
+        counts.push([vec![0xff; 9], vec![0x01]].concat());
+        for count in counts {
+            let row = [&[RUN_TAG][..], &count, &good[2..]].concat();
+            for error in [
+                history_row_len(&row).map(|_| ()).unwrap_err(),
+                history_lines(&row).map(|_| ()).unwrap_err(),
+            ] {
+                assert!(format!("{error:#}").contains("corrupt"), "{error:#}");
+            }
+        }
+        // Hashes of another length, and an author key that is neither a key nor absent.
+        for bad in [line(vec![3; 31], vec![]), line(vec![3; 32], vec![1; 33])] {
+            let row = history_rows(&[bad]).remove(0);
+            assert!(history_lines(&row).is_err());
+        }
+        assert!(history_lines(&history_rows(&[line(vec![3; 32], vec![])])[0]).is_ok());
     }
 
     #[test]
