@@ -174,7 +174,7 @@ pub(crate) fn uleb(bytes: &[u8]) -> Result<(u64, usize)> {
 }
 
 /// Takes `n` bytes off the front of `bytes`.
-fn take<'a>(bytes: &mut &'a [u8], n: u64, what: &str) -> Result<&'a [u8]> {
+pub(crate) fn take<'a>(bytes: &mut &'a [u8], n: u64, what: &str) -> Result<&'a [u8]> {
     let n = usize::try_from(n)
         .ok()
         .filter(|n| *n <= bytes.len())
@@ -184,7 +184,8 @@ fn take<'a>(bytes: &mut &'a [u8], n: u64, what: &str) -> Result<&'a [u8]> {
     Ok(head)
 }
 
-fn take_uleb(bytes: &mut &[u8], what: &str) -> Result<u64> {
+/// Takes a LEB128 unsigned integer off the front of `bytes`.
+pub(crate) fn take_uleb(bytes: &mut &[u8], what: &str) -> Result<u64> {
     let (value, n) = uleb(bytes).with_context(|| format!("the {what} is malformed"))?;
     *bytes = &bytes[n..];
     Ok(value)

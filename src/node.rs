@@ -477,7 +477,7 @@ impl Node {
         // thirtieth of the time. The changes are rebuilt anyway (the rules check and the
         // history lines need them), and the save is made and sealed beside that.
         let whole = large && own_document(doc_id == workspace, &stats, new);
-        let (mut changes, mut save) = if whole {
+        let (mut changes, save, sealed) = if whole {
             std::thread::scope(|scope| {
                 let saving = scope.spawn(|| {
                     let save = doc.save();
@@ -485,12 +485,13 @@ impl Node {
                     (save, sealed)
                 });
                 let changes = doc.get_changes(&before);
-                (changes, Some(joined(saving.join())))
+                let (save, sealed) = joined(saving.join());
+                (changes, Some(save), sealed)
             })
         } else {
-            (doc.get_changes(&before), None)
+            (doc.get_changes(&before), None, None)
         };
-        let envelopes = match save.as_mut().and_then(|(_, sealed)| sealed.take()) {
+        let envelopes = match sealed {
             Some(sealed) => {
                 check_on_both_cores(&changes, check)?;
                 vec![sealed]
@@ -519,8 +520,6 @@ impl Node {
                 }
             }
         };
-        // The save, made or not, is the document as it is now: a checkpoint takes it.
-        let save = save.map(|(save, _)| save);
         let entries: Vec<LogEntry> = changes.iter().map(log_entry).collect();
         let mut records = Vec::new();
         for envelope in envelopes {
@@ -542,6 +541,7 @@ impl Node {
             set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
         loaded.next_seq += records.len() as u64;
+        // The save, if one was made, is the document as it is now: a checkpoint takes it.
         stored(
             &self.docs,
             txn,
@@ -1194,11 +1194,8 @@ pub fn append_records(
     }
     let mut history = txn.open_table(HISTORY)?;
     let mut next = history_len(&history, doc_id)?;
-    for (row, run) in store::history_rows(lines)
-        .iter()
-        .zip(lines.chunks(store::RUN_LINES))
-    {
-        history.insert((doc_id.0, next), row.as_slice())?;
+    for run in lines.chunks(store::RUN_LINES) {
+        history.insert((doc_id.0, next), store::history_row(run).as_slice())?;
         next = next
             .checked_add(run.len() as u64)
             .context("the stored history is corrupt (its positions run out)")?;

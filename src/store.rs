@@ -26,7 +26,7 @@ pub const RECORDS: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::ne
 /// position, so loading it reads the save and the records after it, not every record.
 pub const CHECKPOINTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("checkpoints");
 /// (document id, sequence of its first line) → a run of consecutive history lines, one per
-/// change, for `log` ([`history_rows`]; rows written before runs hold one [`LogEntry`]).
+/// change, for `log` ([`history_row`]; rows written before runs hold one [`LogEntry`]).
 pub const HISTORY: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("history");
 /// Document id → [`crate::index::DocSummary`]: the derived index.
 pub const DOCS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("docs");
@@ -142,19 +142,16 @@ const DEPS_PREVIOUS: u8 = 1;
 const SAME_AUTHOR: u8 = 2;
 const SAME_MESSAGE: u8 = 4;
 
-/// Encodes consecutive history lines as the rows that store them, each a run of at most
-/// [`RUN_LINES`].
+/// Encodes consecutive history lines, at most [`RUN_LINES`] of them, as the `HISTORY` row
+/// that stores them.
 ///
 /// Lines of one edit or one sync mostly depend on the line before, share an author and a
 /// message, and were made milliseconds apart; a run says so in a flag byte, so a typed
 /// line costs its hash and a few bytes, not the 150 of a CBOR map with a second hash and
 /// the author's key in it. An entry per row also cost a B-tree insert per change, a fifth
 /// of a batch import's time.
-pub fn history_rows(lines: &[LogEntry]) -> Vec<Vec<u8>> {
-    lines.chunks(RUN_LINES).map(encode_run).collect()
-}
-
-fn encode_run(lines: &[LogEntry]) -> Vec<u8> {
+pub fn history_row(lines: &[LogEntry]) -> Vec<u8> {
+    debug_assert!(!lines.is_empty() && lines.len() <= RUN_LINES);
     let mut out = Vec::with_capacity(8 + lines.len() * 40);
     out.push(RUN_TAG);
     put_unsigned(&mut out, lines.len() as u64);
@@ -321,12 +318,6 @@ fn decode_run(mut bytes: &[u8], keep: usize) -> Result<Vec<LogEntry>> {
     Ok(lines)
 }
 
-fn get_unsigned(input: &mut &[u8]) -> Result<u64> {
-    leb128::read::unsigned(input)
-        .ok()
-        .context("a number ends early")
-}
-
 /// A change hash: 32 bytes, as automerge's are.
 fn get_hash<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
     match get_bytes(input)? {
@@ -335,14 +326,13 @@ fn get_hash<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
     }
 }
 
+fn get_unsigned(input: &mut &[u8]) -> Result<u64> {
+    crate::ingest::take_uleb(input, "number")
+}
+
 fn get_bytes<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
     let len = get_unsigned(input)?;
-    if len > input.len() as u64 {
-        bail!("a field of {len} bytes runs past the end");
-    }
-    let (bytes, rest) = input.split_at(len as usize);
-    *input = rest;
-    Ok(bytes)
+    crate::ingest::take(input, len, "field")
 }
 
 /// What the node knows about a workspace it belongs to.
@@ -540,6 +530,11 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// The rows that store `lines`, as `node::append_records` writes them.
+    fn history_rows(lines: &[LogEntry]) -> Vec<Vec<u8>> {
+        lines.chunks(RUN_LINES).map(history_row).collect()
+    }
 
     /// Lines as edits and syncs make them: mostly a chain of one author's changes with one
     /// message, now and then a merge, another author, another message, a clock that went
