@@ -1,5 +1,6 @@
 //! The `meridian-relay` binary: `meridian-relay serve --listen ADDR --data DIR`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -117,8 +118,11 @@ fn run(cli: Cli) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr()?;
-        // The first line of stdout is the address, for scripts that asked for port 0.
-        println!(
+        // The first line of stdout is the address, for scripts that asked for port 0. A
+        // stdout nobody reads (closed, or a full disk) is no reason not to serve, and
+        // `println!` would panic on it.
+        let _ = writeln!(
+            std::io::stdout(),
             "listening on ws://{bound}{}",
             meridian_relay::protocol::PATH
         );

@@ -49,13 +49,11 @@ pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
                 json!({"hash": hex::encode(&e.hash), "author": name, "author_key": hex::encode(&e.author), "verified": verified, "time": ctx.out.rfc3339(e.time), "message": e.message})
             })
             .collect();
-        ctx.out.print_json(&json!(list));
+        ctx.out.print_json(&json!(list))?;
         return Ok(());
     }
-    // One buffered writer, not a system call per line: the whole history of a long document
-    // is 100,000 lines. Times are shown to the minute, so a run of changes made in the same
-    // minute formats its time once.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Times are shown to the minute, so a run of changes made in the same minute formats its
+    // time once: the whole history of a long document is 100,000 lines.
     let mut minute: Option<(i64, String)> = None;
     for e in &entries {
         let (name, verified) = author(e);
@@ -69,20 +67,9 @@ pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
             }
         };
         let hash = hex::encode(&e.hash[..e.hash.len().min(6)]);
-        if let Err(error) = writeln!(out, "{hash}  {name:<12} {time}  {}{mark}", e.message) {
-            return stopped_reading(error);
-        }
+        say!(ctx.out, "{hash}  {name:<12} {time}  {}{mark}", e.message);
     }
-    out.flush().or_else(stopped_reading)
-}
-
-/// A reader that stopped early (`meridian log | head`) is not an error.
-fn stopped_reading(error: std::io::Error) -> Result<()> {
-    if error.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(error.into())
-    }
+    Ok(())
 }
 
 pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()> {
@@ -98,27 +85,27 @@ pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()>
         &history::fields(View::at(&doc, &to_heads)),
     );
     if ctx.out.json {
-        ctx.out.print_json(&json!(changes));
+        ctx.out.print_json(&json!(changes))?;
         return Ok(());
     }
     for change in &changes {
         match (&change.before, &change.after) {
             (None, Some(after)) => {
-                println!("+ {}", change.field);
+                say!(ctx.out, "+ {}", change.field);
                 for line in after.lines() {
-                    println!("  + {line}");
+                    say!(ctx.out, "  + {line}");
                 }
             }
             (Some(before), None) => {
-                println!("- {}", change.field);
+                say!(ctx.out, "- {}", change.field);
                 for line in before.lines() {
-                    println!("  - {line}");
+                    say!(ctx.out, "  - {line}");
                 }
             }
             (Some(before), Some(after)) => {
-                println!("~ {}", change.field);
+                say!(ctx.out, "~ {}", change.field);
                 for line in history::text_diff(before, after).lines() {
-                    println!("  {line}");
+                    say!(ctx.out, "  {line}");
                 }
             }
             (None, None) => {}
@@ -136,16 +123,16 @@ pub fn conflicts(ctx: &Ctx, prefix: &str) -> Result<()> {
             .iter()
             .map(|c| json!({"field": c.field, "values": c.values.iter().map(|v| json!({"value": v.value, "author": ctx.name(&v.author), "author_id": v.author})).collect::<Vec<_>>()}))
             .collect();
-        ctx.out.print_json(&json!(list));
+        ctx.out.print_json(&json!(list))?;
         return Ok(());
     }
     if conflicts.is_empty() {
-        println!("No conflicts.");
+        say!(ctx.out, "No conflicts.");
     }
     for c in &conflicts {
-        println!("{}:", c.field);
+        say!(ctx.out, "{}:", c.field);
         for v in &c.values {
-            println!("  {:?} by {}", v.value, ctx.name(&v.author));
+            say!(ctx.out, "  {:?} by {}", v.value, ctx.name(&v.author));
         }
     }
     Ok(())
@@ -219,7 +206,7 @@ pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> 
         Ok(())
     })?;
     ctx.out
-        .done(json!({"id": id.hex(), "field": field, "value": value}));
+        .done(json!({"id": id.hex(), "field": field, "value": value}))?;
     Ok(())
 }
 
@@ -267,7 +254,7 @@ pub fn export(
     match output {
         Some(path) => {
             write_file(&path, &bytes)?;
-            ctx.out.done(json!({"path": path, "bytes": bytes.len()}));
+            ctx.out.done(json!({"path": path, "bytes": bytes.len()}))?;
             Ok(())
         }
         None => {
@@ -391,10 +378,11 @@ pub fn merge(ctx: &Ctx, file: &Path) -> Result<()> {
     let (source, report) = bundle::merge(&ctx.node, &bytes, &Limits::default())
         .with_context(|| format!("cannot merge {}", file.display()))?;
     if ctx.out.json {
-        ctx.out.print_json(&json!({"source": source, "documents": report.documents, "applied": report.applied, "known": report.known}));
+        ctx.out.print_json(&json!({"source": source, "documents": report.documents, "applied": report.applied, "known": report.known}))?;
         return Ok(());
     }
-    println!(
+    say!(
+        ctx.out,
         "Merged {} new change(s) into {} document(s); {} record(s) were already here.",
         report.applied,
         report.documents.len(),

@@ -27,11 +27,12 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
             .iter()
             .map(|(id, s)| summary_json(ctx, *id, s))
             .collect();
-        ctx.out.print_json(&json!(list));
+        ctx.out.print_json(&json!(list))?;
         return Ok(());
     }
     for (id, s) in &docs {
-        println!(
+        say!(
+            ctx.out,
             "{}  {:<13} {:<40}  {}  {}",
             id.short(),
             s.state,
@@ -122,7 +123,7 @@ pub fn show(ctx: &Ctx, prefix: &str, at: Option<&str>) -> Result<()> {
     if ctx.out.json {
         let mut value = document_json(ctx, id, summary.kind, view, &summary)?;
         value["changed_since_read"] = since_json(&since_read);
-        ctx.out.print_json(&value);
+        ctx.out.print_json(&value)?;
         return Ok(());
     }
     match summary.kind {
@@ -237,27 +238,34 @@ fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
     }
 }
 
-fn print_since_read(ctx: &Ctx, since_read: &Option<Vec<history::FieldChange>>) {
+fn print_since_read(ctx: &Ctx, since_read: &Option<Vec<history::FieldChange>>) -> Result<()> {
     if let Some(changes) = since_read {
-        println!("Changed since you last read it:");
+        say!(ctx.out, "Changed since you last read it:");
         for change in changes {
             let what = match (&change.before, &change.after) {
                 (None, Some(_)) => "added",
                 (Some(_), None) => "removed",
                 _ => "changed",
             };
-            println!("  {what} {}", change.field);
+            say!(ctx.out, "  {what} {}", change.field);
         }
-        let _ = ctx;
-        println!();
+        say!(ctx.out);
     }
+    Ok(())
 }
 
-fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
-    fn walk(ctx: &Ctx, doc: Id, comments: &[Comment], parent: Option<&str>, depth: usize) {
+fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) -> Result<()> {
+    fn walk(
+        ctx: &Ctx,
+        doc: Id,
+        comments: &[Comment],
+        parent: Option<&str>,
+        depth: usize,
+    ) -> Result<()> {
         for c in comments.iter().filter(|c| c.parent.as_deref() == parent) {
             let indent = "  ".repeat(depth.min(12));
-            println!(
+            say!(
+                ctx.out,
                 "{indent}[{}:{}] {} · {}",
                 doc.short(),
                 crate::id::prefix(&c.id, 8),
@@ -265,7 +273,7 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
                 ctx.out.time(c.at)
             );
             for line in c.body.lines() {
-                println!("{indent}  {line}");
+                say!(ctx.out, "{indent}  {line}");
             }
             if !c.reactions.is_empty() {
                 let reactions: Vec<String> = c
@@ -273,10 +281,11 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
                     .iter()
                     .map(|(e, who)| format!("{e} {}", who.len()))
                     .collect();
-                println!("{indent}  {}", reactions.join("  "));
+                say!(ctx.out, "{indent}  {}", reactions.join("  "));
             }
-            walk(ctx, doc, comments, Some(&c.id), depth + 1);
+            walk(ctx, doc, comments, Some(&c.id), depth + 1)?;
         }
+        Ok(())
     }
     // Replies whose parent is unknown (never merged) are shown at the top level.
     let known: std::collections::BTreeSet<&str> = comments.iter().map(|c| c.id.as_str()).collect();
@@ -296,12 +305,13 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) {
     all.extend(orphans);
     all.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     if !all.is_empty() {
-        println!("\nDiscussion:");
-        walk(ctx, doc, &all, None, 1);
+        say!(ctx.out, "\nDiscussion:");
+        walk(ctx, doc, &all, None, 1)?;
     }
+    Ok(())
 }
 
-fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) {
+fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Result<()> {
     let now = crate::node::now().as_millisecond();
     for ask in asks {
         let summary = summary_asks.iter().find(|s| s.member == ask.member);
@@ -317,14 +327,16 @@ fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) {
             }
             (None, Some(r)) => format!("due {}", ctx.out.time(r.deadline)),
         };
-        println!(
+        say!(
+            ctx.out,
             "  asked {} ({}): {status}",
             ctx.name(&ask.member),
             ask.urgency
         );
         if responded.is_none() {
             for rung in rungs.iter().skip(1) {
-                println!(
+                say!(
+                    ctx.out,
                     "    escalated to {}: due {}",
                     ctx.name(&rung.member),
                     ctx.out.time(rung.deadline)
@@ -332,17 +344,24 @@ fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) {
             }
         }
     }
+    Ok(())
 }
 
-fn print_conflicts(ctx: &Ctx, conflicts: &[history::Conflict]) {
+fn print_conflicts(ctx: &Ctx, conflicts: &[history::Conflict]) -> Result<()> {
     for conflict in conflicts.iter().filter(|c| c.field != "state") {
         let values: Vec<String> = conflict
             .values
             .iter()
             .map(|v| format!("{:?} by {}", v.value, ctx.name(&v.author)))
             .collect();
-        println!("CONFLICT in {}: {}", conflict.field, values.join(" vs "));
+        say!(
+            ctx.out,
+            "CONFLICT in {}: {}",
+            conflict.field,
+            values.join(" vs ")
+        );
     }
+    Ok(())
 }
 
 fn conflicts_json(ctx: &Ctx, conflicts: &[history::Conflict]) -> Json {
@@ -368,32 +387,39 @@ fn show_proposal(
     conflicts: &[history::Conflict],
 ) -> Result<()> {
     let p = proposal::read(view);
-    println!(
+    say!(
+        ctx.out,
         "{} · {} · {}",
         id.short(),
         p.template,
         state_text(ctx, &p.lifecycle)
     );
-    println!("# {}", p.title);
-    println!("by {} · {}", ctx.name(&p.author), ctx.out.time(p.created));
-    print_conflicts(ctx, conflicts);
+    say!(ctx.out, "# {}", p.title);
+    say!(
+        ctx.out,
+        "by {} · {}",
+        ctx.name(&p.author),
+        ctx.out.time(p.created)
+    );
+    print_conflicts(ctx, conflicts)?;
     for (entry, reason) in &p.lifecycle.ignored {
-        println!(
+        say!(
+            ctx.out,
             "  (ignored transition {}: {reason})",
             crate::id::prefix(entry, 8)
         );
     }
-    println!();
-    print_since_read(ctx, &since_read);
+    say!(ctx.out);
+    print_since_read(ctx, &since_read)?;
     for (name, text) in &p.sections {
-        println!("## {name}\n");
+        say!(ctx.out, "## {name}\n");
         if text.trim().is_empty() {
-            println!("(empty)\n");
+            say!(ctx.out, "(empty)\n");
         } else {
-            println!("{}\n", text.trim_end());
+            say!(ctx.out, "{}\n", text.trim_end());
         }
     }
-    println!("Deciders:");
+    say!(ctx.out, "Deciders:");
     for decider in &p.deciders {
         let approval = p.approvals.iter().rev().find(|a| &a.entry.by == decider);
         let status = match approval {
@@ -404,12 +430,13 @@ fn show_proposal(
             Some(a) => format!("approved {}", ctx.out.time(a.entry.at)),
             None => "not yet approved".into(),
         };
-        println!("  {}: {status}", ctx.name(decider));
+        say!(ctx.out, "  {}: {status}", ctx.name(decider));
     }
     for approval in p.approvals.iter().filter(|a| a.stale) {
         let heads = approval.entry.heads();
         let then = proposal::sections(View::at(view.doc, &heads));
-        println!(
+        say!(
+            ctx.out,
             "\nChanges since {}'s approval:",
             ctx.name(&approval.entry.by)
         );
@@ -420,12 +447,12 @@ fn show_proposal(
                 .map(|(_, t)| t.as_str())
                 .unwrap_or("");
             if before != text {
-                println!("  ## {name}");
+                say!(ctx.out, "  ## {name}");
                 for line in history::text_diff(before, text)
                     .lines()
                     .filter(|l| !l.starts_with(' '))
                 {
-                    println!("  {line}");
+                    say!(ctx.out, "  {line}");
                 }
             }
         }
@@ -436,14 +463,15 @@ fn show_proposal(
         .filter(|a| !p.deciders.contains(&a.entry.by))
         .collect();
     for a in others {
-        println!(
+        say!(
+            ctx.out,
             "  {} approved{}",
             ctx.name(&a.entry.by),
             if a.stale { " (stale)" } else { "" }
         );
     }
     if !p.concerns.is_empty() {
-        println!("\nConcerns:");
+        say!(ctx.out, "\nConcerns:");
         for c in &p.concerns {
             let status = if c.resolved.is_some() {
                 "resolved"
@@ -452,7 +480,8 @@ fn show_proposal(
             } else {
                 "open"
             };
-            println!(
+            say!(
+                ctx.out,
                 "  [{}] {} ({status}) {}: {}",
                 crate::id::prefix(&c.entry.id, 8),
                 ctx.name(&c.entry.by),
@@ -462,10 +491,10 @@ fn show_proposal(
         }
     }
     if !p.asks.is_empty() {
-        println!("\nResponses requested:");
-        print_asks(ctx, &p.asks, &summary.asks);
+        say!(ctx.out, "\nResponses requested:");
+        print_asks(ctx, &p.asks, &summary.asks)?;
     }
-    print_comments(ctx, id, &p.comments);
+    print_comments(ctx, id, &p.comments)?;
     Ok(())
 }
 
@@ -482,20 +511,25 @@ fn show_thread(
         State::Open { .. } => "open".to_string(),
         _ => state_text(ctx, &t.lifecycle),
     };
-    println!("{} · thread · {state}", id.short());
-    println!("# {}", t.title);
-    println!("by {} · {}", ctx.name(&t.author), ctx.out.time(t.created));
-    print_conflicts(ctx, conflicts);
-    println!();
-    print_since_read(ctx, &since_read);
+    say!(ctx.out, "{} · thread · {state}", id.short());
+    say!(ctx.out, "# {}", t.title);
+    say!(
+        ctx.out,
+        "by {} · {}",
+        ctx.name(&t.author),
+        ctx.out.time(t.created)
+    );
+    print_conflicts(ctx, conflicts)?;
+    say!(ctx.out);
+    print_since_read(ctx, &since_read)?;
     if !t.body.trim().is_empty() {
-        println!("{}", t.body.trim_end());
+        say!(ctx.out, "{}", t.body.trim_end());
     }
     if !t.asks.is_empty() {
-        println!("\nResponses requested:");
-        print_asks(ctx, &t.asks, &summary.asks);
+        say!(ctx.out, "\nResponses requested:");
+        print_asks(ctx, &t.asks, &summary.asks)?;
     }
-    print_comments(ctx, id, &t.comments);
+    print_comments(ctx, id, &t.comments)?;
     Ok(())
 }
 
@@ -506,21 +540,27 @@ fn show_update(
     since_read: Option<Vec<history::FieldChange>>,
 ) -> Result<()> {
     let u = update::read(view);
-    println!("{} · status update · {}", id.short(), u.period);
-    println!("# {}", u.title);
-    println!("by {} · {}\n", ctx.name(&u.author), ctx.out.time(u.created));
-    print_since_read(ctx, &since_read);
+    say!(ctx.out, "{} · status update · {}", id.short(), u.period);
+    say!(ctx.out, "# {}", u.title);
+    say!(
+        ctx.out,
+        "by {} · {}\n",
+        ctx.name(&u.author),
+        ctx.out.time(u.created)
+    );
+    print_since_read(ctx, &since_read)?;
     for (label, text) in [
         ("Done", &u.done),
         ("Next", &u.next),
         ("Blockers", &u.blockers),
     ] {
         if !text.trim().is_empty() {
-            println!("{label}:\n{}\n", text.trim_end());
+            say!(ctx.out, "{label}:\n{}\n", text.trim_end());
         }
     }
     if !u.links.is_empty() {
-        println!(
+        say!(
+            ctx.out,
             "Links: {}",
             u.links
                 .iter()
@@ -529,7 +569,7 @@ fn show_update(
                 .join(", ")
         );
     }
-    print_comments(ctx, id, &u.comments);
+    print_comments(ctx, id, &u.comments)?;
     Ok(())
 }
 
@@ -551,15 +591,15 @@ pub fn inbox(ctx: &Ctx, at: Option<&str>) -> Result<()> {
                 "escalated_from": r.escalated_from.as_ref().map(|m| ctx.name(m)),
             })).collect::<Vec<_>>(),
             "changed": changed.iter().map(|(id, s)| summary_json(ctx, *id, s)).collect::<Vec<_>>(),
-        }));
+        }))?;
         return Ok(());
     }
     if requests.is_empty() && changed.is_empty() {
-        println!("Nothing needs you.");
+        say!(ctx.out, "Nothing needs you.");
         return Ok(());
     }
     if !requests.is_empty() {
-        println!("Waiting for your response:");
+        say!(ctx.out, "Waiting for your response:");
         for r in &requests {
             let due = match r.deadline {
                 Some(d) if r.overdue => format!("OVERDUE since {}", ctx.out.time(d)),
@@ -571,7 +611,8 @@ pub fn inbox(ctx: &Ctx, at: Option<&str>) -> Result<()> {
                 .as_ref()
                 .map(|m| format!(" ESCALATED from {}", ctx.name(m)))
                 .unwrap_or_default();
-            println!(
+            say!(
+                ctx.out,
                 "  {}  {:<8} {:<9} {}  ({}, asked by {}){escalated}",
                 r.id.short(),
                 r.kind.as_str(),
@@ -584,11 +625,12 @@ pub fn inbox(ctx: &Ctx, at: Option<&str>) -> Result<()> {
     }
     if !changed.is_empty() {
         if !requests.is_empty() {
-            println!();
+            say!(ctx.out);
         }
-        println!("Changed since you last read:");
+        say!(ctx.out, "Changed since you last read:");
         for (id, s) in &changed {
-            println!(
+            say!(
+                ctx.out,
                 "  {}  {:<8} {:<40}  {} by {}",
                 id.short(),
                 s.kind.as_str(),
@@ -606,7 +648,7 @@ pub fn mark_read(ctx: &Ctx, prefix: &str) -> Result<()> {
     ctx.node.mark_read(id, &summary.heads)?;
     if ctx.out.json {
         ctx.out
-            .print_json(&json!({"id": id.hex(), "heads": summary.heads}));
+            .print_json(&json!({"id": id.hex(), "heads": summary.heads}))?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         );
     }
     let results = net::sync_once(&ctx.node, ctx.workspace, &relays)?;
-    let failed = print_rounds(&ctx.out, &results);
+    let failed = print_rounds(&ctx.out, &results)?;
     if failed == results.len() {
         bail!(
             "sync failed with every relay; local changes stay in the outbox until a relay takes them"
@@ -34,7 +34,7 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
 }
 
 /// Prints each relay's round; returns how many failed.
-pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usize {
+pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Result<usize> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if out.json {
         let list: Vec<_> = results
@@ -48,13 +48,14 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usi
                 Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
             })
             .collect();
-        out.print_json(&json!(list));
-        return failed;
+        out.print_json(&json!(list))?;
+        return Ok(failed);
     }
     for (relay, result) in results {
         match result {
             Ok(report) => {
-                println!(
+                say!(
+                    out,
                     "{relay}: pushed {}, pulled {}: {} change(s) to {} document(s)",
                     report.pushed,
                     report.pulled,
@@ -62,16 +63,18 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usi
                     report.documents.len()
                 );
                 if report.held > 0 {
-                    println!(
+                    say!(
+                        out,
                         "  {} change(s) held until what they depend on arrives",
                         report.held
                     );
                 }
                 for error in &report.errors {
-                    println!("  the relay refused a request: {error}");
+                    say!(out, "  the relay refused a request: {error}");
                 }
                 for rejected in &report.rejected {
-                    println!(
+                    say!(
+                        out,
                         "  REJECTED from {}: {}",
                         crate::id::prefix(&rejected.signer, 12),
                         rejected.reason
@@ -81,7 +84,7 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> usi
             Err(e) => eprintln!("{relay}: {e:#}"),
         }
     }
-    failed
+    Ok(failed)
 }
 
 /// Registers with the workspace's relays right after `workspace create` or `join`, and pulls
@@ -92,9 +95,9 @@ pub fn first_contact(
     workspace: Id,
     relays: &[String],
     out: &Out,
-) -> serde_json::Value {
+) -> Result<serde_json::Value> {
     if relays.is_empty() {
-        return json!([]);
+        return Ok(json!([]));
     }
     let results = match net::sync_once(node, workspace, relays) {
         Ok(results) => results,
@@ -108,14 +111,14 @@ pub fn first_contact(
         })
         .collect();
     if !out.json {
-        let failed = print_rounds(out, &results);
+        let failed = print_rounds(out, &results)?;
         if failed > 0 {
             eprintln!(
                 "Could not sync with {failed} relay(s): your changes wait in the outbox; run `meridian sync` once the problem above is solved."
             );
         }
     }
-    json!(rounds)
+    Ok(json!(rounds))
 }
 
 /// `meridian daemon`

@@ -36,9 +36,10 @@ pub fn init(
     if out.json {
         out.print_json(
             &json!({"id": node.member_id(), "name": profile.name, "tz": profile.tz, "home": home}),
-        );
+        )?;
     } else {
-        println!(
+        say!(
+            out,
             "Created identity {} for {} ({}, {} {}) in {}",
             &node.member_id()[..12],
             profile.name,
@@ -63,14 +64,14 @@ pub fn whoami(node: &Node, out: &Out) -> Result<()> {
             "id": node.member_id(), "name": profile.name, "tz": profile.tz,
             "hours": profile.hours, "days": profile.days, "workspaces": workspaces,
             "home": node.home(),
-        }));
+        }))?;
     } else {
-        println!("{} ({})", profile.name, &node.member_id()[..12]);
-        println!("time zone  {}", profile.tz);
-        println!("works      {} {}", profile.days, profile.hours);
-        println!("home       {}", node.home().display());
+        say!(out, "{} ({})", profile.name, &node.member_id()[..12]);
+        say!(out, "time zone  {}", profile.tz);
+        say!(out, "works      {} {}", profile.days, profile.hours);
+        say!(out, "home       {}", node.home().display());
         if !workspaces.is_empty() {
-            println!("workspaces {}", workspaces.join(", "));
+            say!(out, "workspaces {}", workspaces.join(", "));
         }
     }
     Ok(())
@@ -89,10 +90,10 @@ pub fn workspace(
             }
             let id = node.create_workspace(&name, relays.clone())?;
             if !out.json {
-                println!("{}  {name}", id.short());
+                say!(out, "{}  {name}", id.short());
             }
-            let rounds = super::sync::first_contact(node, id, &relays, out);
-            out.done(json!({"id": id.hex(), "name": name, "sync": rounds}));
+            let rounds = super::sync::first_contact(node, id, &relays, out)?;
+            out.done(json!({"id": id.hex(), "name": name, "sync": rounds}))?;
             Ok(())
         }
         WorkspaceCommand::Relay(command) => relay(node, selector, command, out),
@@ -103,11 +104,11 @@ pub fn workspace(
                     .iter()
                     .map(|(id, w)| json!({"id": id.hex(), "name": w.name, "members": w.state.members.iter().filter(|m| m.verified).count(), "relays": w.relays}))
                     .collect();
-                out.print_json(&json!(list));
+                out.print_json(&json!(list))?;
             } else {
                 for (id, w) in all {
                     let members = w.state.members.iter().filter(|m| m.verified).count();
-                    println!("{}  {}  ({members} members)", id.short(), w.name);
+                    say!(out, "{}  {}  ({members} members)", id.short(), w.name);
                 }
             }
             Ok(())
@@ -123,7 +124,7 @@ pub fn workspace(
                 commit(tx, &format!("template {name}: {}", sections.join(", ")));
                 Ok(())
             })?;
-            out.done(json!({"template": name, "sections": sections}));
+            out.done(json!({"template": name, "sections": sections}))?;
             Ok(())
         }
         WorkspaceCommand::Norm { level, within } => {
@@ -135,7 +136,7 @@ pub fn workspace(
                 commit(tx, &format!("urgency {level}: respond within {within}"));
                 Ok(())
             })?;
-            out.done(json!({"level": level, "within": within.to_string()}));
+            out.done(json!({"level": level, "within": within.to_string()}))?;
             Ok(())
         }
         WorkspaceCommand::Ladder { members } => {
@@ -150,7 +151,7 @@ pub fn workspace(
                 commit(tx, &format!("escalation ladder: {}", members.join(" → ")));
                 Ok(())
             })?;
-            out.done(json!({"ladder": ids}));
+            out.done(json!({"ladder": ids}))?;
             Ok(())
         }
         WorkspaceCommand::Norms => {
@@ -167,13 +168,17 @@ pub fn workspace(
                     .iter()
                     .map(|(k, v)| (k.clone(), json!(v.to_string())))
                     .collect();
-                out.print_json(&json!({"levels": levels, "ladder": ladder, "templates": record.state.templates}));
+                out.print_json(&json!({"levels": levels, "ladder": ladder, "templates": record.state.templates}))?;
             } else {
-                println!("urgency levels (response time in the responder's working time):");
+                say!(
+                    out,
+                    "urgency levels (response time in the responder's working time):"
+                );
                 for (name, within) in &norms.levels {
-                    println!("  {name:<8} {within}");
+                    say!(out, "  {name:<8} {within}");
                 }
-                println!(
+                say!(
+                    out,
                     "escalation ladder: {}",
                     if ladder.is_empty() {
                         "(none)".into()
@@ -182,7 +187,7 @@ pub fn workspace(
                     }
                 );
                 for (name, sections) in &record.state.templates {
-                    println!("template {name}: {}", sections.join(", "));
+                    say!(out, "template {name}: {}", sections.join(", "));
                 }
             }
             Ok(())
@@ -213,9 +218,9 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
     );
     let code = invite.encode();
     if ctx.out.json {
-        ctx.out.print_json(&json!({"code": code, "workspace": ctx.workspace.hex(), "expires": ctx.out.rfc3339(expires)}));
+        ctx.out.print_json(&json!({"code": code, "workspace": ctx.workspace.hex(), "expires": ctx.out.rfc3339(expires)}))?;
     } else {
-        println!("{code}");
+        say!(ctx.out, "{code}");
         eprintln!(
             "This code carries the workspace key: share it privately. It expires {}.",
             ctx.out.time(expires)
@@ -236,16 +241,19 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     if out.json {
         // Printed below, with the first sync.
     } else if invite.relays.is_empty() {
-        println!(
+        say!(
+            out,
             "Joined {} ({}). Merge a bundle from a member to see its documents, or add a relay with `meridian workspace relay add URL`.",
             invite.name,
             id.short()
         );
     } else {
-        println!("Joined {} ({}).", invite.name, id.short());
+        say!(out, "Joined {} ({}).", invite.name, id.short());
     }
-    let rounds = super::sync::first_contact(node, id, &invite.relays, out);
-    out.done(json!({"id": id.hex(), "name": invite.name, "relays": invite.relays, "sync": rounds}));
+    let rounds = super::sync::first_contact(node, id, &invite.relays, out)?;
+    out.done(
+        json!({"id": id.hex(), "name": invite.name, "relays": invite.relays, "sync": rounds}),
+    )?;
     Ok(())
 }
 
@@ -261,7 +269,7 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
             let mut relays = record.relays;
             relays.push(url.clone());
             node.set_relays(id, relays)?;
-            out.done(json!({"relay": url}));
+            out.done(json!({"relay": url}))?;
         }
         RelayCommand::Remove { url } => {
             if !record.relays.contains(&url) {
@@ -269,7 +277,7 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
             }
             let relays = record.relays.into_iter().filter(|r| *r != url).collect();
             node.set_relays(id, relays)?;
-            out.done(json!({"relay": url}));
+            out.done(json!({"relay": url}))?;
         }
         RelayCommand::List => {
             let mut rows = Vec::new();
@@ -283,12 +291,12 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
                     .iter()
                     .map(|(relay, c)| json!({"url": relay, "pulled": c.pulled, "pushed": c.pushed}))
                     .collect();
-                out.print_json(&json!({"relays": list, "outbox": waiting}));
+                out.print_json(&json!({"relays": list, "outbox": waiting}))?;
             } else {
                 for (relay, cursor) in rows {
-                    println!("{relay}  (pulled up to entry {})", cursor.pulled);
+                    say!(out, "{relay}  (pulled up to entry {})", cursor.pulled);
                 }
-                println!("{waiting} change(s) waiting to be pushed");
+                say!(out, "{waiting} change(s) waiting to be pushed");
             }
         }
     }
@@ -320,7 +328,7 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
         commit(tx, &format!("remove member {}", member.name));
         Ok(())
     })?;
-    ctx.out.done(json!({"removed": member.id}));
+    ctx.out.done(json!({"removed": member.id}))?;
     if !ctx.out.json {
         eprintln!(
             "{} is removed. Relays refuse their devices once you sync (`meridian sync`).",
@@ -352,10 +360,11 @@ pub fn members(ctx: &Ctx) -> Result<()> {
                 })
             })
             .collect();
-        ctx.out.print_json(&json!(list));
+        ctx.out.print_json(&json!(list))?;
     } else {
         for (m, local, working) in rows {
-            println!(
+            say!(
+                ctx.out,
                 "{:<12} {:<12} {:<20} {} {}  now {}{}{}",
                 m.name,
                 crate::id::prefix(&m.id, 12),

@@ -168,9 +168,9 @@ fn create(
         Ok(())
     })?;
     if ctx.out.json {
-        ctx.out.print_json(&json!({"id": id.hex()}));
+        ctx.out.print_json(&json!({"id": id.hex()}))?;
     } else {
-        println!("{}  {title}", id.short());
+        say!(ctx.out, "{}  {title}", id.short());
     }
     Ok(())
 }
@@ -289,7 +289,7 @@ fn edit(
             eprintln!("No changes.");
         }
         ctx.out
-            .done(json!({"id": id.hex(), "sections": [], "title_changed": false}));
+            .done(json!({"id": id.hex(), "sections": [], "title_changed": false}))?;
         return Ok(());
     }
     let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
@@ -312,7 +312,7 @@ fn edit(
     if ctx.out.json {
         ctx.out.print_json(
             &json!({"id": id.hex(), "sections": names, "title_changed": title_changed}),
-        );
+        )?;
     }
     Ok(())
 }
@@ -344,7 +344,7 @@ fn transition(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)
     })?;
     if ctx.out.json {
         ctx.out
-            .print_json(&json!({"id": id.hex(), "entry": entry.id, "kind": kind}));
+            .print_json(&json!({"id": id.hex(), "entry": entry.id, "kind": kind}))?;
     }
     Ok(())
 }
@@ -408,9 +408,9 @@ fn feedback(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) 
         Ok(entry)
     })?;
     if ctx.out.json {
-        ctx.out.print_json(&json!({"id": entry.id}));
+        ctx.out.print_json(&json!({"id": entry.id}))?;
     } else if kind == "concern" {
-        println!("{}", &entry.id[..8]);
+        say!(ctx.out, "{}", &entry.id[..8]);
     }
     Ok(())
 }
@@ -451,7 +451,7 @@ fn resolve_concern(ctx: &Ctx, prefix: &str, concern: &str) -> Result<()> {
             );
             Ok(entry)
         })
-        .map(|entry| {
+        .and_then(|entry| {
             ctx.out
                 .done(json!({"id": entry.id, "concern": entry.target}))
         })
@@ -526,7 +526,7 @@ fn thread_transition(ctx: &Ctx, prefix: &str, kind: &str) -> Result<()> {
     })?;
     ctx.out.done(
         json!({"id": id.hex(), "state": if kind == "resolve" { "resolved" } else { "open" }}),
-    );
+    )?;
     Ok(())
 }
 
@@ -580,9 +580,10 @@ pub fn reply(ctx: &Ctx, target: &str, message: Option<String>) -> Result<()> {
     })?;
     if ctx.out.json {
         ctx.out
-            .print_json(&json!({"id": comment_id, "document": id.hex()}));
+            .print_json(&json!({"id": comment_id, "document": id.hex()}))?;
     } else {
-        println!(
+        say!(
+            ctx.out,
             "{}:{}  reply to {} \"{}\"",
             id.short(),
             &comment_id[..8],
@@ -617,7 +618,7 @@ pub fn react(ctx: &Ctx, target: &str, emoji: &str) -> Result<()> {
             commit(tx, &format!("react {emoji}"));
             Ok(comment)
         })
-        .map(|comment| {
+        .and_then(|comment| {
             ctx.out
                 .done(json!({"id": id.hex(), "comment": comment, "reaction": emoji}))
         })

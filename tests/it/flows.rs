@@ -718,3 +718,67 @@ fn saved_automerge_documents_give_only_what_can_be_verified() {
         "{log}"
     );
 }
+
+/// `meridian log | head` and friends: a reader that closes stdout before the command has
+/// printed ends the command quietly and successfully, never with a panic, and what a
+/// writing command stored stays stored.
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    use std::process::{Command, Stdio};
+    let world = World::new();
+    let ana = world.person("Ana", "Europe/Lisbon");
+    ana.ok(&["workspace", "create", "solo"]);
+    let thread = ana.create(&["thread", "new", "Lunch", "-m", "Where?"]);
+    for n in 0..3 {
+        ana.ok(&["reply", &thread, "-m", &format!("reply {n}")]);
+    }
+    let closed_early = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(args)
+            .env("MERIDIAN_HOME", ana.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the meridian binary runs");
+        // The only read end closes before the process can have written a byte.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stderr.is_empty(),
+            "meridian {args:?} with its reader gone: {}\n{stderr}",
+            output.status
+        );
+    };
+    for args in [
+        &["thread", "list"][..],
+        &["--json", "thread", "list"],
+        &["log", &thread],
+        &["show", &thread],
+        &["inbox"],
+        &["whoami"],
+        &["workspace", "list"],
+    ] {
+        closed_early(args);
+    }
+    closed_early(&["reply", &thread, "-m", "stored anyway"]);
+    let shown = ana.ok(&["show", &thread]);
+    assert!(shown.contains("stored anyway"), "{shown}");
+
+    // Any other failure to print is an error that says so.
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["log", &thread])
+        .env("MERIDIAN_HOME", ana.path())
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("error: could not write to standard output: ")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
