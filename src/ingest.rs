@@ -14,7 +14,7 @@ use sha2::Digest;
 
 use anyhow::{Context, Result, bail};
 use automerge::{Automerge, Change, ExpandedChange, ObjType, ROOT, ReadDoc, Value};
-use meridian_relay::Envelope;
+use meridian_relay::{AuthorKeys, Envelope};
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::cache::DocCache;
@@ -360,8 +360,12 @@ pub fn each_verified<E>(
         let window = &envelopes[start..end];
         let threads = cores.min(window.len() / VERIFY_PER_THREAD).max(1);
         let per_thread = window.len().div_ceil(threads);
-        let decode =
-            |part: &[&[u8]]| -> Vec<_> { part.iter().map(|b| Envelope::decode(b)).collect() };
+        let decode = |part: &[&[u8]]| -> Vec<_> {
+            let mut keys = AuthorKeys::default();
+            part.iter()
+                .map(|b| Envelope::decode_with(b, &mut keys))
+                .collect()
+        };
         let decoded = std::thread::scope(|scope| {
             let others: Vec<_> = window
                 .chunks(per_thread)

@@ -561,8 +561,11 @@ fn verify_seconds(bundle_bytes: &[u8]) -> Result<f64> {
             .chunks(per_core)
             .map(|part| {
                 scope.spawn(move || {
-                    part.iter()
-                        .try_for_each(|e| meridian_relay::Envelope::decode(e).map(drop))
+                    // Each author's key parsed once, as the merge does.
+                    let mut keys = meridian_relay::AuthorKeys::default();
+                    part.iter().try_for_each(|e| {
+                        meridian_relay::Envelope::decode_with(e, &mut keys).map(drop)
+                    })
                 })
             })
             .collect();

@@ -16,6 +16,6 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 
-pub use envelope::{Envelope, EnvelopeError};
+pub use envelope::{AuthorKeys, Envelope, EnvelopeError};
 pub use membership::JoinProof;
 pub use protocol::Frame;
