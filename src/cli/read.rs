@@ -238,6 +238,18 @@ fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
     }
 }
 
+/// A document's title, and who wrote it when.
+fn print_title(ctx: &Ctx, title: &str, author: &str, created: i64) -> Result<()> {
+    say!(ctx.out, "# {title}");
+    say!(
+        ctx.out,
+        "by {} · {}",
+        ctx.name(author),
+        ctx.out.time(created)
+    );
+    Ok(())
+}
+
 fn print_since_read(ctx: &Ctx, since_read: &Option<Vec<history::FieldChange>>) -> Result<()> {
     if let Some(changes) = since_read {
         say!(ctx.out, "Changed since you last read it:");
@@ -394,13 +406,7 @@ fn show_proposal(
         p.template,
         state_text(ctx, &p.lifecycle)
     );
-    say!(ctx.out, "# {}", p.title);
-    say!(
-        ctx.out,
-        "by {} · {}",
-        ctx.name(&p.author),
-        ctx.out.time(p.created)
-    );
+    print_title(ctx, &p.title, &p.author, p.created)?;
     print_conflicts(ctx, conflicts)?;
     for (entry, reason) in &p.lifecycle.ignored {
         say!(
@@ -512,13 +518,7 @@ fn show_thread(
         _ => state_text(ctx, &t.lifecycle),
     };
     say!(ctx.out, "{} · thread · {state}", id.short());
-    say!(ctx.out, "# {}", t.title);
-    say!(
-        ctx.out,
-        "by {} · {}",
-        ctx.name(&t.author),
-        ctx.out.time(t.created)
-    );
+    print_title(ctx, &t.title, &t.author, t.created)?;
     print_conflicts(ctx, conflicts)?;
     say!(ctx.out);
     print_since_read(ctx, &since_read)?;
@@ -541,13 +541,8 @@ fn show_update(
 ) -> Result<()> {
     let u = update::read(view);
     say!(ctx.out, "{} · status update · {}", id.short(), u.period);
-    say!(ctx.out, "# {}", u.title);
-    say!(
-        ctx.out,
-        "by {} · {}\n",
-        ctx.name(&u.author),
-        ctx.out.time(u.created)
-    );
+    print_title(ctx, &u.title, &u.author, u.created)?;
+    say!(ctx.out);
     print_since_read(ctx, &since_read)?;
     for (label, text) in [
         ("Done", &u.done),
