@@ -1,7 +1,7 @@
 //! History and merging commands: log, diff, conflicts, resolve, export, merge.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -263,9 +263,7 @@ pub fn export(
             {
                 bail!("this format is binary: write it to a file with -o FILE");
             }
-            std::io::stdout()
-                .write_all(&bytes)
-                .context("cannot write to stdout")
+            ctx.out.bytes(&bytes)
         }
     }
 }

@@ -13,6 +13,14 @@ macro_rules! say {
     };
 }
 
+/// Writes one line to stderr through an [`Out`], after the text printed before it, like
+/// `eprintln!`.
+macro_rules! warn {
+    ($out:expr, $($arg:tt)*) => {
+        $out.warn(format_args!($($arg)*))
+    };
+}
+
 mod history;
 mod read;
 mod sync;
@@ -588,7 +596,8 @@ impl Ctx {
 ///
 /// Text goes through one buffer: `thread list` of 10,000 documents was 5,000 `write(2)`
 /// calls through `println!`, two thirds of the command's system time. A terminal still gets
-/// each line as it is written, so it stays in order with what goes to stderr.
+/// each line as it is written, and what goes to stderr goes through [`Out::warn`], which
+/// writes out the text before it, so `2>&1` keeps the order too.
 pub struct Out {
     /// JSON instead of text.
     pub json: bool,
@@ -622,6 +631,18 @@ impl Out {
             .and_then(|()| text.write_all(b"\n"))
             .and_then(|()| if self.terminal { text.flush() } else { Ok(()) })
             .map_err(not_written)
+    }
+
+    /// Writes bytes as they are (an export to stdout), through the same buffer.
+    pub fn bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.text.borrow_mut().write_all(bytes).map_err(not_written)
+    }
+
+    /// Writes one line to stderr, after writing out the text printed before it: what
+    /// `warn!` calls. A failure to write that text is reported when the command ends.
+    pub fn warn(&self, args: std::fmt::Arguments<'_>) {
+        let _ = self.text.borrow_mut().flush();
+        eprintln!("{args}");
     }
 
     /// Writes out what is buffered; `run` does it when a command ends.

@@ -81,7 +81,7 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Res
                     );
                 }
             }
-            Err(e) => eprintln!("{relay}: {e:#}"),
+            Err(e) => warn!(out, "{relay}: {e:#}"),
         }
     }
     Ok(failed)
@@ -113,7 +113,8 @@ pub fn first_contact(
     if !out.json {
         let failed = print_rounds(out, &results)?;
         if failed > 0 {
-            eprintln!(
+            warn!(
+                out,
                 "Could not sync with {failed} relay(s): your changes wait in the outbox; run `meridian sync` once the problem above is solved."
             );
         }

@@ -221,7 +221,8 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
         ctx.out.print_json(&json!({"code": code, "workspace": ctx.workspace.hex(), "expires": ctx.out.rfc3339(expires)}))?;
     } else {
         say!(ctx.out, "{code}");
-        eprintln!(
+        warn!(
+            ctx.out,
             "This code carries the workspace key: share it privately. It expires {}.",
             ctx.out.time(expires)
         );
@@ -330,7 +331,8 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
     })?;
     ctx.out.done(json!({"removed": member.id}))?;
     if !ctx.out.json {
-        eprintln!(
+        warn!(
+            ctx.out,
             "{} is removed. Relays refuse their devices once you sync (`meridian sync`).",
             member.name
         );

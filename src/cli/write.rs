@@ -286,7 +286,7 @@ fn edit(
     let title_changed = new_title.as_ref().is_some_and(|t| *t != current.title);
     if changed.is_empty() && !title_changed {
         if !ctx.out.json {
-            eprintln!("No changes.");
+            warn!(ctx.out, "No changes.");
         }
         ctx.out
             .done(json!({"id": id.hex(), "sections": [], "title_changed": false}))?;

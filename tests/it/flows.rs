@@ -759,6 +759,7 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
         &["inbox"],
         &["whoami"],
         &["workspace", "list"],
+        &["export", &thread],
     ] {
         closed_early(args);
     }
@@ -767,18 +768,49 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert!(shown.contains("stored anyway"), "{shown}");
 
     // Any other failure to print is an error that says so.
-    let full = std::fs::File::create("/dev/full").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["log", &thread])
+    #[cfg(target_os = "linux")]
+    {
+        let full = std::fs::File::create("/dev/full").unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["log", &thread])
+            .env("MERIDIAN_HOME", ana.path())
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.starts_with("error: could not write to standard output: ")
+                && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Text on stdout and a warning on stderr reach one pipe (`2>&1`) in the order they were
+/// written, although stdout is buffered when it is not a terminal.
+#[test]
+fn text_and_warnings_keep_their_order_in_one_pipe() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let world = World::new();
+    let ana = world.person("Ana", "Europe/Lisbon");
+    ana.ok(&["workspace", "create", "solo"]);
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["invite"])
         .env("MERIDIAN_HOME", ana.path())
-        .stdout(full)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .status()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr.starts_with("error: could not write to standard output: ")
-            && !stderr.contains("panicked"),
-        "{stderr}"
-    );
+    assert!(status.success());
+    let mut both = String::new();
+    reader.read_to_string(&mut both).unwrap();
+    let code = both.find("meridian-invite-").expect("the code is printed");
+    let warning = both
+        .find("This code carries")
+        .expect("the warning is printed");
+    assert!(code < warning, "the code comes first:\n{both}");
 }
