@@ -39,7 +39,7 @@ use serde_json::Value as Json;
 
 use crate::id::Id;
 use crate::node::Node;
-use crate::norms::time_zone;
+use crate::norms::display_zone;
 use crate::store::WorkspaceRecord;
 
 /// Local-first asynchronous team communication: proposals, decisions, threads and status
@@ -471,8 +471,8 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let reader_tz = |node: Option<&Node>| -> Result<TimeZone> {
         match (&cli.tz, node) {
-            (Some(tz), _) => time_zone(tz),
-            (None, Some(node)) => time_zone(&node.profile()?.tz),
+            (Some(tz), _) => display_zone(tz),
+            (None, Some(node)) => display_zone(&node.profile()?.tz),
             (None, None) => Ok(TimeZone::UTC),
         }
     };

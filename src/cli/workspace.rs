@@ -21,9 +21,13 @@ pub fn init(
 ) -> Result<()> {
     let tz = match tz {
         Some(tz) => tz.to_string(),
+        // The system's zone, by a name every member's build reads the same way: a zone
+        // file under `posix/` is the plain one.
         None => jiff::tz::TimeZone::try_system()
             .ok()
             .and_then(|tz| tz.iana_name().map(str::to_string))
+            .map(|name| name.strip_prefix("posix/").unwrap_or(&name).to_string())
+            .filter(|name| time_zone(name).is_ok())
             .unwrap_or_else(|| "UTC".into()),
     };
     let profile = Profile {
@@ -344,9 +348,9 @@ pub fn members(ctx: &Ctx) -> Result<()> {
     let now = crate::node::now();
     let mut rows = Vec::new();
     for member in &ctx.record.state.members {
-        let tz = time_zone(&member.tz).context("a member's time zone is unknown")?;
-        let local = now.to_zoned_datetime(tz.clone());
+        // The zone their deadlines are computed in: UTC if their entry holds nonsense.
         let calendar = member.calendar();
+        let local = now.to_zoned_datetime(calendar.tz.clone());
         let working = calendar.add_working_minutes(now, 0) == Some(now);
         rows.push((member, local, working));
     }
