@@ -199,14 +199,19 @@ impl Envelope {
 
     /// Checks the shape of every field and the signature. Says nothing about membership.
     pub fn verify(&self) -> Result<(), EnvelopeError> {
-        self.verify_with(&mut AuthorKeys::default())
+        self.check_shape()?;
+        self.signed_by(&author_key(&self.author)?)
     }
 
     /// [`Envelope::verify`], taking the author's parsed key from `keys` when an earlier
     /// envelope had the same author.
     pub fn verify_with(&self, keys: &mut AuthorKeys) -> Result<(), EnvelopeError> {
         self.check_shape()?;
-        let key = keys.get(&self.author)?;
+        self.signed_by(keys.get(&self.author)?)
+    }
+
+    /// Whether the signature is `key`'s over everything else.
+    fn signed_by(&self, key: &VerifyingKey) -> Result<(), EnvelopeError> {
         let signature =
             Signature::from_slice(&self.signature).map_err(|_| EnvelopeError::BadSignature)?;
         key.verify(&self.signed_bytes(), &signature)
@@ -287,7 +292,9 @@ impl Envelope {
 
     /// Decodes CBOR bytes, refusing oversized input, then checks shape and signature.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        Envelope::decode_with(bytes, &mut AuthorKeys::default())
+        let envelope = Envelope::decode_stored(bytes)?;
+        envelope.verify()?;
+        Ok(envelope)
     }
 
     /// [`Envelope::decode`] of one of many envelopes, with the authors' keys parsed once
@@ -330,13 +337,9 @@ impl AuthorKeys {
 
     /// The parsed key of `author`, which must be 32 bytes and a valid point.
     fn get(&mut self, author: &[u8]) -> Result<&VerifyingKey, EnvelopeError> {
-        let bytes: [u8; 32] = author.try_into().map_err(|_| EnvelopeError::FieldLength {
-            field: "author",
-            got: author.len(),
-            expected: 32,
-        })?;
+        let bytes = author_bytes(author)?;
         if !self.parsed.contains_key(&bytes) {
-            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| EnvelopeError::BadKey)?;
+            let key = author_key(author)?;
             if self.parsed.len() >= Self::MOST {
                 self.parsed.clear();
             }
@@ -344,6 +347,20 @@ impl AuthorKeys {
         }
         Ok(&self.parsed[&bytes])
     }
+}
+
+/// An author field as a key's 32 bytes.
+fn author_bytes(author: &[u8]) -> Result<[u8; 32], EnvelopeError> {
+    author.try_into().map_err(|_| EnvelopeError::FieldLength {
+        field: "author",
+        got: author.len(),
+        expected: 32,
+    })
+}
+
+/// An author field parsed as an ed25519 public key (a point decompressed).
+fn author_key(author: &[u8]) -> Result<VerifyingKey, EnvelopeError> {
+    VerifyingKey::from_bytes(&author_bytes(author)?).map_err(|_| EnvelopeError::BadKey)
 }
 
 /// The documents of an encoded envelope the relay stored, without decoding the rest or
