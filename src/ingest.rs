@@ -1387,6 +1387,22 @@ mod tests {
         });
         assert_eq!((stopped, last), (Err(VERIFY_WINDOW + 5), VERIFY_WINDOW + 5));
 
+        // No envelope, and one: no window to check ahead, nothing left behind.
+        let mut calls = 0;
+        each_verified(&[], |_, _| {
+            calls += 1;
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(calls, 0);
+        each_verified(&slices[..1], |i, envelope| {
+            assert_eq!((i, envelope.is_ok()), (0, true));
+            calls += 1;
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+
         // Large envelopes make smaller windows, in the same order.
         let big: Vec<Vec<u8>> = (0..30u8)
             .map(|i| seal::seal(&device, &key, Id([7; 16]), Id([i; 16]), &[i; 700 << 10]).encode())
