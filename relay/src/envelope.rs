@@ -280,7 +280,7 @@ impl Envelope {
 
     /// The content hash that identifies this envelope (relays deduplicate by it).
     pub fn hash(&self) -> [u8; 32] {
-        Sha256::digest(self.encode()).into()
+        content_hash(&self.encode())
     }
 
     /// Encodes as CBOR.
@@ -347,6 +347,11 @@ impl AuthorKeys {
         }
         Ok(&self.parsed[&bytes])
     }
+}
+
+/// The hash of an encoded envelope ([`Envelope::hash`] without encoding it again).
+pub fn content_hash(encoded: &[u8]) -> [u8; 32] {
+    Sha256::digest(encoded).into()
 }
 
 /// An author field as a key's 32 bytes.

@@ -5,7 +5,7 @@
 //! same handshake checks, push sorting and forwarding rules.
 
 use crate::determinism;
-use crate::envelope::Envelope;
+use crate::envelope::{AuthorKeys, Envelope};
 use crate::membership::verify_signature;
 use crate::protocol::{Frame, PROTOCOL_VERSION, PushResult, RefusedCode, Register, auth_message};
 use crate::store::{Incoming, Refusal};
@@ -119,26 +119,34 @@ pub struct Sorted {
 pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
     let mut answers = Vec::with_capacity(envelopes.len());
     let mut incoming = Vec::new();
+    // A push is usually one device's envelopes: its key is parsed once.
+    let mut keys = AuthorKeys::default();
     for bytes in envelopes {
-        match Envelope::decode(&bytes) {
+        match Envelope::decode_with(&bytes, &mut keys) {
             Err(e) => answers.push(Some(PushResult::Rejected(e.to_string()))),
             Ok(envelope) if envelope.workspace_id() != *ws => answers.push(Some(
                 PushResult::Rejected("the envelope belongs to another workspace".into()),
             )),
             Ok(envelope) => {
-                let mut author = [0; 32];
-                author.copy_from_slice(&envelope.author);
-                incoming.push(Incoming {
-                    hash: envelope.hash(),
-                    author,
-                    docs: envelope.doc_ids(),
-                    bytes: envelope.encode(),
-                });
+                incoming.push(to_store(&envelope));
                 answers.push(None);
             }
         }
     }
     Sorted { answers, incoming }
+}
+
+/// A verified envelope as the store appends it: encoded once, and hashed from that.
+fn to_store(envelope: &Envelope) -> Incoming {
+    let bytes = envelope.encode();
+    let mut author = [0; 32];
+    author.copy_from_slice(&envelope.author);
+    Incoming {
+        hash: crate::envelope::content_hash(&bytes),
+        author,
+        docs: envelope.doc_ids(),
+        bytes,
+    }
 }
 
 impl Sorted {
@@ -172,16 +180,7 @@ pub fn sort_snapshot(ws: &Ws, bytes: &[u8], reads_shared: bool) -> Result<Incomi
         Ok(envelope) if envelope.is_shared() => Err(PushResult::Rejected(
             "a snapshot is of one document, not a shared envelope".into(),
         )),
-        Ok(envelope) => {
-            let mut author = [0; 32];
-            author.copy_from_slice(&envelope.author);
-            Ok(Incoming {
-                hash: envelope.hash(),
-                author,
-                docs: envelope.doc_ids(),
-                bytes: envelope.encode(),
-            })
-        }
+        Ok(envelope) => Ok(to_store(&envelope)),
     }
 }
 
@@ -256,5 +255,58 @@ pub fn forward(first: u64, last: u64, cursor: u64, own: bool, live: bool) -> For
         Forward::Send
     } else {
         Forward::CatchUp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+
+    #[test]
+    fn a_push_is_stored_as_encoded_once_with_each_verdict_in_place() {
+        let sign = |seed: u8, ws: u8| {
+            Envelope::sign(
+                &SigningKey::from_bytes(&[seed; 32]),
+                [ws; 16],
+                [2; 16],
+                [3; 24],
+                |_| vec![seed],
+            )
+        };
+        let mut forged = sign(7, 1);
+        forged.ciphertext[0] ^= 1;
+        let pushed = [sign(7, 1), sign(8, 1), forged, sign(7, 9), sign(7, 1)];
+        let sorted = sort_push(
+            &[1; 16],
+            pushed
+                .iter()
+                .map(|e| serde_bytes::ByteBuf::from(e.encode()))
+                .collect(),
+        );
+        let stored: Vec<_> = sorted
+            .incoming
+            .iter()
+            .map(|i| (i.hash, i.bytes.clone(), i.author))
+            .collect();
+        let kept = [&pushed[0], &pushed[1], &pushed[4]];
+        let expected: Vec<_> = kept
+            .iter()
+            .map(|e| {
+                (
+                    e.hash(),
+                    e.encode(),
+                    <[u8; 32]>::try_from(&e.author[..]).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(stored, expected);
+        let answers = sorted.answers(vec![PushResult::Stored(1); 3]);
+        assert!(matches!(answers[2], PushResult::Rejected(_)));
+        assert!(
+            matches!(&answers[3], PushResult::Rejected(why) if why.contains("another workspace"))
+        );
+        assert!(matches!(answers[4], PushResult::Stored(_)));
     }
 }
