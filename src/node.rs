@@ -1202,9 +1202,7 @@ pub fn append_records(
     let mut next = history_len(&history, doc_id)?;
     for run in lines.chunks(store::RUN_LINES) {
         history.insert((doc_id.0, next), store::history_row(run).as_slice())?;
-        next = next
-            .checked_add(run.len() as u64)
-            .context("the stored history is corrupt (its positions run out)")?;
+        next = position_after(next, run.len() as u64)?;
     }
     Ok(Appended {
         changes: next,
@@ -1222,13 +1220,17 @@ pub fn history_len(
         .next_back()
         .transpose()?
     {
-        Some((key, row)) => key
-            .value()
-            .1
-            .checked_add(store::history_row_len(row.value())?)
-            .context("the stored history is corrupt (its positions run out)"),
+        Some((key, row)) => position_after(key.value().1, store::history_row_len(row.value())?),
         None => Ok(0),
     }
+}
+
+/// The position after a history row that starts at `first` and holds `lines` lines; a
+/// damaged count that would run past the last position is an error, never a wrap.
+fn position_after(first: u64, lines: u64) -> Result<u64> {
+    first
+        .checked_add(lines)
+        .context("the stored history is corrupt (its positions run out)")
 }
 
 /// The sequence number after the last one under `key` in a (key, sequence) table.
