@@ -242,11 +242,11 @@ fn writer(id: &ObjId) -> String {
 
 /// Checks that `field` can be settled by `resolve`.
 pub fn check_resolvable(field: &str) -> Result<()> {
-    if RESOLVABLE.contains(&field) || field == "state" {
+    if RESOLVABLE.contains(&field) || field == "state" || field.starts_with("section ") {
         return Ok(());
     }
     bail!(
-        "`{field}` cannot be resolved by value: resolve one of {}, or state (edit a section with `proposal edit` to merge its text)",
+        "`{field}` cannot be resolved by value: resolve one of {}, state, or `section NAME`, as `meridian conflicts ID` names them",
         RESOLVABLE.join(", ")
     )
 }

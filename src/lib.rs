@@ -3,6 +3,7 @@
 //! A node keeps a participant's workspaces as automerge documents in one redb file and
 //! works with no network. See `ARCHITECTURE.md` for the map of modules and their invariants.
 
+pub mod app;
 pub mod bundle;
 pub mod cache;
 pub mod cli;

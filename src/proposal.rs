@@ -106,6 +106,16 @@ pub fn sections(view: View<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The states that end a proposal: its text is final in them.
+pub const DECIDED: [&str; 4] = ["accepted", "rejected", "withdrawn", "superseded"];
+
+/// Whether the proposal, as `view` shows it, is decided (accepted, rejected, withdrawn or
+/// superseded).
+pub fn is_decided(view: View<'_>) -> bool {
+    view.kind() == Some(crate::doc::Kind::Proposal)
+        && DECIDED.contains(&read(view).lifecycle.state.name())
+}
+
 /// An approval, and whether the text changed after it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Approval {

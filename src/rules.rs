@@ -240,8 +240,10 @@ impl OpContext<'_> {
         match (path.as_slice(), key) {
             ([], Some(key)) => self.root(op, key),
             // Section text, proposal order: collaborative, but nothing is deleted from the order.
+            // A section is replaced only to settle concurrent creations of it, whose text
+            // objects the replacement names all of (`meridian resolve ID "section NAME"`).
             (["sections"], Some(_)) => match op.action {
-                OpType::Make(ObjType::Text) if fresh => Ok(()),
+                OpType::Make(ObjType::Text) if fresh || op.pred.len() >= 2 => Ok(()),
                 _ => deny("sections are added, never replaced or deleted"),
             },
             (["sections", _], None) => Ok(()),

@@ -101,8 +101,18 @@ pub fn lifecycle(entries: &[Entry]) -> Lifecycle {
         }
     };
     let mut life = discussion::lifecycle(entries, State::Open { closes: None }, &rule);
-    if life.state == State::Draft {
-        life.state = State::Open { closes: None };
+    // A reopen leads to the shared "draft"; a thread calls that state open.
+    match &mut life.state {
+        State::Draft => life.state = State::Open { closes: None },
+        State::Conflict { candidates } => {
+            for (state, _) in candidates.iter_mut() {
+                if state == "draft" {
+                    *state = "open".into();
+                }
+            }
+            candidates.sort();
+        }
+        _ => {}
     }
     life
 }

@@ -5,18 +5,15 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use automerge::ROOT;
-use automerge::transaction::Transactable;
 use serde_json::json;
 
 use super::{Ctx, Format};
 use crate::bundle;
-use crate::discussion::{self, Comment, Entry};
+use crate::discussion::Comment;
 use crate::doc::{Kind, View};
 use crate::history;
 use crate::id::Id;
 use crate::ingest::Limits;
-use crate::node::{commit, now_ms};
 use crate::{proposal, thread, update};
 
 pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
@@ -138,75 +135,13 @@ pub fn conflicts(ctx: &Ctx, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn transition_for_state(state: &str) -> Result<&'static str> {
-    Ok(match state {
-        "accepted" | "accept" => "accept",
-        "rejected" | "reject" => "reject",
-        "withdrawn" | "withdraw" => "withdraw",
-        "open" => "open",
-        "resolved" | "resolve" => "resolve",
-        "draft" | "reopen" | "reopened" => "reopen",
-        other => bail!(
-            "`{other}` is not a state to resolve to: use accepted, rejected, withdrawn, open, draft or resolved"
-        ),
-    })
-}
-
 pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> {
-    history::check_resolvable(field)?;
-    let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
-    if field == "urgency" {
-        ctx.record.state.norms().level(value)?;
-    }
-    let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let view = View::now(doc);
-        let conflicts = history::conflicts(view);
-        let Some(conflict) = conflicts.iter().find(|c| c.field == field) else {
-            bail!(
-                "`{field}` has no conflict in {}: `meridian conflicts ID` lists them",
-                id.short()
-            );
-        };
-        if field == "state" {
-            let kind = transition_for_state(value)?;
-            let (tips, entries, deciders, author) = match summary.kind {
-                Kind::Proposal => {
-                    let p = proposal::read(view);
-                    (p.lifecycle.tips, p.entries, p.deciders, p.author)
-                }
-                _ => {
-                    let t = thread::read(view);
-                    (t.lifecycle.tips, t.entries, Vec::new(), t.author)
-                }
-            };
-            let mut entry = Entry::new(kind, &me, now_ms());
-            entry.prev = tips;
-            entry.message = format!("resolve conflict: {value}");
-            let heads = doc.get_heads();
-            entry.heads = crate::doc::heads_hex(&heads);
-            let mut all = entries;
-            all.push(entry.clone());
-            let ignored = match summary.kind {
-                Kind::Proposal => proposal::lifecycle(doc, &all, &deciders, &author).ignored,
-                _ => thread::lifecycle(&all).ignored,
-            };
-            if let Some((_, reason)) = ignored.iter().find(|(e, _)| *e == entry.id) {
-                bail!("cannot resolve the state to {value}: {reason}");
-            }
-            let mut tx = doc.transaction();
-            discussion::put_entry(&mut tx, &entry, &heads)?;
-            commit(tx, &format!("resolve state conflict: {value}"));
-        } else {
-            let _ = conflict;
-            let mut tx = doc.transaction();
-            tx.put(ROOT, field, value)?;
-            commit(tx, &format!("resolve {field}: {value}"));
-        }
-        Ok(())
-    })?;
-    ctx.out
-        .done(json!({"id": id.hex(), "field": field, "value": value}))?;
+    let (id, summary) = ctx.document(prefix)?;
+    let resolution = crate::app::conflicts::resolve(ctx, id, summary.kind, field, value)?;
+    ctx.out.done(json!({
+        "id": id.hex(), "field": resolution.field, "value": resolution.value,
+        "entry_id": resolution.entry_id,
+    }))?;
     Ok(())
 }
 

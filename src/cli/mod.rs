@@ -40,7 +40,6 @@ use serde_json::Value as Json;
 use crate::id::Id;
 use crate::node::Node;
 use crate::norms::display_zone;
-use crate::store::WorkspaceRecord;
 
 /// Local-first asynchronous team communication: proposals, decisions, threads and status
 /// updates that work offline and merge without conflicts.
@@ -494,10 +493,12 @@ pub fn run(cli: Cli) -> Result<()> {
         command => {
             let (id, record) = node.workspace(selector)?;
             let ctx = Ctx {
-                me: node.member_id(),
-                node,
-                workspace: id,
-                record,
+                app: crate::app::Context {
+                    me: node.member_id(),
+                    node,
+                    workspace: id,
+                    record,
+                },
                 out,
             };
             (dispatch(&ctx, command), ctx.out)
@@ -571,24 +572,20 @@ fn default_home() -> Result<PathBuf> {
     }
 }
 
-/// What every workspace command has at hand.
+/// What every workspace command has at hand: the person acting in the chosen workspace,
+/// and the printer.
 pub struct Ctx {
-    /// The node.
-    pub node: Node,
-    /// The chosen workspace.
-    pub workspace: Id,
-    /// Its record.
-    pub record: WorkspaceRecord,
+    /// The person, the node and the workspace.
+    pub app: crate::app::Context,
     /// Printing.
     pub out: Out,
-    /// My member id.
-    pub me: String,
 }
 
-impl Ctx {
-    /// A member's display name.
-    pub fn name(&self, id: &str) -> String {
-        self.record.state.name_of(id)
+impl std::ops::Deref for Ctx {
+    type Target = crate::app::Context;
+
+    fn deref(&self) -> &crate::app::Context {
+        &self.app
     }
 }
 

@@ -4,6 +4,9 @@
 //! - `flows`: the single-user and two-user flows of the CLI, one test per capability
 //!   (identity, workspaces, proposals and their lifecycle, threads, updates, history,
 //!   export), plus the errors people meet.
+//! - `daily`: the daily loop (write, ask, decide, reply, catch up) as a team of three meets
+//!   it: settling conflicts, joining, naming people, removed members, frozen decisions,
+//!   text input, the inbox. Each test fails on a build from before its fix.
 //! - `offline`: three people in Tokyo, Berlin and Lima editing the same proposal and thread
 //!   offline and converging through bundles exchanged in different orders.
 //! - `deadlines`: response deadlines in each responder's working hours, shown in the
@@ -22,6 +25,7 @@
 
 mod convergence;
 mod crash;
+mod daily;
 mod deadlines;
 mod durability;
 mod flows;

@@ -272,7 +272,7 @@ impl Drop for Relay {
 
 /// A `meridian` command for a home, for processes the test spawns and signals itself.
 pub fn meridian(home: &Home, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    let mut command = Command::new(crate::support::meridian_bin());
     command
         .args(args)
         .env("MERIDIAN_HOME", home.path())

@@ -5,6 +5,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The `meridian` binary under test: the one cargo built for these tests, or the one
+/// `MERIDIAN_TEST_BIN` names, to show that a new test fails on an older build
+/// (`MERIDIAN_TEST_BIN=/tmp/old/meridian cargo test --test it daily::`).
+pub fn meridian_bin() -> PathBuf {
+    std::env::var_os("MERIDIAN_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_meridian")))
+}
+
 /// One person's home in a temporary directory.
 pub struct Home {
     pub dir: PathBuf,
@@ -85,7 +94,7 @@ impl Home {
 
     /// Runs the binary with this home.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_meridian"))
+        Command::new(meridian_bin())
             .args(args)
             .env("MERIDIAN_HOME", &self.dir)
             .env_remove("EDITOR")
