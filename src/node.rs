@@ -366,6 +366,118 @@ impl Node {
         Ok(id)
     }
 
+    /// Whether a relay has ever welcomed this device into `workspace`: until then its
+    /// membership rests on the invite it joined with, which a relay may still refuse.
+    pub fn admitted_anywhere(&self, workspace: Id) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let cursors = txn.open_table(store::CURSORS)?;
+        for item in cursors.range((workspace.0, "")..)? {
+            let (key, bytes) = item?;
+            if key.value().0 != workspace.0 {
+                break;
+            }
+            let cursor: store::Cursor = store::decode(bytes.value(), "sync cursor")?;
+            if cursor.relay.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Joins again with a fresh invite a workspace this device joined, but that no relay
+    /// admitted yet (its first invite was refused, or it joined offline): the member entry
+    /// and the record get the new invite proof, and everything written meanwhile stays.
+    pub fn rejoin(&self, invite: &Invite) -> Result<Id> {
+        let id = invite.workspace_id()?;
+        let proof = invite.proof_for(&self.key.verifying_key())?;
+        let me = self.member_id();
+        let txn = self.db.begin_write()?;
+        let mut record = workspace_record(&txn, id)?;
+        record.proof = Some(proof.clone());
+        for relay in &invite.relays {
+            if !record.relays.contains(relay) {
+                record.relays.push(relay.clone());
+            }
+        }
+        txn.open_table(WORKSPACES)?
+            .insert(id.0, store::encode(&record).as_slice())?;
+        self.edit_in(&txn, id, id, |doc| {
+            let view = View::now(doc);
+            let entry = view
+                .map(&automerge::ROOT, "members")
+                .and_then(|members| view.map(&members, &me))
+                .context("this device has no member entry in the workspace document")?;
+            let mut tx = doc.transaction();
+            workspace::put_invite(&mut tx, &entry, &proof)?;
+            commit(tx, "join again with a new invite");
+            Ok(())
+        })?;
+        txn.commit()?;
+        Ok(id)
+    }
+
+    /// Removes every trace of a workspace from this node: its documents, their records,
+    /// history and index, the outbox and the sync state. Only for a workspace this device
+    /// never became a member of (a join the relays refused), which holds nothing of anyone's.
+    pub fn forget_workspace(&self, workspace: Id) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let mut docs = vec![workspace.0];
+        {
+            let table = txn.open_table(DOCS)?;
+            for item in table.iter()? {
+                let (id, bytes) = item?;
+                let summary: DocSummary = store::decode(bytes.value(), "index entry")?;
+                if summary.workspace == workspace.0 {
+                    docs.push(id.value());
+                }
+            }
+        }
+        let mut shared: Vec<Vec<u8>> = Vec::new();
+        {
+            let records = txn.open_table(RECORDS)?;
+            for doc in &docs {
+                for item in records.range((*doc, 0)..=(*doc, u64::MAX))? {
+                    if let Record::Part { envelope, .. } =
+                        store::decode::<Record>(item?.1.value(), "record")?
+                    {
+                        shared.push(envelope);
+                    }
+                }
+            }
+        }
+        let mine = |doc: [u8; 16]| docs.contains(&doc);
+        let ours = |id: [u8; 16]| id == workspace.0;
+        txn.open_table(RECORDS)?.retain(|(doc, _), _| !mine(doc))?;
+        txn.open_table(HISTORY)?.retain(|(doc, _), _| !mine(doc))?;
+        txn.open_table(store::HELD)?
+            .retain(|(doc, _), _| !mine(doc))?;
+        txn.open_table(CHECKPOINTS)?.retain(|doc, _| !mine(doc))?;
+        txn.open_table(DOCS)?.retain(|doc, _| !mine(doc))?;
+        txn.open_table(READ_MARKERS)?.retain(|doc, _| !mine(doc))?;
+        txn.open_table(OUTBOX)?.retain(|(id, _), _| !ours(id))?;
+        txn.open_table(store::OUTBOX_NEXT)?
+            .retain(|id, _| !ours(id))?;
+        txn.open_table(store::CURSORS)?
+            .retain(|(id, _), _| !ours(id))?;
+        txn.open_table(store::REJECTED)?
+            .retain(|(id, _), _| !ours(id))?;
+        txn.open_table(store::SNAPSHOTS_SENT)?
+            .retain(|(id, _, _), _| !ours(id))?;
+        txn.open_table(store::VOUCHED)?
+            .retain(|(id, _, _), _| !ours(id))?;
+        {
+            let mut envelopes = txn.open_table(store::ENVELOPES)?;
+            for hash in shared {
+                if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                    envelopes.remove(hash)?;
+                }
+            }
+        }
+        txn.open_table(WORKSPACES)?.remove(workspace.0)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Stores a new workspace and this person's member entry in one transaction, so a
     /// failure leaves no half-joined workspace behind.
     fn add_workspace(

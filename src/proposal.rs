@@ -64,6 +64,36 @@ pub fn create<T: Transactable + ReadDoc>(tx: &mut T, new: &NewProposal) -> Resul
     Ok(())
 }
 
+/// Sections given by name (`--section NAME=TEXT`, a Markdown file), each name once: a name
+/// given twice with the same text is given once (names compare case-insensitively), with
+/// two texts it is an error naming both.
+pub fn merge_sections(given: Vec<(String, String)>) -> Result<Vec<(String, String)>> {
+    let mut merged: Vec<(String, String)> = Vec::new();
+    for (name, text) in given {
+        match merged.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            Some((_, earlier)) if *earlier == text => {}
+            Some((first, earlier)) => anyhow::bail!(
+                "section `{first}` is given twice with different text ({} and {}): give it once",
+                quote(earlier),
+                quote(&text)
+            ),
+            None => merged.push((name, text)),
+        }
+    }
+    Ok(merged)
+}
+
+/// A text in quotes, cut to its first line and 40 characters, for a message.
+fn quote(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let cut: String = line.chars().take(40).collect();
+    if cut.len() < text.trim_end().len() {
+        format!("\"{cut}…\"")
+    } else {
+        format!("\"{cut}\"")
+    }
+}
+
 /// Replaces a section's text with minimal splices, so concurrent edits elsewhere in the
 /// section survive; creates the section (at the end) if it does not exist.
 pub fn set_section<T: Transactable + ReadDoc>(tx: &mut T, name: &str, text: &str) -> Result<()> {

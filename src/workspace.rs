@@ -107,6 +107,11 @@ impl WorkspaceState {
         norms
     }
 
+    /// The verified members who were not removed.
+    pub fn active_members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.verified && !m.removed)
+    }
+
     /// The verified member with this id or device key.
     pub fn member(&self, id_or_key: &str) -> Option<&Member> {
         self.members
@@ -152,12 +157,32 @@ impl WorkspaceState {
             [one] => Ok(one),
             _ => bail!(
                 "no member is called `{name}`: members are {}",
-                verified()
+                self.active_members()
                     .map(|m| m.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
         }
+    }
+
+    /// The members named, each once and in the order first named, for a role such as
+    /// "asked" or "a decider": naming someone twice is naming them once, and a removed
+    /// member is refused with who removed them.
+    pub fn find_active(&self, names: &[String], role: &str) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        for name in names {
+            let member = self.find(name)?;
+            if member.removed {
+                bail!(
+                    "{} was removed from the workspace and cannot be {role}: `meridian member list` shows who can",
+                    member.name
+                );
+            }
+            if !ids.contains(&member.id) {
+                ids.push(member.id.clone());
+            }
+        }
+        Ok(ids)
     }
 
     /// The section names of a template, built-in or custom.
@@ -228,13 +253,19 @@ pub fn put_member(
     let keys = tx.put_object(&member, "keys", ObjType::Map)?;
     tx.put(&keys, id.as_str(), true)?;
     if let Some(proof) = proof {
-        let invite = tx.put_object(&member, "invite", ObjType::Map)?;
-        tx.put(&invite, "public", hex::encode(&proof.invite_public))?;
-        tx.put(&invite, "inviter", hex::encode(&proof.inviter))?;
-        tx.put(&invite, "expires", proof.expires)?;
-        tx.put(&invite, "inviter_sig", hex::encode(&proof.inviter_sig))?;
-        tx.put(&invite, "join_sig", hex::encode(&proof.join_sig))?;
+        put_invite(tx, &member, proof)?;
     }
+    Ok(())
+}
+
+/// Writes (or replaces) the invite proof in one's own member entry.
+pub fn put_invite(tx: &mut impl Transactable, member: &ObjId, proof: &JoinProof) -> Result<()> {
+    let invite = tx.put_object(member, "invite", ObjType::Map)?;
+    tx.put(&invite, "public", hex::encode(&proof.invite_public))?;
+    tx.put(&invite, "inviter", hex::encode(&proof.inviter))?;
+    tx.put(&invite, "expires", proof.expires)?;
+    tx.put(&invite, "inviter_sig", hex::encode(&proof.inviter_sig))?;
+    tx.put(&invite, "join_sig", hex::encode(&proof.join_sig))?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! says what to do, before anything is written.
 
 pub mod conflicts;
+pub mod invite;
 
 use anyhow::Result;
 

@@ -89,6 +89,10 @@ pub enum Command {
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
     /// Print an invite code for a new member (it carries the workspace key: share it privately).
+    ///
+    /// A code admits one device, once, before it expires: each person (and each of their
+    /// devices) needs a code of their own. `meridian join CODE` registers with the relays
+    /// the code names and fails if they refuse it (used, expired, or its inviter removed).
     Invite {
         /// Relay URLs to include.
         #[arg(long = "relay", value_name = "URL")]
@@ -97,7 +101,11 @@ pub enum Command {
         #[arg(long, default_value = "7d")]
         expires: String,
     },
-    /// Join a workspace with an invite code (works offline).
+    /// Join a workspace with an invite code.
+    ///
+    /// The relays the code names are asked to admit this device first: if they refuse,
+    /// nothing is kept and `join` fails with their reason. With no relay reachable the
+    /// join works offline and registers on the next `meridian sync`.
     Join {
         /// The code from `meridian invite`.
         code: String,

@@ -7,6 +7,7 @@ use super::{Ctx, Out};
 use crate::id::Id;
 use crate::node::Node;
 use crate::sync::net::{self, RoundReport};
+use meridian_relay::protocol::RefusedCode;
 
 /// `meridian sync [--relay URL]...`
 pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
@@ -22,7 +23,56 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         );
     }
     let results = net::sync_once(&ctx.node, ctx.workspace, &relays)?;
-    let failed = print_rounds(&ctx.out, &results)?;
+    let refusals: Vec<(&String, &net::RefusedError)> = results
+        .iter()
+        .filter_map(|(relay, r)| {
+            Some((
+                relay,
+                r.as_ref().err()?.downcast_ref::<net::RefusedError>()?,
+            ))
+        })
+        .collect();
+    // Scripts get every relay's answer; people get one sentence when every relay refused.
+    if ctx.out.json {
+        print_rounds(&ctx.out, &results)?;
+    }
+    if refusals.iter().any(|(_, r)| r.code == RefusedCode::Removed) {
+        bail!(
+            "this device was removed from workspace `{}` by its creator: relays no longer take its changes, and nothing written here reaches the others (what you wrote before stays with them)",
+            ctx.record.name
+        );
+    }
+    if !refusals.is_empty() && refusals.len() == results.len() {
+        let why: Vec<String> = refusals
+            .iter()
+            .map(|(relay, r)| format!("{relay}: {}", r.reason))
+            .collect();
+        let invite_refused = refusals.iter().all(|(_, r)| {
+            matches!(
+                r.code,
+                RefusedCode::InviteUsed
+                    | RefusedCode::InviteExpired
+                    | RefusedCode::BadProof
+                    | RefusedCode::NotMember
+            )
+        });
+        if invite_refused && !ctx.node.admitted_anywhere(ctx.workspace)? {
+            bail!(
+                "the relays refused the invite this device joined `{}` with ({}): ask a member for a new code and run `meridian join CODE` with it; this device joins again and keeps what you wrote",
+                ctx.record.name,
+                why.join("; ")
+            );
+        }
+        bail!(
+            "every relay refused this device ({}); your changes wait in the outbox",
+            why.join("; ")
+        );
+    }
+    let failed = if ctx.out.json {
+        results.iter().filter(|(_, r)| r.is_err()).count()
+    } else {
+        print_rounds(&ctx.out, &results)?
+    };
     if failed == results.len() {
         bail!(
             "sync failed with every relay; local changes stay in the outbox until a relay takes them"
@@ -103,13 +153,7 @@ pub fn first_contact(
         Ok(results) => results,
         Err(e) => vec![(relays[0].clone(), Err(e))],
     };
-    let rounds: Vec<_> = results
-        .iter()
-        .map(|(relay, result)| match result {
-            Ok(report) => json!({"relay": relay, "ok": true, "pulled": report.pulled, "pushed": report.pushed}),
-            Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
-        })
-        .collect();
+    let rounds = rounds_json(&results);
     if !out.json {
         let failed = print_rounds(out, &results)?;
         if failed > 0 {
@@ -119,7 +163,18 @@ pub fn first_contact(
             );
         }
     }
-    Ok(json!(rounds))
+    Ok(rounds)
+}
+
+/// First-contact rounds as JSON: whether each relay answered, and what moved.
+pub fn rounds_json(results: &[(String, Result<RoundReport>)]) -> serde_json::Value {
+    json!(results
+        .iter()
+        .map(|(relay, result)| match result {
+            Ok(report) => json!({"relay": relay, "ok": true, "pulled": report.pulled, "pushed": report.pushed}),
+            Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
+        })
+        .collect::<Vec<_>>())
 }
 
 /// `meridian daemon`

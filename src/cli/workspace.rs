@@ -106,13 +106,14 @@ pub fn workspace(
             if out.json {
                 let list: Vec<_> = all
                     .iter()
-                    .map(|(id, w)| json!({"id": id.hex(), "name": w.name, "members": w.state.members.iter().filter(|m| m.verified).count(), "relays": w.relays}))
+                    .map(|(id, w)| json!({"id": id.hex(), "name": w.name, "members": w.state.active_members().count(), "relays": w.relays}))
                     .collect();
                 out.print_json(&json!(list))?;
             } else {
                 for (id, w) in all {
-                    let members = w.state.members.iter().filter(|m| m.verified).count();
-                    say!(out, "{}  {}  ({members} members)", id.short(), w.name);
+                    let members = w.state.active_members().count();
+                    let noun = if members == 1 { "member" } else { "members" };
+                    say!(out, "{}  {}  ({members} {noun})", id.short(), w.name);
                 }
             }
             Ok(())
@@ -145,10 +146,7 @@ pub fn workspace(
         }
         WorkspaceCommand::Ladder { members } => {
             let (id, record) = node.workspace(selector)?;
-            let ids = members
-                .iter()
-                .map(|m| record.state.find(m).map(|m| m.id.clone()))
-                .collect::<Result<Vec<_>>>()?;
+            let ids = record.state.find_active(&members, "on the ladder")?;
             node.edit(id, id, |doc| {
                 let mut tx = doc.transaction();
                 workspace::put_ladder(&mut tx, &ids)?;
@@ -236,29 +234,35 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
 
 pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     let invite = Invite::decode(code)?;
-    if invite.expires < now_ms() {
-        bail!(
-            "this invite expired on {}: ask for a new one",
-            out.time(invite.expires)
-        );
-    }
-    let id = node.join(&invite)?;
+    let joined = crate::app::invite::join(node, &invite, now_ms())?;
+    let id = joined.id;
+    let rounds = super::sync::rounds_json(&joined.rounds);
     if out.json {
-        // Printed below, with the first sync.
-    } else if invite.relays.is_empty() {
+        out.print_json(&json!({
+            "id": id.hex(), "name": joined.name, "relays": joined.relays,
+            "admitted": joined.admitted(), "again": joined.again, "sync": rounds,
+        }))?;
+        return Ok(());
+    }
+    if joined.relays.is_empty() {
         say!(
             out,
             "Joined {} ({}). Merge a bundle from a member to see its documents, or add a relay with `meridian workspace relay add URL`.",
-            invite.name,
+            joined.name,
             id.short()
         );
+    } else if joined.admitted() {
+        say!(out, "Joined {} ({}).", joined.name, id.short());
+        super::sync::print_rounds(out, &joined.rounds)?;
     } else {
-        say!(out, "Joined {} ({}).", invite.name, id.short());
+        say!(
+            out,
+            "Joined {} ({}) offline: no relay could be reached, so this device registers with them on the next `meridian sync`.",
+            joined.name,
+            id.short()
+        );
+        super::sync::print_rounds(out, &joined.rounds)?;
     }
-    let rounds = super::sync::first_contact(node, id, &invite.relays, out)?;
-    out.done(
-        json!({"id": id.hex(), "name": invite.name, "relays": invite.relays, "sync": rounds}),
-    )?;
     Ok(())
 }
 
@@ -360,7 +364,7 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             .map(|(m, local, working)| {
                 json!({
                     "id": m.id, "name": m.name, "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
-                    "verified": m.verified, "invited_by": m.invited_by,
+                    "verified": m.verified, "removed": m.removed, "invited_by": m.invited_by,
                     "local_time": local.timestamp().display_with_offset(local.offset()).to_string(),
                     "working_now": working,
                 })
@@ -378,8 +382,16 @@ pub fn members(ctx: &Ctx) -> Result<()> {
                 m.days,
                 m.hours,
                 local.strftime("%a %H:%M"),
-                if working { " (working)" } else { "" },
-                if m.verified { "" } else { "  UNVERIFIED" },
+                if working && !m.removed {
+                    " (working)"
+                } else {
+                    ""
+                },
+                match (m.verified, m.removed) {
+                    (_, true) => "  REMOVED",
+                    (false, _) => "  UNVERIFIED",
+                    _ => "",
+                },
             );
         }
     }

@@ -77,11 +77,8 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
     }
 }
 
-fn member_ids(ctx: &Ctx, names: &[String]) -> Result<Vec<String>> {
-    names
-        .iter()
-        .map(|n| ctx.record.state.find(n).map(|m| m.id.clone()))
-        .collect()
+fn member_ids(ctx: &Ctx, names: &[String], role: &str) -> Result<Vec<String>> {
+    ctx.record.state.find_active(names, role)
 }
 
 fn urgency_level(ctx: &Ctx, urgency: Option<String>) -> Result<String> {
@@ -121,7 +118,7 @@ fn new_proposal(
         })?;
         given.push((name.trim().to_string(), text.to_string()));
     }
-    for (name, text) in given {
+    for (name, text) in proposal::merge_sections(given)? {
         match sections
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(&name))
@@ -133,7 +130,7 @@ fn new_proposal(
     let deciders = if deciders.is_empty() {
         vec![ctx.me.clone()]
     } else {
-        member_ids(ctx, &deciders)?
+        member_ids(ctx, &deciders, "a decider")?
     };
     let new = NewProposal {
         id: Id::random(),
@@ -142,7 +139,7 @@ fn new_proposal(
         template,
         sections,
         deciders,
-        asks: member_ids(ctx, &asks)?,
+        asks: member_ids(ctx, &asks, "asked")?,
         urgency: urgency_level(ctx, urgency)?,
         author: ctx.me.clone(),
         at: now_ms(),
@@ -482,7 +479,7 @@ pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
                 workspace: ctx.workspace,
                 title,
                 body,
-                asks: member_ids(ctx, &asks)?,
+                asks: member_ids(ctx, &asks, "asked")?,
                 urgency: urgency_level(ctx, urgency)?,
                 author: ctx.me.clone(),
                 at: now_ms(),

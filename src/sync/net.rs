@@ -83,7 +83,7 @@ impl RoundReport {
 
 /// Why a relay refused this node.
 #[derive(Debug, thiserror::Error)]
-#[error("{relay} refused the connection: {reason}")]
+#[error("the relay refused the connection: {reason}")]
 pub struct RefusedError {
     /// The relay URL.
     pub relay: String,

@@ -167,8 +167,9 @@ fn three_zones_edit_offline_and_converge_in_any_exchange_order() {
     );
 
     // Settle both explicitly, on one node; everyone follows.
-    bo.ok(&["resolve", &p, "state", "rejected"]);
+    // The title first: a rejected proposal's text is final.
     bo.ok(&["resolve", &p, "title", "Storage engine"]);
+    bo.ok(&["resolve", &p, "state", "rejected"]);
     for home in [ana, cy] {
         sync_pair(&world, bo, home);
     }
