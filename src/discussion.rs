@@ -33,6 +33,10 @@ pub struct Comment {
     pub body: String,
     /// Reactions: emoji → member ids.
     pub reactions: BTreeMap<String, Vec<String>>,
+    /// When its author last edited it, ms.
+    pub edited: Option<i64>,
+    /// Its author deleted it (its text is gone; replies to it stay).
+    pub deleted: bool,
 }
 
 /// One append-only entry: a transition, an approval, a concern or the resolution of one.
@@ -199,6 +203,38 @@ pub fn put_reaction<T: Transactable + ReadDoc>(
     Ok(())
 }
 
+/// Replaces the text of a comment (its author's edit), or with `None` deletes it.
+pub fn put_comment_edit<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    comment: &ObjId,
+    body: Option<&str>,
+    at: i64,
+) -> Result<()> {
+    match body {
+        Some(body) => {
+            tx.put(comment, "body", body)?;
+            tx.put(comment, "edited", at)?;
+        }
+        None => {
+            tx.put(comment, "body", "")?;
+            tx.put(comment, "deleted", at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes back one's reaction to a comment.
+pub fn remove_reaction<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    comment: &ObjId,
+    emoji: &str,
+    by: &str,
+) -> Result<()> {
+    let reactions = ensure_map(tx, comment, "reactions")?;
+    tx.delete(&reactions, format!("{emoji} {by}"))?;
+    Ok(())
+}
+
 /// The object of a comment, by full id.
 pub fn comment_obj(view: View<'_>, id: &str) -> Option<ObjId> {
     view.map(&view.map(&ROOT, "comments")?, id)
@@ -225,12 +261,19 @@ pub fn comments(view: View<'_>) -> Vec<Comment> {
                     }
                 }
             }
+            let deleted = view.int(&obj, "deleted").is_some();
             Some(Comment {
                 parent: view.str(&obj, "parent").filter(|p| !p.is_empty()),
                 by: view.string(&obj, "by"),
                 at: view.int(&obj, "at").unwrap_or(0),
-                body: view.string(&obj, "body"),
+                body: if deleted {
+                    String::new()
+                } else {
+                    view.string(&obj, "body")
+                },
                 reactions,
+                edited: view.int(&obj, "edited"),
+                deleted,
                 id,
             })
         })

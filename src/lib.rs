@@ -17,6 +17,7 @@ pub mod identity;
 pub mod inbox;
 pub mod index;
 pub mod ingest;
+pub mod markdown;
 pub mod node;
 pub mod norms;
 pub mod proposal;

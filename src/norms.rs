@@ -338,12 +338,110 @@ impl Norms {
 /// time in the reader's zone (`2026-12-01`, `2026-12-01 17:00`), or a duration from now
 /// (`3d`, `36h`, `2w`, `90m`).
 pub fn parse_moment(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp> {
-    let text = text.trim();
-    if let Some(duration) = parse_duration(text) {
-        return now
+    match Moment::parse(text, tz)? {
+        Moment::After(duration) => now
             .checked_add(duration)
-            .with_context(|| format!("`{text}` is too far in the future"));
+            .with_context(|| format!("`{}` is too far in the future", text.trim())),
+        Moment::At(timestamp) => Ok(timestamp),
     }
+}
+
+/// A time for people, in `tz`: `Tue 2026-11-24 09:00 -05`.
+pub fn show_time(ms: i64, tz: &TimeZone) -> String {
+    match Timestamp::from_millisecond(ms) {
+        Ok(t) => t
+            .to_zoned_datetime(tz.clone())
+            .strftime("%a %Y-%m-%d %H:%M %Z")
+            .to_string(),
+        Err(_) => "(invalid time)".into(),
+    }
+}
+
+/// A moment as typed: a time, or a duration whose direction depends on the command (from
+/// now for a deadline, ago for a history command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// An absolute time.
+    At(Timestamp),
+    /// A duration (`3d`, `36h`, `2w`, `90m`).
+    After(SignedDuration),
+}
+
+impl Moment {
+    /// Parses an RFC 3339 timestamp, a date or date and time in `tz`, or a duration.
+    pub fn parse(text: &str, tz: &TimeZone) -> Result<Moment> {
+        let text = text.trim();
+        if let Some(duration) = parse_duration(text) {
+            return Ok(Moment::After(duration));
+        }
+        parse_time(text, tz).map(Moment::At)
+    }
+}
+
+/// A moment in the past for a history command (`show --at`, `diff`): a duration means that
+/// long *ago*, and a time still to come is refused.
+pub fn parse_past(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp> {
+    let at = match Moment::parse(text, tz)? {
+        Moment::After(duration) => now
+            .checked_sub(duration)
+            .with_context(|| format!("`{}` is too far in the past", text.trim()))?,
+        Moment::At(at) => at,
+    };
+    if at > now {
+        bail!(
+            "`{}` is in the future: history reaches up to now (a duration like 2d means 2 days ago)",
+            text.trim()
+        );
+    }
+    Ok(at)
+}
+
+/// When a comment period given as `text` closes, opened at `now` for people with these
+/// calendars: a duration is counted in each one's own working time and the period closes
+/// when every one of them has had it (`0m` closes it at once); a time is absolute and must
+/// not be past.
+pub fn period_end(
+    text: &str,
+    now: Timestamp,
+    tz: &TimeZone,
+    responders: &[Calendar],
+) -> Result<Timestamp> {
+    match Moment::parse(text, tz)? {
+        Moment::At(at) if at < now => bail!(
+            "`{}` is in the past: a comment period closes at a later time (or give a duration like 3d)",
+            text.trim()
+        ),
+        Moment::At(at) => Ok(at),
+        Moment::After(duration) if duration.is_zero() => Ok(now),
+        Moment::After(duration) => {
+            let minutes = u32::try_from(duration.as_mins()).unwrap_or(u32::MAX);
+            let unit = text.trim().chars().last();
+            let mut end = now;
+            for calendar in responders {
+                // Days and weeks are their working days; minutes and hours their working time.
+                let theirs = match unit {
+                    Some('d') => (minutes / (24 * 60)) * calendar.hours.minutes_per_day(),
+                    Some('w') => {
+                        (minutes / (7 * 24 * 60))
+                            * calendar.hours.days.count_ones()
+                            * calendar.hours.minutes_per_day()
+                    }
+                    _ => minutes,
+                };
+                let closes = calendar.add_working_minutes(now, theirs).with_context(|| {
+                    "a responder's calendar has no working time: give the period an end date instead"
+                })?;
+                end = end.max(closes);
+            }
+            if responders.is_empty() {
+                end = now.checked_add(duration)?;
+            }
+            Ok(end)
+        }
+    }
+}
+
+fn parse_time(text: &str, tz: &TimeZone) -> Result<Timestamp> {
     if let Ok(timestamp) = text.parse::<Timestamp>() {
         return Ok(timestamp);
     }

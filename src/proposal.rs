@@ -7,7 +7,9 @@
 
 use anyhow::Result;
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjType, ROOT, ReadDoc};
+use std::collections::BTreeSet;
+
+use automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc};
 use serde::Serialize;
 
 use crate::discussion::{self, Ask, Comment, Entry, Lifecycle, State};
@@ -113,6 +115,23 @@ pub fn set_section<T: Transactable + ReadDoc>(tx: &mut T, name: &str, text: &str
     Ok(())
 }
 
+/// Removes a section: its text leaves the document as it stands (the history keeps it).
+pub fn remove_section<T: Transactable + ReadDoc>(tx: &mut T, name: &str) -> Result<()> {
+    let sections = ensure_map(tx, &ROOT, "sections")?;
+    tx.delete(&sections, name)?;
+    if let Some((automerge::Value::Object(ObjType::List), order)) = tx.get(ROOT, "order")? {
+        let len = tx.length(&order);
+        for i in (0..len).rev() {
+            if let Some((automerge::Value::Scalar(s), _)) = tx.get(&order, i)?
+                && s.as_str() == Some(name)
+            {
+                tx.delete(&order, i)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The sections in order, with their text.
 pub fn sections(view: View<'_>) -> Vec<(String, String)> {
     let Some(map) = view.map(&ROOT, "sections") else {
@@ -146,12 +165,13 @@ pub fn is_decided(view: View<'_>) -> bool {
         && DECIDED.contains(&read(view).lifecycle.state.name())
 }
 
-/// An approval, and whether the text changed after it.
+/// An approval, and whether it still stands for the text.
 #[derive(Clone, Debug, Serialize)]
 pub struct Approval {
     /// The approval entry.
     pub entry: Entry,
-    /// The text changed after the approval was given.
+    /// The text changed after the approval was given, or the proposal was reopened after
+    /// it: the approver must approve again.
     pub stale: bool,
 }
 
@@ -169,7 +189,7 @@ pub struct Concern {
 pub struct Proposal {
     /// Id.
     pub id: String,
-    /// Title.
+    /// Title: as decided, once the proposal is decided.
     pub title: String,
     /// Template.
     pub template: String,
@@ -179,7 +199,7 @@ pub struct Proposal {
     pub created: i64,
     /// Urgency of the asks.
     pub urgency: String,
-    /// Sections in order.
+    /// Sections in order: as decided, once the proposal is decided.
     pub sections: Vec<(String, String)>,
     /// Decider member ids.
     pub deciders: Vec<String>,
@@ -195,28 +215,98 @@ pub struct Proposal {
     pub entries: Vec<Entry>,
     /// Comments.
     pub comments: Vec<Comment>,
+    /// The document heads the decision was made on, once decided.
+    pub decided_at: Option<Vec<String>>,
+    /// Fields edited concurrently with the decision, by someone who had not seen it
+    /// (`title`, `section NAME`): kept in the document, but not part of the decided text.
+    pub late_edits: Vec<String>,
+}
+
+/// The deciders of a proposal as `view` shows it.
+pub fn deciders(view: View<'_>) -> Vec<String> {
+    view.map(&ROOT, "deciders")
+        .map(|m| view.keys(&m))
+        .unwrap_or_default()
+}
+
+/// The lifecycle alone, without reading sections or comments.
+pub fn state(view: View<'_>) -> Lifecycle {
+    let entries = discussion::entries(view);
+    lifecycle(
+        view.doc,
+        &entries,
+        &deciders(view),
+        &view.string(&ROOT, "author"),
+    )
+}
+
+/// The heads a decided proposal was decided on: those of the transitions that decided it.
+pub fn decided_heads(life: &Lifecycle, entries: &[Entry]) -> Option<Vec<ChangeHash>> {
+    if !DECIDED.contains(&life.state.name()) {
+        return None;
+    }
+    let mut heads: Vec<ChangeHash> = entries
+        .iter()
+        .filter(|e| life.tips.contains(&e.id))
+        .flat_map(Entry::heads)
+        .collect();
+    heads.sort();
+    heads.dedup();
+    Some(heads)
+}
+
+/// Whether a change made on `deps` may still edit the proposal's title or sections: not
+/// once the proposal, as its author saw it, was decided. The rules check every replica's
+/// changes with this, so a decided text stays decided everywhere.
+pub fn text_is_final(doc: &Automerge, deps: &[ChangeHash]) -> bool {
+    DECIDED.contains(&state(View::at(doc, deps)).state.name())
 }
 
 /// Reads a proposal and derives its state.
 pub fn read(view: View<'_>) -> Proposal {
     let entries = discussion::entries(view);
-    let deciders = view
-        .map(&ROOT, "deciders")
-        .map(|m| view.keys(&m))
-        .unwrap_or_default();
-    let sections_now = sections(view);
-    let approvals = approvals(view.doc, &entries, &sections_now);
+    let deciders = deciders(view);
     let author = view.string(&ROOT, "author");
-    let concerns = concerns(&entries, &author);
     let lifecycle = lifecycle(view.doc, &entries, &deciders, &author);
+    let sections_now = sections(view);
+    let decided = decided_heads(&lifecycle, &entries);
+    let (title, shown, late_edits) = match &decided {
+        Some(heads) => {
+            let then = View::at(view.doc, heads);
+            let (title, sections_then) = (then.title(), sections(then));
+            let mut late = Vec::new();
+            if title != view.title() {
+                late.push("title".to_string());
+            }
+            for (name, text) in &sections_now {
+                if sections_then
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t)
+                    != Some(text)
+                {
+                    late.push(format!("section {name}"));
+                }
+            }
+            for (name, _) in &sections_then {
+                if !sections_now.iter().any(|(n, _)| n == name) {
+                    late.push(format!("section {name}"));
+                }
+            }
+            (title, sections_then, late)
+        }
+        None => (view.title(), sections_now, Vec::new()),
+    };
+    let approvals = approvals(view.doc, &entries, &shown, &deciders, &author);
+    let concerns = concerns(&entries, &author);
     Proposal {
         id: view.string(&ROOT, "id"),
-        title: view.title(),
+        title,
         template: view.string(&ROOT, "template"),
-        author: view.string(&ROOT, "author"),
+        author,
         created: view.int(&ROOT, "created").unwrap_or(0),
         urgency: view.string(&ROOT, "urgency"),
-        sections: sections_now,
+        sections: shown,
         deciders,
         asks: discussion::asks(view),
         lifecycle,
@@ -224,29 +314,56 @@ pub fn read(view: View<'_>) -> Proposal {
         concerns,
         comments: discussion::comments(view),
         entries,
+        decided_at: decided.map(|h| crate::doc::heads_hex(&h)),
+        late_edits,
     }
 }
 
+/// Approvals, each stale when the text differs from `text` (the text as it stands, or as
+/// decided) or when the author or a decider reopened the proposal after seeing it.
 fn approvals(
     doc: &Automerge,
     entries: &[Entry],
-    sections_now: &[(String, String)],
+    text: &[(String, String)],
+    deciders: &[String],
+    author: &str,
 ) -> Vec<Approval> {
+    // Approvals a reopen by the author or a decider saw, and approvals their own approver
+    // retracted (`unapprove`) after seeing them.
+    let mut reopened: BTreeSet<String> = BTreeSet::new();
+    let mut retracted: BTreeSet<String> = BTreeSet::new();
+    for later in entries.iter().filter(|e| {
+        (e.kind == "reopen" && (e.by == author || deciders.contains(&e.by)))
+            || e.kind == "unapprove"
+    }) {
+        let heads = later.heads();
+        for seen in discussion::entries(View::at(doc, &heads))
+            .into_iter()
+            .filter(|e| e.kind == "approve")
+        {
+            if later.kind == "reopen" {
+                reopened.insert(seen.id);
+            } else if seen.by == later.by {
+                retracted.insert(seen.id);
+            }
+        }
+    }
     entries
         .iter()
-        .filter(|e| e.kind == "approve")
+        .filter(|e| e.kind == "approve" && !retracted.contains(&e.id))
         .map(|entry| {
             let heads = entry.heads();
             Approval {
-                stale: sections(View::at(doc, &heads)) != sections_now,
+                stale: reopened.contains(&entry.id) || sections(View::at(doc, &heads)) != text,
                 entry: entry.clone(),
             }
         })
         .collect()
 }
 
-/// Concerns with their resolutions; only the person who raised a concern or the proposal's
-/// author can resolve it.
+/// Concerns with their resolutions: the first resolution by the person who raised the
+/// concern or by the proposal's author counts. (`meridian proposal resolve` asks the author
+/// for a note saying why; the note is shown beside the concern and reported to its raiser.)
 fn concerns(entries: &[Entry], author: &str) -> Vec<Concern> {
     entries
         .iter()
@@ -265,44 +382,163 @@ fn concerns(entries: &[Entry], author: &str) -> Vec<Concern> {
         .collect()
 }
 
+/// One thing that stands between a proposal and its acceptance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Obstacle {
+    /// A decider has not approved.
+    Unapproved {
+        /// The decider's member id.
+        decider: String,
+    },
+    /// A decider approved a text that changed since, or before the proposal was reopened.
+    Stale {
+        /// The decider's member id.
+        decider: String,
+    },
+    /// A blocking concern nobody resolved.
+    BlockingConcern {
+        /// The concern's entry id.
+        concern_id: String,
+        /// Who raised it.
+        by: String,
+        /// What it says.
+        message: String,
+    },
+    /// The proposal is not in a comment period (a draft is opened first).
+    NotInPeriod {
+        /// Its state.
+        state: String,
+    },
+    /// The comment period has not closed yet.
+    PeriodOpen {
+        /// When it closes, ms.
+        closes: i64,
+    },
+}
+
+impl Obstacle {
+    /// The obstacle in words, members named by `name` and times written by `time`.
+    pub fn describe(&self, name: &dyn Fn(&str) -> String, time: &dyn Fn(i64) -> String) -> String {
+        match self {
+            Obstacle::Unapproved { decider } => format!("{} has not approved", name(decider)),
+            Obstacle::Stale { decider } => format!(
+                "{}'s approval is stale: the text changed since (they approve again)",
+                name(decider)
+            ),
+            Obstacle::BlockingConcern {
+                concern_id,
+                by,
+                message,
+            } => format!(
+                "{}'s blocking concern {} is open: {}",
+                name(by),
+                crate::id::prefix(concern_id, 8),
+                crate::id::prefix(message, 80)
+            ),
+            Obstacle::NotInPeriod { state } if state == "draft" => {
+                "it is a draft: open the comment period first (`meridian proposal open ID`)".into()
+            }
+            Obstacle::NotInPeriod { state } => format!("it is {state}"),
+            Obstacle::PeriodOpen { closes } => {
+                format!("its comment period closes {}", time(*closes))
+            }
+        }
+    }
+}
+
+/// What stands between the proposal, as `view` shows it, and acceptance by its deciders:
+/// missing and stale approvals, open blocking concerns, every one of them (the comment
+/// period is judged by [`Proposal::obstacles`], which knows the time).
+pub fn obstacles(view: View<'_>) -> Vec<Obstacle> {
+    let entries = discussion::entries(view);
+    let author = view.string(&ROOT, "author");
+    let deciders = deciders(view);
+    let sections_then = sections(view);
+    let approvals = approvals(view.doc, &entries, &sections_then, &deciders, &author);
+    let concerns = concerns(&entries, &author);
+    approval_obstacles(&deciders, &approvals, &concerns)
+}
+
+fn approval_obstacles(
+    deciders: &[String],
+    approvals: &[Approval],
+    concerns: &[Concern],
+) -> Vec<Obstacle> {
+    let mut obstacles = Vec::new();
+    for decider in deciders {
+        let theirs: Vec<&Approval> = approvals
+            .iter()
+            .filter(|a| &a.entry.by == decider)
+            .collect();
+        if theirs.iter().any(|a| !a.stale) {
+            continue;
+        }
+        obstacles.push(if theirs.is_empty() {
+            Obstacle::Unapproved {
+                decider: decider.clone(),
+            }
+        } else {
+            Obstacle::Stale {
+                decider: decider.clone(),
+            }
+        });
+    }
+    for concern in concerns
+        .iter()
+        .filter(|c| c.entry.blocking && c.resolved.is_none())
+    {
+        obstacles.push(Obstacle::BlockingConcern {
+            concern_id: concern.entry.id.clone(),
+            by: concern.entry.by.clone(),
+            message: concern.entry.message.clone(),
+        });
+    }
+    obstacles
+}
+
+impl Proposal {
+    /// Everything that stands between the proposal and its acceptance at `now` (ms): its
+    /// state and comment period, every missing or stale approval, every open blocking
+    /// concern. Empty when a decider can accept it now.
+    pub fn obstacles(&self, now: i64) -> Vec<Obstacle> {
+        let mut obstacles = Vec::new();
+        match &self.lifecycle.state {
+            State::Open { closes } | State::FinalComment { closes } => {
+                if let Some(closes) = closes.filter(|c| *c > now) {
+                    obstacles.push(Obstacle::PeriodOpen { closes });
+                }
+            }
+            State::Conflict { .. } => {}
+            other => obstacles.push(Obstacle::NotInPeriod {
+                state: other.name().to_string(),
+            }),
+        }
+        obstacles.extend(approval_obstacles(
+            &self.deciders,
+            &self.approvals,
+            &self.concerns,
+        ));
+        obstacles
+    }
+}
+
 /// Why the proposal cannot be accepted by someone who sees the document as `view` shows
 /// it (its deciders, approvals and concerns as they stood then); `None` when it can.
 pub fn accept_blockers(view: View<'_>) -> Option<String> {
-    let entries = discussion::entries(view);
-    let author = view.string(&ROOT, "author");
-    let deciders = view
-        .map(&ROOT, "deciders")
-        .map(|m| view.keys(&m))
-        .unwrap_or_default();
-    let sections_then = sections(view);
-    let approvals = approvals(view.doc, &entries, &sections_then);
-    let missing: Vec<&String> = deciders
-        .iter()
-        .filter(|d| !approvals.iter().any(|a| &a.entry.by == *d && !a.stale))
-        .collect();
-    if !missing.is_empty() {
-        return Some(format!(
-            "{} decider(s) have not approved the current text: {}",
-            missing.len(),
-            missing
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
+    let obstacles = obstacles(view);
+    if obstacles.is_empty() {
+        return None;
     }
-    let blocking: Vec<Concern> = concerns(&entries, &author)
-        .into_iter()
-        .filter(|c| c.entry.blocking && c.resolved.is_none())
-        .collect();
-    if let Some(concern) = blocking.first() {
-        return Some(format!(
-            "{} blocking concern(s) unresolved, first {}",
-            blocking.len(),
-            crate::id::prefix(&concern.entry.id, 8)
-        ));
-    }
-    None
+    let ids = |id: &str| id.to_string();
+    let no_time = |_: i64| String::new();
+    Some(
+        obstacles
+            .iter()
+            .map(|o| o.describe(&ids, &no_time))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// Derives the lifecycle with the proposal rules.

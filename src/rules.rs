@@ -78,6 +78,7 @@ pub fn check_decoded(
 ) -> Result<()> {
     let author = doc_author(doc);
     let mut objects = Objects::new();
+    let decisions = std::cell::OnceCell::new();
     // A batch has few writers: each one's key is written out once, not once per change.
     let mut writers: HashMap<&automerge::ActorId, Option<String>> = HashMap::new();
     for (change, expanded) in changes.iter().zip(expanded) {
@@ -95,9 +96,23 @@ pub fn check_decoded(
             (writer, first(change)),
             author.as_deref(),
             &mut objects,
+            &decisions,
         )?;
     }
     Ok(())
+}
+
+/// Whether a proposal holds any decision at all (accept, reject, withdraw, supersede):
+/// without one, no change can come after a decision, and nothing more is read.
+fn has_decisions(doc: &Automerge) -> bool {
+    crate::discussion::entries(crate::doc::View::now(doc))
+        .iter()
+        .any(|e| {
+            matches!(
+                e.kind.as_str(),
+                "accept" | "reject" | "withdraw" | "supersede"
+            )
+        })
 }
 
 /// Each object an operation targets: its path from the root and its creator's device key.
@@ -110,6 +125,7 @@ fn check_one(
     (writer, first): (&str, bool),
     author: Option<&str>,
     objects: &mut Objects,
+    decisions: &std::cell::OnceCell<bool>,
 ) -> Result<()> {
     // A document has exactly one change without dependencies: the one that created it.
     // Another would let its writer pick the empty document as the context of an entry
@@ -128,6 +144,8 @@ fn check_one(
         writer,
         author,
         first,
+        decisions,
+        text_final: std::cell::OnceCell::new(),
     };
     for op in &expanded.operations {
         let (path, creator): (&[String], Option<&str>) = match &op.obj {
@@ -215,6 +233,10 @@ struct OpContext<'a> {
     writer: &'a str,
     author: Option<&'a str>,
     first: bool,
+    /// Whether the document holds any decision (computed once per batch, when needed).
+    decisions: &'a std::cell::OnceCell<bool>,
+    /// Whether the proposal was decided as this change's author saw it.
+    text_final: std::cell::OnceCell<bool>,
 }
 
 type Verdict = std::result::Result<(), String>;
@@ -242,14 +264,17 @@ impl OpContext<'_> {
             // Section text, proposal order: collaborative, but nothing is deleted from the order.
             // A section is replaced only to settle concurrent creations of it, whose text
             // objects the replacement names all of (`meridian resolve ID "section NAME"`).
+            // Any member removes a section (its text stays in the history).
             (["sections"], Some(_)) => match op.action {
                 OpType::Make(ObjType::Text) if fresh || op.pred.len() >= 2 => Ok(()),
-                _ => deny("sections are added, never replaced or deleted"),
+                OpType::Delete => Ok(()),
+                _ => deny("sections are added or removed, never replaced"),
             },
             (["sections", _], None) => Ok(()),
             (["order"], None) => match op.action {
                 OpType::Put(_) if op.insert => Ok(()),
-                _ => deny("the section order only grows"),
+                OpType::Delete => Ok(()),
+                _ => deny("the section order takes names and loses them, nothing else"),
             },
             ([text], None) if AUTHOR_TEXT.contains(text) => self.by_author(&format!("`{text}`")),
             (["links"], None) => self.by_author("the links"),
@@ -268,6 +293,19 @@ impl OpContext<'_> {
                     return deny(format!(
                         "only its author writes inside one of the {container}"
                     ));
+                }
+                // A comment's author may edit its text or delete it later (its earlier text
+                // stays in the history); everything else in a record is written once.
+                let revision = *container == "comments"
+                    && match field {
+                        "body" => matches!(&op.action, OpType::Put(v) if v.as_str().is_some()),
+                        "edited" | "deleted" => {
+                            matches!(&op.action, OpType::Put(v) if v.as_i64().is_some())
+                        }
+                        _ => false,
+                    };
+                if revision {
+                    return Ok(());
                 }
                 if !fresh || !matches!(op.action, OpType::Put(_) | OpType::Make(ObjType::Map)) {
                     return deny(format!("{container} are written once"));
@@ -322,6 +360,32 @@ impl OpContext<'_> {
             )),
         }
         .and_then(|()| self.kind_allows(&path))
+        .and_then(|()| self.not_final(&path, key))
+    }
+
+    /// A decided proposal's title and sections are final: a change whose history holds the
+    /// decision may not edit them (one made without seeing it is kept, and shown as a late
+    /// edit beside the decided text). Judged at the change's own dependencies, so every
+    /// replica decides alike whatever order changes arrive in.
+    fn not_final(&self, path: &[&str], key: Option<&str>) -> Verdict {
+        let text = match (path, key) {
+            ([], Some(key)) => key == "title",
+            ([first, ..], _) => matches!(*first, "sections" | "order"),
+            _ => false,
+        };
+        if self.kind != Kind::Proposal || !text || self.first {
+            return Ok(());
+        }
+        let decided = *self.decisions.get_or_init(|| has_decisions(self.doc))
+            && *self
+                .text_final
+                .get_or_init(|| crate::proposal::text_is_final(self.doc, self.change.deps()));
+        if decided {
+            return deny(
+                "the proposal was decided before this change: its title and sections are final",
+            );
+        }
+        Ok(())
     }
 
     fn kind_allows(&self, path: &[&str]) -> Verdict {

@@ -7,10 +7,14 @@
 //! every replica (`rules`); the checks here exist to refuse early with a message that
 //! says what to do, before anything is written.
 
+pub mod comment;
 pub mod conflicts;
+pub mod decision;
+pub mod draft;
 pub mod invite;
 
 use anyhow::Result;
+use jiff::tz::TimeZone;
 
 use crate::id::Id;
 use crate::index::DocSummary;
@@ -27,12 +31,19 @@ pub struct Context {
     pub record: WorkspaceRecord,
     /// The person's member id (their device key, hex).
     pub me: String,
+    /// The zone times are shown in (the person's, or the one they asked for).
+    pub tz: TimeZone,
 }
 
 impl Context {
     /// A member's display name.
     pub fn name(&self, id: &str) -> String {
         self.record.state.name_of(id)
+    }
+
+    /// A time for people, in the reader's zone: `Tue 2026-11-24 09:00 -05`.
+    pub fn time(&self, ms: i64) -> String {
+        crate::norms::show_time(ms, &self.tz)
     }
 
     /// The document a unique id prefix names in this workspace.

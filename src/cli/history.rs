@@ -224,6 +224,13 @@ fn markdown(ctx: &Ctx, kind: Kind, view: View<'_>) -> String {
                 ctx.name(&p.author),
                 ctx.out.time(p.created)
             ));
+            if !p.late_edits.is_empty() {
+                out.push_str(&format!(
+                    "> Note: {} changed concurrently with the decision; the {} text is shown.\n\n",
+                    p.late_edits.join(", "),
+                    p.lifecycle.state.name()
+                ));
+            }
             for (name, text) in &p.sections {
                 out.push_str(&format!("## {name}\n\n{}\n\n", text.trim_end()));
             }

@@ -119,20 +119,30 @@ pub enum Command {
     /// Discussion threads.
     #[command(subcommand)]
     Thread(ThreadCommand),
-    /// Reply to a thread, a proposal, an update, or one comment (ID:COMMENT).
+    /// Reply to a thread, a proposal, an update, one comment or a concern (ID:COMMENT).
     Reply {
         /// Document id, or document:comment ids.
         target: String,
-        /// The reply; $EDITOR opens when absent.
-        #[arg(short = 'm', long = "message")]
-        message: Option<String>,
+        /// The reply (with --edit: the comment's new text).
+        #[command(flatten)]
+        text: Text,
+        /// Replace the text of your own comment ID:COMMENT (the history keeps the earlier
+        /// text; others see it was edited).
+        #[arg(long, conflicts_with = "delete")]
+        edit: bool,
+        /// Delete your own comment ID:COMMENT (replies to it stay).
+        #[arg(long)]
+        delete: bool,
     },
-    /// React to a comment.
+    /// React to a comment, or take your reaction back.
     React {
         /// document:comment ids.
         target: String,
         /// The reaction.
         emoji: String,
+        /// Take the reaction back.
+        #[arg(long)]
+        remove: bool,
     },
     /// Status updates.
     #[command(subcommand)]
@@ -310,9 +320,12 @@ pub enum ProposalCommand {
         /// rfc, adr, decision, or a custom template.
         #[arg(long, default_value = "rfc")]
         template: String,
-        /// Initial text of a section.
+        /// Initial text of a section of the template (or of --body-file).
         #[arg(long = "section", value_name = "NAME=TEXT")]
         sections: Vec<String>,
+        /// A section beyond the template's, with its initial text.
+        #[arg(long = "new-section", value_name = "NAME=TEXT")]
+        new_sections: Vec<String>,
         /// Markdown whose `## Heading`s are the sections.
         #[arg(long, value_name = "FILE")]
         body_file: Option<PathBuf>,
@@ -336,11 +349,20 @@ pub enum ProposalCommand {
     Edit {
         /// Proposal id.
         id: String,
-        /// The section to edit.
-        #[arg(long)]
+        /// The section to edit: one the proposal has (any case).
+        #[arg(long, value_name = "NAME", group = "which")]
         section: Option<String>,
-        /// Read the new text from FILE (`-` for stdin).
-        #[arg(long, value_name = "FILE")]
+        /// Add a section with this name.
+        #[arg(long, value_name = "NAME", group = "which")]
+        new_section: Option<String>,
+        /// Remove a section (its text stays in the history).
+        #[arg(long, value_name = "NAME", group = "which")]
+        remove_section: Option<String>,
+        /// Read the new text from FILE (`-` for stdin): one section's text with --section
+        /// or --new-section, else Markdown with a `## Heading` per section to set (the
+        /// sections it lacks stay). With no file, $EDITOR opens the whole proposal, where
+        /// deleting a section's heading removes the section.
+        #[arg(long, value_name = "FILE", conflicts_with = "remove_section")]
         file: Option<PathBuf>,
         /// Change the title.
         #[arg(long)]
@@ -370,23 +392,46 @@ pub enum ProposalCommand {
         #[arg(short = 'm', long = "message")]
         message: Option<String>,
     },
-    /// Raise a concern.
+    /// Retract your approval.
+    Unapprove {
+        /// Proposal id.
+        id: String,
+    },
+    /// Raise a concern (reply to one with `meridian reply ID:CONCERN`).
     Concern {
         /// Proposal id.
         id: String,
         /// The concern.
-        #[arg(short = 'm', long = "message")]
-        message: String,
+        #[command(flatten)]
+        text: Text,
         /// It blocks acceptance until resolved.
         #[arg(long)]
         blocking: bool,
     },
-    /// Mark a concern resolved.
+    /// Mark a concern resolved: whoever raised it may, and the proposal's author may with
+    /// a note saying why (shown beside the concern and reported to whoever raised it).
     Resolve {
         /// Proposal id.
         id: String,
         /// Concern id (prefix).
         concern: String,
+        /// Why it is resolved (required when it is not your own concern).
+        #[arg(short = 'm', long = "message", value_name = "NOTE")]
+        note: Option<String>,
+    },
+    /// End the current comment period now (author or decider).
+    Close {
+        /// Proposal id.
+        id: String,
+    },
+    /// Move a decided proposal back to draft (author or decider): its text may change
+    /// again, and every approval goes stale.
+    Reopen {
+        /// Proposal id.
+        id: String,
+        /// Why it is reopened.
+        #[command(flatten)]
+        text: Text,
     },
     /// Accept (needs the deciders' approval and no unresolved blocking concern).
     Accept(Decision),
@@ -402,6 +447,18 @@ pub enum ProposalCommand {
         #[arg(long)]
         by: String,
     },
+}
+
+/// Text for a command: `-m TEXT`, `--file FILE` (`-` reads stdin for either), or $EDITOR
+/// when neither is given.
+#[derive(Debug, Default, clap::Args)]
+pub struct Text {
+    /// The text (`-` reads it from stdin); $EDITOR opens when neither this nor --file is given.
+    #[arg(short = 'm', long = "message", value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Read the text from FILE (`-` for stdin).
+    #[arg(long = "file", value_name = "FILE", conflicts_with = "message")]
+    pub file: Option<PathBuf>,
 }
 
 /// Arguments of accept, reject, withdraw.
@@ -421,9 +478,9 @@ pub enum ThreadCommand {
     New {
         /// Title.
         title: String,
-        /// Opening text; $EDITOR opens when absent.
-        #[arg(short = 'm', long = "message")]
-        body: Option<String>,
+        /// Opening text.
+        #[command(flatten)]
+        body: Text,
         /// Ask a member to respond.
         #[arg(long = "ask", value_name = "NAME")]
         asks: Vec<String>,
@@ -506,6 +563,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     node,
                     workspace: id,
                     record,
+                    tz: out.tz.clone(),
                 },
                 out,
             };
@@ -536,8 +594,17 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Member(MemberCommand::List) => workspace::members(ctx),
         Command::Proposal(command) => write::proposal(ctx, command),
         Command::Thread(command) => write::thread(ctx, command),
-        Command::Reply { target, message } => write::reply(ctx, &target, message),
-        Command::React { target, emoji } => write::react(ctx, &target, &emoji),
+        Command::Reply {
+            target,
+            text,
+            edit,
+            delete,
+        } => write::reply(ctx, &target, text, edit, delete),
+        Command::React {
+            target,
+            emoji,
+            remove,
+        } => write::react(ctx, &target, &emoji, remove),
         Command::Update(command) => write::update(ctx, command),
         Command::Show { id, at } => read::show(ctx, &id, at.as_deref()),
         Command::Inbox { at } => read::inbox(ctx, at.as_deref()),
@@ -657,13 +724,7 @@ impl Out {
 
     /// A time for people: `Tue 2026-11-24 09:00 -05`.
     pub fn time(&self, ms: i64) -> String {
-        match Timestamp::from_millisecond(ms) {
-            Ok(t) => t
-                .to_zoned_datetime(self.tz.clone())
-                .strftime("%a %Y-%m-%d %H:%M %Z")
-                .to_string(),
-            Err(_) => "(invalid time)".into(),
-        }
+        crate::norms::show_time(ms, &self.tz)
     }
 
     /// A time for JSON: RFC 3339 with the reader's offset.
@@ -710,6 +771,21 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
         return Ok(text);
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The text a command was given (`-m`, `--file`, `-` for stdin), or what the person writes
+/// in $EDITOR when neither was given. An empty text aborts the command, as in git.
+pub fn text(given: Text, what: &str) -> Result<String> {
+    let text = match (given.message, given.file) {
+        (Some(m), _) if m == "-" => read_text(std::path::Path::new("-"))?,
+        (Some(m), _) => m,
+        (None, Some(path)) => read_text(&path)?,
+        (None, None) => edit_in_editor("", what)?,
+    };
+    if text.trim().is_empty() {
+        anyhow::bail!("aborting: the {what} is empty, so nothing was written");
+    }
+    Ok(text)
 }
 
 /// Lets the person edit `initial` in $EDITOR (or $VISUAL) and returns the result.

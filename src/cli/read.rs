@@ -76,11 +76,12 @@ pub fn heads_for(ctx: &Ctx, doc: &Automerge, at: &str) -> Result<Vec<ChangeHash>
     {
         return Ok(heads);
     }
-    let moment = parse_moment(at, crate::node::now(), &ctx.out.tz).map_err(|_| {
-        anyhow::anyhow!(
-            "`{at}` is neither a revision of this document (see `meridian log`) nor a date"
-        )
-    })?;
+    let moment = match crate::norms::Moment::parse(at, &ctx.out.tz) {
+        Ok(_) => crate::norms::parse_past(at, crate::node::now(), &ctx.out.tz)?,
+        Err(_) => bail!(
+            "`{at}` is neither a revision of this document (see `meridian log`) nor a date or duration (2d means 2 days ago)"
+        ),
+    };
     let heads = history::heads_at_time(doc, moment.as_millisecond());
     if heads.is_empty() {
         bail!(
@@ -157,10 +158,17 @@ pub fn document_json(
                 "sections": p.sections.iter().map(|(n, t)| json!({"name": n, "text": t})).collect::<Vec<_>>(),
                 "deciders": p.deciders.iter().map(|d| ctx.name(d)).collect::<Vec<_>>(),
                 "approvals": p.approvals.iter().map(|a| json!({"id": a.entry.id, "author": ctx.name(&a.entry.by), "time": ctx.out.rfc3339(a.entry.at), "stale": a.stale, "message": a.entry.message})).collect::<Vec<_>>(),
-                "concerns": p.concerns.iter().map(|c| json!({"id": c.entry.id, "author": ctx.name(&c.entry.by), "time": ctx.out.rfc3339(c.entry.at), "message": c.entry.message, "blocking": c.entry.blocking, "resolved": c.resolved.is_some()})).collect::<Vec<_>>(),
+                "concerns": p.concerns.iter().map(|c| json!({
+                    "id": c.entry.id, "author": ctx.name(&c.entry.by), "time": ctx.out.rfc3339(c.entry.at),
+                    "message": c.entry.message, "blocking": c.entry.blocking, "resolved": c.resolved.is_some(),
+                    "resolution": c.resolved.as_ref().map(|r| json!({
+                        "by": {"id": r.by, "name": ctx.name(&r.by)}, "time": ctx.out.rfc3339(r.at), "note": r.message,
+                    })),
+                })).collect::<Vec<_>>(),
                 "asks": asks_json(ctx, &p.asks, &summary.asks),
                 "comments": comments_json(ctx, &p.comments),
                 "conflicts": conflicts,
+                "decided_at": p.decided_at, "late_edits": p.late_edits,
             })
         }
         Kind::Thread => {
@@ -190,6 +198,7 @@ fn comments_json(ctx: &Ctx, comments: &[Comment]) -> Json {
         .map(|c| json!({
             "id": c.id, "parent": c.parent, "author": ctx.name(&c.by), "author_id": c.by,
             "time": ctx.out.rfc3339(c.at), "body": c.body,
+            "edited": c.edited.map(|t| ctx.out.rfc3339(t)), "deleted": c.deleted,
             "reactions": c.reactions.iter().map(|(e, who)| (e.clone(), json!(who.iter().map(|w| ctx.name(w)).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         }))
         .collect::<Vec<_>>())
@@ -276,9 +285,14 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) -> Result<()> {
     ) -> Result<()> {
         for c in comments.iter().filter(|c| c.parent.as_deref() == parent) {
             let indent = "  ".repeat(depth.min(12));
+            let mark = match (c.deleted, c.edited) {
+                (true, _) => " · deleted".to_string(),
+                (false, Some(at)) => format!(" · edited {}", ctx.out.time(at)),
+                _ => String::new(),
+            };
             say!(
                 ctx.out,
-                "{indent}[{}:{}] {} · {}",
+                "{indent}[{}:{}] {} · {}{mark}",
                 doc.short(),
                 crate::id::prefix(&c.id, 8),
                 ctx.name(&c.by),
@@ -407,6 +421,15 @@ fn show_proposal(
         state_text(ctx, &p.lifecycle)
     );
     print_title(ctx, &p.title, &p.author, p.created)?;
+    if !p.late_edits.is_empty() {
+        say!(
+            ctx.out,
+            "Note: {} changed concurrently with the decision, by someone who had not seen it. The {} text is shown; `meridian diff {} REV` shows the later edits.",
+            p.late_edits.join(", "),
+            p.lifecycle.state.name(),
+            id.short()
+        );
+    }
     print_conflicts(ctx, conflicts)?;
     for (entry, reason) in &p.lifecycle.ignored {
         say!(
@@ -494,14 +517,66 @@ fn show_proposal(
                 ctx.out.time(c.entry.at),
                 c.entry.message
             );
+            if let Some(resolved) = &c.resolved {
+                let over = if resolved.by == c.entry.by {
+                    String::new()
+                } else {
+                    format!(" over {}'s concern", ctx.name(&c.entry.by))
+                };
+                let note = if resolved.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", resolved.message)
+                };
+                say!(
+                    ctx.out,
+                    "      resolved by {}{over} {}{note}",
+                    ctx.name(&resolved.by),
+                    ctx.out.time(resolved.at)
+                );
+            }
+            for reply in p
+                .comments
+                .iter()
+                .filter(|r| r.parent.as_deref() == Some(c.entry.id.as_str()))
+            {
+                say!(
+                    ctx.out,
+                    "      [{}:{}] {} · {}: {}",
+                    id.short(),
+                    crate::id::prefix(&reply.id, 8),
+                    ctx.name(&reply.by),
+                    ctx.out.time(reply.at),
+                    comment_text(reply)
+                );
+            }
         }
     }
     if !p.asks.is_empty() {
         say!(ctx.out, "\nResponses requested:");
         print_asks(ctx, &p.asks, &summary.asks)?;
     }
-    print_comments(ctx, id, &p.comments)?;
+    // Replies to concerns were shown with them.
+    let concerns: Vec<&str> = p.concerns.iter().map(|c| c.entry.id.as_str()).collect();
+    let discussion: Vec<Comment> = p
+        .comments
+        .iter()
+        .filter(|c| !c.parent.as_deref().is_some_and(|p| concerns.contains(&p)))
+        .cloned()
+        .collect();
+    print_comments(ctx, id, &discussion)?;
     Ok(())
+}
+
+/// A comment's text as shown, or a note that it was deleted.
+fn comment_text(comment: &Comment) -> String {
+    if comment.deleted {
+        "(deleted)".into()
+    } else if comment.edited.is_some() {
+        format!("{} (edited)", comment.body.trim_end())
+    } else {
+        comment.body.trim_end().to_string()
+    }
 }
 
 fn show_thread(

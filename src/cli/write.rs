@@ -1,457 +1,229 @@
 //! Writing commands: proposals and their lifecycle, threads, replies, reactions, updates.
+//! Each parses its arguments, calls the application layer (`crate::app`) and prints.
 
 use anyhow::{Context, Result, bail};
-use automerge::ROOT;
 use serde_json::json;
 
 use super::{Ctx, ProposalCommand, ThreadCommand, UpdateCommand, edit_in_editor, read_text};
-use crate::discussion::{self, Entry};
-use crate::doc::{Kind, View};
-use crate::id::{Id, resolve_prefix};
-use crate::node::{commit, now_ms};
-use crate::norms::{DEFAULT_URGENCY, parse_moment};
-use crate::proposal::{self, NewProposal};
-use crate::thread::{self, NewThread};
-use crate::update::{self, NewUpdate};
+use crate::app::decision;
+use crate::app::draft::{self, Created, ProposalDraft, TextEdit};
+use crate::doc::Kind;
+use crate::markdown;
 
 pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
-    match command {
+    let written = match command {
         ProposalCommand::New {
             title,
             template,
             sections,
+            new_sections,
             body_file,
             asks,
             deciders,
             urgency,
-        } => new_proposal(
-            ctx, title, template, sections, body_file, asks, deciders, urgency,
-        ),
-        ProposalCommand::List { state } => super::read::list(ctx, Kind::Proposal, state.as_deref()),
+        } => {
+            let body = body_file.map(|path| read_text(&path)).transpose()?;
+            let created = draft::new_proposal(
+                ctx,
+                ProposalDraft {
+                    title,
+                    template,
+                    body,
+                    sections: named_texts(&sections, "--section")?,
+                    new_sections: named_texts(&new_sections, "--new-section")?,
+                    asks,
+                    deciders,
+                    urgency,
+                },
+            )?;
+            return created_done(ctx, &created);
+        }
+        ProposalCommand::List { state } => {
+            return super::read::list(ctx, Kind::Proposal, state.as_deref());
+        }
         ProposalCommand::Edit {
             id,
             section,
+            new_section,
+            remove_section,
             file,
             title,
-        } => edit(ctx, &id, section, file, title),
+        } => {
+            return edit(
+                ctx,
+                &id,
+                (section, new_section, remove_section),
+                file,
+                title,
+            );
+        }
         ProposalCommand::Open { id, closes } => {
-            let closes = parse_moment(&closes, crate::node::now(), &ctx.out.tz)?.as_millisecond();
-            transition(ctx, &id, "open", |e| e.closes = Some(closes))
+            decision::open(ctx, decision::proposal_id(ctx, &id)?, &closes, false)?
         }
         ProposalCommand::FinalComment { id, closes } => {
-            let closes = parse_moment(&closes, crate::node::now(), &ctx.out.tz)?.as_millisecond();
-            transition(ctx, &id, "final-comment", |e| e.closes = Some(closes))
+            decision::open(ctx, decision::proposal_id(ctx, &id)?, &closes, true)?
         }
-        ProposalCommand::Approve { id, message } => feedback(ctx, &id, "approve", |e| {
-            e.message = message.unwrap_or_default()
-        }),
-        ProposalCommand::Concern {
-            id,
-            message,
-            blocking,
-        } => feedback(ctx, &id, "concern", |e| {
-            e.message = message;
-            e.blocking = blocking;
-        }),
-        ProposalCommand::Resolve { id, concern } => resolve_concern(ctx, &id, &concern),
-        ProposalCommand::Accept(d) => transition(ctx, &d.id, "accept", |e| {
-            e.message = d.message.unwrap_or_default()
-        }),
-        ProposalCommand::Reject(d) => transition(ctx, &d.id, "reject", |e| {
-            e.message = d.message.unwrap_or_default()
-        }),
-        ProposalCommand::Withdraw(d) => transition(ctx, &d.id, "withdraw", |e| {
-            e.message = d.message.unwrap_or_default()
-        }),
-        ProposalCommand::Supersede { id, by } => {
-            let (by, summary) = ctx.node.resolve(ctx.workspace, &by)?;
-            if summary.kind != Kind::Proposal {
-                bail!(
-                    "{} is a {}, not a proposal: a proposal is superseded by another proposal",
-                    by.short(),
-                    summary.kind.as_str()
-                );
+        ProposalCommand::Close { id } => decision::close(ctx, decision::proposal_id(ctx, &id)?)?,
+        ProposalCommand::Approve { id, message } => {
+            decision::approve(ctx, decision::proposal_id(ctx, &id)?, message)?
+        }
+        ProposalCommand::Unapprove { id } => {
+            decision::unapprove(ctx, decision::proposal_id(ctx, &id)?)?
+        }
+        ProposalCommand::Concern { id, text, blocking } => {
+            let id = decision::proposal_id(ctx, &id)?;
+            let message = super::text(text, "concern")?;
+            let written = decision::concern(ctx, id, &message, blocking)?;
+            if !ctx.out.json {
+                say!(ctx.out, "{}", crate::id::prefix(&written.entry.id, 8));
             }
-            transition(ctx, &id, "supersede", |e| e.target = by.hex())
+            written
         }
-    }
-}
-
-fn member_ids(ctx: &Ctx, names: &[String], role: &str) -> Result<Vec<String>> {
-    ctx.record.state.find_active(names, role)
-}
-
-fn urgency_level(ctx: &Ctx, urgency: Option<String>) -> Result<String> {
-    let urgency = urgency.unwrap_or_else(|| DEFAULT_URGENCY.to_string());
-    ctx.record.state.norms().level(&urgency)?;
-    Ok(urgency)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn new_proposal(
-    ctx: &Ctx,
-    title: String,
-    template: String,
-    section_args: Vec<String>,
-    body_file: Option<std::path::PathBuf>,
-    asks: Vec<String>,
-    deciders: Vec<String>,
-    urgency: Option<String>,
-) -> Result<()> {
-    if title.trim().is_empty() {
-        bail!("the title is empty");
-    }
-    let mut sections: Vec<(String, String)> = ctx
-        .record
-        .state
-        .template(&template)?
-        .into_iter()
-        .map(|name| (name, String::new()))
-        .collect();
-    let mut given = Vec::new();
-    if let Some(path) = body_file {
-        given.extend(parse_markdown(&read_text(&path)?).1);
-    }
-    for arg in section_args {
-        let (name, text) = arg.split_once('=').with_context(|| {
-            format!("`--section {arg}` should be NAME=TEXT, like --section Summary='Use redb'")
-        })?;
-        given.push((name.trim().to_string(), text.to_string()));
-    }
-    for (name, text) in proposal::merge_sections(given)? {
-        match sections
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
-        {
-            Some(section) => section.1 = text,
-            None => sections.push((name, text)),
+        ProposalCommand::Resolve { id, concern, note } => {
+            decision::resolve_concern(ctx, decision::proposal_id(ctx, &id)?, &concern, note)?
         }
-    }
-    let deciders = if deciders.is_empty() {
-        vec![ctx.me.clone()]
-    } else {
-        member_ids(ctx, &deciders, "a decider")?
+        ProposalCommand::Accept(d) => {
+            decision::decide(ctx, decision::proposal_id(ctx, &d.id)?, "accept", d.message)?
+        }
+        ProposalCommand::Reject(d) => {
+            decision::decide(ctx, decision::proposal_id(ctx, &d.id)?, "reject", d.message)?
+        }
+        ProposalCommand::Withdraw(d) => decision::decide(
+            ctx,
+            decision::proposal_id(ctx, &d.id)?,
+            "withdraw",
+            d.message,
+        )?,
+        ProposalCommand::Supersede { id, by } => {
+            decision::supersede(ctx, decision::proposal_id(ctx, &id)?, &by)?
+        }
+        ProposalCommand::Reopen { id, text } => {
+            let id = decision::proposal_id(ctx, &id)?;
+            let why = super::text(text, "reason")?;
+            decision::reopen(ctx, id, &why)?
+        }
     };
-    let new = NewProposal {
-        id: Id::random(),
-        workspace: ctx.workspace,
-        title,
-        template,
-        sections,
-        deciders,
-        asks: member_ids(ctx, &asks, "asked")?,
-        urgency: urgency_level(ctx, urgency)?,
-        author: ctx.me.clone(),
-        at: now_ms(),
-    };
-    let message = format!("new proposal: {}", new.title);
-    create(ctx, new.id, &new.title, &message, |tx| {
-        proposal::create(tx, &new)
-    })
+    entry_done(ctx, &written)
 }
 
-/// Writes a new document with `f`, then prints its id.
-fn create(
-    ctx: &Ctx,
-    id: Id,
-    title: &str,
-    message: &str,
-    f: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<()>,
-) -> Result<()> {
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let mut tx = doc.transaction();
-        f(&mut tx)?;
-        commit(tx, message);
-        Ok(())
-    })?;
+/// `NAME=TEXT` arguments, split.
+fn named_texts(args: &[String], flag: &str) -> Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|arg| {
+            let (name, text) = arg.split_once('=').with_context(|| {
+                format!("`{flag} {arg}` should be NAME=TEXT, like {flag} Summary='Use redb'")
+            })?;
+            Ok((name.trim().to_string(), text.to_string()))
+        })
+        .collect()
+}
+
+/// Prints a new document's id (and title, for people).
+fn created_done(ctx: &Ctx, created: &Created) -> Result<()> {
     if ctx.out.json {
-        ctx.out.print_json(&json!({"id": id.hex()}))?;
+        ctx.out.print_json(&json!({"id": created.id.hex()}))?;
     } else {
-        say!(ctx.out, "{}  {title}", id.short());
+        say!(ctx.out, "{}  {}", created.id.short(), created.title);
     }
     Ok(())
 }
 
-/// Splits Markdown into an optional `# Title` and `## Section` blocks.
-pub fn parse_markdown(text: &str) -> (Option<String>, Vec<(String, String)>) {
-    let mut title = None;
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("## ") {
-            sections.push((name.trim().to_string(), String::new()));
-        } else if let (Some(t), true) = (line.strip_prefix("# "), sections.is_empty()) {
-            title = Some(t.trim().to_string());
-        } else if let Some((_, body)) = sections.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    for (_, body) in &mut sections {
-        let trimmed = body.trim_matches('\n').to_string();
-        *body = if trimmed.is_empty() {
-            trimmed
-        } else {
-            trimmed + "\n"
-        };
-    }
-    (title, sections)
+/// Prints what a deciding action wrote, in JSON mode (text mode stays quiet).
+fn entry_done(ctx: &Ctx, written: &decision::Written) -> Result<()> {
+    ctx.out.done(json!({
+        "id": written.id.hex(),
+        "entry_id": written.entry.id,
+        "kind": written.entry.kind,
+    }))
 }
 
-/// Renders a title and sections as Markdown that [`parse_markdown`] reads back.
-pub fn render_markdown(title: &str, sections: &[(String, String)]) -> String {
-    let mut out = format!("# {title}\n");
-    for (name, text) in sections {
-        out.push_str(&format!("\n## {name}\n\n{}", text));
-        if !text.is_empty() && !text.ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn proposal_id(ctx: &Ctx, prefix: &str) -> Result<Id> {
-    let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
-    if summary.kind != Kind::Proposal {
-        bail!(
-            "{} is a {}, not a proposal",
-            id.short(),
-            summary.kind.as_str()
-        );
-    }
-    Ok(id)
-}
-
+/// `proposal edit`: one section from a file or $EDITOR, a new section, a removal, the
+/// title, or the whole proposal as Markdown.
 fn edit(
     ctx: &Ctx,
     prefix: &str,
-    section: Option<String>,
+    (section, new_section, remove_section): (Option<String>, Option<String>, Option<String>),
     file: Option<std::path::PathBuf>,
     title: Option<String>,
 ) -> Result<()> {
-    let id = proposal_id(ctx, prefix)?;
-    let doc = ctx.node.load(ctx.workspace, id)?;
-    let current = proposal::read(View::now(&doc));
-    // Work out the new title and sections before touching the store.
-    let mut new_title = title;
-    let updates: Vec<(String, String)> = match (&section, &file) {
-        (Some(name), _) => {
-            let existing = current
-                .sections
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(n, t)| (n.clone(), t.clone()));
-            let (name, old) = existing.unwrap_or_else(|| (name.clone(), String::new()));
-            let text = match &file {
-                Some(path) => read_text(path)?,
-                None => edit_in_editor(&old, &name)?,
+    let id = decision::proposal_id(ctx, prefix)?;
+    let mut edits = Vec::new();
+    if let Some(title) = title {
+        edits.push(TextEdit::Title(title));
+    }
+    let (now_title, now_sections) = draft::current_text(ctx, id)?;
+    match (section, new_section, remove_section, file) {
+        (Some(name), _, _, file) => {
+            let text = match file {
+                Some(path) => read_text(&path)?,
+                None => {
+                    let old = now_sections
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                        .map(|(_, t)| t.clone());
+                    // An unknown name is refused before an editor opens.
+                    let Some(old) = old else {
+                        return Err(draft::unknown_section(
+                            &name,
+                            &now_sections,
+                            &format!("add one with --new-section '{name}'"),
+                        ));
+                    };
+                    edit_in_editor(&old, &name)?
+                }
             };
-            vec![(name, text)]
+            edits.push(TextEdit::Section { name, text });
         }
-        (None, Some(path)) => {
-            let (t, sections) = parse_markdown(&read_text(path)?);
-            if sections.is_empty() {
-                bail!(
-                    "{} has no `## Section` headings: give --section NAME to set one section from a plain file",
-                    path.display()
-                );
-            }
-            new_title = new_title.or(t);
-            sections
+        (_, Some(name), _, file) => {
+            let text = match file {
+                Some(path) => read_text(&path)?,
+                None => edit_in_editor("", &name)?,
+            };
+            edits.push(TextEdit::NewSection { name, text });
         }
-        (None, None) if new_title.is_some() => Vec::new(),
-        (None, None) => {
-            let text = edit_in_editor(
-                &render_markdown(&current.title, &current.sections),
-                "proposal",
-            )?;
-            let (t, sections) = parse_markdown(&text);
-            new_title = t;
-            sections
+        (_, _, Some(name), _) => edits.push(TextEdit::RemoveSection { name }),
+        (None, None, None, Some(path)) => edits.push(TextEdit::Whole {
+            markdown: read_text(&path)?,
+            complete: false,
+        }),
+        (None, None, None, None) if !edits.is_empty() => {}
+        (None, None, None, None) => {
+            let text = edit_in_editor(&markdown::render(&now_title, &now_sections), "proposal")?;
+            edits.push(TextEdit::Whole {
+                markdown: text,
+                complete: true,
+            });
         }
-    };
-    let changed: Vec<&(String, String)> = updates
-        .iter()
-        .filter(|(name, text)| {
-            current
-                .sections
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
-                != Some(text)
-        })
-        .collect();
-    let title_changed = new_title.as_ref().is_some_and(|t| *t != current.title);
-    if changed.is_empty() && !title_changed {
-        if !ctx.out.json {
-            warn!(ctx.out, "No changes.");
-        }
-        ctx.out
-            .done(json!({"id": id.hex(), "sections": [], "title_changed": false}))?;
-        return Ok(());
     }
-    let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let mut tx = doc.transaction();
-        for (name, text) in &changed {
-            proposal::set_section(&mut tx, name, text)?;
-        }
-        if let Some(title) = new_title.as_ref().filter(|_| title_changed) {
-            automerge::transaction::Transactable::put(&mut tx, ROOT, "title", title.as_str())?;
-        }
-        let what = if names.is_empty() {
-            "title".to_string()
-        } else {
-            names.join(", ")
+    done_edit(ctx, draft::edit_proposal(ctx, id, edits)?)
+}
+
+/// Says what an edit changed: quiet for one section, a line for each section added or
+/// removed (a removal is easy to miss in an editor).
+fn done_edit(ctx: &Ctx, edited: draft::Edited) -> Result<()> {
+    if ctx.out.json {
+        let id = edited.id.map(|id| id.hex());
+        return ctx.out.print_json(&json!({
+            "id": id, "changed": edited.changed, "added": edited.added,
+            "removed": edited.removed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            "title_changed": edited.title_changed,
+        }));
+    }
+    if edited.is_empty() {
+        warn!(ctx.out, "No changes.");
+    }
+    for name in &edited.added {
+        say!(ctx.out, "Added section {name}.");
+    }
+    for (name, lines) in &edited.removed {
+        let lines = match lines {
+            0 => "it was empty".to_string(),
+            1 => "1 line; the history keeps it".to_string(),
+            n => format!("{n} lines; the history keeps them"),
         };
-        commit(tx, &format!("edit {what}"));
-        Ok(())
-    })?;
-    if ctx.out.json {
-        ctx.out.print_json(
-            &json!({"id": id.hex(), "sections": names, "title_changed": title_changed}),
-        )?;
+        say!(ctx.out, "Removed section {name} ({lines}).");
     }
     Ok(())
-}
-
-/// Writes a lifecycle transition after checking, as every node will, that it counts.
-fn transition(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) -> Result<()> {
-    let id = proposal_id(ctx, prefix)?;
-    let me = ctx.me.clone();
-    let entry = ctx.node.edit(ctx.workspace, id, |doc| {
-        let view = View::now(doc);
-        let current = proposal::read(view);
-        let mut entry = Entry::new(kind, &me, now_ms());
-        entry.prev = current.lifecycle.tips.clone();
-        fill(&mut entry);
-        let heads = doc.get_heads();
-        entry.heads = crate::doc::heads_hex(&heads);
-        let mut entries = current.entries.clone();
-        entries.push(entry.clone());
-        let after = proposal::lifecycle(doc, &entries, &current.deciders, &current.author);
-        if let Some((_, reason)) = after.ignored.iter().find(|(e, _)| *e == entry.id) {
-            bail!(
-                "cannot {kind} {}: {}",
-                id.short(),
-                explain(reason, &current, ctx)
-            );
-        }
-        write_entry(doc, &entry, &heads)?;
-        Ok(entry)
-    })?;
-    if ctx.out.json {
-        ctx.out
-            .print_json(&json!({"id": id.hex(), "entry": entry.id, "kind": kind}))?;
-    }
-    Ok(())
-}
-
-/// Commits one entry, its kind (and message) as the change message.
-pub(super) fn write_entry(
-    doc: &mut automerge::Automerge,
-    entry: &Entry,
-    heads: &[automerge::ChangeHash],
-) -> Result<()> {
-    let mut tx = doc.transaction();
-    discussion::put_entry(&mut tx, entry, heads)?;
-    let message = if entry.message.is_empty() {
-        entry.kind.clone()
-    } else {
-        format!("{}: {}", entry.kind, entry.message)
-    };
-    commit(tx, &message);
-    Ok(())
-}
-
-/// Turns member ids in a rule's reason into names and adds what to do.
-fn explain(reason: &str, proposal: &proposal::Proposal, ctx: &Ctx) -> String {
-    let mut reason = reason.to_string();
-    for member in &ctx.record.state.members {
-        reason = reason.replace(&member.id, &member.name);
-    }
-    if reason.contains("not approved") {
-        reason.push_str(" (they approve with `meridian proposal approve ID`)");
-    } else if reason.contains("blocking concern") {
-        reason.push_str(" (resolve it with `meridian proposal resolve ID CONCERN`)");
-    } else if reason.contains("period closed") {
-        if let Some(closes) = proposal.lifecycle.state.closes() {
-            reason.push_str(&format!(": it closes {}", ctx.out.time(closes)));
-        }
-    } else if reason.contains("from draft") {
-        reason.push_str(" (open the comment period first with `meridian proposal open ID`)");
-    }
-    reason
-}
-
-/// Writes an approval or concern.
-fn feedback(ctx: &Ctx, prefix: &str, kind: &str, fill: impl FnOnce(&mut Entry)) -> Result<()> {
-    let id = proposal_id(ctx, prefix)?;
-    let me = ctx.me.clone();
-    let entry = ctx.node.edit(ctx.workspace, id, |doc| {
-        let state = proposal::read(View::now(doc)).lifecycle.state;
-        if matches!(
-            state.name(),
-            "accepted" | "rejected" | "withdrawn" | "superseded"
-        ) {
-            bail!(
-                "the proposal is {}: it no longer takes {kind}s",
-                state.name()
-            );
-        }
-        let mut entry = Entry::new(kind, &me, now_ms());
-        fill(&mut entry);
-        let heads = doc.get_heads();
-        write_entry(doc, &entry, &heads)?;
-        Ok(entry)
-    })?;
-    if ctx.out.json {
-        ctx.out.print_json(&json!({"id": entry.id}))?;
-    } else if kind == "concern" {
-        say!(ctx.out, "{}", &entry.id[..8]);
-    }
-    Ok(())
-}
-
-fn resolve_concern(ctx: &Ctx, prefix: &str, concern: &str) -> Result<()> {
-    let id = proposal_id(ctx, prefix)?;
-    let me = ctx.me.clone();
-    ctx.node
-        .edit(ctx.workspace, id, |doc| {
-            let current = proposal::read(View::now(doc));
-            let found = resolve_prefix(
-                "concern",
-                concern,
-                current
-                    .concerns
-                    .iter()
-                    .map(|c| (c.entry.id.clone(), c.clone())),
-            )?;
-            if found.resolved.is_some() {
-                bail!(
-                    "concern {} is already resolved",
-                    crate::id::prefix(&found.entry.id, 8)
-                );
-            }
-            if found.entry.by != me && current.author != me {
-                bail!(
-                    "only the person who raised the concern or the proposal's author may resolve it"
-                );
-            }
-            let mut entry = Entry::new("resolve-concern", &me, now_ms());
-            entry.target = found.entry.id.clone();
-            let heads = doc.get_heads();
-            let mut tx = doc.transaction();
-            discussion::put_entry(&mut tx, &entry, &heads)?;
-            commit(
-                tx,
-                &format!("resolve concern {}", crate::id::prefix(&found.entry.id, 8)),
-            );
-            Ok(entry)
-        })
-        .and_then(|entry| {
-            ctx.out
-                .done(json!({"id": entry.id, "concern": entry.target}))
-        })
 }
 
 pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
@@ -465,160 +237,66 @@ pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
             if title.trim().is_empty() {
                 bail!("the title is empty");
             }
-            let body = match body {
-                Some(body) => body,
-                None if std::env::var_os("EDITOR").is_some()
-                    || std::env::var_os("VISUAL").is_some() =>
-                {
-                    edit_in_editor("", "thread")?
-                }
-                None => String::new(),
-            };
-            let new = NewThread {
-                id: Id::random(),
-                workspace: ctx.workspace,
-                title,
-                body,
-                asks: member_ids(ctx, &asks, "asked")?,
-                urgency: urgency_level(ctx, urgency)?,
-                author: ctx.me.clone(),
-                at: now_ms(),
-            };
-            let message = format!("new thread: {}", new.title);
-            create(ctx, new.id, &new.title, &message, |tx| {
-                thread::create(tx, &new)
-            })
+            let body = super::text(body, "thread's opening text")?;
+            let created = draft::new_thread(ctx, &title, &body, &asks, urgency)?;
+            created_done(ctx, &created)
         }
         ThreadCommand::List => super::read::list(ctx, Kind::Thread, None),
-        ThreadCommand::Resolve { id } => thread_transition(ctx, &id, "resolve"),
-        ThreadCommand::Reopen { id } => thread_transition(ctx, &id, "reopen"),
+        ThreadCommand::Resolve { id } => thread_state(ctx, &id, true),
+        ThreadCommand::Reopen { id } => thread_state(ctx, &id, false),
     }
 }
 
-fn thread_transition(ctx: &Ctx, prefix: &str, kind: &str) -> Result<()> {
-    let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
-    if summary.kind != Kind::Thread {
-        bail!(
-            "{} is a {}, not a thread",
-            id.short(),
-            summary.kind.as_str()
-        );
-    }
-    let me = ctx.me.clone();
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let current = thread::read(View::now(doc));
-        let mut entry = Entry::new(kind, &me, now_ms());
-        entry.prev = current.lifecycle.tips.clone();
-        let mut entries = current.entries.clone();
-        entries.push(entry.clone());
-        if let Some((_, reason)) = thread::lifecycle(&entries)
-            .ignored
-            .iter()
-            .find(|(e, _)| *e == entry.id)
-        {
-            bail!("cannot {kind} {}: {reason}", id.short());
+fn thread_state(ctx: &Ctx, prefix: &str, resolve: bool) -> Result<()> {
+    let id = crate::app::decision::thread_id(ctx, prefix)?;
+    let written = crate::app::decision::thread_state(ctx, id, resolve)?;
+    entry_done(ctx, &written)
+}
+
+pub fn reply(ctx: &Ctx, target: &str, text: super::Text, edit: bool, delete: bool) -> Result<()> {
+    use crate::app::comment;
+    if delete {
+        if text.message.is_some() || text.file.is_some() {
+            bail!("--delete takes no text: it removes the comment");
         }
-        let heads = doc.get_heads();
-        write_entry(doc, &entry, &heads)
-    })?;
-    ctx.out.done(
-        json!({"id": id.hex(), "state": if kind == "resolve" { "resolved" } else { "open" }}),
-    )?;
-    Ok(())
-}
-
-/// Splits `DOC[:COMMENT]`.
-fn split_target(target: &str) -> (&str, Option<&str>) {
-    match target.split_once(':') {
-        Some((doc, comment)) => (doc, Some(comment)),
-        None => (target, None),
+        let (id, comment_id) = comment::delete(ctx, target)?;
+        return ctx
+            .out
+            .done(json!({"id": id.hex(), "comment_id": comment_id, "deleted": true}));
     }
-}
-
-pub fn reply(ctx: &Ctx, target: &str, message: Option<String>) -> Result<()> {
-    let (doc_prefix, comment_prefix) = split_target(target);
-    let (id, summary) = ctx.node.resolve(ctx.workspace, doc_prefix)?;
-    let body = match message {
-        Some(m) => m,
-        None => edit_in_editor("", "reply")?,
-    };
-    if body.trim().is_empty() {
-        bail!("the reply is empty: nothing was sent");
+    if edit {
+        let body = super::text(text, "comment")?;
+        let (id, comment_id) = comment::edit(ctx, target, &body)?;
+        return ctx
+            .out
+            .done(json!({"id": id.hex(), "comment_id": comment_id, "edited": true}));
     }
-    let me = ctx.me.clone();
-    let comment_id = Id::random().hex();
-    ctx.node.edit(ctx.workspace, id, |doc| {
-        let parent = match comment_prefix {
-            Some(prefix) => {
-                let comments = discussion::comments(View::now(doc));
-                Some(resolve_prefix(
-                    "comment",
-                    prefix,
-                    comments.into_iter().map(|c| (c.id.clone(), c.id)),
-                )?)
-            }
-            None => None,
-        };
-        let mut tx = doc.transaction();
-        discussion::put_comment(
-            &mut tx,
-            &comment_id,
-            parent.as_deref(),
-            &me,
-            now_ms(),
-            &body,
-        )?;
-        let first_line = body.lines().next().unwrap_or_default();
-        commit(
-            tx,
-            &format!("reply: {}", first_line.chars().take(60).collect::<String>()),
-        );
-        Ok(())
-    })?;
+    // The target is checked before an editor opens.
+    ctx.document(comment::split_target(target).0)?;
+    let body = super::text(text, "reply")?;
+    let replied = comment::reply(ctx, target, &body)?;
     if ctx.out.json {
-        ctx.out
-            .print_json(&json!({"id": comment_id, "document": id.hex()}))?;
+        ctx.out.print_json(&json!({
+            "id": replied.id.hex(), "comment_id": replied.comment_id, "parent": replied.parent,
+        }))?;
     } else {
         say!(
             ctx.out,
             "{}:{}  reply to {} \"{}\"",
-            id.short(),
-            &comment_id[..8],
-            summary.kind.as_str(),
-            summary.title
+            replied.id.short(),
+            crate::id::prefix(&replied.comment_id, 8),
+            replied.kind.as_str(),
+            replied.title
         );
     }
     Ok(())
 }
 
-pub fn react(ctx: &Ctx, target: &str, emoji: &str) -> Result<()> {
-    let (doc_prefix, Some(comment_prefix)) = split_target(target) else {
-        bail!("react to one comment: give DOCUMENT:COMMENT, as `meridian show` lists them");
-    };
-    if emoji.trim().is_empty() || emoji.chars().count() > 16 || emoji.contains(' ') {
-        bail!("`{emoji}` is not a reaction: give one emoji or a short word without spaces");
-    }
-    let (id, _) = ctx.node.resolve(ctx.workspace, doc_prefix)?;
-    let me = ctx.me.clone();
-    ctx.node
-        .edit(ctx.workspace, id, |doc| {
-            let view = View::now(doc);
-            let comments = discussion::comments(view);
-            let comment = resolve_prefix(
-                "comment",
-                comment_prefix,
-                comments.into_iter().map(|c| (c.id.clone(), c.id)),
-            )?;
-            let obj = discussion::comment_obj(view, &comment).context("the comment vanished")?;
-            let mut tx = doc.transaction();
-            discussion::put_reaction(&mut tx, &obj, emoji, &me, now_ms())?;
-            commit(tx, &format!("react {emoji}"));
-            Ok(comment)
-        })
-        .and_then(|comment| {
-            ctx.out
-                .done(json!({"id": id.hex(), "comment": comment, "reaction": emoji}))
-        })
+pub fn react(ctx: &Ctx, target: &str, emoji: &str, remove: bool) -> Result<()> {
+    let (id, comment) = crate::app::comment::react(ctx, target, emoji, remove)?;
+    ctx.out.done(json!({
+        "id": id.hex(), "comment_id": comment, "reaction": emoji, "removed": remove,
+    }))
 }
 
 pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
@@ -635,13 +313,6 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
                 next.unwrap_or_default(),
                 blockers.unwrap_or_default(),
             ];
-            if parts.iter().all(|p| p.trim().is_empty()) {
-                bail!("the update is empty: give at least one of --done, --next, --blockers");
-            }
-            let links = links
-                .iter()
-                .map(|l| ctx.node.resolve(ctx.workspace, l).map(|(id, _)| id.hex()))
-                .collect::<Result<Vec<_>>>()?;
             let period = period.unwrap_or_else(|| {
                 let week = crate::node::now()
                     .to_zoned_datetime(ctx.out.tz.clone())
@@ -649,43 +320,9 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
                     .iso_week_date();
                 format!("{}-W{:02}", week.year(), week.week())
             });
-            let name = ctx.name(&ctx.me);
-            let new = NewUpdate {
-                id: Id::random(),
-                workspace: ctx.workspace,
-                title: format!("{name}, {period}"),
-                period,
-                parts,
-                links,
-                author: ctx.me.clone(),
-                at: now_ms(),
-            };
-            let message = format!("status update {}", new.period);
-            create(ctx, new.id, &new.title, &message, |tx| {
-                update::create(tx, &new)
-            })
+            let created = draft::new_update(ctx, parts, &links, period)?;
+            created_done(ctx, &created)
         }
         UpdateCommand::List => super::read::list(ctx, Kind::Update, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markdown_round_trips_title_and_sections() {
-        let sections = vec![
-            ("Summary".to_string(), "Use redb.\n".to_string()),
-            (
-                "Design".to_string(),
-                "One file.\n\nTwo paragraphs.\n".to_string(),
-            ),
-        ];
-        let text = render_markdown("Storage", &sections);
-        assert_eq!(
-            parse_markdown(&text),
-            (Some("Storage".to_string()), sections)
-        );
     }
 }

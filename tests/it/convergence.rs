@@ -80,6 +80,14 @@ fn apply(node: &Node, workspace: Id, doc: Id, edit: &Edit) {
     let me = node.member_id();
     node.edit(workspace, doc, |am| {
         let view = View::now(am);
+        // A decided proposal's text is final: people edit it only while it is undecided.
+        let text_edit = matches!(
+            edit,
+            Edit::Insert { .. } | Edit::Delete { .. } | Edit::Title(_)
+        );
+        if text_edit && proposal::is_decided(view) {
+            return Ok(());
+        }
         match edit {
             Edit::Insert { section, at, text } => {
                 let name = SECTIONS[*section];

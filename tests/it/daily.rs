@@ -301,3 +301,432 @@ fn a_join_the_relay_refuses_fails_and_leaves_room_for_a_fresh_code() {
         .unwrap();
     assert_eq!(gus_row["verified"], true, "{members}");
 }
+
+/// A proposal Ana opens for herself and Bo to decide, approved by both, ready to accept.
+fn approved_by_both(world: &World, ana: &Home, bo: &Home) -> String {
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Use redb",
+        "--decider",
+        "Ana",
+        "--decider",
+        "Bo",
+        "--section",
+        "Summary=One file per home.",
+    ]);
+    ana.ok(&["proposal", "open", &p, "--closes", "0m"]);
+    ana.ok(&["proposal", "approve", &p]);
+    exchange(world, ana, bo);
+    bo.ok(&["proposal", "approve", &p]);
+    exchange(world, ana, bo);
+    p
+}
+
+fn summary(home: &Home, p: &str) -> String {
+    home.json(&["show", p])["sections"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_decided_proposal_is_final_until_reopened() {
+    let world = World::new();
+    let [ana, bo, _] = team(&world);
+    let p = approved_by_both(&world, &ana, &bo);
+    ana.ok(&["proposal", "accept", &p, "-m", "agreed"]);
+    exchange(&world, &ana, &bo);
+    for args in [
+        &["proposal", "edit", &p, "--title", "Use SQLite"][..],
+        &[
+            "proposal",
+            "edit",
+            &p,
+            "--section",
+            "Summary",
+            "--file",
+            "/dev/null",
+        ],
+    ] {
+        let refused = bo.err(args);
+        assert!(
+            refused.contains("accepted: its text is final") && !refused.contains("bug"),
+            "{refused}"
+        );
+    }
+    // A hand-made change after the decision is refused by every node's rules.
+    let forged = {
+        use meridian::doc::View;
+        let node = meridian::node::Node::open(bo.path()).unwrap();
+        let (workspace, _) = node.workspace(None).unwrap();
+        let id = meridian::id::Id::parse(&p).unwrap();
+        node.edit(workspace, id, |doc| {
+            let _ = View::now(doc);
+            let mut tx = doc.transaction();
+            automerge::transaction::Transactable::put(
+                &mut tx,
+                automerge::ROOT,
+                "title",
+                "Rewritten",
+            )?;
+            tx.commit();
+            Ok(())
+        })
+    };
+    let error = format!("{:#}", forged.unwrap_err());
+    assert!(
+        error.contains("its title and sections are final"),
+        "{error}"
+    );
+
+    // Reopening: by the author or a decider, with a reason; back to draft, approvals stale.
+    assert!(bo.err(&["proposal", "reopen", &p]).contains("-m"));
+    assert!(
+        bo.err(&["proposal", "reopen", &p, "-m", " "])
+            .contains("empty")
+    );
+    bo.ok(&["proposal", "reopen", &p, "-m", "the backup story changed"]);
+    let shown = bo.json(&["show", &p]);
+    assert_eq!(shown["state"], "draft");
+    assert!(
+        shown["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["stale"] == true),
+        "{shown}"
+    );
+    bo.ok(&["proposal", "edit", &p, "--title", "Use redb, with backups"]);
+    exchange(&world, &ana, &bo);
+    assert_eq!(ana.json(&["show", &p])["title"], "Use redb, with backups");
+}
+
+#[test]
+fn an_edit_concurrent_with_the_decision_is_kept_but_the_decided_text_is_shown() {
+    let world = World::new();
+    let [ana, bo, _] = team(&world);
+    let p = approved_by_both(&world, &ana, &bo);
+    // Offline: Ana accepts while Bo, not knowing, rewrites the summary.
+    ana.ok(&["proposal", "accept", &p]);
+    let file = world.file("late.md");
+    std::fs::write(&file, "Two files per home.\n").unwrap();
+    bo.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Summary",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    exchange(&world, &ana, &bo);
+    for home in [&ana, &bo] {
+        let shown = home.json(&["show", &p]);
+        assert_eq!(shown["state"], "accepted", "{shown}");
+        assert_eq!(summary(home, &p), "One file per home.", "the accepted text");
+        assert_eq!(shown["late_edits"], serde_json::json!(["section Summary"]));
+        let text = home.ok(&["show", &p]);
+        assert!(text.contains("concurrently with the decision"), "{text}");
+        let markdown = home.ok(&["export", &p]);
+        assert!(
+            markdown.contains("One file per home.") && markdown.contains("concurrently"),
+            "{markdown}"
+        );
+    }
+}
+
+fn section_names(home: &Home, p: &str) -> Vec<String> {
+    field(&home.json(&["show", p])["sections"], "name")
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_markdown_body_keeps_its_preamble_and_its_code_blocks() {
+    let world = World::new();
+    let [ana, _, _] = team(&world);
+    let body = world.file("rfc.md");
+    std::fs::write(
+        &body,
+        "# Backups\n\nWhy now: we lost a laptop.\n\n## Summary\n\nNightly copies.\n\n\
+         ## Design\n\n```sh\n## not a heading\nmeridian export --all\n```\n",
+    )
+    .unwrap();
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Backups",
+        "--body-file",
+        body.to_str().unwrap(),
+    ]);
+    let shown = ana.json(&["show", &p]);
+    let sections = &shown["sections"];
+    assert_eq!(sections[0]["name"], "Introduction", "{shown}");
+    assert_eq!(sections[0]["text"], "Why now: we lost a laptop.\n");
+    let design = sections
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Design")
+        .unwrap();
+    assert_eq!(
+        design["text"],
+        "```sh\n## not a heading\nmeridian export --all\n```\n"
+    );
+    assert!(!section_names(&ana, &p).contains(&"not a heading".to_string()));
+}
+
+#[test]
+fn section_names_are_checked_and_sections_can_be_added_and_removed() {
+    let world = World::new();
+    let [ana, _, _] = team(&world);
+    let refused = ana.err(&["proposal", "new", "X", "--section", "Sumary=typo"]);
+    assert!(
+        refused.contains("no section `Sumary`") && refused.contains("Summary, Motivation"),
+        "{refused}"
+    );
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Cache",
+        "--template",
+        "adr",
+        "--new-section",
+        "Risks=Stale reads.",
+    ]);
+    assert_eq!(
+        section_names(&ana, &p),
+        ["Context", "Decision", "Consequences", "Risks"]
+    );
+    let refused = ana.err(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Rsks",
+        "--file",
+        "/dev/null",
+    ]);
+    assert!(
+        refused.contains("no section `Rsks`") && refused.contains("--new-section"),
+        "{refused}"
+    );
+    let file = world.file("alt.md");
+    std::fs::write(&file, "An LRU cache.\n").unwrap();
+    ana.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--new-section",
+        "Alternatives",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    ana.ok(&["proposal", "edit", &p, "--remove-section", "Risks"]);
+    assert_eq!(
+        section_names(&ana, &p),
+        ["Context", "Decision", "Consequences", "Alternatives"]
+    );
+    // A file sets the sections it has; the others stay.
+    let part = world.file("part.md");
+    std::fs::write(&part, "## Context\n\nReads are slow.\n").unwrap();
+    ana.ok(&["proposal", "edit", &p, "--file", part.to_str().unwrap()]);
+    assert_eq!(section_names(&ana, &p).len(), 4);
+    // In the editor, deleting a heading removes its section, and the command says so.
+    let editor = world.file("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nprintf '# Cache\\n\\n## Context\\n\\nSlow.\\n\\n## Decision\\n\\nCache.\\n' > \"$1\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(crate::support::meridian_bin())
+        .args(["proposal", "edit", &p])
+        .env("MERIDIAN_HOME", ana.path())
+        .env("EDITOR", format!("sh {}", editor.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("Removed section Consequences")
+            && said.contains("Removed section Alternatives"),
+        "{said}"
+    );
+    assert_eq!(section_names(&ana, &p), ["Context", "Decision"]);
+}
+
+#[test]
+fn in_history_commands_a_duration_means_ago() {
+    let world = World::new();
+    let [ana, _, _] = team(&world);
+    let p = ana.create(&["proposal", "new", "Old", "--section", "Summary=first"]);
+    // A minute ago the proposal did not exist yet: `1m` must not read as the future.
+    let said = ana.err(&["show", &p, "--at", "1m"]);
+    assert!(said.contains("did not exist yet"), "{said}");
+    let said = ana.err(&["diff", &p, "1m"]);
+    assert!(said.contains("did not exist yet"), "{said}");
+    let future = ana.err(&["show", &p, "--at", "2099-01-01"]);
+    assert!(future.contains("in the future"), "{future}");
+    let past = ana.err(&["proposal", "open", &p, "--closes", "2020-01-01"]);
+    assert!(past.contains("in the past"), "{past}");
+}
+
+#[test]
+fn every_text_comes_from_m_a_file_stdin_or_the_editor_and_empty_aborts() {
+    use std::io::Write;
+    let world = World::new();
+    let [ana, _, _] = team(&world);
+    // No body and no editor: refused, nothing created.
+    let said = ana.err(&["thread", "new", "Empty"]);
+    assert!(said.contains("$EDITOR"), "{said}");
+    assert_eq!(ana.json(&["thread", "list"]), Value::Array(vec![]));
+    let said = ana.err(&["thread", "new", "Blank", "-m", "  "]);
+    assert!(said.contains("empty"), "{said}");
+    let t = ana.create(&["thread", "new", "Lunch", "-m", "Where?"]);
+    // `-m -` reads stdin, as does `--file -`.
+    let mut child = std::process::Command::new(crate::support::meridian_bin())
+        .args(["--json", "reply", &t, "-m", "-"])
+        .env("MERIDIAN_HOME", ana.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"From stdin\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let file = world.file("reply.md");
+    std::fs::write(&file, "From a file\n").unwrap();
+    ana.ok(&["reply", &t, "--file", file.to_str().unwrap()]);
+    let bodies: Vec<String> = field(&ana.json(&["show", &t])["comments"], "body")
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(bodies, ["From stdin\n", "From a file\n"]);
+    // An editor that leaves the text empty aborts the reply.
+    let output = std::process::Command::new(crate::support::meridian_bin())
+        .args(["reply", &t])
+        .env("MERIDIAN_HOME", ana.path())
+        .env("EDITOR", "true")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
+    assert_eq!(
+        ana.json(&["show", &t])["comments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn your_own_words_can_be_edited_deleted_and_taken_back() {
+    let world = World::new();
+    let [ana, bo, _] = team(&world);
+    let t = ana.create(&["thread", "new", "Lunch", "-m", "Where?"]);
+    exchange(&world, &ana, &bo);
+    let c = bo.json(&["reply", &t, "-m", "Pizza"])["comment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("{t}:{}", &c[..8]);
+    exchange(&world, &ana, &bo);
+    assert!(
+        ana.err(&["reply", "--edit", &target, "-m", "Sushi"])
+            .contains("Bo's")
+    );
+    bo.ok(&["reply", "--edit", &target, "-m", "Ramen"]);
+    ana.ok(&["react", &target, "👍"]);
+    exchange(&world, &ana, &bo);
+    let comment = ana.json(&["show", &t])["comments"][0].clone();
+    assert_eq!(comment["body"], "Ramen");
+    assert!(comment["edited"].is_string(), "{comment}");
+    assert!(ana.ok(&["show", &t]).contains("edited"));
+    ana.ok(&["react", &target, "👍", "--remove"]);
+    assert!(
+        ana.err(&["react", &target, "👍", "--remove"])
+            .contains("not reacted")
+    );
+    assert_eq!(
+        ana.json(&["show", &t])["comments"][0]["reactions"],
+        serde_json::json!({})
+    );
+    bo.ok(&["reply", "--delete", &target]);
+    exchange(&world, &ana, &bo);
+    let comment = ana.json(&["show", &t])["comments"][0].clone();
+    assert_eq!(comment["deleted"], true);
+    assert_eq!(comment["body"], "");
+    // The history keeps the earlier texts.
+    let log = ana.ok(&["log", &t]);
+    assert!(
+        log.contains("edit comment") && log.contains("delete comment"),
+        "{log}"
+    );
+
+    // An approval can be taken back.
+    let p = approved_by_both(&world, &ana, &bo);
+    bo.ok(&["proposal", "unapprove", &p]);
+    exchange(&world, &ana, &bo);
+    let refused = ana.err(&["proposal", "accept", &p]);
+    assert!(refused.contains("Bo has not approved"), "{refused}");
+}
+
+#[test]
+fn concerns_are_answered_and_resolved_with_a_note_and_periods_close_early() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let p = ana.create(&["proposal", "new", "Backups", "--decider", "Ana"]);
+    ana.ok(&["proposal", "open", &p, "--closes", "5d"]);
+    exchange(&world, &ana, &cy);
+    let concern = cy.json(&[
+        "proposal",
+        "concern",
+        &p,
+        "-m",
+        "Restores untested",
+        "--blocking",
+    ])["entry_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    exchange(&world, &ana, &cy);
+    // Ana answers the concern, then resolves it for Cy with a note.
+    ana.ok(&[
+        "reply",
+        &format!("{p}:{}", &concern[..8]),
+        "-m",
+        "We test monthly",
+    ]);
+    sync_pair(&world, &ana, &bo);
+    let refused = bo.err(&["proposal", "resolve", &p, &concern[..8]]);
+    assert!(refused.contains("only Cy, who raised it"), "{refused}");
+    ana.ok(&[
+        "proposal",
+        "resolve",
+        &p,
+        &concern[..8],
+        "-m",
+        "monthly restore drill",
+    ]);
+    let text = ana.ok(&["show", &p]);
+    assert!(
+        text.contains("resolved by Ana over Cy's concern")
+            && text.contains("monthly restore drill"),
+        "{text}"
+    );
+    assert!(text.contains("We test monthly"), "{text}");
+    // Closing the period early lets the decider accept now.
+    ana.ok(&["proposal", "approve", &p]);
+    let refused = ana.err(&["proposal", "accept", &p]);
+    assert!(refused.contains("comment period closes"), "{refused}");
+    ana.ok(&["proposal", "close", &p]);
+    ana.ok(&["proposal", "accept", &p]);
+    assert_eq!(ana.json(&["show", &p])["state"], "accepted");
+}

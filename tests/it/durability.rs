@@ -31,7 +31,7 @@ fn concurrent_commands_on_one_home_all_land() {
     let world = World::new();
     let ana = world.person("Ana", "Europe/Berlin");
     ana.ok(&["workspace", "create", "solo"]);
-    let t = ana.create(&["thread", "new", "Busy"]);
+    let t = ana.create(&["thread", "new", "Busy", "-m", "busy"]);
     let children: Vec<_> = (0..8)
         .map(|i| {
             reply(ana.path(), &t, &format!("reply {i}"))
@@ -59,7 +59,7 @@ fn killed_writers_never_corrupt_the_store_or_lose_acknowledged_edits() {
     let world = World::new();
     let ana = world.person("Ana", "Europe/Berlin");
     ana.ok(&["workspace", "create", "solo"]);
-    let t = ana.create(&["thread", "new", "Crashy"]);
+    let t = ana.create(&["thread", "new", "Crashy", "-m", "crashy"]);
     // How long one write takes here, so the kills can be spread over its whole life.
     let started = std::time::Instant::now();
     ana.ok(&["reply", &t, "-m", "timing"]);

@@ -131,7 +131,7 @@ fn proposal_lifecycle_needs_open_period_approvals_and_no_blocking_concern() {
     ana.ok(&["proposal", "open", &p, "--closes", "0m"]);
     let refused = ana.err(&["proposal", "accept", &p]);
     assert!(
-        refused.contains("have not approved") && refused.contains("Bo") && refused.contains("Ana"),
+        refused.contains("Bo has not approved") && refused.contains("Ana has not approved"),
         "{refused}"
     );
     ana.ok(&["proposal", "approve", &p, "-m", "ship it"]);
@@ -145,7 +145,7 @@ fn proposal_lifecycle_needs_open_period_approvals_and_no_blocking_concern() {
         "-m",
         "What about backups?",
         "--blocking",
-    ])["id"]
+    ])["entry_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -159,14 +159,26 @@ fn proposal_lifecycle_needs_open_period_approvals_and_no_blocking_concern() {
         ana.err(&["proposal", "resolve", &p, "zzz"])
             .contains("not a concern id")
     );
-    ana.ok(&["proposal", "resolve", &p, &concern[..6]]);
+    // Ana resolves Bo's concern for him: only with a note saying why.
+    assert!(
+        ana.err(&["proposal", "resolve", &p, &concern[..6]])
+            .contains("-m NOTE")
+    );
+    ana.ok(&[
+        "proposal",
+        "resolve",
+        &p,
+        &concern[..6],
+        "-m",
+        "backups are in the plan",
+    ]);
     ana.ok(&["proposal", "accept", &p, "-m", "agreed"]);
     let shown = ana.json(&["show", &p]);
     assert_eq!(shown["state"], "accepted");
     assert_eq!(shown["concerns"][0]["resolved"], true);
     assert!(
         ana.err(&["proposal", "approve", &p])
-            .contains("no longer takes")
+            .contains("can no longer be approved")
     );
 
     // Bo's node derives the same state from the same facts.
@@ -199,10 +211,7 @@ fn accepting_before_the_period_closes_is_refused_and_supersede_links() {
     ana.ok(&["proposal", "open", &p, "--closes", "3d"]);
     ana.ok(&["proposal", "approve", &p]);
     let refused = ana.err(&["proposal", "accept", &p]);
-    assert!(
-        refused.contains("before the open period closed") && refused.contains("closes"),
-        "{refused}"
-    );
+    assert!(refused.contains("comment period closes"), "{refused}");
     ana.ok(&["proposal", "final-comment", &p, "--closes", "0m"]);
     ana.ok(&["proposal", "accept", &p]);
     let q = ana.create(&["proposal", "new", "Adopt ADRs v2", "--template", "adr"]);
@@ -358,7 +367,7 @@ fn an_approval_goes_stale_when_the_text_changes() {
     ana.ok(&["proposal", "open", &p, "--closes", "0m"]);
     assert!(
         ana.err(&["proposal", "accept", &p])
-            .contains("have not approved")
+            .contains("Ana's approval is stale")
     );
 }
 
@@ -381,7 +390,7 @@ fn threads_nested_replies_reactions_and_resolve() {
         "high",
     ]);
     sync_pair(&world, &ana, &bo);
-    let first = bo.json(&["reply", &t, "-m", "Monday"])["id"]
+    let first = bo.json(&["reply", &t, "-m", "Monday"])["comment_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -391,7 +400,7 @@ fn threads_nested_replies_reactions_and_resolve() {
         &format!("{}:{}", &t[..8], &first[..8]),
         "-m",
         "Monday it is",
-    ])["id"]
+    ])["comment_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -626,7 +635,7 @@ fn ids_resolve_by_unique_prefix_with_clear_errors() {
     let mut ids: Vec<String> = Vec::new();
     // Seventeen ids over sixteen hex digits: two share a first digit.
     for i in 0..17 {
-        ids.push(ana.create(&["thread", "new", &format!("t{i}")]));
+        ids.push(ana.create(&["thread", "new", &format!("t{i}"), "-m", "x"]));
     }
     let shared = ids
         .iter()

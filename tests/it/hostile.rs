@@ -336,7 +336,7 @@ fn a_member_cannot_rewrite_what_others_wrote() {
         "-m",
         "Mine",
         "--blocking",
-    ])["id"]
+    ])["entry_id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -115,11 +115,13 @@ fn three_zones_edit_offline_and_converge_in_any_exchange_order() {
     bo.ok(&["proposal", "approve", &p]);
     sync_pair(&world, ana, bo);
     sync_pair(&world, bo, ana);
-    ana.ok(&["proposal", "accept", &p]);
-    bo.ok(&["proposal", "reject", &p, "-m", "too risky"]);
-    // Concurrent title edits too.
+    // Concurrent title edits too (before each decides: a decided text is final).
     ana.ok(&["proposal", "edit", &p, "--title", "Storage engine: redb"]);
     bo.ok(&["proposal", "edit", &p, "--title", "Storage engine (redb)"]);
+    ana.ok(&["proposal", "approve", &p]);
+    bo.ok(&["proposal", "approve", &p]);
+    ana.ok(&["proposal", "accept", &p]);
+    bo.ok(&["proposal", "reject", &p, "-m", "too risky"]);
     for (from, to) in [(bo, cy), (ana, cy), (cy, ana), (cy, bo)] {
         sync_pair(&world, from, to);
     }
