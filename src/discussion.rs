@@ -63,6 +63,8 @@ pub struct Entry {
     pub target: String,
     /// For concerns: whether it blocks acceptance.
     pub blocking: bool,
+    /// For `ask`: the urgency of the request.
+    pub urgency: String,
 }
 
 impl Entry {
@@ -79,6 +81,7 @@ impl Entry {
             heads: Vec::new(),
             target: String::new(),
             blocking: false,
+            urgency: String::new(),
         }
     }
 
@@ -131,6 +134,9 @@ pub fn put_entry<T: Transactable + ReadDoc>(
     if entry.blocking {
         tx.put(&obj, "blocking", true)?;
     }
+    if !entry.urgency.is_empty() {
+        tx.put(&obj, "urgency", entry.urgency.as_str())?;
+    }
     Ok(())
 }
 
@@ -160,6 +166,7 @@ pub fn entries(view: View<'_>) -> Vec<Entry> {
                 heads: split(view.string(&obj, "heads")),
                 target: view.string(&obj, "target"),
                 blocking: view.bool(&obj, "blocking"),
+                urgency: view.string(&obj, "urgency"),
                 id,
             })
         })
@@ -300,26 +307,81 @@ pub fn put_asks<T: Transactable + ReadDoc>(
     Ok(())
 }
 
-/// Every request for a response.
+/// Every request for a response in force: those made with the document (its `asks` map)
+/// and later (`ask` entries), the latest per member, less those their asker (or the
+/// document's author) cancelled after seeing them.
 pub fn asks(view: View<'_>) -> Vec<Ask> {
-    let Some(map) = view.map(&ROOT, "asks") else {
-        return Vec::new();
-    };
-    view.keys(&map)
-        .into_iter()
-        .filter_map(|member| {
-            let obj = view.map(&map, &member)?;
-            Some(Ask {
+    let entries = entries(view);
+    let author = view.string(&ROOT, "author");
+    asks_from(view, &entries, &author)
+}
+
+/// [`asks`] with the entries already read.
+pub fn asks_from(view: View<'_>, entries: &[Entry], author: &str) -> Vec<Ask> {
+    let mut asks: BTreeMap<String, (Ask, Option<String>)> = BTreeMap::new();
+    if let Some(map) = view.map(&ROOT, "asks") {
+        for member in view.keys(&map) {
+            let Some(obj) = view.map(&map, &member) else {
+                continue;
+            };
+            let ask = Ask {
                 urgency: view.string(&obj, "urgency"),
                 at: view.int(&obj, "at").unwrap_or(0),
                 by: view.string(&obj, "by"),
-                member,
+                member: member.clone(),
+            };
+            asks.insert(member, (ask, None));
+        }
+    }
+    // Entries come sorted by time: a later ask of the same person replaces an earlier one.
+    for entry in entries
+        .iter()
+        .filter(|e| e.kind == "ask" && !e.target.is_empty())
+    {
+        let ask = Ask {
+            member: entry.target.clone(),
+            urgency: entry.urgency.clone(),
+            at: entry.at,
+            by: entry.by.clone(),
+        };
+        asks.insert(entry.target.clone(), (ask, Some(entry.id.clone())));
+    }
+    let cancels: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.kind == "cancel-ask" && !e.target.is_empty())
+        .collect();
+    if !cancels.is_empty() {
+        asks.retain(|member, (ask, entry_id)| {
+            !cancels.iter().any(|cancel| {
+                cancel.target == *member
+                    && (cancel.by == ask.by || cancel.by == author)
+                    && saw_ask(view, cancel, entry_id.as_deref())
             })
-        })
-        .collect()
+        });
+    }
+    asks.into_values().map(|(ask, _)| ask).collect()
 }
 
-/// When `member` first responded (commented or wrote an entry) at or after `since`.
+/// Whether `cancel` was written after seeing the ask (an entry, or one of the document's
+/// first asks, which every later entry saw).
+fn saw_ask(view: View<'_>, cancel: &Entry, ask_entry: Option<&str>) -> bool {
+    match ask_entry {
+        None => true,
+        Some(id) => {
+            let heads = cancel.heads();
+            entries(View::at(view.doc, &heads))
+                .iter()
+                .any(|e| e.id == id)
+        }
+    }
+}
+
+/// Entry kinds that answer a request without being a response to the document itself:
+/// a decline hands the request back, an acknowledgement says it was seen.
+pub const ANSWERS: [&str; 2] = ["decline", "ack"];
+
+/// When `member` first responded (commented or wrote an entry other than a decline) at
+/// or after `since`.
 pub fn responded_at(
     comments: &[Comment],
     entries: &[Entry],
@@ -332,9 +394,17 @@ pub fn responded_at(
         .map(|c| c.at);
     let by_entries = entries
         .iter()
-        .filter(|e| e.by == member && e.at >= since)
+        .filter(|e| e.by == member && e.at >= since && e.kind != "decline")
         .map(|e| e.at);
     by_comments.chain(by_entries).min()
+}
+
+/// When and why `member` declined a request made at `since`, if they did.
+pub fn declined_at(entries: &[Entry], member: &str, since: i64) -> Option<(i64, String)> {
+    entries
+        .iter()
+        .find(|e| e.kind == "decline" && e.by == member && e.at >= since)
+        .map(|e| (e.at, e.message.clone()))
 }
 
 /// A lifecycle state.

@@ -161,6 +161,34 @@ pub const RESOLVABLE: [&str; 4] = ["title", "urgency", "template", "period"];
 
 /// Every field with concurrent values, including the lifecycle state.
 pub fn conflicts(view: View<'_>) -> Vec<Conflict> {
+    let mut conflicts = field_conflicts(view);
+    let state = match view.kind() {
+        Some(Kind::Proposal) => Some(proposal::state(view)),
+        Some(Kind::Thread) => Some(crate::thread::lifecycle(&discussion::entries(view))),
+        _ => None,
+    };
+    if let Some(discussion::State::Conflict { candidates }) = state.map(|l| l.state) {
+        let entries = discussion::entries(view);
+        conflicts.push(Conflict {
+            field: "state".into(),
+            values: candidates
+                .into_iter()
+                .map(|(state, entry)| Candidate {
+                    value: state,
+                    author: entries
+                        .iter()
+                        .find(|e| e.id == entry)
+                        .map(|e| e.by.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        });
+    }
+    conflicts
+}
+
+/// The fields with concurrent values, leaving out the lifecycle state.
+pub fn field_conflicts(view: View<'_>) -> Vec<Conflict> {
     let mut conflicts = Vec::new();
     for field in RESOLVABLE {
         let values = view.get_all(&ROOT, field);
@@ -190,28 +218,6 @@ pub fn conflicts(view: View<'_>) -> Vec<Conflict> {
                 });
             }
         }
-    }
-    let state = match view.kind() {
-        Some(Kind::Proposal) => Some(proposal::read(view).lifecycle),
-        Some(Kind::Thread) => Some(crate::thread::lifecycle(&discussion::entries(view))),
-        _ => None,
-    };
-    if let Some(discussion::State::Conflict { candidates }) = state.map(|l| l.state) {
-        let entries = discussion::entries(view);
-        conflicts.push(Conflict {
-            field: "state".into(),
-            values: candidates
-                .into_iter()
-                .map(|(state, entry)| Candidate {
-                    value: state,
-                    author: entries
-                        .iter()
-                        .find(|e| e.id == entry)
-                        .map(|e| e.by.clone())
-                        .unwrap_or_default(),
-                })
-                .collect(),
-        });
     }
     conflicts
 }

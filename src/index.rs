@@ -5,8 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::discussion::{self, State};
 use crate::doc::{Kind, View, heads_hex};
+use crate::history;
 use crate::proposal;
 use crate::thread;
+
+/// The version of what [`summarize`] writes: a home whose summaries are older has them
+/// rebuilt from the documents when it is opened (`node::Node::open`).
+/// 1: deciders, approvals, concerns, the period's start, conflicts, declines, late edits.
+pub const VERSION: u32 = 1;
 
 /// A request for a response, with whether and when it was answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,8 +25,51 @@ pub struct AskSummary {
     pub at: i64,
     /// Who asked.
     pub by: String,
-    /// When they first responded, ms.
+    /// When they first responded, ms (a decline is not a response).
     pub responded: Option<i64>,
+    /// When they declined, and why: the request goes back to the asker, or on along the
+    /// escalation ladder.
+    #[serde(default)]
+    pub declined: Option<(i64, String)>,
+}
+
+/// An approval, and whether it still stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSummary {
+    /// The approver's member id.
+    pub by: String,
+    /// When, ms.
+    pub at: i64,
+    /// The text changed since, or the proposal was reopened since.
+    pub stale: bool,
+}
+
+/// How a concern was resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolutionSummary {
+    /// Who resolved it.
+    pub by: String,
+    /// When, ms.
+    pub at: i64,
+    /// Why (the author's note when resolving someone else's concern).
+    pub note: String,
+}
+
+/// A concern, and its resolution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcernSummary {
+    /// The concern's entry id.
+    pub id: String,
+    /// Who raised it.
+    pub by: String,
+    /// When, ms.
+    pub at: i64,
+    /// Whether it blocks acceptance.
+    pub blocking: bool,
+    /// What it says (its first 200 characters).
+    pub message: String,
+    /// How it was resolved, if it was.
+    pub resolved: Option<ResolutionSummary>,
 }
 
 /// What lists and the inbox need to know about a document.
@@ -31,7 +80,7 @@ pub struct DocSummary {
     pub workspace: Vec<u8>,
     /// Kind.
     pub kind: Kind,
-    /// Title.
+    /// Title (as decided, for a decided proposal).
     pub title: String,
     /// Derived state name (`draft`, `open`, `accepted`, `conflict`, …).
     pub state: String,
@@ -51,6 +100,89 @@ pub struct DocSummary {
     pub changes: u64,
     /// Requests for a response.
     pub asks: Vec<AskSummary>,
+    /// Which [`VERSION`] of the summary this is (0: from before versions).
+    #[serde(default)]
+    pub version: u32,
+    /// The urgency of the document's requests (a decider's implied one included).
+    #[serde(default)]
+    pub urgency: String,
+    /// A proposal's deciders.
+    #[serde(default)]
+    pub deciders: Vec<String>,
+    /// A proposal's approvals that stand or went stale (retracted ones are left out).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalSummary>,
+    /// A proposal's concerns.
+    #[serde(default)]
+    pub concerns: Vec<ConcernSummary>,
+    /// When the current comment period began, ms: deciders are asked from then.
+    #[serde(default)]
+    pub opened: Option<i64>,
+    /// Fields with concurrent values (`title`, `section NAME`, `state`, …).
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+    /// Fields of a decided proposal edited concurrently with the decision.
+    #[serde(default)]
+    pub late_edits: Vec<String>,
+}
+
+impl DocSummary {
+    /// A summary of an empty document of `kind`, for tools and tests to fill in.
+    pub fn empty(kind: Kind) -> DocSummary {
+        DocSummary {
+            workspace: vec![0; 16],
+            kind,
+            title: String::new(),
+            state: String::new(),
+            closes: None,
+            author: String::new(),
+            created: 0,
+            updated: 0,
+            last_author: String::new(),
+            heads: Vec::new(),
+            changes: 0,
+            asks: Vec::new(),
+            version: VERSION,
+            urgency: String::new(),
+            deciders: Vec::new(),
+            approvals: Vec::new(),
+            concerns: Vec::new(),
+            opened: None,
+            conflicts: Vec::new(),
+            late_edits: Vec::new(),
+        }
+    }
+
+    /// The comment period is over (or has no end), so a decider could accept once the
+    /// approvals and concerns allow it.
+    pub fn period_closed(&self, now: i64) -> bool {
+        matches!(self.state.as_str(), "open" | "final-comment")
+            && self.closes.is_none_or(|c| c <= now)
+    }
+
+    /// The deciders whose approval is missing, and whether theirs is stale.
+    pub fn missing_approvals(&self) -> Vec<(&str, bool)> {
+        self.deciders
+            .iter()
+            .filter(|d| !self.approvals.iter().any(|a| &a.by == *d && !a.stale))
+            .map(|d| {
+                let stale = self.approvals.iter().any(|a| &a.by == d);
+                (d.as_str(), stale)
+            })
+            .collect()
+    }
+
+    /// The blocking concerns nobody resolved.
+    pub fn open_blocking_concerns(&self) -> impl Iterator<Item = &ConcernSummary> {
+        self.concerns
+            .iter()
+            .filter(|c| c.blocking && c.resolved.is_none())
+    }
+
+    /// Whether the proposal is decided (its text is final).
+    pub fn decided(&self) -> bool {
+        proposal::DECIDED.contains(&self.state.as_str())
+    }
 }
 
 /// Summarises a document as it is now.
@@ -62,51 +194,118 @@ pub fn summarize(
     last_author: &str,
     changes: u64,
 ) -> DocSummary {
+    let root = automerge::ROOT;
+    let author = view.string(&root, "author");
     let entries = discussion::entries(view);
     let comments = discussion::comments(view);
-    let state: State = match kind {
-        Kind::Proposal => {
-            let deciders = view
-                .map(&automerge::ROOT, "deciders")
-                .map(|m| view.keys(&m))
-                .unwrap_or_default();
-            proposal::lifecycle(
-                view.doc,
-                &entries,
-                &deciders,
-                &view.string(&automerge::ROOT, "author"),
-            )
-            .state
-        }
-        Kind::Thread => thread::lifecycle(&entries).state,
-        Kind::Update | Kind::Workspace => State::Draft,
-    };
-    let asks = discussion::asks(view)
-        .into_iter()
-        .map(|ask| AskSummary {
-            responded: discussion::responded_at(&comments, &entries, &ask.member, ask.at),
-            member: ask.member,
-            urgency: ask.urgency,
-            at: ask.at,
-            by: ask.by,
-        })
-        .collect();
-    DocSummary {
+    let mut summary = DocSummary {
         workspace: workspace.to_vec(),
         kind,
         title: view.title(),
         state: match kind {
             Kind::Update => "posted".into(),
             Kind::Workspace => "workspace".into(),
-            _ => state.name().into(),
+            _ => State::Draft.name().into(),
         },
-        closes: state.closes(),
-        author: view.string(&automerge::ROOT, "author"),
-        created: view.int(&automerge::ROOT, "created").unwrap_or(0),
+        closes: None,
+        author: author.clone(),
+        created: view.int(&root, "created").unwrap_or(0),
         updated,
         last_author: last_author.to_string(),
         heads: heads_hex(&view.doc.get_heads()),
         changes,
-        asks,
+        asks: Vec::new(),
+        version: VERSION,
+        urgency: view.string(&root, "urgency"),
+        deciders: Vec::new(),
+        approvals: Vec::new(),
+        concerns: Vec::new(),
+        opened: None,
+        conflicts: history::field_conflicts(view)
+            .into_iter()
+            .map(|c| c.field)
+            .collect(),
+        late_edits: Vec::new(),
+    };
+    let lifecycle = match kind {
+        Kind::Proposal => {
+            let p = proposal::read(view);
+            summary.title = p.title.clone();
+            summary.deciders = p.deciders.clone();
+            summary.approvals = p
+                .approvals
+                .iter()
+                .map(|a| ApprovalSummary {
+                    by: a.entry.by.clone(),
+                    at: a.entry.at,
+                    stale: a.stale,
+                })
+                .collect();
+            summary.concerns = p
+                .concerns
+                .iter()
+                .map(|c| ConcernSummary {
+                    id: c.entry.id.clone(),
+                    by: c.entry.by.clone(),
+                    at: c.entry.at,
+                    blocking: c.entry.blocking,
+                    message: c.entry.message.chars().take(200).collect(),
+                    resolved: c.resolved.as_ref().map(|r| ResolutionSummary {
+                        by: r.by.clone(),
+                        at: r.at,
+                        note: r.message.chars().take(200).collect(),
+                    }),
+                })
+                .collect();
+            summary.late_edits = p.late_edits.clone();
+            Some(p.lifecycle)
+        }
+        Kind::Thread => Some(thread::lifecycle(&entries)),
+        Kind::Update | Kind::Workspace => None,
+    };
+    if let Some(lifecycle) = lifecycle {
+        summary.state = lifecycle.state.name().into();
+        summary.closes = lifecycle.state.closes();
+        summary.opened = period_start(&entries, &lifecycle);
+        if matches!(lifecycle.state, State::Conflict { .. }) {
+            summary.conflicts.push("state".into());
+        }
     }
+    summary.asks = discussion::asks_from(view, &entries, &author)
+        .into_iter()
+        .map(|ask| AskSummary {
+            responded: discussion::responded_at(&comments, &entries, &ask.member, ask.at),
+            declined: discussion::declined_at(&entries, &ask.member, ask.at),
+            member: ask.member,
+            urgency: ask.urgency,
+            at: ask.at,
+            by: ask.by,
+        })
+        .collect();
+    summary
+}
+
+/// When the current comment period began: the first counted `open` or `final-comment`
+/// since the last reopen, if the proposal is in a period.
+fn period_start(entries: &[discussion::Entry], lifecycle: &discussion::Lifecycle) -> Option<i64> {
+    if !matches!(
+        lifecycle.state,
+        State::Open { .. } | State::FinalComment { .. }
+    ) {
+        return None;
+    }
+    let counted = |e: &&discussion::Entry| !lifecycle.ignored.iter().any(|(id, _)| *id == e.id);
+    let since = entries
+        .iter()
+        .filter(counted)
+        .filter(|e| e.kind == "reopen")
+        .map(|e| e.at)
+        .max()
+        .unwrap_or(i64::MIN);
+    entries
+        .iter()
+        .filter(counted)
+        .filter(|e| matches!(e.kind.as_str(), "open" | "final-comment") && e.at >= since)
+        .map(|e| e.at)
+        .min()
 }

@@ -165,6 +165,10 @@ impl Node {
             let mut meta = txn.open_table(META)?;
             meta.insert("profile", store::encode(profile).as_slice())?;
             meta.insert("incarnation", incarnation.as_slice())?;
+            meta.insert(
+                "index_version",
+                crate::index::VERSION.to_le_bytes().as_slice(),
+            )?;
         }
         txn.commit()?;
         Ok(Node {
@@ -198,13 +202,84 @@ impl Node {
                 .try_into()
                 .context("the home's incarnation is damaged")?
         };
-        Ok(Node {
+        let node = Node {
             home: home.to_path_buf(),
             db,
             key,
             incarnation,
             docs: DocCache::default(),
-        })
+        };
+        node.summarize_again_if_older()?;
+        Ok(node)
+    }
+
+    /// Rebuilds every document's index summary when they were written by a build that
+    /// summarised less (`index::VERSION`): once, in one transaction, at the first open.
+    fn summarize_again_if_older(&self) -> Result<()> {
+        let current = |txn: &ReadTransaction| -> Result<u32> {
+            let meta = txn.open_table(META)?;
+            Ok(meta
+                .get("index_version")?
+                .and_then(|v| v.value().try_into().ok().map(u32::from_le_bytes))
+                .unwrap_or(0))
+        };
+        if current(&self.db.begin_read()?)? >= crate::index::VERSION {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        let docs: Vec<(Id, DocSummary)> = {
+            let table = txn.open_table(DOCS)?;
+            let mut docs = Vec::new();
+            for item in table.iter()? {
+                let (id, bytes) = item?;
+                docs.push((Id(id.value()), store::decode(bytes.value(), "index entry")?));
+            }
+            docs
+        };
+        let mut records: std::collections::HashMap<Id, WorkspaceRecord> = Default::default();
+        for (doc_id, summary) in docs {
+            let Some(workspace) = Id::from_slice(&summary.workspace) else {
+                continue;
+            };
+            let record = match records.entry(workspace) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    new.insert(workspace_record(&txn, workspace)?)
+                }
+            };
+            let loaded = match load_doc(
+                &txn.open_table(RECORDS)?,
+                &txn.open_table(CHECKPOINTS)?,
+                record,
+                workspace,
+                doc_id,
+            ) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::warn!(
+                        "document {} does not load to be summarised again ({e:#}); its summary stays",
+                        doc_id.short()
+                    );
+                    continue;
+                }
+            };
+            let fresh = summarize(
+                View::now(&loaded.doc),
+                summary.kind,
+                &summary.workspace,
+                summary.updated,
+                &summary.last_author,
+                summary.changes,
+            );
+            txn.open_table(DOCS)?
+                .insert(doc_id.0, store::encode(&fresh).as_slice())?;
+        }
+        txn.open_table(META)?.insert(
+            "index_version",
+            crate::index::VERSION.to_le_bytes().as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// The home directory.
@@ -259,7 +334,47 @@ impl Node {
         Ok(all)
     }
 
-    /// The workspace named or id-prefixed by `selector`, or the only one.
+    /// The workspace `meridian workspace use` made current, if it still exists here.
+    pub fn current_workspace(&self) -> Result<Option<Id>> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let Some(bytes) = meta.get("current_workspace")? else {
+            return Ok(None);
+        };
+        let id = Id::from_slice(bytes.value());
+        drop(bytes);
+        let known = txn.open_table(WORKSPACES)?;
+        Ok(match id {
+            Some(id) if known.get(id.0)?.is_some() => Some(id),
+            _ => None,
+        })
+    }
+
+    /// Makes `workspace` the one commands use when several are here and none is named.
+    pub fn set_current_workspace(&self, workspace: Id) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert("current_workspace", workspace.0.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The workspace holding the one document whose id starts with `prefix`, if exactly
+    /// one workspace holds such documents.
+    pub fn locate(&self, prefix: &str) -> Result<Option<Id>> {
+        let mut found: Vec<Id> = Vec::new();
+        for (id, summary) in self.documents_by_prefix(prefix)? {
+            let _ = id;
+            if let Some(workspace) = Id::from_slice(&summary.workspace)
+                && !found.contains(&workspace)
+            {
+                found.push(workspace);
+            }
+        }
+        Ok((found.len() == 1).then(|| found[0]))
+    }
+
+    /// The workspace named or id-prefixed by `selector`, or the current one, or the only one.
     pub fn workspace(&self, selector: Option<&str>) -> Result<(Id, WorkspaceRecord)> {
         let all = self.workspaces()?;
         match selector {
@@ -268,14 +383,22 @@ impl Node {
                     "this node belongs to no workspace yet: `meridian workspace create NAME` or `meridian join CODE`"
                 ),
                 1 => Ok(all.into_iter().next().expect("one")),
-                _ => bail!(
-                    "this node belongs to {} workspaces ({}): choose one with -w NAME",
-                    all.len(),
-                    all.iter()
-                        .map(|(_, w)| w.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                _ => {
+                    if let Some(current) = self.current_workspace()? {
+                        return all
+                            .into_iter()
+                            .find(|(id, _)| *id == current)
+                            .context("the current workspace vanished");
+                    }
+                    bail!(
+                        "this node belongs to {} workspaces ({}): choose one with -w NAME, or make one current with `meridian workspace use NAME`",
+                        all.len(),
+                        all.iter()
+                            .map(|(_, w)| w.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             },
             Some(selector) => {
                 let named: Vec<_> = all
@@ -702,6 +825,17 @@ impl Node {
 
     /// Resolves a document id prefix within a workspace.
     pub fn resolve(&self, workspace: Id, prefix: &str) -> Result<(Id, DocSummary)> {
+        let candidates: Vec<(String, (Id, DocSummary))> = self
+            .documents_by_prefix(prefix)?
+            .into_iter()
+            .filter(|(_, summary)| summary.workspace == workspace.0)
+            .map(|(id, summary)| (id.hex(), (id, summary)))
+            .collect();
+        resolve_prefix("document", prefix, candidates)
+    }
+
+    /// Every document of any workspace whose id starts with `prefix` (hex).
+    fn documents_by_prefix(&self, prefix: &str) -> Result<Vec<(Id, DocSummary)>> {
         // Only the index keys in the prefix's range are read and decoded.
         let prefix = prefix.trim().to_ascii_lowercase();
         let bound = |fill: char| -> Option<[u8; 16]> {
@@ -713,20 +847,17 @@ impl Node {
             hex::decode_to_slice(&digits, &mut bytes).ok()?;
             Some(bytes)
         };
-        let mut candidates = Vec::new();
+        let mut found = Vec::new();
         if let (Some(low), Some(high)) = (bound('0'), bound('f')) {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(DOCS)?;
             for item in table.range(low..=high)? {
                 let (id, bytes) = item?;
                 let summary: DocSummary = store::decode(bytes.value(), "index entry")?;
-                if summary.workspace == workspace.0 {
-                    let id = Id(id.value());
-                    candidates.push((id.hex(), (id, summary)));
-                }
+                found.push((Id(id.value()), summary));
             }
         }
-        resolve_prefix("document", &prefix, candidates)
+        Ok(found)
     }
 
     /// The history of a document, oldest first, from the index.
@@ -783,6 +914,19 @@ impl Node {
         let txn = self.db.begin_write()?;
         txn.open_table(READ_MARKERS)?
             .insert(doc_id.0, store::encode(&heads).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Marks several documents read, each at the heads given, in one transaction.
+    pub fn mark_read_many(&self, marks: &[(Id, Vec<String>)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(READ_MARKERS)?;
+            for (doc_id, heads) in marks {
+                table.insert(doc_id.0, store::encode(heads).as_slice())?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
@@ -1443,8 +1587,15 @@ pub fn reindex(
         None => None,
     };
     let before = stored.as_ref().map_or(0, |s| s.changes);
+    // A text edit leaves every field alone but for a proposal's approvals (whose staleness
+    // is a comparison of texts) and a decided proposal's late edits.
+    let text_blind = |s: &DocSummary| s.approvals.is_empty() && !s.decided();
     let summary = match stored {
-        Some(mut summary) if touched == Touched::Sequences => {
+        Some(mut summary)
+            if touched == Touched::Sequences
+                && summary.version == crate::index::VERSION
+                && text_blind(&summary) =>
+        {
             summary.updated = updated;
             summary.last_author = last_author;
             summary.heads = crate::doc::heads_hex(&doc.get_heads());

@@ -69,6 +69,9 @@ pub struct Member {
     /// made before stay valid everywhere, so every replica keeps accepting the same set.
     #[serde(default)]
     pub removed: bool,
+    /// When they joined, ms (by their own clock).
+    #[serde(default)]
+    pub joined: Option<i64>,
 }
 
 impl Member {
@@ -365,6 +368,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 verified: id == creator,
                 invited_by: None,
                 removed: id != creator && view.int(&entry, "removed").is_some(),
+                joined: view.int(&entry, "joined"),
                 id,
             });
         }

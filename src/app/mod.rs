@@ -11,6 +11,7 @@ pub mod comment;
 pub mod conflicts;
 pub mod decision;
 pub mod draft;
+pub mod inbox;
 pub mod invite;
 
 use anyhow::Result;

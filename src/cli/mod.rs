@@ -22,6 +22,7 @@ macro_rules! warn {
 }
 
 mod history;
+mod inbox;
 mod read;
 mod sync;
 mod workspace;
@@ -151,20 +152,36 @@ pub enum Command {
     Show {
         /// Document id (prefix).
         id: String,
-        /// A revision (change hash prefix) or date.
+        /// A revision (change hash prefix), a date, or a duration ago (`2d`).
         #[arg(long, value_name = "REV|DATE")]
         at: Option<String>,
+        /// Do not mark the document read.
+        #[arg(long)]
+        no_mark: bool,
     },
     /// What asks for your response, and what changed since you last read it.
     Inbox {
         /// Look ahead: the inbox as it will stand at DATE, or after a duration (`2d`).
         #[arg(long, value_name = "DATE|DURATION")]
         at: Option<String>,
+        /// At most N entries in each part of each workspace.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Only documents of this kind: proposal, thread or update.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
     },
-    /// Mark a document as read.
+    /// Mark documents as read (`show` marks what it shows, too).
     Read {
-        /// Document id (prefix).
-        id: String,
+        /// Document ids (prefixes).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every document (of the workspace with -w, else of every workspace).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only documents of this kind (proposal, thread, update).
+        #[arg(long, value_name = "KIND", requires = "all")]
+        kind: Option<String>,
     },
     /// A document's changes: hash, verified author, local time, message.
     Log {
@@ -253,6 +270,12 @@ pub enum WorkspaceCommand {
     },
     /// List your workspaces.
     List,
+    /// Make a workspace the current one: commands use it when several are here and none is
+    /// named with -w (a document's id finds its own workspace either way).
+    Use {
+        /// Its name or id prefix.
+        name: String,
+    },
     /// Add or replace a custom proposal template.
     Template {
         /// Template name.
@@ -555,8 +578,25 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Workspace(command) => (workspace::workspace(&node, selector, command, &out), out),
         Command::Join { code } => (workspace::join(&node, &code, &out), out),
         Command::Daemon => (sync::daemon(&node), out),
+        Command::Inbox { at, limit, kind } => (
+            inbox::inbox(
+                &node,
+                selector,
+                (at.as_deref(), limit, kind.as_deref()),
+                &out,
+            ),
+            out,
+        ),
+        Command::Read {
+            ids,
+            all: true,
+            kind,
+        } if ids.is_empty() => (
+            inbox::mark_all_read(&node, selector, kind.as_deref(), &out),
+            out,
+        ),
         command => {
-            let (id, record) = node.workspace(selector)?;
+            let (id, record) = choose_workspace(&node, selector, document_of(&command))?;
             let ctx = Ctx {
                 app: crate::app::Context {
                     me: node.member_id(),
@@ -606,9 +646,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             remove,
         } => write::react(ctx, &target, &emoji, remove),
         Command::Update(command) => write::update(ctx, command),
-        Command::Show { id, at } => read::show(ctx, &id, at.as_deref()),
-        Command::Inbox { at } => read::inbox(ctx, at.as_deref()),
-        Command::Read { id } => read::mark_read(ctx, &id),
+        Command::Show { id, at, no_mark } => read::show(ctx, &id, at.as_deref(), !no_mark),
+        Command::Read { ids, .. } => read::mark_read(ctx, &ids),
         Command::Log { id, limit } => history::log(ctx, &id, limit),
         Command::Diff { id, from, to } => history::diff(ctx, &id, &from, to.as_deref()),
         Command::Conflicts { id } => history::conflicts(ctx, &id),
@@ -626,10 +665,62 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Whoami
         | Command::Workspace(_)
         | Command::Join { .. }
+        | Command::Inbox { .. }
         | Command::Daemon => {
             unreachable!("handled before a workspace is chosen")
         }
     }
+}
+
+/// The document id (prefix) a command acts on, if it names one: it finds its workspace
+/// when none is chosen.
+fn document_of(command: &Command) -> Option<&str> {
+    let prefix: Option<&String> = match command {
+        Command::Show { id, .. }
+        | Command::Log { id, .. }
+        | Command::Diff { id, .. }
+        | Command::Conflicts { id }
+        | Command::Resolve { id, .. } => Some(id),
+        Command::Export { id, .. } => id.as_ref(),
+        Command::Read { ids, .. } => ids.first(),
+        Command::Reply { target, .. } | Command::React { target, .. } => Some(target),
+        Command::Proposal(command) => match command {
+            ProposalCommand::New { .. } | ProposalCommand::List { .. } => None,
+            ProposalCommand::Edit { id, .. }
+            | ProposalCommand::Open { id, .. }
+            | ProposalCommand::FinalComment { id, .. }
+            | ProposalCommand::Close { id }
+            | ProposalCommand::Approve { id, .. }
+            | ProposalCommand::Unapprove { id }
+            | ProposalCommand::Concern { id, .. }
+            | ProposalCommand::Resolve { id, .. }
+            | ProposalCommand::Supersede { id, .. }
+            | ProposalCommand::Reopen { id, .. } => Some(id),
+            ProposalCommand::Accept(d)
+            | ProposalCommand::Reject(d)
+            | ProposalCommand::Withdraw(d) => Some(&d.id),
+        },
+        Command::Thread(ThreadCommand::Resolve { id } | ThreadCommand::Reopen { id }) => Some(id),
+        _ => None,
+    };
+    // `DOC:COMMENT` names the document before the colon.
+    prefix.map(|p| p.split(':').next().unwrap_or(p))
+}
+
+/// The workspace a command works in: the one `-w` names; else the one holding the
+/// document it names; else the current one (`workspace use`), or the only one.
+fn choose_workspace(
+    node: &Node,
+    selector: Option<&str>,
+    document: Option<&str>,
+) -> Result<(Id, crate::store::WorkspaceRecord)> {
+    if selector.is_none()
+        && let Some(prefix) = document
+        && let Some(workspace) = node.locate(prefix)?
+    {
+        return node.workspace(Some(&workspace.hex()));
+    }
+    node.workspace(selector)
 }
 
 /// The platform data directory for Meridian.

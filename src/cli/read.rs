@@ -5,13 +5,12 @@ use automerge::{Automerge, ChangeHash};
 use serde_json::{Value as Json, json};
 
 use super::Ctx;
-use crate::discussion::{Ask, Comment, Lifecycle, State};
+use crate::discussion::{self, Ask, Comment, Lifecycle, State};
 use crate::doc::{Kind, View, parse_heads};
 use crate::history;
 use crate::id::Id;
 use crate::inbox;
 use crate::index::{AskSummary, DocSummary};
-use crate::norms::parse_moment;
 use crate::{proposal, thread, update};
 
 pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
@@ -92,8 +91,25 @@ pub fn heads_for(ctx: &Ctx, doc: &Automerge, at: &str) -> Result<Vec<ChangeHash>
     Ok(heads)
 }
 
-pub fn show(ctx: &Ctx, prefix: &str, at: Option<&str>) -> Result<()> {
+pub fn show(ctx: &Ctx, prefix: &str, at: Option<&str>, mark: bool) -> Result<()> {
     let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
+    let result = show_doc(ctx, id, &summary, at);
+    // Showing the document as it stands is reading it (written only when it changes: a
+    // write costs a command that only reads its durable commit).
+    let read = ctx.node.read_marker(id)?.map(|mut heads| {
+        heads.sort();
+        heads
+    });
+    let mut heads = summary.heads.clone();
+    heads.sort();
+    if result.is_ok() && mark && at.is_none() && read.as_ref() != Some(&heads) {
+        ctx.node.mark_read_many(&[(id, summary.heads.clone())])?;
+    }
+    result
+}
+
+fn show_doc(ctx: &Ctx, id: Id, summary: &DocSummary, at: Option<&str>) -> Result<()> {
+    let summary = summary.clone();
     let doc = ctx.node.load(ctx.workspace, id)?;
     let heads = match at {
         Some(at) => Some(heads_for(ctx, &doc, at)?),
@@ -104,33 +120,31 @@ pub fn show(ctx: &Ctx, prefix: &str, at: Option<&str>) -> Result<()> {
         None => View::now(&doc),
     };
     // What changed since my last read, only when looking at the present.
-    let since_read = match (&heads, ctx.node.read_marker(id)?) {
+    let since = match (&heads, ctx.node.read_marker(id)?) {
         (None, Some(marker)) => {
             let marker = parse_heads(&marker);
             let mut now = doc.get_heads();
             now.sort();
             let mut sorted = marker.clone();
             sorted.sort();
-            (sorted != now).then(|| {
-                history::diff(
-                    &history::fields(View::at(&doc, &marker)),
-                    &history::fields(view),
-                )
-            })
+            (sorted != now).then(|| Since::between(ctx, View::at(&doc, &marker), view))
         }
         _ => None,
     };
     let conflicts = history::conflicts(view);
     if ctx.out.json {
         let mut value = document_json(ctx, id, summary.kind, view, &summary)?;
-        value["changed_since_read"] = since_json(&since_read);
+        value["changed_since_read"] = match &since {
+            Some(since) => since.json(ctx, summary.kind),
+            None => Json::Null,
+        };
         ctx.out.print_json(&value)?;
         return Ok(());
     }
     match summary.kind {
-        Kind::Proposal => show_proposal(ctx, id, view, &summary, since_read, &conflicts),
-        Kind::Thread => show_thread(ctx, id, view, &summary, since_read, &conflicts),
-        Kind::Update => show_update(ctx, id, view, since_read),
+        Kind::Proposal => show_proposal(ctx, id, view, &summary, since.as_ref(), &conflicts),
+        Kind::Thread => show_thread(ctx, id, view, &summary, since.as_ref(), &conflicts),
+        Kind::Update => show_update(ctx, id, view, since.as_ref()),
         Kind::Workspace => bail!(
             "that is the workspace document: see `meridian member list` and `meridian workspace norms`"
         ),
@@ -259,37 +273,101 @@ fn print_title(ctx: &Ctx, title: &str, author: &str, created: i64) -> Result<()>
     Ok(())
 }
 
-fn print_since_read(ctx: &Ctx, since_read: &Option<Vec<history::FieldChange>>) -> Result<()> {
-    if let Some(changes) = since_read {
-        say!(ctx.out, "Changed since you last read it:");
-        for change in changes {
-            let what = match (&change.before, &change.after) {
-                (None, Some(_)) => "added",
-                (Some(_), None) => "removed",
-                _ => "changed",
-            };
-            say!(ctx.out, "  {what} {}", change.field);
+/// What changed in a document since the reader last read it: the events in words, and
+/// which comments and fields are new to them, to mark in place.
+struct Since {
+    events: Vec<inbox::Event>,
+    comments: std::collections::BTreeSet<String>,
+    fields: std::collections::BTreeSet<String>,
+}
+
+impl Since {
+    fn between(ctx: &Ctx, before: View<'_>, now: View<'_>) -> Since {
+        let events = inbox::events(Some(before), now, &ctx.me);
+        let known: std::collections::BTreeSet<String> = discussion::comments(before)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let comments = discussion::comments(now)
+            .into_iter()
+            .filter(|c| !known.contains(&c.id) && c.by != ctx.me)
+            .map(|c| c.id)
+            .collect();
+        let fields = events
+            .iter()
+            .filter_map(|e| match e {
+                inbox::Event::Edited { field, .. } => Some(field.clone()),
+                _ => None,
+            })
+            .collect();
+        Since {
+            events,
+            comments,
+            fields,
         }
-        say!(ctx.out);
     }
+
+    fn json(&self, ctx: &Ctx, kind: Kind) -> Json {
+        json!(
+            self.events
+                .iter()
+                .map(|e| {
+                    let mut value = serde_json::to_value(e).unwrap_or(Json::Null);
+                    value["text"] = json!(super::inbox::event_text(
+                        &ctx.record.state,
+                        &ctx.me,
+                        kind,
+                        e
+                    ));
+                    value
+                })
+                .collect::<Vec<_>>()
+        )
+    }
+
+    fn edited(since: Option<&Since>, field: &str) -> &'static str {
+        if since.is_some_and(|s| s.fields.contains(field)) {
+            "  (edited since you read it)"
+        } else {
+            ""
+        }
+    }
+}
+
+fn print_since_read(ctx: &Ctx, kind: Kind, since: Option<&Since>) -> Result<()> {
+    let Some(since) = since.filter(|s| !s.events.is_empty()) else {
+        return Ok(());
+    };
+    say!(ctx.out, "Since you last read it:");
+    for event in &since.events {
+        say!(
+            ctx.out,
+            "  {}",
+            super::inbox::event_text(&ctx.record.state, &ctx.me, kind, event)
+        );
+    }
+    say!(ctx.out);
     Ok(())
 }
 
-fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) -> Result<()> {
+fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment], since: Option<&Since>) -> Result<()> {
     fn walk(
         ctx: &Ctx,
-        doc: Id,
+        (doc, since): (Id, Option<&Since>),
         comments: &[Comment],
         parent: Option<&str>,
         depth: usize,
     ) -> Result<()> {
         for c in comments.iter().filter(|c| c.parent.as_deref() == parent) {
             let indent = "  ".repeat(depth.min(12));
-            let mark = match (c.deleted, c.edited) {
+            let mut mark = match (c.deleted, c.edited) {
                 (true, _) => " · deleted".to_string(),
                 (false, Some(at)) => format!(" · edited {}", ctx.out.time(at)),
                 _ => String::new(),
             };
+            if since.is_some_and(|s| s.comments.contains(&c.id)) {
+                mark.push_str("  NEW");
+            }
             say!(
                 ctx.out,
                 "{indent}[{}:{}] {} · {}{mark}",
@@ -309,7 +387,7 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) -> Result<()> {
                     .collect();
                 say!(ctx.out, "{indent}  {}", reactions.join("  "));
             }
-            walk(ctx, doc, comments, Some(&c.id), depth + 1)?;
+            walk(ctx, (doc, since), comments, Some(&c.id), depth + 1)?;
         }
         Ok(())
     }
@@ -332,7 +410,7 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment]) -> Result<()> {
     all.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     if !all.is_empty() {
         say!(ctx.out, "\nDiscussion:");
-        walk(ctx, doc, &all, None, 1)?;
+        walk(ctx, (doc, since), &all, None, 1)?;
     }
     Ok(())
 }
@@ -397,19 +475,12 @@ fn conflicts_json(ctx: &Ctx, conflicts: &[history::Conflict]) -> Json {
         .collect::<Vec<_>>())
 }
 
-fn since_json(since_read: &Option<Vec<history::FieldChange>>) -> Json {
-    match since_read {
-        Some(changes) => json!(changes),
-        None => Json::Null,
-    }
-}
-
 fn show_proposal(
     ctx: &Ctx,
     id: Id,
     view: View<'_>,
     summary: &DocSummary,
-    since_read: Option<Vec<history::FieldChange>>,
+    since: Option<&Since>,
     conflicts: &[history::Conflict],
 ) -> Result<()> {
     let p = proposal::read(view);
@@ -439,14 +510,35 @@ fn show_proposal(
         );
     }
     say!(ctx.out);
-    print_since_read(ctx, &since_read)?;
+    print_since_read(ctx, Kind::Proposal, since)?;
     for (name, text) in &p.sections {
-        say!(ctx.out, "## {name}\n");
+        let edited = Since::edited(since, &format!("section {name}"));
+        say!(ctx.out, "## {name}{edited}\n");
         if text.trim().is_empty() {
             say!(ctx.out, "(empty)\n");
         } else {
             say!(ctx.out, "{}\n", text.trim_end());
         }
+    }
+    let obstacles = p.obstacles(crate::node::now_ms());
+    if matches!(
+        p.lifecycle.state,
+        State::Open { .. } | State::FinalComment { .. }
+    ) {
+        if obstacles.is_empty() {
+            say!(
+                ctx.out,
+                "Ready to accept: the period closed, every decider approved this text, no blocking concern is open."
+            );
+        } else {
+            say!(ctx.out, "Before it can be accepted:");
+            let name = |m: &str| ctx.name(m);
+            let time = |t: i64| ctx.out.time(t);
+            for obstacle in &obstacles {
+                say!(ctx.out, "  - {}", obstacle.describe(&name, &time));
+            }
+        }
+        say!(ctx.out);
     }
     say!(ctx.out, "Deciders:");
     for decider in &p.deciders {
@@ -564,7 +656,7 @@ fn show_proposal(
         .filter(|c| !c.parent.as_deref().is_some_and(|p| concerns.contains(&p)))
         .cloned()
         .collect();
-    print_comments(ctx, id, &discussion)?;
+    print_comments(ctx, id, &discussion, since)?;
     Ok(())
 }
 
@@ -584,7 +676,7 @@ fn show_thread(
     id: Id,
     view: View<'_>,
     summary: &DocSummary,
-    since_read: Option<Vec<history::FieldChange>>,
+    since: Option<&Since>,
     conflicts: &[history::Conflict],
 ) -> Result<()> {
     let t = thread::read(view);
@@ -596,7 +688,7 @@ fn show_thread(
     print_title(ctx, &t.title, &t.author, t.created)?;
     print_conflicts(ctx, conflicts)?;
     say!(ctx.out);
-    print_since_read(ctx, &since_read)?;
+    print_since_read(ctx, Kind::Thread, since)?;
     if !t.body.trim().is_empty() {
         say!(ctx.out, "{}", t.body.trim_end());
     }
@@ -604,21 +696,16 @@ fn show_thread(
         say!(ctx.out, "\nResponses requested:");
         print_asks(ctx, &t.asks, &summary.asks)?;
     }
-    print_comments(ctx, id, &t.comments)?;
+    print_comments(ctx, id, &t.comments, since)?;
     Ok(())
 }
 
-fn show_update(
-    ctx: &Ctx,
-    id: Id,
-    view: View<'_>,
-    since_read: Option<Vec<history::FieldChange>>,
-) -> Result<()> {
+fn show_update(ctx: &Ctx, id: Id, view: View<'_>, since: Option<&Since>) -> Result<()> {
     let u = update::read(view);
     say!(ctx.out, "{} · status update · {}", id.short(), u.period);
     print_title(ctx, &u.title, &u.author, u.created)?;
     say!(ctx.out);
-    print_since_read(ctx, &since_read)?;
+    print_since_read(ctx, Kind::Update, since)?;
     for (label, text) in [
         ("Done", &u.done),
         ("Next", &u.next),
@@ -639,86 +726,18 @@ fn show_update(
                 .join(", ")
         );
     }
-    print_comments(ctx, id, &u.comments)?;
+    print_comments(ctx, id, &u.comments, since)?;
     Ok(())
 }
 
-pub fn inbox(ctx: &Ctx, at: Option<&str>) -> Result<()> {
-    let summaries = ctx.node.summaries(ctx.workspace)?;
-    let now = match at {
-        Some(at) => parse_moment(at, crate::node::now(), &ctx.out.tz)?.as_millisecond(),
-        None => crate::node::now().as_millisecond(),
-    };
-    let requests = inbox::requests(&ctx.me, &summaries, &ctx.record.state, now);
-    let markers = ctx.node.read_markers()?;
-    let changed = inbox::changed(&ctx.me, &summaries, &markers);
-    if ctx.out.json {
-        ctx.out.print_json(&json!({
-            "requests": requests.iter().map(|r| json!({
-                "id": r.id.hex(), "kind": r.kind.as_str(), "title": r.title, "urgency": r.urgency,
-                "asked_by": ctx.name(&r.asked_by), "asked_at": ctx.out.rfc3339(r.asked_at),
-                "deadline": r.deadline.map(|d| ctx.out.rfc3339(d)), "overdue": r.overdue,
-                "escalated_from": r.escalated_from.as_ref().map(|m| ctx.name(m)),
-            })).collect::<Vec<_>>(),
-            "changed": changed.iter().map(|(id, s)| summary_json(ctx, *id, s)).collect::<Vec<_>>(),
-        }))?;
-        return Ok(());
+/// `meridian read ID...`: marks each document read as it stands.
+pub fn mark_read(ctx: &Ctx, prefixes: &[String]) -> Result<()> {
+    let mut marks = Vec::new();
+    for prefix in prefixes {
+        let (id, summary) = ctx.document(prefix)?;
+        marks.push((id, summary.heads));
     }
-    if requests.is_empty() && changed.is_empty() {
-        say!(ctx.out, "Nothing needs you.");
-        return Ok(());
-    }
-    if !requests.is_empty() {
-        say!(ctx.out, "Waiting for your response:");
-        for r in &requests {
-            let due = match r.deadline {
-                Some(d) if r.overdue => format!("OVERDUE since {}", ctx.out.time(d)),
-                Some(d) => format!("due {}", ctx.out.time(d)),
-                None => "no deadline".into(),
-            };
-            let escalated = r
-                .escalated_from
-                .as_ref()
-                .map(|m| format!(" ESCALATED from {}", ctx.name(m)))
-                .unwrap_or_default();
-            say!(
-                ctx.out,
-                "  {}  {:<8} {:<9} {}  ({}, asked by {}){escalated}",
-                r.id.short(),
-                r.kind.as_str(),
-                r.urgency,
-                truncate(&r.title, 40),
-                due,
-                ctx.name(&r.asked_by)
-            );
-        }
-    }
-    if !changed.is_empty() {
-        if !requests.is_empty() {
-            say!(ctx.out);
-        }
-        say!(ctx.out, "Changed since you last read:");
-        for (id, s) in &changed {
-            say!(
-                ctx.out,
-                "  {}  {:<8} {:<40}  {} by {}",
-                id.short(),
-                s.kind.as_str(),
-                truncate(&s.title, 40),
-                ctx.out.time(s.updated),
-                ctx.name(&s.last_author)
-            );
-        }
-    }
-    Ok(())
-}
-
-pub fn mark_read(ctx: &Ctx, prefix: &str) -> Result<()> {
-    let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
-    ctx.node.mark_read(id, &summary.heads)?;
-    if ctx.out.json {
-        ctx.out
-            .print_json(&json!({"id": id.hex(), "heads": summary.heads}))?;
-    }
-    Ok(())
+    ctx.node.mark_read_many(&marks)?;
+    ctx.out
+        .done(json!({"read": marks.iter().map(|(id, _)| id.hex()).collect::<Vec<_>>()}))
 }

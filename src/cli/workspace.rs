@@ -101,6 +101,14 @@ pub fn workspace(
             Ok(())
         }
         WorkspaceCommand::Relay(command) => relay(node, selector, command, out),
+        WorkspaceCommand::Use { name } => {
+            let (id, record) = node.workspace(Some(&name))?;
+            node.set_current_workspace(id)?;
+            if !out.json {
+                say!(out, "Now in workspace {} ({}).", record.name, id.short());
+            }
+            out.done(json!({"id": id.hex(), "name": record.name}))
+        }
         WorkspaceCommand::List => {
             let all = node.workspaces()?;
             if out.json {
@@ -110,10 +118,16 @@ pub fn workspace(
                     .collect();
                 out.print_json(&json!(list))?;
             } else {
+                let current = node.current_workspace()?;
                 for (id, w) in all {
                     let members = w.state.active_members().count();
                     let noun = if members == 1 { "member" } else { "members" };
-                    say!(out, "{}  {}  ({members} {noun})", id.short(), w.name);
+                    let mark = if current == Some(id) {
+                        "  (current)"
+                    } else {
+                        ""
+                    };
+                    say!(out, "{}  {}  ({members} {noun}){mark}", id.short(), w.name);
                 }
             }
             Ok(())

@@ -730,3 +730,256 @@ fn concerns_are_answered_and_resolved_with_a_note_and_periods_close_early() {
     ana.ok(&["proposal", "accept", &p]);
     assert_eq!(ana.json(&["show", &p])["state"], "accepted");
 }
+
+/// The kinds of what waits for a person, per document title, from `inbox --json`.
+fn needs(home: &Home) -> Vec<(String, String)> {
+    let inbox = home.json(&["inbox"]);
+    let mut needs = Vec::new();
+    for w in inbox["workspaces"].as_array().unwrap() {
+        for item in w["waiting_for_you"].as_array().unwrap() {
+            let mut need = item["need"]["kind"].as_str().unwrap().to_string();
+            if item["need"]["stale"] == true {
+                need.push_str(" (stale)");
+            }
+            needs.push((item["title"].as_str().unwrap().to_string(), need));
+        }
+    }
+    needs.sort();
+    needs
+}
+
+fn need(title: &str, kind: &str) -> (String, String) {
+    (title.to_string(), kind.to_string())
+}
+
+#[test]
+fn the_inbox_says_what_each_person_owes_and_waits_on() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Backups",
+        "--decider",
+        "Ana",
+        "--decider",
+        "Bo",
+        "--ask",
+        "Cy",
+        "--urgency",
+        "high",
+        "--section",
+        "Summary=Nightly.",
+    ]);
+    let t = ana.create(&["thread", "new", "Lunch", "-m", "Where?", "--ask", "Bo"]);
+    ana.create(&[
+        "thread",
+        "new",
+        "News",
+        "-m",
+        "FYI only",
+        "--ask",
+        "Cy",
+        "--urgency",
+        "fyi",
+    ]);
+    // A draft asks nothing of its deciders yet; opening it does.
+    exchange(&world, &ana, &bo);
+    assert_eq!(needs(&bo), [need("Lunch", "ask")]);
+    ana.ok(&["proposal", "open", &p, "--closes", "0m"]);
+    for home in [&bo, &cy] {
+        exchange(&world, &ana, home);
+    }
+    assert_eq!(
+        needs(&bo),
+        [need("Backups", "approve"), need("Lunch", "ask")]
+    );
+    // An fyi ask waits for nobody: it shows as news.
+    assert_eq!(needs(&cy), [need("Backups", "ask")]);
+    let cy_inbox = cy.ok(&["inbox"]);
+    assert!(cy_inbox.contains("Ana asked you (fyi)"), "{cy_inbox}");
+    // Ana waits on Bo's approval and on Cy, each due in their own hours.
+    let text = ana.ok(&["inbox"]);
+    assert!(
+        text.contains("Bo's approval: due")
+            && text.contains("your time")
+            && text.contains("for Bo"),
+        "{text}"
+    );
+    assert!(text.contains("Cy's response (high)"), "{text}");
+    let inbox = ana.json(&["inbox"]);
+    let waits = &inbox["workspaces"][0]["waiting_on_others"];
+    let bo_wait = waits
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["member"]["name"] == "Bo" && w["approval"] == true)
+        .unwrap();
+    assert!(
+        bo_wait["deadline_theirs"]
+            .as_str()
+            .unwrap()
+            .ends_with("+01:00"),
+        "{bo_wait}"
+    );
+    assert!(
+        bo_wait["deadline"].as_str().unwrap().ends_with("+09:00"),
+        "{bo_wait}"
+    );
+
+    // Bo approves and answers; Cy edits the text and raises a blocking concern.
+    bo.ok(&["proposal", "approve", &p]);
+    bo.ok(&["reply", &t, "-m", "Ramen"]);
+    exchange(&world, &ana, &bo);
+    exchange(&world, &ana, &cy);
+    cy.ok(&["show", &p]);
+    let file = world.file("s.md");
+    std::fs::write(&file, "Nightly, encrypted.\n").unwrap();
+    cy.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Summary",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    let concern =
+        cy.json(&["proposal", "concern", &p, "-m", "Restores?", "--blocking"])["entry_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    cy.ok(&["reply", &p, "-m", "Looks good otherwise"]);
+    for home in [&ana, &bo] {
+        exchange(&world, &cy, home);
+    }
+    // Bo's approval went stale; Ana owes hers and faces Cy's concern.
+    assert_eq!(needs(&bo), [need("Backups", "approve (stale)")]);
+    assert_eq!(
+        needs(&ana),
+        [need("Backups", "approve"), need("Backups", "concern")]
+    );
+    let text = ana.ok(&["inbox"]);
+    assert!(
+        text.contains("Summary edited by Cy")
+            && text.contains("Bo approved")
+            && text.contains("1 new reply (Cy)"),
+        "{text}"
+    );
+    assert!(text.contains("Cy raised a blocking concern"), "{text}");
+    // `show` marks a document read: it leaves "what happened".
+    let shown = ana.ok(&["show", &p]);
+    assert!(
+        shown.contains("Since you last read it:") && shown.contains("NEW"),
+        "{shown}"
+    );
+    assert!(shown.contains("(edited since you read it)"), "{shown}");
+    assert!(!ana.ok(&["inbox"]).contains("Summary edited by Cy"));
+
+    // Ana resolves the concern for Cy, approves; once Bo approves again she can accept.
+    ana.ok(&[
+        "proposal",
+        "resolve",
+        &p,
+        &concern[..8],
+        "-m",
+        "drill monthly",
+    ]);
+    ana.ok(&["proposal", "approve", &p]);
+    exchange(&world, &ana, &bo);
+    bo.ok(&["proposal", "approve", &p]);
+    exchange(&world, &ana, &bo);
+    assert_eq!(needs(&ana), [need("Backups", "accept")]);
+    ana.ok(&["proposal", "accept", &p]);
+    exchange(&world, &ana, &cy);
+    let inbox = cy.json(&["inbox"]);
+    let happened = &inbox["workspaces"][0]["happened"];
+    let backups = happened
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["title"] == "Backups")
+        .unwrap();
+    let words: Vec<&str> = field(&backups["events"], "text");
+    assert!(
+        words.contains(&"your concern was resolved by Ana: drill monthly"),
+        "{words:?}"
+    );
+    assert!(words.contains(&"accepted by Ana"), "{words:?}");
+    let accepted = backups["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "transition")
+        .unwrap();
+    assert_eq!(accepted["by"]["name"], "Ana");
+    assert_eq!(accepted["state"], "accepted");
+}
+
+#[test]
+fn reading_and_several_workspaces() {
+    let world = World::new();
+    let [ana, bo, _] = team(&world);
+    let a = ana.create(&["thread", "new", "One", "-m", "1"]);
+    let b = ana.create(&["thread", "new", "Two", "-m", "2"]);
+    let p = ana.create(&["proposal", "new", "Three"]);
+    exchange(&world, &ana, &bo);
+    let summary = bo.ok(&["inbox"]);
+    assert!(
+        summary.starts_with("0 waiting for you · 0 waiting on others · 3 changed"),
+        "{summary}"
+    );
+    bo.ok(&["show", &a, "--no-mark"]);
+    assert_eq!(bo.json(&["inbox"])["summary"]["happened"], 3);
+    bo.ok(&["read", &a, &b]);
+    assert_eq!(bo.json(&["inbox"])["summary"]["happened"], 1);
+    assert_eq!(
+        bo.json(&["inbox", "--kind", "thread"])["summary"]["happened"],
+        0
+    );
+    assert!(bo.err(&["inbox", "--kind", "thred"]).contains("not a kind"));
+    bo.ok(&["read", "--all", "--kind", "proposal"]);
+    assert!(bo.ok(&["inbox"]).starts_with("Nothing needs you"));
+    let _ = p;
+
+    // A new member starts with the past read, except what asks them.
+    let asked = ana.create(&["thread", "new", "For Dee", "-m", "?", "--ask", "Ana"]);
+    let dee = world.person("Dee", "Europe/Berlin");
+    let code = ana.ok(&["invite"]);
+    dee.ok(&["join", code.trim()]);
+    exchange(&world, &ana, &dee);
+    exchange(&world, &ana, &dee);
+    let inbox = dee.json(&["inbox"]);
+    assert_eq!(inbox["summary"]["happened"], 0, "{inbox}");
+    let _ = asked;
+    let later = ana.create(&[
+        "thread",
+        "new",
+        "After Dee joined",
+        "-m",
+        "hi",
+        "--ask",
+        "Dee",
+    ]);
+    exchange(&world, &ana, &dee);
+    assert_eq!(needs(&dee), [need("After Dee joined", "ask")]);
+    assert_eq!(dee.json(&["inbox"])["summary"]["happened"], 1);
+    let _ = later;
+
+    // Two workspaces: the inbox spans both, a document's id finds its own workspace.
+    bo.ok(&["workspace", "create", "side"]);
+    let s = bo.create(&["-w", "side", "thread", "new", "Side topic", "-m", "x"]);
+    let inbox = bo.json(&["inbox"]);
+    assert_eq!(field(&inbox["workspaces"], "name"), ["acme", "side"]);
+    bo.ok(&["show", &s[..8]]);
+    bo.ok(&["reply", &s[..8], "-m", "found without -w"]);
+    assert!(bo.err(&["thread", "list"]).contains("workspace use"));
+    bo.ok(&["workspace", "use", "side"]);
+    assert_eq!(
+        field(&bo.json(&["thread", "list"]), "title"),
+        ["Side topic"]
+    );
+    assert!(bo.ok(&["workspace", "list"]).contains("(current)"));
+    let narrowed = bo.json(&["-w", "acme", "inbox"]);
+    assert_eq!(field(&narrowed["workspaces"], "name"), ["acme"]);
+}

@@ -25,6 +25,7 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         verified: true,
         invited_by: None,
         removed: false,
+        joined: None,
     }
 }
 
@@ -47,7 +48,9 @@ fn thread_asking(member: &str, by: &str, urgency: &str, at: i64) -> (Id, DocSumm
             at,
             by: by.into(),
             responded: None,
+            declined: None,
         }],
+        ..DocSummary::empty(meridian::doc::Kind::Thread)
     };
     (Id([7; 16]), summary)
 }
@@ -108,7 +111,10 @@ fn a_tokyo_asker_and_a_new_york_responder_over_the_dst_weekend() {
         "fyi",
         ms("2026-10-30T10:00:00Z"),
     )];
-    assert_eq!(inbox::requests("nyc", &docs, &state, 0)[0].deadline, None);
+    assert!(
+        inbox::requests("nyc", &docs, &state, 0).is_empty(),
+        "fyi waits for nobody"
+    );
 }
 
 #[test]
@@ -156,11 +162,15 @@ fn inbox_deadlines_through_the_cli_use_the_responders_calendar_and_the_readers_z
     ]);
     sync_pair(&world, ana, bo);
     let inbox = bo.json(&["inbox"]);
-    let request = &inbox["requests"][0];
+    let request = &waiting(&inbox)[0];
     assert_eq!(request["id"], t.as_str());
-    assert_eq!(request["asked_by"], "Ana");
+    assert_eq!(request["need"]["asked_by"]["name"], "Ana");
     assert_eq!(request["urgency"], "high");
-    let asked: Timestamp = request["asked_at"].as_str().unwrap().parse().unwrap();
+    let asked: Timestamp = request["need"]["asked_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let deadline: Timestamp = request["deadline"].as_str().unwrap().parse().unwrap();
     let nyc = Calendar {
         tz: time_zone("America/New_York").unwrap(),
@@ -182,20 +192,12 @@ fn inbox_deadlines_through_the_cli_use_the_responders_calendar_and_the_readers_z
     assert_eq!(offset(ana_deadline), "+09:00");
     assert_eq!(ana_deadline.parse::<Timestamp>().unwrap(), deadline);
     assert!(
-        ana.json(&["inbox"])["requests"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
+        waiting(&ana.json(&["inbox"])).is_empty(),
         "Ana was not asked"
     );
     // Once Bo replies, the request leaves his inbox on both nodes.
     bo.ok(&["reply", &t, "-m", "9090"]);
-    assert!(
-        bo.json(&["inbox"])["requests"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(waiting(&bo.json(&["inbox"])).is_empty());
     sync_pair(&world, bo, ana);
     assert!(ana.json(&["show", &t])["asks"][0]["responded"].is_string());
 }
@@ -254,24 +256,21 @@ fn a_missed_deadline_escalates_along_the_ladder_in_every_inbox() {
     for home in [bo, cy] {
         sync_pair(&world, ana, home);
     }
-    let now = bo.json(&["inbox"]);
-    assert_eq!(now["requests"][0]["id"], t.as_str());
-    assert_eq!(now["requests"][0]["overdue"], false);
+    let now = waiting(&bo.json(&["inbox"]));
+    assert_eq!(now[0]["id"], t.as_str());
+    assert_eq!(now[0]["overdue"], false);
     assert!(
-        cy.json(&["inbox"])["requests"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
+        waiting(&cy.json(&["inbox"])).is_empty(),
         "not escalated yet"
     );
     // A week later Bo has not answered: overdue for him, escalated to Cy with a fresh
     // deadline in Cy's working hours.
-    let later = bo.json(&["inbox", "--at", "7d"]);
-    assert_eq!(later["requests"][0]["overdue"], true);
-    let cy_later = cy.json(&["inbox", "--at", "7d"]);
-    let request = &cy_later["requests"][0];
+    let later = waiting(&bo.json(&["inbox", "--at", "7d"]));
+    assert_eq!(later[0]["overdue"], true);
+    let cy_later = waiting(&cy.json(&["inbox", "--at", "7d"]));
+    let request = &cy_later[0];
     assert_eq!(request["id"], t.as_str());
-    assert_eq!(request["escalated_from"], "Bo");
+    assert_eq!(request["need"]["escalated_from"]["name"], "Bo");
     let deadline = request["deadline"].as_str().unwrap();
     assert!(
         deadline.ends_with("+01:00") || deadline.ends_with("+02:00"),
@@ -279,15 +278,20 @@ fn a_missed_deadline_escalates_along_the_ladder_in_every_inbox() {
     );
     assert!(
         cy.ok(&["inbox", "--at", "7d"])
-            .contains("ESCALATED from Bo")
+            .contains("ESCALATED to you: Bo did not answer")
     );
     // Bo's reply settles it for everyone.
     bo.ok(&["reply", &t, "-m", "on it"]);
     sync_pair(&world, bo, cy);
-    assert!(
-        cy.json(&["inbox", "--at", "7d"])["requests"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(waiting(&cy.json(&["inbox", "--at", "7d"])).is_empty());
+}
+
+/// What waits for the person, from `inbox --json`, across workspaces.
+fn waiting(inbox: &serde_json::Value) -> Vec<serde_json::Value> {
+    inbox["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["waiting_for_you"].as_array().unwrap().clone())
+        .collect()
 }
