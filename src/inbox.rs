@@ -812,6 +812,7 @@ mod tests {
             invited_by: None,
             removed: false,
             joined: None,
+            admin: false,
         }
     }
 

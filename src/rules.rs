@@ -336,11 +336,25 @@ impl OpContext<'_> {
             (["members", _], Some("removed")) => {
                 deny("only the workspace's creator removes members")
             }
+            // The creator names (and unnames) the admins who may change the norms.
+            (["members", member], Some("admin"))
+                if *member != self.writer
+                    && root_str(self.doc, "creator").as_deref() == Some(self.writer)
+                    && (matches!(&op.action, OpType::Put(v) if v.as_i64().is_some())
+                        || matches!(op.action, OpType::Delete)) =>
+            {
+                Ok(())
+            }
+            (["members", _], Some("admin")) => deny("only the workspace's creator names admins"),
             (["members", member, ..], _) => {
                 if *member != self.writer {
                     return deny("each member writes only their own entry");
                 }
                 Ok(())
+            }
+            // The norms: the creator's and the admins' to change.
+            (["norms", ..], _) if !self.may_set_norms() => {
+                deny("only the workspace's creator and its admins change the norms and the ladder")
             }
             (["norms"], Some("levels"))
                 if matches!(op.action, OpType::Make(ObjType::Map)) && fresh =>
@@ -434,6 +448,16 @@ impl OpContext<'_> {
             "`{key}` is not a field of a {}",
             self.kind.as_str()
         ))
+    }
+
+    /// Whether the writer may change the norms: the creator, or a member the creator named
+    /// admin, as the change's own history shows it (so every replica judges alike).
+    fn may_set_norms(&self) -> bool {
+        root_str(self.doc, "creator").as_deref() == Some(self.writer)
+            || crate::workspace::is_admin(
+                crate::doc::View::at(self.doc, self.change.deps()),
+                self.writer,
+            )
     }
 
     fn by_author(&self, what: &str) -> Verdict {

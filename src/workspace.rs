@@ -72,6 +72,9 @@ pub struct Member {
     /// When they joined, ms (by their own clock).
     #[serde(default)]
     pub joined: Option<i64>,
+    /// The creator named them admin: they may change the norms and the ladder.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Member {
@@ -108,6 +111,15 @@ impl WorkspaceState {
         }
         norms.ladder = self.ladder.clone();
         norms
+    }
+
+    /// Whether `member` may change the norms and the ladder: the creator, or an admin.
+    pub fn may_set_norms(&self, member: &str, creator: &[u8]) -> bool {
+        hex::encode(creator) == member
+            || self
+                .members
+                .iter()
+                .any(|m| m.id == member && m.admin && !m.removed)
     }
 
     /// The verified members who were not removed.
@@ -272,6 +284,27 @@ pub fn put_invite(tx: &mut impl Transactable, member: &ObjId, proof: &JoinProof)
     Ok(())
 }
 
+/// Whether `member` is an admin as `view` shows the workspace: the creator named them and
+/// has not removed them (the creator is not listed: it may do everything admins may).
+pub fn is_admin(view: View<'_>, member: &str) -> bool {
+    let Some(entry) = view
+        .map(&ROOT, "members")
+        .and_then(|members| view.map(&members, member))
+    else {
+        return false;
+    };
+    view.int(&entry, "admin").is_some() && view.int(&entry, "removed").is_none()
+}
+
+/// Names a member admin (`Some(at)`), or no longer (`None`): the creator's decision.
+pub fn put_admin(tx: &mut impl Transactable, member: &ObjId, at: Option<i64>) -> Result<()> {
+    match at {
+        Some(at) => tx.put(member, "admin", at)?,
+        None => tx.delete(member, "admin")?,
+    }
+    Ok(())
+}
+
 /// Marks a member removed (the creator's decision; the rules refuse it from anyone else).
 pub fn put_removed(tx: &mut impl Transactable, member: &ObjId, at: i64) -> Result<()> {
     tx.put(member, "removed", at)?;
@@ -369,6 +402,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 invited_by: None,
                 removed: id != creator && view.int(&entry, "removed").is_some(),
                 joined: view.int(&entry, "joined"),
+                admin: view.int(&entry, "admin").is_some(),
                 id,
             });
         }

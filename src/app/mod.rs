@@ -13,6 +13,8 @@ pub mod decision;
 pub mod draft;
 pub mod inbox;
 pub mod invite;
+pub mod request;
+pub mod team;
 
 use anyhow::Result;
 use jiff::tz::TimeZone;

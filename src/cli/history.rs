@@ -18,6 +18,11 @@ use crate::{proposal, thread, update};
 
 pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
     let (id, _) = ctx.node.resolve(ctx.workspace, prefix)?;
+    print_log(ctx, id, limit)
+}
+
+/// Prints a document's history (the workspace document's too: `workspace log`).
+pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
     let entries = match limit {
         Some(n) => ctx.node.history_tail(id, n)?,
         None => {

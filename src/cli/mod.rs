@@ -145,6 +145,34 @@ pub enum Command {
         #[arg(long)]
         remove: bool,
     },
+    /// Ask members to respond to a proposal or thread (or cancel a request with --cancel).
+    Ask {
+        /// Document id (prefix).
+        id: String,
+        /// The members to ask.
+        #[arg(value_name = "NAME", required_unless_present = "cancel")]
+        names: Vec<String>,
+        /// Urgency of the request (the workspace's levels: `meridian workspace norms`).
+        #[arg(long, value_name = "LEVEL")]
+        urgency: Option<String>,
+        /// Cancel the request to this member (you asked them, or the document is yours).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["names", "urgency"])]
+        cancel: Option<String>,
+    },
+    /// Decline a request to respond: it goes back to whoever asked, or on along the
+    /// escalation ladder.
+    Decline {
+        /// Document id (prefix).
+        id: String,
+        /// Why (the asker reads it).
+        #[arg(short = 'm', long = "message", value_name = "WHY")]
+        why: Option<String>,
+    },
+    /// Acknowledge a request: seen, no reply needed (it counts as your response).
+    Ack {
+        /// Document id (prefix).
+        id: String,
+    },
     /// Status updates.
     #[command(subcommand)]
     Update(UpdateCommand),
@@ -284,23 +312,49 @@ pub enum WorkspaceCommand {
         #[arg(required = true)]
         sections: Vec<String>,
     },
-    /// Set an urgency level's response time (working time of the responder: 30m, 4h, 2d, none).
+    /// Set an urgency level's response time (working time of the responder: 30m, 4h, 2d,
+    /// none). The creator and admins only.
     Norm {
         /// Level name.
         level: String,
         /// Response time.
         within: String,
+        /// Add a level the workspace does not have yet.
+        #[arg(long)]
+        new: bool,
     },
-    /// Set the escalation ladder: the members a missed deadline escalates to, in order.
+    /// Set the escalation ladder: the members a missed deadline escalates to, in order. The
+    /// creator and admins only.
     Ladder {
         /// Member names.
         members: Vec<String>,
     },
-    /// Show the norms: urgency levels, ladder and templates.
+    /// Show the norms: urgency levels (most urgent first), ladder, admins and templates.
     Norms,
+    /// Every change to the workspace: members, norms, ladder, admins, templates; who and when.
+    Log {
+        /// Show only the newest N.
+        #[arg(short = 'n', value_name = "N")]
+        limit: Option<usize>,
+    },
     /// The relays the workspace syncs through.
     #[command(subcommand)]
     Relay(RelayCommand),
+}
+
+impl WorkspaceCommand {
+    /// Whether the command works on one workspace's settings (the others create, list or
+    /// choose workspaces, or name theirs themselves).
+    fn needs_workspace(&self) -> bool {
+        matches!(
+            self,
+            WorkspaceCommand::Template { .. }
+                | WorkspaceCommand::Norm { .. }
+                | WorkspaceCommand::Ladder { .. }
+                | WorkspaceCommand::Norms
+                | WorkspaceCommand::Log { .. }
+        )
+    }
 }
 
 /// `meridian workspace relay …`
@@ -330,6 +384,14 @@ pub enum MemberCommand {
     Remove {
         /// The member's name or id prefix.
         name: String,
+    },
+    /// Name a member admin (workspace creator only): admins change the norms and the ladder.
+    Admin {
+        /// The member's name or id prefix.
+        name: String,
+        /// No longer an admin.
+        #[arg(long)]
+        remove: bool,
     },
 }
 
@@ -575,7 +637,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let (result, out) = match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Whoami => (workspace::whoami(&node, &out), out),
-        Command::Workspace(command) => (workspace::workspace(&node, selector, command, &out), out),
+        Command::Workspace(command) if !command.needs_workspace() => {
+            (workspace::workspace(&node, selector, command, &out), out)
+        }
         Command::Join { code } => (workspace::join(&node, &code, &out), out),
         Command::Daemon => (sync::daemon(&node), out),
         Command::Inbox { at, limit, kind } => (
@@ -632,6 +696,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::Invite { relays, expires } => workspace::invite(ctx, relays, &expires),
         Command::Member(MemberCommand::List) => workspace::members(ctx),
+        Command::Workspace(command) => workspace::settings(ctx, command),
         Command::Proposal(command) => write::proposal(ctx, command),
         Command::Thread(command) => write::thread(ctx, command),
         Command::Reply {
@@ -646,6 +711,14 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             remove,
         } => write::react(ctx, &target, &emoji, remove),
         Command::Update(command) => write::update(ctx, command),
+        Command::Ask {
+            id,
+            names,
+            urgency,
+            cancel,
+        } => write::ask(ctx, &id, &names, urgency, cancel),
+        Command::Decline { id, why } => write::answer(ctx, &id, false, why),
+        Command::Ack { id } => write::answer(ctx, &id, true, None),
         Command::Show { id, at, no_mark } => read::show(ctx, &id, at.as_deref(), !no_mark),
         Command::Read { ids, .. } => read::mark_read(ctx, &ids),
         Command::Log { id, limit } => history::log(ctx, &id, limit),
@@ -661,9 +734,11 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Merge { file } => history::merge(ctx, &file),
         Command::Sync { relays } => sync::sync(ctx, relays),
         Command::Member(MemberCommand::Remove { name }) => workspace::remove_member(ctx, &name),
+        Command::Member(MemberCommand::Admin { name, remove }) => {
+            workspace::admin(ctx, &name, remove)
+        }
         Command::Init { .. }
         | Command::Whoami
-        | Command::Workspace(_)
         | Command::Join { .. }
         | Command::Inbox { .. }
         | Command::Daemon => {
@@ -684,6 +759,7 @@ fn document_of(command: &Command) -> Option<&str> {
         Command::Export { id, .. } => id.as_ref(),
         Command::Read { ids, .. } => ids.first(),
         Command::Reply { target, .. } | Command::React { target, .. } => Some(target),
+        Command::Ask { id, .. } | Command::Decline { id, .. } | Command::Ack { id } => Some(id),
         Command::Proposal(command) => match command {
             ProposalCommand::New { .. } | ProposalCommand::List { .. } => None,
             ProposalCommand::Edit { id, .. }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Ctx, Out, RelayCommand, WorkspaceCommand};
 use crate::identity::Profile;
 use crate::node::{Node, commit, now_ms};
-use crate::norms::{ResponseTime, parse_moment, time_zone};
+use crate::norms::{parse_moment, time_zone};
 use crate::workspace::{self, Invite};
 
 pub fn init(
@@ -132,83 +132,89 @@ pub fn workspace(
             }
             Ok(())
         }
+        WorkspaceCommand::Template { .. }
+        | WorkspaceCommand::Norm { .. }
+        | WorkspaceCommand::Ladder { .. }
+        | WorkspaceCommand::Norms
+        | WorkspaceCommand::Log { .. } => unreachable!("dispatched with a workspace chosen"),
+    }
+}
+
+/// The `workspace` commands that work on one workspace's settings.
+pub fn settings(ctx: &Ctx, command: WorkspaceCommand) -> Result<()> {
+    let out = &ctx.out;
+    match command {
         WorkspaceCommand::Template { name, sections } => {
-            if workspace::builtin_template(&name).is_some() {
-                bail!("`{name}` is a built-in template: choose another name");
-            }
-            let (id, _) = node.workspace(selector)?;
-            node.edit(id, id, |doc| {
-                let mut tx = doc.transaction();
-                workspace::put_template(&mut tx, &name, &sections)?;
-                commit(tx, &format!("template {name}: {}", sections.join(", ")));
-                Ok(())
-            })?;
-            out.done(json!({"template": name, "sections": sections}))?;
-            Ok(())
+            crate::app::team::set_template(ctx, &name, &sections)?;
+            out.done(json!({"template": name, "sections": sections}))
         }
-        WorkspaceCommand::Norm { level, within } => {
-            let within = ResponseTime::parse(&within)?;
-            let (id, _) = node.workspace(selector)?;
-            node.edit(id, id, |doc| {
-                let mut tx = doc.transaction();
-                workspace::put_level(&mut tx, &level, within)?;
-                commit(tx, &format!("urgency {level}: respond within {within}"));
-                Ok(())
-            })?;
-            out.done(json!({"level": level, "within": within.to_string()}))?;
-            Ok(())
+        WorkspaceCommand::Norm { level, within, new } => {
+            let within = crate::app::team::set_level(ctx, &level, &within, new)?;
+            out.done(json!({"level": level, "within": within.to_string()}))
         }
         WorkspaceCommand::Ladder { members } => {
-            let (id, record) = node.workspace(selector)?;
-            let ids = record.state.find_active(&members, "on the ladder")?;
-            node.edit(id, id, |doc| {
-                let mut tx = doc.transaction();
-                workspace::put_ladder(&mut tx, &ids)?;
-                commit(tx, &format!("escalation ladder: {}", members.join(" → ")));
-                Ok(())
-            })?;
-            out.done(json!({"ladder": ids}))?;
-            Ok(())
-        }
-        WorkspaceCommand::Norms => {
-            let (_, record) = node.workspace(selector)?;
-            let norms = record.state.norms();
-            let ladder: Vec<String> = norms
-                .ladder
+            let ids = crate::app::team::set_ladder(ctx, &members)?;
+            let people: Vec<_> = ids
                 .iter()
-                .map(|m| record.state.name_of(m))
+                .map(|id| json!({"id": id, "name": ctx.name(id)}))
                 .collect();
-            if out.json {
-                let levels: serde_json::Map<String, serde_json::Value> = norms
-                    .levels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v.to_string())))
-                    .collect();
-                out.print_json(&json!({"levels": levels, "ladder": ladder, "templates": record.state.templates}))?;
-            } else {
-                say!(
-                    out,
-                    "urgency levels (response time in the responder's working time):"
-                );
-                for (name, within) in &norms.levels {
-                    say!(out, "  {name:<8} {within}");
-                }
-                say!(
-                    out,
-                    "escalation ladder: {}",
-                    if ladder.is_empty() {
-                        "(none)".into()
-                    } else {
-                        ladder.join(" → ")
-                    }
-                );
-                for (name, sections) in &record.state.templates {
-                    say!(out, "template {name}: {}", sections.join(", "));
-                }
-            }
-            Ok(())
+            out.done(json!({"ladder": people}))
         }
+        WorkspaceCommand::Norms => norms(ctx, out),
+        WorkspaceCommand::Log { limit } => super::history::print_log(ctx, ctx.workspace, limit),
+        _ => unreachable!("dispatched without a workspace"),
     }
+}
+
+/// `meridian workspace norms`.
+fn norms(cx: &crate::app::Context, out: &Out) -> Result<()> {
+    let view = crate::app::team::norms(cx);
+    let person = |id: &String| json!({"id": id, "name": cx.name(id)});
+    if out.json {
+        return out.print_json(&json!({
+            "levels": view.levels.iter().map(|(n, t)| json!({"name": n, "within": t})).collect::<Vec<_>>(),
+            "ladder": view.ladder.iter().map(person).collect::<Vec<_>>(),
+            "admins": view.admins.iter().map(person).collect::<Vec<_>>(),
+            "templates": view.templates.iter().map(|(n, s)| json!({"name": n, "sections": s})).collect::<Vec<_>>(),
+        }));
+    }
+    say!(
+        out,
+        "Urgency levels, most urgent first (response time in the responder's working time):"
+    );
+    for (name, within) in &view.levels {
+        let within = if within == "none" {
+            "no response expected".to_string()
+        } else {
+            within.clone()
+        };
+        say!(out, "  {name:<8} {within}");
+    }
+    let names = |ids: &[String]| -> String {
+        ids.iter()
+            .map(|id| cx.name(id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    say!(
+        out,
+        "Escalation ladder: {}",
+        if view.ladder.is_empty() {
+            "none (a missed deadline stays with the person asked)".to_string()
+        } else {
+            view.ladder
+                .iter()
+                .map(|id| cx.name(id))
+                .collect::<Vec<_>>()
+                .join(" → ")
+        }
+    );
+    say!(out, "Who changes these: {}", names(&view.admins));
+    say!(out, "Templates:");
+    for (name, sections) in &view.templates {
+        say!(out, "  {name:<10} {}", sections.join(", "));
+    }
+    Ok(())
 }
 
 pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
@@ -362,6 +368,13 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `meridian member admin NAME [--remove]`
+pub fn admin(ctx: &Ctx, name: &str, remove: bool) -> Result<()> {
+    let id = crate::app::team::set_admin(ctx, name, !remove)?;
+    ctx.out
+        .done(json!({"member": {"id": id, "name": ctx.name(&id)}, "admin": !remove}))
+}
+
 pub fn members(ctx: &Ctx) -> Result<()> {
     let now = crate::node::now();
     let mut rows = Vec::new();
@@ -378,7 +391,7 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             .map(|(m, local, working)| {
                 json!({
                     "id": m.id, "name": m.name, "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
-                    "verified": m.verified, "removed": m.removed, "invited_by": m.invited_by,
+                    "verified": m.verified, "removed": m.removed, "admin": m.admin, "invited_by": m.invited_by,
                     "local_time": local.timestamp().display_with_offset(local.offset()).to_string(),
                     "working_now": working,
                 })

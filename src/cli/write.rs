@@ -326,3 +326,34 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
         UpdateCommand::List => super::read::list(ctx, Kind::Update, None),
     }
 }
+
+/// `meridian ask ID NAME... [--urgency L]` and `meridian ask ID --cancel NAME`.
+pub fn ask(
+    ctx: &Ctx,
+    prefix: &str,
+    names: &[String],
+    urgency: Option<String>,
+    cancel: Option<String>,
+) -> Result<()> {
+    use crate::app::request;
+    let id = request::requestable(ctx, prefix)?;
+    if let Some(name) = cancel {
+        let written = request::cancel(ctx, id, &name)?;
+        return entry_done(ctx, &written);
+    }
+    let written = request::ask(ctx, id, names, urgency)?;
+    if ctx.out.json {
+        return ctx.out.print_json(&json!({
+            "id": id.hex(),
+            "entry_ids": written.iter().map(|w| &w.entry.id).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(())
+}
+
+/// `meridian decline ID [-m WHY]` and `meridian ack ID`.
+pub fn answer(ctx: &Ctx, prefix: &str, ack: bool, why: Option<String>) -> Result<()> {
+    let id = crate::app::request::requestable(ctx, prefix)?;
+    let written = crate::app::request::answer(ctx, id, ack, why)?;
+    entry_done(ctx, &written)
+}

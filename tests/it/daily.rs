@@ -983,3 +983,117 @@ fn reading_and_several_workspaces() {
     let narrowed = bo.json(&["-w", "acme", "inbox"]);
     assert_eq!(field(&narrowed["workspaces"], "name"), ["acme"]);
 }
+
+#[test]
+fn asking_after_writing_cancelling_declining_and_acknowledging() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let t = ana.create(&["thread", "new", "Deploy window", "-m", "Friday?"]);
+    ana.ok(&["ask", &t, "Bo", "Cy", "--urgency", "high"]);
+    assert!(ana.err(&["ask", &t, "Bo"]).contains("already asked"));
+    assert!(ana.err(&["ask", &t, "Ana"]).contains("cannot ask yourself"));
+    assert!(
+        ana.err(&["ask", &t, "Bo", "--urgency", "soonish"])
+            .contains("not an urgency level")
+    );
+    for home in [&bo, &cy] {
+        exchange(&world, &ana, home);
+    }
+    assert_eq!(needs(&bo), [need("Deploy window", "ask")]);
+    // Ana changes her mind about Cy.
+    ana.ok(&["ask", &t, "--cancel", "Cy"]);
+    exchange(&world, &ana, &cy);
+    assert!(needs(&cy).is_empty());
+    // Bo declines: with no ladder, the request comes back to Ana.
+    bo.ok(&["decline", &t, "-m", "on leave, ask Cy"]);
+    assert!(bo.err(&["decline", &t]).contains("nobody is waiting"));
+    exchange(&world, &ana, &bo);
+    assert!(needs(&bo).is_empty());
+    assert_eq!(needs(&ana), [need("Deploy window", "declined")]);
+    let text = ana.ok(&["inbox"]);
+    assert!(
+        text.contains("Bo declined your request (on leave, ask Cy)"),
+        "{text}"
+    );
+    // Asked again, Cy acknowledges: that is an answer.
+    ana.ok(&["ask", &t, "Cy"]);
+    exchange(&world, &ana, &cy);
+    assert_eq!(needs(&cy), [need("Deploy window", "ask")]);
+    cy.ok(&["ack", &t]);
+    assert!(needs(&cy).is_empty());
+    exchange(&world, &ana, &cy);
+    assert!(
+        !ana.ok(&["inbox"]).contains("Cy's response"),
+        "Ana no longer waits on Cy"
+    );
+    // With a ladder, a decline escalates at once.
+    ana.ok(&["workspace", "ladder", "Cy"]);
+    let u = ana.create(&["thread", "new", "Pager", "-m", "Who?", "--ask", "Bo"]);
+    for home in [&bo, &cy] {
+        exchange(&world, &ana, home);
+    }
+    bo.ok(&["decline", &u]);
+    exchange(&world, &bo, &cy);
+    let escalated = cy.json(&["inbox"]);
+    let item = &escalated["workspaces"][0]["waiting_for_you"][0];
+    assert_eq!(item["need"]["escalated_from"]["name"], "Bo", "{escalated}");
+}
+
+#[test]
+fn only_the_creator_and_admins_change_the_norms_on_every_node() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let refused = bo.err(&["workspace", "norm", "high", "1h"]);
+    assert!(
+        refused.contains("only the workspace's creator (Ana)"),
+        "{refused}"
+    );
+    assert!(
+        bo.err(&["member", "admin", "Cy"])
+            .contains("only the workspace's creator")
+    );
+    // A change made by hand, past the command's check, is refused by the others' rules.
+    {
+        let node = meridian::node::Node::open(bo.path()).unwrap();
+        let (workspace, _) = node.workspace(None).unwrap();
+        let forged = node.edit(workspace, workspace, |doc| {
+            let mut tx = doc.transaction();
+            meridian::workspace::put_level(
+                &mut tx,
+                "high",
+                meridian::norms::ResponseTime::WorkingMinutes(5),
+            )?;
+            tx.commit();
+            Ok(())
+        });
+        let error = format!("{:#}", forged.unwrap_err());
+        assert!(error.contains("change the norms"), "{error}");
+    }
+    let unknown = ana.err(&["workspace", "norm", "blocker", "15m"]);
+    assert!(unknown.contains("add it with --new"), "{unknown}");
+    ana.ok(&["workspace", "norm", "blocker", "15m", "--new"]);
+    ana.ok(&["member", "admin", "Bo"]);
+    exchange(&world, &ana, &bo);
+    bo.ok(&["workspace", "norm", "high", "1h"]);
+    bo.ok(&["workspace", "ladder", "Cy", "Ana"]);
+    exchange(&world, &bo, &cy);
+    let norms = cy.json(&["workspace", "norms"]);
+    assert_eq!(
+        field(&norms["levels"], "name")[..3],
+        ["blocker", "high", "urgent"]
+    );
+    assert_eq!(norms["ladder"][0]["name"], "Cy");
+    assert_eq!(field(&norms["admins"], "name"), ["Ana", "Bo"]);
+    let log = cy.ok(&["workspace", "log"]);
+    assert!(
+        log.contains("admin: Bo")
+            && log.contains("urgency high: respond within 1h")
+            && log.contains("escalation ladder: Cy → Ana"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Bo") && l.contains("urgency high")),
+        "{log}"
+    );
+}

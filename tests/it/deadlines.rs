@@ -26,6 +26,7 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         invited_by: None,
         removed: false,
         joined: None,
+        admin: false,
     }
 }
 
@@ -208,17 +209,32 @@ fn norms_and_the_escalation_ladder_are_workspace_settings() {
     let homes = world.team(&[("Ana", "Asia/Tokyo"), ("Bo", "America/Lima")]);
     let ana = &homes[0];
     ana.ok(&["workspace", "norm", "high", "2h"]);
-    ana.ok(&["workspace", "norm", "blocker", "30m"]);
+    ana.ok(&["workspace", "norm", "blocker", "30m", "--new"]);
     ana.ok(&["workspace", "ladder", "Bo", "Ana"]);
     assert!(
         ana.err(&["workspace", "norm", "high", "soon"])
             .contains("not a response time")
     );
     let norms = ana.json(&["workspace", "norms"]);
-    assert_eq!(norms["levels"]["high"], "2h");
-    assert_eq!(norms["levels"]["blocker"], "30m");
-    assert_eq!(norms["levels"]["normal"], "2d");
-    assert_eq!(norms["ladder"], serde_json::json!(["Bo", "Ana"]));
+    let within = |name: &str| {
+        norms["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()["within"]
+            .clone()
+    };
+    assert_eq!(within("high"), "2h");
+    assert_eq!(within("blocker"), "30m");
+    assert_eq!(within("normal"), "2d");
+    let ladder: Vec<&str> = norms["ladder"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ladder, ["Bo", "Ana"]);
     ana.ok(&[
         "thread",
         "new",

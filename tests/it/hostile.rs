@@ -462,6 +462,30 @@ fn a_member_cannot_rewrite_what_others_wrote() {
                 tx.commit();
             }),
         ),
+        // Norms are the creator's and the admins' to change; nobody names themself admin.
+        (
+            "norms-by-a-member",
+            forged_by_bo(&f, f.workspace, |am| {
+                let mut tx = am.transaction();
+                meridian::workspace::put_level(
+                    &mut tx,
+                    "urgent",
+                    meridian::norms::ResponseTime::WorkingDays(30),
+                )
+                .unwrap();
+                tx.commit();
+            }),
+        ),
+        (
+            "self-made-admin",
+            forged_by_bo(&f, f.workspace, |am| {
+                let members = View::now(am).map(&ROOT, "members").unwrap();
+                let bo = View::now(am).map(&members, &bo_id).unwrap();
+                let mut tx = am.transaction();
+                tx.put(&bo, "admin", 1).unwrap();
+                tx.commit();
+            }),
+        ),
     ];
     let mut cases = cases;
     // Shadowing: a record made at the concern's key on a copy from before the concern, so
@@ -506,6 +530,25 @@ fn a_member_cannot_rewrite_what_others_wrote() {
             tx.commit();
             let change = fresh.get_last_local_change().unwrap();
             am.apply_changes([change]).unwrap();
+        }),
+    ));
+    // A decided proposal's text is final for everyone who saw the decision.
+    let decided = {
+        let p = f
+            .ana
+            .create(&["proposal", "new", "Decided", "--decider", "Ana"]);
+        f.ana.ok(&["proposal", "open", &p, "--closes", "0m"]);
+        f.ana.ok(&["proposal", "approve", &p]);
+        f.ana.ok(&["proposal", "accept", &p]);
+        sync_pair(&f.world, &f.ana, &f.bo);
+        Id::parse(&p).unwrap()
+    };
+    cases.push((
+        "rewrite-after-acceptance",
+        forged_by_bo(&f, decided, |am| {
+            let mut tx = am.transaction();
+            tx.put(ROOT, "title", "Something else").unwrap();
+            tx.commit();
         }),
     ));
     for (name, bytes) in cases {

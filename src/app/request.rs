@@ -1,0 +1,131 @@
+//! Requests for a response after a document is written: asking someone, cancelling the
+//! request, and answering it without a reply: declining it (it goes back to the asker, or
+//! on along the escalation ladder) or acknowledging it (seen, no reply needed).
+
+use anyhow::{Result, bail};
+
+use super::Context;
+use super::decision::{Written, write_entry};
+use crate::discussion::{self, Entry};
+use crate::doc::{Kind, View};
+use crate::id::Id;
+use crate::node::now_ms;
+
+/// The document a request can be made on: a proposal or a thread.
+pub fn requestable(cx: &Context, prefix: &str) -> Result<Id> {
+    let (id, summary) = cx.document(prefix)?;
+    if !matches!(summary.kind, Kind::Proposal | Kind::Thread) {
+        bail!(
+            "{} is a status update: ask people on a proposal or a thread, or reply to the update",
+            id.short()
+        );
+    }
+    Ok(id)
+}
+
+/// The requests of a document that wait for an answer, by member.
+fn pending(view: View<'_>) -> Vec<discussion::Ask> {
+    let entries = discussion::entries(view);
+    let comments = discussion::comments(view);
+    let author = view.string(&automerge::ROOT, "author");
+    discussion::asks_from(view, &entries, &author)
+        .into_iter()
+        .filter(|a| {
+            discussion::responded_at(&comments, &entries, &a.member, a.at).is_none()
+                && discussion::declined_at(&entries, &a.member, a.at).is_none()
+        })
+        .collect()
+}
+
+/// Asks members to respond, with an urgency of the workspace's norms.
+pub fn ask(
+    cx: &Context,
+    id: Id,
+    names: &[String],
+    urgency: Option<String>,
+) -> Result<Vec<Written>> {
+    let members = cx.record.state.find_active(names, "asked")?;
+    if members.contains(&cx.me) {
+        bail!("you cannot ask yourself: name the people whose response you need");
+    }
+    let urgency = urgency.unwrap_or_else(|| crate::norms::DEFAULT_URGENCY.to_string());
+    cx.record.state.norms().level(&urgency)?;
+    let me = cx.me.clone();
+    cx.node.edit(cx.workspace, id, |doc| {
+        let view = View::now(doc);
+        if view.kind() == Some(Kind::Proposal) && crate::proposal::is_decided(view) {
+            bail!("{} is decided: there is nothing left to ask", id.short());
+        }
+        let pending = pending(view);
+        for member in &members {
+            if pending.iter().any(|a| &a.member == member) {
+                bail!(
+                    "{} is already asked on {} and has not answered: cancel it first with `meridian ask {} --cancel {}`",
+                    cx.name(member),
+                    id.short(),
+                    id.short(),
+                    cx.name(member)
+                );
+            }
+        }
+        let mut written = Vec::new();
+        for member in &members {
+            let mut entry = Entry::new("ask", &me, now_ms());
+            entry.target = member.clone();
+            entry.urgency = urgency.clone();
+            let heads = doc.get_heads();
+            write_entry(doc, &entry, &heads)?;
+            written.push(Written { id, entry });
+        }
+        Ok(written)
+    })
+}
+
+/// Cancels the request to `name`: the asker or the document's author may.
+pub fn cancel(cx: &Context, id: Id, name: &str) -> Result<Written> {
+    let member = cx.record.state.find(name)?.id.clone();
+    let me = cx.me.clone();
+    cx.node.edit(cx.workspace, id, |doc| {
+        let view = View::now(doc);
+        let Some(ask) = pending(view).into_iter().find(|a| a.member == member) else {
+            bail!(
+                "{} has no request on {} waiting for an answer",
+                cx.name(&member),
+                id.short()
+            );
+        };
+        let author = view.string(&automerge::ROOT, "author");
+        if ask.by != me && author != me {
+            bail!(
+                "{} asked {}: only they or the document's author cancel it",
+                cx.name(&ask.by),
+                cx.name(&member)
+            );
+        }
+        let mut entry = Entry::new("cancel-ask", &me, now_ms());
+        entry.target = member.clone();
+        let heads = doc.get_heads();
+        entry.heads = crate::doc::heads_hex(&heads);
+        write_entry(doc, &entry, &heads)?;
+        Ok(Written { id, entry })
+    })
+}
+
+/// Declines the request made to me (`ack = false`, with why), or acknowledges it.
+pub fn answer(cx: &Context, id: Id, ack: bool, why: Option<String>) -> Result<Written> {
+    let me = cx.me.clone();
+    cx.node.edit(cx.workspace, id, |doc| {
+        let view = View::now(doc);
+        if !pending(view).iter().any(|a| a.member == me) {
+            bail!(
+                "nobody is waiting for your answer on {}: `meridian inbox` lists what is",
+                id.short()
+            );
+        }
+        let mut entry = Entry::new(if ack { "ack" } else { "decline" }, &me, now_ms());
+        entry.message = why.unwrap_or_default().trim().to_string();
+        let heads = doc.get_heads();
+        write_entry(doc, &entry, &heads)?;
+        Ok(Written { id, entry })
+    })
+}

@@ -1,0 +1,182 @@
+//! The workspace's people and settings: its norms (urgency levels), escalation ladder and
+//! templates, who administers them, members' removal, and each person's own profile.
+//!
+//! Norms and the ladder are the creator's and the admins' to change: the document rules
+//! check it on every replica, and these functions refuse early with what to do.
+
+use anyhow::{Context as _, Result, bail};
+use automerge::ROOT;
+use serde::Serialize;
+
+use super::Context;
+use crate::doc::View;
+use crate::node::{commit, now_ms};
+use crate::norms::ResponseTime;
+use crate::workspace::{self, builtin_template};
+
+/// Refuses unless the person may change the norms.
+fn check_may_set_norms(cx: &Context) -> Result<()> {
+    if cx.record.state.may_set_norms(&cx.me, &cx.record.creator) {
+        return Ok(());
+    }
+    let creator = cx.name(&hex::encode(&cx.record.creator));
+    bail!(
+        "only the workspace's creator ({creator}) and the admins they name change the norms and the ladder: ask {creator} (`meridian member admin NAME`)"
+    )
+}
+
+/// Whether the person created this workspace.
+fn is_creator(cx: &Context) -> bool {
+    hex::encode(&cx.record.creator) == cx.me
+}
+
+/// Sets an urgency level's response time; a level the workspace lacks needs `new`.
+pub fn set_level(cx: &Context, level: &str, within: &str, new: bool) -> Result<ResponseTime> {
+    check_may_set_norms(cx)?;
+    let within = ResponseTime::parse(within)?;
+    let level = level.trim();
+    let known = cx.record.state.norms().levels.contains_key(level);
+    if !known && !new {
+        let levels: Vec<String> = cx.record.state.norms().levels.into_keys().collect();
+        bail!(
+            "`{level}` is not an urgency level of this workspace (it has {}): add it with --new",
+            levels.join(", ")
+        );
+    }
+    if known && new {
+        bail!("`{level}` is a level already: leave out --new to change it");
+    }
+    if level.is_empty() || level.contains(char::is_whitespace) {
+        bail!("`{level}` is not a level name: one word, like blocker");
+    }
+    cx.node.edit(cx.workspace, cx.workspace, |doc| {
+        let mut tx = doc.transaction();
+        workspace::put_level(&mut tx, level, within)?;
+        commit(tx, &format!("urgency {level}: respond within {within}"));
+        Ok(())
+    })?;
+    Ok(within)
+}
+
+/// Replaces the escalation ladder.
+pub fn set_ladder(cx: &Context, names: &[String]) -> Result<Vec<String>> {
+    check_may_set_norms(cx)?;
+    let ids = cx.record.state.find_active(names, "on the ladder")?;
+    let shown: Vec<String> = ids.iter().map(|id| cx.name(id)).collect();
+    cx.node.edit(cx.workspace, cx.workspace, |doc| {
+        let mut tx = doc.transaction();
+        workspace::put_ladder(&mut tx, &ids)?;
+        commit(tx, &format!("escalation ladder: {}", shown.join(" → ")));
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+/// Adds or replaces a custom proposal template.
+pub fn set_template(cx: &Context, name: &str, sections: &[String]) -> Result<()> {
+    if builtin_template(name).is_some() {
+        bail!("`{name}` is a built-in template: choose another name");
+    }
+    let sections = crate::proposal::merge_sections(
+        sections
+            .iter()
+            .map(|s| (s.clone(), String::new()))
+            .collect(),
+    )?;
+    let sections: Vec<String> = sections.into_iter().map(|(n, _)| n).collect();
+    cx.node.edit(cx.workspace, cx.workspace, |doc| {
+        let mut tx = doc.transaction();
+        workspace::put_template(&mut tx, name, &sections)?;
+        commit(tx, &format!("template {name}: {}", sections.join(", ")));
+        Ok(())
+    })
+}
+
+/// Names a member admin, or no longer (the creator only).
+pub fn set_admin(cx: &Context, name: &str, admin: bool) -> Result<String> {
+    if !is_creator(cx) {
+        bail!("only the workspace's creator names admins");
+    }
+    let member = cx.record.state.find(name)?.clone();
+    if member.id == cx.me {
+        bail!("you created this workspace: you may change its norms already");
+    }
+    if member.removed {
+        bail!("{} was removed from the workspace", member.name);
+    }
+    if member.admin == admin {
+        bail!(
+            "{} is {} an admin",
+            member.name,
+            if admin { "already" } else { "not" }
+        );
+    }
+    cx.node.edit(cx.workspace, cx.workspace, |doc| {
+        let view = View::now(doc);
+        let entry = view
+            .map(&ROOT, "members")
+            .and_then(|members| view.map(&members, &member.id))
+            .context("the member has no entry in the workspace document")?;
+        let mut tx = doc.transaction();
+        workspace::put_admin(&mut tx, &entry, admin.then(now_ms))?;
+        let verb = if admin { "admin" } else { "no longer admin" };
+        commit(tx, &format!("{verb}: {}", member.name));
+        Ok(())
+    })?;
+    Ok(member.id)
+}
+
+/// The norms as people read them: levels from most to least urgent, the ladder, the
+/// admins and every template with its sections.
+#[derive(Clone, Debug, Serialize)]
+pub struct NormsView {
+    /// Level name and response time, most urgent first (no response expected last).
+    pub levels: Vec<(String, String)>,
+    /// The ladder, member ids in order.
+    pub ladder: Vec<String>,
+    /// Who may change the norms: the creator, then the admins.
+    pub admins: Vec<String>,
+    /// Templates, built-in first, each with its sections.
+    pub templates: Vec<(String, Vec<String>)>,
+}
+
+/// The workspace's norms, for `workspace norms`.
+pub fn norms(cx: &Context) -> NormsView {
+    let norms = cx.record.state.norms();
+    let mut levels: Vec<(String, ResponseTime)> = norms.levels.into_iter().collect();
+    // Minutes of the responder's working time, taking a working day as eight hours.
+    let urgency = |t: &ResponseTime| match t {
+        ResponseTime::WorkingMinutes(m) => u64::from(*m),
+        ResponseTime::WorkingDays(d) => u64::from(*d) * 8 * 60,
+        ResponseTime::None => u64::MAX,
+    };
+    levels.sort_by_key(|(name, t)| (urgency(t), name.clone()));
+    let mut admins = vec![hex::encode(&cx.record.creator)];
+    admins.extend(
+        cx.record
+            .state
+            .active_members()
+            .filter(|m| m.admin)
+            .map(|m| m.id.clone()),
+    );
+    let mut templates: Vec<(String, Vec<String>)> = ["rfc", "adr", "decision"]
+        .iter()
+        .filter_map(|name| Some((name.to_string(), builtin_template(name)?)))
+        .collect();
+    templates.extend(
+        cx.record
+            .state
+            .templates
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone())),
+    );
+    NormsView {
+        levels: levels
+            .into_iter()
+            .map(|(n, t)| (n, t.to_string()))
+            .collect(),
+        ladder: norms.ladder,
+        admins,
+        templates,
+    }
+}
