@@ -143,6 +143,7 @@ impl World {
             tz: "UTC".into(),
             hours: "09:00-17:00".into(),
             days: "mon-fri".into(),
+            away: Vec::new(),
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Profile {
     pub hours: String,
     /// Working days, `mon-fri`.
     pub days: String,
+    /// Days away, each `FROM..TO` (dates in the person's zone).
+    #[serde(default)]
+    pub away: Vec<String>,
 }
 
 impl Profile {
@@ -39,10 +42,10 @@ impl Profile {
         if self.name.trim().is_empty() {
             bail!("the name is empty: give the name your team knows you by, like --name Ana");
         }
-        Ok(Calendar {
-            tz: time_zone(&self.tz)?,
-            hours: WorkingHours::parse(&self.hours, &self.days)?,
-        })
+        Ok(Calendar::new(
+            time_zone(&self.tz)?,
+            WorkingHours::parse(&self.hours, &self.days)?,
+        ))
     }
 }
 

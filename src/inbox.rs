@@ -43,8 +43,19 @@ pub fn escalation(ask: &AskSummary, state: &WorkspaceState, now: i64) -> Vec<Run
         let from = Timestamp::from_millisecond(from).ok()?;
         calendar.deadline(from, within).map(|t| t.as_millisecond())
     };
+    // Someone away when asked passes the request on at once, when there is anyone to pass
+    // it to; otherwise their deadline counts from their return.
+    let away = state
+        .member(&ask.member)
+        .and_then(|m| {
+            m.calendar()
+                .away_at(Timestamp::from_millisecond(ask.at).ok()?)
+        })
+        .is_some();
+    let ladder = norms.ladder.iter().any(|m| *m != ask.member);
     let first = match &ask.declined {
         Some((at, _)) => Some(*at),
+        None if away && ladder => Some(ask.at),
         None => deadline_for(&ask.member, ask.at),
     };
     let Some(first) = first else {
@@ -813,6 +824,8 @@ mod tests {
             removed: false,
             joined: None,
             admin: false,
+            away: Vec::new(),
+            shown: String::new(),
         }
     }
 

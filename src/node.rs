@@ -322,6 +322,17 @@ impl Node {
         store::decode(bytes.value(), "profile")
     }
 
+    /// Replaces the profile kept in this home (the workspaces' member entries are written
+    /// by the caller, see `app::team::update_profile`).
+    pub fn set_profile(&self, profile: &Profile) -> Result<()> {
+        profile.validate()?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert("profile", store::encode(profile).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Every workspace this node belongs to.
     pub fn workspaces(&self) -> Result<Vec<(Id, WorkspaceRecord)>> {
         let txn = self.db.begin_read()?;
@@ -1647,6 +1658,7 @@ pub(crate) mod tests {
             tz: "UTC".into(),
             hours: "09:00-17:00".into(),
             days: "mon-fri".into(),
+            away: Vec::new(),
         }
     }
 

@@ -179,12 +179,67 @@ pub struct Calendar {
     pub tz: TimeZone,
     /// Their working days and hours.
     pub hours: WorkingHours,
+    /// Days they are away (holidays, leave), first and last day included, in their zone.
+    pub away: Vec<(Date, Date)>,
+}
+
+/// Parses an away period as typed or stored: `2026-12-24..2027-01-02`, or one day.
+pub fn parse_away(text: &str) -> Result<(Date, Date)> {
+    let text = text.trim();
+    let (from, to) = text.split_once("..").unwrap_or((text, text));
+    let date = |d: &str| -> Result<Date> {
+        d.trim().parse::<Date>().with_context(|| {
+            format!(
+                "`{}` is not a date: use 2026-12-24, or a period like 2026-12-24..2027-01-02",
+                d.trim()
+            )
+        })
+    };
+    let (from, to) = (date(from)?, date(to)?);
+    if to < from {
+        bail!("the period {text} ends before it starts");
+    }
+    if from
+        .until(to)
+        .map(|span| span.get_days())
+        .unwrap_or(i32::MAX)
+        > 366
+    {
+        bail!("the period {text} is longer than a year");
+    }
+    Ok((from, to))
 }
 
 impl Calendar {
+    /// A calendar with no days away.
+    pub fn new(tz: TimeZone, hours: WorkingHours) -> Calendar {
+        Calendar {
+            tz,
+            hours,
+            away: Vec::new(),
+        }
+    }
+
+    /// Whether the person is away on `date` (in their zone).
+    pub fn away_on(&self, date: Date) -> bool {
+        self.away
+            .iter()
+            .any(|(from, to)| *from <= date && date <= *to)
+    }
+
+    /// Whether the person is away at `at`, and if so the last day of that absence.
+    pub fn away_at(&self, at: Timestamp) -> Option<Date> {
+        let date = at.to_zoned_datetime(self.tz.clone()).date();
+        self.away
+            .iter()
+            .filter(|(from, to)| *from <= date && date <= *to)
+            .map(|(_, to)| *to)
+            .max()
+    }
+
     /// The working windows `[start, end)` of one civil date in this calendar, if it is a working day.
     fn window(&self, date: Date) -> Option<(Timestamp, Timestamp)> {
-        if !self.hours.works_on(date.weekday()) {
+        if !self.hours.works_on(date.weekday()) || self.away_on(date) {
             return None;
         }
         let at = |minutes: u16| -> Option<Timestamp> {
@@ -486,10 +541,10 @@ mod tests {
     use super::*;
 
     fn calendar(zone: &str, hours: &str, days: &str) -> Calendar {
-        Calendar {
-            tz: time_zone(zone).unwrap(),
-            hours: WorkingHours::parse(hours, days).unwrap(),
-        }
+        Calendar::new(
+            time_zone(zone).unwrap(),
+            WorkingHours::parse(hours, days).unwrap(),
+        )
     }
 
     fn at(text: &str) -> Timestamp {

@@ -75,6 +75,13 @@ pub struct Member {
     /// The creator named them admin: they may change the norms and the ladder.
     #[serde(default)]
     pub admin: bool,
+    /// Days they are away, as `FROM..TO` (their own zone's dates).
+    #[serde(default)]
+    pub away: Vec<String>,
+    /// The name others see: their own, or with a distinguishing suffix when another
+    /// member chose the same name (`Bo#b0e2`).
+    #[serde(default)]
+    pub shown: String,
 }
 
 impl Member {
@@ -83,6 +90,11 @@ impl Member {
         Calendar {
             tz: time_zone(&self.tz).unwrap_or(jiff::tz::TimeZone::UTC),
             hours: WorkingHours::parse(&self.hours, &self.days).unwrap_or_default(),
+            away: self
+                .away
+                .iter()
+                .filter_map(|p| crate::norms::parse_away(p).ok())
+                .collect(),
         }
     }
 }
@@ -146,6 +158,7 @@ impl WorkspaceState {
             .iter()
             .find(|m| m.id == id_or_key || m.keys.iter().any(|k| k == id_or_key))
         {
+            Some(m) if m.verified && !m.shown.is_empty() => m.shown.clone(),
             Some(m) if m.verified => m.name.clone(),
             Some(m) => format!("{} (unverified)", m.name),
             None => format!("unknown key {}", id_or_key.get(..12).unwrap_or(id_or_key)),
@@ -155,14 +168,25 @@ impl WorkspaceState {
     /// Finds a verified member by name (case-insensitive), or by id prefix.
     pub fn find(&self, name: &str) -> Result<&Member> {
         let verified = || self.members.iter().filter(|m| m.verified);
+        // The name others see (`Bo#b0e2`) names one member even when two chose `Bo`.
+        if let Some(one) =
+            verified().find(|m| !m.shown.is_empty() && m.shown.eq_ignore_ascii_case(name))
+        {
+            return Ok(one);
+        }
         let by_name: Vec<&Member> = verified()
             .filter(|m| m.name.eq_ignore_ascii_case(name))
             .collect();
         match by_name.as_slice() {
             [one] => return Ok(one),
             [] => {}
-            _ => bail!(
-                "several members are called `{name}`: name them by key prefix (see `meridian member list`)"
+            several => bail!(
+                "several members are called `{name}`: name one as {}",
+                several
+                    .iter()
+                    .map(|m| format!("`{}`", m.shown))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         }
         let by_key: Vec<&Member> = verified()
@@ -173,7 +197,11 @@ impl WorkspaceState {
             _ => bail!(
                 "no member is called `{name}`: members are {}",
                 self.active_members()
-                    .map(|m| m.name.as_str())
+                    .map(|m| if m.shown.is_empty() {
+                        m.name.as_str()
+                    } else {
+                        m.shown.as_str()
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -190,7 +218,7 @@ impl WorkspaceState {
             if member.removed {
                 bail!(
                     "{} was removed from the workspace and cannot be {role}: `meridian member list` shows who can",
-                    member.name
+                    self.name_of(&member.id)
                 );
             }
             if !ids.contains(&member.id) {
@@ -250,8 +278,8 @@ pub fn is_genesis_actor(workspace: Id, actor: &ActorId) -> bool {
 }
 
 /// Writes the caller's own member entry.
-pub fn put_member(
-    tx: &mut impl Transactable,
+pub fn put_member<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
     members: &ObjId,
     key: &VerifyingKey,
     profile: &Profile,
@@ -265,6 +293,9 @@ pub fn put_member(
     tx.put(&member, "hours", profile.hours.as_str())?;
     tx.put(&member, "days", profile.days.as_str())?;
     tx.put(&member, "joined", joined)?;
+    if !profile.away.is_empty() {
+        put_str_list(tx, &member, "away", &profile.away)?;
+    }
     let keys = tx.put_object(&member, "keys", ObjType::Map)?;
     tx.put(&keys, id.as_str(), true)?;
     if let Some(proof) = proof {
@@ -302,6 +333,20 @@ pub fn put_admin(tx: &mut impl Transactable, member: &ObjId, at: Option<i64>) ->
         Some(at) => tx.put(member, "admin", at)?,
         None => tx.delete(member, "admin")?,
     }
+    Ok(())
+}
+
+/// Writes one's own profile into one's member entry: name, zone, hours, days, away periods.
+pub fn put_profile<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    member: &ObjId,
+    profile: &Profile,
+) -> Result<()> {
+    tx.put(member, "name", profile.name.as_str())?;
+    tx.put(member, "tz", profile.tz.as_str())?;
+    tx.put(member, "hours", profile.hours.as_str())?;
+    tx.put(member, "days", profile.days.as_str())?;
+    put_str_list(tx, member, "away", &profile.away)?;
     Ok(())
 }
 
@@ -403,6 +448,8 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 removed: id != creator && view.int(&entry, "removed").is_some(),
                 joined: view.int(&entry, "joined"),
                 admin: view.int(&entry, "admin").is_some(),
+                away: view.str_list(&entry, "away"),
+                shown: String::new(),
                 id,
             });
         }
@@ -436,6 +483,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
             }
         }
     }
+    distinguish(&mut members);
     let mut levels = BTreeMap::new();
     let mut ladder = Vec::new();
     if let Some(norms) = view.map(&ROOT, "norms") {
@@ -457,6 +505,27 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
         levels,
         ladder,
         templates,
+    }
+}
+
+/// Gives every verified member the name others see: their own, unless another verified
+/// member chose the same one (ignoring case), in which case each of them gets `#` and the
+/// shortest prefix of their key that tells them apart, the same on every node.
+fn distinguish(members: &mut [Member]) {
+    let lower: Vec<String> = members.iter().map(|m| m.name.to_lowercase()).collect();
+    for i in 0..members.len() {
+        let twins: Vec<usize> = (0..members.len())
+            .filter(|j| *j != i && members[*j].verified && lower[*j] == lower[i])
+            .collect();
+        members[i].shown = if twins.is_empty() || !members[i].verified {
+            members[i].name.clone()
+        } else {
+            let id = &members[i].id;
+            let len = (4..=id.len())
+                .find(|n| twins.iter().all(|j| !members[*j].id.starts_with(&id[..*n])))
+                .unwrap_or(id.len());
+            format!("{}#{}", members[i].name, &id[..len])
+        };
     }
 }
 

@@ -35,6 +35,7 @@ pub fn profile(name: &str) -> Profile {
         tz: "Europe/Berlin".into(),
         hours: "09:00-17:00".into(),
         days: "mon-fri".into(),
+        away: Vec::new(),
     }
 }
 

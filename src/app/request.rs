@@ -129,3 +129,30 @@ pub fn answer(cx: &Context, id: Id, ack: bool, why: Option<String>) -> Result<Wr
         Ok(Written { id, entry })
     })
 }
+
+/// What to tell someone asking members who are away at `now`: until when, and whether the
+/// request passes on along the ladder or waits for their return.
+pub fn away_notes(cx: &Context, members: &[String], now: i64) -> Vec<String> {
+    let Ok(at) = jiff::Timestamp::from_millisecond(now) else {
+        return Vec::new();
+    };
+    let ladder = cx.record.state.norms().ladder;
+    members
+        .iter()
+        .filter_map(|id| {
+            let member = cx.record.state.member(id)?;
+            let back = member.calendar().away_at(at)?;
+            let passes = ladder.iter().find(|m| *m != id).map(|m| cx.name(m));
+            Some(match passes {
+                Some(next) => format!(
+                    "{} is away until {back} (their time): the request goes to {next}, next on the escalation ladder",
+                    cx.name(id)
+                ),
+                None => format!(
+                    "{} is away until {back} (their time): their deadline counts from their return",
+                    cx.name(id)
+                ),
+            })
+        })
+        .collect()
+}

@@ -180,3 +180,65 @@ pub fn norms(cx: &Context) -> NormsView {
         templates,
     }
 }
+
+/// Refuses a display name another member of any of this node's workspaces already uses
+/// (ignoring case), suggesting a form that tells the two apart.
+pub fn check_name_free(node: &crate::node::Node, name: &str, tz: &str) -> Result<()> {
+    let me = node.member_id();
+    let city = tz.rsplit('/').next().unwrap_or(tz).replace('_', " ");
+    for (_, record) in node.workspaces()? {
+        if let Some(other) = record
+            .state
+            .active_members()
+            .find(|m| m.id != me && m.name.eq_ignore_ascii_case(name.trim()))
+        {
+            let name = name.trim();
+            bail!(
+                "`{name}` is taken in workspace {} (the member with key {}): choose a name that tells you apart, like `{name} ({city})` or your name with an initial",
+                record.name,
+                crate::id::prefix(&other.id, 8),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Changes this person's profile (`change` edits a copy), here and in their member entry
+/// of every workspace, so others' deadlines for them follow.
+pub fn update_profile(
+    node: &crate::node::Node,
+    change: impl FnOnce(&mut crate::identity::Profile) -> Result<()>,
+) -> Result<crate::identity::Profile> {
+    let before = node.profile()?;
+    let mut profile = before.clone();
+    change(&mut profile)?;
+    profile.name = profile.name.trim().to_string();
+    profile.validate()?;
+    for period in &profile.away {
+        crate::norms::parse_away(period)?;
+    }
+    if profile == before {
+        return Ok(profile);
+    }
+    if !profile.name.eq_ignore_ascii_case(&before.name) {
+        check_name_free(node, &profile.name, &profile.tz)?;
+    }
+    let me = node.member_id();
+    for (workspace, _) in node.workspaces()? {
+        node.edit(workspace, workspace, |doc| {
+            let view = View::now(doc);
+            let Some(entry) = view
+                .map(&ROOT, "members")
+                .and_then(|members| view.map(&members, &me))
+            else {
+                return Ok(());
+            };
+            let mut tx = doc.transaction();
+            workspace::put_profile(&mut tx, &entry, &profile)?;
+            commit(tx, &format!("{} updates their profile", profile.name));
+            Ok(())
+        })?;
+    }
+    node.set_profile(&profile)?;
+    Ok(profile)
+}

@@ -61,7 +61,8 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Show times in this IANA time zone instead of yours (for `init`: your zone).
+    /// Show times in this IANA time zone instead of yours (for `init` and `profile set`:
+    /// the zone you work in).
     #[arg(long, global = true, value_name = "ZONE")]
     pub tz: Option<String>,
     /// The command.
@@ -86,6 +87,19 @@ pub enum Command {
     },
     /// Show this device's identity.
     Whoami,
+    /// Your profile: name, time zone, working hours and days (every workspace follows).
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Days you are away (holidays, leave): deadlines skip them, and requests to you say so
+    /// or pass on along the escalation ladder. With no period, lists them.
+    Away {
+        /// A day (2026-12-25) or a period (2026-12-24..2027-01-02), in your time zone.
+        #[arg(value_name = "FROM..TO", conflicts_with = "clear")]
+        period: Option<String>,
+        /// Forget every period.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Create, list and configure workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -270,6 +284,23 @@ pub enum Command {
     /// Stay connected to the relays of every workspace: push edits as they are made, apply
     /// remote ones as they arrive, reconnect with backoff. Other commands keep working.
     Daemon,
+}
+
+/// `meridian profile …`
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Change your name, time zone (--tz ZONE), working hours or days.
+    Set {
+        /// The name your team knows you by (unique in your workspaces).
+        #[arg(long)]
+        name: Option<String>,
+        /// Working hours in your zone.
+        #[arg(long, value_name = "HH:MM-HH:MM")]
+        hours: Option<String>,
+        /// Working days.
+        #[arg(long, value_name = "DAYS")]
+        days: Option<String>,
+    },
 }
 
 /// Export formats.
@@ -637,6 +668,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let (result, out) = match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Whoami => (workspace::whoami(&node, &out), out),
+        Command::Profile(ProfileCommand::Set { name, hours, days }) => (
+            workspace::profile_set(&node, (name, cli.tz.clone(), hours, days), &out),
+            out,
+        ),
+        Command::Away { period, clear } => (workspace::away(&node, period, clear, &out), out),
         Command::Workspace(command) if !command.needs_workspace() => {
             (workspace::workspace(&node, selector, command, &out), out)
         }
@@ -739,6 +775,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         }
         Command::Init { .. }
         | Command::Whoami
+        | Command::Profile(_)
+        | Command::Away { .. }
         | Command::Join { .. }
         | Command::Inbox { .. }
         | Command::Daemon => {

@@ -35,6 +35,7 @@ pub fn init(
         tz,
         hours: hours.to_string(),
         days: days.to_string(),
+        away: Vec::new(),
     };
     let node = Node::init(home, &profile)?;
     if out.json {
@@ -76,6 +77,88 @@ pub fn whoami(node: &Node, out: &Out) -> Result<()> {
         say!(out, "home       {}", node.home().display());
         if !workspaces.is_empty() {
             say!(out, "workspaces {}", workspaces.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// `meridian profile set`: the profile here and in every workspace's member entry.
+pub fn profile_set(
+    node: &Node,
+    (name, zone, hours, days): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    out: &Out,
+) -> Result<()> {
+    if name.is_none() && zone.is_none() && hours.is_none() && days.is_none() {
+        bail!("nothing to change: give --name, --tz, --hours or --days");
+    }
+    let profile = crate::app::team::update_profile(node, |p| {
+        if let Some(name) = name {
+            p.name = name;
+        }
+        if let Some(zone) = zone {
+            time_zone(&zone)?;
+            p.tz = zone;
+        }
+        if let Some(hours) = hours {
+            p.hours = hours;
+        }
+        if let Some(days) = days {
+            p.days = days;
+        }
+        Ok(())
+    })?;
+    if out.json {
+        return out.print_json(&json!({
+            "name": profile.name, "tz": profile.tz, "hours": profile.hours, "days": profile.days,
+        }));
+    }
+    say!(
+        out,
+        "{} ({}, {} {}). Every workspace gets it with your next sync.",
+        profile.name,
+        profile.tz,
+        profile.days,
+        profile.hours
+    );
+    Ok(())
+}
+
+/// `meridian away [FROM..TO | --clear]`
+pub fn away(node: &Node, period: Option<String>, clear: bool, out: &Out) -> Result<()> {
+    let profile = match (period, clear) {
+        (None, false) => node.profile()?,
+        (Some(period), _) => crate::app::team::update_profile(node, |p| {
+            let (from, to) = crate::norms::parse_away(&period)?;
+            let text = if from == to {
+                from.to_string()
+            } else {
+                format!("{from}..{to}")
+            };
+            if p.away.contains(&text) {
+                bail!("you are away {text} already");
+            }
+            p.away.push(text);
+            Ok(())
+        })?,
+        (None, true) => crate::app::team::update_profile(node, |p| {
+            p.away.clear();
+            Ok(())
+        })?,
+    };
+    if out.json {
+        return out.print_json(&json!({"away": profile.away}));
+    }
+    if profile.away.is_empty() {
+        say!(out, "You are not away on any day.");
+    } else {
+        say!(out, "You are away (in {}):", profile.tz);
+        for period in &profile.away {
+            say!(out, "  {period}");
         }
     }
     Ok(())
@@ -274,6 +357,19 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     } else if joined.admitted() {
         say!(out, "Joined {} ({}).", joined.name, id.short());
         super::sync::print_rounds(out, &joined.rounds)?;
+        // Two people may pick one name offline: say how the others see this one.
+        let (_, record) = node.workspace(Some(&id.hex()))?;
+        if let Some(me) = record.state.member(&node.member_id())
+            && !me.shown.is_empty()
+            && me.shown != me.name
+        {
+            warn!(
+                out,
+                "Another member is also called {}: the others see you as {} until you choose another name (`meridian profile set --name NAME`).",
+                me.name,
+                me.shown
+            );
+        }
     } else {
         say!(
             out,
@@ -390,7 +486,8 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             .iter()
             .map(|(m, local, working)| {
                 json!({
-                    "id": m.id, "name": m.name, "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
+                    "id": m.id, "name": m.name, "shown": ctx.name(&m.id), "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
+                    "away": m.away,
                     "verified": m.verified, "removed": m.removed, "admin": m.admin, "invited_by": m.invited_by,
                     "local_time": local.timestamp().display_with_offset(local.offset()).to_string(),
                     "working_now": working,
@@ -403,7 +500,7 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             say!(
                 ctx.out,
                 "{:<12} {:<12} {:<20} {} {}  now {}{}{}",
-                m.name,
+                ctx.name(&m.id),
                 crate::id::prefix(&m.id, 12),
                 m.tz,
                 m.days,

@@ -31,12 +31,13 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
                     body,
                     sections: named_texts(&sections, "--section")?,
                     new_sections: named_texts(&new_sections, "--new-section")?,
-                    asks,
+                    asks: asks.clone(),
                     deciders,
                     urgency,
                 },
             )?;
-            return created_done(ctx, &created);
+            created_done(ctx, &created)?;
+            return away_notes(ctx, &asks);
         }
         ProposalCommand::List { state } => {
             return super::read::list(ctx, Kind::Proposal, state.as_deref());
@@ -104,6 +105,15 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
         }
     };
     entry_done(ctx, &written)
+}
+
+/// Says which of the people named are away, and what happens to their request.
+fn away_notes(ctx: &Ctx, names: &[String]) -> Result<()> {
+    let ids = ctx.record.state.find_active(names, "asked")?;
+    for note in crate::app::request::away_notes(ctx, &ids, crate::node::now_ms()) {
+        warn!(ctx.out, "{note}");
+    }
+    Ok(())
 }
 
 /// `NAME=TEXT` arguments, split.
@@ -239,7 +249,8 @@ pub fn thread(ctx: &Ctx, command: ThreadCommand) -> Result<()> {
             }
             let body = super::text(body, "thread's opening text")?;
             let created = draft::new_thread(ctx, &title, &body, &asks, urgency)?;
-            created_done(ctx, &created)
+            created_done(ctx, &created)?;
+            away_notes(ctx, &asks)
         }
         ThreadCommand::List => super::read::list(ctx, Kind::Thread, None),
         ThreadCommand::Resolve { id } => thread_state(ctx, &id, true),
@@ -342,6 +353,10 @@ pub fn ask(
         return entry_done(ctx, &written);
     }
     let written = request::ask(ctx, id, names, urgency)?;
+    let asked: Vec<String> = written.iter().map(|w| w.entry.target.clone()).collect();
+    for note in request::away_notes(ctx, &asked, crate::node::now_ms()) {
+        warn!(ctx.out, "{note}");
+    }
     if ctx.out.json {
         return ctx.out.print_json(&json!({
             "id": id.hex(),

@@ -206,7 +206,7 @@ proptest! {
         let tmp = tempfile::tempdir().unwrap();
         let homes: Vec<Node> = (0..nodes)
             .map(|i| {
-                let profile = Profile { name: format!("n{i}"), tz: "UTC".into(), hours: "09:00-17:00".into(), days: "mon-fri".into() };
+                let profile = Profile { name: format!("n{i}"), tz: "UTC".into(), hours: "09:00-17:00".into(), days: "mon-fri".into(), away: Vec::new() };
                 Node::init(&tmp.path().join(format!("n{i}")), &profile).unwrap()
             })
             .collect();

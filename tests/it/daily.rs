@@ -1097,3 +1097,153 @@ fn only_the_creator_and_admins_change_the_norms_on_every_node() {
         "{log}"
     );
 }
+
+#[test]
+fn your_profile_and_days_away_move_deadlines_everywhere() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    // Bo moves from Berlin to Lima and works later; everyone computes his deadlines anew.
+    bo.ok(&[
+        "profile",
+        "set",
+        "--tz",
+        "America/Lima",
+        "--hours",
+        "10:00-18:00",
+    ]);
+    assert_eq!(bo.json(&["whoami"])["tz"], "America/Lima");
+    exchange(&world, &bo, &ana);
+    let members = ana.json(&["member", "list"]);
+    let bo_row = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Bo")
+        .unwrap()
+        .clone();
+    assert_eq!(bo_row["tz"], "America/Lima");
+    assert_eq!(bo_row["hours"], "10:00-18:00");
+    assert!(
+        bo.err(&["profile", "set", "--tz", "Mars/Olympus"])
+            .contains("not a known IANA")
+    );
+    // A name another member has is refused, whatever its case.
+    let taken = bo.err(&["profile", "set", "--name", "cy"]);
+    assert!(
+        taken.contains("`cy` is taken") && taken.contains("(Lima)"),
+        "{taken}"
+    );
+    bo.ok(&["profile", "set", "--name", "Bo Silva"]);
+    exchange(&world, &bo, &ana);
+    assert!(ana.ok(&["member", "list"]).contains("Bo Silva"));
+
+    // Away: a request to Bo waits for his return, and the asker is told.
+    let lima = meridian::norms::time_zone("America/Lima").unwrap();
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(lima.clone())
+        .date();
+    let back = today.checked_add(jiff::Span::new().days(14)).unwrap();
+    bo.ok(&["away", &format!("{today}..{back}")]);
+    assert!(bo.ok(&["away"]).contains(&format!("{today}..{back}")));
+    exchange(&world, &bo, &ana);
+    let t = ana.create(&[
+        "thread",
+        "new",
+        "Q",
+        "-m",
+        "?",
+        "--ask",
+        "Bo Silva",
+        "--urgency",
+        "urgent",
+    ]);
+    let output = ana.run(&["thread", "new", "Q2", "-m", "?", "--ask", "Bo Silva"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("is away until") && said.contains("from their return"),
+        "{said}"
+    );
+    let inbox = ana.json(&["inbox"]);
+    let wait = inbox["workspaces"][0]["waiting_on_others"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == t.as_str())
+        .unwrap()
+        .clone();
+    let due: jiff::Timestamp = wait["deadline"].as_str().unwrap().parse().unwrap();
+    let due_day = due.to_zoned_datetime(lima).date();
+    assert!(
+        due_day > back,
+        "an urgent request to someone away is due after {back}: {due_day}"
+    );
+    // With a ladder, the request passes on at once.
+    ana.ok(&["workspace", "ladder", "Cy"]);
+    let u = ana.create(&[
+        "thread",
+        "new",
+        "Pager",
+        "-m",
+        "?",
+        "--ask",
+        "Bo Silva",
+        "--urgency",
+        "urgent",
+    ]);
+    exchange(&world, &ana, &cy);
+    let cy_inbox = cy.json(&["inbox"]);
+    let item = cy_inbox["workspaces"][0]["waiting_for_you"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == u.as_str())
+        .cloned();
+    assert!(item.is_some(), "escalated to Cy at once: {cy_inbox}");
+    bo.ok(&["away", "--clear"]);
+    assert!(bo.ok(&["away"]).contains("not away"));
+}
+
+#[test]
+fn two_people_who_chose_one_name_offline_are_told_apart_the_same_way_everywhere() {
+    let world = World::new();
+    let ana = world.person("Ana", "Asia/Tokyo");
+    ana.ok(&["workspace", "create", "acme"]);
+    let first = world.person("Bo", "Europe/Berlin");
+    let second = world.person("bo2", "America/Lima");
+    second.ok(&["profile", "set", "--name", "Bo"]);
+    for home in [&first, &second] {
+        let code = ana.ok(&["invite"]);
+        home.ok(&["join", code.trim()]);
+    }
+    for home in [&first, &second] {
+        exchange(&world, &ana, home);
+    }
+    exchange(&world, &ana, &first);
+    exchange(&world, &ana, &second);
+    let names = |home: &Home| -> Vec<String> {
+        let mut names: Vec<String> = field(&home.json(&["member", "list"]), "shown")
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    };
+    let shown = names(&ana);
+    assert_eq!(shown.len(), 3);
+    assert!(
+        shown[1].starts_with("Bo#") && shown[2].starts_with("Bo#"),
+        "{shown:?}"
+    );
+    assert_eq!(names(&first), shown);
+    assert_eq!(names(&second), shown);
+    let refused = ana.err(&["thread", "new", "X", "-m", "?", "--ask", "Bo"]);
+    assert!(
+        refused.contains(&shown[1]) && refused.contains(&shown[2]),
+        "{refused}"
+    );
+    let t = ana.create(&["thread", "new", "X", "-m", "?", "--ask", &shown[1]]);
+    assert_eq!(
+        ana.json(&["show", &t])["asks"][0]["member"],
+        shown[1].as_str()
+    );
+}

@@ -27,6 +27,8 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         removed: false,
         joined: None,
         admin: false,
+        away: Vec::new(),
+        shown: String::new(),
     }
 }
 
@@ -120,10 +122,10 @@ fn a_tokyo_asker_and_a_new_york_responder_over_the_dst_weekend() {
 
 #[test]
 fn the_same_instant_in_every_readers_zone() {
-    let deadline = Calendar {
-        tz: time_zone("America/New_York").unwrap(),
-        hours: WorkingHours::parse("09:00-17:00", "mon-fri").unwrap(),
-    }
+    let deadline = Calendar::new(
+        time_zone("America/New_York").unwrap(),
+        WorkingHours::parse("09:00-17:00", "mon-fri").unwrap(),
+    )
     .deadline(
         "2026-03-06T16:00:00-05:00".parse().unwrap(),
         ResponseTime::WorkingMinutes(120),
@@ -173,10 +175,10 @@ fn inbox_deadlines_through_the_cli_use_the_responders_calendar_and_the_readers_z
         .parse()
         .unwrap();
     let deadline: Timestamp = request["deadline"].as_str().unwrap().parse().unwrap();
-    let nyc = Calendar {
-        tz: time_zone("America/New_York").unwrap(),
-        hours: WorkingHours::default(),
-    };
+    let nyc = Calendar::new(
+        time_zone("America/New_York").unwrap(),
+        WorkingHours::default(),
+    );
     assert_eq!(
         deadline,
         nyc.deadline(asked, ResponseTime::WorkingMinutes(240))

@@ -38,6 +38,8 @@ fn every_help_page() {
         &["workspace", "use"],
         &["workspace", "log"],
         &["read"],
+        &["profile", "set"],
+        &["away"],
         &["thread"],
         &["thread", "new"],
         &["reply"],

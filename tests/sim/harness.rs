@@ -328,6 +328,7 @@ impl Sim {
             tz: ["UTC", "Asia/Tokyo", "America/Lima", "Europe/Berlin"][index % 4].into(),
             hours: "09:00-17:00".into(),
             days: "mon-fri".into(),
+            away: Vec::new(),
         };
         Node::init(&home, &profile).map_err(err)?;
         self.nodes.push(SimNode {
