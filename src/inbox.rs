@@ -882,4 +882,168 @@ mod tests {
         assert_eq!(tokyo[0].escalated_from.as_deref(), Some("lima"));
         assert!(!tokyo[0].overdue);
     }
+
+    /// A proposal by `ana` that `ana` and `bo` decide, open since `opened`.
+    fn open_proposal(opened: i64) -> DocSummary {
+        DocSummary {
+            kind: Kind::Proposal,
+            title: "p".into(),
+            state: "open".into(),
+            closes: Some(opened),
+            author: "ana".into(),
+            urgency: "high".into(),
+            deciders: vec!["ana".into(), "bo".into()],
+            opened: Some(opened),
+            ..DocSummary::empty(Kind::Proposal)
+        }
+    }
+
+    fn kinds(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match &i.need {
+                Need::Approve { stale: true, .. } => "approve (stale)".to_string(),
+                need => serde_json::to_value(need).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_person_sees_what_they_owe_on_a_proposal() {
+        let state = WorkspaceState {
+            members: vec![
+                member("ana", "Asia/Tokyo"),
+                member("bo", "Europe/Berlin"),
+                member("cy", "America/Lima"),
+            ],
+            ..Default::default()
+        };
+        let opened = ms("2026-11-24T09:00:00+09:00");
+        let now = opened + 60_000;
+        let mut p = open_proposal(opened);
+        let docs = |p: &DocSummary| vec![(Id([1; 16]), p.clone())];
+        // Both deciders owe an approval, due as a `high` request from the opening.
+        assert_eq!(
+            kinds(&waiting_for("ana", &docs(&p), &state, now)),
+            ["approve"]
+        );
+        let bo = waiting_for("bo", &docs(&p), &state, now);
+        assert_eq!(kinds(&bo), ["approve"]);
+        assert_eq!(bo[0].deadline, Some(ms("2026-11-24T13:00:00+01:00")));
+        assert!(waiting_for("cy", &docs(&p), &state, now).is_empty());
+        // Ana waits on Bo's approval (not on her own).
+        let waits = waiting_on("ana", &docs(&p), &state, now);
+        assert_eq!(waits.len(), 1);
+        assert!(waits[0].approval && waits[0].member == "bo");
+        // Bo approved a text that changed since: stale. Ana approved: nothing more for her.
+        p.approvals = vec![
+            crate::index::ApprovalSummary {
+                by: "ana".into(),
+                at: now,
+                stale: false,
+            },
+            crate::index::ApprovalSummary {
+                by: "bo".into(),
+                at: now,
+                stale: true,
+            },
+        ];
+        assert_eq!(
+            kinds(&waiting_for("bo", &docs(&p), &state, now)),
+            ["approve (stale)"]
+        );
+        assert!(waiting_for("ana", &docs(&p), &state, now).is_empty());
+        // A blocking concern waits for the author; once Bo approves it is all that is left.
+        p.approvals[1].stale = false;
+        p.concerns = vec![crate::index::ConcernSummary {
+            id: "c1".into(),
+            by: "cy".into(),
+            at: now,
+            blocking: true,
+            message: "why?".into(),
+            resolved: None,
+        }];
+        assert_eq!(
+            kinds(&waiting_for("ana", &docs(&p), &state, now)),
+            ["concern"]
+        );
+        // Resolved: the deciders can accept, the period having closed.
+        p.concerns[0].resolved = Some(crate::index::ResolutionSummary {
+            by: "cy".into(),
+            at: now,
+            note: String::new(),
+        });
+        assert_eq!(
+            kinds(&waiting_for("ana", &docs(&p), &state, now)),
+            ["accept"]
+        );
+        assert_eq!(
+            kinds(&waiting_for("bo", &docs(&p), &state, now)),
+            ["accept"]
+        );
+        // Not before the period closes.
+        p.closes = Some(now + 1);
+        assert!(waiting_for("ana", &docs(&p), &state, now).is_empty());
+        // Concurrent decisions: the people who decide settle them.
+        p.state = "conflict".into();
+        assert_eq!(
+            kinds(&waiting_for("bo", &docs(&p), &state, now)),
+            ["conflict"]
+        );
+        assert!(waiting_for("cy", &docs(&p), &state, now).is_empty());
+    }
+
+    #[test]
+    fn a_decline_or_an_absence_hands_a_request_on() {
+        let mut state = WorkspaceState {
+            members: vec![member("ana", "Asia/Tokyo"), member("bo", "Europe/Berlin")],
+            ..Default::default()
+        };
+        let at = ms("2026-11-24T10:00:00+01:00");
+        let ask = AskSummary {
+            member: "bo".into(),
+            urgency: "normal".into(),
+            at,
+            by: "ana".into(),
+            responded: None,
+            declined: Some((at + 1, "busy".into())),
+        };
+        let doc = |ask: &AskSummary| {
+            vec![(
+                Id([2; 16]),
+                DocSummary {
+                    state: "open".into(),
+                    asks: vec![ask.clone()],
+                    ..DocSummary::empty(Kind::Thread)
+                },
+            )]
+        };
+        // No ladder: back to the asker.
+        assert_eq!(
+            kinds(&waiting_for("ana", &doc(&ask), &state, at + 2)),
+            ["declined"]
+        );
+        assert!(waiting_for("bo", &doc(&ask), &state, at + 2).is_empty());
+        assert!(waiting_on("ana", &doc(&ask), &state, at + 2).is_empty());
+        // With a ladder: on to its next rung at once.
+        state.ladder = vec!["ana".into()];
+        let items = waiting_for("ana", &doc(&ask), &state, at + 2);
+        assert_eq!(kinds(&items), ["ask"]);
+        assert!(
+            matches!(&items[0].need, Need::Ask { escalated_from: Some(from), .. } if from == "bo")
+        );
+        // Away when asked: the same, without a decline.
+        let mut away = ask.clone();
+        away.declined = None;
+        state.members[1].away = vec!["2026-11-20..2026-11-30".into()];
+        let items = waiting_for("ana", &doc(&away), &state, at + 2);
+        assert_eq!(kinds(&items), ["ask"]);
+        state.ladder.clear();
+        // Without a ladder, Bo's deadline counts from his return.
+        let bo = waiting_for("bo", &doc(&away), &state, at + 2);
+        assert_eq!(bo[0].deadline, Some(ms("2026-12-02T17:00:00+01:00")));
+    }
 }

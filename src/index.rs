@@ -179,6 +179,39 @@ impl DocSummary {
             .filter(|c| c.blocking && c.resolved.is_none())
     }
 
+    /// Everything between an undecided proposal and its acceptance at `now`, as
+    /// [`proposal::Proposal::obstacles`] says it, from the summary alone.
+    pub fn obstacles(&self, now: i64) -> Vec<proposal::Obstacle> {
+        let mut obstacles = Vec::new();
+        match self.state.as_str() {
+            "open" | "final-comment" => {
+                if let Some(closes) = self.closes.filter(|c| *c > now) {
+                    obstacles.push(proposal::Obstacle::PeriodOpen { closes });
+                }
+            }
+            "conflict" => {}
+            other => obstacles.push(proposal::Obstacle::NotInPeriod {
+                state: other.to_string(),
+            }),
+        }
+        for (decider, stale) in self.missing_approvals() {
+            let decider = decider.to_string();
+            obstacles.push(if stale {
+                proposal::Obstacle::Stale { decider }
+            } else {
+                proposal::Obstacle::Unapproved { decider }
+            });
+        }
+        for concern in self.open_blocking_concerns() {
+            obstacles.push(proposal::Obstacle::BlockingConcern {
+                concern_id: concern.id.clone(),
+                by: concern.by.clone(),
+                message: concern.message.clone(),
+            });
+        }
+        obstacles
+    }
+
     /// Whether the proposal is decided (its text is final).
     pub fn decided(&self) -> bool {
         proposal::DECIDED.contains(&self.state.as_str())

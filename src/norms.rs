@@ -687,4 +687,79 @@ mod tests {
         assert!(ResponseTime::parse("").is_err());
         assert!(parse_moment("1é", now, &lima).is_err());
     }
+
+    #[test]
+    fn a_period_closes_when_every_responder_has_had_that_much_of_their_own_time() {
+        let tokyo = calendar("Asia/Tokyo", "09:00-17:00", "mon-fri");
+        let lima = calendar("America/Lima", "09:00-17:00", "mon-fri");
+        let utc = TimeZone::UTC;
+        // Monday 10:00 in Tokyo is Sunday 20:00 in Lima. Lima's working day starts Monday
+        // 09:00 there and ends 17:00 (Tuesday 07:00 in Tokyo); Tokyo's 8 working hours from
+        // 10:00 run into Tuesday 10:00. The period closes when both have had theirs.
+        let now = at("2026-11-23T10:00:00+09:00");
+        let both = [tokyo.clone(), lima.clone()];
+        assert_eq!(
+            period_end("1d", now, &utc, std::slice::from_ref(&lima)).unwrap(),
+            at("2026-11-23T17:00:00-05:00")
+        );
+        assert_eq!(
+            period_end("1d", now, &utc, std::slice::from_ref(&tokyo)).unwrap(),
+            at("2026-11-24T10:00:00+09:00")
+        );
+        assert_eq!(
+            period_end("1d", now, &utc, &both).unwrap(),
+            at("2026-11-24T10:00:00+09:00")
+        );
+        // Hours are working hours too; a week is a working week.
+        assert_eq!(
+            period_end("4h", now, &utc, std::slice::from_ref(&lima)).unwrap(),
+            at("2026-11-23T13:00:00-05:00")
+        );
+        assert_eq!(
+            period_end("1w", now, &utc, std::slice::from_ref(&lima)).unwrap(),
+            at("2026-11-27T17:00:00-05:00")
+        );
+        // Days away do not count.
+        let mut away = lima.clone();
+        away.away
+            .push(parse_away("2026-11-23..2026-11-24").unwrap());
+        assert_eq!(
+            period_end("1d", now, &utc, std::slice::from_ref(&away)).unwrap(),
+            at("2026-11-25T17:00:00-05:00")
+        );
+        // `0m` closes at once; a date is absolute, and the past is refused.
+        assert_eq!(period_end("0m", now, &utc, &both).unwrap(), now);
+        assert_eq!(
+            period_end("2026-12-01", now, &utc, &both).unwrap(),
+            at("2026-12-01T00:00:00Z")
+        );
+        let past = period_end("2026-11-01", now, &utc, &both).unwrap_err();
+        assert!(past.to_string().contains("in the past"), "{past}");
+        // With no responder, a duration is wall-clock time.
+        assert_eq!(
+            period_end("2d", now, &utc, &[]).unwrap(),
+            at("2026-11-25T10:00:00+09:00")
+        );
+    }
+
+    #[test]
+    fn history_reads_a_duration_as_ago_and_refuses_the_future() {
+        let now = at("2026-11-24T12:00:00Z");
+        let utc = TimeZone::UTC;
+        assert_eq!(
+            parse_past("1m", now, &utc).unwrap(),
+            at("2026-11-24T11:59:00Z")
+        );
+        assert_eq!(
+            parse_past("2d", now, &utc).unwrap(),
+            at("2026-11-22T12:00:00Z")
+        );
+        assert!(parse_past("2026-11-25", now, &utc).is_err());
+        assert!(parse_away("2026-12-02..2026-12-01").is_err());
+        assert!(parse_away("2026-12-24..2028-01-02").is_err());
+        assert_eq!(
+            parse_away("2026-12-25").unwrap(),
+            ("2026-12-25".parse().unwrap(), "2026-12-25".parse().unwrap())
+        );
+    }
 }

@@ -13,7 +13,35 @@ use crate::inbox;
 use crate::index::{AskSummary, DocSummary};
 use crate::{proposal, thread, update};
 
+/// The states a list can be narrowed to, per kind.
+fn states(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Proposal => &[
+            "draft",
+            "open",
+            "final-comment",
+            "accepted",
+            "rejected",
+            "withdrawn",
+            "superseded",
+            "conflict",
+        ],
+        Kind::Thread => &["open", "resolved", "conflict"],
+        _ => &["posted"],
+    }
+}
+
 pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
+    if let Some(state) = state
+        && !states(kind).contains(&state)
+    {
+        bail!(
+            "`{state}` is not a state of a {}: use one of {}",
+            kind.as_str(),
+            states(kind).join(", ")
+        );
+    }
+    let now = crate::node::now_ms();
     let mut docs: Vec<(Id, DocSummary)> = ctx
         .node
         .summaries(ctx.workspace)?
@@ -21,10 +49,34 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
         .filter(|(_, s)| s.kind == kind && state.is_none_or(|st| s.state == st))
         .collect();
     docs.sort_by_key(|(_, s)| std::cmp::Reverse(s.updated));
+    let name = |m: &str| ctx.name(m);
+    let time = |t: i64| ctx.out.time(t);
+    let obstacles = |s: &DocSummary| -> Vec<crate::proposal::Obstacle> {
+        if s.kind == Kind::Proposal && matches!(s.state.as_str(), "open" | "final-comment") {
+            s.obstacles(now)
+        } else {
+            Vec::new()
+        }
+    };
     if ctx.out.json {
         let list: Vec<Json> = docs
             .iter()
-            .map(|(id, s)| summary_json(ctx, *id, s))
+            .map(|(id, s)| {
+                let mut value = summary_json(ctx, *id, s);
+                if s.kind == Kind::Proposal {
+                    value["obstacles"] = json!(
+                        obstacles(s)
+                            .iter()
+                            .map(|o| {
+                                let mut v = serde_json::to_value(o).unwrap_or(Json::Null);
+                                v["text"] = json!(o.describe(&name, &time));
+                                v
+                            })
+                            .collect::<Vec<_>>()
+                    );
+                }
+                value
+            })
             .collect();
         ctx.out.print_json(&json!(list))?;
         return Ok(());
@@ -39,6 +91,13 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
             ctx.name(&s.author),
             ctx.out.time(s.updated)
         );
+        let obstacles = obstacles(s);
+        if !obstacles.is_empty() {
+            let words: Vec<String> = obstacles.iter().map(|o| o.describe(&name, &time)).collect();
+            say!(ctx.out, "          waiting: {}", words.join("; "));
+        } else if s.kind == Kind::Proposal && matches!(s.state.as_str(), "open" | "final-comment") {
+            say!(ctx.out, "          ready to accept");
+        }
     }
     Ok(())
 }

@@ -1247,3 +1247,84 @@ fn two_people_who_chose_one_name_offline_are_told_apart_the_same_way_everywhere(
         shown[1].as_str()
     );
 }
+
+#[test]
+fn a_section_added_twice_concurrently_settles_to_either_text() {
+    let world = World::new();
+    let [ana, bo, _] = team(&world);
+    let p = ana.create(&["proposal", "new", "Cache", "--template", "adr"]);
+    exchange(&world, &ana, &bo);
+    for (home, text) in [(&ana, "Stale reads."), (&bo, "Memory use.")] {
+        let file = world.file(&format!("{}.md", home.name()));
+        std::fs::write(&file, text).unwrap();
+        home.ok(&[
+            "proposal",
+            "edit",
+            &p,
+            "--new-section",
+            "Risks",
+            "--file",
+            file.to_str().unwrap(),
+        ]);
+    }
+    exchange(&world, &ana, &bo);
+    let conflicts = ana.json(&["conflicts", &p]);
+    assert_eq!(field(&conflicts, "field"), ["section Risks"], "{conflicts}");
+    ana.ok(&["resolve", &p, "section Risks", "Memory use."]);
+    exchange(&world, &ana, &bo);
+    for home in [&ana, &bo] {
+        assert_eq!(home.json(&["conflicts", &p]), Value::Array(vec![]));
+        let shown = home.json(&["show", &p]);
+        let risks = shown["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "Risks")
+            .unwrap()
+            .clone();
+        assert_eq!(risks["text"], "Memory use.");
+    }
+}
+
+#[test]
+fn proposal_list_states_every_obstacle_and_refuses_an_unknown_state() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Ship",
+        "--decider",
+        "Ana",
+        "--decider",
+        "Bo",
+    ]);
+    ana.ok(&["proposal", "open", &p, "--closes", "2d"]);
+    ana.ok(&["proposal", "approve", &p]);
+    exchange(&world, &ana, &cy);
+    cy.ok(&[
+        "proposal",
+        "concern",
+        &p,
+        "-m",
+        "No rollback plan",
+        "--blocking",
+    ]);
+    exchange(&world, &ana, &cy);
+    let listed = ana.ok(&["proposal", "list"]);
+    assert!(
+        listed.contains("comment period closes")
+            && listed.contains("Bo has not approved")
+            && listed.contains("Cy's blocking concern"),
+        "{listed}"
+    );
+    let json = ana.json(&["proposal", "list"]);
+    let kinds: Vec<&str> = field(&json[0]["obstacles"], "kind");
+    assert_eq!(kinds, ["period_open", "unapproved", "blocking_concern"]);
+    let refused = ana.err(&["proposal", "list", "--state", "opne"]);
+    assert!(
+        refused.contains("not a state") && refused.contains("final-comment"),
+        "{refused}"
+    );
+    let _ = bo;
+}
