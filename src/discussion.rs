@@ -468,6 +468,21 @@ impl State {
     }
 }
 
+/// The states a proposal can be in, in the order of its life.
+pub const PROPOSAL_STATES: [&str; 8] = [
+    "draft",
+    "open",
+    "final-comment",
+    "accepted",
+    "rejected",
+    "withdrawn",
+    "superseded",
+    "conflict",
+];
+
+/// The states a thread can be in.
+pub const THREAD_STATES: [&str; 3] = ["open", "resolved", "conflict"];
+
 /// The name of the state a transition kind leads to.
 pub fn target_state(kind: &str) -> Option<&'static str> {
     Some(match kind {

@@ -52,18 +52,15 @@ fn state_name(kind: Kind, typed: &str) -> Result<&'static str> {
         .iter()
         .find(|(state, transition)| *state == typed || *transition == typed)
         .map(|(state, _)| *state);
-    let allowed: &[&str] = match kind {
-        Kind::Thread => &["open", "resolved"],
-        _ => &[
-            "draft",
-            "open",
-            "final-comment",
-            "accepted",
-            "rejected",
-            "withdrawn",
-            "superseded",
-        ],
-    };
+    // Any state but a conflict settles one.
+    let allowed: Vec<&str> = match kind {
+        Kind::Thread => &discussion::THREAD_STATES[..],
+        _ => &discussion::PROPOSAL_STATES[..],
+    }
+    .iter()
+    .copied()
+    .filter(|s| *s != "conflict")
+    .collect();
     // A thread's "open" is the state a reopen leads to.
     let state = match (kind, found) {
         (Kind::Thread, Some("draft" | "reopened")) => "open",

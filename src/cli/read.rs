@@ -16,17 +16,8 @@ use crate::{proposal, thread, update};
 /// The states a list can be narrowed to, per kind.
 fn states(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Proposal => &[
-            "draft",
-            "open",
-            "final-comment",
-            "accepted",
-            "rejected",
-            "withdrawn",
-            "superseded",
-            "conflict",
-        ],
-        Kind::Thread => &["open", "resolved", "conflict"],
+        Kind::Proposal => &discussion::PROPOSAL_STATES,
+        Kind::Thread => &discussion::THREAD_STATES,
         _ => &["posted"],
     }
 }

@@ -22,6 +22,21 @@ fn exchange(world: &World, a: &Home, b: &Home) {
     sync_pair(world, b, a);
 }
 
+/// `home` sets a section of proposal `p` to `text`, from a file as a person would.
+fn edit_section(world: &World, home: &Home, p: &str, flag: &str, name: &str, text: &str) {
+    let file = world.file(&format!("{}-{name}.md", home.name()));
+    std::fs::write(&file, text).unwrap();
+    home.ok(&[
+        "proposal",
+        "edit",
+        p,
+        flag,
+        name,
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+}
+
 fn field<'a>(value: &'a Value, name: &str) -> Vec<&'a str> {
     value
         .as_array()
@@ -409,17 +424,14 @@ fn an_edit_concurrent_with_the_decision_is_kept_but_the_decided_text_is_shown() 
     let p = approved_by_both(&world, &ana, &bo);
     // Offline: Ana accepts while Bo, not knowing, rewrites the summary.
     ana.ok(&["proposal", "accept", &p]);
-    let file = world.file("late.md");
-    std::fs::write(&file, "Two files per home.\n").unwrap();
-    bo.ok(&[
-        "proposal",
-        "edit",
+    edit_section(
+        &world,
+        &bo,
         &p,
         "--section",
         "Summary",
-        "--file",
-        file.to_str().unwrap(),
-    ]);
+        "Two files per home.\n",
+    );
     exchange(&world, &ana, &bo);
     for home in [&ana, &bo] {
         let shown = home.json(&["show", &p]);
@@ -513,17 +525,14 @@ fn section_names_are_checked_and_sections_can_be_added_and_removed() {
         refused.contains("no section `Rsks`") && refused.contains("--new-section"),
         "{refused}"
     );
-    let file = world.file("alt.md");
-    std::fs::write(&file, "An LRU cache.\n").unwrap();
-    ana.ok(&[
-        "proposal",
-        "edit",
+    edit_section(
+        &world,
+        &ana,
         &p,
         "--new-section",
         "Alternatives",
-        "--file",
-        file.to_str().unwrap(),
-    ]);
+        "An LRU cache.\n",
+    );
     ana.ok(&["proposal", "edit", &p, "--remove-section", "Risks"]);
     assert_eq!(
         section_names(&ana, &p),
@@ -833,17 +842,14 @@ fn the_inbox_says_what_each_person_owes_and_waits_on() {
     exchange(&world, &ana, &bo);
     exchange(&world, &ana, &cy);
     cy.ok(&["show", &p]);
-    let file = world.file("s.md");
-    std::fs::write(&file, "Nightly, encrypted.\n").unwrap();
-    cy.ok(&[
-        "proposal",
-        "edit",
+    edit_section(
+        &world,
+        &cy,
         &p,
         "--section",
         "Summary",
-        "--file",
-        file.to_str().unwrap(),
-    ]);
+        "Nightly, encrypted.\n",
+    );
     let concern =
         cy.json(&["proposal", "concern", &p, "-m", "Restores?", "--blocking"])["entry_id"]
             .as_str()
@@ -1255,17 +1261,7 @@ fn a_section_added_twice_concurrently_settles_to_either_text() {
     let p = ana.create(&["proposal", "new", "Cache", "--template", "adr"]);
     exchange(&world, &ana, &bo);
     for (home, text) in [(&ana, "Stale reads."), (&bo, "Memory use.")] {
-        let file = world.file(&format!("{}.md", home.name()));
-        std::fs::write(&file, text).unwrap();
-        home.ok(&[
-            "proposal",
-            "edit",
-            &p,
-            "--new-section",
-            "Risks",
-            "--file",
-            file.to_str().unwrap(),
-        ]);
+        edit_section(&world, home, &p, "--new-section", "Risks", text);
     }
     exchange(&world, &ana, &bo);
     let conflicts = ana.json(&["conflicts", &p]);
