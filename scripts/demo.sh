@@ -71,7 +71,7 @@ printf 'Keep every workspace in one redb file per home, written durably.\n' >"$w
 bo proposal edit "$p" --section Summary --file "$work/bo.md"
 printf 'Keep every workspace (and its outbox) in one redb file per home.\n' >"$work/cy.md"
 cy proposal edit "$p" --section Summary --file "$work/cy.md"
-c=$(cy --json reply "$p" -m "What about backups?" | sed -n 's/.*"id": "\(.*\)",*/\1/p' | head -1)
+c=$(cy --json reply "$p" -m "What about backups?" | sed -n 's/.*"comment_id": "\([0-9a-f]*\)".*/\1/p')
 bo proposal approve "$p" -m "Looks right"
 
 say "Each comes online at a different time: Lima, then Berlin, then Tokyo"

@@ -773,7 +773,9 @@ impl Node {
             records.push(Record::Sealed(envelope));
         }
         before.sort();
-        let was_read = read_marker(txn, doc_id)?.is_some_and(|heads| heads == before);
+        let marker = read_marker(txn, doc_id)?;
+        // Acting on a document one never marked read is reading it as it stood.
+        let was_read = marker.as_ref().is_none_or(|heads| *heads == before);
         let appended = append_records(txn, doc_id, loaded.next_seq, &records, &entries)?;
         reindex(
             txn,
@@ -783,7 +785,7 @@ impl Node {
             (entries.len() as u64, Touched::Anything),
         )?;
         // Your own edit does not make a document "changed since you last read it".
-        if was_read || before.is_empty() {
+        if was_read {
             set_read_marker(txn, doc_id, &loaded.doc.get_heads())?;
         }
         loaded.next_seq += records.len() as u64;

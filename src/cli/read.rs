@@ -603,7 +603,13 @@ fn show_proposal(
         };
         say!(ctx.out, "  {}: {status}", ctx.name(decider));
     }
-    for approval in p.approvals.iter().filter(|a| a.stale) {
+    // The changes since each stale approval that its approver has not renewed.
+    let renewed = |by: &str| p.approvals.iter().any(|a| a.entry.by == by && !a.stale);
+    for approval in p
+        .approvals
+        .iter()
+        .filter(|a| a.stale && !renewed(&a.entry.by))
+    {
         let heads = approval.entry.heads();
         let then = proposal::sections(View::at(view.doc, &heads));
         say!(
