@@ -109,6 +109,13 @@ pub struct Ask {
     pub by: String,
 }
 
+/// Whether a key of the entries or comments map is a record id as Meridian makes them
+/// (32 lowercase hex digits). Others are left out: a key that extends another's id would
+/// make every prefix of that id ambiguous, and nobody could name the record again.
+pub fn is_record_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Adds an entry, recording the heads the author sees.
 pub fn put_entry<T: Transactable + ReadDoc>(
     tx: &mut T,
@@ -154,6 +161,7 @@ pub fn entries(view: View<'_>) -> Vec<Entry> {
     let mut entries: Vec<Entry> = view
         .keys(&map)
         .into_iter()
+        .filter(|id| is_record_id(id))
         .filter_map(|id| {
             let obj = view.map(&map, &id)?;
             Some(Entry {
@@ -255,6 +263,7 @@ pub fn comments(view: View<'_>) -> Vec<Comment> {
     let mut comments: Vec<Comment> = view
         .keys(&map)
         .into_iter()
+        .filter(|id| is_record_id(id))
         .filter_map(|id| {
             let obj = view.map(&map, &id)?;
             let mut reactions: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -308,8 +317,9 @@ pub fn put_asks<T: Transactable + ReadDoc>(
 }
 
 /// Every request for a response in force: those made with the document (its `asks` map)
-/// and later (`ask` entries), the latest per member, less those their asker (or the
-/// document's author) cancelled after seeing them.
+/// and later (`ask` entries), the latest per member and asker, less those their asker (or
+/// the document's author) cancelled after seeing them. Keying by asker too means nobody
+/// replaces, and then cancels, a request someone else made.
 pub fn asks(view: View<'_>) -> Vec<Ask> {
     let entries = entries(view);
     let author = view.string(&ROOT, "author");
@@ -318,7 +328,7 @@ pub fn asks(view: View<'_>) -> Vec<Ask> {
 
 /// [`asks`] with the entries already read.
 pub fn asks_from(view: View<'_>, entries: &[Entry], author: &str) -> Vec<Ask> {
-    let mut asks: BTreeMap<String, (Ask, Option<String>)> = BTreeMap::new();
+    let mut asks: BTreeMap<(String, String), (Ask, Option<String>)> = BTreeMap::new();
     if let Some(map) = view.map(&ROOT, "asks") {
         for member in view.keys(&map) {
             let Some(obj) = view.map(&map, &member) else {
@@ -330,10 +340,11 @@ pub fn asks_from(view: View<'_>, entries: &[Entry], author: &str) -> Vec<Ask> {
                 by: view.string(&obj, "by"),
                 member: member.clone(),
             };
-            asks.insert(member, (ask, None));
+            asks.insert((member, ask.by.clone()), (ask, None));
         }
     }
-    // Entries come sorted by time: a later ask of the same person replaces an earlier one.
+    // Entries come sorted by time: a later ask of the same person by the same asker
+    // replaces an earlier one.
     for entry in entries
         .iter()
         .filter(|e| e.kind == "ask" && !e.target.is_empty())
@@ -344,17 +355,20 @@ pub fn asks_from(view: View<'_>, entries: &[Entry], author: &str) -> Vec<Ask> {
             at: entry.at,
             by: entry.by.clone(),
         };
-        asks.insert(entry.target.clone(), (ask, Some(entry.id.clone())));
+        asks.insert(
+            (entry.target.clone(), entry.by.clone()),
+            (ask, Some(entry.id.clone())),
+        );
     }
     let cancels: Vec<&Entry> = entries
         .iter()
         .filter(|e| e.kind == "cancel-ask" && !e.target.is_empty())
         .collect();
     if !cancels.is_empty() {
-        asks.retain(|member, (ask, entry_id)| {
+        asks.retain(|(member, by), (_, entry_id)| {
             !cancels.iter().any(|cancel| {
                 cancel.target == *member
-                    && (cancel.by == ask.by || cancel.by == author)
+                    && (cancel.by == *by || cancel.by == author)
                     && saw_ask(view, cancel, entry_id.as_deref())
             })
         });
@@ -380,8 +394,8 @@ fn saw_ask(view: View<'_>, cancel: &Entry, ask_entry: Option<&str>) -> bool {
 /// a decline hands the request back, an acknowledgement says it was seen.
 pub const ANSWERS: [&str; 2] = ["decline", "ack"];
 
-/// When `member` first responded (commented or wrote an entry other than a decline) at
-/// or after `since`.
+/// When `member` first responded at or after `since`: a comment, or an entry other than a
+/// decline or a request of their own (asking or cancelling passes nothing back).
 pub fn responded_at(
     comments: &[Comment],
     entries: &[Entry],
@@ -394,7 +408,11 @@ pub fn responded_at(
         .map(|c| c.at);
     let by_entries = entries
         .iter()
-        .filter(|e| e.by == member && e.at >= since && e.kind != "decline")
+        .filter(|e| {
+            e.by == member
+                && e.at >= since
+                && !matches!(e.kind.as_str(), "decline" | "ask" | "cancel-ask")
+        })
         .map(|e| e.at);
     by_comments.chain(by_entries).min()
 }

@@ -95,6 +95,10 @@ pub fn resolve_prefix<T: Clone>(
         .into_iter()
         .filter(|(hex, _)| hex.starts_with(&prefix))
         .collect();
+    // A whole id names its record even when another id extends it.
+    if let Some(exact) = found.iter().position(|(hex, _)| *hex == prefix) {
+        return Ok(found.swap_remove(exact).1);
+    }
     match found.len() {
         0 => bail!("no {what} has an id starting with `{prefix}`"),
         1 => Ok(found.remove(0).1),
@@ -131,6 +135,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("no document"), "{missing}");
+        // A whole id names its own record even when another id extends it.
+        let extended = || vec![("abcd".to_string(), 1), ("abcd0".to_string(), 2)];
+        assert_eq!(resolve_prefix("concern", "abcd", extended()).unwrap(), 1);
+        assert!(resolve_prefix("concern", "abc", extended()).is_err());
         let bad = resolve_prefix("document", "xyz", ids())
             .unwrap_err()
             .to_string();

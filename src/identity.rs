@@ -42,6 +42,14 @@ impl Profile {
         if self.name.trim().is_empty() {
             bail!("the name is empty: give the name your team knows you by, like --name Ana");
         }
+        if self.name.contains('#') || self.name.chars().any(char::is_control) {
+            bail!(
+                "a name cannot hold `#` or control characters (`#` tells two members with one name apart): give the name your team knows you by"
+            );
+        }
+        if self.name.chars().count() > 64 {
+            bail!("a name is at most 64 characters");
+        }
         Ok(Calendar::new(
             time_zone(&self.tz)?,
             WorkingHours::parse(&self.hours, &self.days)?,

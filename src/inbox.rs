@@ -52,7 +52,13 @@ pub fn escalation(ask: &AskSummary, state: &WorkspaceState, now: i64) -> Vec<Run
                 .away_at(Timestamp::from_millisecond(ask.at).ok()?)
         })
         .is_some();
-    let ladder = norms.ladder.iter().any(|m| *m != ask.member);
+    // The ladder's members who can take a request: not the person asked, not removed.
+    let takers: Vec<&String> = norms
+        .ladder
+        .iter()
+        .filter(|m| **m != ask.member && state.member(m).is_some_and(|m| !m.removed))
+        .collect();
+    let ladder = !takers.is_empty();
     let first = match &ask.declined {
         Some((at, _)) => Some(*at),
         None if away && ladder => Some(ask.at),
@@ -65,7 +71,7 @@ pub fn escalation(ask: &AskSummary, state: &WorkspaceState, now: i64) -> Vec<Run
         member: ask.member.clone(),
         deadline: first,
     }];
-    for next in norms.ladder.iter().filter(|m| **m != ask.member) {
+    for next in takers {
         let last = rungs.last().expect("one rung at least").deadline;
         if now <= last {
             break;
@@ -125,11 +131,18 @@ fn asks_with_implied(summary: &DocSummary) -> Vec<(AskSummary, bool)> {
             } else {
                 summary.urgency.clone()
             };
+            // A stale approval is owed again from no earlier than when it was given.
+            let approved = summary
+                .approvals
+                .iter()
+                .filter(|a| a.by == decider)
+                .map(|a| a.at)
+                .max();
             asks.push((
                 AskSummary {
                     member: decider.to_string(),
                     urgency,
-                    at: opened,
+                    at: approved.map_or(opened, |a| a.max(opened)),
                     by: summary.author.clone(),
                     responded: None,
                     declined: None,
@@ -168,6 +181,26 @@ pub fn requests(
     requests
 }
 
+/// Whether a request left the person asked at once: they declined it, or were away when
+/// asked while someone on the ladder could take it.
+fn handed_on(ask: &AskSummary, state: &WorkspaceState) -> bool {
+    if ask.declined.is_some() {
+        return true;
+    }
+    let away = state
+        .member(&ask.member)
+        .and_then(|m| {
+            m.calendar()
+                .away_at(Timestamp::from_millisecond(ask.at).ok()?)
+        })
+        .is_some();
+    away && state
+        .norms()
+        .ladder
+        .iter()
+        .any(|m| *m != ask.member && state.member(m).is_some_and(|m| !m.removed))
+}
+
 /// The request `ask` makes of `me`, if it is mine to answer now.
 fn request_to(
     me: &str,
@@ -181,7 +214,7 @@ fn request_to(
         return None;
     }
     let rungs = escalation(ask, state, now);
-    let direct = ask.member == me && ask.declined.is_none();
+    let direct = ask.member == me && !handed_on(ask, state);
     let position = rungs.iter().position(|r| r.member == me);
     let position = if direct {
         Some(0)
@@ -369,8 +402,12 @@ pub fn waiting_for(
                 .iter()
                 .filter(|a| a.by == me && a.responded.is_none())
             {
+                // Asking anyone on the document since answers the decline.
+                let asked_since =
+                    |declined: i64| summary.asks.iter().any(|a| a.by == me && a.at > declined);
                 if let Some((at, why)) = &ask.declined
                     && escalation(ask, state, now).len() == 1
+                    && !asked_since(*at)
                 {
                     items.push(item(
                         Need::Declined {
@@ -528,6 +565,13 @@ pub enum Event {
         /// Its message.
         message: String,
     },
+    /// The comment period was closed early.
+    PeriodClosed {
+        /// Who closed it.
+        by: String,
+        /// When, ms.
+        at: i64,
+    },
     /// An approval.
     Approved {
         /// Who approved.
@@ -633,13 +677,24 @@ pub fn events(before: Option<View<'_>>, now: View<'_>, me: &str) -> Vec<Event> {
         .map(|e| e.id)
         .collect();
     let entries = discussion::entries(now);
-    for entry in entries
+    let new: Vec<&discussion::Entry> = entries
         .iter()
         .filter(|e| !seen.contains(&e.id) && e.by != me)
-    {
+        .collect();
+    for (i, entry) in new.iter().enumerate() {
         let (by, at) = (entry.by.clone(), entry.at);
+        // One approval per person: the latest says it.
+        let approved_again = || {
+            new[i + 1..]
+                .iter()
+                .any(|later| later.kind == "approve" && later.by == entry.by)
+        };
         let event = match entry.kind.as_str() {
+            "approve" if approved_again() => continue,
             "approve" => Event::Approved { by, at },
+            "open" | "final-comment" if entry.closes.is_some_and(|c| c <= entry.at) => {
+                Event::PeriodClosed { by, at }
+            }
             "unapprove" => Event::Unapproved { by, at },
             "concern" => Event::Concern {
                 by,

@@ -24,22 +24,18 @@ pub const PREAMBLE_SECTION: &str = "Introduction";
 pub fn parse(text: &str) -> Document {
     // Every level-1 and level-2 heading: where its source starts and ends, and its text.
     let mut headings: Vec<(HeadingLevel, std::ops::Range<usize>, String)> = Vec::new();
-    let mut open: Option<(HeadingLevel, usize, String)> = None;
+    let mut open: Option<(HeadingLevel, usize, ())> = None;
     for (event, range) in Parser::new_ext(text, Options::empty()).into_offset_iter() {
         match event {
             Event::Start(Tag::Heading { level, .. })
                 if matches!(level, HeadingLevel::H1 | HeadingLevel::H2) =>
             {
-                open = Some((level, range.start, String::new()));
+                open = Some((level, range.start, ()));
             }
             Event::End(TagEnd::Heading(_)) => {
-                if let Some((level, start, name)) = open.take() {
-                    headings.push((level, start..range.end, name.trim().to_string()));
-                }
-            }
-            Event::Text(t) | Event::Code(t) => {
-                if let Some((_, _, name)) = open.as_mut() {
-                    name.push_str(&t);
+                if let Some((level, start, _)) = open.take() {
+                    let name = heading_name(&text[start..range.end]);
+                    headings.push((level, start..range.end, name));
                 }
             }
             _ => {}
@@ -77,6 +73,45 @@ pub fn parse(text: &str) -> Document {
             .push((name.clone(), tidy(&text[range.end..end])));
     }
     document
+}
+
+/// A heading's name as written: its first line without the `#` marks around it (an ATX
+/// heading) or the underline (a setext one), so `The \`store\` layer` keeps its backticks
+/// and a section keeps its name through an edit.
+fn heading_name(source: &str) -> String {
+    let line = source.lines().next().unwrap_or("").trim();
+    if !line.starts_with('#') {
+        return line.to_string();
+    }
+    let line = line.trim_start_matches('#').trim();
+    // A closing sequence of `#`s, after a space, is not part of the name.
+    match line.trim_end_matches('#') {
+        rest if rest.len() < line.len() && (rest.is_empty() || rest.ends_with(' ')) => {
+            rest.trim_end().to_string()
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// Whether a title and sections come back unchanged from [`render`] through [`parse`]: a
+/// section whose text holds a line that reads as a heading would not.
+pub fn round_trips(title: &str, sections: &[(String, String)]) -> Result<(), String> {
+    let back = parse(&render(title, sections));
+    for (name, text) in sections {
+        let again = back.sections.iter().find(|(n, _)| n == name);
+        if again.is_none_or(|(_, t)| t.trim_end() != text.trim_end()) {
+            return Err(name.clone());
+        }
+    }
+    if back.sections.len() != sections.len() {
+        return Err(back
+            .sections
+            .iter()
+            .find(|(n, _)| !sections.iter().any(|(m, _)| m == n))
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// A section's text without the blank lines around it, ending in one newline.
@@ -136,6 +171,16 @@ mod tests {
     }
 
     #[test]
+    fn a_text_holding_a_heading_line_does_not_round_trip() {
+        let fine = sections(&[("A", "text\n```\n## in code\n```\n")]);
+        assert_eq!(round_trips("T", &fine), Ok(()));
+        let split = sections(&[("A", "text\n## Not a section\nmore\n"), ("B", "b")]);
+        assert_eq!(round_trips("T", &split), Err("A".to_string()));
+        let setext = sections(&[("A", "text\n---\n")]);
+        assert!(round_trips("T", &setext).is_err());
+    }
+
+    #[test]
     fn a_heading_inside_a_code_block_is_text() {
         let text = "## Design\n\n```sh\n## not a heading\necho hi\n```\n\n## Risks\n\nnone\n";
         let parsed = parse(text);
@@ -152,6 +197,14 @@ mod tests {
     fn setext_and_inline_markup_in_headings() {
         let parsed = parse("Title\n=====\n\nThe `store` layer\n-----\n\ntext\n");
         assert_eq!(parsed.title.as_deref(), Some("Title"));
-        assert_eq!(parsed.sections, sections(&[("The store layer", "text\n")]));
+        assert_eq!(
+            parsed.sections,
+            sections(&[("The `store` layer", "text\n")])
+        );
+        let parsed = parse("## Risks ##\n\nnone\n## C# notes\n\nx\n");
+        assert_eq!(
+            parsed.sections,
+            sections(&[("Risks", "none\n"), ("C# notes", "x\n")])
+        );
     }
 }

@@ -244,7 +244,11 @@ impl Node {
             let record = match records.entry(workspace) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(new) => {
-                    new.insert(workspace_record(&txn, workspace)?)
+                    match workspace_record(&txn, workspace) {
+                        Ok(record) => new.insert(record),
+                        // An index entry of a workspace this node no longer has: left as is.
+                        Err(_) => continue,
+                    }
                 }
             };
             let loaded = match load_doc(
@@ -524,11 +528,24 @@ impl Node {
     pub fn rejoin(&self, invite: &Invite) -> Result<Id> {
         let id = invite.workspace_id()?;
         let proof = invite.proof_for(&self.key.verifying_key())?;
+        self.set_join_proof(id, &proof, &invite.relays)?;
+        Ok(id)
+    }
+
+    /// Writes the invite proof this device joined `workspace` with into its record and
+    /// its member entry (adding `relays` to the record's), as `rejoin` does, or back to
+    /// the earlier one when the relays refused the new one.
+    pub fn set_join_proof(
+        &self,
+        id: Id,
+        proof: &workspace::JoinProof,
+        relays: &[String],
+    ) -> Result<()> {
         let me = self.member_id();
         let txn = self.db.begin_write()?;
         let mut record = workspace_record(&txn, id)?;
         record.proof = Some(proof.clone());
-        for relay in &invite.relays {
+        for relay in relays {
             if !record.relays.contains(relay) {
                 record.relays.push(relay.clone());
             }
@@ -542,12 +559,12 @@ impl Node {
                 .and_then(|members| view.map(&members, &me))
                 .context("this device has no member entry in the workspace document")?;
             let mut tx = doc.transaction();
-            workspace::put_invite(&mut tx, &entry, &proof)?;
+            workspace::put_invite(&mut tx, &entry, proof)?;
             commit(tx, "join again with a new invite");
             Ok(())
         })?;
         txn.commit()?;
-        Ok(id)
+        Ok(())
     }
 
     /// Removes every trace of a workspace from this node: its documents, their records,

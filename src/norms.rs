@@ -210,6 +210,26 @@ pub fn parse_away(text: &str) -> Result<(Date, Date)> {
     Ok((from, to))
 }
 
+/// The days away a member entry lists, as far as a deadline search can look past them: at
+/// most 366 days in all (later periods, in the order listed, are left out), so a calendar
+/// full of absences cannot make every deadline vanish.
+pub fn away_periods(listed: &[String]) -> Vec<(Date, Date)> {
+    let mut periods = Vec::new();
+    let mut days: i32 = 0;
+    for (from, to) in listed.iter().filter_map(|p| parse_away(p).ok()) {
+        let length = from
+            .until(to)
+            .map_or(i32::MAX, |span| span.get_days())
+            .saturating_add(1);
+        if days.saturating_add(length) > 366 {
+            break;
+        }
+        days += length;
+        periods.push((from, to));
+    }
+    periods
+}
+
 impl Calendar {
     /// A calendar with no days away.
     pub fn new(tz: TimeZone, hours: WorkingHours) -> Calendar {

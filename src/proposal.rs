@@ -548,9 +548,27 @@ pub fn lifecycle(
     deciders: &[String],
     author: &str,
 ) -> Lifecycle {
+    // Who decided is judged as each transition's author saw the document: deciders the
+    // author removes later (or concurrently) keep the transitions they made while deciders.
+    let at_heads: std::cell::RefCell<std::collections::HashMap<Vec<String>, Vec<String>>> =
+        Default::default();
+    let may_decide = |e: &Entry| -> bool {
+        if e.by == author {
+            return true;
+        }
+        let mut cache = at_heads.borrow_mut();
+        let then = cache.entry(e.heads.clone()).or_insert_with(|| {
+            if e.heads.is_empty() {
+                deciders.to_vec()
+            } else {
+                self::deciders(View::at(doc, &e.heads()))
+            }
+        });
+        then.contains(&e.by)
+    };
     let rule = |entry: &Entry, before: &State| -> Option<String> {
         let kind = entry.kind.as_str();
-        if entry.by != author && !deciders.contains(&entry.by) {
+        if !may_decide(entry) {
             return Some(format!("only the author or a decider may {kind}"));
         }
         let in_period = matches!(before, State::Open { .. } | State::FinalComment { .. });
@@ -588,7 +606,7 @@ pub fn lifecycle(
     };
     // Transitions by people who may not make them are set aside before the cap on
     // transitions applies, so a flood of them cannot push the real ones out.
-    let may = |e: &Entry| !e.is_transition() || e.by == author || deciders.contains(&e.by);
+    let may = |e: &Entry| !e.is_transition() || may_decide(e);
     let counted: Vec<Entry> = entries.iter().filter(|e| may(e)).cloned().collect();
     let mut life = discussion::lifecycle(&counted, State::Draft, &rule);
     for entry in entries.iter().filter(|e| !may(e)) {

@@ -105,14 +105,15 @@ pub fn check_decoded(
 /// Whether a proposal holds any decision at all (accept, reject, withdraw, supersede):
 /// without one, no change can come after a decision, and nothing more is read.
 fn has_decisions(doc: &Automerge) -> bool {
-    crate::discussion::entries(crate::doc::View::now(doc))
-        .iter()
-        .any(|e| {
-            matches!(
-                e.kind.as_str(),
-                "accept" | "reject" | "withdraw" | "supersede"
-            )
-        })
+    let view = crate::doc::View::now(doc);
+    let author = view.string(&automerge::ROOT, "author");
+    let deciders = crate::proposal::deciders(view);
+    crate::discussion::entries(view).iter().any(|e| {
+        matches!(
+            e.kind.as_str(),
+            "accept" | "reject" | "withdraw" | "supersede"
+        ) && (e.by == author || deciders.contains(&e.by))
+    })
 }
 
 /// Each object an operation targets: its path from the root and its creator's device key.
@@ -147,7 +148,12 @@ fn check_one(
         decisions,
         text_final: std::cell::OnceCell::new(),
     };
-    for op in &expanded.operations {
+    // Entries this change creates (by the counter of the op that makes them), and those
+    // it gives `heads`: every entry says which document it was written on.
+    let mut made_entries: Vec<u64> = Vec::new();
+    let mut entries_with_heads: Vec<u64> = Vec::new();
+    let start_op = change.start_op().get();
+    for (index, op) in expanded.operations.iter().enumerate() {
         let (path, creator): (&[String], Option<&str>) = match &op.obj {
             ObjectId::Root => (&[], None),
             ObjectId::Id(id) => {
@@ -160,6 +166,17 @@ fn check_one(
                 (path, creator.as_deref())
             }
         };
+        match (path, &op.action, &op.key, &op.obj) {
+            ([c], OpType::Make(ObjType::Map), _, _) if c == "entries" => {
+                made_entries.push(start_op + index as u64);
+            }
+            ([c, _], OpType::Put(_), Key::Map(key), ObjectId::Id(id))
+                if c == "entries" && key == "heads" =>
+            {
+                entries_with_heads.push(id.0);
+            }
+            _ => {}
+        }
         let verdict = ctx
             .check(op, path, creator)
             .and_then(|()| shadows(doc, op, path));
@@ -170,6 +187,13 @@ fn check_one(
                 kind.as_str()
             );
         }
+    }
+    if made_entries.iter().any(|e| !entries_with_heads.contains(e)) {
+        bail!(
+            "change {} breaks a rule of this {}: an entry must say the heads it was written on",
+            crate::id::prefix(&change.hash().to_string(), 12),
+            kind.as_str()
+        );
     }
     Ok(())
 }
@@ -323,6 +347,10 @@ impl OpContext<'_> {
                 if member != self.writer || !matches!(op.action, OpType::Make(ObjType::Map)) {
                     return deny("each member writes only their own entry");
                 }
+                // Made once: a new entry over the old one would drop `removed` and `admin`.
+                if !fresh {
+                    return deny("a member entry is made once, never replaced");
+                }
                 Ok(())
             }
             // The creator removes a member by marking their entry, and nothing else there.
@@ -384,7 +412,7 @@ impl OpContext<'_> {
     fn not_final(&self, path: &[&str], key: Option<&str>) -> Verdict {
         let text = match (path, key) {
             ([], Some(key)) => key == "title",
-            ([first, ..], _) => matches!(*first, "sections" | "order"),
+            ([first, ..], _) => matches!(*first, "sections" | "order" | "deciders"),
             _ => false,
         };
         if self.kind != Kind::Proposal || !text || self.first {
@@ -396,7 +424,7 @@ impl OpContext<'_> {
                 .get_or_init(|| crate::proposal::text_is_final(self.doc, self.change.deps()));
         if decided {
             return deny(
-                "the proposal was decided before this change: its title and sections are final",
+                "the proposal was decided before this change: its title, sections and deciders are final",
             );
         }
         Ok(())
@@ -495,6 +523,10 @@ impl OpContext<'_> {
                         *c.actor == *self.change.actor_id() && c.seq + 1 == self.change.seq()
                     })
                 };
+                // An empty context would be the empty document: no deciders, no concerns.
+                if heads.is_empty() {
+                    return deny("`heads` must name the document heads the change was made on");
+                }
                 let deps: Vec<String> = self.change.deps().iter().map(|d| d.to_string()).collect();
                 let missing = deps.iter().filter(|d| !heads.contains(d));
                 let extra = heads.iter().filter(|h| !deps.contains(h));

@@ -90,11 +90,7 @@ impl Member {
         Calendar {
             tz: time_zone(&self.tz).unwrap_or(jiff::tz::TimeZone::UTC),
             hours: WorkingHours::parse(&self.hours, &self.days).unwrap_or_default(),
-            away: self
-                .away
-                .iter()
-                .filter_map(|p| crate::norms::parse_away(p).ok())
-                .collect(),
+            away: crate::norms::away_periods(&self.away),
         }
     }
 }
@@ -169,14 +165,14 @@ impl WorkspaceState {
     pub fn find(&self, name: &str) -> Result<&Member> {
         let verified = || self.members.iter().filter(|m| m.verified);
         // The name others see (`Bo#b0e2`) names one member even when two chose `Bo`.
-        if let Some(one) =
-            verified().find(|m| !m.shown.is_empty() && m.shown.eq_ignore_ascii_case(name))
-        {
+        let same = |a: &str| a.to_lowercase() == name.trim().to_lowercase();
+        let shown: Vec<&Member> = verified()
+            .filter(|m| !m.shown.is_empty() && same(&m.shown))
+            .collect();
+        if let [one] = shown.as_slice() {
             return Ok(one);
         }
-        let by_name: Vec<&Member> = verified()
-            .filter(|m| m.name.eq_ignore_ascii_case(name))
-            .collect();
+        let by_name: Vec<&Member> = verified().filter(|m| same(&m.name)).collect();
         match by_name.as_slice() {
             [one] => return Ok(one),
             [] => {}
@@ -512,6 +508,18 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
 /// member chose the same one (ignoring case), in which case each of them gets `#` and the
 /// shortest prefix of their key that tells them apart, the same on every node.
 fn distinguish(members: &mut [Member]) {
+    // Names come from documents: control characters, and the `#` that tells members
+    // apart (a name may not hold one), are shown as `?`.
+    let odd = |c: char| c.is_control() || c == '#';
+    for m in members.iter_mut() {
+        if m.name.chars().any(odd) {
+            m.name = m
+                .name
+                .chars()
+                .map(|c| if odd(c) { '?' } else { c })
+                .collect();
+        }
+    }
     let lower: Vec<String> = members.iter().map(|m| m.name.to_lowercase()).collect();
     for i in 0..members.len() {
         let twins: Vec<usize> = (0..members.len())
@@ -520,11 +528,16 @@ fn distinguish(members: &mut [Member]) {
         members[i].shown = if twins.is_empty() || !members[i].verified {
             members[i].name.clone()
         } else {
+            // Ids come from documents: sliced by character, never by byte.
             let id = &members[i].id;
-            let len = (4..=id.len())
-                .find(|n| twins.iter().all(|j| !members[*j].id.starts_with(&id[..*n])))
+            let len = (4..=id.chars().count())
+                .find(|n| {
+                    twins
+                        .iter()
+                        .all(|j| !members[*j].id.starts_with(crate::id::prefix(id, *n)))
+                })
                 .unwrap_or(id.len());
-            format!("{}#{}", members[i].name, &id[..len])
+            format!("{}#{}", members[i].name, crate::id::prefix(id, len))
         };
     }
 }

@@ -389,7 +389,8 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
         let mut tx = doc.transaction();
         for (name, text) in &writes {
             match current.iter().find(|(n, _)| n == name) {
-                Some((_, old)) if old == text => {}
+                // A trailing newline more or less is not an edit.
+                Some((_, old)) if old.trim_end() == text.trim_end() => {}
                 Some(_) => {
                     proposal::set_section(&mut tx, name, text)?;
                     plan.changed.push(name.clone());
@@ -425,4 +426,48 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
         commit(tx, &format!("edit {}", what.join(", ")));
         Ok(plan)
     })
+}
+
+/// Replaces a proposal's deciders (its author only, while it is undecided): the people
+/// whose fresh approval acceptance needs.
+pub fn set_deciders(cx: &Context, id: Id, names: &[String]) -> Result<Vec<String>> {
+    let ids = cx.record.state.find_active(names, "a decider")?;
+    if ids.is_empty() {
+        bail!("name at least one decider");
+    }
+    let me = cx.me.clone();
+    cx.node.edit(cx.workspace, id, |doc| {
+        let view = View::now(doc);
+        if view.string(&ROOT, "author") != me {
+            bail!("only the proposal's author changes its deciders");
+        }
+        let state = proposal::state(view).state;
+        if proposal::DECIDED.contains(&state.name()) {
+            bail!(
+                "{} is {}: its deciders are final (`meridian proposal reopen {} -m WHY` reopens it)",
+                id.short(),
+                state.name(),
+                id.short()
+            );
+        }
+        let current = proposal::deciders(view);
+        let map = view
+            .map(&ROOT, "deciders")
+            .ok_or_else(|| anyhow::anyhow!("the proposal has no deciders map"))?;
+        let mut tx = doc.transaction();
+        for gone in current.iter().filter(|d| !ids.contains(d)) {
+            tx.delete(&map, gone.as_str())?;
+        }
+        for new in ids.iter().filter(|d| !current.contains(d)) {
+            tx.put(&map, new.as_str(), true)?;
+        }
+        if tx.pending_ops() == 0 {
+            tx.rollback();
+            return Ok(());
+        }
+        let names: Vec<String> = ids.iter().map(|d| cx.name(d)).collect();
+        commit(tx, &format!("deciders: {}", names.join(", ")));
+        Ok(())
+    })?;
+    Ok(ids)
 }

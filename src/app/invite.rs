@@ -44,6 +44,7 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
     }
     let id = invite.workspace_id()?;
     let known = node.workspaces()?.into_iter().find(|(w, _)| *w == id);
+    let earlier = known.as_ref().and_then(|(_, record)| record.proof.clone());
     let again = match &known {
         None => {
             node.join(invite)?;
@@ -88,8 +89,11 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
     if joined.admitted() || refusals.is_empty() {
         return Ok(joined);
     }
-    if !again {
-        node.forget_workspace(id)?;
+    match (again, earlier) {
+        (false, _) => node.forget_workspace(id)?,
+        // The refused code is no better than the one this device had: keep that one.
+        (true, Some(earlier)) => node.set_join_proof(id, &earlier, &[])?,
+        (true, None) => {}
     }
     let why: Vec<String> = refusals
         .iter()

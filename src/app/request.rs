@@ -23,8 +23,9 @@ pub fn requestable(cx: &Context, prefix: &str) -> Result<Id> {
     Ok(id)
 }
 
-/// The requests of a document that wait for an answer, by member.
-fn pending(view: View<'_>) -> Vec<discussion::Ask> {
+/// The requests of a document nobody answered; with `declined`, those declined too (they
+/// wait on their asker).
+fn unanswered(view: View<'_>, declined: bool) -> Vec<discussion::Ask> {
     let entries = discussion::entries(view);
     let comments = discussion::comments(view);
     let author = view.string(&automerge::ROOT, "author");
@@ -32,9 +33,14 @@ fn pending(view: View<'_>) -> Vec<discussion::Ask> {
         .into_iter()
         .filter(|a| {
             discussion::responded_at(&comments, &entries, &a.member, a.at).is_none()
-                && discussion::declined_at(&entries, &a.member, a.at).is_none()
+                && (declined || discussion::declined_at(&entries, &a.member, a.at).is_none())
         })
         .collect()
+}
+
+/// The requests of a document that wait for an answer.
+fn pending(view: View<'_>) -> Vec<discussion::Ask> {
+    unanswered(view, false)
 }
 
 /// Asks members to respond, with an urgency of the workspace's norms.
@@ -58,7 +64,7 @@ pub fn ask(
         }
         let pending = pending(view);
         for member in &members {
-            if pending.iter().any(|a| &a.member == member) {
+            if pending.iter().any(|a| &a.member == member && a.by == me) {
                 bail!(
                     "{} is already asked on {} and has not answered: cancel it first with `meridian ask {} --cancel {}`",
                     cx.name(member),
@@ -87,7 +93,11 @@ pub fn cancel(cx: &Context, id: Id, name: &str) -> Result<Written> {
     let me = cx.me.clone();
     cx.node.edit(cx.workspace, id, |doc| {
         let view = View::now(doc);
-        let Some(ask) = pending(view).into_iter().find(|a| a.member == member) else {
+        let asks: Vec<discussion::Ask> = unanswered(view, true)
+            .into_iter()
+            .filter(|a| a.member == member)
+            .collect();
+        let Some(ask) = asks.first() else {
             bail!(
                 "{} has no request on {} waiting for an answer",
                 cx.name(&member),
@@ -95,7 +105,7 @@ pub fn cancel(cx: &Context, id: Id, name: &str) -> Result<Written> {
             );
         };
         let author = view.string(&automerge::ROOT, "author");
-        if ask.by != me && author != me {
+        if !asks.iter().any(|a| a.by == me) && author != me {
             bail!(
                 "{} asked {}: only they or the document's author cancel it",
                 cx.name(&ask.by),

@@ -190,7 +190,7 @@ pub fn check_name_free(node: &crate::node::Node, name: &str, tz: &str) -> Result
         if let Some(other) = record
             .state
             .active_members()
-            .find(|m| m.id != me && m.name.eq_ignore_ascii_case(name.trim()))
+            .find(|m| m.id != me && m.name.to_lowercase() == name.trim().to_lowercase())
         {
             let name = name.trim();
             bail!(
@@ -241,4 +241,36 @@ pub fn update_profile(
     }
     node.set_profile(&profile)?;
     Ok(profile)
+}
+
+/// Adds a period away (`2026-12-24..2027-01-02`, or one day), from today on in the person's
+/// zone: a past day would change deadlines that already passed.
+pub fn add_away(
+    node: &crate::node::Node,
+    text: &str,
+    now: jiff::Timestamp,
+) -> Result<crate::identity::Profile> {
+    update_profile(node, |p| {
+        let (from, to) = crate::norms::parse_away(text)?;
+        let today = now
+            .to_zoned_datetime(crate::norms::time_zone(&p.tz)?)
+            .date();
+        if to < today {
+            bail!(
+                "{text} is over: days away are today or later (in your zone, {})",
+                p.tz
+            );
+        }
+        let from = from.max(today);
+        let period = if from == to {
+            from.to_string()
+        } else {
+            format!("{from}..{to}")
+        };
+        if p.away.contains(&period) {
+            bail!("you are away {period} already");
+        }
+        p.away.push(period);
+        Ok(())
+    })
 }

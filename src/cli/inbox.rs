@@ -26,7 +26,8 @@ pub fn parse_kind(text: &str) -> Result<Kind> {
 
 /// How far a moment is from now, for people: `in 3 h`, `2 d ago`.
 pub fn relative(at: i64, now: i64) -> String {
-    let minutes = (at - now).abs() / 60_000;
+    // Times come from documents: no subtraction may overflow.
+    let minutes = (i128::from(at) - i128::from(now)).unsigned_abs() / 60_000;
     let amount = if minutes < 60 {
         format!("{} min", minutes.max(1))
     } else if minutes < 48 * 60 {
@@ -216,7 +217,12 @@ fn more(out: &Out, indent: &str, total: usize, shown: usize) -> Result<()> {
 }
 
 fn headline(id: Id, kind: Kind, title: &str) -> String {
-    format!("{}  {:<8}  {title}", id.short(), kind.as_str())
+    format!(
+        "{}  {:<8}  {}",
+        id.short(),
+        kind.as_str(),
+        super::printable(title)
+    )
 }
 
 /// `due Tue 2026-12-08 17:00 JST (in 3 h)` or `OVERDUE since …`.
@@ -257,7 +263,9 @@ fn need_text(out: &Out, state: &WorkspaceState, item: &Item, now: i64) -> String
         Need::Approve { stale: true, .. } => {
             format!("approve again: the text changed since your approval{when}")
         }
-        Need::Approve { stale: false, .. } => format!("approve or object: you decide it{when}"),
+        Need::Approve { stale: false, .. } => {
+            format!("your approval as a decider (approve, or raise a concern){when}")
+        }
         Need::Concern {
             concern_id,
             by,
@@ -369,6 +377,7 @@ pub fn event_text(state: &WorkspaceState, me: &str, kind: Kind, event: &Event) -
             };
             format!("{verb} by {}{}", name(by), with(message))
         }
+        Event::PeriodClosed { by, .. } => format!("comment period closed by {}", name(by)),
         Event::Approved { by, .. } => format!("{} approved", name(by)),
         Event::Unapproved { by, .. } => format!("{} took back their approval", name(by)),
         Event::Concern {

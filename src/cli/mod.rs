@@ -535,6 +535,14 @@ pub enum ProposalCommand {
         #[arg(short = 'm', long = "message", value_name = "NOTE")]
         note: Option<String>,
     },
+    /// Replace the deciders (the author, while undecided): whose approval acceptance needs.
+    Deciders {
+        /// Proposal id.
+        id: String,
+        /// The deciders.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
     /// End the current comment period now (author or decider).
     Close {
         /// Proposal id.
@@ -804,6 +812,7 @@ fn document_of(command: &Command) -> Option<&str> {
             | ProposalCommand::Open { id, .. }
             | ProposalCommand::FinalComment { id, .. }
             | ProposalCommand::Close { id }
+            | ProposalCommand::Deciders { id, .. }
             | ProposalCommand::Approve { id, .. }
             | ProposalCommand::Unapprove { id }
             | ProposalCommand::Concern { id, .. }
@@ -967,6 +976,19 @@ fn not_written(error: std::io::Error) -> anyhow::Error {
     }
 }
 
+/// Text from a document shown on one line of a terminal: control characters (a newline, an
+/// escape sequence another member wrote) become `?`.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 /// Reads text from a file, or from stdin for `-`.
 pub fn read_text(path: &std::path::Path) -> Result<String> {
     if path.as_os_str() == "-" {
@@ -1000,7 +1022,14 @@ pub fn edit_in_editor(initial: &str, what: &str) -> Result<String> {
         .map_err(|_| anyhow::anyhow!("no text given and $EDITOR is not set: pass the text with -m or --file, or set EDITOR"))?;
     let dir = std::env::temp_dir().join(format!("meridian-edit-{}", Id::random().short()));
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{what}.md"));
+    // The file is named after what is edited (a section's name, from a document): only
+    // letters, digits and dashes, so no name can point outside the directory.
+    let stem: String = what
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    let path = dir.join(format!("{stem}.md"));
     std::fs::write(&path, initial)?;
     let status = std::process::Command::new("sh")
         .arg("-c")

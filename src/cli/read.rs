@@ -78,7 +78,7 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
             "{}  {:<13} {:<40}  {}  {}",
             id.short(),
             s.state,
-            truncate(&s.title, 40),
+            truncate(&super::printable(&s.title), 40),
             ctx.name(&s.author),
             ctx.out.time(s.updated)
         );
@@ -273,7 +273,9 @@ fn asks_json(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Json {
     json!(asks
         .iter()
         .map(|a| {
-            let summary = summary_asks.iter().find(|s| s.member == a.member);
+            let summary = summary_asks
+                .iter()
+                .find(|s| s.member == a.member && s.by == a.by && s.at == a.at);
             let rungs = summary.map(|s| inbox::escalation(s, &ctx.record.state, now)).unwrap_or_default();
             let responded = summary.and_then(|s| s.responded);
             json!({
@@ -468,7 +470,9 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment], since: Option<&Since
 fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Result<()> {
     let now = crate::node::now().as_millisecond();
     for ask in asks {
-        let summary = summary_asks.iter().find(|s| s.member == ask.member);
+        let summary = summary_asks
+            .iter()
+            .find(|s| s.member == ask.member && s.by == ask.by && s.at == ask.at);
         let responded = summary.and_then(|s| s.responded);
         let rungs = summary
             .map(|s| inbox::escalation(s, &ctx.record.state, now))

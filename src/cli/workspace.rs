@@ -132,19 +132,7 @@ pub fn profile_set(
 pub fn away(node: &Node, period: Option<String>, clear: bool, out: &Out) -> Result<()> {
     let profile = match (period, clear) {
         (None, false) => node.profile()?,
-        (Some(period), _) => crate::app::team::update_profile(node, |p| {
-            let (from, to) = crate::norms::parse_away(&period)?;
-            let text = if from == to {
-                from.to_string()
-            } else {
-                format!("{from}..{to}")
-            };
-            if p.away.contains(&text) {
-                bail!("you are away {text} already");
-            }
-            p.away.push(text);
-            Ok(())
-        })?,
+        (Some(period), _) => crate::app::team::add_away(node, &period, crate::node::now())?,
         (None, true) => crate::app::team::update_profile(node, |p| {
             p.away.clear();
             Ok(())

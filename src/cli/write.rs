@@ -65,6 +65,15 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
             decision::open(ctx, decision::proposal_id(ctx, &id)?, &closes, true)?
         }
         ProposalCommand::Close { id } => decision::close(ctx, decision::proposal_id(ctx, &id)?)?,
+        ProposalCommand::Deciders { id, names } => {
+            let id = decision::proposal_id(ctx, &id)?;
+            let ids = draft::set_deciders(ctx, id, &names)?;
+            let people: Vec<_> = ids
+                .iter()
+                .map(|d| json!({"id": d, "name": ctx.name(d)}))
+                .collect();
+            return ctx.out.done(json!({"id": id.hex(), "deciders": people}));
+        }
         ProposalCommand::Approve { id, message } => {
             decision::approve(ctx, decision::proposal_id(ctx, &id)?, message)?
         }
@@ -198,6 +207,12 @@ fn edit(
         }),
         (None, None, None, None) if !edits.is_empty() => {}
         (None, None, None, None) => {
+            if let Err(section) = markdown::round_trips(&now_title, &now_sections) {
+                bail!(
+                    "section `{section}` holds a line that reads as a Markdown heading, so editing the whole proposal would split it: edit it alone with `meridian proposal edit {} --section '{section}'`",
+                    id.short()
+                );
+            }
             let text = edit_in_editor(&markdown::render(&now_title, &now_sections), "proposal")?;
             edits.push(TextEdit::Whole {
                 markdown: text,

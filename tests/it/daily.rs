@@ -391,7 +391,7 @@ fn a_decided_proposal_is_final_until_reopened() {
     };
     let error = format!("{:#}", forged.unwrap_err());
     assert!(
-        error.contains("its title and sections are final"),
+        error.contains("its title, sections and deciders are final"),
         "{error}"
     );
 
@@ -1323,4 +1323,35 @@ fn proposal_list_states_every_obstacle_and_refuses_an_unknown_state() {
         "{refused}"
     );
     let _ = bo;
+}
+
+#[test]
+fn two_people_asking_one_person_keep_their_own_requests() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let t = ana.create(&["thread", "new", "Deploy", "-m", "When?", "--ask", "Cy"]);
+    exchange(&world, &ana, &bo);
+    // Bo asks Cy too, then takes his request back: Ana's stands.
+    bo.ok(&["ask", &t, "Cy", "--urgency", "urgent"]);
+    let refused = bo.err(&["ask", &t, "--cancel", "Ana"]);
+    assert!(refused.contains("no request"), "{refused}");
+    bo.ok(&["ask", &t, "--cancel", "Cy"]);
+    exchange(&world, &bo, &cy);
+    exchange(&world, &ana, &cy);
+    assert_eq!(needs(&cy), [need("Deploy", "ask")]);
+    let item = &cy.json(&["inbox"])["workspaces"][0]["waiting_for_you"][0];
+    assert_eq!(item["need"]["asked_by"]["name"], "Ana", "{item}");
+    // The author changes the deciders; nobody else does.
+    let p = ana.create(&["proposal", "new", "Decide", "--decider", "Ana"]);
+    ana.ok(&["proposal", "deciders", &p, "Ana", "Bo"]);
+    assert_eq!(
+        ana.json(&["show", &p])["deciders"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    exchange(&world, &ana, &bo);
+    let refused = bo.err(&["proposal", "deciders", &p, "Bo"]);
+    assert!(refused.contains("only the proposal's author"), "{refused}");
 }

@@ -30,6 +30,7 @@ fn every_help_page() {
         &["proposal", "reopen"],
         &["proposal", "close"],
         &["proposal", "unapprove"],
+        &["proposal", "deciders"],
         &["ask"],
         &["decline"],
         &["ack"],

@@ -462,6 +462,38 @@ fn a_member_cannot_rewrite_what_others_wrote() {
                 tx.commit();
             }),
         ),
+        // Every entry says the document it was written on: none, or the empty document,
+        // would make an acceptance see no deciders and no concerns.
+        (
+            "entry-without-heads",
+            forged_by_bo(&f, doc, |am| {
+                let entries = View::now(am).map(&ROOT, "entries").unwrap();
+                let mut tx = am.transaction();
+                let obj = tx
+                    .put_object(
+                        &entries,
+                        Id::random().hex().as_str(),
+                        automerge::ObjType::Map,
+                    )
+                    .unwrap();
+                tx.put(&obj, "kind", "approve").unwrap();
+                tx.put(&obj, "by", bo_id.as_str()).unwrap();
+                tx.commit();
+            }),
+        ),
+        // A member entry is made once: made again, it would shed `removed` and `admin`.
+        (
+            "member-entry-made-again",
+            forged_by_bo(&f, f.workspace, |am| {
+                let members = View::now(am).map(&ROOT, "members").unwrap();
+                let mut tx = am.transaction();
+                let again = tx
+                    .put_object(&members, bo_id.as_str(), automerge::ObjType::Map)
+                    .unwrap();
+                tx.put(&again, "name", "Bo").unwrap();
+                tx.commit();
+            }),
+        ),
         // Norms are the creator's and the admins' to change; nobody names themself admin.
         (
             "norms-by-a-member",
@@ -548,6 +580,19 @@ fn a_member_cannot_rewrite_what_others_wrote() {
         forged_by_bo(&f, decided, |am| {
             let mut tx = am.transaction();
             tx.put(ROOT, "title", "Something else").unwrap();
+            tx.commit();
+        }),
+    ));
+    // With his own change the document's only head, Bo's entry could leave it out of its
+    // heads (automerge implies it) and so name no heads at all: the empty document.
+    f.bo.ok(&["reply", &f.proposal, "-m", "Bo's own words"]);
+    sync_pair(&f.world, &f.bo, &f.ana);
+    cases.push((
+        "entry-on-the-empty-document",
+        forged_by_bo(&f, doc, |am| {
+            let entry = meridian::discussion::Entry::new("approve", &bo_id, 1);
+            let mut tx = am.transaction();
+            meridian::discussion::put_entry(&mut tx, &entry, &[]).unwrap();
             tx.commit();
         }),
     ));
