@@ -201,7 +201,8 @@ pub enum Command {
         #[arg(long)]
         no_mark: bool,
     },
-    /// What asks for your response, and what changed since you last read it.
+    /// What waits for you, what you wait on, and what happened since you last read it, in
+    /// every workspace (unless -w).
     Inbox {
         /// Look ahead: the inbox as it will stand at DATE, or after a duration (`2d`).
         #[arg(long, value_name = "DATE|DURATION")]
@@ -247,7 +248,8 @@ pub enum Command {
         /// Document id (prefix).
         id: String,
     },
-    /// Settle a conflict by choosing a value (`state` takes a state name).
+    /// Settle a conflict with either concurrent value, or a new one (`state` takes a state
+    /// name, `"section NAME"` the section's text).
     Resolve {
         /// Document id (prefix).
         id: String,
