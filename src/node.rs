@@ -481,6 +481,15 @@ impl Node {
     /// Joins a workspace from an invite code. Works offline: the member entry is written
     /// against the shared genesis and merges with everyone else's copy later.
     pub fn join(&self, invite: &Invite) -> Result<Id> {
+        let id = self.join_pending(invite)?;
+        self.write_member_entry(id)?;
+        Ok(id)
+    }
+
+    /// The first half of [`Node::join`]: the workspace, its key and this device's invite
+    /// proof, with no member entry yet, so that a join can learn the workspace's members
+    /// (and the relays' answer) before it writes one.
+    pub fn join_pending(&self, invite: &Invite) -> Result<Id> {
         let id = invite.workspace_id()?;
         if self.workspaces()?.iter().any(|(w, _)| *w == id) {
             bail!(
@@ -497,11 +506,46 @@ impl Node {
             relays: invite.relays.clone(),
             state: WorkspaceState::default(),
             salt: None,
-            proof: Some(proof.clone()),
+            proof: Some(proof),
         };
-        let message = format!("{} joins", self.profile()?.name);
-        self.add_workspace(id, &record, Some(&proof), &message)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(WORKSPACES)?
+            .insert(id.0, store::encode(&record).as_slice())?;
+        txn.commit()?;
         Ok(id)
+    }
+
+    /// Writes this person's member entry into a workspace joined with
+    /// [`Node::join_pending`], with the invite proof it was joined with.
+    pub fn write_member_entry(&self, id: Id) -> Result<()> {
+        let profile = self.profile()?;
+        let me = self.member_id();
+        let record = self
+            .workspaces()?
+            .into_iter()
+            .find(|(w, _)| *w == id)
+            .map(|(_, r)| r)
+            .context("the workspace is not on this node")?;
+        self.edit(id, id, |doc| {
+            let view = View::now(doc);
+            let members = view
+                .map(&automerge::ROOT, "members")
+                .context("the workspace genesis has no members map")?;
+            if view.map(&members, &me).is_some() {
+                return Ok(());
+            }
+            let mut tx = doc.transaction();
+            workspace::put_member(
+                &mut tx,
+                &members,
+                &self.key.verifying_key(),
+                &profile,
+                now_ms(),
+                record.proof.as_ref(),
+            )?;
+            commit(tx, &format!("{} joins", profile.name));
+            Ok(())
+        })
     }
 
     /// Whether a relay has ever welcomed this device into `workspace`: until then its
@@ -554,10 +598,14 @@ impl Node {
             .insert(id.0, store::encode(&record).as_slice())?;
         self.edit_in(&txn, id, id, |doc| {
             let view = View::now(doc);
-            let entry = view
+            // A join that stopped before writing the entry writes it later, with the record's
+            // proof.
+            let Some(entry) = view
                 .map(&automerge::ROOT, "members")
                 .and_then(|members| view.map(&members, &me))
-                .context("this device has no member entry in the workspace document")?;
+            else {
+                return Ok(());
+            };
             let mut tx = doc.transaction();
             workspace::put_invite(&mut tx, &entry, proof)?;
             commit(tx, "join again with a new invite");

@@ -38,16 +38,26 @@ impl Joined {
 }
 
 /// Joins the workspace of `invite` at `now` (ms) and registers with its relays.
+///
+/// The member entry is written once the relays have answered: so a refused join leaves
+/// nothing, and a name another member already has is refused before anyone sees it.
 pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
     if invite.expires < now {
         bail!("this invite has expired: ask a member for a new one (`meridian invite`)");
     }
     let id = invite.workspace_id()?;
+    let me = node.member_id();
     let known = node.workspaces()?.into_iter().find(|(w, _)| *w == id);
+    let has_entry = |node: &Node| -> Result<bool> {
+        Ok(node
+            .workspaces()?
+            .into_iter()
+            .any(|(w, r)| w == id && r.state.members.iter().any(|m| m.id == me)))
+    };
     let earlier = known.as_ref().and_then(|(_, record)| record.proof.clone());
     let again = match &known {
         None => {
-            node.join(invite)?;
+            node.join_pending(invite)?;
             false
         }
         Some((_, record)) if record.creator == node.key().verifying_key().to_bytes() => {
@@ -56,67 +66,114 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
                 record.name
             )
         }
-        Some((_, record)) if record.relays.is_empty() || node.admitted_anywhere(id)? => {
+        Some((_, record))
+            if (record.relays.is_empty() || node.admitted_anywhere(id)?) && has_entry(node)? =>
+        {
             bail!(
                 "this device is already a member of workspace `{}`",
                 record.name
             )
         }
+        // A join that stopped before its member entry: finish it.
+        Some(_) if node.admitted_anywhere(id)? => true,
         Some(_) => {
             node.rejoin(invite)?;
             true
         }
     };
-    let rounds = match invite.relays.as_slice() {
+    let round = |node: &Node| match invite.relays.as_slice() {
         [] => Vec::new(),
         relays => match net::sync_once(node, id, relays) {
             Ok(rounds) => rounds,
             Err(e) => vec![(relays[0].clone(), Err(e))],
         },
     };
-    let joined = Joined {
+    let mut joined = Joined {
         id,
         name: invite.name.clone(),
         relays: invite.relays.clone(),
         again,
-        rounds,
+        rounds: round(node),
     };
     let refusals: Vec<(&String, &RefusedError)> = joined
         .rounds
         .iter()
         .filter_map(|(relay, r)| Some((relay, r.as_ref().err()?.downcast_ref::<RefusedError>()?)))
         .collect();
-    if joined.admitted() || refusals.is_empty() {
-        return Ok(joined);
+    if !joined.admitted() && !refusals.is_empty() {
+        match (again, earlier) {
+            (false, _) => node.forget_workspace(id)?,
+            // The refused code is no better than the one this device had: keep that one.
+            (true, Some(earlier)) => node.set_join_proof(id, &earlier, &[])?,
+            (true, None) => {}
+        }
+        let why: Vec<String> = refusals
+            .iter()
+            .map(|(relay, refused)| {
+                format!("the relay {relay} refused this device ({})", refused.reason)
+            })
+            .collect();
+        let what_to_do = if refusals
+            .iter()
+            .any(|(_, r)| r.code == RefusedCode::UnknownWorkspace)
+        {
+            "the workspace's creator has not synced with it yet: run `meridian join CODE` again once they have"
+        } else {
+            "ask a member for a new code (`meridian invite`) and run `meridian join` with it"
+        };
+        let kept = if again {
+            "This device stays joined with its earlier invite"
+        } else {
+            "Nothing was kept"
+        };
+        bail!(
+            "could not join workspace `{}`: {}. {kept}: {what_to_do}",
+            invite.name,
+            why.join("; ")
+        );
     }
-    match (again, earlier) {
-        (false, _) => node.forget_workspace(id)?,
-        // The refused code is no better than the one this device had: keep that one.
-        (true, Some(earlier)) => node.set_join_proof(id, &earlier, &[])?,
-        (true, None) => {}
+    if !has_entry(node)? {
+        // What the relays brought says who is a member already: one name, one person.
+        let profile = node.profile()?;
+        let (_, record) = node
+            .workspaces()?
+            .into_iter()
+            .find(|(w, _)| *w == id)
+            .ok_or_else(|| anyhow::anyhow!("the workspace vanished while joining"))?;
+        if let Some(other) = record
+            .state
+            .active_members()
+            .find(|m| m.id != me && m.name.to_lowercase() == profile.name.to_lowercase())
+        {
+            if !again {
+                node.forget_workspace(id)?;
+            }
+            let city = profile
+                .tz
+                .rsplit('/')
+                .next()
+                .unwrap_or(&profile.tz)
+                .replace('_', " ");
+            bail!(
+                "workspace `{}` has a member called {} already (key {}): choose a name that tells you apart, like `meridian profile set --name '{} ({city})'`, then run `meridian join` with the same code again (it stays valid for this device)",
+                invite.name,
+                other.name,
+                crate::id::prefix(&other.id, 8),
+                profile.name
+            );
+        }
+        node.write_member_entry(id)?;
+        if joined.admitted() && !joined.relays.is_empty() {
+            // The entry goes out now, so the others learn of the new member at once.
+            let second = round(node);
+            for (relay, result) in second {
+                if let Some(first) = joined.rounds.iter_mut().find(|(r, _)| *r == relay)
+                    && let (Ok(report), Ok(more)) = (&mut first.1, result)
+                {
+                    report.absorb(more);
+                }
+            }
+        }
     }
-    let why: Vec<String> = refusals
-        .iter()
-        .map(|(relay, refused)| {
-            format!("the relay {relay} refused this device ({})", refused.reason)
-        })
-        .collect();
-    let what_to_do = if refusals
-        .iter()
-        .any(|(_, r)| r.code == RefusedCode::UnknownWorkspace)
-    {
-        "the workspace's creator has not synced with it yet: run `meridian join CODE` again once they have"
-    } else {
-        "ask a member for a new code (`meridian invite`) and run `meridian join` with it"
-    };
-    let kept = if again {
-        "This device stays joined with its earlier invite"
-    } else {
-        "Nothing was kept"
-    };
-    bail!(
-        "could not join workspace `{}`: {}. {kept}: {what_to_do}",
-        invite.name,
-        why.join("; ")
-    )
+    Ok(joined)
 }

@@ -70,7 +70,8 @@ pub struct RoundReport {
 }
 
 impl RoundReport {
-    fn absorb(&mut self, other: RoundReport) {
+    /// Adds another round's figures to this one's.
+    pub fn absorb(&mut self, other: RoundReport) {
         self.pushed += other.pushed;
         self.pulled += other.pulled;
         self.applied += other.applied;

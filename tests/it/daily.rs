@@ -1355,3 +1355,30 @@ fn two_people_asking_one_person_keep_their_own_requests() {
     let refused = bo.err(&["proposal", "deciders", &p, "Bo"]);
     assert!(refused.contains("only the proposal's author"), "{refused}");
 }
+
+#[test]
+fn a_join_refuses_a_name_the_workspace_has_and_the_same_code_works_after_a_rename() {
+    let team = crate::relays::Team::new(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let ana = &team.homes[0];
+    let code = ana.ok(&["invite"]).trim().to_string();
+    let second = team.world.person("ana2", "America/Lima");
+    second.ok(&["profile", "set", "--name", "bo"]);
+    let refused = second.err(&["join", &code]);
+    assert!(
+        refused.contains("has a member called Bo already") && refused.contains("bo (Lima)"),
+        "{refused}"
+    );
+    assert!(
+        workspaces(&second).is_empty(),
+        "a refused join keeps nothing"
+    );
+    second.ok(&["profile", "set", "--name", "Bo (Lima)"]);
+    let joined = second.ok(&["join", &code]);
+    assert!(joined.starts_with("Joined acme"), "{joined}");
+    crate::relays::sync(ana);
+    let names: Vec<String> = field(&ana.json(&["member", "list"]), "name")
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    assert!(names.contains(&"Bo (Lima)".to_string()), "{names:?}");
+}
