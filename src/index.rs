@@ -29,7 +29,7 @@ pub struct AskSummary {
     pub responded: Option<i64>,
     /// When they declined, and why: the request goes back to the asker, or on along the
     /// escalation ladder.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declined: Option<(i64, String)>,
 }
 
@@ -104,25 +104,25 @@ pub struct DocSummary {
     #[serde(default)]
     pub version: u32,
     /// The urgency of the document's requests (a decider's implied one included).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub urgency: String,
     /// A proposal's deciders.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deciders: Vec<String>,
     /// A proposal's approvals that stand or went stale (retracted ones are left out).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalSummary>,
     /// A proposal's concerns.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concerns: Vec<ConcernSummary>,
     /// When the current comment period began, ms: deciders are asked from then.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened: Option<i64>,
     /// Fields with concurrent values (`title`, `section NAME`, `state`, …).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
     /// Fields of a decided proposal edited concurrently with the decision.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_edits: Vec<String>,
 }
 
