@@ -9,8 +9,9 @@ use crate::history;
 use crate::proposal;
 use crate::thread;
 
-/// The version of what [`summarize`] writes: a home whose summaries are older has them
-/// rebuilt from the documents when it is opened (`node::Node::open`).
+/// The version of what [`summarize`] writes, kept in the home's `META` table: a home whose
+/// summaries are older has them all rebuilt from the documents when it is opened
+/// (`node::Node::open`), so a summary need not say its own.
 /// 1: deciders, approvals, concerns, the period's start, conflicts, declines, late edits.
 pub const VERSION: u32 = 1;
 
@@ -100,9 +101,6 @@ pub struct DocSummary {
     pub changes: u64,
     /// Requests for a response.
     pub asks: Vec<AskSummary>,
-    /// Which [`VERSION`] of the summary this is (0: from before versions).
-    #[serde(default)]
-    pub version: u32,
     /// The urgency of the document's requests (a decider's implied one included).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub urgency: String,
@@ -142,7 +140,6 @@ impl DocSummary {
             heads: Vec::new(),
             changes: 0,
             asks: Vec::new(),
-            version: VERSION,
             urgency: String::new(),
             deciders: Vec::new(),
             approvals: Vec::new(),
@@ -248,8 +245,13 @@ pub fn summarize(
         heads: heads_hex(&view.doc.get_heads()),
         changes,
         asks: Vec::new(),
-        version: VERSION,
-        urgency: view.string(&root, "urgency"),
+        // Only a proposal's urgency is read from the summary (a decider's implied request);
+        // asks carry their own.
+        urgency: if kind == Kind::Proposal {
+            view.string(&root, "urgency")
+        } else {
+            String::new()
+        },
         deciders: Vec::new(),
         approvals: Vec::new(),
         concerns: Vec::new(),

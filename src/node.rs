@@ -1670,9 +1670,7 @@ pub fn reindex(
     let text_blind = |s: &DocSummary| s.approvals.is_empty() && !s.decided();
     let summary = match stored {
         Some(mut summary)
-            if touched == Touched::Sequences
-                && summary.version == crate::index::VERSION
-                && text_blind(&summary) =>
+            if touched == Touched::Sequences && text_blind(&summary) =>
         {
             summary.updated = updated;
             summary.last_author = last_author;
