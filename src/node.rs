@@ -1669,9 +1669,7 @@ pub fn reindex(
     // is a comparison of texts) and a decided proposal's late edits.
     let text_blind = |s: &DocSummary| s.approvals.is_empty() && !s.decided();
     let summary = match stored {
-        Some(mut summary)
-            if touched == Touched::Sequences && text_blind(&summary) =>
-        {
+        Some(mut summary) if touched == Touched::Sequences && text_blind(&summary) => {
             summary.updated = updated;
             summary.last_author = last_author;
             summary.heads = crate::doc::heads_hex(&doc.get_heads());

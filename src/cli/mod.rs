@@ -179,8 +179,8 @@ pub enum Command {
         /// Document id (prefix).
         id: String,
         /// Why (the asker reads it).
-        #[arg(short = 'm', long = "message", value_name = "WHY")]
-        why: Option<String>,
+        #[command(flatten)]
+        why: Note,
     },
     /// Acknowledge a request: seen, no reply needed (it counts as your response).
     Ack {
@@ -507,8 +507,8 @@ pub enum ProposalCommand {
         /// Proposal id.
         id: String,
         /// A message.
-        #[arg(short = 'm', long = "message")]
-        message: Option<String>,
+        #[command(flatten)]
+        message: Note,
     },
     /// Retract your approval.
     Unapprove {
@@ -534,8 +534,8 @@ pub enum ProposalCommand {
         /// Concern id (prefix).
         concern: String,
         /// Why it is resolved (required when it is not your own concern).
-        #[arg(short = 'm', long = "message", value_name = "NOTE")]
-        note: Option<String>,
+        #[command(flatten)]
+        note: Note,
     },
     /// Replace the deciders (the author, while undecided): whose approval acceptance needs.
     Deciders {
@@ -587,14 +587,39 @@ pub struct Text {
     pub file: Option<PathBuf>,
 }
 
+/// An optional message: `-m TEXT` or `--file FILE` (`-` reads stdin for either); no editor
+/// opens when neither is given.
+#[derive(Debug, Default, clap::Args)]
+pub struct Note {
+    /// The message (`-` reads it from stdin).
+    #[arg(short = 'm', long = "message", value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Read the message from FILE (`-` for stdin).
+    #[arg(long = "file", value_name = "FILE", conflicts_with = "message")]
+    pub file: Option<PathBuf>,
+}
+
+impl Note {
+    /// The message given, if any.
+    pub fn read(self) -> Result<Option<String>> {
+        let text = match (self.message, self.file) {
+            (Some(m), _) if m == "-" => read_text(std::path::Path::new("-"))?,
+            (Some(m), _) => m,
+            (None, Some(path)) => read_text(&path)?,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+    }
+}
+
 /// Arguments of accept, reject, withdraw.
 #[derive(Debug, clap::Args)]
 pub struct Decision {
     /// Proposal id.
     pub id: String,
     /// A message.
-    #[arg(short = 'm', long = "message")]
-    pub message: Option<String>,
+    #[command(flatten)]
+    pub message: Note,
 }
 
 /// `meridian thread …`
@@ -763,7 +788,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             urgency,
             cancel,
         } => write::ask(ctx, &id, &names, urgency, cancel),
-        Command::Decline { id, why } => write::answer(ctx, &id, false, why),
+        Command::Decline { id, why } => write::answer(ctx, &id, false, why.read()?),
         Command::Ack { id } => write::answer(ctx, &id, true, None),
         Command::Show { id, at, no_mark } => read::show(ctx, &id, at.as_deref(), !no_mark),
         Command::Read { ids, .. } => read::mark_read(ctx, &ids),

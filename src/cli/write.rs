@@ -75,7 +75,7 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
             return ctx.out.done(json!({"id": id.hex(), "deciders": people}));
         }
         ProposalCommand::Approve { id, message } => {
-            decision::approve(ctx, decision::proposal_id(ctx, &id)?, message)?
+            decision::approve(ctx, decision::proposal_id(ctx, &id)?, message.read()?)?
         }
         ProposalCommand::Unapprove { id } => {
             decision::unapprove(ctx, decision::proposal_id(ctx, &id)?)?
@@ -90,19 +90,26 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
             written
         }
         ProposalCommand::Resolve { id, concern, note } => {
+            let note = note.read()?;
             decision::resolve_concern(ctx, decision::proposal_id(ctx, &id)?, &concern, note)?
         }
-        ProposalCommand::Accept(d) => {
-            decision::decide(ctx, decision::proposal_id(ctx, &d.id)?, "accept", d.message)?
-        }
-        ProposalCommand::Reject(d) => {
-            decision::decide(ctx, decision::proposal_id(ctx, &d.id)?, "reject", d.message)?
-        }
+        ProposalCommand::Accept(d) => decision::decide(
+            ctx,
+            decision::proposal_id(ctx, &d.id)?,
+            "accept",
+            d.message.read()?,
+        )?,
+        ProposalCommand::Reject(d) => decision::decide(
+            ctx,
+            decision::proposal_id(ctx, &d.id)?,
+            "reject",
+            d.message.read()?,
+        )?,
         ProposalCommand::Withdraw(d) => decision::decide(
             ctx,
             decision::proposal_id(ctx, &d.id)?,
             "withdraw",
-            d.message,
+            d.message.read()?,
         )?,
         ProposalCommand::Supersede { id, by } => {
             decision::supersede(ctx, decision::proposal_id(ctx, &id)?, &by)?
