@@ -633,6 +633,13 @@ fn every_text_comes_from_m_a_file_stdin_or_the_editor_and_empty_aborts() {
             .len(),
         2
     );
+    // Optional messages come from a file too, and open no editor when absent.
+    let p = ana.create(&["proposal", "new", "Messages"]);
+    let note = world.file("note.txt");
+    std::fs::write(&note, "Read it twice.\n").unwrap();
+    ana.ok(&["proposal", "approve", &p, "--file", note.to_str().unwrap()]);
+    let approvals = ana.json(&["show", &p])["approvals"].clone();
+    assert_eq!(approvals[0]["message"], "Read it twice.", "{approvals}");
 }
 
 #[test]
