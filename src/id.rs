@@ -87,33 +87,69 @@ pub fn resolve_prefix<T: Clone>(
     prefix: &str,
     candidates: impl IntoIterator<Item = (String, T)>,
 ) -> Result<T> {
+    resolve_prefix_or(what, prefix, candidates, |_| None)
+}
+
+/// [`resolve_prefix`], with `describe` naming a candidate for people (`proposal "Store
+/// workspaces in redb"`) in the errors: the candidates an ambiguous prefix fits, and the
+/// likely one a mistyped prefix meant.
+pub fn resolve_prefix_or<T: Clone>(
+    what: &str,
+    prefix: &str,
+    candidates: impl IntoIterator<Item = (String, T)>,
+    describe: impl Fn(&T) -> Option<String>,
+) -> Result<T> {
+    use crate::error::ErrorKind::{Ambiguous, NotFound, Usage};
+    use crate::error::failure;
     let prefix = prefix.trim().to_ascii_lowercase();
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("`{prefix}` is not a {what} id: ids are hex digits, as shown by the list commands");
+        return Err(failure(
+            Usage,
+            format!(
+                "`{prefix}` is not a {what} id: ids are hex digits, as shown by the list commands"
+            ),
+        ));
     }
-    let mut found: Vec<(String, T)> = candidates
-        .into_iter()
+    let all: Vec<(String, T)> = candidates.into_iter().collect();
+    let mut found: Vec<&(String, T)> = all
+        .iter()
         .filter(|(hex, _)| hex.starts_with(&prefix))
         .collect();
     // A whole id names its record even when another id extends it.
     if let Some(exact) = found.iter().position(|(hex, _)| *hex == prefix) {
-        return Ok(found.swap_remove(exact).1);
+        return Ok(found.swap_remove(exact).1.clone());
     }
+    let named = |(hex, value): &(String, T)| match describe(value) {
+        Some(text) => format!("{} {text}", self::prefix(hex, 8)),
+        None => self::prefix(hex, 12).to_string(),
+    };
     match found.len() {
-        0 => bail!("no {what} has an id starting with `{prefix}`"),
-        1 => Ok(found.remove(0).1),
+        0 => {
+            // One digit off (mistyped or swapped) from the start of a real id.
+            let near = all.iter().find(|(hex, _)| {
+                let start = self::prefix(hex, prefix.chars().count());
+                strsim::damerau_levenshtein(start, &prefix) == 1
+            });
+            let hint = near
+                .map(|candidate| format!(": did you mean {}?", named(candidate)))
+                .unwrap_or_default();
+            Err(failure(
+                NotFound,
+                format!("no {what} has an id starting with `{prefix}`{hint}"),
+            ))
+        }
+        1 => Ok(found.remove(0).1.clone()),
         n => {
-            let mut names: Vec<String> = found
-                .iter()
-                .map(|(hex, _)| hex.get(..12).unwrap_or(hex).to_string())
-                .collect();
-            names.sort();
-            names.truncate(5);
-            bail!(
-                "`{prefix}` is ambiguous: {n} {what}s start with it ({}{}); type more digits",
-                names.join(", "),
-                if n > 5 { ", …" } else { "" }
-            )
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            let names: Vec<String> = found.iter().take(5).map(|c| named(c)).collect();
+            Err(failure(
+                Ambiguous,
+                format!(
+                    "`{prefix}` is ambiguous: {n} {what}s start with it ({}{}); type more digits",
+                    names.join(", "),
+                    if n > 5 { ", …" } else { "" }
+                ),
+            ))
         }
     }
 }

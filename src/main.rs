@@ -2,6 +2,7 @@
 //! on stderr with a non-zero exit.
 
 use clap::Parser;
+use meridian::error::ErrorKind;
 
 /// mimalloc rather than the system allocator: applying received changes allocates many
 /// small, short-lived objects (automerge's ops, redb's pages, the parts of envelopes), and
@@ -15,12 +16,26 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = meridian::cli::Cli::parse();
+    // Scripts asked for JSON get their errors as JSON too, usage errors included.
+    let json = std::env::args().skip(1).any(|a| a == "--json");
+    let cli = match meridian::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if json && error.use_stderr() => {
+            let text = error.render().to_string();
+            let message = text.trim().strip_prefix("error: ").unwrap_or(text.trim());
+            let usage = ErrorKind::Usage;
+            meridian::cli::print_error(&anyhow::anyhow!(message.to_string()), usage.name(), true);
+            return std::process::ExitCode::from(usage.exit_code());
+        }
+        Err(error) => error.exit(),
+    };
+    let json = cli.json;
     match meridian::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            let kind = meridian::error::kind_of(&error);
+            meridian::cli::print_error(&error, kind.name(), json);
+            std::process::ExitCode::from(kind.exit_code())
         }
     }
 }

@@ -394,7 +394,8 @@ impl Node {
         let all = self.workspaces()?;
         match selector {
             None => match all.len() {
-                0 => bail!(
+                0 => crate::fail!(
+                    NotFound,
                     "this node belongs to no workspace yet: `meridian workspace create NAME` or `meridian join CODE`"
                 ),
                 1 => Ok(all.into_iter().next().expect("one")),
@@ -405,7 +406,8 @@ impl Node {
                             .find(|(id, _)| *id == current)
                             .context("the current workspace vanished");
                     }
-                    bail!(
+                    crate::fail!(
+                        Ambiguous,
                         "this node belongs to {} workspaces ({}): choose one with -w NAME, or make one current with `meridian workspace use NAME`",
                         all.len(),
                         all.iter()
@@ -425,12 +427,14 @@ impl Node {
                     return Ok(named.into_iter().next().expect("one"));
                 }
                 if !selector.chars().all(|c| c.is_ascii_hexdigit()) {
-                    bail!(
-                        "no workspace is called `{selector}`: this node has {}",
-                        all.iter()
-                            .map(|(_, w)| w.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                    let names: Vec<&str> = all.iter().map(|(_, w)| w.name.as_str()).collect();
+                    let hint = crate::error::closest(selector, names.iter().copied())
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
+                    crate::fail!(
+                        NotFound,
+                        "no workspace is called `{selector}`{hint}: this node has {}",
+                        names.join(", ")
                     );
                 }
                 resolve_prefix(
@@ -775,9 +779,10 @@ impl Node {
             crate::rules::check_changes(doc, kind, changes, |change| {
                 doc_id != workspace && change.deps().is_empty()
             })
-            .context(
-                "this edit breaks a document rule, which is a bug in meridian; nothing was changed",
-            )
+            .context(crate::error::Failure {
+                kind: crate::error::ErrorKind::Refused,
+                message: "this edit breaks a document rule, which is a bug in meridian; nothing was changed".into(),
+            })
         };
         let stats = doc.stats();
         let new = stats.num_changes.saturating_sub(count_before) as usize;
@@ -909,7 +914,20 @@ impl Node {
             .filter(|(_, summary)| summary.workspace == workspace.0)
             .map(|(id, summary)| (id.hex(), (id, summary)))
             .collect();
-        resolve_prefix("document", prefix, candidates)
+        let describe =
+            |(_, s): &(Id, DocSummary)| Some(format!("{} \"{}\"", s.kind.as_str(), s.title));
+        match crate::id::resolve_prefix_or("document", prefix, candidates, describe) {
+            // Nothing starts with it: perhaps a digit was mistyped.
+            Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::NotFound => {
+                let all: Vec<(String, (Id, DocSummary))> = self
+                    .summaries(workspace)?
+                    .into_iter()
+                    .map(|(id, summary)| (id.hex(), (id, summary)))
+                    .collect();
+                crate::id::resolve_prefix_or("document", prefix, all, describe)
+            }
+            other => other,
+        }
     }
 
     /// Every document of any workspace whose id starts with `prefix` (hex).

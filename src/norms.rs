@@ -161,8 +161,20 @@ fn parse_days(text: &str) -> Result<u8> {
 /// lookup in the system database lists every directory under `/usr/share/zoneinfo`, 0.8
 /// to 1 ms, a quarter of every command's start.
 pub fn time_zone(name: &str) -> Result<TimeZone> {
-    jiff::tz::TimeZoneDatabase::bundled().get(name).with_context(|| {
-        format!("`{name}` is not a known IANA time zone: use a name like Europe/Berlin, America/Lima or Asia/Tokyo")
+    let database = jiff::tz::TimeZoneDatabase::bundled();
+    database.get(name).map_err(|_| {
+        let names: Vec<String> = database
+            .available()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        let advice = match crate::error::closest(name, names.iter().map(String::as_str)) {
+            Some(near) => format!("did you mean {near}?"),
+            None => "use a name like Europe/Berlin, America/Lima or Asia/Tokyo".into(),
+        };
+        crate::error::failure(
+            crate::error::ErrorKind::Usage,
+            format!("`{name}` is not a known IANA time zone: {advice}"),
+        )
     })
 }
 

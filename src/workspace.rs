@@ -176,7 +176,8 @@ impl WorkspaceState {
         match by_name.as_slice() {
             [one] => return Ok(one),
             [] => {}
-            several => bail!(
+            several => crate::fail!(
+                Ambiguous,
                 "several members are called `{name}`: name one as {}",
                 several
                     .iter()
@@ -190,17 +191,26 @@ impl WorkspaceState {
             .collect();
         match by_key.as_slice() {
             [one] => Ok(one),
-            _ => bail!(
-                "no member is called `{name}`: members are {}",
-                self.active_members()
-                    .map(|m| if m.shown.is_empty() {
-                        m.name.as_str()
-                    } else {
-                        m.shown.as_str()
+            _ => {
+                let names: Vec<&str> = self
+                    .active_members()
+                    .map(|m| {
+                        if m.shown.is_empty() {
+                            m.name.as_str()
+                        } else {
+                            m.shown.as_str()
+                        }
                     })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+                    .collect();
+                let hint = crate::error::closest(name, names.iter().copied())
+                    .map(|n| format!(" (did you mean {n}?)"))
+                    .unwrap_or_default();
+                crate::fail!(
+                    NotFound,
+                    "no member is called `{name}`{hint}: members are {}",
+                    names.join(", ")
+                )
+            }
         }
     }
 

@@ -1,12 +1,13 @@
 //! Replies and reactions: a reply to a document, to one comment, or to a concern; editing
 //! and deleting one's own comment; reacting and taking a reaction back.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::Context;
 use crate::discussion;
 use crate::doc::{Kind, View};
+use crate::fail;
 use crate::id::{Id, resolve_prefix};
 use crate::node::{commit, now_ms};
 
@@ -36,7 +37,10 @@ pub fn split_target(target: &str) -> (&str, Option<&str>) {
 /// Replies to a document, or (`DOC:ID`) to one of its comments or concerns.
 pub fn reply(cx: &Context, target: &str, body: &str) -> Result<Replied> {
     if body.trim().is_empty() {
-        bail!("aborting: the reply is empty, so nothing was written");
+        fail!(
+            Usage,
+            "aborting: the reply is empty, so nothing was written"
+        );
     }
     let (doc_prefix, parent_prefix) = split_target(target);
     let (id, summary) = cx.document(doc_prefix)?;
@@ -83,7 +87,10 @@ fn answerable(view: View<'_>, prefix: &str) -> Result<String> {
 /// One's own comment, by `DOC:COMMENT`: the document and the comment's full id.
 fn own_comment(cx: &Context, target: &str) -> Result<(Id, String)> {
     let (doc_prefix, Some(comment_prefix)) = split_target(target) else {
-        bail!("name the comment as DOCUMENT:COMMENT, as `meridian show` lists them");
+        fail!(
+            Usage,
+            "name the comment as DOCUMENT:COMMENT, as `meridian show` lists them"
+        );
     };
     let (id, _) = cx.document(doc_prefix)?;
     let doc = cx.node.load(cx.workspace, id)?;
@@ -94,13 +101,14 @@ fn own_comment(cx: &Context, target: &str) -> Result<(Id, String)> {
         comments.into_iter().map(|c| (c.id.clone(), c)),
     )?;
     if comment.by != cx.me {
-        bail!(
+        fail!(
+            Refused,
             "that comment is {}'s: only its author edits or deletes it",
             cx.name(&comment.by)
         );
     }
     if comment.deleted {
-        bail!("that comment was deleted");
+        fail!(NotFound, "that comment was deleted");
     }
     Ok((id, comment.id))
 }
@@ -109,7 +117,10 @@ fn own_comment(cx: &Context, target: &str) -> Result<(Id, String)> {
 /// see that it was edited.
 pub fn edit(cx: &Context, target: &str, body: &str) -> Result<(Id, String)> {
     if body.trim().is_empty() {
-        bail!("aborting: the new text is empty (to remove the comment, use --delete)");
+        fail!(
+            Usage,
+            "aborting: the new text is empty (to remove the comment, use --delete)"
+        );
     }
     let (id, comment) = own_comment(cx, target)?;
     cx.node.edit(cx.workspace, id, |doc| {
@@ -147,10 +158,16 @@ pub fn delete(cx: &Context, target: &str) -> Result<(Id, String)> {
 /// Adds (or, with `remove`, takes back) one's reaction to a comment.
 pub fn react(cx: &Context, target: &str, emoji: &str, remove: bool) -> Result<(Id, String)> {
     let (doc_prefix, Some(comment_prefix)) = split_target(target) else {
-        bail!("react to one comment: give DOCUMENT:COMMENT, as `meridian show` lists them");
+        fail!(
+            Usage,
+            "react to one comment: give DOCUMENT:COMMENT, as `meridian show` lists them"
+        );
     };
     if emoji.trim().is_empty() || emoji.chars().count() > 16 || emoji.contains(' ') {
-        bail!("`{emoji}` is not a reaction: give one emoji or a short word without spaces");
+        fail!(
+            Usage,
+            "`{emoji}` is not a reaction: give one emoji or a short word without spaces"
+        );
     }
     let (id, _) = cx.document(doc_prefix)?;
     let me = cx.me.clone();
@@ -170,13 +187,13 @@ pub fn react(cx: &Context, target: &str, emoji: &str, remove: bool) -> Result<(I
         let mut tx = doc.transaction();
         if remove {
             if !mine {
-                bail!("you have not reacted {emoji} to that comment");
+                fail!(NotFound, "you have not reacted {emoji} to that comment");
             }
             discussion::remove_reaction(&mut tx, &obj, emoji, &me)?;
             commit(tx, &format!("take back {emoji}"));
         } else {
             if mine {
-                bail!("you reacted {emoji} to that comment already");
+                fail!(Refused, "you reacted {emoji} to that comment already");
             }
             discussion::put_reaction(&mut tx, &obj, emoji, &me, now_ms())?;
             commit(tx, &format!("react {emoji}"));

@@ -6,7 +6,7 @@
 //! others, which the document rules refuse for a field that is always a value; so a value
 //! is always written as a put that supersedes every concurrent one.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ScalarValue};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::Context;
 use crate::discussion::{self, Entry};
 use crate::doc::{Kind, View};
+use crate::fail;
 use crate::history;
 use crate::id::Id;
 use crate::node::{commit, now_ms};
@@ -69,7 +70,8 @@ fn state_name(kind: Kind, typed: &str) -> Result<&'static str> {
         (_, None) => "",
     };
     if !allowed.contains(&state) {
-        bail!(
+        fail!(
+            Usage,
             "`{typed}` is not a state a {} can be settled to: use one of {}",
             kind.as_str(),
             allowed.join(", ")
@@ -85,7 +87,7 @@ pub fn resolve(cx: &Context, id: Id, kind: Kind, field: &str, value: &str) -> Re
         cx.record.state.norms().level(value)?;
     }
     if field == "title" && value.trim().is_empty() {
-        bail!("a title cannot be empty: give the title to keep");
+        fail!(Usage, "a title cannot be empty: give the title to keep");
     }
     let state = if field == "state" {
         Some(state_name(kind, value)?)
@@ -97,7 +99,7 @@ pub fn resolve(cx: &Context, id: Id, kind: Kind, field: &str, value: &str) -> Re
         let view = View::now(doc);
         let conflicts = history::conflicts(view);
         let Some(conflict) = conflicts.iter().find(|c| c.field == field) else {
-            bail!(
+            fail!(NotFound,
                 "`{field}` has no conflict in {}: `meridian conflicts {}` lists the fields that do",
                 id.short(),
                 id.short()
@@ -112,7 +114,7 @@ pub fn resolve(cx: &Context, id: Id, kind: Kind, field: &str, value: &str) -> Re
             return Ok(Some(entry.id));
         }
         if proposal::is_decided(view) && (field == "title" || field.starts_with("section ")) {
-            bail!(
+            fail!(Refused,
                 "the proposal is {}: its text is final (`meridian proposal reopen ID -m WHY` reopens it)",
                 proposal::read(view).lifecycle.state.name()
             );
@@ -162,7 +164,7 @@ fn state_entry(doc: &automerge::Automerge, kind: Kind, me: &str, state: &str) ->
         }
     };
     let discussion::State::Conflict { candidates } = &lifecycle.state else {
-        bail!("the state has no conflict");
+        fail!(NotFound, "the state has no conflict");
     };
     let transition = STATES
         .iter()
@@ -183,7 +185,8 @@ fn state_entry(doc: &automerge::Automerge, kind: Kind, me: &str, state: &str) ->
         entry.closes = chosen.closes;
         entry.target = chosen.target.clone();
     } else if transition == "supersede" {
-        bail!(
+        fail!(
+            Usage,
             "no concurrent transition superseded it: `meridian proposal supersede ID --by OTHER` names the proposal that replaces it"
         );
     }
@@ -204,7 +207,7 @@ fn state_entry(doc: &automerge::Automerge, kind: Kind, me: &str, state: &str) ->
         _ => thread::lifecycle(&all).ignored,
     };
     if let Some((_, reason)) = ignored.iter().find(|(e, _)| *e == entry.id) {
-        bail!("cannot settle the state to {state}: {reason}");
+        fail!(Refused, "cannot settle the state to {state}: {reason}");
     }
     Ok(entry)
 }

@@ -4,12 +4,13 @@
 //! Each action writes one entry after checking, as every node will, that it counts; when it
 //! would not, the error says every reason at once and what to do about each.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::Context;
 use crate::discussion::{self, Entry};
 use crate::doc::{Kind, View};
+use crate::fail;
 use crate::id::{Id, resolve_prefix};
 use crate::node::{commit, now_ms};
 use crate::norms::period_end;
@@ -37,7 +38,8 @@ pub fn thread_id(cx: &Context, prefix: &str) -> Result<Id> {
 fn document_of(cx: &Context, prefix: &str, kind: Kind) -> Result<Id> {
     let (id, summary) = cx.document(prefix)?;
     if summary.kind != kind {
-        bail!(
+        fail!(
+            Usage,
             "{} is a {} (\"{}\"), not a {}",
             id.short(),
             summary.kind.as_str(),
@@ -79,14 +81,16 @@ pub fn close(cx: &Context, id: Id) -> Result<Written> {
     let kind = match &state {
         discussion::State::Open { .. } => "open",
         discussion::State::FinalComment { .. } => "final-comment",
-        other => bail!(
+        other => fail!(
+            Refused,
             "{} is {}, not in a comment period: there is nothing to close",
             id.short(),
             other.name()
         ),
     };
     if state.closes().is_some_and(|c| c <= now_ms()) {
-        bail!(
+        fail!(
+            Refused,
             "the comment period of {} closed already, {}",
             id.short(),
             cx.time(state.closes().unwrap_or_default())
@@ -110,7 +114,12 @@ pub fn decide(cx: &Context, id: Id, kind: &str, message: Option<String>) -> Resu
                 let time = |t: i64| cx.time(t);
                 let reasons: Vec<String> =
                     obstacles.iter().map(|o| o.describe(&name, &time)).collect();
-                bail!("cannot accept {}: {}", id.short(), reasons.join("; "));
+                fail!(
+                    Refused,
+                    "cannot accept {}: {}",
+                    id.short(),
+                    reasons.join("; ")
+                );
             }
         }
     }
@@ -121,7 +130,10 @@ pub fn decide(cx: &Context, id: Id, kind: &str, message: Option<String>) -> Resu
 pub fn supersede(cx: &Context, id: Id, by: &str) -> Result<Written> {
     let by = proposal_id(cx, by)?;
     if by == id {
-        bail!("a proposal cannot supersede itself: name the proposal that replaces it");
+        fail!(
+            Usage,
+            "a proposal cannot supersede itself: name the proposal that replaces it"
+        );
     }
     transition(cx, id, "supersede", |e| e.target = by.hex())
 }
@@ -129,7 +141,10 @@ pub fn supersede(cx: &Context, id: Id, by: &str) -> Result<Written> {
 /// Moves a decided proposal back to draft: its approvals go stale, its text may change.
 pub fn reopen(cx: &Context, id: Id, why: &str) -> Result<Written> {
     if why.trim().is_empty() {
-        bail!("say why it is reopened with -m WHY: everyone who decided it will read it");
+        fail!(
+            Usage,
+            "say why it is reopened with -m WHY: everyone who decided it will read it"
+        );
     }
     transition(cx, id, "reopen", |e| e.message = why.trim().to_string())
 }
@@ -148,7 +163,8 @@ fn transition(cx: &Context, id: Id, kind: &str, fill: impl FnOnce(&mut Entry)) -
         entries.push(entry.clone());
         let after = proposal::lifecycle(doc, &entries, &current.deciders, &current.author);
         if let Some((_, reason)) = after.ignored.iter().find(|(e, _)| *e == entry.id) {
-            bail!(
+            fail!(
+                Refused,
                 "cannot {kind} {}: {}",
                 id.short(),
                 explain(cx, reason, &current)
@@ -205,7 +221,10 @@ pub fn approve(cx: &Context, id: Id, message: Option<String>) -> Result<Written>
 /// Raises a concern, blocking acceptance or not.
 pub fn concern(cx: &Context, id: Id, message: &str, blocking: bool) -> Result<Written> {
     if message.trim().is_empty() {
-        bail!("the concern is empty: say what worries you with -m TEXT");
+        fail!(
+            Usage,
+            "the concern is empty: say what worries you with -m TEXT"
+        );
     }
     feedback(cx, id, "concern", |e| {
         e.message = message.trim().to_string();
@@ -218,7 +237,8 @@ pub fn unapprove(cx: &Context, id: Id) -> Result<Written> {
     let doc = cx.node.load(cx.workspace, id)?;
     let p = proposal::read(View::now(&doc));
     if !p.approvals.iter().any(|a| a.entry.by == cx.me) {
-        bail!(
+        fail!(
+            NotFound,
             "you have not approved {}: there is nothing to retract",
             id.short()
         );
@@ -237,7 +257,7 @@ fn feedback(cx: &Context, id: Id, kind: &str, fill: impl FnOnce(&mut Entry)) -> 
                 "unapprove" => "unapproved",
                 _ => "given concerns",
             };
-            bail!(
+            fail!(Refused,
                 "{} is {}: it can no longer be {what} (`meridian proposal reopen ID -m WHY` reopens it)",
                 id.short(),
                 state.name()
@@ -272,7 +292,7 @@ pub fn resolve_concern(
                 .map(|c| (c.entry.id.clone(), c.clone())),
         )?;
         if let Some(resolved) = &found.resolved {
-            bail!(
+            fail!(Refused,
                 "concern {} was already resolved by {} {}",
                 crate::id::prefix(&found.entry.id, 8),
                 cx.name(&resolved.by),
@@ -283,12 +303,12 @@ pub fn resolve_concern(
         let note = note.unwrap_or_default().trim().to_string();
         if found.entry.by != me {
             if current.author != me {
-                bail!(
+                fail!(Refused,
                     "only {raiser}, who raised it, or the proposal's author may resolve this concern"
                 );
             }
             if note.is_empty() {
-                bail!(
+                fail!(Usage,
                     "you are resolving {raiser}'s concern for them: say why with -m NOTE (they will see it)"
                 );
             }
@@ -323,7 +343,7 @@ pub fn thread_state(cx: &Context, id: Id, resolve: bool) -> Result<Written> {
             .iter()
             .find(|(e, _)| *e == entry.id)
         {
-            bail!("cannot {kind} {}: {reason}", id.short());
+            fail!(Refused, "cannot {kind} {}: {reason}", id.short());
         }
         let heads = doc.get_heads();
         entry.heads = crate::doc::heads_hex(&heads);

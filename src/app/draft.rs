@@ -6,13 +6,14 @@
 //! for one (`--new-section`). A Markdown file's own headings are deliberate, so they add
 //! and, in a whole-document edit, remove sections, and the result says which.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use automerge::ROOT;
 use automerge::transaction::Transactable;
 use serde::Serialize;
 
 use super::Context;
 use crate::doc::View;
+use crate::fail;
 use crate::id::Id;
 use crate::markdown;
 use crate::node::{commit, now_ms};
@@ -61,13 +62,19 @@ fn urgency(cx: &Context, urgency: Option<String>) -> Result<String> {
 /// The error for a section name the proposal lacks.
 pub fn unknown_section(name: &str, sections: &[(String, String)], hint: &str) -> anyhow::Error {
     let names: Vec<&str> = sections.iter().map(|(n, _)| n.as_str()).collect();
-    anyhow::anyhow!(
-        "there is no section `{name}`: the sections are {}; {hint}",
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
+    let near = crate::error::closest(name, names.iter().copied())
+        .map(|n| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default();
+    crate::error::failure(
+        crate::error::ErrorKind::NotFound,
+        format!(
+            "there is no section `{name}`{near}: the sections are {}; {hint}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
     )
 }
 
@@ -75,7 +82,7 @@ pub fn unknown_section(name: &str, sections: &[(String, String)], hint: &str) ->
 pub fn new_proposal(cx: &Context, draft: ProposalDraft) -> Result<Created> {
     let title = draft.title.trim().to_string();
     if title.is_empty() {
-        bail!("the title is empty");
+        fail!(Usage, "the title is empty");
     }
     let mut sections: Vec<(String, String)> = cx
         .record
@@ -116,7 +123,8 @@ pub fn new_proposal(cx: &Context, draft: ProposalDraft) -> Result<Created> {
     }
     for (name, text) in proposal::merge_sections(draft.new_sections)? {
         if sections.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
-            bail!(
+            fail!(
+                Usage,
                 "the proposal already has a section `{name}`: set it with --section '{name}=TEXT'"
             );
         }
@@ -156,10 +164,13 @@ pub fn new_thread(
     level: Option<String>,
 ) -> Result<Created> {
     if title.trim().is_empty() {
-        bail!("the title is empty");
+        fail!(Usage, "the title is empty");
     }
     if body.trim().is_empty() {
-        bail!("aborting: the thread's opening text is empty, so nothing was written");
+        fail!(
+            Usage,
+            "aborting: the thread's opening text is empty, so nothing was written"
+        );
     }
     let new = NewThread {
         id: Id::random(),
@@ -187,7 +198,10 @@ pub fn new_update(
     period: String,
 ) -> Result<Created> {
     if parts.iter().all(|p| p.trim().is_empty()) {
-        bail!("the update is empty: give at least one of --done, --next, --blockers");
+        fail!(
+            Usage,
+            "the update is empty: give at least one of --done, --next, --blockers"
+        );
     }
     let links = links
         .iter()
@@ -299,7 +313,7 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
         let view = View::now(doc);
         let state = proposal::state(view).state;
         if proposal::DECIDED.contains(&state.name()) {
-            bail!(
+            fail!(Refused,
                 "{} is {}: its text is final. Write a new proposal that supersedes it (`meridian proposal supersede {} --by NEW`), or reopen it with `meridian proposal reopen {} -m WHY`",
                 id.short(),
                 state.name(),
@@ -338,10 +352,10 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
                 TextEdit::NewSection { name, text } => {
                     let name = name.trim().to_string();
                     if name.is_empty() {
-                        bail!("a section needs a name");
+                        fail!(Usage, "a section needs a name");
                     }
                     if let Some((existing, _)) = find(&name) {
-                        bail!("the proposal already has a section `{existing}`: edit it with --section '{existing}'");
+                        fail!(Usage, "the proposal already has a section `{existing}`: edit it with --section '{existing}'");
                     }
                     writes.push((name, text));
                 }
@@ -354,7 +368,7 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
                 TextEdit::Whole { markdown: text, complete } => {
                     let parsed = markdown::parse(&text);
                     if parsed.sections.is_empty() && parsed.preamble.is_empty() {
-                        bail!(
+                        fail!(Usage,
                             "the text has no `## Section` headings, so it would remove every section: give --section NAME to set one section from a plain file"
                         );
                     }
@@ -383,7 +397,7 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
         if let Some(t) = &new_title
             && t.trim().is_empty()
         {
-            bail!("the title is empty");
+            fail!(Usage, "the title is empty");
         }
         plan.title_changed = new_title.as_ref().is_some_and(|t| t.trim() != title);
         let mut tx = doc.transaction();
@@ -433,17 +447,17 @@ pub fn edit_proposal(cx: &Context, id: Id, edits: Vec<TextEdit>) -> Result<Edite
 pub fn set_deciders(cx: &Context, id: Id, names: &[String]) -> Result<Vec<String>> {
     let ids = cx.record.state.find_active(names, "a decider")?;
     if ids.is_empty() {
-        bail!("name at least one decider");
+        fail!(Usage, "name at least one decider");
     }
     let me = cx.me.clone();
     cx.node.edit(cx.workspace, id, |doc| {
         let view = View::now(doc);
         if view.string(&ROOT, "author") != me {
-            bail!("only the proposal's author changes its deciders");
+            fail!(Refused, "only the proposal's author changes its deciders");
         }
         let state = proposal::state(view).state;
         if proposal::DECIDED.contains(&state.name()) {
-            bail!(
+            fail!(Refused,
                 "{} is {}: its deciders are final (`meridian proposal reopen {} -m WHY` reopens it)",
                 id.short(),
                 state.name(),

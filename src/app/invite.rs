@@ -7,9 +7,10 @@
 //! leaves nothing behind (a fresh code then joins as if the first had never been tried);
 //! a join with no reachable relay is kept, and registers on the next sync.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use meridian_relay::protocol::RefusedCode;
 
+use crate::fail;
 use crate::id::Id;
 use crate::node::Node;
 use crate::sync::net::{self, RefusedError, RoundReport};
@@ -43,7 +44,10 @@ impl Joined {
 /// nothing, and a name another member already has is refused before anyone sees it.
 pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
     if invite.expires < now {
-        bail!("this invite has expired: ask a member for a new one (`meridian invite`)");
+        fail!(
+            Refused,
+            "this invite has expired: ask a member for a new one (`meridian invite`)"
+        );
     }
     let id = invite.workspace_id()?;
     let me = node.member_id();
@@ -61,7 +65,8 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
             false
         }
         Some((_, record)) if record.creator == node.key().verifying_key().to_bytes() => {
-            bail!(
+            fail!(
+                Usage,
                 "you created workspace `{}`: this device is its first member",
                 record.name
             )
@@ -69,7 +74,8 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
         Some((_, record))
             if (record.relays.is_empty() || node.admitted_anywhere(id)?) && has_entry(node)? =>
         {
-            bail!(
+            fail!(
+                Usage,
                 "this device is already a member of workspace `{}`",
                 record.name
             )
@@ -126,7 +132,8 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
         } else {
             "Nothing was kept"
         };
-        bail!(
+        fail!(
+            Refused,
             "could not join workspace `{}`: {}. {kept}: {what_to_do}",
             invite.name,
             why.join("; ")
@@ -154,7 +161,8 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
                 .next()
                 .unwrap_or(&profile.tz)
                 .replace('_', " ");
-            bail!(
+            fail!(
+                Refused,
                 "workspace `{}` has a member called {} already (key {}): choose a name that tells you apart, like `meridian profile set --name '{} ({city})'`, then run `meridian join` with the same code again (it stays valid for this device)",
                 invite.name,
                 other.name,

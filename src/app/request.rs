@@ -2,12 +2,13 @@
 //! request, and answering it without a reply: declining it (it goes back to the asker, or
 //! on along the escalation ladder) or acknowledging it (seen, no reply needed).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::Context;
 use super::decision::{Written, write_entry};
 use crate::discussion::{self, Entry};
 use crate::doc::{Kind, View};
+use crate::fail;
 use crate::id::Id;
 use crate::node::now_ms;
 
@@ -15,7 +16,8 @@ use crate::node::now_ms;
 pub fn requestable(cx: &Context, prefix: &str) -> Result<Id> {
     let (id, summary) = cx.document(prefix)?;
     if !matches!(summary.kind, Kind::Proposal | Kind::Thread) {
-        bail!(
+        fail!(
+            Usage,
             "{} is a status update: ask people on a proposal or a thread, or reply to the update",
             id.short()
         );
@@ -52,7 +54,10 @@ pub fn ask(
 ) -> Result<Vec<Written>> {
     let members = cx.record.state.find_active(names, "asked")?;
     if members.contains(&cx.me) {
-        bail!("you cannot ask yourself: name the people whose response you need");
+        fail!(
+            Usage,
+            "you cannot ask yourself: name the people whose response you need"
+        );
     }
     let urgency = urgency.unwrap_or_else(|| crate::norms::DEFAULT_URGENCY.to_string());
     cx.record.state.norms().level(&urgency)?;
@@ -60,12 +65,12 @@ pub fn ask(
     cx.node.edit(cx.workspace, id, |doc| {
         let view = View::now(doc);
         if view.kind() == Some(Kind::Proposal) && crate::proposal::is_decided(view) {
-            bail!("{} is decided: there is nothing left to ask", id.short());
+            fail!(Refused, "{} is decided: there is nothing left to ask", id.short());
         }
         let pending = pending(view);
         for member in &members {
             if pending.iter().any(|a| &a.member == member && a.by == me) {
-                bail!(
+                fail!(Refused,
                     "{} is already asked on {} and has not answered: cancel it first with `meridian ask {} --cancel {}`",
                     cx.name(member),
                     id.short(),
@@ -98,7 +103,8 @@ pub fn cancel(cx: &Context, id: Id, name: &str) -> Result<Written> {
             .filter(|a| a.member == member)
             .collect();
         let Some(ask) = asks.first() else {
-            bail!(
+            fail!(
+                NotFound,
                 "{} has no request on {} waiting for an answer",
                 cx.name(&member),
                 id.short()
@@ -106,7 +112,8 @@ pub fn cancel(cx: &Context, id: Id, name: &str) -> Result<Written> {
         };
         let author = view.string(&automerge::ROOT, "author");
         if !asks.iter().any(|a| a.by == me) && author != me {
-            bail!(
+            fail!(
+                Refused,
                 "{} asked {}: only they or the document's author cancel it",
                 cx.name(&ask.by),
                 cx.name(&member)
@@ -127,7 +134,8 @@ pub fn answer(cx: &Context, id: Id, ack: bool, why: Option<String>) -> Result<Wr
     cx.node.edit(cx.workspace, id, |doc| {
         let view = View::now(doc);
         if !pending(view).iter().any(|a| a.member == me) {
-            bail!(
+            fail!(
+                NotFound,
                 "nobody is waiting for your answer on {}: `meridian inbox` lists what is",
                 id.short()
             );

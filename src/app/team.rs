@@ -4,12 +4,13 @@
 //! Norms and the ladder are the creator's and the admins' to change: the document rules
 //! check it on every replica, and these functions refuse early with what to do.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use automerge::ROOT;
 use serde::Serialize;
 
 use super::Context;
 use crate::doc::View;
+use crate::fail;
 use crate::node::{commit, now_ms};
 use crate::norms::ResponseTime;
 use crate::workspace::{self, builtin_template};
@@ -20,7 +21,8 @@ fn check_may_set_norms(cx: &Context) -> Result<()> {
         return Ok(());
     }
     let creator = cx.name(&hex::encode(&cx.record.creator));
-    bail!(
+    fail!(
+        Refused,
         "only the workspace's creator ({creator}) and the admins they name change the norms and the ladder: ask {creator} (`meridian member admin NAME`)"
     )
 }
@@ -38,16 +40,23 @@ pub fn set_level(cx: &Context, level: &str, within: &str, new: bool) -> Result<R
     let known = cx.record.state.norms().levels.contains_key(level);
     if !known && !new {
         let levels: Vec<String> = cx.record.state.norms().levels.into_keys().collect();
-        bail!(
+        fail!(
+            Usage,
             "`{level}` is not an urgency level of this workspace (it has {}): add it with --new",
             levels.join(", ")
         );
     }
     if known && new {
-        bail!("`{level}` is a level already: leave out --new to change it");
+        fail!(
+            Usage,
+            "`{level}` is a level already: leave out --new to change it"
+        );
     }
     if level.is_empty() || level.contains(char::is_whitespace) {
-        bail!("`{level}` is not a level name: one word, like blocker");
+        fail!(
+            Usage,
+            "`{level}` is not a level name: one word, like blocker"
+        );
     }
     cx.node.edit(cx.workspace, cx.workspace, |doc| {
         let mut tx = doc.transaction();
@@ -75,7 +84,10 @@ pub fn set_ladder(cx: &Context, names: &[String]) -> Result<Vec<String>> {
 /// Adds or replaces a custom proposal template.
 pub fn set_template(cx: &Context, name: &str, sections: &[String]) -> Result<()> {
     if builtin_template(name).is_some() {
-        bail!("`{name}` is a built-in template: choose another name");
+        fail!(
+            Usage,
+            "`{name}` is a built-in template: choose another name"
+        );
     }
     let sections = crate::proposal::merge_sections(
         sections
@@ -95,17 +107,21 @@ pub fn set_template(cx: &Context, name: &str, sections: &[String]) -> Result<()>
 /// Names a member admin, or no longer (the creator only).
 pub fn set_admin(cx: &Context, name: &str, admin: bool) -> Result<String> {
     if !is_creator(cx) {
-        bail!("only the workspace's creator names admins");
+        fail!(Refused, "only the workspace's creator names admins");
     }
     let member = cx.record.state.find(name)?.clone();
     if member.id == cx.me {
-        bail!("you created this workspace: you may change its norms already");
+        fail!(
+            Usage,
+            "you created this workspace: you may change its norms already"
+        );
     }
     if member.removed {
-        bail!("{} was removed from the workspace", member.name);
+        fail!(Refused, "{} was removed from the workspace", member.name);
     }
     if member.admin == admin {
-        bail!(
+        fail!(
+            Usage,
             "{} is {} an admin",
             member.name,
             if admin { "already" } else { "not" }
@@ -193,7 +209,8 @@ pub fn check_name_free(node: &crate::node::Node, name: &str, tz: &str) -> Result
             .find(|m| m.id != me && m.name.to_lowercase() == name.trim().to_lowercase())
         {
             let name = name.trim();
-            bail!(
+            fail!(
+                Refused,
                 "`{name}` is taken in workspace {} (the member with key {}): choose a name that tells you apart, like `{name} ({city})` or your name with an initial",
                 record.name,
                 crate::id::prefix(&other.id, 8),
@@ -256,7 +273,8 @@ pub fn add_away(
             .to_zoned_datetime(crate::norms::time_zone(&p.tz)?)
             .date();
         if to < today {
-            bail!(
+            fail!(
+                Usage,
                 "{text} is over: days away are today or later (in your zone, {})",
                 p.tz
             );
@@ -268,7 +286,7 @@ pub fn add_away(
             format!("{from}..{to}")
         };
         if p.away.contains(&period) {
-            bail!("you are away {period} already");
+            fail!(Usage, "you are away {period} already");
         }
         p.away.push(period);
         Ok(())

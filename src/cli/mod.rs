@@ -753,6 +753,18 @@ pub fn run(cli: Cli) -> Result<()> {
     result
 }
 
+/// Reports an error on stderr: `error: what was wrong: why`, or under `--json` one JSON
+/// object `{"error": MESSAGE, "kind": KIND}`.
+pub fn print_error(error: &anyhow::Error, kind: &str, json: bool) {
+    let message = crate::error::describe(error);
+    if json {
+        let value = serde_json::json!({"error": message.trim_end(), "kind": kind});
+        eprintln!("{value}");
+    } else {
+        eprintln!("error: {}", message.trim_end());
+    }
+}
+
 /// Writes out what a command printed. A reader that stopped early (`meridian log | head`)
 /// is not an error: what the command stored before it stopped printing stays stored.
 fn finish(result: Result<()>, out: &Out) -> Result<()> {

@@ -37,7 +37,8 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         print_rounds(&ctx.out, &results)?;
     }
     if refusals.iter().any(|(_, r)| r.code == RefusedCode::Removed) {
-        bail!(
+        crate::fail!(
+            Refused,
             "this device was removed from workspace `{}` by its creator: relays no longer take its changes, and nothing written here reaches the others (what you wrote before stays with them)",
             ctx.record.name
         );
@@ -57,13 +58,15 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
             )
         });
         if invite_refused && !ctx.node.admitted_anywhere(ctx.workspace)? {
-            bail!(
+            crate::fail!(
+                Refused,
                 "the relays refused the invite this device joined `{}` with ({}): ask a member for a new code and run `meridian join CODE` with it; this device joins again and keeps what you wrote",
                 ctx.record.name,
                 why.join("; ")
             );
         }
-        bail!(
+        crate::fail!(
+            Refused,
             "every relay refused this device ({}); your changes wait in the outbox",
             why.join("; ")
         );
@@ -74,9 +77,20 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         print_rounds(&ctx.out, &results)?
     };
     if failed == results.len() {
-        bail!(
-            "sync failed with every relay; local changes stay in the outbox until a relay takes them"
-        );
+        let unreachable = results.iter().all(|(_, r)| {
+            r.as_ref()
+                .err()
+                .is_some_and(|e| crate::error::kind_of(e) == crate::error::ErrorKind::Unreachable)
+        });
+        let kind = if unreachable {
+            crate::error::ErrorKind::Unreachable
+        } else {
+            crate::error::ErrorKind::Other
+        };
+        return Err(crate::error::failure(
+            kind,
+            "sync failed with every relay; local changes stay in the outbox until a relay takes them",
+        ));
     } else if failed > 0 {
         bail!("sync failed with {failed} of {} relays", results.len());
     }
@@ -95,7 +109,7 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Res
                     "applied": report.applied, "documents": report.documents,
                     "rejected": report.rejected, "held": report.held, "errors": report.errors,
                 }),
-                Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
+                Err(e) => json!({"relay": relay, "ok": false, "error": crate::error::describe(e), "kind": crate::error::kind_of(e).name()}),
             })
             .collect();
         out.print_json(&json!(list))?;
@@ -131,7 +145,7 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Res
                     );
                 }
             }
-            Err(e) => warn!(out, "{relay}: {e:#}"),
+            Err(e) => warn!(out, "{relay}: {}", crate::error::describe(e)),
         }
     }
     Ok(failed)
@@ -172,7 +186,7 @@ pub fn rounds_json(results: &[(String, Result<RoundReport>)]) -> serde_json::Val
         .iter()
         .map(|(relay, result)| match result {
             Ok(report) => json!({"relay": relay, "ok": true, "pulled": report.pulled, "pushed": report.pushed}),
-            Err(e) => json!({"relay": relay, "ok": false, "error": format!("{e:#}")}),
+            Err(e) => json!({"relay": relay, "ok": false, "error": crate::error::describe(e), "kind": crate::error::kind_of(e).name()}),
         })
         .collect::<Vec<_>>())
 }

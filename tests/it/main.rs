@@ -15,6 +15,8 @@
 //! - `hostile`: garbage, truncated, forged, bomb, deeply nested and dependency-less input to
 //!   `merge`: a clear error, and the store exactly as it was.
 //! - `help`: a snapshot of every `--help` page (the CLI is an interface).
+//! - `contract`: the command line as a contract for scripts: exit codes by kind of failure,
+//!   errors as JSON under `--json`, one JSON model across commands, suggestions.
 //! - `convergence`: a property test over the library: random edits on 2–4 nodes, merged in
 //!   random orders and groupings, converge to identical documents.
 //! - `sync`: nodes syncing through a real `meridian-relay` process on loopback: convergence,
@@ -23,6 +25,7 @@
 //! - `crash`: seeded SIGKILL trials of write commands, syncs, the daemon and the relay on
 //!   one team: databases always open, no acknowledged edit is lost, everyone converges.
 
+mod contract;
 mod convergence;
 mod crash;
 mod daily;
