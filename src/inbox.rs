@@ -815,10 +815,23 @@ const EDITORS_SCANNED: usize = 2000;
 /// Who edited `field` after `before`: the authors of the new changes whose operations
 /// touch it (its text, or its key in its map), leaving out `me`.
 fn editors(now: View<'_>, before: View<'_>, field: &str, me: &str) -> Vec<String> {
-    let doc = now.doc;
     let Some(before_heads) = before.heads else {
         return Vec::new();
     };
+    let changes = now.doc.get_changes(before_heads);
+    field_editors(now, before, &changes, field, me)
+}
+
+/// Who, among the authors of `changes` (those between `before` and `now`), edited `field`
+/// (`title`, `section NAME`, `body`, …): whose operations touch its text or its key.
+/// `me` is left out.
+pub fn field_editors(
+    now: View<'_>,
+    before: View<'_>,
+    changes: &[automerge::Change],
+    field: &str,
+    me: &str,
+) -> Vec<String> {
     let either = |f: &dyn Fn(View<'_>) -> Option<automerge::ObjId>| f(now).or_else(|| f(before));
     // The map the field is a key of (`None`: the root), its key, and its text object.
     let (map, key, text) = match field.strip_prefix("section ") {
@@ -833,10 +846,9 @@ fn editors(now: View<'_>, before: View<'_>, field: &str, me: &str) -> Vec<String
         None => (None, field, either(&|v| v.text_obj(&ROOT, field))),
     };
     let text = text.map(|t| t.to_string());
-    let changes = doc.get_changes(before_heads);
     let scan = changes.len() <= EDITORS_SCANNED;
     let mut by: Vec<String> = Vec::new();
-    for change in &changes {
+    for change in changes {
         let Some(author) = crate::identity::actor_key(change.actor_id()).map(hex::encode) else {
             continue;
         };

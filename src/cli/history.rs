@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::{Ctx, Format};
@@ -48,7 +48,7 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
             .iter()
             .map(|e| {
                 let (name, verified) = author(e);
-                json!({"hash": hex::encode(&e.hash), "author": name, "author_key": hex::encode(&e.author), "verified": verified, "time": ctx.out.rfc3339(e.time), "message": e.message})
+                json!({"hash": hex::encode(&e.hash), "author": {"id": hex::encode(&e.author), "name": name}, "verified": verified, "time": ctx.out.rfc3339(e.time), "message": e.message})
             })
             .collect();
         ctx.out.print_json(&json!(list))?;
@@ -87,7 +87,8 @@ pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()>
         &history::fields(View::at(&doc, &to_heads)),
     );
     if ctx.out.json {
-        ctx.out.print_json(&json!(changes))?;
+        let list = diff_json(ctx, &doc, &from_heads, &to_heads, &changes)?;
+        ctx.out.print_json(&json!(list))?;
         return Ok(());
     }
     for change in &changes {
@@ -116,6 +117,96 @@ pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()>
     Ok(())
 }
 
+/// A diff as structured JSON: each changed field with its values before and after and who
+/// changed it; each entry, comment and request added or changed, with its author.
+fn diff_json(
+    ctx: &Ctx,
+    doc: &automerge::Automerge,
+    from: &[automerge::ChangeHash],
+    to: &[automerge::ChangeHash],
+    changes: &[history::FieldChange],
+) -> Result<Vec<serde_json::Value>> {
+    use crate::discussion;
+    let (before, after) = (View::at(doc, from), View::at(doc, to));
+    // The changes between the two points: after `from`, and part of `to`.
+    let mut now = doc.get_heads();
+    now.sort();
+    let mut until = to.to_vec();
+    until.sort();
+    let between = if now == until {
+        doc.get_changes(from)
+    } else {
+        doc.fork_at(to)
+            .map(|fork| fork.get_changes(from))
+            .unwrap_or_default()
+    };
+    let kind_of = |c: &history::FieldChange| match (&c.before, &c.after) {
+        (None, _) => "added",
+        (_, None) => "removed",
+        _ => "changed",
+    };
+    let mut list = Vec::new();
+    let record = |f: &str| {
+        ["entry ", "comment ", "ask "]
+            .iter()
+            .any(|p| f.starts_with(p))
+    };
+    for change in changes.iter().filter(|c| !record(&c.field)) {
+        let by = crate::inbox::field_editors(after, before, &between, &change.field, "");
+        list.push(json!({
+            "field": change.field, "change": kind_of(change),
+            "before": change.before, "after": change.after,
+            "by": by.iter().map(|m| ctx.person(m)).collect::<Vec<_>>(),
+        }));
+    }
+    let seen: std::collections::BTreeSet<String> = discussion::entries(before)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    for entry in discussion::entries(after)
+        .into_iter()
+        .filter(|e| !seen.contains(&e.id))
+    {
+        list.push(json!({
+            "field": "entry", "change": "added", "entry_id": entry.id, "kind": entry.kind,
+            "by": ctx.person(&entry.by), "time": ctx.out.rfc3339(entry.at),
+            "message": entry.message, "target": Some(&entry.target).filter(|t| !t.is_empty()),
+        }));
+    }
+    let earlier: std::collections::BTreeMap<String, discussion::Comment> =
+        discussion::comments(before)
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+    for comment in discussion::comments(after) {
+        let change = match earlier.get(&comment.id) {
+            None => "added",
+            Some(old) if old.deleted != comment.deleted => "deleted",
+            Some(old) if old.body != comment.body => "changed",
+            Some(_) => continue,
+        };
+        list.push(json!({
+            "field": "comment", "change": change, "comment_id": comment.id,
+            "parent": comment.parent, "by": ctx.person(&comment.by),
+            "time": ctx.out.rfc3339(comment.at),
+            "before": earlier.get(&comment.id).map(|c| &c.body), "after": comment.body,
+        }));
+    }
+    let asked: Vec<discussion::Ask> = discussion::asks(before);
+    for ask in discussion::asks(after) {
+        if !asked
+            .iter()
+            .any(|a| a.member == ask.member && a.by == ask.by && a.at == ask.at)
+        {
+            list.push(json!({
+                "field": "ask", "change": "added", "member": ctx.person(&ask.member),
+                "by": ctx.person(&ask.by), "urgency": ask.urgency, "time": ctx.out.rfc3339(ask.at),
+            }));
+        }
+    }
+    Ok(list)
+}
+
 pub fn conflicts(ctx: &Ctx, prefix: &str) -> Result<()> {
     let (id, _) = ctx.node.resolve(ctx.workspace, prefix)?;
     let doc = ctx.node.load(ctx.workspace, id)?;
@@ -123,7 +214,7 @@ pub fn conflicts(ctx: &Ctx, prefix: &str) -> Result<()> {
     if ctx.out.json {
         let list: Vec<_> = conflicts
             .iter()
-            .map(|c| json!({"field": c.field, "values": c.values.iter().map(|v| json!({"value": v.value, "author": ctx.name(&v.author), "author_id": v.author})).collect::<Vec<_>>()}))
+            .map(|c| json!({"field": c.field, "values": c.values.iter().map(|v| json!({"value": v.value, "by": ctx.person(&v.author)})).collect::<Vec<_>>()}))
             .collect();
         ctx.out.print_json(&json!(list))?;
         return Ok(());
@@ -157,6 +248,11 @@ pub fn export(
     format: Format,
     output: Option<PathBuf>,
 ) -> Result<()> {
+    // The document exported, when it is one.
+    let document = match (prefix, all) {
+        (Some(prefix), false) => Some(ctx.node.resolve(ctx.workspace, prefix)?.0),
+        _ => None,
+    };
     let bytes = match (prefix, all, format) {
         (_, true, Format::Bundle) => {
             let mut docs = vec![ctx.workspace];
@@ -168,8 +264,13 @@ pub fn export(
             );
             bundle::export(&ctx.node, ctx.workspace, &docs)?
         }
-        (_, true, _) => bail!("--all exports a bundle: add --format bundle"),
-        (None, false, _) => bail!("name a document to export, or pass --all --format bundle"),
+        (_, true, _) => crate::fail!(Usage, "--all exports a bundle: add --format bundle"),
+        (None, false, _) => {
+            crate::fail!(
+                Usage,
+                "name a document to export, or pass --all --format bundle"
+            )
+        }
         (Some(prefix), false, Format::Bundle) => {
             let (id, _) = ctx.node.resolve(ctx.workspace, prefix)?;
             // The workspace document travels along, so the receiver knows every author.
@@ -191,17 +292,45 @@ pub fn export(
             }
         }
     };
+    let format_name = match format {
+        Format::Markdown => "markdown",
+        Format::Json => "json",
+        Format::Bundle => "bundle",
+        Format::Automerge => "automerge",
+    };
+    let binary = matches!(format, Format::Bundle | Format::Automerge);
     match output {
         Some(path) => {
             write_file(&path, &bytes)?;
-            ctx.out.done(json!({"path": path, "bytes": bytes.len()}))?;
+            ctx.out.done(json!({
+                "id": document.map(|d| d.hex()),
+                "format": format_name, "path": path, "bytes": bytes.len(),
+            }))?;
             Ok(())
         }
+        // Under --json the export is one JSON value like every command's output: the
+        // document itself for JSON, else the text (or base64 of the bytes) in `content`.
+        None if ctx.out.json => {
+            let content = match format {
+                Format::Json => serde_json::from_slice(&bytes)?,
+                _ if binary => json!(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &bytes
+                )),
+                _ => json!(String::from_utf8_lossy(&bytes)),
+            };
+            ctx.out.print_json(&json!({
+                "id": document.map(|d| d.hex()), "format": format_name,
+                "encoding": if binary { "base64" } else if matches!(format, Format::Json) { "json" } else { "text" },
+                "content": content,
+            }))
+        }
         None => {
-            if matches!(format, Format::Bundle | Format::Automerge)
-                && std::io::stdout().is_terminal()
-            {
-                bail!("this format is binary: write it to a file with -o FILE");
+            if binary && std::io::stdout().is_terminal() {
+                crate::fail!(
+                    Usage,
+                    "this format is binary: write it to a file with -o FILE"
+                );
             }
             ctx.out.bytes(&bytes)
         }

@@ -440,11 +440,9 @@ fn item_json(out: &Out, state: &WorkspaceState, item: &Item) -> Json {
 }
 
 fn wait_json(out: &Out, state: &WorkspaceState, wait: &Wait) -> Json {
-    let theirs = state.member(&wait.member).and_then(|m| {
-        let deadline = Timestamp::from_millisecond(wait.deadline?).ok()?;
-        let zoned = deadline.to_zoned_datetime(m.calendar().tz);
-        Some(deadline.display_with_offset(zoned.offset()).to_string())
-    });
+    let theirs = state
+        .member(&wait.member)
+        .and_then(|m| Some(super::rfc3339_in(wait.deadline?, &m.calendar().tz)));
     json!({
         "id": wait.id.hex(), "kind": wait.kind.as_str(), "title": wait.title,
         "member": person(state, &wait.member),

@@ -982,13 +982,7 @@ impl Out {
 
     /// A time for JSON: RFC 3339 with the reader's offset.
     pub fn rfc3339(&self, ms: i64) -> Json {
-        match Timestamp::from_millisecond(ms) {
-            Ok(t) => {
-                let zoned = t.to_zoned_datetime(self.tz.clone());
-                Json::String(t.display_with_offset(zoned.offset()).to_string())
-            }
-            Err(_) => Json::Null,
-        }
+        rfc3339_in(ms, &self.tz)
     }
 
     /// Prints `value` in JSON mode; text mode stays quiet on success.
@@ -1003,6 +997,26 @@ impl Out {
     pub fn print_json(&self, value: &Json) -> Result<()> {
         let text = serde_json::to_string_pretty(value).expect("JSON values always serialize");
         self.line(format_args!("{text}"))
+    }
+}
+
+/// A time for JSON in `tz`: RFC 3339 to the second, with the zone's offset
+/// (`2026-11-24T09:00:00-05:00`); `null` for a time out of range.
+pub fn rfc3339_in(ms: i64, tz: &TimeZone) -> Json {
+    match Timestamp::from_millisecond(ms.div_euclid(1000) * 1000) {
+        Ok(t) => Json::String(
+            t.to_zoned_datetime(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string(),
+        ),
+        Err(_) => Json::Null,
+    }
+}
+
+impl Ctx {
+    /// A member as JSON: `{"id": KEY, "name": NAME}`, the one shape of a person.
+    pub fn person(&self, id: &str) -> Json {
+        serde_json::json!({"id": id, "name": self.name(id)})
     }
 }
 

@@ -110,10 +110,28 @@ fn sorted(items: &[String]) -> Vec<String> {
 fn summary_json(ctx: &Ctx, id: Id, s: &DocSummary) -> Json {
     json!({
         "id": id.hex(), "kind": s.kind.as_str(), "title": s.title, "state": s.state,
-        "author": ctx.name(&s.author), "author_id": s.author,
+        "author": ctx.person(&s.author),
         "created": ctx.out.rfc3339(s.created), "updated": ctx.out.rfc3339(s.updated),
         "closes": s.closes.map(|c| ctx.out.rfc3339(c)), "changes": s.changes,
         "heads": sorted(&s.heads),
+    })
+}
+
+/// A lifecycle as JSON: the state's name, the transitions at its tips, those ignored and why.
+fn lifecycle_json(lifecycle: &Lifecycle) -> Json {
+    let candidates = match &lifecycle.state {
+        State::Conflict { candidates } => candidates
+            .iter()
+            .map(|(state, entry)| json!({"state": state, "entry_id": entry}))
+            .collect(),
+        _ => Vec::new(),
+    };
+    json!({
+        "state": lifecycle.state.name(),
+        "superseded_by": match &lifecycle.state { State::Superseded { by } => Some(by), _ => None },
+        "candidates": candidates,
+        "tips": lifecycle.tips,
+        "ignored": lifecycle.ignored.iter().map(|(entry, reason)| json!({"entry_id": entry, "reason": reason})).collect::<Vec<_>>(),
     })
 }
 
@@ -213,22 +231,30 @@ pub fn document_json(
     Ok(match kind {
         Kind::Proposal => {
             let p = proposal::read(view);
+            let now = crate::node::now_ms();
+            let name = |m: &str| ctx.name(m);
+            let time = |t: i64| ctx.out.time(t);
             json!({
                 "id": id.hex(), "kind": "proposal", "title": p.title, "template": p.template,
-                "state": p.lifecycle.state.name(), "lifecycle": p.lifecycle,
+                "state": p.lifecycle.state.name(), "lifecycle": lifecycle_json(&p.lifecycle),
                 "closes": p.lifecycle.state.closes().map(|c| ctx.out.rfc3339(c)),
-                "author": ctx.name(&p.author), "author_id": p.author, "created": ctx.out.rfc3339(p.created),
+                "author": ctx.person(&p.author), "created": ctx.out.rfc3339(p.created),
                 "urgency": p.urgency,
                 "sections": p.sections.iter().map(|(n, t)| json!({"name": n, "text": t})).collect::<Vec<_>>(),
-                "deciders": p.deciders.iter().map(|d| ctx.name(d)).collect::<Vec<_>>(),
-                "approvals": p.approvals.iter().map(|a| json!({"id": a.entry.id, "author": ctx.name(&a.entry.by), "time": ctx.out.rfc3339(a.entry.at), "stale": a.stale, "message": a.entry.message})).collect::<Vec<_>>(),
+                "deciders": p.deciders.iter().map(|d| ctx.person(d)).collect::<Vec<_>>(),
+                "approvals": p.approvals.iter().map(|a| json!({"entry_id": a.entry.id, "by": ctx.person(&a.entry.by), "time": ctx.out.rfc3339(a.entry.at), "stale": a.stale, "message": a.entry.message})).collect::<Vec<_>>(),
                 "concerns": p.concerns.iter().map(|c| json!({
-                    "id": c.entry.id, "author": ctx.name(&c.entry.by), "time": ctx.out.rfc3339(c.entry.at),
+                    "entry_id": c.entry.id, "by": ctx.person(&c.entry.by), "time": ctx.out.rfc3339(c.entry.at),
                     "message": c.entry.message, "blocking": c.entry.blocking, "resolved": c.resolved.is_some(),
                     "resolution": c.resolved.as_ref().map(|r| json!({
-                        "by": {"id": r.by, "name": ctx.name(&r.by)}, "time": ctx.out.rfc3339(r.at), "note": r.message,
+                        "by": ctx.person(&r.by), "time": ctx.out.rfc3339(r.at), "note": r.message,
                     })),
                 })).collect::<Vec<_>>(),
+                "obstacles": p.obstacles(now).iter().map(|o| {
+                    let mut v = serde_json::to_value(o).unwrap_or(Json::Null);
+                    v["text"] = json!(o.describe(&name, &time));
+                    v
+                }).collect::<Vec<_>>(),
                 "asks": asks_json(ctx, &p.asks, &summary.asks),
                 "comments": comments_json(ctx, &p.comments),
                 "conflicts": conflicts,
@@ -239,7 +265,8 @@ pub fn document_json(
             let t = thread::read(view);
             json!({
                 "id": id.hex(), "kind": "thread", "title": t.title, "state": t.lifecycle.state.name(),
-                "author": ctx.name(&t.author), "author_id": t.author, "created": ctx.out.rfc3339(t.created),
+                "lifecycle": lifecycle_json(&t.lifecycle),
+                "author": ctx.person(&t.author), "created": ctx.out.rfc3339(t.created),
                 "body": t.body, "urgency": t.urgency, "asks": asks_json(ctx, &t.asks, &summary.asks),
                 "comments": comments_json(ctx, &t.comments), "conflicts": conflicts,
             })
@@ -247,7 +274,7 @@ pub fn document_json(
         Kind::Update => {
             let u = update::read(view);
             json!({
-                "id": id.hex(), "kind": "update", "title": u.title, "author": ctx.name(&u.author), "author_id": u.author,
+                "id": id.hex(), "kind": "update", "title": u.title, "author": ctx.person(&u.author),
                 "created": ctx.out.rfc3339(u.created), "period": u.period, "done": u.done, "next": u.next,
                 "blockers": u.blockers, "links": u.links, "comments": comments_json(ctx, &u.comments),
             })
@@ -260,10 +287,10 @@ fn comments_json(ctx: &Ctx, comments: &[Comment]) -> Json {
     json!(comments
         .iter()
         .map(|c| json!({
-            "id": c.id, "parent": c.parent, "author": ctx.name(&c.by), "author_id": c.by,
+            "comment_id": c.id, "parent": c.parent, "by": ctx.person(&c.by),
             "time": ctx.out.rfc3339(c.at), "body": c.body,
             "edited": c.edited.map(|t| ctx.out.rfc3339(t)), "deleted": c.deleted,
-            "reactions": c.reactions.iter().map(|(e, who)| (e.clone(), json!(who.iter().map(|w| ctx.name(w)).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
+            "reactions": c.reactions.iter().map(|(e, who)| (e.clone(), json!(who.iter().map(|w| ctx.person(w)).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         }))
         .collect::<Vec<_>>())
 }
@@ -279,12 +306,13 @@ fn asks_json(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Json {
             let rungs = summary.map(|s| inbox::escalation(s, &ctx.record.state, now)).unwrap_or_default();
             let responded = summary.and_then(|s| s.responded);
             json!({
-                "member": ctx.name(&a.member), "member_id": a.member, "urgency": a.urgency,
-                "asked_by": ctx.name(&a.by), "asked_at": ctx.out.rfc3339(a.at),
+                "member": ctx.person(&a.member), "urgency": a.urgency,
+                "asked_by": ctx.person(&a.by), "asked_at": ctx.out.rfc3339(a.at),
                 "deadline": rungs.first().map(|r| ctx.out.rfc3339(r.deadline)),
                 "responded": responded.map(|r| ctx.out.rfc3339(r)),
+                "declined": summary.and_then(|s| s.declined.as_ref()).map(|(at, why)| json!({"time": ctx.out.rfc3339(*at), "why": why})),
                 "overdue": responded.is_none() && rungs.first().is_some_and(|r| now > r.deadline),
-                "escalated_to": rungs.iter().skip(1).map(|r| json!({"member": ctx.name(&r.member), "deadline": ctx.out.rfc3339(r.deadline)})).collect::<Vec<_>>(),
+                "escalated_to": rungs.iter().skip(1).map(|r| json!({"member": ctx.person(&r.member), "deadline": ctx.out.rfc3339(r.deadline)})).collect::<Vec<_>>(),
             })
         })
         .collect::<Vec<_>>())
@@ -525,7 +553,7 @@ fn print_conflicts(ctx: &Ctx, conflicts: &[history::Conflict]) -> Result<()> {
 fn conflicts_json(ctx: &Ctx, conflicts: &[history::Conflict]) -> Json {
     json!(conflicts
         .iter()
-        .map(|c| json!({"field": c.field, "values": c.values.iter().map(|v| json!({"value": v.value, "author": ctx.name(&v.author), "author_id": v.author})).collect::<Vec<_>>()}))
+        .map(|c| json!({"field": c.field, "values": c.values.iter().map(|v| json!({"value": v.value, "by": ctx.person(&v.author)})).collect::<Vec<_>>()}))
         .collect::<Vec<_>>())
 }
 

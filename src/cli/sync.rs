@@ -34,7 +34,7 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         .collect();
     // Scripts get every relay's answer; people get one sentence when every relay refused.
     if ctx.out.json {
-        print_rounds(&ctx.out, &results)?;
+        print_rounds(&ctx.out, &results, &ctx.record.state)?;
     }
     if refusals.iter().any(|(_, r)| r.code == RefusedCode::Removed) {
         crate::fail!(
@@ -74,7 +74,7 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
     let failed = if ctx.out.json {
         results.iter().filter(|(_, r)| r.is_err()).count()
     } else {
-        print_rounds(&ctx.out, &results)?
+        print_rounds(&ctx.out, &results, &ctx.record.state)?
     };
     if failed == results.len() {
         let unreachable = results.iter().all(|(_, r)| {
@@ -98,7 +98,11 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
 }
 
 /// Prints each relay's round; returns how many failed.
-pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Result<usize> {
+pub fn print_rounds(
+    out: &Out,
+    results: &[(String, Result<RoundReport>)],
+    state: &crate::workspace::WorkspaceState,
+) -> Result<usize> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if out.json {
         let list: Vec<_> = results
@@ -107,7 +111,11 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Res
                 Ok(report) => json!({
                     "relay": relay, "ok": true, "pushed": report.pushed, "pulled": report.pulled,
                     "applied": report.applied, "documents": report.documents,
-                    "rejected": report.rejected, "held": report.held, "errors": report.errors,
+                    "rejected": report.rejected.iter().map(|r| json!({
+                        "id": r.doc, "by": {"id": r.signer, "name": state.name_of(&r.signer)},
+                        "reason": r.reason,
+                    })).collect::<Vec<_>>(),
+                    "held": report.held, "errors": report.errors,
                 }),
                 Err(e) => json!({"relay": relay, "ok": false, "error": crate::error::describe(e), "kind": crate::error::kind_of(e).name()}),
             })
@@ -140,7 +148,7 @@ pub fn print_rounds(out: &Out, results: &[(String, Result<RoundReport>)]) -> Res
                     say!(
                         out,
                         "  REJECTED from {}: {}",
-                        crate::id::prefix(&rejected.signer, 12),
+                        state.name_of(&rejected.signer),
                         rejected.reason
                     );
                 }
@@ -169,7 +177,8 @@ pub fn first_contact(
     };
     let rounds = rounds_json(&results);
     if !out.json {
-        let failed = print_rounds(out, &results)?;
+        let state = node.workspace(Some(&workspace.hex()))?.1.state;
+        let failed = print_rounds(out, &results, &state)?;
         if failed > 0 {
             warn!(
                 out,

@@ -311,7 +311,10 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
     );
     let code = invite.encode();
     if ctx.out.json {
-        ctx.out.print_json(&json!({"code": code, "workspace": ctx.workspace.hex(), "expires": ctx.out.rfc3339(expires)}))?;
+        ctx.out.print_json(&json!({
+            "code": code, "workspace": {"id": ctx.workspace.hex(), "name": ctx.record.name},
+            "expires": ctx.out.rfc3339(expires),
+        }))?;
     } else {
         say!(ctx.out, "{code}");
         warn!(
@@ -344,7 +347,8 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
         );
     } else if joined.admitted() {
         say!(out, "Joined {} ({}).", joined.name, id.short());
-        super::sync::print_rounds(out, &joined.rounds)?;
+        let state = node.workspace(Some(&id.hex()))?.1.state;
+        super::sync::print_rounds(out, &joined.rounds, &state)?;
         // Two people may pick one name offline: say how the others see this one.
         let (_, record) = node.workspace(Some(&id.hex()))?;
         if let Some(me) = record.state.member(&node.member_id())
@@ -365,7 +369,8 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
             joined.name,
             id.short()
         );
-        super::sync::print_rounds(out, &joined.rounds)?;
+        let state = node.workspace(Some(&id.hex()))?.1.state;
+        super::sync::print_rounds(out, &joined.rounds, &state)?;
     }
     Ok(())
 }
@@ -441,7 +446,8 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
         commit(tx, &format!("remove member {}", member.name));
         Ok(())
     })?;
-    ctx.out.done(json!({"removed": member.id}))?;
+    ctx.out
+        .done(json!({"member": ctx.person(&member.id), "removed": true}))?;
     if !ctx.out.json {
         warn!(
             ctx.out,
@@ -457,6 +463,11 @@ pub fn admin(ctx: &Ctx, name: &str, remove: bool) -> Result<()> {
     let id = crate::app::team::set_admin(ctx, name, !remove)?;
     ctx.out
         .done(json!({"member": {"id": id, "name": ctx.name(&id)}, "admin": !remove}))
+}
+
+/// The zone a member's times are shown in: theirs, UTC if their entry holds nonsense.
+fn calendar_tz(member: &crate::workspace::Member) -> jiff::tz::TimeZone {
+    member.calendar().tz
 }
 
 pub fn members(ctx: &Ctx) -> Result<()> {
@@ -476,8 +487,9 @@ pub fn members(ctx: &Ctx) -> Result<()> {
                 json!({
                     "id": m.id, "name": m.name, "shown": ctx.name(&m.id), "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
                     "away": m.away,
-                    "verified": m.verified, "removed": m.removed, "admin": m.admin, "invited_by": m.invited_by,
-                    "local_time": local.timestamp().display_with_offset(local.offset()).to_string(),
+                    "verified": m.verified, "removed": m.removed, "admin": m.admin,
+                    "invited_by": m.invited_by.as_ref().map(|i| ctx.person(i)),
+                    "local_time": super::rfc3339_in(local.timestamp().as_millisecond(), &calendar_tz(m)),
                     "working_now": working,
                 })
             })

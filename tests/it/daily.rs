@@ -37,12 +37,13 @@ fn edit_section(world: &World, home: &Home, p: &str, flag: &str, name: &str, tex
     ]);
 }
 
+/// One field of every object in a list; a person's name for a person.
 fn field<'a>(value: &'a Value, name: &str) -> Vec<&'a str> {
     value
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v[name].as_str().unwrap())
+        .map(|v| v[name].as_str().or(v[name]["name"].as_str()).unwrap())
         .collect()
 }
 
@@ -1256,7 +1257,7 @@ fn two_people_who_chose_one_name_offline_are_told_apart_the_same_way_everywhere(
     );
     let t = ana.create(&["thread", "new", "X", "-m", "?", "--ask", &shown[1]]);
     assert_eq!(
-        ana.json(&["show", &t])["asks"][0]["member"],
+        ana.json(&["show", &t])["asks"][0]["member"]["name"],
         shown[1].as_str()
     );
 }

@@ -218,7 +218,7 @@ fn accepting_before_the_period_closes_is_refused_and_supersede_links() {
     ana.ok(&["proposal", "supersede", &p, "--by", &q]);
     let shown = ana.json(&["show", &p]);
     assert_eq!(shown["state"], "superseded");
-    assert_eq!(shown["lifecycle"]["state"]["by"], q.as_str());
+    assert_eq!(shown["lifecycle"]["superseded_by"], q.as_str());
     let w = ana.create(&["proposal", "new", "Never mind"]);
     ana.ok(&["proposal", "withdraw", &w, "-m", "not needed"]);
     assert_eq!(ana.json(&["show", &w])["state"], "withdrawn");
@@ -422,11 +422,14 @@ fn threads_nested_replies_reactions_and_resolve() {
     assert_eq!(comments.len(), 2);
     let reply = comments
         .iter()
-        .find(|c| c["id"] == nested.as_str())
+        .find(|c| c["comment_id"] == nested.as_str())
         .unwrap();
     assert_eq!(reply["parent"], first.as_str());
     assert_eq!(
-        comments.iter().find(|c| c["id"] == first.as_str()).unwrap()["reactions"]["👍"][0],
+        comments
+            .iter()
+            .find(|c| c["comment_id"] == first.as_str())
+            .unwrap()["reactions"]["👍"][0]["name"],
         "Ana"
     );
     let text = ana.ok(&["show", &t]);
@@ -501,7 +504,7 @@ fn history_log_show_at_diff_and_times_in_the_readers_zone() {
     let log = log.as_array().unwrap();
     assert_eq!(log.len(), 3);
     for entry in log {
-        assert_eq!(entry["author"], "Ana");
+        assert_eq!(entry["author"]["name"], "Ana");
         assert_eq!(entry["verified"], true);
         assert_eq!(entry["hash"].as_str().unwrap().len(), 64);
         assert!(
@@ -535,10 +538,17 @@ fn history_log_show_at_diff_and_times_in_the_readers_zone() {
         .iter()
         .map(|c| c["field"].as_str().unwrap())
         .collect();
-    assert!(fields.contains(&"section Summary"), "{fields:?}");
+    assert_eq!(fields, ["section Summary", "comment"], "{diff}");
+    // Structured: what kind of change, before and after, and who made it.
+    assert_eq!(diff[0]["change"], "changed");
+    assert_eq!(diff[0]["before"], "Use a queue.");
+    assert_eq!(diff[0]["after"], "Use a durable queue.");
+    assert_eq!(diff[0]["by"][0]["name"], "Ana");
+    assert_eq!(diff[1]["change"], "added");
+    assert_eq!(diff[1]["by"]["name"], "Ana");
     assert!(
-        fields.iter().any(|f| f.starts_with("comment ")),
-        "{fields:?}"
+        diff[1]["comment_id"].as_str().unwrap().len() == 32,
+        "{diff}"
     );
     let text = ana.ok(&["diff", &p, &first[..10]]);
     assert!(
@@ -717,7 +727,7 @@ fn saved_automerge_documents_give_only_what_can_be_verified() {
         log.as_array()
             .unwrap()
             .iter()
-            .all(|e| e["verified"] == true && e["author"] == "Ana"),
+            .all(|e| e["verified"] == true && e["author"]["name"] == "Ana"),
         "{log}"
     );
 }

@@ -149,7 +149,7 @@ fn three_zones_edit_offline_and_converge_in_any_exchange_order() {
             .map(|v| {
                 (
                     v["value"].as_str().unwrap().into(),
-                    v["author"].as_str().unwrap().into(),
+                    v["by"]["name"].as_str().unwrap().into(),
                 )
             })
             .collect();

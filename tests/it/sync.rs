@@ -119,7 +119,7 @@ fn three_nodes_converge_through_a_relay() {
     );
     let approvals = reference.1["approvals"].as_array().unwrap();
     assert_eq!(approvals.len(), 1);
-    assert_eq!(approvals[0]["author"], "Bo");
+    assert_eq!(approvals[0]["by"]["name"], "Bo");
     for home in [ana, bo, cy] {
         let log = home.json(&["log", &p]);
         let authors: BTreeSet<&str> = log
@@ -128,7 +128,7 @@ fn three_nodes_converge_through_a_relay() {
             .iter()
             .map(|e| {
                 assert_eq!(e["verified"], true, "{}: {e}", home.name());
-                e["author"].as_str().unwrap()
+                e["author"]["name"].as_str().unwrap()
             })
             .collect();
         assert_eq!(
@@ -578,8 +578,8 @@ fn forged_envelopes_are_rejected() {
     let reports = sync(cy);
     let refused = rejected(&reports);
     assert_eq!(refused.len(), 1, "{reports}");
-    assert_eq!(refused[0]["doc"], p.as_str());
-    assert_eq!(refused[0]["signer"], hex::encode(bo_key));
+    assert_eq!(refused[0]["id"], p.as_str());
+    assert_eq!(refused[0]["by"]["id"], hex::encode(bo_key));
     let reason = refused[0]["reason"].as_str().unwrap();
     assert!(reason.contains("forged"), "{reason}");
     assert!(reason.contains(&hex::encode(ana_key)[..12]), "{reason}");
