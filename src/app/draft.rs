@@ -27,6 +27,8 @@ use crate::update::{self, NewUpdate};
 pub struct Created {
     /// Its id.
     pub id: Id,
+    /// Its kind.
+    pub kind: crate::doc::Kind,
     /// Its title.
     pub title: String,
 }
@@ -151,6 +153,7 @@ pub fn new_proposal(cx: &Context, draft: ProposalDraft) -> Result<Created> {
     create(cx, new.id, &message, |tx| proposal::create(tx, &new))?;
     Ok(Created {
         id: new.id,
+        kind: crate::doc::Kind::Proposal,
         title: new.title,
     })
 }
@@ -186,6 +189,7 @@ pub fn new_thread(
     create(cx, new.id, &message, |tx| thread::create(tx, &new))?;
     Ok(Created {
         id: new.id,
+        kind: crate::doc::Kind::Thread,
         title: new.title,
     })
 }
@@ -221,6 +225,7 @@ pub fn new_update(
     create(cx, new.id, &message, |tx| update::create(tx, &new))?;
     Ok(Created {
         id: new.id,
+        kind: crate::doc::Kind::Update,
         title: new.title,
     })
 }

@@ -475,7 +475,7 @@ fn happened_json(out: &Out, state: &WorkspaceState, me: &str, h: &Happened) -> J
 
 /// Turns member ids into person objects and milliseconds into RFC 3339 times, in the
 /// fields events and needs use for them.
-fn person_fields(out: &Out, state: &WorkspaceState, value: &mut Json) {
+pub(crate) fn person_fields(out: &Out, state: &WorkspaceState, value: &mut Json) {
     let Some(map) = value.as_object_mut() else {
         return;
     };

@@ -58,11 +58,7 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
                     value["obstacles"] = json!(
                         obstacles(s)
                             .iter()
-                            .map(|o| {
-                                let mut v = serde_json::to_value(o).unwrap_or(Json::Null);
-                                v["text"] = json!(o.describe(&name, &time));
-                                v
-                            })
+                            .map(|o| obstacle_json(ctx, o))
                             .collect::<Vec<_>>()
                     );
                 }
@@ -117,6 +113,30 @@ fn summary_json(ctx: &Ctx, id: Id, s: &DocSummary) -> Json {
     })
 }
 
+/// An obstacle to acceptance as JSON: its kind, the people as `{id, name}`, times in RFC
+/// 3339, and the sentence `show` prints.
+fn obstacle_json(ctx: &Ctx, obstacle: &crate::proposal::Obstacle) -> Json {
+    use crate::proposal::Obstacle;
+    let name = |m: &str| ctx.name(m);
+    let time = |t: i64| ctx.out.time(t);
+    let mut value = match obstacle {
+        Obstacle::Unapproved { decider } | Obstacle::Stale { decider } => {
+            json!({"decider": ctx.person(decider)})
+        }
+        Obstacle::BlockingConcern {
+            concern_id,
+            by,
+            message,
+        } => json!({"entry_id": concern_id, "by": ctx.person(by), "message": message}),
+        Obstacle::NotInPeriod { state } => json!({"state": state}),
+        Obstacle::PeriodOpen { closes } => json!({"closes": ctx.out.rfc3339(*closes)}),
+    };
+    let kind = serde_json::to_value(obstacle).unwrap_or(Json::Null)["kind"].clone();
+    value["kind"] = kind;
+    value["text"] = json!(obstacle.describe(&name, &time));
+    value
+}
+
 /// A lifecycle as JSON: the state's name, the transitions at its tips, those ignored and why.
 fn lifecycle_json(lifecycle: &Lifecycle) -> Json {
     let candidates = match &lifecycle.state {
@@ -151,7 +171,8 @@ pub fn heads_for(ctx: &Ctx, doc: &Automerge, at: &str) -> Result<Vec<ChangeHash>
     };
     let heads = history::heads_at_time(doc, moment.as_millisecond());
     if heads.is_empty() {
-        bail!(
+        crate::fail!(
+            NotFound,
             "the document did not exist yet at {}",
             ctx.out.time(moment.as_millisecond())
         );
@@ -232,8 +253,6 @@ pub fn document_json(
         Kind::Proposal => {
             let p = proposal::read(view);
             let now = crate::node::now_ms();
-            let name = |m: &str| ctx.name(m);
-            let time = |t: i64| ctx.out.time(t);
             json!({
                 "id": id.hex(), "kind": "proposal", "title": p.title, "template": p.template,
                 "state": p.lifecycle.state.name(), "lifecycle": lifecycle_json(&p.lifecycle),
@@ -250,11 +269,7 @@ pub fn document_json(
                         "by": ctx.person(&r.by), "time": ctx.out.rfc3339(r.at), "note": r.message,
                     })),
                 })).collect::<Vec<_>>(),
-                "obstacles": p.obstacles(now).iter().map(|o| {
-                    let mut v = serde_json::to_value(o).unwrap_or(Json::Null);
-                    v["text"] = json!(o.describe(&name, &time));
-                    v
-                }).collect::<Vec<_>>(),
+                "obstacles": p.obstacles(now).iter().map(|o| obstacle_json(ctx, o)).collect::<Vec<_>>(),
                 "asks": asks_json(ctx, &p.asks, &summary.asks),
                 "comments": comments_json(ctx, &p.comments),
                 "conflicts": conflicts,
@@ -393,6 +408,7 @@ impl Since {
                 .iter()
                 .map(|e| {
                     let mut value = serde_json::to_value(e).unwrap_or(Json::Null);
+                    super::inbox::person_fields(&ctx.out, &ctx.record.state, &mut value);
                     value["text"] = json!(super::inbox::event_text(
                         &ctx.record.state,
                         &ctx.me,

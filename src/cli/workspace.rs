@@ -59,15 +59,17 @@ pub fn init(
 
 pub fn whoami(node: &Node, out: &Out) -> Result<()> {
     let profile = node.profile()?;
-    let workspaces: Vec<String> = node
+    let workspaces: Vec<(crate::id::Id, String)> = node
         .workspaces()?
         .into_iter()
-        .map(|(_, w)| w.name)
+        .map(|(id, w)| (id, w.name))
         .collect();
+    let names: Vec<&str> = workspaces.iter().map(|(_, n)| n.as_str()).collect();
     if out.json {
         out.print_json(&json!({
             "id": node.member_id(), "name": profile.name, "tz": profile.tz,
-            "hours": profile.hours, "days": profile.days, "workspaces": workspaces,
+            "hours": profile.hours, "days": profile.days,
+            "workspaces": workspaces.iter().map(|(id, name)| json!({"id": id.hex(), "name": name})).collect::<Vec<_>>(),
             "home": node.home(),
         }))?;
     } else {
@@ -75,8 +77,8 @@ pub fn whoami(node: &Node, out: &Out) -> Result<()> {
         say!(out, "time zone  {}", profile.tz);
         say!(out, "works      {} {}", profile.days, profile.hours);
         say!(out, "home       {}", node.home().display());
-        if !workspaces.is_empty() {
-            say!(out, "workspaces {}", workspaces.join(", "));
+        if !names.is_empty() {
+            say!(out, "workspaces {}", names.join(", "));
         }
     }
     Ok(())
@@ -183,9 +185,13 @@ pub fn workspace(
         WorkspaceCommand::List => {
             let all = node.workspaces()?;
             if out.json {
+                let current = node.current_workspace()?;
                 let list: Vec<_> = all
                     .iter()
-                    .map(|(id, w)| json!({"id": id.hex(), "name": w.name, "members": w.state.active_members().count(), "relays": w.relays}))
+                    .map(|(id, w)| json!({
+                        "id": id.hex(), "name": w.name, "members": w.state.active_members().count(),
+                        "relays": w.relays, "current": current == Some(*id) || all.len() == 1,
+                    }))
                     .collect();
                 out.print_json(&json!(list))?;
             } else {

@@ -147,7 +147,9 @@ fn named_texts(args: &[String], flag: &str) -> Result<Vec<(String, String)>> {
 /// Prints a new document's id (and title, for people).
 fn created_done(ctx: &Ctx, created: &Created) -> Result<()> {
     if ctx.out.json {
-        ctx.out.print_json(&json!({"id": created.id.hex()}))?;
+        ctx.out.print_json(&json!({
+            "id": created.id.hex(), "kind": created.kind.as_str(), "title": created.title,
+        }))?;
     } else {
         say!(ctx.out, "{}  {}", created.id.short(), created.title);
     }

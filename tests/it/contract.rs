@@ -103,3 +103,307 @@ fn suggestions_for_what_was_probably_meant() {
     );
     assert!(said.contains("did you mean `Summary`"), "{said}");
 }
+
+/// The schema of every command's JSON (`docs/json/meridian.schema.json`).
+fn schema() -> &'static Value {
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        serde_json::from_str(include_str!("../../docs/json/meridian.schema.json"))
+            .expect("the schema is JSON")
+    })
+}
+
+/// Checks `value` against the schema's definition `name`.
+#[track_caller]
+fn valid(name: &str, value: &Value) {
+    // `show` is one of three documents: checked as the one it says it is.
+    let name = match (name, value["kind"].as_str()) {
+        ("show", Some(kind)) => kind,
+        _ => name,
+    };
+    let mut wrapper = schema().clone();
+    wrapper["$ref"] = Value::String(format!("#/$defs/{name}"));
+    assert!(
+        schema()["$defs"].get(name).is_some(),
+        "the schema defines no `{name}`"
+    );
+    let validator = jsonschema::validator_for(&wrapper).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not a `{name}`:\n{}\n{}",
+        errors.join("\n"),
+        serde_json::to_string_pretty(value).unwrap()
+    );
+}
+
+/// Runs `args` with --json, checks its output against `name`, returns it.
+#[track_caller]
+fn checked(home: &Home, name: &str, args: &[&str]) -> Value {
+    let value = home.json(args);
+    valid(name, &value);
+    value
+}
+
+#[test]
+fn every_command_prints_the_documented_json() {
+    let team = crate::relays::Team::new(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    let world = &team.world;
+    checked(ana, "whoami", &["whoami"]);
+    checked(ana, "workspace_list", &["workspace", "list"]);
+    checked(ana, "member_list", &["member", "list"]);
+    checked(ana, "invite", &["invite"]);
+    checked(ana, "relay_list", &["workspace", "relay", "list"]);
+    checked(ana, "workspace_norm", &["workspace", "norm", "high", "2h"]);
+    checked(ana, "workspace_ladder", &["workspace", "ladder", "Bo"]);
+    checked(
+        ana,
+        "workspace_template",
+        &["workspace", "template", "pm", "Impact", "Actions"],
+    );
+    checked(ana, "workspace_norms", &["workspace", "norms"]);
+    checked(ana, "log", &["workspace", "log"]);
+    checked(ana, "member_admin", &["member", "admin", "Bo"]);
+    checked(ana, "workspace_use", &["workspace", "use", "acme"]);
+
+    let p = checked(
+        ana,
+        "created",
+        &[
+            "proposal",
+            "new",
+            "Ship",
+            "--decider",
+            "Ana",
+            "--decider",
+            "Bo",
+            "--ask",
+            "Bo",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = checked(ana, "created", &["thread", "new", "Lunch", "-m", "Where?"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let u = checked(
+        ana,
+        "created",
+        &["update", "new", "--done", "Storage", "--link", &p],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = world.file("summary.md");
+    std::fs::write(&file, "One file per home.\n").unwrap();
+    checked(
+        ana,
+        "edited",
+        &[
+            "proposal",
+            "edit",
+            &p,
+            "--section",
+            "Summary",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    checked(ana, "deciders", &["proposal", "deciders", &p, "Ana", "Bo"]);
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "open", &p, "--closes", "3d"],
+    );
+    checked(ana, "entry_written", &["proposal", "close", &p]);
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "approve", &p, "-m", "yes"],
+    );
+    checked(ana, "entry_written", &["proposal", "unapprove", &p]);
+    checked(ana, "entry_written", &["proposal", "approve", &p]);
+    let concern = checked(
+        ana,
+        "entry_written",
+        &["proposal", "concern", &p, "-m", "Backups?"],
+    )["entry_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = checked(
+        ana,
+        "replied",
+        &["reply", &format!("{p}:{}", &concern[..8]), "-m", "nightly"],
+    )["comment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "resolve", &p, &concern[..8]],
+    );
+    let target = format!("{p}:{}", &reply[..8]);
+    checked(ana, "reacted", &["react", &target, "👍"]);
+    checked(
+        ana,
+        "comment_changed",
+        &["reply", "--edit", &target, "-m", "nightly, tested"],
+    );
+    checked(ana, "asked", &["ask", &t, "Bo", "--urgency", "high"]);
+    checked(ana, "entry_written", &["ask", &t, "--cancel", "Bo"]);
+    checked(ana, "asked", &["ask", &t, "Bo"]);
+    checked(ana, "sync", &["sync"]);
+    checked(bo, "sync", &["sync"]);
+    checked(bo, "inbox", &["inbox"]);
+    checked(bo, "entry_written", &["decline", &t, "-m", "busy"]);
+    checked(bo, "entry_written", &["proposal", "approve", &p]);
+    checked(bo, "sync", &["sync"]);
+    checked(ana, "sync", &["sync"]);
+    checked(ana, "inbox", &["inbox"]);
+    for id in [&p, &t, &u] {
+        checked(ana, "show", &["show", id, "--no-mark"]);
+        checked(ana, "show", &["show", id]);
+        checked(ana, "log", &["log", id]);
+    }
+    checked(ana, "list", &["proposal", "list"]);
+    checked(ana, "list", &["thread", "list"]);
+    checked(ana, "list", &["update", "list"]);
+    let log = ana.json(&["log", &p]);
+    let first = log.as_array().unwrap().last().unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    checked(ana, "diff", &["diff", &p, &first[..12]]);
+    checked(ana, "conflicts", &["conflicts", &p]);
+    checked(ana, "read", &["read", &p, &t]);
+    checked(ana, "read", &["read", "--all"]);
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "accept", &p, "-m", "agreed"],
+    );
+    checked(ana, "entry_written", &["thread", "resolve", &t]);
+    checked(ana, "show", &["show", &p]);
+    let out = world.file("p.md");
+    checked(
+        ana,
+        "export_file",
+        &["export", &p, "-o", out.to_str().unwrap()],
+    );
+    checked(ana, "export_stdout", &["export", &p]);
+    checked(ana, "export_stdout", &["export", &p, "--format", "json"]);
+    let bundle = world.file("all.bundle");
+    checked(
+        ana,
+        "export_file",
+        &[
+            "export",
+            "--all",
+            "--format",
+            "bundle",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    checked(bo, "merge", &["merge", bundle.to_str().unwrap()]);
+    checked(bo, "profile", &["profile", "set", "--hours", "08:00-16:00"]);
+    checked(bo, "away", &["away", "--clear"]);
+    // The rest of the lifecycle, and taking things back.
+    let q = checked(
+        ana,
+        "created",
+        &["proposal", "new", "Second", "--decider", "Ana"],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "open", &q, "--closes", "0m"],
+    );
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "final-comment", &q, "--closes", "0m"],
+    );
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "reject", &q, "-m", "no"],
+    );
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "reopen", &q, "-m", "again"],
+    );
+    checked(ana, "entry_written", &["proposal", "withdraw", &q]);
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "reopen", &q, "-m", "once more"],
+    );
+    checked(
+        ana,
+        "entry_written",
+        &["proposal", "supersede", &q, "--by", &p],
+    );
+    checked(ana, "entry_written", &["thread", "reopen", &t]);
+    checked(ana, "reacted", &["react", &target, "👍", "--remove"]);
+    checked(ana, "comment_changed", &["reply", "--delete", &target]);
+    checked(ana, "read", &["read", &q]);
+    checked(
+        ana,
+        "relay_change",
+        &["workspace", "relay", "add", "ws://127.0.0.1:9"],
+    );
+    checked(
+        ana,
+        "relay_change",
+        &["workspace", "relay", "remove", "ws://127.0.0.1:9"],
+    );
+    let v = checked(
+        ana,
+        "created",
+        &["thread", "new", "Ack", "-m", "?", "--ask", "Bo"],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    checked(ana, "sync", &["sync"]);
+    checked(bo, "sync", &["sync"]);
+    checked(bo, "entry_written", &["ack", &v]);
+    checked(ana, "member_remove", &["member", "remove", "Bo"]);
+
+    // Errors are JSON objects of their own.
+    let output = ana.run(&["--json", "show", "ffffffff"]);
+    let error: Value = serde_json::from_slice(&output.stderr).unwrap();
+    valid("error", &error);
+
+    // A fresh identity, a workspace, a join: the rest of the commands.
+    let cy = world.person("Cy", "America/Lima");
+    let code = ana.ok(&["invite"]).trim().to_string();
+    let dee = world.person("Dee", "Europe/Lisbon");
+    let joined = dee.json(&["join", &code]);
+    valid("join", &joined);
+    let created = cy.json(&["workspace", "create", "side"]);
+    valid("workspace_create", &created);
+    let init = {
+        let home = world.file("fresh");
+        let output = std::process::Command::new(crate::support::meridian_bin())
+            .args(["--json", "init", "--name", "Fresh", "--tz", "UTC"])
+            .env("MERIDIAN_HOME", &home)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    valid("init", &init);
+}
