@@ -42,16 +42,21 @@ impl Default for WorkingHours {
 
 impl WorkingHours {
     /// Parses `09:00-17:00` and `mon-fri` (or `mon,wed,fri`, or a mix: `mon-wed,fri`).
+    ///
+    /// Hours that end before they start are a night shift: `22:00-06:00` starts on each
+    /// working day at 22:00 and ends at 06:00 the next morning.
     pub fn parse(hours: &str, days: &str) -> Result<WorkingHours> {
+        let advice = "use 24-hour HH:MM-HH:MM, e.g. 09:00-17:00 (or 22:00-06:00 for a night shift)";
         let (start, end) = hours
             .split_once('-')
-            .with_context(|| format!("working hours `{hours}` should look like 09:00-17:00"))?;
+            .filter(|(a, b)| a.contains(':') && b.contains(':'))
+            .with_context(|| {
+                format!("working hours `{hours}` are not a range of times: {advice}")
+            })?;
         let start = parse_clock(start)?;
         let end = parse_clock(end)?;
-        if end <= start {
-            bail!(
-                "working hours `{hours}` end before they start: give a range within one day, like 09:00-17:00"
-            );
+        if end == start || (start == 0 && end == 24 * 60) {
+            bail!("working hours `{hours}` last no time or all day: {advice}");
         }
         Ok(WorkingHours {
             start,
@@ -83,9 +88,18 @@ impl WorkingHours {
         }
     }
 
-    /// Minutes of work in one working day.
+    /// Minutes of work in one working day (a night shift's, across midnight).
     pub fn minutes_per_day(&self) -> u32 {
-        u32::from(self.end - self.start)
+        if self.end > self.start {
+            u32::from(self.end - self.start)
+        } else {
+            u32::from(24 * 60 - self.start + self.end)
+        }
+    }
+
+    /// Whether the hours run past midnight into the next day.
+    pub fn overnight(&self) -> bool {
+        self.end < self.start
     }
 
     fn works_on(&self, weekday: Weekday) -> bool {
@@ -274,7 +288,7 @@ impl Calendar {
         if !self.hours.works_on(date.weekday()) || self.away_on(date) {
             return None;
         }
-        let at = |minutes: u16| -> Option<Timestamp> {
+        let at = |date: Date, minutes: u16| -> Option<Timestamp> {
             let time = if minutes >= 24 * 60 {
                 return date
                     .tomorrow()
@@ -293,7 +307,13 @@ impl Calendar {
                 .ok()
                 .map(|z| z.timestamp())
         };
-        Some((at(self.hours.start)?, at(self.hours.end)?))
+        // A night shift ends on the next day.
+        let end_date = if self.hours.overnight() {
+            date.tomorrow().ok()?
+        } else {
+            date
+        };
+        Some((at(date, self.hours.start)?, at(end_date, self.hours.end)?))
     }
 
     /// Adds `minutes` of this person's working time to `start`.
@@ -674,11 +694,19 @@ mod tests {
         assert_eq!(h.hours_text(), "08:30-16:00");
         assert_eq!(h.days_text(), "mon,tue,wed,thu,sun");
         assert_eq!(
-            WorkingHours::parse("9-17", "mon,wed").unwrap().days_text(),
+            WorkingHours::parse("9:00-17:00", "mon,wed")
+                .unwrap()
+                .days_text(),
             "mon,wed"
         );
+        // A night shift runs past midnight; `9-5` says how to write hours.
+        let night = WorkingHours::parse("22:00-06:00", "mon-fri").unwrap();
+        assert_eq!(night.minutes_per_day(), 8 * 60);
+        let unclear = WorkingHours::parse("9-5", "mon").unwrap_err().to_string();
+        assert!(unclear.contains("24-hour HH:MM-HH:MM"), "{unclear}");
         for (hours, days) in [
-            ("17:00-09:00", "mon-fri"),
+            ("09:00-09:00", "mon-fri"),
+            ("9-17", "mon"),
             ("9am", "mon"),
             ("09:00-17:00", "funday"),
             ("25:00-26:00", "mon"),
@@ -792,6 +820,26 @@ mod tests {
         assert_eq!(
             parse_away("2026-12-25").unwrap(),
             ("2026-12-25".parse().unwrap(), "2026-12-25".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_night_shift_counts_its_hours_across_midnight() {
+        let night = calendar("Europe/Berlin", "22:00-06:00", "mon-fri");
+        // Asked Monday 21:00: the shift starts at 22:00, four hours in is Tuesday 02:00.
+        assert_eq!(
+            night.add_working_minutes(at("2026-11-23T21:00:00+01:00"), 4 * 60),
+            Some(at("2026-11-24T02:00:00+01:00"))
+        );
+        // Asked Tuesday 05:00, inside Monday's shift: one hour left there, three on Tuesday's.
+        assert_eq!(
+            night.add_working_minutes(at("2026-11-24T05:00:00+01:00"), 4 * 60),
+            Some(at("2026-11-25T01:00:00+01:00"))
+        );
+        // Asked Friday 23:00: Friday's shift runs into Saturday, then Monday night.
+        assert_eq!(
+            night.add_working_minutes(at("2026-11-27T23:00:00+01:00"), 8 * 60),
+            Some(at("2026-11-30T23:00:00+01:00"))
         );
     }
 }

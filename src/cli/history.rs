@@ -234,6 +234,13 @@ pub fn conflicts(ctx: &Ctx, prefix: &str) -> Result<()> {
 pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> {
     let (id, summary) = ctx.document(prefix)?;
     let resolution = crate::app::conflicts::resolve(ctx, id, summary.kind, field, value)?;
+    said!(
+        ctx.out,
+        "Settled {field} of {} \"{}\" to {:?}.",
+        id.short(),
+        super::printable(&summary.title),
+        resolution.value
+    );
     ctx.out.done(json!({
         "id": id.hex(), "field": resolution.field, "value": resolution.value,
         "entry_id": resolution.entry_id,
@@ -341,8 +348,16 @@ pub fn export(
 /// leaves half a bundle under the final name.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", Id::random().short()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    // The error names the file asked for, not the temporary one beside it.
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::error::failure(
+            crate::error::ErrorKind::Other,
+            format!("cannot write {}: {error}", path.display()),
+        ));
+    }
+    Ok(())
 }
 
 fn markdown(ctx: &Ctx, kind: Kind, view: View<'_>) -> String {

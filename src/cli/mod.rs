@@ -13,6 +13,13 @@ macro_rules! say {
     };
 }
 
+/// Writes the line that says what a command did, like `say!`, unless quiet or JSON.
+macro_rules! said {
+    ($out:expr, $($arg:tt)*) => {
+        $out.said(format_args!($($arg)*))?
+    };
+}
+
 /// Writes one line to stderr through an [`Out`], after the text printed before it, like
 /// `eprintln!`.
 macro_rules! warn {
@@ -53,21 +60,44 @@ use crate::norms::display_zone;
 )]
 pub struct Cli {
     /// Where this node keeps its database and key.
-    #[arg(long, global = true, env = "MERIDIAN_HOME", value_name = "DIR")]
+    #[arg(long, global = true, env = "MERIDIAN_HOME", value_name = "DIR", help_heading = GLOBAL)]
     pub home: Option<PathBuf>,
-    /// Which workspace (name or id prefix); optional when there is one.
-    #[arg(short = 'w', long, global = true, value_name = "NAME|ID")]
+    /// Which workspace (name or id prefix); optional when there is one, or a current one.
+    #[arg(short = 'w', long, global = true, value_name = "NAME|ID", help_heading = GLOBAL)]
     pub workspace: Option<String>,
-    /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
+    /// Print machine-readable JSON on stdout (errors as JSON on stderr): docs/json.md.
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// Show times in this IANA time zone instead of yours (for `init` and `profile set`:
     /// the zone you work in).
-    #[arg(long, global = true, value_name = "ZONE")]
+    #[arg(long, global = true, value_name = "ZONE", help_heading = GLOBAL)]
     pub tz: Option<String>,
-    /// The command.
+    /// Say less: no line saying what a command did.
+    #[arg(short = 'q', long, global = true, help_heading = GLOBAL)]
+    pub quiet: bool,
+    /// Say more: the details behind a summary (sync's envelopes and log positions).
+    #[arg(short = 'v', long, global = true, help_heading = GLOBAL)]
+    pub verbose: bool,
+    /// When to colour the output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN", help_heading = GLOBAL)]
+    pub color: ColorChoice,
+    /// The command (with none: the inbox, or how to start).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// When to colour the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set (or `TERM` is `dumb`).
+    Auto,
+    /// Always, even into a pipe or a file.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Every command.
@@ -691,16 +721,35 @@ pub fn run(cli: Cli) -> Result<()> {
             (None, None) => Ok(TimeZone::UTC),
         }
     };
-    if let Command::Init { name, hours, days } = &cli.command {
-        let out = Out::new(cli.json, reader_tz(None)?);
+    let style = Style {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        color: cli.color,
+    };
+    if let Some(Command::Init { name, hours, days }) = &cli.command {
+        let out = Out::new(cli.json, reader_tz(None)?, style);
         let result = workspace::init(&home, name, cli.tz.as_deref(), hours, days, &out);
         return finish(result, &out);
     }
+    // With no command: the inbox once there is an identity, else how to start.
+    let command = match cli.command {
+        Some(command) => command,
+        None if home.join(crate::identity::KEY_FILE).exists() => Command::Inbox {
+            at: None,
+            limit: None,
+            kind: None,
+        },
+        None => {
+            let out = Out::new(cli.json, TimeZone::UTC, style);
+            let result = workspace::getting_started(&home, &out);
+            return finish(result, &out);
+        }
+    };
     let node = Node::open(&home)?;
-    let out = Out::new(cli.json, reader_tz(Some(&node))?);
+    let out = Out::new(cli.json, reader_tz(Some(&node))?, style);
     let selector = cli.workspace.as_deref();
     // Each arm gives back the printer, whose buffered text `finish` writes out.
-    let (result, out) = match cli.command {
+    let (result, out) = match command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Whoami => (workspace::whoami(&node, &out), out),
         Command::Profile(ProfileCommand::Set { name, hours, days }) => (
@@ -928,8 +977,44 @@ pub struct Out {
     pub json: bool,
     /// The reader's time zone.
     pub tz: TimeZone,
+    /// Whether text is coloured.
+    pub color: bool,
+    /// `-q`: no line saying what a command did.
+    pub quiet: bool,
+    /// `-v`: the details behind summaries.
+    pub verbose: bool,
     text: RefCell<BufWriter<Stdout>>,
     terminal: bool,
+}
+
+/// How the person wants output to look: the global `-q`, `-v` and `--color`.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    /// `-q`.
+    pub quiet: bool,
+    /// `-v`.
+    pub verbose: bool,
+    /// `--color`.
+    pub color: ColorChoice,
+}
+
+/// What a piece of text says, for its colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    /// Needs attention: OVERDUE, STALE, CONFLICT, BLOCKING.
+    Alarm,
+    /// A line a diff removes.
+    Removed,
+    /// A line a diff adds.
+    Added,
+    /// Done, fine, ready.
+    Good,
+    /// A document or record id.
+    Id,
+    /// Less important: times, bylines.
+    Dim,
+    /// A heading.
+    Heading,
 }
 
 /// Standard output was closed by its reader (`meridian log | head`): the command stops
@@ -939,14 +1024,51 @@ pub struct Out {
 pub struct ReaderGone;
 
 impl Out {
-    fn new(json: bool, tz: TimeZone) -> Out {
+    fn new(json: bool, tz: TimeZone, style: Style) -> Out {
         let stdout = std::io::stdout();
+        let terminal = stdout.is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+            || std::env::var("TERM").is_ok_and(|t| t == "dumb");
         Out {
             json,
             tz,
-            terminal: stdout.is_terminal(),
+            terminal,
+            color: !json
+                && match style.color {
+                    ColorChoice::Always => true,
+                    ColorChoice::Never => false,
+                    ColorChoice::Auto => terminal && !no_color,
+                },
+            quiet: style.quiet,
+            verbose: style.verbose,
             text: RefCell::new(BufWriter::with_capacity(64 * 1024, stdout)),
         }
+    }
+
+    /// Writes the line that says what a command did (and what comes next), unless the
+    /// person asked for quiet or for JSON.
+    pub fn said(&self, args: std::fmt::Arguments<'_>) -> Result<()> {
+        if self.quiet || self.json {
+            return Ok(());
+        }
+        self.line(args)
+    }
+
+    /// `text` in a tone, when the output is coloured.
+    pub fn paint(&self, tone: Tone, text: &str) -> String {
+        if !self.color {
+            return text.to_string();
+        }
+        use anstyle::{AnsiColor, Style};
+        let style = match tone {
+            Tone::Alarm => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            Tone::Removed => Style::new().fg_color(Some(AnsiColor::Red.into())),
+            Tone::Added | Tone::Good => Style::new().fg_color(Some(AnsiColor::Green.into())),
+            Tone::Id => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+            Tone::Dim => Style::new().dimmed(),
+            Tone::Heading => Style::new().bold(),
+        };
+        format!("{style}{text}{style:#}")
     }
 
     /// Writes one line of text: what `say!` calls.

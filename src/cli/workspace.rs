@@ -53,7 +53,50 @@ pub fn init(
             profile.hours,
             home.display()
         );
+        said!(
+            out,
+            "Next: `meridian workspace create NAME` to start a workspace, or `meridian join CODE` with an invite from a member."
+        );
     }
+    Ok(())
+}
+
+/// `meridian` with no command and no identity yet: how to start.
+pub fn getting_started(home: &Path, out: &Out) -> Result<()> {
+    if out.json {
+        crate::fail!(
+            NotFound,
+            "{} holds no identity yet: run `meridian init --name NAME`",
+            home.display()
+        );
+    }
+    say!(
+        out,
+        "Meridian: proposals, decisions, threads and status updates that work offline."
+    );
+    say!(out);
+    say!(
+        out,
+        "There is no identity in {} yet. To start:",
+        home.display()
+    );
+    say!(
+        out,
+        "  meridian init --name NAME --tz ZONE       your name, time zone and working hours"
+    );
+    say!(
+        out,
+        "  meridian workspace create NAME            a workspace of your own (--relay URL to sync)"
+    );
+    say!(
+        out,
+        "  meridian join CODE                        or join one with an invite from a member"
+    );
+    say!(out);
+    say!(
+        out,
+        "Then `meridian` shows your inbox; `meridian --help` lists every command."
+    );
     Ok(())
 }
 
@@ -223,14 +266,25 @@ pub fn settings(ctx: &Ctx, command: WorkspaceCommand) -> Result<()> {
     match command {
         WorkspaceCommand::Template { name, sections } => {
             crate::app::team::set_template(ctx, &name, &sections)?;
+            said!(out, "Template {name}: {}.", sections.join(", "));
             out.done(json!({"template": name, "sections": sections}))
         }
         WorkspaceCommand::Norm { level, within, new } => {
             let within = crate::app::team::set_level(ctx, &level, &within, new)?;
+            said!(
+                out,
+                "Requests of urgency {level} are due within {within} of the responder's working time."
+            );
             out.done(json!({"level": level, "within": within.to_string()}))
         }
         WorkspaceCommand::Ladder { members } => {
             let ids = crate::app::team::set_ladder(ctx, &members)?;
+            let names: Vec<String> = ids.iter().map(|id| ctx.name(id)).collect();
+            said!(
+                out,
+                "A missed or declined request now escalates to {}.",
+                names.join(", then ")
+            );
             let people: Vec<_> = ids
                 .iter()
                 .map(|id| json!({"id": id, "name": ctx.name(id)}))
@@ -467,6 +521,15 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
 /// `meridian member admin NAME [--remove]`
 pub fn admin(ctx: &Ctx, name: &str, remove: bool) -> Result<()> {
     let id = crate::app::team::set_admin(ctx, name, !remove)?;
+    if remove {
+        said!(ctx.out, "{} no longer changes the norms.", ctx.name(&id));
+    } else {
+        said!(
+            ctx.out,
+            "{} may change the norms and the ladder from your next sync.",
+            ctx.name(&id)
+        );
+    }
     ctx.out
         .done(json!({"member": {"id": id, "name": ctx.name(&id)}, "admin": !remove}))
 }

@@ -72,6 +72,13 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
                 .iter()
                 .map(|d| json!({"id": d, "name": ctx.name(d)}))
                 .collect();
+            let names: Vec<String> = ids.iter().map(|d| ctx.name(d)).collect();
+            said!(
+                ctx.out,
+                "{} is decided by {}.",
+                document(ctx, id)?,
+                names.join(", ")
+            );
             return ctx.out.done(json!({"id": id.hex(), "deciders": people}));
         }
         ProposalCommand::Approve { id, message } => {
@@ -83,11 +90,7 @@ pub fn proposal(ctx: &Ctx, command: ProposalCommand) -> Result<()> {
         ProposalCommand::Concern { id, text, blocking } => {
             let id = decision::proposal_id(ctx, &id)?;
             let message = super::text(text, "concern")?;
-            let written = decision::concern(ctx, id, &message, blocking)?;
-            if !ctx.out.json {
-                say!(ctx.out, "{}", crate::id::prefix(&written.entry.id, 8));
-            }
-            written
+            decision::concern(ctx, id, &message, blocking)?
         }
         ProposalCommand::Resolve { id, concern, note } => {
             let note = note.read()?;
@@ -144,25 +147,142 @@ fn named_texts(args: &[String], flag: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Prints a new document's id (and title, for people).
+/// Prints a new document's id and title, and what comes next.
 fn created_done(ctx: &Ctx, created: &Created) -> Result<()> {
     if ctx.out.json {
-        ctx.out.print_json(&json!({
+        return ctx.out.print_json(&json!({
             "id": created.id.hex(), "kind": created.kind.as_str(), "title": created.title,
-        }))?;
-    } else {
-        say!(ctx.out, "{}  {}", created.id.short(), created.title);
+        }));
+    }
+    let id = ctx.out.paint(super::Tone::Id, &created.id.short());
+    match created.kind {
+        Kind::Proposal => said!(
+            ctx.out,
+            "Created proposal {id} \"{}\", a draft: `meridian proposal open {}` starts its comment period.",
+            created.title,
+            created.id.short()
+        ),
+        Kind::Thread => said!(ctx.out, "Started thread {id} \"{}\".", created.title),
+        _ => said!(ctx.out, "Posted update {id} \"{}\".", created.title),
     }
     Ok(())
 }
 
-/// Prints what a deciding action wrote, in JSON mode (text mode stays quiet).
+/// `8a7d25a9 "Title"`: a document as a confirmation names it.
+fn document(ctx: &Ctx, id: crate::id::Id) -> Result<String> {
+    let (_, summary) = ctx.document(&id.hex())?;
+    Ok(format!(
+        "{} \"{}\"",
+        ctx.out.paint(super::Tone::Id, &id.short()),
+        super::printable(&summary.title)
+    ))
+}
+
+/// What still stands between a proposal and its acceptance, in a few words.
+fn next_for(ctx: &Ctx, id: crate::id::Id) -> Result<String> {
+    let (_, summary) = ctx.document(&id.hex())?;
+    if !matches!(summary.state.as_str(), "open" | "final-comment") {
+        return Ok(String::new());
+    }
+    let obstacles = summary.obstacles(crate::node::now_ms());
+    if obstacles.is_empty() {
+        return Ok(format!(
+            "; it can be accepted now: `meridian proposal accept {}`",
+            id.short()
+        ));
+    }
+    let name = |m: &str| ctx.name(m);
+    let time = |t: i64| ctx.out.time(t);
+    let words: Vec<String> = obstacles.iter().map(|o| o.describe(&name, &time)).collect();
+    Ok(format!("; waiting: {}", words.join("; ")))
+}
+
+/// Prints what a deciding action wrote: as JSON, or a line saying what happened and what
+/// comes next.
 fn entry_done(ctx: &Ctx, written: &decision::Written) -> Result<()> {
-    ctx.out.done(json!({
-        "id": written.id.hex(),
-        "entry_id": written.entry.id,
-        "kind": written.entry.kind,
-    }))
+    if ctx.out.json {
+        return ctx.out.print_json(&json!({
+            "id": written.id.hex(),
+            "entry_id": written.entry.id,
+            "kind": written.entry.kind,
+        }));
+    }
+    let entry = &written.entry;
+    let doc = document(ctx, written.id)?;
+    let (_, summary) = ctx.document(&written.id.hex())?;
+    let thread = summary.kind == Kind::Thread;
+    let short = |id: &str| ctx.out.paint(super::Tone::Id, crate::id::prefix(id, 8));
+    let until = |closes: Option<i64>| closes.map(|c| ctx.out.time(c)).unwrap_or_default();
+    match entry.kind.as_str() {
+        "open" | "final-comment" if entry.closes.is_some_and(|c| c <= entry.at) => {
+            said!(
+                ctx.out,
+                "Closed the comment period of {doc}{}.",
+                next_for(ctx, written.id)?
+            )
+        }
+        "open" => said!(
+            ctx.out,
+            "Opened {doc} for comments until {}.",
+            until(entry.closes)
+        ),
+        "final-comment" => said!(
+            ctx.out,
+            "Started the final comment period of {doc}, until {}.",
+            until(entry.closes)
+        ),
+        "approve" => said!(ctx.out, "Approved {doc}{}.", next_for(ctx, written.id)?),
+        "unapprove" => said!(ctx.out, "Took back your approval of {doc}."),
+        "concern" => said!(
+            ctx.out,
+            "Raised {} concern {} on {doc}.",
+            if entry.blocking { "a blocking" } else { "a" },
+            short(&entry.id)
+        ),
+        "resolve-concern" => said!(
+            ctx.out,
+            "Resolved concern {} on {doc}.",
+            short(&entry.target)
+        ),
+        "accept" => said!(
+            ctx.out,
+            "Accepted {doc} ({} approval{}).",
+            summary.approvals.iter().filter(|a| !a.stale).count(),
+            if summary.approvals.iter().filter(|a| !a.stale).count() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+        "reject" => said!(ctx.out, "Rejected {doc}."),
+        "withdraw" => said!(ctx.out, "Withdrew {doc}."),
+        "supersede" => said!(
+            ctx.out,
+            "Marked {doc} superseded by {}.",
+            short(&entry.target)
+        ),
+        "reopen" if thread => said!(ctx.out, "Reopened thread {doc}."),
+        "reopen" => said!(
+            ctx.out,
+            "Reopened {doc} as a draft: its text may change, and every approval is stale."
+        ),
+        "resolve" => said!(ctx.out, "Resolved thread {doc}."),
+        "cancel-ask" => said!(
+            ctx.out,
+            "Cancelled the request to {} on {doc}.",
+            ctx.name(&entry.target)
+        ),
+        "decline" => said!(
+            ctx.out,
+            "Declined the request on {doc}: it goes back to whoever asked, or on along the escalation ladder."
+        ),
+        "ack" => said!(
+            ctx.out,
+            "Acknowledged the request on {doc}: no reply needed."
+        ),
+        other => said!(ctx.out, "Wrote {other} on {doc}."),
+    }
+    Ok(())
 }
 
 /// `proposal edit`: one section from a file or $EDITOR, a new section, a removal, the
@@ -246,6 +366,20 @@ fn done_edit(ctx: &Ctx, edited: draft::Edited) -> Result<()> {
     if edited.is_empty() {
         warn!(ctx.out, "No changes.");
     }
+    if let Some(id) = edited.id {
+        let mut what: Vec<String> = edited.changed.clone();
+        if edited.title_changed {
+            what.insert(0, "the title".into());
+        }
+        if !what.is_empty() {
+            said!(
+                ctx.out,
+                "Edited {} of {}.",
+                what.join(", "),
+                document(ctx, id)?
+            );
+        }
+    }
     for name in &edited.added {
         say!(ctx.out, "Added section {name}.");
     }
@@ -295,6 +429,12 @@ pub fn reply(ctx: &Ctx, target: &str, text: super::Text, edit: bool, delete: boo
             bail!("--delete takes no text: it removes the comment");
         }
         let (id, comment_id) = comment::delete(ctx, target)?;
+        said!(
+            ctx.out,
+            "Deleted your comment {} on {}; the history keeps its text.",
+            crate::id::prefix(&comment_id, 8),
+            document(ctx, id)?
+        );
         return ctx
             .out
             .done(json!({"id": id.hex(), "comment_id": comment_id, "deleted": true}));
@@ -302,6 +442,12 @@ pub fn reply(ctx: &Ctx, target: &str, text: super::Text, edit: bool, delete: boo
     if edit {
         let body = super::text(text, "comment")?;
         let (id, comment_id) = comment::edit(ctx, target, &body)?;
+        said!(
+            ctx.out,
+            "Edited your comment {} on {}; others see that it was edited.",
+            crate::id::prefix(&comment_id, 8),
+            document(ctx, id)?
+        );
         return ctx
             .out
             .done(json!({"id": id.hex(), "comment_id": comment_id, "edited": true}));
@@ -315,13 +461,19 @@ pub fn reply(ctx: &Ctx, target: &str, text: super::Text, edit: bool, delete: boo
             "id": replied.id.hex(), "comment_id": replied.comment_id, "parent": replied.parent,
         }))?;
     } else {
-        say!(
+        said!(
             ctx.out,
-            "{}:{}  reply to {} \"{}\"",
-            replied.id.short(),
-            crate::id::prefix(&replied.comment_id, 8),
+            "Replied to {} \"{}\" as {}.",
             replied.kind.as_str(),
-            replied.title
+            super::printable(&replied.title),
+            ctx.out.paint(
+                super::Tone::Id,
+                &format!(
+                    "{}:{}",
+                    replied.id.short(),
+                    crate::id::prefix(&replied.comment_id, 8)
+                )
+            )
         );
     }
     Ok(())
@@ -329,6 +481,13 @@ pub fn reply(ctx: &Ctx, target: &str, text: super::Text, edit: bool, delete: boo
 
 pub fn react(ctx: &Ctx, target: &str, emoji: &str, remove: bool) -> Result<()> {
     let (id, comment) = crate::app::comment::react(ctx, target, emoji, remove)?;
+    let verb = if remove { "Took back" } else { "Reacted" };
+    said!(
+        ctx.out,
+        "{verb} {emoji} on comment {} of {}.",
+        crate::id::prefix(&comment, 8),
+        document(ctx, id)?
+    );
     ctx.out.done(json!({
         "id": id.hex(), "comment_id": comment, "reaction": emoji, "removed": remove,
     }))
@@ -378,6 +537,16 @@ pub fn ask(
     }
     let written = request::ask(ctx, id, names, urgency)?;
     let asked: Vec<String> = written.iter().map(|w| w.entry.target.clone()).collect();
+    if let Some(first) = written.first() {
+        let names: Vec<String> = asked.iter().map(|m| ctx.name(m)).collect();
+        said!(
+            ctx.out,
+            "Asked {} ({}) on {}.",
+            names.join(", "),
+            first.entry.urgency,
+            document(ctx, id)?
+        );
+    }
     for note in request::away_notes(ctx, &asked, crate::node::now_ms()) {
         warn!(ctx.out, "{note}");
     }

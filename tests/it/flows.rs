@@ -83,8 +83,8 @@ fn bad_init_input_gets_clear_errors() {
             "not a known IANA time zone",
         ),
         (
-            vec!["init", "--name", "X", "--hours", "17:00-09:00"],
-            "end before they start",
+            vec!["init", "--name", "X", "--hours", "9-5"],
+            "24-hour HH:MM-HH:MM",
         ),
         (
             vec!["init", "--name", "X", "--days", "funday"],
