@@ -316,6 +316,18 @@ pub enum Command {
     /// Stay connected to the relays of every workspace: push edits as they are made, apply
     /// remote ones as they arrive, reconnect with backoff. Other commands keep working.
     Daemon,
+    /// Print a completion script for a shell.
+    ///
+    /// bash: `meridian completions bash > ~/.local/share/bash-completion/completions/meridian`;
+    /// zsh: `meridian completions zsh > ~/.zfunc/_meridian`; fish: `meridian completions fish >
+    /// ~/.config/fish/completions/meridian.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `meridian man | man -l -`, or install it with
+    /// `meridian man > ~/.local/share/man/man1/meridian.1`.
+    Man,
 }
 
 /// `meridian profile …`
@@ -726,6 +738,28 @@ pub fn run(cli: Cli) -> Result<()> {
         verbose: cli.verbose,
         color: cli.color,
     };
+    // Completions and the man page need no home.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut bytes = Vec::new();
+            clap_complete::generate(*shell, &mut command, "meridian", &mut bytes);
+            let out = Out::new(false, TimeZone::UTC, style);
+            let result = out.bytes(&bytes);
+            return finish(result, &out);
+        }
+        Some(Command::Man) => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut bytes = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut bytes)
+                .context("cannot render the manual page")?;
+            let out = Out::new(false, TimeZone::UTC, style);
+            let result = out.bytes(&bytes);
+            return finish(result, &out);
+        }
+        _ => {}
+    }
     if let Some(Command::Init { name, hours, days }) = &cli.command {
         let out = Out::new(cli.json, reader_tz(None)?, style);
         let result = workspace::init(&home, name, cli.tz.as_deref(), hours, days, &out);
@@ -751,6 +785,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // Each arm gives back the printer, whose buffered text `finish` writes out.
     let (result, out) = match command {
         Command::Init { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::Whoami => (workspace::whoami(&node, &out), out),
         Command::Profile(ProfileCommand::Set { name, hours, days }) => (
             workspace::profile_set(&node, (name, cli.tz.clone(), hours, days), &out),
@@ -875,6 +910,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Away { .. }
         | Command::Join { .. }
         | Command::Inbox { .. }
+        | Command::Completions { .. }
+        | Command::Man
         | Command::Daemon => {
             unreachable!("handled before a workspace is chosen")
         }

@@ -54,6 +54,8 @@ fn every_help_page() {
         &["resolve"],
         &["export"],
         &["merge"],
+        &["completions"],
+        &["man"],
     ];
     for page in pages {
         let name = if page.is_empty() {
@@ -63,4 +65,45 @@ fn every_help_page() {
         };
         insta::assert_snapshot!(name.replace(' ', "_"), help(page), &name);
     }
+}
+
+fn meridian(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .env_remove("MERIDIAN_HOME")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Completions and the manual need no home, and cover every command.
+#[test]
+fn completions_and_the_manual_page() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = meridian(&["completions", shell]);
+        for command in ["proposal", "inbox", "resolve", "away"] {
+            assert!(
+                script.contains(command),
+                "{shell} completion lacks {command}"
+            );
+        }
+    }
+    let page = meridian(&["man"]);
+    assert!(
+        page.starts_with(".ie"),
+        "not roff: {}",
+        &page[..40.min(page.len())]
+    );
+    assert!(page.contains(".TH meridian 1"), "{page}");
+    assert!(page.contains("inbox"));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
 }
