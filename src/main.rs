@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     // Scripts asked for JSON get their errors as JSON too, usage errors included.
-    let json = std::env::args().skip(1).any(|a| a == "--json");
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = match meridian::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if json && error.use_stderr() => {
