@@ -21,7 +21,12 @@ trap cleanup EXIT
 ana() { "$bin" --home "$work/ana" "$@"; }
 bo() { "$bin" --home "$work/bo" "$@"; }
 cy() { "$bin" --home "$work/cy" "$@"; }
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Headings in bold on a terminal only (and never with NO_COLOR).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  say() { printf '\n== %s\n' "$*"; }
+fi
 
 say "A relay on loopback (it stores and forwards sealed changes it cannot read)"
 "$target/meridian-relay" serve --listen 127.0.0.1:0 --data "$work/relay" \

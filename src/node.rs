@@ -924,7 +924,15 @@ impl Node {
                     .into_iter()
                     .map(|(id, summary)| (id.hex(), (id, summary)))
                     .collect();
-                crate::id::resolve_prefix_or("document", prefix, all, describe)
+                match crate::id::resolve_prefix_or("document", prefix, all, describe) {
+                    Err(e) if !e.to_string().contains("did you mean") => {
+                        Err(crate::error::failure(
+                            crate::error::ErrorKind::NotFound,
+                            format!("{e}: if a teammate wrote it, `meridian sync` brings it here"),
+                        ))
+                    }
+                    other => other,
+                }
             }
             other => other,
         }

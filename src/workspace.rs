@@ -629,8 +629,17 @@ impl Invite {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .context("the invite code is damaged (not base64): copy it again, whole")?;
-        let invite: Invite = meridian_relay::cbor::from_slice(bytes.as_slice())
+        let mut invite: Invite = meridian_relay::cbor::from_slice(bytes.as_slice())
             .context("the invite code is damaged: copy it again, whole")?;
+        // One spelling per relay, whatever the inviter's node wrote.
+        let mut relays: Vec<String> = Vec::new();
+        for relay in &invite.relays {
+            let relay = crate::sync::net::relay_url(relay).unwrap_or_else(|_| relay.clone());
+            if !relays.contains(&relay) {
+                relays.push(relay);
+            }
+        }
+        invite.relays = relays;
         let workspace = invite.workspace_id()?;
         if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {
             bail!("the invite code is damaged: a key has the wrong length");

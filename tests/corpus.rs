@@ -605,7 +605,15 @@ fn start_relay(
     let mut line = String::new();
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
     match line.trim().strip_prefix("listening on ") {
-        Some(url) => Ok((child, url.to_string())),
+        // The relay prints the address members use; a raw socket needs the protocol's path.
+        Some(url) => Ok((
+            child,
+            format!(
+                "{}{}",
+                url.trim_end_matches(meridian_relay::protocol::PATH),
+                meridian_relay::protocol::PATH
+            ),
+        )),
         None => {
             let status = child.wait().expect("the relay exits");
             let stderr = std::fs::read_to_string(&log).unwrap_or_default();

@@ -27,17 +27,57 @@ enum Command {
         /// Directory of the relay's database.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// A TOML file of limits (see `Config`: max_connections, max_per_workspace,
-        /// max_per_device, handshake_timeout_secs, send_timeout_secs, max_frame_bytes,
-        /// live_batches, recovery, cache_mb).
-        #[arg(long, value_name = "FILE")]
+        /// A TOML file of limits: `meridian-relay config --print-default` prints one with
+        /// every key.
+        #[arg(long, value_name = "FILE", long_help = config_help())]
         config: Option<PathBuf>,
+    },
+    /// The config file: print one with every key and its default, or check one.
+    #[command(
+        after_help = "Examples:\n  meridian-relay config --print-default > relay.toml\n  meridian-relay config --check relay.toml"
+    )]
+    Config {
+        /// Print a config file setting every key to its default, each explained.
+        #[arg(long, conflicts_with = "check")]
+        print_default: bool,
+        /// Read FILE as the relay would, and say what it sets or what is wrong with it.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
     },
 }
 
+/// The long help of `--config`: every key, its unit and its default.
+fn config_help() -> String {
+    let mut text = String::from(
+        "A TOML file of limits. Every key is optional; `meridian-relay config --print-default` \
+         prints a file with all of them.\n\nKeys (default):",
+    );
+    for setting in Config::default().settings() {
+        text.push_str(&format!(
+            "\n  {} = {}  ({}): {}",
+            setting.key, setting.value, setting.unit, setting.about
+        ));
+    }
+    text
+}
+
+/// Reads and checks a config file.
+fn load(path: &std::path::Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let config = toml::from_str::<Config>(&text)
+        .with_context(|| format!("the config file {} is invalid", path.display()))?;
+    check(&config).with_context(|| format!("the config file {} is invalid", path.display()))?;
+    Ok(config)
+}
+
 fn main() {
+    // Colour only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_max_level(tracing::Level::INFO)
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -90,21 +130,39 @@ fn check(config: &Config) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Command::Serve {
-        listen,
-        data,
-        config,
-    } = cli.command;
-    let config = match config {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read the config file {}", path.display()))?;
-            toml::from_str::<Config>(&text)
-                .with_context(|| format!("the config file {} is invalid", path.display()))?
+    let (listen, data, config) = match cli.command {
+        Command::Serve {
+            listen,
+            data,
+            config,
+        } => (listen, data, config),
+        Command::Config {
+            print_default,
+            check,
+        } => {
+            let text = match (print_default, check) {
+                (_, Some(path)) => {
+                    let config = load(&path)?;
+                    let mut text =
+                        format!("{} is valid; the relay would run with:\n", path.display());
+                    for setting in config.settings() {
+                        text.push_str(&format!("  {} = {}\n", setting.key, setting.value));
+                    }
+                    text
+                }
+                (true, None) => Config::default().commented(),
+                (false, None) => anyhow::bail!(
+                    "say what to do with the config: `--print-default` prints one with every key, `--check FILE` checks yours"
+                ),
+            };
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return Ok(());
         }
+    };
+    let config = match config {
+        Some(path) => load(&path)?,
         None => Config::default(),
     };
-    check(&config)?;
     // The database opens (and, after a crash, repairs) before the relay listens, so a
     // client that can connect is served at once.
     let store = RelayStore::open_with(&data, config.store())?;
@@ -121,11 +179,17 @@ fn run(cli: Cli) -> Result<()> {
         // The first line of stdout is the address, for scripts that asked for port 0. A
         // stdout nobody reads (closed, or a full disk) is no reason not to serve, and
         // `println!` would panic on it.
-        let _ = writeln!(
-            std::io::stdout(),
-            "listening on ws://{bound}{}",
-            meridian_relay::protocol::PATH
-        );
+        let _ = writeln!(std::io::stdout(), "listening on ws://{bound}");
+        if bound.ip().is_unspecified() {
+            tracing::info!(
+                "members add this relay as ws://HOST:{} (HOST: a name or address of this machine they can reach)",
+                bound.port()
+            );
+        } else {
+            tracing::info!(
+                "members add this relay with `meridian workspace relay add ws://{bound}`"
+            );
+        }
         server::run(listener, store, config, server::shutdown_signal()).await
     })
 }

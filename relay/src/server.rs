@@ -107,7 +107,105 @@ impl Default for Config {
     }
 }
 
+/// One key of the relay's config file: its name, its value in this config, its unit and
+/// what it limits. The help of `serve --config` and `config --print-default` are made from
+/// these, so they name every key with its default.
+#[derive(Clone, Debug)]
+pub struct Setting {
+    /// The key.
+    pub key: &'static str,
+    /// The value, as TOML.
+    pub value: String,
+    /// The unit (`connections`, `seconds`, `bytes`, `MiB`, …).
+    pub unit: &'static str,
+    /// What it does.
+    pub about: &'static str,
+}
+
 impl Config {
+    /// Every key of the config file, with this config's values.
+    pub fn settings(&self) -> Vec<Setting> {
+        let n = |v: usize| v.to_string();
+        vec![
+            Setting {
+                key: "max_connections",
+                value: n(self.max_connections),
+                unit: "connections",
+                about: "most open connections; more are closed as soon as they are accepted",
+            },
+            Setting {
+                key: "max_per_workspace",
+                value: n(self.max_per_workspace),
+                unit: "connections",
+                about: "most authenticated connections to one workspace",
+            },
+            Setting {
+                key: "max_per_device",
+                value: n(self.max_per_device),
+                unit: "connections",
+                about: "most connections of one device to one workspace",
+            },
+            Setting {
+                key: "handshake_timeout_secs",
+                value: self.handshake_timeout_secs.to_string(),
+                unit: "seconds",
+                about: "time a client has to upgrade to websocket and authenticate",
+            },
+            Setting {
+                key: "send_timeout_secs",
+                value: self.send_timeout_secs.to_string(),
+                unit: "seconds",
+                about: "time one frame may take to leave; a slower reader is disconnected",
+            },
+            Setting {
+                key: "max_frame_bytes",
+                value: n(self.max_frame_bytes),
+                unit: "bytes",
+                about: "largest frame accepted",
+            },
+            Setting {
+                key: "live_batches",
+                value: n(self.live_batches),
+                unit: "batches",
+                about: "committed batches waiting for the fan-out before the writer waits",
+            },
+            Setting {
+                key: "recovery",
+                value: format!("\"{}\"", self.recovery.name()),
+                unit: "quick | two-phase | full",
+                about: "how the database commits, and so what reopening it after a crash costs",
+            },
+            Setting {
+                key: "cache_mb",
+                value: n(self.cache_mb),
+                unit: "MiB",
+                about: "memory for the database's page cache",
+            },
+        ]
+    }
+
+    /// A config file that sets every key to this config's value, each with a comment
+    /// saying what it does: what `meridian-relay config --print-default` prints.
+    pub fn commented(&self) -> String {
+        let mut text = String::from(
+            "# meridian-relay config: pass it with `meridian-relay serve --config FILE`.\n\
+             # Every key is optional; a key left out keeps the value shown here.\n",
+        );
+        for setting in self.settings() {
+            let mut about = setting.about.chars();
+            let first = about.next().map(|c| c.to_ascii_uppercase());
+            text.push_str(&format!(
+                "\n# {}{} ({}).\n{} = {}\n",
+                first.unwrap_or_default(),
+                about.as_str(),
+                setting.unit,
+                setting.key,
+                setting.value
+            ));
+        }
+        text
+    }
+
     /// How the relay opens its database.
     pub fn store(&self) -> store::Options {
         store::Options {

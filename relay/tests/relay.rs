@@ -1137,3 +1137,72 @@ async fn envelopes_that_compress_too_well_reach_members_plain() {
     assert_eq!(got, expected);
     relay.shutdown().await;
 }
+
+/// `meridian-relay` run as a command: its output.
+fn relay_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(support::relay_binary())
+        .args(args)
+        .output()
+        .expect("the relay binary runs")
+}
+
+/// `config --print-default` prints a file the relay reads back as its defaults, naming
+/// every key; `config --check` names what is wrong with a bad one.
+#[test]
+fn the_default_config_is_printed_and_checked() {
+    let output = relay_command(&["config", "--print-default"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let parsed: Config = toml::from_str(&text).expect("the printed default parses");
+    let defaults = Config::default().settings();
+    for (printed, default) in parsed.settings().iter().zip(&defaults) {
+        assert_eq!(printed.value, default.value, "{}", printed.key);
+        assert!(text.contains(&format!("\n{} = ", default.key)), "{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, &text).unwrap();
+    let checked = relay_command(&["config", "--check", file.to_str().unwrap()]);
+    assert!(checked.status.success());
+    for (contents, named) in [
+        ("max_per_device = 0\n", "max_per_device = 0"),
+        ("cache = 3\n", "unknown field `cache`"),
+        ("recovery = \"fast\"\n", "unknown variant `fast`"),
+    ] {
+        std::fs::write(&file, contents).unwrap();
+        let checked = relay_command(&["config", "--check", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&checked.stderr);
+        assert_eq!(checked.status.code(), Some(1), "{contents}: {stderr}");
+        assert!(stderr.contains(named), "{contents}: {stderr}");
+    }
+    let help = relay_command(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for setting in &defaults {
+        assert!(
+            help.contains(&format!("{} = {}", setting.key, setting.value)),
+            "serve --help lacks {}: {help}",
+            setting.key
+        );
+    }
+}
+
+/// The relay's first line is the URL members use (no protocol path), and its log, written
+/// to a file, carries no terminal colour codes.
+#[test]
+fn the_startup_line_and_a_plain_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::RelayProcess::start(dir.path(), "");
+    // The log line follows the address on stdout: wait for it.
+    let wanted = format!("meridian workspace relay add ws://{}`", relay.addr);
+    let started = std::time::Instant::now();
+    let mut log = relay.log();
+    while !log.contains(&wanted) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        log = relay.log();
+    }
+    assert!(log.contains(&wanted), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod draft;
 pub mod inbox;
 pub mod invite;
 pub mod request;
+pub mod sync;
 pub mod team;
 
 use anyhow::Result;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Ctx, Format};
+use super::{Ctx, Format, Tone};
 use crate::bundle;
 use crate::discussion::Comment;
 use crate::doc::{Kind, View};
@@ -59,7 +59,11 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
     let mut minute: Option<(i64, String)> = None;
     for e in &entries {
         let (name, verified) = author(e);
-        let mark = if verified { "" } else { " (UNVERIFIED)" };
+        let mark = if verified {
+            String::new()
+        } else {
+            format!(" ({})", ctx.out.paint(Tone::Alarm, "UNVERIFIED"))
+        };
         let time = match &minute {
             Some((m, text)) if *m == e.time.div_euclid(60_000) => text.clone(),
             _ => {
@@ -69,6 +73,7 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
             }
         };
         let hash = hex::encode(&e.hash[..e.hash.len().min(6)]);
+        let hash = ctx.out.paint(Tone::Id, &hash);
         say!(ctx.out, "{hash}  {name:<12} {time}  {}{mark}", e.message);
     }
     Ok(())
@@ -91,24 +96,39 @@ pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()>
         ctx.out.print_json(&json!(list))?;
         return Ok(());
     }
+    if changes.is_empty() {
+        said!(ctx.out, "No differences.");
+    }
+    let out = &ctx.out;
+    let added = |line: &str| out.paint(Tone::Added, line);
+    let removed = |line: &str| out.paint(Tone::Removed, line);
     for change in &changes {
         match (&change.before, &change.after) {
             (None, Some(after)) => {
-                say!(ctx.out, "+ {}", change.field);
+                say!(out, "{}", added(&format!("+ {}", change.field)));
                 for line in after.lines() {
-                    say!(ctx.out, "  + {line}");
+                    say!(out, "  {}", added(&format!("+ {line}")));
                 }
             }
             (Some(before), None) => {
-                say!(ctx.out, "- {}", change.field);
+                say!(out, "{}", removed(&format!("- {}", change.field)));
                 for line in before.lines() {
-                    say!(ctx.out, "  - {line}");
+                    say!(out, "  {}", removed(&format!("- {line}")));
                 }
             }
             (Some(before), Some(after)) => {
-                say!(ctx.out, "~ {}", change.field);
+                say!(
+                    out,
+                    "{}",
+                    out.paint(Tone::Heading, &format!("~ {}", change.field))
+                );
                 for line in history::text_diff(before, after).lines() {
-                    say!(ctx.out, "  {line}");
+                    let line = match line.chars().next() {
+                        Some('+') => added(line),
+                        Some('-') => removed(line),
+                        _ => line.to_string(),
+                    };
+                    say!(out, "  {line}");
                 }
             }
             (None, None) => {}

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 
-use super::Out;
+use super::{Out, Tone};
 use crate::app::inbox::{self, Happened, Options};
 use crate::doc::Kind;
 use crate::id::Id;
@@ -132,12 +132,16 @@ pub fn inbox(
         }
         if !w.waiting_for_you.is_empty() {
             say!(out);
-            say!(out, "{indent}Waiting for you:");
+            say!(
+                out,
+                "{indent}{}",
+                out.paint(Tone::Heading, "Waiting for you:")
+            );
             for group in by_document(&w.waiting_for_you, |i| i.id) {
                 say!(
                     out,
                     "{indent}  {}",
-                    headline(group[0].id, group[0].kind, &group[0].title)
+                    headline(out, group[0].id, group[0].kind, &group[0].title)
                 );
                 for item in group {
                     say!(out, "{indent}      {}", need_text(out, state, item, now));
@@ -147,12 +151,16 @@ pub fn inbox(
         }
         if !w.waiting_on_others.is_empty() {
             say!(out);
-            say!(out, "{indent}Waiting on others:");
+            say!(
+                out,
+                "{indent}{}",
+                out.paint(Tone::Heading, "Waiting on others:")
+            );
             for group in by_document(&w.waiting_on_others, |w| w.id) {
                 say!(
                     out,
                     "{indent}  {}",
-                    headline(group[0].id, group[0].kind, &group[0].title)
+                    headline(out, group[0].id, group[0].kind, &group[0].title)
                 );
                 for wait in group {
                     say!(out, "{indent}      {}", wait_text(out, state, wait, now));
@@ -162,12 +170,16 @@ pub fn inbox(
         }
         if !w.happened.is_empty() {
             say!(out);
-            say!(out, "{indent}Since you last read:");
+            say!(
+                out,
+                "{indent}{}",
+                out.paint(Tone::Heading, "Since you last read:")
+            );
             for h in &w.happened {
                 say!(
                     out,
                     "{indent}  {} ({})",
-                    headline(h.id, h.kind, &h.title),
+                    headline(out, h.id, h.kind, &h.title),
                     h.state
                 );
                 let words: Vec<String> = h
@@ -216,10 +228,10 @@ fn more(out: &Out, indent: &str, total: usize, shown: usize) -> Result<()> {
     Ok(())
 }
 
-fn headline(id: Id, kind: Kind, title: &str) -> String {
+fn headline(out: &Out, id: Id, kind: Kind, title: &str) -> String {
     format!(
         "{}  {:<8}  {}",
-        id.short(),
+        out.paint(Tone::Id, &id.short()),
         kind.as_str(),
         super::printable(title)
     )
@@ -228,7 +240,12 @@ fn headline(id: Id, kind: Kind, title: &str) -> String {
 /// `due Tue 2026-12-08 17:00 JST (in 3 h)` or `OVERDUE since …`.
 fn due(out: &Out, deadline: Option<i64>, overdue: bool, now: i64) -> String {
     match deadline {
-        Some(d) if overdue => format!("OVERDUE since {} ({})", out.time(d), relative(d, now)),
+        Some(d) if overdue => format!(
+            "{} since {} ({})",
+            out.paint(Tone::Alarm, "OVERDUE"),
+            out.time(d),
+            relative(d, now)
+        ),
         Some(d) => format!("due {} ({})", out.time(d), relative(d, now)),
         None => String::new(),
     }
@@ -323,7 +340,11 @@ fn wait_text(out: &Out, state: &WorkspaceState, wait: &Wait, now: i64) -> String
             Some(zoned.strftime("%a %H:%M").to_string())
         })
         .unwrap_or_default();
-    let verb = if wait.overdue { "OVERDUE since" } else { "due" };
+    let verb = if wait.overdue {
+        format!("{} since", out.paint(Tone::Alarm, "OVERDUE"))
+    } else {
+        "due".to_string()
+    };
     format!(
         "{what}{escalated}: {verb} {} your time, {theirs} for {who} ({})",
         out.time(deadline),
@@ -455,7 +476,7 @@ fn wait_json(out: &Out, state: &WorkspaceState, wait: &Wait) -> Json {
     })
 }
 
-fn happened_json(out: &Out, state: &WorkspaceState, me: &str, h: &Happened) -> Json {
+pub(crate) fn happened_json(out: &Out, state: &WorkspaceState, me: &str, h: &Happened) -> Json {
     let events: Vec<Json> = h
         .events
         .iter()

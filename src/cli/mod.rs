@@ -32,6 +32,7 @@ mod history;
 mod inbox;
 mod read;
 mod sync;
+mod table;
 mod workspace;
 mod write;
 
@@ -56,7 +57,8 @@ use crate::norms::display_zone;
     name = "meridian",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
     /// Where this node keeps its database and key.
@@ -86,6 +88,46 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// What `meridian --help` ends with: a first session, and what the exit codes mean.
+const TOP_AFTER_HELP: &str = "\
+Getting started:
+  meridian init --name Ana --tz Asia/Tokyo
+  meridian workspace create acme --relay ws://relay.example.org:7070
+  meridian invite                      # a code for each teammate: meridian join CODE
+  meridian proposal new \"Store workspaces in redb\" --decider Bo
+  meridian sync && meridian inbox
+
+Exit codes: 0 done, 1 failed, 2 usage (a mistyped command, flag or value), 3 not found,
+4 refused (by the workspace's rules or a relay), 5 relay unreachable, 6 ambiguous (an id
+prefix, or several workspaces and none chosen). Under --json an error is also printed on
+stderr as {\"error\": TEXT, \"kind\": KIND}.";
+
+/// What `meridian proposal --help` ends with: the lifecycle, and what each step needs.
+const PROPOSAL_LIFECYCLE: &str = "\
+Lifecycle: draft → open → final-comment (optional) → accepted | rejected | withdrawn | superseded
+
+  draft          Anyone edits it; `open` starts the comment period.
+  open           Members comment, approve and raise concerns until the period closes;
+                 `close` ends it early.
+  final-comment  An optional last, announced period: `final-comment`.
+  accepted       `accept`, once the period is over, every decider approved the current
+                 text, and no blocking concern is unresolved. Title and sections are
+                 final from then on.
+  rejected       `reject`, once the period is over.
+  withdrawn      `withdraw`, from draft or during a period.
+  superseded     `supersede --by ID`: another proposal replaces it.
+
+Each step is taken by the author or a decider. An edit after an approval makes it stale:
+that decider approves again. `reopen` takes a decided proposal back to draft, and every
+approval goes stale. Decisions made offline at the same time show as state `conflict`:
+`meridian resolve ID state STATE` settles it.
+
+Examples:
+  meridian proposal new \"Store workspaces in redb\" --decider Bo
+  meridian proposal open 1a2b --closes 3d
+  meridian proposal approve 1a2b -m \"Looks right.\"
+  meridian proposal accept 1a2b";
+
 /// The help heading of the options every command takes.
 const GLOBAL: &str = "Global options";
 
@@ -104,6 +146,9 @@ pub enum ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create this device's identity: a key, your name, time zone and working hours.
+    #[command(
+        after_help = "Examples:\n  meridian init --name Ana --tz Asia/Tokyo\n  meridian init --name Bo --tz Europe/Berlin --hours 08:00-16:00 --days mon-thu\n  meridian init --name Cy --hours 22:00-06:00          # a night shift"
+    )]
     Init {
         /// The name your team knows you by.
         #[arg(long)]
@@ -122,6 +167,9 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Days you are away (holidays, leave): deadlines skip them, and requests to you say so
     /// or pass on along the escalation ladder. With no period, lists them.
+    #[command(
+        after_help = "Examples:\n  meridian away 2026-12-24..2027-01-02\n  meridian away 2026-12-31\n  meridian away                     # list them\n  meridian away --clear"
+    )]
     Away {
         /// A day (2026-12-25) or a period (2026-12-24..2027-01-02), in your time zone.
         #[arg(value_name = "FROM..TO", conflicts_with = "clear")]
@@ -138,8 +186,11 @@ pub enum Command {
     /// A code admits one device, once, before it expires: each person (and each of their
     /// devices) needs a code of their own. `meridian join CODE` registers with the relays
     /// the code names and fails if they refuse it (used, expired, or its inviter removed).
+    #[command(
+        after_help = "Examples:\n  meridian invite\n  meridian invite --expires 2d\n  meridian invite --relay ws://backup.example.org:7070"
+    )]
     Invite {
-        /// Relay URLs to include.
+        /// A relay URL to include besides the workspace's (repeatable).
         #[arg(long = "relay", value_name = "URL")]
         relays: Vec<String>,
         /// How long the code stays valid (a duration like 7d, or a date).
@@ -151,6 +202,9 @@ pub enum Command {
     /// The relays the code names are asked to admit this device first: if they refuse,
     /// nothing is kept and `join` fails with their reason. With no relay reachable the
     /// join works offline and registers on the next `meridian sync`.
+    #[command(
+        after_help = "Examples:\n  meridian join meridian-invite-1-…   # the whole code, as `meridian invite` printed it"
+    )]
     Join {
         /// The code from `meridian invite`.
         code: String,
@@ -159,12 +213,16 @@ pub enum Command {
     #[command(subcommand)]
     Member(MemberCommand),
     /// Write and decide proposals (RFCs, ADRs, decisions).
+    #[command(after_long_help = PROPOSAL_LIFECYCLE)]
     #[command(subcommand)]
     Proposal(ProposalCommand),
     /// Discussion threads.
     #[command(subcommand)]
     Thread(ThreadCommand),
     /// Reply to a thread, a proposal, an update, one comment or a concern (ID:COMMENT).
+    #[command(
+        after_help = "Examples:\n  meridian reply 1a2b -m \"Friday works for me.\"\n  meridian reply 1a2b:3c4d -m \"Agreed.\"      # answer one comment\n  meridian reply 1a2b:3c4d --edit -m \"Agreed, with a caveat.\"\n  meridian reply 1a2b --file notes.md"
+    )]
     Reply {
         /// Document id, or document:comment ids.
         target: String,
@@ -180,6 +238,9 @@ pub enum Command {
         delete: bool,
     },
     /// React to a comment, or take your reaction back.
+    #[command(
+        after_help = "Examples:\n  meridian react 1a2b:3c4d 👍\n  meridian react 1a2b:3c4d 👍 --remove"
+    )]
     React {
         /// document:comment ids.
         target: String,
@@ -190,6 +251,9 @@ pub enum Command {
         remove: bool,
     },
     /// Ask members to respond to a proposal or thread (or cancel a request with --cancel).
+    #[command(
+        after_help = "Examples:\n  meridian ask 1a2b Bo Cy --urgency high\n  meridian ask 1a2b --cancel Cy"
+    )]
     Ask {
         /// Document id (prefix).
         id: String,
@@ -205,6 +269,9 @@ pub enum Command {
     },
     /// Decline a request to respond: it goes back to whoever asked, or on along the
     /// escalation ladder.
+    #[command(
+        after_help = "Examples:\n  meridian decline 1a2b -m \"Out this week: Cy knows this area.\""
+    )]
     Decline {
         /// Document id (prefix).
         id: String,
@@ -221,6 +288,9 @@ pub enum Command {
     #[command(subcommand)]
     Update(UpdateCommand),
     /// Show a document as it is, or as it was.
+    #[command(
+        after_help = "Examples:\n  meridian show 1a2b\n  meridian show 1a2b --at 2d             # as it was two days ago\n  meridian show 1a2b --at 9f3c           # at a revision from `meridian log`"
+    )]
     Show {
         /// Document id (prefix).
         id: String,
@@ -233,6 +303,9 @@ pub enum Command {
     },
     /// What waits for you, what you wait on, and what happened since you last read it, in
     /// every workspace (unless -w).
+    #[command(
+        after_help = "Examples:\n  meridian inbox\n  meridian inbox --at 2d                 # what will be due or overdue in two days\n  meridian inbox -w acme --kind proposal --limit 5"
+    )]
     Inbox {
         /// Look ahead: the inbox as it will stand at DATE, or after a duration (`2d`).
         #[arg(long, value_name = "DATE|DURATION")]
@@ -245,6 +318,9 @@ pub enum Command {
         kind: Option<String>,
     },
     /// Mark documents as read (`show` marks what it shows, too).
+    #[command(
+        after_help = "Examples:\n  meridian read 1a2b 5e6f\n  meridian read --all --kind update"
+    )]
     Read {
         /// Document ids (prefixes).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -257,6 +333,7 @@ pub enum Command {
         kind: Option<String>,
     },
     /// A document's changes: hash, verified author, local time, message.
+    #[command(after_help = "Examples:\n  meridian log 1a2b\n  meridian log 1a2b -n 10")]
     Log {
         /// Document id (prefix).
         id: String,
@@ -265,6 +342,9 @@ pub enum Command {
         limit: Option<usize>,
     },
     /// Field-by-field and text diff between two points (the second defaults to now).
+    #[command(
+        after_help = "Examples:\n  meridian diff 1a2b 2d                 # what changed in two days\n  meridian diff 1a2b 9f3c 0e1d           # between two revisions"
+    )]
     Diff {
         /// Document id (prefix).
         id: String,
@@ -274,12 +354,16 @@ pub enum Command {
         to: Option<String>,
     },
     /// Fields with concurrent values, and who wrote each.
+    #[command(after_help = "Examples:\n  meridian conflicts 1a2b")]
     Conflicts {
         /// Document id (prefix).
         id: String,
     },
     /// Settle a conflict with either concurrent value, or a new one (`state` takes a state
     /// name, `"section NAME"` the section's text).
+    #[command(
+        after_help = "Examples:\n  meridian resolve 1a2b title \"Store workspaces in redb\"\n  meridian resolve 1a2b \"section Summary\" \"The merged text.\"\n  meridian resolve 1a2b state accepted"
+    )]
     Resolve {
         /// Document id (prefix).
         id: String,
@@ -289,6 +373,9 @@ pub enum Command {
         value: String,
     },
     /// Export a document as Markdown, JSON or a bundle; or the whole workspace as a bundle.
+    #[command(
+        after_help = "Examples:\n  meridian export 1a2b > rfc.md\n  meridian export 1a2b --format json\n  meridian export --all --format bundle -o acme.bundle"
+    )]
     Export {
         /// Document id (prefix).
         id: Option<String>,
@@ -303,18 +390,23 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Merge a bundle or a saved automerge document from another node.
+    #[command(after_help = "Examples:\n  meridian merge acme.bundle")]
     Merge {
         /// The file.
         file: PathBuf,
     },
     /// One sync round with the workspace's relays: push local changes, pull everything new.
+    #[command(
+        after_help = "Examples:\n  meridian sync\n  meridian sync -v                       # each relay's figures\n  meridian sync --relay ws://backup.example.org:7070"
+    )]
     Sync {
-        /// Sync with this relay instead of the workspace's list.
+        /// Sync with this relay instead of the workspace's list (repeatable).
         #[arg(long = "relay", value_name = "URL")]
         relays: Vec<String>,
     },
     /// Stay connected to the relays of every workspace: push edits as they are made, apply
     /// remote ones as they arrive, reconnect with backoff. Other commands keep working.
+    #[command(after_help = "Examples:\n  meridian daemon 2>> ~/.local/state/meridian.log &")]
     Daemon,
     /// Print a completion script for a shell.
     ///
@@ -364,10 +456,13 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
     /// Create a workspace with you as its first member.
+    #[command(
+        after_help = "Examples:\n  meridian workspace create acme --relay ws://relay.example.org:7070\n  meridian workspace create scratch     # no relay: bundles only, or add one later"
+    )]
     Create {
         /// Its name.
         name: String,
-        /// Relay URLs.
+        /// A relay URL, like ws://relay.example.org:7070 (repeatable).
         #[arg(long = "relay", value_name = "URL")]
         relays: Vec<String>,
     },
@@ -380,6 +475,9 @@ pub enum WorkspaceCommand {
         name: String,
     },
     /// Add or replace a custom proposal template.
+    #[command(
+        after_help = "Examples:\n  meridian workspace template postmortem Summary Timeline \"Root cause\" \"Action items\""
+    )]
     Template {
         /// Template name.
         name: String,
@@ -389,6 +487,9 @@ pub enum WorkspaceCommand {
     },
     /// Set an urgency level's response time (working time of the responder: 30m, 4h, 2d,
     /// none). The creator and admins only.
+    #[command(
+        after_help = "Examples:\n  meridian workspace norm high 2h\n  meridian workspace norm critical 30m --new\n  meridian workspace norm fyi none"
+    )]
     Norm {
         /// Level name.
         level: String,
@@ -400,6 +501,7 @@ pub enum WorkspaceCommand {
     },
     /// Set the escalation ladder: the members a missed deadline escalates to, in order. The
     /// creator and admins only.
+    #[command(after_help = "Examples:\n  meridian workspace ladder Bo Ana")]
     Ladder {
         /// Member names.
         members: Vec<String>,
@@ -436,6 +538,7 @@ impl WorkspaceCommand {
 #[derive(Debug, Subcommand)]
 pub enum RelayCommand {
     /// Add a relay (the creator registers the workspace with it at the next sync).
+    #[command(after_help = "Examples:\n  meridian workspace relay add ws://relay.example.org:7070")]
     Add {
         /// Its URL, like ws://relay.example.org:7070.
         url: String,
@@ -474,25 +577,28 @@ pub enum MemberCommand {
 #[derive(Debug, Subcommand)]
 pub enum ProposalCommand {
     /// Write a new proposal.
+    #[command(
+        after_help = "Examples:\n  meridian proposal new \"Store workspaces in redb\" --decider Bo --decider Cy\n  meridian proposal new \"Adopt jiff\" --template adr --section Context=\"We juggle zones.\"\n  meridian proposal new \"Q3 roadmap\" --body-file roadmap.md --ask Cy --urgency high"
+    )]
     New {
         /// Title.
         title: String,
         /// rfc, adr, decision, or a custom template.
         #[arg(long, default_value = "rfc")]
         template: String,
-        /// Initial text of a section of the template (or of --body-file).
+        /// Initial text of a section of the template (or of --body-file); repeatable.
         #[arg(long = "section", value_name = "NAME=TEXT")]
         sections: Vec<String>,
-        /// A section beyond the template's, with its initial text.
+        /// A section beyond the template's, with its initial text; repeatable.
         #[arg(long = "new-section", value_name = "NAME=TEXT")]
         new_sections: Vec<String>,
         /// Markdown whose `## Heading`s are the sections.
         #[arg(long, value_name = "FILE")]
         body_file: Option<PathBuf>,
-        /// Ask a member to respond.
+        /// Ask a member to respond (repeatable: --ask Bo --ask Cy).
         #[arg(long = "ask", value_name = "NAME")]
         asks: Vec<String>,
-        /// A member whose approval acceptance needs (default: you).
+        /// A member whose approval acceptance needs (default: you); repeatable.
         #[arg(long = "decider", value_name = "NAME")]
         deciders: Vec<String>,
         /// Urgency of the asks.
@@ -500,12 +606,18 @@ pub enum ProposalCommand {
         urgency: Option<String>,
     },
     /// List proposals.
+    #[command(
+        after_help = "Examples:\n  meridian proposal list\n  meridian proposal list --state open"
+    )]
     List {
         /// Only those in this state.
         #[arg(long)]
         state: Option<String>,
     },
     /// Edit a section (or every section) from a file, or in $EDITOR.
+    #[command(
+        after_help = "Examples:\n  meridian proposal edit 1a2b                       # every section in $EDITOR\n  meridian proposal edit 1a2b --section Summary --file summary.md\n  meridian proposal edit 1a2b --new-section Risks --file -\n  meridian proposal edit 1a2b --title \"Store workspaces and keys in redb\""
+    )]
     Edit {
         /// Proposal id.
         id: String,
@@ -529,6 +641,9 @@ pub enum ProposalCommand {
         title: Option<String>,
     },
     /// Open the comment period.
+    #[command(
+        after_help = "Examples:\n  meridian proposal open 1a2b\n  meridian proposal open 1a2b --closes 2026-12-15\n  meridian proposal open 1a2b --closes 0m        # no period: decide now"
+    )]
     Open {
         /// Proposal id.
         id: String,
@@ -545,6 +660,7 @@ pub enum ProposalCommand {
         closes: String,
     },
     /// Approve the current text.
+    #[command(after_help = "Examples:\n  meridian proposal approve 1a2b -m \"Looks right.\"")]
     Approve {
         /// Proposal id.
         id: String,
@@ -558,6 +674,9 @@ pub enum ProposalCommand {
         id: String,
     },
     /// Raise a concern (reply to one with `meridian reply ID:CONCERN`).
+    #[command(
+        after_help = "Examples:\n  meridian proposal concern 1a2b -m \"No rollback plan.\" --blocking"
+    )]
     Concern {
         /// Proposal id.
         id: String,
@@ -570,6 +689,9 @@ pub enum ProposalCommand {
     },
     /// Mark a concern resolved: whoever raised it may, and the proposal's author may with
     /// a note saying why (shown beside the concern and reported to whoever raised it).
+    #[command(
+        after_help = "Examples:\n  meridian proposal resolve 1a2b 3c4d                 # your own concern\n  meridian proposal resolve 1a2b 3c4d -m \"Rollback is in Risks now.\""
+    )]
     Resolve {
         /// Proposal id.
         id: String,
@@ -602,12 +724,14 @@ pub enum ProposalCommand {
         text: Text,
     },
     /// Accept (needs the deciders' approval and no unresolved blocking concern).
+    #[command(after_help = "Examples:\n  meridian proposal accept 1a2b -m \"Deciders agree.\"")]
     Accept(Decision),
     /// Reject.
     Reject(Decision),
     /// Withdraw.
     Withdraw(Decision),
     /// Mark as superseded by another proposal.
+    #[command(after_help = "Examples:\n  meridian proposal supersede 1a2b --by 5e6f")]
     Supersede {
         /// Proposal id.
         id: String,
@@ -668,13 +792,16 @@ pub struct Decision {
 #[derive(Debug, Subcommand)]
 pub enum ThreadCommand {
     /// Start a thread.
+    #[command(
+        after_help = "Examples:\n  meridian thread new \"Release date?\" -m \"Friday or Monday?\" --ask Bo --ask Cy\n  meridian thread new \"Incident review\" --file notes.md --urgency urgent --ask Bo"
+    )]
     New {
         /// Title.
         title: String,
         /// Opening text.
         #[command(flatten)]
         body: Text,
-        /// Ask a member to respond.
+        /// Ask a member to respond (repeatable: --ask Bo --ask Cy).
         #[arg(long = "ask", value_name = "NAME")]
         asks: Vec<String>,
         /// Urgency of the asks.
@@ -699,6 +826,9 @@ pub enum ThreadCommand {
 #[derive(Debug, Subcommand)]
 pub enum UpdateCommand {
     /// Post a status update.
+    #[command(
+        after_help = "Examples:\n  meridian update new --done \"Shipped sync v2\" --next \"Benchmarks\" --blockers none\n  meridian update new --done \"Reviewed 1a2b\" --link 1a2b"
+    )]
     New {
         /// What you did.
         #[arg(long)]
@@ -709,7 +839,7 @@ pub enum UpdateCommand {
         /// What blocks you.
         #[arg(long)]
         blockers: Option<String>,
-        /// A proposal or thread it concerns.
+        /// A proposal or thread it concerns (repeatable).
         #[arg(long = "link", value_name = "ID")]
         links: Vec<String>,
         /// The period it covers (default: this ISO week).
@@ -796,7 +926,7 @@ pub fn run(cli: Cli) -> Result<()> {
             (workspace::workspace(&node, selector, command, &out), out)
         }
         Command::Join { code } => (workspace::join(&node, &code, &out), out),
-        Command::Daemon => (sync::daemon(&node), out),
+        Command::Daemon => (sync::daemon(&node, style.color), out),
         Command::Inbox { at, limit, kind } => (
             inbox::inbox(
                 &node,
@@ -1052,6 +1182,8 @@ pub enum Tone {
     Dim,
     /// A heading.
     Heading,
+    /// No colour.
+    Plain,
 }
 
 /// Standard output was closed by its reader (`meridian log | head`): the command stops
@@ -1060,22 +1192,29 @@ pub enum Tone {
 #[error("standard output was closed by its reader")]
 pub struct ReaderGone;
 
+impl ColorChoice {
+    /// Whether text written to a stream is coloured: `always`, or `auto` on a terminal
+    /// without `NO_COLOR` (or `TERM=dumb`).
+    pub fn applies(self, terminal: bool) -> bool {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+            || std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => terminal && !no_color,
+        }
+    }
+}
+
 impl Out {
     fn new(json: bool, tz: TimeZone, style: Style) -> Out {
         let stdout = std::io::stdout();
         let terminal = stdout.is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
-            || std::env::var("TERM").is_ok_and(|t| t == "dumb");
         Out {
             json,
             tz,
             terminal,
-            color: !json
-                && match style.color {
-                    ColorChoice::Always => true,
-                    ColorChoice::Never => false,
-                    ColorChoice::Auto => terminal && !no_color,
-                },
+            color: !json && style.color.applies(terminal),
             quiet: style.quiet,
             verbose: style.verbose,
             text: RefCell::new(BufWriter::with_capacity(64 * 1024, stdout)),
@@ -1091,9 +1230,14 @@ impl Out {
         self.line(args)
     }
 
+    /// Whether stdout is a terminal (not a pipe or a file).
+    pub fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
     /// `text` in a tone, when the output is coloured.
     pub fn paint(&self, tone: Tone, text: &str) -> String {
-        if !self.color {
+        if !self.color || tone == Tone::Plain {
             return text.to_string();
         }
         use anstyle::{AnsiColor, Style};
@@ -1101,9 +1245,9 @@ impl Out {
             Tone::Alarm => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
             Tone::Removed => Style::new().fg_color(Some(AnsiColor::Red.into())),
             Tone::Added | Tone::Good => Style::new().fg_color(Some(AnsiColor::Green.into())),
-            Tone::Id => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
-            Tone::Dim => Style::new().dimmed(),
+            Tone::Id | Tone::Dim => Style::new().dimmed(),
             Tone::Heading => Style::new().bold(),
+            Tone::Plain => Style::new(),
         };
         format!("{style}{text}{style:#}")
     }

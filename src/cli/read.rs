@@ -4,7 +4,8 @@ use anyhow::{Result, bail};
 use automerge::{Automerge, ChangeHash};
 use serde_json::{Value as Json, json};
 
-use super::Ctx;
+use super::table::{Cell, Table};
+use super::{Ctx, Tone};
 use crate::discussion::{self, Ask, Comment, Lifecycle, State};
 use crate::doc::{Kind, View, parse_heads};
 use crate::history;
@@ -68,33 +69,60 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
         ctx.out.print_json(&json!(list))?;
         return Ok(());
     }
+    if docs.is_empty() {
+        return say_empty(ctx, kind, state);
+    }
+    let mut table = Table::new(&["ID", "STATE", "TITLE", "AUTHOR", "LAST CHANGE"]).elastic(2);
     for (id, s) in &docs {
-        say!(
-            ctx.out,
-            "{}  {:<13} {:<40}  {}  {}",
-            id.short(),
-            s.state,
-            truncate(&super::printable(&s.title), 40),
-            ctx.name(&s.author),
-            ctx.out.time(s.updated)
-        );
+        table.row(vec![
+            Cell::toned(id.short(), Tone::Id),
+            Cell::toned(&s.state, state_tone(&s.state)),
+            Cell::new(&s.title),
+            Cell::new(ctx.name(&s.author)),
+            Cell::new(ctx.out.time(s.updated)),
+        ]);
         let obstacles = obstacles(s);
         if !obstacles.is_empty() {
             let words: Vec<String> = obstacles.iter().map(|o| o.describe(&name, &time)).collect();
-            say!(ctx.out, "          waiting: {}", words.join("; "));
+            table.note(format!("waiting: {}", words.join("; ")));
         } else if s.kind == Kind::Proposal && matches!(s.state.as_str(), "open" | "final-comment") {
-            say!(ctx.out, "          ready to accept");
+            table.note(ctx.out.paint(Tone::Good, "ready to accept"));
         }
     }
-    Ok(())
+    table.print(&ctx.out)
 }
 
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(width - 1).collect::<String>())
+/// The colour of a state in a list: decided and fine in green, a conflict in red.
+fn state_tone(state: &str) -> Tone {
+    match state {
+        "conflict" => Tone::Alarm,
+        "accepted" | "resolved" => Tone::Good,
+        "rejected" | "withdrawn" | "superseded" => Tone::Dim,
+        _ => Tone::Plain,
     }
+}
+
+/// What an empty list says: that there is nothing, and how to make the first one.
+fn say_empty(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
+    let (plural, create) = match kind {
+        Kind::Proposal => ("proposals", "meridian proposal new TITLE"),
+        Kind::Thread => ("threads", "meridian thread new TITLE -m TEXT"),
+        _ => ("updates", "meridian update new --done TEXT"),
+    };
+    match state {
+        Some(state) => say!(
+            ctx.out,
+            "No {plural} are {state} in {}; `meridian {} list` shows them all.",
+            ctx.record.name,
+            kind.as_str()
+        ),
+        None => say!(
+            ctx.out,
+            "No {plural} yet in {}: write the first with `{create}`.",
+            ctx.record.name
+        ),
+    }
+    Ok(())
 }
 
 fn sorted(items: &[String]) -> Vec<String> {
@@ -345,7 +373,8 @@ fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
         }
         State::Superseded { by } => format!("superseded by {}", crate::id::prefix(by, 8)),
         State::Conflict { candidates } => format!(
-            "CONFLICT: {} (settle with `meridian resolve ID state STATE`)",
+            "{}: {} (settle with `meridian resolve ID state STATE`)",
+            ctx.out.paint(Tone::Alarm, "CONFLICT"),
             candidates
                 .iter()
                 .map(|(s, _)| s.as_str())
@@ -462,7 +491,7 @@ fn print_comments(ctx: &Ctx, doc: Id, comments: &[Comment], since: Option<&Since
                 _ => String::new(),
             };
             if since.is_some_and(|s| s.comments.contains(&c.id)) {
-                mark.push_str("  NEW");
+                mark.push_str(&format!("  {}", ctx.out.paint(Tone::Good, "NEW")));
             }
             say!(
                 ctx.out,
@@ -525,7 +554,11 @@ fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Result<()
             (Some(at), _) => format!("responded {}", ctx.out.time(at)),
             (None, None) => "no deadline".to_string(),
             (None, Some(r)) if now > r.deadline => {
-                format!("OVERDUE since {}", ctx.out.time(r.deadline))
+                format!(
+                    "{} since {}",
+                    ctx.out.paint(Tone::Alarm, "OVERDUE"),
+                    ctx.out.time(r.deadline)
+                )
             }
             (None, Some(r)) => format!("due {}", ctx.out.time(r.deadline)),
         };
@@ -558,7 +591,8 @@ fn print_conflicts(ctx: &Ctx, conflicts: &[history::Conflict]) -> Result<()> {
             .collect();
         say!(
             ctx.out,
-            "CONFLICT in {}: {}",
+            "{} in {}: {}",
+            ctx.out.paint(Tone::Alarm, "CONFLICT"),
             conflict.field,
             values.join(" vs ")
         );
@@ -643,8 +677,9 @@ fn show_proposal(
         let approval = p.approvals.iter().rev().find(|a| &a.entry.by == decider);
         let status = match approval {
             Some(a) if a.stale => format!(
-                "approved {} — STALE: the text changed since",
-                ctx.out.time(a.entry.at)
+                "approved {} — {}: the text changed since",
+                ctx.out.time(a.entry.at),
+                ctx.out.paint(Tone::Alarm, "STALE")
             ),
             Some(a) => format!("approved {}", ctx.out.time(a.entry.at)),
             None => "not yet approved".into(),
@@ -699,11 +734,11 @@ fn show_proposal(
         say!(ctx.out, "\nConcerns:");
         for c in &p.concerns {
             let status = if c.resolved.is_some() {
-                "resolved"
+                "resolved".to_string()
             } else if c.entry.blocking {
-                "BLOCKING"
+                ctx.out.paint(Tone::Alarm, "BLOCKING")
             } else {
-                "open"
+                "open".to_string()
             };
             say!(
                 ctx.out,

@@ -3,10 +3,12 @@
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::{Ctx, Out};
+use super::{Ctx, Out, Tone, printable};
+use crate::app::sync::Synced;
 use crate::id::Id;
 use crate::node::Node;
 use crate::sync::net::{self, RoundReport};
+use crate::workspace::WorkspaceState;
 use meridian_relay::protocol::RefusedCode;
 
 /// `meridian sync [--relay URL]...`
@@ -15,6 +17,9 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         ctx.record.relays.clone()
     } else {
         relays
+            .iter()
+            .map(|r| net::relay_url(r))
+            .collect::<Result<Vec<_>>>()?
     };
     if relays.is_empty() {
         bail!(
@@ -22,7 +27,12 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
             ctx.record.name
         );
     }
-    let results = net::sync_once(&ctx.node, ctx.workspace, &relays)?;
+    let spinner = Spinner::new(&ctx.out);
+    let synced =
+        crate::app::sync::sync(&ctx.node, ctx.workspace, &relays, &mut |p| spinner.show(p));
+    spinner.done();
+    let synced = synced?;
+    let results = &synced.rounds;
     let refusals: Vec<(&String, &net::RefusedError)> = results
         .iter()
         .filter_map(|(relay, r)| {
@@ -32,9 +42,17 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
             ))
         })
         .collect();
+    let state = &ctx.node.workspace(Some(&ctx.workspace.hex()))?.1.state;
     // Scripts get every relay's answer; people get one sentence when every relay refused.
     if ctx.out.json {
-        print_rounds(&ctx.out, &results, &ctx.record.state)?;
+        ctx.out.print_json(&json!({
+            "sent": synced.sent,
+            "received": synced.received.iter()
+                .map(|h| super::inbox::happened_json(&ctx.out, state, &ctx.me, h))
+                .collect::<Vec<_>>(),
+            "joined": synced.joined.iter().map(|m| ctx.person(m)).collect::<Vec<_>>(),
+            "relays": rounds_list(results, state),
+        }))?;
     }
     if refusals.iter().any(|(_, r)| r.code == RefusedCode::Removed) {
         crate::fail!(
@@ -67,15 +85,25 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         }
         crate::fail!(
             Refused,
-            "every relay refused this device ({}); your changes wait in the outbox",
+            "every relay refused this device ({}); your edits wait here until one takes them",
             why.join("; ")
         );
     }
-    let failed = if ctx.out.json {
-        results.iter().filter(|(_, r)| r.is_err()).count()
-    } else {
-        print_rounds(&ctx.out, &results, &ctx.record.state)?
-    };
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if !ctx.out.json {
+        if ctx.out.verbose {
+            print_rounds(&ctx.out, results, state)?;
+        } else {
+            for (relay, result) in results {
+                if let Err(e) = result {
+                    warn!(ctx.out, "{relay}: {}", crate::error::describe(e));
+                }
+            }
+        }
+        if failed < results.len() {
+            tell(&ctx.out, &synced, state, &ctx.me)?;
+        }
+    }
     if failed == results.len() {
         let unreachable = results.iter().all(|(_, r)| {
             r.as_ref()
@@ -89,12 +117,190 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         };
         return Err(crate::error::failure(
             kind,
-            "sync failed with every relay; local changes stay in the outbox until a relay takes them",
+            "could not sync with any relay; your edits wait here until one answers (`meridian sync` again later)",
         ));
     } else if failed > 0 {
-        bail!("sync failed with {failed} of {} relays", results.len());
+        bail!(
+            "could not sync with {failed} of {} relays (the others are up to date)",
+            results.len()
+        );
     }
     Ok(())
+}
+
+/// How many documents' news a sync lists before pointing at the inbox.
+const RECEIVED_SHOWN: usize = 10;
+
+/// What a sync did, in the person's words (nothing with `-q` but what was refused): `Sent 3 edits · received 2 replies on "Release
+/// date?"`, then each document that changed with what happened in it.
+fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<()> {
+    use crate::app::sync::{Gist, gist};
+    if synced.up_to_date() {
+        let held: usize = synced.ok().map(|r| r.held).sum();
+        if held == 0 {
+            said!(out, "{}", out.paint(Tone::Good, "Up to date"));
+        } else {
+            said!(
+                out,
+                "Up to date, but for {held} {} still on the way: they apply when the edits before them arrive",
+                plural(held, "change", "changes")
+            );
+        }
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    if synced.sent > 0 {
+        parts.push(format!(
+            "Sent {} {}",
+            synced.sent,
+            plural(synced.sent, "edit", "edits")
+        ));
+    }
+    let quoted = |title: &str| format!("\"{}\"", printable(&shorten(title, 40)));
+    let phrases: Vec<String> = synced
+        .received
+        .iter()
+        .map(|h| match gist(h) {
+            Gist::New(kind) => format!("a new {} {}", kind.as_str(), quoted(&h.title)),
+            Gist::Decision => format!("a decision on {}", quoted(&h.title)),
+            Gist::Replies(n) => format!(
+                "{n} {} on {}",
+                plural(n, "reply", "replies"),
+                quoted(&h.title)
+            ),
+            Gist::Approvals(n) => format!(
+                "{n} {} of {}",
+                plural(n, "approval", "approvals"),
+                quoted(&h.title)
+            ),
+            Gist::Changes => format!("changes to {}", quoted(&h.title)),
+        })
+        .collect();
+    let received = match phrases.len() {
+        0 => Vec::new(),
+        1..=3 => phrases,
+        n => vec![format!("news in {n} documents")],
+    };
+    if !received.is_empty() {
+        let verb = if parts.is_empty() {
+            "Received"
+        } else {
+            "received"
+        };
+        parts.push(format!("{verb} {}", received.join(", ")));
+    }
+    if !synced.joined.is_empty() {
+        let names: Vec<String> = synced.joined.iter().map(|m| state.name_of(m)).collect();
+        parts.push(format!("{} joined", names_and(&names)));
+    }
+    if parts.is_empty() {
+        // Changes came in, but only from this person's other devices.
+        let applied = synced.applied();
+        parts.push(format!(
+            "Received {applied} {} from your other devices",
+            plural(applied, "edit", "edits")
+        ));
+    }
+    said!(out, "{}", parts.join(" · "));
+    for h in synced.received.iter().take(RECEIVED_SHOWN) {
+        let words: Vec<String> = h
+            .events
+            .iter()
+            .map(|e| super::inbox::event_text(state, me, h.kind, e))
+            .collect();
+        let words = if words.is_empty() {
+            format!("changed by {}", state.name_of(&h.last_author))
+        } else {
+            words.join(" · ")
+        };
+        said!(
+            out,
+            "  {} {} {}: {words}",
+            out.paint(Tone::Id, &h.id.short()),
+            h.kind.as_str(),
+            quoted(&h.title)
+        );
+    }
+    if synced.received.len() > RECEIVED_SHOWN {
+        said!(
+            out,
+            "  … and {} more: `meridian inbox` lists them",
+            synced.received.len() - RECEIVED_SHOWN
+        );
+    }
+    for report in synced.ok() {
+        for rejected in &report.rejected {
+            warn!(
+                out,
+                "Refused an edit by {} to {}: {}",
+                state.name_of(&rejected.signer),
+                crate::id::prefix(&rejected.doc, 8),
+                rejected.reason
+            );
+        }
+        for error in &report.errors {
+            warn!(out, "{} refused a request: {error}", report.relay);
+        }
+    }
+    Ok(())
+}
+
+/// `Ana`, `Ana and Bo`, `Ana, Bo and Cy`.
+fn names_and(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// `text` cut to `width` characters, with `…` when cut.
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(width - 1).collect();
+        format!("{}…", cut.trim_end())
+    }
+}
+
+/// A spinner on stderr with the relay's name and what moved so far, while a round runs,
+/// when stderr is a terminal and the person asked neither for JSON nor quiet.
+struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    fn new(out: &Out) -> Spinner {
+        use std::io::IsTerminal;
+        if out.json || out.quiet || !std::io::stderr().is_terminal() {
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Spinner(Some(bar))
+    }
+
+    fn show(&self, progress: &crate::app::sync::Progress) {
+        if let Some(bar) = &self.0 {
+            let mut message = format!("Syncing with {}", progress.relay);
+            if progress.sent + progress.received > 0 {
+                message.push_str(&format!(
+                    ": sent {} · received {}",
+                    progress.sent, progress.received
+                ));
+            }
+            bar.set_message(message);
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Prints each relay's round; returns how many failed.
@@ -105,22 +311,7 @@ pub fn print_rounds(
 ) -> Result<usize> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if out.json {
-        let list: Vec<_> = results
-            .iter()
-            .map(|(relay, result)| match result {
-                Ok(report) => json!({
-                    "relay": relay, "ok": true, "pushed": report.pushed, "pulled": report.pulled,
-                    "applied": report.applied, "documents": report.documents,
-                    "rejected": report.rejected.iter().map(|r| json!({
-                        "id": r.doc, "by": {"id": r.signer, "name": state.name_of(&r.signer)},
-                        "reason": r.reason,
-                    })).collect::<Vec<_>>(),
-                    "held": report.held, "errors": report.errors,
-                }),
-                Err(e) => json!({"relay": relay, "ok": false, "error": crate::error::describe(e), "kind": crate::error::kind_of(e).name()}),
-            })
-            .collect();
-        out.print_json(&json!(list))?;
+        out.print_json(&rounds_list(results, state))?;
         return Ok(failed);
     }
     for (relay, result) in results {
@@ -159,6 +350,29 @@ pub fn print_rounds(
     Ok(failed)
 }
 
+/// Each relay's round as JSON, the developer's view: envelopes pushed, log entries pulled,
+/// changes applied, documents touched, what was refused or held.
+pub fn rounds_list(
+    results: &[(String, Result<RoundReport>)],
+    state: &crate::workspace::WorkspaceState,
+) -> serde_json::Value {
+    json!(results
+        .iter()
+        .map(|(relay, result)| match result {
+            Ok(report) => json!({
+                "relay": relay, "ok": true, "pushed": report.pushed, "pulled": report.pulled,
+                "applied": report.applied, "documents": report.documents,
+                "rejected": report.rejected.iter().map(|r| json!({
+                    "id": r.doc, "by": {"id": r.signer, "name": state.name_of(&r.signer)},
+                    "reason": r.reason,
+                })).collect::<Vec<_>>(),
+                "held": report.held, "errors": report.errors,
+            }),
+            Err(e) => json!({"relay": relay, "ok": false, "error": crate::error::describe(e), "kind": crate::error::kind_of(e).name()}),
+        })
+        .collect::<Vec<_>>())
+}
+
 /// Registers with the workspace's relays right after `workspace create` or `join`, and pulls
 /// what they have. Being offline is fine: the next `sync` does it. Returns the rounds as
 /// JSON, for the command's own JSON output.
@@ -178,15 +392,49 @@ pub fn first_contact(
     let rounds = rounds_json(&results);
     if !out.json {
         let state = node.workspace(Some(&workspace.hex()))?.1.state;
-        let failed = print_rounds(out, &results, &state)?;
-        if failed > 0 {
-            warn!(
-                out,
-                "Could not sync with {failed} relay(s): your changes wait in the outbox; run `meridian sync` once the problem above is solved."
-            );
-        }
+        contact(out, &results, &state)?;
     }
     Ok(rounds)
+}
+
+/// What a first round with the relays did (after `workspace create` or `join`), in a
+/// person's words; each relay's figures with `-v`.
+pub fn contact(
+    out: &Out,
+    results: &[(String, Result<RoundReport>)],
+    state: &crate::workspace::WorkspaceState,
+) -> Result<()> {
+    let failed = if out.verbose {
+        print_rounds(out, results, state)?
+    } else {
+        let mut failed = 0;
+        for (relay, result) in results {
+            match result {
+                Ok(report) if !report.documents.is_empty() => {
+                    let n = report.documents.len();
+                    say!(
+                        out,
+                        "Synced with {relay}: {n} {}.",
+                        plural(n, "document", "documents")
+                    );
+                }
+                Ok(_) => say!(out, "Synced with {relay}."),
+                Err(e) => {
+                    failed += 1;
+                    warn!(out, "{relay}: {}", crate::error::describe(e));
+                }
+            }
+        }
+        failed
+    };
+    if failed > 0 {
+        warn!(
+            out,
+            "Could not reach {failed} {}: what you write waits here; `meridian sync` sends it once the problem above is solved.",
+            plural(failed, "relay", "relays")
+        );
+    }
+    Ok(())
 }
 
 /// First-contact rounds as JSON: whether each relay answered, and what moved.
@@ -201,9 +449,13 @@ pub fn rounds_json(results: &[(String, Result<RoundReport>)]) -> serde_json::Val
 }
 
 /// `meridian daemon`
-pub fn daemon(node: &Node) -> Result<()> {
+///
+/// Its log goes to stderr, coloured only on a terminal (never in a log file).
+pub fn daemon(node: &Node, color: super::ColorChoice) -> Result<()> {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(color.applies(std::io::stderr().is_terminal()))
         .with_max_level(tracing::Level::INFO)
         .try_init();
     net::daemon(node)

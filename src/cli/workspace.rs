@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{Ctx, Out, RelayCommand, WorkspaceCommand};
+use super::table::{Cell, Table};
+use super::{Ctx, Out, RelayCommand, Tone, WorkspaceCommand};
 use crate::identity::Profile;
 use crate::node::{Node, commit, now_ms};
 use crate::norms::{parse_moment, time_zone};
@@ -205,15 +206,30 @@ pub fn workspace(
 ) -> Result<()> {
     match command {
         WorkspaceCommand::Create { name, relays } => {
+            let mut canonical: Vec<String> = Vec::new();
             for relay in &relays {
                 crate::sync::net::endpoint(relay)?;
+                let relay = crate::sync::net::relay_url(relay)?;
+                if !canonical.contains(&relay) {
+                    canonical.push(relay);
+                }
             }
+            let relays = canonical;
             let id = node.create_workspace(&name, relays.clone())?;
-            if !out.json {
-                say!(out, "{}  {name}", id.short());
-            }
+            said!(out, "Created workspace {name} ({}).", id.short());
             let rounds = super::sync::first_contact(node, id, &relays, out)?;
             out.done(json!({"id": id.hex(), "name": name, "sync": rounds}))?;
+            if relays.is_empty() {
+                said!(
+                    out,
+                    "Next: `meridian workspace relay add URL` to sync through a relay, then `meridian invite` for each teammate."
+                );
+            } else {
+                said!(
+                    out,
+                    "Next: `meridian invite` makes a code for each teammate to `meridian join`."
+                );
+            }
             Ok(())
         }
         WorkspaceCommand::Relay(command) => relay(node, selector, command, out),
@@ -239,16 +255,35 @@ pub fn workspace(
                 out.print_json(&json!(list))?;
             } else {
                 let current = node.current_workspace()?;
+                if all.is_empty() {
+                    say!(
+                        out,
+                        "No workspaces yet: `meridian workspace create NAME` starts one, `meridian join CODE` joins a teammate's."
+                    );
+                    return Ok(());
+                }
+                let mut table = Table::new(&["ID", "NAME", "MEMBERS", "RELAYS", ""]);
+                let one = all.len() == 1;
                 for (id, w) in all {
-                    let members = w.state.active_members().count();
-                    let noun = if members == 1 { "member" } else { "members" };
-                    let mark = if current == Some(id) {
-                        "  (current)"
+                    let relays = match w.relays.as_slice() {
+                        [] => "none".to_string(),
+                        [one] => one.clone(),
+                        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+                    };
+                    let mark = if current == Some(id) || one {
+                        "(current)"
                     } else {
                         ""
                     };
-                    say!(out, "{}  {}  ({members} {noun}){mark}", id.short(), w.name);
+                    table.row(vec![
+                        Cell::toned(id.short(), Tone::Id),
+                        Cell::new(&w.name),
+                        Cell::new(w.state.active_members().count().to_string()),
+                        Cell::new(relays),
+                        Cell::toned(mark, Tone::Good),
+                    ]);
                 }
+                table.print(out)?;
             }
             Ok(())
         }
@@ -356,7 +391,8 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
     let mut all_relays = ctx.record.relays.clone();
     for relay in relays {
         crate::sync::net::endpoint(&relay)?;
-        if !all_relays.contains(&relay) {
+        let relay = crate::sync::net::relay_url(&relay)?;
+        if !all_relays.iter().any(|r| same_relay(r, &relay)) {
             all_relays.push(relay);
         }
     }
@@ -408,7 +444,7 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     } else if joined.admitted() {
         say!(out, "Joined {} ({}).", joined.name, id.short());
         let state = node.workspace(Some(&id.hex()))?.1.state;
-        super::sync::print_rounds(out, &joined.rounds, &state)?;
+        super::sync::contact(out, &joined.rounds, &state)?;
         // Two people may pick one name offline: say how the others see this one.
         let (_, record) = node.workspace(Some(&id.hex()))?;
         if let Some(me) = record.state.member(&node.member_id())
@@ -430,9 +466,18 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
             id.short()
         );
         let state = node.workspace(Some(&id.hex()))?.1.state;
-        super::sync::print_rounds(out, &joined.rounds, &state)?;
+        super::sync::contact(out, &joined.rounds, &state)?;
     }
     Ok(())
+}
+
+/// Whether two spellings name one relay (`ws://h:7070` and `ws://H:7070/v1/`).
+fn same_relay(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (crate::sync::net::relay_url(a), crate::sync::net::relay_url(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// `meridian workspace relay add|remove|list`
@@ -441,21 +486,46 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
     match command {
         RelayCommand::Add { url } => {
             crate::sync::net::endpoint(&url)?;
-            if record.relays.contains(&url) {
-                bail!("workspace `{}` already syncs with {url}", record.name);
+            let url = crate::sync::net::relay_url(&url)?;
+            if let Some(known) = record.relays.iter().find(|r| same_relay(r, &url)) {
+                bail!("workspace `{}` already syncs with {known}", record.name);
             }
             let mut relays = record.relays;
             relays.push(url.clone());
             node.set_relays(id, relays)?;
             out.done(json!({"relay": url}))?;
+            said!(
+                out,
+                "Workspace {} now syncs with {url}: `meridian sync` sends it everything.",
+                record.name
+            );
         }
         RelayCommand::Remove { url } => {
-            if !record.relays.contains(&url) {
-                bail!("workspace `{}` does not sync with {url}", record.name);
-            }
-            let relays = record.relays.into_iter().filter(|r| *r != url).collect();
+            let Some(url) = record.relays.iter().find(|r| same_relay(r, &url)).cloned() else {
+                let listed = if record.relays.is_empty() {
+                    "it lists none".to_string()
+                } else {
+                    format!("it syncs with {}", record.relays.join(", "))
+                };
+                crate::fail!(
+                    NotFound,
+                    "workspace `{}` does not sync with {url}: {listed}",
+                    record.name
+                );
+            };
+            let relays: Vec<String> = record.relays.into_iter().filter(|r| *r != url).collect();
+            let left = relays.len();
             node.set_relays(id, relays)?;
             out.done(json!({"relay": url}))?;
+            if left == 0 {
+                said!(
+                    out,
+                    "Workspace {} no longer syncs with {url}, and lists no relay now: what you write stays here until you add one.",
+                    record.name
+                );
+            } else {
+                said!(out, "Workspace {} no longer syncs with {url}.", record.name);
+            }
         }
         RelayCommand::List => {
             let mut rows = Vec::new();
@@ -471,10 +541,34 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
                     .collect();
                 out.print_json(&json!({"relays": list, "outbox": waiting}))?;
             } else {
-                for (relay, cursor) in rows {
-                    say!(out, "{relay}  (pulled up to entry {})", cursor.pulled);
+                if rows.is_empty() {
+                    say!(
+                        out,
+                        "Workspace {} lists no relay: add one with `meridian workspace relay add URL`.",
+                        record.name
+                    );
                 }
-                say!(out, "{waiting} change(s) waiting to be pushed");
+                for (relay, cursor) in rows {
+                    if out.verbose {
+                        say!(
+                            out,
+                            "{relay}  (pulled up to log entry {}, pushed up to outbox entry {})",
+                            cursor.pulled,
+                            cursor.pushed
+                        );
+                    } else {
+                        say!(out, "{relay}");
+                    }
+                }
+                match waiting {
+                    0 => said!(out, "Nothing waits to be sent."),
+                    n => said!(
+                        out,
+                        "{n} {} waiting to be sent: `meridian sync` sends {}.",
+                        if n == 1 { "edit" } else { "edits" },
+                        if n == 1 { "it" } else { "them" }
+                    ),
+                }
             }
         }
     }
@@ -565,28 +659,25 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             .collect();
         ctx.out.print_json(&json!(list))?;
     } else {
+        let mut table = Table::new(&["NAME", "KEY", "TIME ZONE", "WORKS", "THEIR TIME NOW", ""]);
         for (m, local, working) in rows {
-            say!(
-                ctx.out,
-                "{:<12} {:<12} {:<20} {} {}  now {}{}{}",
-                ctx.name(&m.id),
-                crate::id::prefix(&m.id, 12),
-                m.tz,
-                m.days,
-                m.hours,
-                local.strftime("%a %H:%M"),
-                if working && !m.removed {
-                    " (working)"
-                } else {
-                    ""
-                },
-                match (m.verified, m.removed) {
-                    (_, true) => "  REMOVED",
-                    (false, _) => "  UNVERIFIED",
-                    _ => "",
-                },
-            );
+            let (status, tone) = match (m.verified, m.removed, working) {
+                (_, true, _) => ("REMOVED", Tone::Alarm),
+                (false, _, _) => ("UNVERIFIED", Tone::Alarm),
+                (true, false, true) => ("working", Tone::Good),
+                (true, false, false) => ("", Tone::Plain),
+            };
+            let admin = if m.admin { " (admin)" } else { "" };
+            table.row(vec![
+                Cell::new(format!("{}{admin}", ctx.name(&m.id))),
+                Cell::toned(crate::id::prefix(&m.id, 12), Tone::Id),
+                Cell::new(&m.tz),
+                Cell::new(format!("{} {}", m.days, m.hours)),
+                Cell::new(local.strftime("%a %H:%M").to_string()),
+                Cell::toned(status, tone),
+            ]);
         }
+        table.print(&ctx.out)?;
     }
     Ok(())
 }

@@ -98,22 +98,54 @@ pub struct RefusedError {
 
 /// The websocket URL of a relay: `ws://host:port` gets the protocol's path.
 pub fn endpoint(relay: &str) -> Result<String> {
-    let rest = relay
-        .strip_prefix("ws://")
-        .or_else(|| relay.strip_prefix("wss://"))
-        .with_context(|| {
-            format!("`{relay}` is not a relay URL: it should look like ws://relay.example.org:7070")
-        })?;
+    let relay = relay_url(relay)?;
     if relay.starts_with("wss://") {
         bail!(
             "wss:// relays are not supported by this build: put the relay behind a TLS tunnel or use ws:// (envelopes are encrypted and signed either way)"
         );
     }
-    Ok(if rest.contains('/') {
-        relay.to_string()
+    let path = &relay["ws://".len()..];
+    Ok(if path.contains('/') {
+        relay
     } else {
         format!("{relay}{}", protocol::PATH)
     })
+}
+
+/// The one spelling of a relay's URL that this node stores and compares: the scheme and
+/// host in lower case, no trailing `/`, and no `/v1` (the protocol's path, which the node
+/// adds when it connects). So `ws://Relay.example.org:7070/v1/` and
+/// `ws://relay.example.org:7070` are one relay. A path other than the protocol's (a relay
+/// behind a proxy at `/meridian/v1`) is kept.
+pub fn relay_url(text: &str) -> Result<String> {
+    let text = text.trim();
+    let not_a_url = || {
+        crate::error::failure(
+            crate::error::ErrorKind::Usage,
+            format!(
+                "`{text}` is not a relay URL: it should look like ws://relay.example.org:7070 (the address `meridian-relay serve` prints)"
+            ),
+        )
+    };
+    let lower = text.to_ascii_lowercase();
+    let scheme = ["ws://", "wss://"]
+        .into_iter()
+        .find(|s| lower.starts_with(s))
+        .ok_or_else(not_a_url)?;
+    let rest = &text[scheme.len()..];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty()
+        || authority
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "@?#\\".contains(c))
+        || path.contains(['?', '#'])
+        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(not_a_url());
+    }
+    let path = path.trim_end_matches('/');
+    let path = if path == protocol::PATH { "" } else { path };
+    Ok(format!("{scheme}{}{path}", authority.to_ascii_lowercase()))
 }
 
 /// How this device asks a relay to admit it: the creator registers the workspace, a member
@@ -750,6 +782,17 @@ pub fn sync_once(
     workspace: Id,
     relays: &[String],
 ) -> Result<Vec<(String, Result<RoundReport>)>> {
+    sync_once_with(node, workspace, relays, &mut |_| {})
+}
+
+/// [`sync_once`], telling `progress` what each relay's round has done so far, every time
+/// it stores something.
+pub fn sync_once_with(
+    node: &Node,
+    workspace: Id,
+    relays: &[String],
+    progress: &mut dyn FnMut(&RoundReport),
+) -> Result<Vec<(String, Result<RoundReport>)>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -757,7 +800,18 @@ pub fn sync_once(
     Ok(runtime.block_on(async {
         let mut results = Vec::new();
         for relay in relays {
-            let result = connect(node, workspace, relay, Mode::Once, None, |_| {}).await;
+            let mut so_far = RoundReport {
+                relay: relay.clone(),
+                ..RoundReport::default()
+            };
+            progress(&so_far);
+            let result = connect(node, workspace, relay, Mode::Once, None, |delta| {
+                so_far.pushed += delta.pushed;
+                so_far.applied += delta.applied;
+                so_far.pulled += delta.pulled;
+                progress(&so_far);
+            })
+            .await;
             results.push((relay.clone(), result));
         }
         results

@@ -407,3 +407,90 @@ fn every_command_prints_the_documented_json() {
     };
     valid("init", &init);
 }
+
+/// `sync` tells a person what moved in their words (edits sent, what arrived in which
+/// document, who joined); the relay's figures come with `-v`.
+#[test]
+fn sync_speaks_the_language_of_the_people_using_it() {
+    use crate::relays::Team;
+    let team = Team::new(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let (ana, bo) = (&team.homes[0], &team.homes[1]);
+    assert_eq!(ana.ok(&["sync"]).trim(), "Up to date");
+    let t = bo.create(&["thread", "new", "Release date?", "-m", "When do we ship?"]);
+    let said = bo.ok(&["sync"]);
+    assert_eq!(said.trim(), "Sent 1 edit", "{said}");
+    bo.ok(&["reply", &t, "-m", "Friday?"]);
+    bo.ok(&["reply", &t, "-m", "Or Monday."]);
+    let said = bo.ok(&["sync"]);
+    assert_eq!(said.trim(), "Sent 2 edits", "{said}");
+    let said = ana.ok(&["sync"]);
+    let mut lines = said.lines();
+    assert_eq!(
+        lines.next(),
+        Some("Received a new thread \"Release date?\""),
+        "{said}"
+    );
+    let detail = lines.next().unwrap_or_default();
+    assert!(
+        detail.contains(&t[..8]) && detail.contains("new thread by Bo"),
+        "{said}"
+    );
+    for developer in ["pushed", "pulled", "outbox", "envelope", "entries"] {
+        assert!(!said.contains(developer), "`{developer}` in: {said}");
+    }
+    bo.ok(&["reply", &t, "-m", "Tuesday, then."]);
+    bo.ok(&["reply", &t, "-m", "Final answer."]);
+    bo.ok(&["sync"]);
+    ana.ok(&["reply", &t, "-m", "Tuesday works."]);
+    let said = ana.ok(&["sync"]);
+    assert!(
+        said.starts_with("Sent 1 edit · received 2 replies on \"Release date?\""),
+        "{said}"
+    );
+    assert!(said.contains("2 new replies (Bo)"), "{said}");
+    let verbose = ana.ok(&["-v", "sync"]);
+    assert!(
+        verbose.contains(&format!("{}: pushed 0, pulled 0", team.relay.url())),
+        "{verbose}"
+    );
+    assert!(verbose.trim_end().ends_with("Up to date"), "{verbose}");
+    // A newcomer is news too.
+    let cy = team.world.person("Cy", "America/Lima");
+    let code = ana.ok(&["invite"]);
+    cy.ok(&["join", code.trim()]);
+    assert_eq!(ana.ok(&["sync"]).trim(), "Cy joined");
+    assert_eq!(ana.ok(&["-q", "sync"]), "", "-q says nothing");
+}
+
+/// A relay has one spelling: `ws://host:port/v1/` and `ws://HOST:port` are the relay a
+/// workspace already lists.
+#[test]
+fn a_relay_url_is_one_relay_however_it_is_spelled() {
+    use crate::relays::Team;
+    let team = Team::new(&[("Ana", "Asia/Tokyo")]);
+    let ana = &team.homes[0];
+    let url = team.relay.url();
+    for spelling in [
+        format!("{url}/v1"),
+        format!("{url}/v1/"),
+        format!("{url}/"),
+        url.to_uppercase(),
+    ] {
+        let (code, said) = fails(ana, &["workspace", "relay", "add", &spelling]);
+        assert_eq!(code, 1, "{said}");
+        assert!(said.contains("already syncs with"), "{spelling}: {said}");
+    }
+    let listed = ana.json(&["workspace", "relay", "list"]);
+    assert_eq!(listed["relays"].as_array().unwrap().len(), 1, "{listed}");
+    ana.ok(&["workspace", "relay", "remove", &format!("{url}/v1")]);
+    let listed = ana.json(&["workspace", "relay", "list"]);
+    assert_eq!(listed["relays"], serde_json::json!([]), "{listed}");
+    ana.ok(&["workspace", "relay", "add", &format!("{url}/v1/")]);
+    let listed = ana.json(&["workspace", "relay", "list"]);
+    assert_eq!(listed["relays"][0]["url"], url.as_str(), "{listed}");
+    let said = ana.ok(&["sync", "--relay", &format!("{url}/v1")]);
+    assert_eq!(said.trim(), "Up to date", "{said}");
+    let (code, said) = fails(ana, &["workspace", "relay", "add", "http://example.org"]);
+    assert_eq!(code, 2);
+    assert!(said.contains("not a relay URL"), "{said}");
+}

@@ -343,7 +343,7 @@ impl Scenario {
         self.count(Target::Sync, &output);
         if output.status.success() {
             let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            assert_eq!(reports[0]["ok"], true, "{reports}");
+            assert_eq!(reports["relays"][0]["ok"], true, "{reports}");
             self.pushed(index);
         }
         self.check_home(index, "a killed sync");

@@ -177,7 +177,7 @@ impl Relay {
         };
         let Some(addr) = line
             .strip_prefix("listening on ws://")
-            .and_then(|rest| rest.strip_suffix("/v1"))
+            .map(|rest| rest.trim().trim_end_matches("/v1"))
         else {
             let _ = child.kill();
             let _ = child.wait();
@@ -352,8 +352,8 @@ impl Team {
 /// One `meridian sync --json` that must succeed with every relay; returns its reports.
 #[track_caller]
 pub fn sync(home: &Home) -> Value {
-    let reports = home.json(&["sync"]);
-    for report in reports.as_array().expect("sync prints a list") {
+    let reports = home.json(&["sync"])["relays"].clone();
+    for report in reports.as_array().expect("sync lists its relays") {
         assert_eq!(
             report["ok"],
             true,
@@ -511,7 +511,7 @@ pub fn sync_fails(home: &Home) -> Vec<String> {
     );
     let reports: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("sync printed invalid JSON ({e}):\n{stdout}\n{stderr}"));
-    reports
+    reports["relays"]
         .as_array()
         .unwrap()
         .iter()

@@ -318,7 +318,7 @@ impl RelayProcess {
         let line = rx.recv_timeout(Duration::from_secs(600)).ok().flatten();
         let Some(addr) = line.as_deref().and_then(|line| {
             line.strip_prefix("listening on ws://")
-                .and_then(|rest| rest.strip_suffix("/v1"))
+                .map(|rest| rest.trim().trim_end_matches("/v1"))
         }) else {
             let _ = child.kill();
             let _ = child.wait();
