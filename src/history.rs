@@ -37,12 +37,14 @@ pub fn heads_at_time(doc: &Automerge, ms: i64) -> Vec<ChangeHash> {
     included.difference(&depended).copied().collect()
 }
 
-/// A document flattened to named fields, for diffs.
-pub fn fields(view: View<'_>) -> BTreeMap<String, String> {
-    let mut fields = BTreeMap::new();
+/// A document flattened to named fields, for diffs, in the order a reader meets them:
+/// title and settings, sections (or body, or an update's parts), then entries, comments
+/// and requests as the document holds them. `name` turns a member id into a name.
+pub fn fields(view: View<'_>, name: &dyn Fn(&str) -> String) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
     let mut put = |k: String, v: String| {
         if !v.is_empty() {
-            fields.insert(k, v);
+            fields.push((k, v));
         }
     };
     put("title".into(), view.title());
@@ -58,6 +60,7 @@ pub fn fields(view: View<'_>) -> BTreeMap<String, String> {
                 .map(&ROOT, "deciders")
                 .map(|m| view.keys(&m))
                 .unwrap_or_default();
+            let deciders: Vec<String> = deciders.iter().map(|d| name(d)).collect();
             put("deciders".into(), deciders.join(", "));
         }
         Some(Kind::Thread) => put("body".into(), view.string(&ROOT, "body")),
@@ -70,7 +73,7 @@ pub fn fields(view: View<'_>) -> BTreeMap<String, String> {
         _ => {}
     }
     for entry in discussion::entries(view) {
-        let mut text = format!("{} by {}", entry.kind, short(&entry.by));
+        let mut text = format!("{} by {}", entry.kind, name(&entry.by));
         if !entry.message.is_empty() {
             text.push_str(&format!(": {}", entry.message));
         }
@@ -79,17 +82,13 @@ pub fn fields(view: View<'_>) -> BTreeMap<String, String> {
     for comment in discussion::comments(view) {
         put(
             format!("comment {}", crate::id::prefix(&comment.id, 8)),
-            format!("{}: {}", short(&comment.by), comment.body),
+            format!("{}: {}", name(&comment.by), comment.body),
         );
     }
     for ask in discussion::asks(view) {
-        put(format!("ask {}", short(&ask.member)), ask.urgency);
+        put(format!("ask {}", name(&ask.member)), ask.urgency);
     }
     fields
-}
-
-fn short(id: &str) -> &str {
-    crate::id::prefix(id, 8)
 }
 
 /// One changed field.
@@ -103,20 +102,37 @@ pub struct FieldChange {
     pub after: Option<String>,
 }
 
-/// The fields that differ between two flattenings.
-pub fn diff(
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-) -> Vec<FieldChange> {
-    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    keys.into_iter()
-        .filter(|k| before.get(*k) != after.get(*k))
-        .map(|k| FieldChange {
+/// The fields that differ between two flattenings: in the order of `after`, then those
+/// only `before` had, in its order.
+pub fn diff(before: &[(String, String)], after: &[(String, String)]) -> Vec<FieldChange> {
+    let then: BTreeMap<&str, &str> = before
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let now: BTreeMap<&str, &str> = after
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut changes: Vec<FieldChange> = after
+        .iter()
+        .filter(|(k, v)| then.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, v)| FieldChange {
             field: k.clone(),
-            before: before.get(k).cloned(),
-            after: after.get(k).cloned(),
+            before: then.get(k.as_str()).map(|b| b.to_string()),
+            after: Some(v.clone()),
         })
-        .collect()
+        .collect();
+    changes.extend(
+        before
+            .iter()
+            .filter(|(k, _)| !now.contains_key(k.as_str()))
+            .map(|(k, v)| FieldChange {
+                field: k.clone(),
+                before: Some(v.clone()),
+                after: None,
+            }),
+    );
+    changes
 }
 
 /// A unified line diff of two texts, with `-`/`+` markers.

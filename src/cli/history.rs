@@ -87,9 +87,10 @@ pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()>
         Some(to) => super::read::heads_for(ctx, &doc, to)?,
         None => doc.get_heads(),
     };
+    let name = |id: &str| ctx.name(id);
     let changes = history::diff(
-        &history::fields(View::at(&doc, &from_heads)),
-        &history::fields(View::at(&doc, &to_heads)),
+        &history::fields(View::at(&doc, &from_heads), &name),
+        &history::fields(View::at(&doc, &to_heads), &name),
     );
     if ctx.out.json {
         let list = diff_json(ctx, &doc, &from_heads, &to_heads, &changes)?;
@@ -102,8 +103,23 @@ pub fn diff(ctx: &Ctx, prefix: &str, from: &str, to: Option<&str>) -> Result<()>
     let out = &ctx.out;
     let added = |line: &str| out.paint(Tone::Added, line);
     let removed = |line: &str| out.paint(Tone::Removed, line);
+    let record = |field: &str| {
+        ["entry ", "comment ", "ask "]
+            .iter()
+            .any(|p| field.starts_with(p))
+    };
     for change in &changes {
         match (&change.before, &change.after) {
+            // An entry, comment or request: what it says, then which it is.
+            (None, Some(after)) if record(&change.field) => {
+                let mut lines = after.lines();
+                let first = lines.next().unwrap_or_default();
+                let which = out.paint(Tone::Dim, &format!("({})", change.field));
+                say!(out, "{}  {which}", added(&format!("+ {first}")));
+                for line in lines {
+                    say!(out, "{}", added(&format!("    {line}")));
+                }
+            }
             (None, Some(after)) => {
                 say!(out, "{}", added(&format!("+ {}", change.field)));
                 for line in after.lines() {

@@ -643,6 +643,8 @@ pub fn members(ctx: &Ctx) -> Result<()> {
         let working = calendar.add_working_minutes(now, 0) == Some(now);
         rows.push((member, local, working));
     }
+    // By name, as people look for them; removed members last.
+    rows.sort_by_cached_key(|(m, _, _)| (m.removed, ctx.name(&m.id).to_lowercase(), m.id.clone()));
     if ctx.out.json {
         let list: Vec<_> = rows
             .iter()

@@ -36,5 +36,6 @@ mod help;
 mod hostile;
 mod offline;
 mod relays;
+mod screens;
 mod support;
 mod sync;
