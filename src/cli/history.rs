@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Ctx, Format, Tone};
+use super::{Ctx, Format, Spinner, Tone};
 use crate::bundle;
 use crate::discussion::Comment;
 use crate::doc::{Kind, View};
@@ -305,7 +305,13 @@ pub fn export(
                     .into_iter()
                     .map(|(id, _)| id),
             );
-            bundle::export(&ctx.node, ctx.workspace, &docs)?
+            let spinner = Spinner::start(
+                &ctx.out,
+                &format!("Exporting {} documents of {}", docs.len(), ctx.record.name),
+            );
+            let bytes = bundle::export(&ctx.node, ctx.workspace, &docs);
+            spinner.done();
+            bytes?
         }
         (_, true, _) => crate::fail!(Usage, "--all exports a bundle: add --format bundle"),
         (None, false, _) => {
@@ -349,6 +355,24 @@ pub fn export(
                 "id": document.map(|d| d.hex()),
                 "format": format_name, "path": path, "bytes": bytes.len(),
             }))?;
+            let what = match (document, format) {
+                (None, _) => format!("workspace {} as a bundle", ctx.record.name),
+                (Some(id), Format::Bundle) => format!("{} as a bundle", id.short()),
+                (Some(id), _) => format!("{} as {format_name}", id.short()),
+            };
+            said!(
+                ctx.out,
+                "Wrote {what} to {} ({}).",
+                path.display(),
+                size(bytes.len())
+            );
+            if format == Format::Bundle {
+                said!(
+                    ctx.out,
+                    "Anyone in the workspace adds it with `meridian merge {}`.",
+                    path.display()
+                );
+            }
             Ok(())
         }
         // Under --json the export is one JSON value like every command's output: the
@@ -498,20 +522,47 @@ fn markdown(ctx: &Ctx, kind: Kind, view: View<'_>) -> String {
     out
 }
 
+/// A size for people: `812 bytes`, `14.2 KiB`, `3.1 MiB`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} bytes"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    }
+}
+
 pub fn merge(ctx: &Ctx, file: &Path) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (source, report) = bundle::merge(&ctx.node, &bytes, &Limits::default())
-        .with_context(|| format!("cannot merge {}", file.display()))?;
+    let spinner = Spinner::start(&ctx.out, &format!("Merging {}", file.display()));
+    let merged = bundle::merge(&ctx.node, &bytes, &Limits::default());
+    spinner.done();
+    let (source, report) = merged.with_context(|| format!("cannot merge {}", file.display()))?;
     if ctx.out.json {
         ctx.out.print_json(&json!({"source": source, "documents": report.documents, "applied": report.applied, "known": report.known}))?;
         return Ok(());
     }
-    say!(
-        ctx.out,
-        "Merged {} new change(s) into {} document(s); {} record(s) were already here.",
-        report.applied,
-        report.documents.len(),
-        report.known
-    );
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let docs = report.documents.len();
+    if report.applied == 0 {
+        say!(
+            ctx.out,
+            "Nothing new in {}: everything in it was already here.",
+            file.display()
+        );
+    } else {
+        say!(
+            ctx.out,
+            "Merged {}: {} new {} in {docs} {}{}.",
+            file.display(),
+            report.applied,
+            plural(report.applied, "change", "changes"),
+            plural(docs, "document", "documents"),
+            if report.known > 0 {
+                format!(" ({} already here)", report.known)
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(())
 }

@@ -1186,6 +1186,38 @@ pub enum Tone {
     Plain,
 }
 
+/// A spinner on stderr saying what a slow command is doing (syncing with a relay, merging
+/// a bundle), shown only when stderr is a terminal and the person asked neither for JSON
+/// nor quiet; cleared when the command ends.
+pub struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    /// Starts one with `message`.
+    pub fn start(out: &Out, message: &str) -> Spinner {
+        if out.json || out.quiet || !std::io::stderr().is_terminal() {
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Spinner(Some(bar))
+    }
+
+    /// Changes what it says.
+    pub fn say(&self, message: String) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message);
+        }
+    }
+
+    /// Clears it.
+    pub fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Standard output was closed by its reader (`meridian log | head`): the command stops
 /// there, and `meridian` exits as if it had printed everything.
 #[derive(Debug, thiserror::Error)]

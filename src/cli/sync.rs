@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::{Ctx, Out, Tone, printable};
+use super::{Ctx, Out, Spinner, Tone, printable};
 use crate::app::sync::Synced;
 use crate::id::Id;
 use crate::node::Node;
@@ -27,9 +27,14 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
             ctx.record.name
         );
     }
-    let spinner = Spinner::new(&ctx.out);
-    let synced =
-        crate::app::sync::sync(&ctx.node, ctx.workspace, &relays, &mut |p| spinner.show(p));
+    let spinner = Spinner::start(&ctx.out, "Syncing");
+    let synced = crate::app::sync::sync(&ctx.node, ctx.workspace, &relays, &mut |p| {
+        let mut message = format!("Syncing with {}", p.relay);
+        if p.sent + p.received > 0 {
+            message.push_str(&format!(": sent {} · received {}", p.sent, p.received));
+        }
+        spinner.say(message);
+    });
     spinner.done();
     let synced = synced?;
     let results = &synced.rounds;
@@ -265,41 +270,6 @@ fn shorten(text: &str, width: usize) -> String {
     } else {
         let cut: String = text.chars().take(width - 1).collect();
         format!("{}…", cut.trim_end())
-    }
-}
-
-/// A spinner on stderr with the relay's name and what moved so far, while a round runs,
-/// when stderr is a terminal and the person asked neither for JSON nor quiet.
-struct Spinner(Option<indicatif::ProgressBar>);
-
-impl Spinner {
-    fn new(out: &Out) -> Spinner {
-        use std::io::IsTerminal;
-        if out.json || out.quiet || !std::io::stderr().is_terminal() {
-            return Spinner(None);
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        Spinner(Some(bar))
-    }
-
-    fn show(&self, progress: &crate::app::sync::Progress) {
-        if let Some(bar) = &self.0 {
-            let mut message = format!("Syncing with {}", progress.relay);
-            if progress.sent + progress.received > 0 {
-                message.push_str(&format!(
-                    ": sent {} · received {}",
-                    progress.sent, progress.received
-                ));
-            }
-            bar.set_message(message);
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
     }
 }
 
