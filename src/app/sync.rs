@@ -22,8 +22,11 @@ pub struct Synced {
     pub rounds: Vec<(String, Result<RoundReport>)>,
     /// Edits of this device that reached at least one relay.
     pub sent: usize,
-    /// What arrived, per document that changed, the latest first.
+    /// What arrived, per document that changed, the latest first: the [`RECEIVED_READ`]
+    /// that changed last.
     pub received: Vec<Happened>,
+    /// How many documents others changed (`received` holds the latest of them).
+    pub received_total: usize,
     /// Members who joined, by id.
     pub joined: Vec<String>,
 }
@@ -32,7 +35,7 @@ impl Synced {
     /// Whether nothing moved either way (and every relay answered).
     pub fn up_to_date(&self) -> bool {
         self.sent == 0
-            && self.received.is_empty()
+            && self.received_total == 0
             && self.joined.is_empty()
             && self.rounds.iter().all(|(_, r)| r.is_ok())
     }
@@ -47,6 +50,10 @@ impl Synced {
         self.rounds.iter().filter_map(|(_, r)| r.as_ref().ok())
     }
 }
+
+/// How many of the documents that changed in a round are read to say what happened in
+/// them; the rest are counted.
+pub const RECEIVED_READ: usize = 20;
 
 /// What a relay's round has done so far, for a progress line while it runs.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -102,17 +109,23 @@ pub fn sync(
         }
     }
     let summaries: BTreeMap<Id, _> = node.summaries(workspace)?.into_iter().collect();
+    // Newest first; what happened is read for the latest only (each is a document loaded),
+    // so a week offline in a busy workspace does not load every document again.
+    let mut changed: Vec<(Id, &crate::index::DocSummary)> = changed
+        .into_iter()
+        .filter_map(|id| Some((id, summaries.get(&id)?)))
+        .collect();
+    changed.sort_by_key(|(_, s)| std::cmp::Reverse(s.updated));
+    let mut received_total = changed.len();
     let mut received = Vec::new();
-    for id in changed {
-        let Some(summary) = summaries.get(&id) else {
-            continue;
-        };
+    for (id, summary) in changed.into_iter().take(RECEIVED_READ) {
         let doc = node.load(workspace, id)?;
         let heads = before.get(&id).map(|h| parse_heads(h));
         let then = heads.as_ref().map(|h| View::at(&doc, h));
         let events = inbox::events(then, View::now(&doc), &me);
         // A document that only changed by this person's other devices is not news.
         if events.is_empty() && summary.last_author == me {
+            received_total -= 1;
             continue;
         }
         received.push(Happened {
@@ -125,7 +138,6 @@ pub fn sync(
             events,
         });
     }
-    received.sort_by_key(|h| std::cmp::Reverse(h.updated));
     let joined = node
         .workspace(Some(&workspace.hex()))?
         .1
@@ -145,6 +157,7 @@ pub fn sync(
         rounds,
         sent,
         received,
+        received_total,
         joined,
     })
 }

@@ -52,6 +52,7 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
     if ctx.out.json {
         ctx.out.print_json(&json!({
             "sent": synced.sent,
+            "received_total": synced.received_total,
             "received": synced.received.iter()
                 .map(|h| super::inbox::happened_json(&ctx.out, state, &ctx.me, h))
                 .collect::<Vec<_>>(),
@@ -181,10 +182,10 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
             Gist::Changes => format!("changes to {}", quoted(&h.title)),
         })
         .collect();
-    let received = match phrases.len() {
-        0 => Vec::new(),
-        1..=3 => phrases,
-        n => vec![format!("news in {n} documents")],
+    let received = match (phrases.len(), synced.received_total) {
+        (0, 0) => Vec::new(),
+        (1..=3, total) if total == phrases.len() => phrases,
+        (_, total) => vec![format!("news in {total} documents")],
     };
     if !received.is_empty() {
         let verb = if parts.is_empty() {
@@ -226,11 +227,12 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
             quoted(&h.title)
         );
     }
-    if synced.received.len() > RECEIVED_SHOWN {
+    let shown = synced.received.len().min(RECEIVED_SHOWN);
+    if synced.received_total > shown {
         said!(
             out,
             "  … and {} more: `meridian inbox` lists them",
-            synced.received.len() - RECEIVED_SHOWN
+            synced.received_total - shown
         );
     }
     for report in synced.ok() {

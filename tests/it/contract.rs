@@ -460,6 +460,23 @@ fn sync_speaks_the_language_of_the_people_using_it() {
     cy.ok(&["join", code.trim()]);
     assert_eq!(ana.ok(&["sync"]).trim(), "Cy joined");
     assert_eq!(ana.ok(&["-q", "sync"]), "", "-q says nothing");
+    // A busy week: counted, the latest listed, the rest left to the inbox.
+    for i in 0..25 {
+        bo.ok(&["thread", "new", &format!("Topic {i}"), "-m", "Thoughts?"]);
+    }
+    bo.ok(&["sync"]);
+    let said = ana.ok(&["sync"]);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines[0], "Received news in 25 documents", "{said}");
+    assert!(
+        lines[1].contains("\"Topic 24\""),
+        "the latest first: {said}"
+    );
+    assert_eq!(lines.len(), 12, "{said}");
+    assert_eq!(lines[11], "  … and 15 more: `meridian inbox` lists them");
+    let json = cy.json(&["sync"]);
+    assert_eq!(json["received_total"], 25, "{json}");
+    assert_eq!(json["received"].as_array().unwrap().len(), 20, "{json}");
 }
 
 /// A relay has one spelling: `ws://host:port/v1/` and `ws://HOST:port` are the relay a
