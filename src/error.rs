@@ -70,6 +70,19 @@ pub fn failure(kind: ErrorKind, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// Parses a value a person typed: a failure that has no kind of its own is a usage error,
+/// told in its own words only (the causes behind them are a library's: "failed to parse
+/// four digit integer as year").
+pub fn typed<T>(parse: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    parse().map_err(|e| {
+        if kind_of(&e) == ErrorKind::Other {
+            failure(ErrorKind::Usage, e.to_string())
+        } else {
+            e
+        }
+    })
+}
+
 /// Returns early with an error of a kind: `fail!(NotFound, "no document …")`.
 #[macro_export]
 macro_rules! fail {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use automerge::{Automerge, ChangeHash, ObjId, ROOT, ScalarValue, Value};
 use serde::Serialize;
 
@@ -73,7 +73,29 @@ pub fn fields(view: View<'_>, name: &dyn Fn(&str) -> String) -> Vec<(String, Str
         _ => {}
     }
     for entry in discussion::entries(view) {
-        let mut text = format!("{} by {}", entry.kind, name(&entry.by));
+        let what = match entry.kind.as_str() {
+            "open" | "final-comment" if entry.closes.is_some_and(|c| c <= entry.at) => {
+                "comment period closed"
+            }
+            "open" => "opened for comments",
+            "final-comment" => "final comment period",
+            "approve" => "approved",
+            "unapprove" => "approval taken back",
+            "concern" if entry.blocking => "blocking concern",
+            "concern" => "concern",
+            "resolve-concern" => "concern resolved",
+            "accept" => "accepted",
+            "reject" => "rejected",
+            "withdraw" => "withdrawn",
+            "supersede" => "superseded",
+            "reopen" => "reopened",
+            "resolve" => "resolved",
+            "ask" => "asked",
+            "decline" => "declined",
+            "ack" => "acknowledged",
+            other => other,
+        };
+        let mut text = format!("{what} by {}", name(&entry.by));
         if !entry.message.is_empty() {
             text.push_str(&format!(": {}", entry.message));
         }
@@ -267,8 +289,9 @@ pub fn check_resolvable(field: &str) -> Result<()> {
     if RESOLVABLE.contains(&field) || field == "state" || field.starts_with("section ") {
         return Ok(());
     }
-    bail!(
-        "`{field}` cannot be resolved by value: resolve one of {}, state, or `section NAME`, as `meridian conflicts ID` names them",
+    crate::fail!(
+        Usage,
+        "`{field}` cannot be resolved by value: resolve one of {}, state, or `section NAME`, as `meridian conflicts` names them",
         RESOLVABLE.join(", ")
     )
 }

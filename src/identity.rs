@@ -97,12 +97,20 @@ pub fn create_key(home: &Path) -> Result<SigningKey> {
 /// Reads the device key from `home`.
 pub fn load_key(home: &Path) -> Result<SigningKey> {
     let path = key_path(home);
-    let text = fs::read_to_string(&path).with_context(|| {
-        format!(
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::fail!(
+            NotFound,
             "no identity in {}: run `meridian init --name NAME` first (or pass the right --home)",
             home.display()
-        )
-    })?;
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot read this device's key in {}",
+                path.display()
+            )));
+        }
+    };
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
         format!(

@@ -426,6 +426,18 @@ impl Node {
                 if named.len() == 1 {
                     return Ok(named.into_iter().next().expect("one"));
                 }
+                if named.len() > 1 {
+                    crate::fail!(
+                        Ambiguous,
+                        "{} workspaces are called `{selector}`: name one by its id ({})",
+                        named.len(),
+                        named
+                            .iter()
+                            .map(|(id, _)| id.short())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 if !selector.chars().all(|c| c.is_ascii_hexdigit()) {
                     let names: Vec<&str> = all.iter().map(|(_, w)| w.name.as_str()).collect();
                     let hint = crate::error::closest(selector, names.iter().copied())

@@ -46,22 +46,25 @@ impl WorkingHours {
     /// Hours that end before they start are a night shift: `22:00-06:00` starts on each
     /// working day at 22:00 and ends at 06:00 the next morning.
     pub fn parse(hours: &str, days: &str) -> Result<WorkingHours> {
-        let advice = "use 24-hour HH:MM-HH:MM, e.g. 09:00-17:00 (or 22:00-06:00 for a night shift)";
-        let (start, end) = hours
-            .split_once('-')
-            .filter(|(a, b)| a.contains(':') && b.contains(':'))
-            .with_context(|| {
-                format!("working hours `{hours}` are not a range of times: {advice}")
-            })?;
-        let start = parse_clock(start)?;
-        let end = parse_clock(end)?;
-        if end == start || (start == 0 && end == 24 * 60) {
-            bail!("working hours `{hours}` last no time or all day: {advice}");
-        }
-        Ok(WorkingHours {
-            start,
-            end,
-            days: parse_days(days)?,
+        crate::error::typed(|| {
+            let advice =
+                "use 24-hour HH:MM-HH:MM, e.g. 09:00-17:00 (or 22:00-06:00 for a night shift)";
+            let (start, end) = hours
+                .split_once('-')
+                .filter(|(a, b)| a.contains(':') && b.contains(':'))
+                .with_context(|| {
+                    format!("working hours `{hours}` are not a range of times: {advice}")
+                })?;
+            let start = parse_clock(start)?;
+            let end = parse_clock(end)?;
+            if end == start || (start == 0 && end == 24 * 60) {
+                bail!("working hours `{hours}` last no time or all day: {advice}");
+            }
+            Ok(WorkingHours {
+                start,
+                end,
+                days: parse_days(days)?,
+            })
         })
     }
 
@@ -211,29 +214,31 @@ pub struct Calendar {
 
 /// Parses an away period as typed or stored: `2026-12-24..2027-01-02`, or one day.
 pub fn parse_away(text: &str) -> Result<(Date, Date)> {
-    let text = text.trim();
-    let (from, to) = text.split_once("..").unwrap_or((text, text));
-    let date = |d: &str| -> Result<Date> {
-        d.trim().parse::<Date>().with_context(|| {
-            format!(
-                "`{}` is not a date: use 2026-12-24, or a period like 2026-12-24..2027-01-02",
-                d.trim()
-            )
-        })
-    };
-    let (from, to) = (date(from)?, date(to)?);
-    if to < from {
-        bail!("the period {text} ends before it starts");
-    }
-    if from
-        .until(to)
-        .map(|span| span.get_days())
-        .unwrap_or(i32::MAX)
-        > 366
-    {
-        bail!("the period {text} is longer than a year");
-    }
-    Ok((from, to))
+    crate::error::typed(|| {
+        let text = text.trim();
+        let (from, to) = text.split_once("..").unwrap_or((text, text));
+        let date = |d: &str| -> Result<Date> {
+            d.trim().parse::<Date>().with_context(|| {
+                format!(
+                    "`{}` is not a date: use 2026-12-24, or a period like 2026-12-24..2027-01-02",
+                    d.trim()
+                )
+            })
+        };
+        let (from, to) = (date(from)?, date(to)?);
+        if to < from {
+            bail!("the period {text} ends before it starts");
+        }
+        if from
+            .until(to)
+            .map(|span| span.get_days())
+            .unwrap_or(i32::MAX)
+            > 366
+        {
+            bail!("the period {text} is longer than a year");
+        }
+        Ok((from, to))
+    })
 }
 
 /// The days away a member entry lists, as far as a deadline search can look past them: at
@@ -367,22 +372,24 @@ pub enum ResponseTime {
 impl ResponseTime {
     /// Parses `none`, `30m`, `4h` or `2d` (working minutes, hours, days).
     pub fn parse(text: &str) -> Result<ResponseTime> {
-        let text = text.trim();
-        if text == "none" || text == "0" {
-            return Ok(ResponseTime::None);
-        }
-        let (number, unit) = split_unit(text);
-        let n: u32 = number.parse().ok().filter(|n| *n > 0 && *n <= 10_000).with_context(|| {
+        crate::error::typed(|| {
+            let text = text.trim();
+            if text == "none" || text == "0" {
+                return Ok(ResponseTime::None);
+            }
+            let (number, unit) = split_unit(text);
+            let n: u32 = number.parse().ok().filter(|n| *n > 0 && *n <= 10_000).with_context(|| {
             format!("`{text}` is not a response time: use none, or a number with m, h or d (working minutes, hours, days), like 4h")
         })?;
-        match unit {
-            "m" => Ok(ResponseTime::WorkingMinutes(n)),
-            "h" => Ok(ResponseTime::WorkingMinutes(n * 60)),
-            "d" => Ok(ResponseTime::WorkingDays(n)),
-            _ => bail!(
-                "`{text}` is not a response time: use none, or a number with m, h or d, like 2d"
-            ),
-        }
+            match unit {
+                "m" => Ok(ResponseTime::WorkingMinutes(n)),
+                "h" => Ok(ResponseTime::WorkingMinutes(n * 60)),
+                "d" => Ok(ResponseTime::WorkingDays(n)),
+                _ => bail!(
+                    "`{text}` is not a response time: use none, or a number with m, h or d, like 2d"
+                ),
+            }
+        })
     }
 }
 
@@ -431,13 +438,13 @@ impl Default for Norms {
 impl Norms {
     /// The response time of a level, or an error listing the levels there are.
     pub fn level(&self, name: &str) -> Result<ResponseTime> {
-        match self.levels.get(name) {
+        crate::error::typed(|| match self.levels.get(name) {
             Some(time) => Ok(*time),
             None => bail!(
                 "`{name}` is not an urgency level of this workspace: use one of {}",
                 self.levels.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
-        }
+        })
     }
 }
 
@@ -445,12 +452,12 @@ impl Norms {
 /// time in the reader's zone (`2026-12-01`, `2026-12-01 17:00`), or a duration from now
 /// (`3d`, `36h`, `2w`, `90m`).
 pub fn parse_moment(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp> {
-    match Moment::parse(text, tz)? {
+    crate::error::typed(|| match Moment::parse(text, tz)? {
         Moment::After(duration) => now
             .checked_add(duration)
             .with_context(|| format!("`{}` is too far in the future", text.trim())),
         Moment::At(timestamp) => Ok(timestamp),
-    }
+    })
 }
 
 /// A time for people, in `tz`: `Tue 2026-11-24 09:00 -05`.
@@ -477,30 +484,34 @@ pub enum Moment {
 impl Moment {
     /// Parses an RFC 3339 timestamp, a date or date and time in `tz`, or a duration.
     pub fn parse(text: &str, tz: &TimeZone) -> Result<Moment> {
-        let text = text.trim();
-        if let Some(duration) = parse_duration(text) {
-            return Ok(Moment::After(duration));
-        }
-        parse_time(text, tz).map(Moment::At)
+        crate::error::typed(|| {
+            let text = text.trim();
+            if let Some(duration) = parse_duration(text) {
+                return Ok(Moment::After(duration));
+            }
+            parse_time(text, tz).map(Moment::At)
+        })
     }
 }
 
 /// A moment in the past for a history command (`show --at`, `diff`): a duration means that
 /// long *ago*, and a time still to come is refused.
 pub fn parse_past(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp> {
-    let at = match Moment::parse(text, tz)? {
-        Moment::After(duration) => now
-            .checked_sub(duration)
-            .with_context(|| format!("`{}` is too far in the past", text.trim()))?,
-        Moment::At(at) => at,
-    };
-    if at > now {
-        bail!(
-            "`{}` is in the future: history reaches up to now (a duration like 2d means 2 days ago)",
-            text.trim()
-        );
-    }
-    Ok(at)
+    crate::error::typed(|| {
+        let at = match Moment::parse(text, tz)? {
+            Moment::After(duration) => now
+                .checked_sub(duration)
+                .with_context(|| format!("`{}` is too far in the past", text.trim()))?,
+            Moment::At(at) => at,
+        };
+        if at > now {
+            bail!(
+                "`{}` is in the future: history reaches up to now (a duration like 2d means 2 days ago)",
+                text.trim()
+            );
+        }
+        Ok(at)
+    })
 }
 
 /// When a comment period given as `text` closes, opened at `now` for people with these
@@ -513,39 +524,41 @@ pub fn period_end(
     tz: &TimeZone,
     responders: &[Calendar],
 ) -> Result<Timestamp> {
-    match Moment::parse(text, tz)? {
-        Moment::At(at) if at < now => bail!(
-            "`{}` is in the past: a comment period closes at a later time (or give a duration like 3d)",
-            text.trim()
-        ),
-        Moment::At(at) => Ok(at),
-        Moment::After(duration) if duration.is_zero() => Ok(now),
-        Moment::After(duration) => {
-            let minutes = u32::try_from(duration.as_mins()).unwrap_or(u32::MAX);
-            let unit = text.trim().chars().last();
-            let mut end = now;
-            for calendar in responders {
-                // Days and weeks are their working days; minutes and hours their working time.
-                let theirs = match unit {
-                    Some('d') => (minutes / (24 * 60)) * calendar.hours.minutes_per_day(),
-                    Some('w') => {
-                        (minutes / (7 * 24 * 60))
-                            * calendar.hours.days.count_ones()
-                            * calendar.hours.minutes_per_day()
-                    }
-                    _ => minutes,
-                };
-                let closes = calendar.add_working_minutes(now, theirs).with_context(|| {
+    crate::error::typed(|| {
+        match Moment::parse(text, tz)? {
+            Moment::At(at) if at < now => bail!(
+                "`{}` is in the past: a comment period closes at a later time (or give a duration like 3d)",
+                text.trim()
+            ),
+            Moment::At(at) => Ok(at),
+            Moment::After(duration) if duration.is_zero() => Ok(now),
+            Moment::After(duration) => {
+                let minutes = u32::try_from(duration.as_mins()).unwrap_or(u32::MAX);
+                let unit = text.trim().chars().last();
+                let mut end = now;
+                for calendar in responders {
+                    // Days and weeks are their working days; minutes and hours their working time.
+                    let theirs = match unit {
+                        Some('d') => (minutes / (24 * 60)) * calendar.hours.minutes_per_day(),
+                        Some('w') => {
+                            (minutes / (7 * 24 * 60))
+                                * calendar.hours.days.count_ones()
+                                * calendar.hours.minutes_per_day()
+                        }
+                        _ => minutes,
+                    };
+                    let closes = calendar.add_working_minutes(now, theirs).with_context(|| {
                     "a responder's calendar has no working time: give the period an end date instead"
                 })?;
-                end = end.max(closes);
+                    end = end.max(closes);
+                }
+                if responders.is_empty() {
+                    end = now.checked_add(duration)?;
+                }
+                Ok(end)
             }
-            if responders.is_empty() {
-                end = now.checked_add(duration)?;
-            }
-            Ok(end)
         }
-    }
+    })
 }
 
 fn parse_time(text: &str, tz: &TimeZone) -> Result<Timestamp> {

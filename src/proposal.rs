@@ -417,22 +417,36 @@ pub enum Obstacle {
     },
 }
 
+/// How [`Obstacle::describe`] is told a member is the reader.
+pub const YOU: &str = "you";
+
 impl Obstacle {
-    /// The obstacle in words, members named by `name` and times written by `time`.
+    /// The obstacle in words, members named by `name` and times written by `time`. A
+    /// `name` of `you` (the reader) is addressed as such: "you have not approved".
     pub fn describe(&self, name: &dyn Fn(&str) -> String, time: &dyn Fn(i64) -> String) -> String {
+        let whose = |id: &str| match name(id).as_str() {
+            YOU => "your".to_string(),
+            other => format!("{other}'s"),
+        };
         match self {
-            Obstacle::Unapproved { decider } => format!("{} has not approved", name(decider)),
+            Obstacle::Unapproved { decider } => match name(decider).as_str() {
+                YOU => "you have not approved".to_string(),
+                other => format!("{other} has not approved"),
+            },
+            Obstacle::Stale { decider } if name(decider) == YOU => {
+                "your approval is stale: the text changed since (approve it again)".to_string()
+            }
             Obstacle::Stale { decider } => format!(
-                "{}'s approval is stale: the text changed since (they approve again)",
-                name(decider)
+                "{} approval is stale: the text changed since (they approve again)",
+                whose(decider)
             ),
             Obstacle::BlockingConcern {
                 concern_id,
                 by,
                 message,
             } => format!(
-                "{}'s blocking concern {} is open: {}",
-                name(by),
+                "{} blocking concern {} is open: {}",
+                whose(by),
                 crate::id::prefix(concern_id, 8),
                 crate::id::prefix(message, 80)
             ),

@@ -239,12 +239,15 @@ impl WorkspaceState {
         if let Some(sections) = self.templates.get(name) {
             return Ok(sections.clone());
         }
-        builtin_template(name).with_context(|| {
+        builtin_template(name).ok_or_else(|| {
             let mut names: BTreeSet<String> = ["rfc", "adr", "decision"].map(String::from).into();
             names.extend(self.templates.keys().cloned());
-            format!(
-                "`{name}` is not a template: use one of {}, or add one with `meridian workspace template NAME SECTION...`",
-                names.into_iter().collect::<Vec<_>>().join(", ")
+            crate::error::failure(
+                crate::error::ErrorKind::Usage,
+                format!(
+                    "`{name}` is not a template: use one of {}, or add one with `meridian workspace template NAME SECTION...`",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                ),
             )
         })
     }
@@ -619,39 +622,41 @@ impl Invite {
 
     /// Parses and checks a code.
     pub fn decode(code: &str) -> Result<Invite> {
-        let code = code.trim();
-        let body = code.strip_prefix(INVITE_PREFIX).with_context(|| {
-            format!("this is not a Meridian invite code: codes start with `{INVITE_PREFIX}`")
-        })?;
-        if body.len() > 16 * 1024 {
-            bail!("the invite code is too long to be genuine");
-        }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .context("the invite code is damaged (not base64): copy it again, whole")?;
-        let mut invite: Invite = meridian_relay::cbor::from_slice(bytes.as_slice())
-            .context("the invite code is damaged: copy it again, whole")?;
-        // One spelling per relay, whatever the inviter's node wrote.
-        let mut relays: Vec<String> = Vec::new();
-        for relay in &invite.relays {
-            let relay = crate::sync::net::relay_url(relay).unwrap_or_else(|_| relay.clone());
-            if !relays.contains(&relay) {
-                relays.push(relay);
+        crate::error::typed(|| {
+            let code = code.trim();
+            let body = code.strip_prefix(INVITE_PREFIX).with_context(|| {
+                format!("this is not a Meridian invite code: codes start with `{INVITE_PREFIX}`")
+            })?;
+            if body.len() > 16 * 1024 {
+                bail!("the invite code is too long to be genuine");
             }
-        }
-        invite.relays = relays;
-        let workspace = invite.workspace_id()?;
-        if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {
-            bail!("the invite code is damaged: a key has the wrong length");
-        }
-        verify_signature(
-            &invite.inviter,
-            &invite_message(&workspace.0, &invite.public_key(), invite.expires),
-            &invite.inviter_sig,
-            "the inviter's signature",
-        )
-        .context("the invite code's signature does not verify: it was altered")?;
-        Ok(invite)
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(body)
+                .context("the invite code is damaged (not base64): copy it again, whole")?;
+            let mut invite: Invite = meridian_relay::cbor::from_slice(bytes.as_slice())
+                .context("the invite code is damaged: copy it again, whole")?;
+            // One spelling per relay, whatever the inviter's node wrote.
+            let mut relays: Vec<String> = Vec::new();
+            for relay in &invite.relays {
+                let relay = crate::sync::net::relay_url(relay).unwrap_or_else(|_| relay.clone());
+                if !relays.contains(&relay) {
+                    relays.push(relay);
+                }
+            }
+            invite.relays = relays;
+            let workspace = invite.workspace_id()?;
+            if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {
+                bail!("the invite code is damaged: a key has the wrong length");
+            }
+            verify_signature(
+                &invite.inviter,
+                &invite_message(&workspace.0, &invite.public_key(), invite.expires),
+                &invite.inviter_sig,
+                "the inviter's signature",
+            )
+            .context("the invite code's signature does not verify: it was altered")?;
+            Ok(invite)
+        })
     }
 
     /// The workspace id.

@@ -115,8 +115,9 @@ pub fn resolve(cx: &Context, id: Id, kind: Kind, field: &str, value: &str) -> Re
         }
         if proposal::is_decided(view) && (field == "title" || field.starts_with("section ")) {
             fail!(Refused,
-                "the proposal is {}: its text is final (`meridian proposal reopen ID -m WHY` reopens it)",
-                proposal::read(view).lifecycle.state.name()
+                "the proposal is {}: its text is final (`meridian proposal reopen {} -m WHY` reopens it)",
+                proposal::read(view).lifecycle.state.name(),
+                id.short()
             );
         }
         let concurrent = conflict.values.iter().any(|v| v.value == value);

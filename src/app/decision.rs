@@ -110,15 +110,34 @@ pub fn decide(cx: &Context, id: Id, kind: &str, message: Option<String>) -> Resu
         if p.lifecycle.state.name() != "accepted" {
             let obstacles = p.obstacles(now_ms());
             if !obstacles.is_empty() {
-                let name = |m: &str| cx.name(m);
+                let name = |m: &str| {
+                    if m == cx.me {
+                        proposal::YOU.to_string()
+                    } else {
+                        cx.name(m)
+                    }
+                };
                 let time = |t: i64| cx.time(t);
                 let reasons: Vec<String> =
                     obstacles.iter().map(|o| o.describe(&name, &time)).collect();
+                let mut what_to_do = String::new();
+                if obstacles
+                    .iter()
+                    .any(|o| matches!(o, proposal::Obstacle::PeriodOpen { .. }))
+                {
+                    what_to_do = format!(
+                        " (`meridian proposal close {}` ends the period now)",
+                        id.short()
+                    );
+                }
                 fail!(
                     Refused,
-                    "cannot accept {}: {}",
+                    "cannot accept {}: {}{what_to_do}",
                     id.short(),
-                    reasons.join("; ")
+                    reasons.join("; ").replace(
+                        "`meridian proposal open ID`",
+                        &format!("`meridian proposal open {}`", id.short())
+                    )
                 );
             }
         }
@@ -167,7 +186,7 @@ fn transition(cx: &Context, id: Id, kind: &str, fill: impl FnOnce(&mut Entry)) -
                 Refused,
                 "cannot {kind} {}: {}",
                 id.short(),
-                explain(cx, reason, &current)
+                explain(cx, id, kind, reason, &current)
             );
         }
         write_entry(doc, &entry, &heads)?;
@@ -184,31 +203,59 @@ pub(crate) fn write_entry(
 ) -> Result<()> {
     let mut tx = doc.transaction();
     discussion::put_entry(&mut tx, entry, heads)?;
-    let message = if entry.message.is_empty() {
-        entry.kind.clone()
+    // A period closed early is an `open` entry that closes at once: its history says so.
+    let kind = match entry.kind.as_str() {
+        "open" | "final-comment" if entry.closes.is_some_and(|c| c <= entry.at) => "close period",
+        kind => kind,
+    };
+    let message = if entry.message.is_empty() || entry.message == "period closed early" {
+        kind.to_string()
     } else {
-        format!("{}: {}", entry.kind, entry.message)
+        format!("{kind}: {}", entry.message)
     };
     commit(tx, &message);
     Ok(())
 }
 
 /// Turns member ids in a rule's reason into names and adds what to do.
-fn explain(cx: &Context, reason: &str, proposal: &proposal::Proposal) -> String {
+fn explain(
+    cx: &Context,
+    id: Id,
+    kind: &str,
+    reason: &str,
+    proposal: &proposal::Proposal,
+) -> String {
     let mut reason = reason.to_string();
     for member in &cx.record.state.members {
         reason = reason.replace(&member.id, &member.name);
     }
+    let short = id.short();
+    let state = proposal.lifecycle.state.name();
     if reason.contains("period closed") {
-        if let Some(closes) = proposal.lifecycle.state.closes() {
-            reason.push_str(&format!(": it closes {}", cx.time(closes)));
-        }
+        let closes = proposal
+            .lifecycle
+            .state
+            .closes()
+            .map(|c| format!(", {}", cx.time(c)))
+            .unwrap_or_default();
+        reason = format!(
+            "its {state} period has not closed yet{closes} (`meridian proposal close {short}` ends it now)"
+        );
+    } else if reason.contains("not allowed from") && state == kind_state(kind) {
+        reason = format!("it is already {state} (`meridian show {short}` says by whom and when)");
     } else if reason.contains("from draft") {
-        reason.push_str(" (open the comment period first with `meridian proposal open ID`)");
+        reason.push_str(&format!(
+            " (open the comment period first with `meridian proposal open {short}`)"
+        ));
     } else if reason.contains("not allowed from") {
-        reason.push_str(" (`meridian show ID` shows where it stands)");
+        reason = format!("it is {state} (`meridian show {short}` shows where it stands)");
     }
     reason
+}
+
+/// The state a transition leads to.
+fn kind_state(kind: &str) -> &str {
+    discussion::target_state(kind).unwrap_or(kind)
 }
 
 /// Approves the current text.
@@ -258,9 +305,10 @@ fn feedback(cx: &Context, id: Id, kind: &str, fill: impl FnOnce(&mut Entry)) -> 
                 _ => "given concerns",
             };
             fail!(Refused,
-                "{} is {}: it can no longer be {what} (`meridian proposal reopen ID -m WHY` reopens it)",
+                "{} is {}: it can no longer be {what} (`meridian proposal reopen {} -m WHY` reopens it)",
                 id.short(),
-                state.name()
+                state.name(),
+                id.short()
             );
         }
         let mut entry = Entry::new(kind, &me, now_ms());

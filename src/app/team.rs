@@ -23,7 +23,8 @@ fn check_may_set_norms(cx: &Context) -> Result<()> {
     let creator = cx.name(&hex::encode(&cx.record.creator));
     fail!(
         Refused,
-        "only the workspace's creator ({creator}) and the admins they name change the norms and the ladder: ask {creator} (`meridian member admin NAME`)"
+        "only the workspace's creator ({creator}) and the admins they name change the norms and the ladder: ask {creator} to make you one (`meridian member admin {}`)",
+        cx.name(&cx.me)
     )
 }
 

@@ -74,7 +74,8 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
         };
         let hash = hex::encode(&e.hash[..e.hash.len().min(6)]);
         let hash = ctx.out.paint(Tone::Id, &hash);
-        say!(ctx.out, "{hash}  {name:<12} {time}  {}{mark}", e.message);
+        let name = super::table::pad(&name, 12);
+        say!(ctx.out, "{hash}  {name} {time}  {}{mark}", e.message);
     }
     Ok(())
 }

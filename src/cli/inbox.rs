@@ -20,7 +20,10 @@ use crate::workspace::WorkspaceState;
 pub fn parse_kind(text: &str) -> Result<Kind> {
     match Kind::parse(text.trim().to_ascii_lowercase().trim_end_matches('s')) {
         Some(kind) if kind != Kind::Workspace => Ok(kind),
-        _ => bail!("`{text}` is not a kind of document: use proposal, thread or update"),
+        _ => crate::fail!(
+            Usage,
+            "`{text}` is not a kind of document: use proposal, thread or update"
+        ),
     }
 }
 
@@ -356,8 +359,8 @@ fn wait_text(out: &Out, state: &WorkspaceState, wait: &Wait, now: i64) -> String
 fn field_name(kind: Kind, field: &str) -> String {
     match (kind, field) {
         (_, f) if f.starts_with("section ") => f["section ".len()..].to_string(),
-        (Kind::Thread, "body") => "the opening text".into(),
-        (_, "title") => "the title".into(),
+        (Kind::Thread, "body") => "opening text".into(),
+        (_, "title") => "title".into(),
         (_, f) => f.to_string(),
     }
 }
@@ -418,12 +421,16 @@ pub fn event_text(state: &WorkspaceState, me: &str, kind: Kind, event: &Event) -
             note,
             ..
         } => {
-            let whose = if raised_by == me {
-                "your".to_string()
+            if raised_by == by {
+                format!("{} resolved their concern{}", name(by), with(note))
             } else {
-                format!("{}'s", name(raised_by))
-            };
-            format!("{whose} concern was resolved by {}{}", name(by), with(note))
+                let whose = if raised_by == me {
+                    "your".to_string()
+                } else {
+                    format!("{}'s", name(raised_by))
+                };
+                format!("{} resolved {whose} concern{}", name(by), with(note))
+            }
         }
         Event::Replies { count, by, .. } => format!(
             "{count} new {} ({})",
@@ -533,16 +540,20 @@ pub fn mark_all_read(
         None => node.workspaces()?.into_iter().map(|(id, _)| id).collect(),
     };
     let mut marks = Vec::new();
+    let mut read = Vec::new();
     for workspace in workspaces {
         for (id, summary) in node.summaries(workspace)? {
             if kind.is_none_or(|k| summary.kind == k) {
+                read.push(
+                    json!({"id": id.hex(), "kind": summary.kind.as_str(), "title": summary.title}),
+                );
                 marks.push((id, summary.heads));
             }
         }
     }
     node.mark_read_many(&marks)?;
     if out.json {
-        out.print_json(&json!({"read": marks.iter().map(|(id, _)| id.hex()).collect::<Vec<_>>()}))?;
+        out.print_json(&json!({ "read": read }))?;
     } else {
         let noun = if marks.len() == 1 {
             "document"

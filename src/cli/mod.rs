@@ -1349,6 +1349,16 @@ pub fn rfc3339_in(ms: i64, tz: &TimeZone) -> Json {
 }
 
 impl Ctx {
+    /// A member's name, or `you` for the reader, as [`crate::proposal::Obstacle::describe`]
+    /// addresses them.
+    pub fn reader_name(&self, id: &str) -> String {
+        if id == self.me {
+            crate::proposal::YOU.to_string()
+        } else {
+            self.name(id)
+        }
+    }
+
     /// A member as JSON: `{"id": KEY, "name": NAME}`, the one shape of a person.
     pub fn person(&self, id: &str) -> Json {
         serde_json::json!({"id": id, "name": self.name(id)})

@@ -27,7 +27,8 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
     if let Some(state) = state
         && !states(kind).contains(&state)
     {
-        bail!(
+        crate::fail!(
+            Usage,
             "`{state}` is not a state of a {}: use one of {}",
             kind.as_str(),
             states(kind).join(", ")
@@ -41,7 +42,7 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
         .filter(|(_, s)| s.kind == kind && state.is_none_or(|st| s.state == st))
         .collect();
     docs.sort_by_key(|(_, s)| std::cmp::Reverse(s.updated));
-    let name = |m: &str| ctx.name(m);
+    let name = |m: &str| ctx.reader_name(m);
     let time = |t: i64| ctx.out.time(t);
     let obstacles = |s: &DocSummary| -> Vec<crate::proposal::Obstacle> {
         if s.kind == Kind::Proposal && matches!(s.state.as_str(), "open" | "final-comment") {
@@ -142,7 +143,8 @@ fn summary_json(ctx: &Ctx, id: Id, s: &DocSummary) -> Json {
 }
 
 /// An obstacle to acceptance as JSON: its kind, the people as `{id, name}`, times in RFC
-/// 3339, and the sentence `show` prints.
+/// 3339, and a sentence naming everyone (the same for every reader, unlike the text `show`
+/// prints, which says "you").
 fn obstacle_json(ctx: &Ctx, obstacle: &crate::proposal::Obstacle) -> Json {
     use crate::proposal::Obstacle;
     let name = |m: &str| ctx.name(m);
@@ -193,15 +195,29 @@ pub fn heads_for(ctx: &Ctx, doc: &Automerge, at: &str) -> Result<Vec<ChangeHash>
     }
     let moment = match crate::norms::Moment::parse(at, &ctx.out.tz) {
         Ok(_) => crate::norms::parse_past(at, crate::node::now(), &ctx.out.tz)?,
-        Err(_) => bail!(
+        Err(_) => crate::fail!(
+            Usage,
             "`{at}` is neither a revision of this document (see `meridian log`) nor a date or duration (2d means 2 days ago)"
         ),
     };
     let heads = history::heads_at_time(doc, moment.as_millisecond());
     if heads.is_empty() {
+        // Its first change, to the second: a time in the same minute is before it.
+        let first = doc
+            .get_changes(&[])
+            .first()
+            .map(|c| c.timestamp())
+            .unwrap_or_default();
+        let created = jiff::Timestamp::from_millisecond(first)
+            .map(|t| {
+                t.to_zoned_datetime(ctx.out.tz.clone())
+                    .strftime("%a %Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_default();
         crate::fail!(
             NotFound,
-            "the document did not exist yet at {}",
+            "the document did not exist yet at {}: it was created {created} (`meridian log` lists its revisions)",
             ctx.out.time(moment.as_millisecond())
         );
     }
@@ -361,7 +377,7 @@ fn asks_json(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Json {
         .collect::<Vec<_>>())
 }
 
-fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
+fn state_text(ctx: &Ctx, id: Id, lifecycle: &Lifecycle) -> String {
     match &lifecycle.state {
         State::Open { closes: Some(c) } | State::FinalComment { closes: Some(c) } => {
             let verb = if *c < crate::node::now().as_millisecond() {
@@ -373,13 +389,14 @@ fn state_text(ctx: &Ctx, lifecycle: &Lifecycle) -> String {
         }
         State::Superseded { by } => format!("superseded by {}", crate::id::prefix(by, 8)),
         State::Conflict { candidates } => format!(
-            "{}: {} (settle with `meridian resolve ID state STATE`)",
+            "{}: {} (settle with `meridian resolve {} state STATE`)",
             ctx.out.paint(Tone::Alarm, "CONFLICT"),
             candidates
                 .iter()
                 .map(|(s, _)| s.as_str())
                 .collect::<Vec<_>>()
-                .join(" vs ")
+                .join(" vs "),
+            id.short()
         ),
         other => other.name().to_string(),
     }
@@ -550,8 +567,18 @@ fn print_asks(ctx: &Ctx, asks: &[Ask], summary_asks: &[AskSummary]) -> Result<()
         let rungs = summary
             .map(|s| inbox::escalation(s, &ctx.record.state, now))
             .unwrap_or_default();
+        let declined = summary.and_then(|s| s.declined.clone());
         let status = match (responded, rungs.first()) {
             (Some(at), _) => format!("responded {}", ctx.out.time(at)),
+            (None, _) if declined.is_some() => {
+                let (at, why) = declined.clone().unwrap_or_default();
+                let why = if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", super::printable(&why))
+                };
+                format!("declined {}{why}", ctx.out.time(at))
+            }
             (None, None) => "no deadline".to_string(),
             (None, Some(r)) if now > r.deadline => {
                 format!(
@@ -621,9 +648,34 @@ fn show_proposal(
         "{} · {} · {}",
         id.short(),
         p.template,
-        state_text(ctx, &p.lifecycle)
+        state_text(ctx, id, &p.lifecycle)
     );
     print_title(ctx, &p.title, &p.author, p.created)?;
+    // Who decided it, when, and why: the transition the state stands on.
+    if proposal::DECIDED.contains(&p.lifecycle.state.name())
+        && let Some(entry) = p
+            .entries
+            .iter()
+            .rev()
+            .find(|e| p.lifecycle.tips.contains(&e.id))
+    {
+        let mut state = p.lifecycle.state.name().to_string();
+        if let Some(first) = state.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        let why = if entry.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", super::printable(&entry.message))
+        };
+        say!(
+            ctx.out,
+            "{} by {}, {}{why}",
+            ctx.out.paint(Tone::Good, &state),
+            ctx.name(&entry.by),
+            ctx.out.time(entry.at)
+        );
+    }
     if !p.late_edits.is_empty() {
         say!(
             ctx.out,
@@ -664,7 +716,7 @@ fn show_proposal(
             );
         } else {
             say!(ctx.out, "Before it can be accepted:");
-            let name = |m: &str| ctx.name(m);
+            let name = |m: &str| ctx.reader_name(m);
             let time = |t: i64| ctx.out.time(t);
             for obstacle in &obstacles {
                 say!(ctx.out, "  - {}", obstacle.describe(&name, &time));
@@ -821,7 +873,7 @@ fn show_thread(
     let t = thread::read(view);
     let state = match t.lifecycle.state {
         State::Open { .. } => "open".to_string(),
-        _ => state_text(ctx, &t.lifecycle),
+        _ => state_text(ctx, id, &t.lifecycle),
     };
     say!(ctx.out, "{} · thread · {state}", id.short());
     print_title(ctx, &t.title, &t.author, t.created)?;
@@ -872,11 +924,17 @@ fn show_update(ctx: &Ctx, id: Id, view: View<'_>, since: Option<&Since>) -> Resu
 /// `meridian read ID...`: marks each document read as it stands.
 pub fn mark_read(ctx: &Ctx, prefixes: &[String]) -> Result<()> {
     let mut marks = Vec::new();
+    let mut read = Vec::new();
     for prefix in prefixes {
         let (id, summary) = ctx.document(prefix)?;
+        read.push(json!({"id": id.hex(), "kind": summary.kind.as_str(), "title": summary.title}));
         marks.push((id, summary.heads));
     }
     ctx.node.mark_read_many(&marks)?;
-    ctx.out
-        .done(json!({"read": marks.iter().map(|(id, _)| id.hex()).collect::<Vec<_>>()}))
+    ctx.out.done(json!({ "read": read }))?;
+    match marks.as_slice() {
+        [(id, _)] => said!(ctx.out, "Marked {} read.", id.short()),
+        _ => said!(ctx.out, "Marked {} documents read.", marks.len()),
+    }
+    Ok(())
 }

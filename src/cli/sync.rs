@@ -102,7 +102,7 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         } else {
             for (relay, result) in results {
                 if let Err(e) = result {
-                    warn!(ctx.out, "{relay}: {}", crate::error::describe(e));
+                    warn!(ctx.out, "{relay}: {}", relay_error(relay, e));
                 }
             }
         }
@@ -132,6 +132,18 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Why a relay's round failed, after its URL: without the URL again, and a relay that is
+/// not answering said in words, with what to check.
+fn relay_error(relay: &str, error: &anyhow::Error) -> String {
+    if crate::error::kind_of(error) == crate::error::ErrorKind::Unreachable {
+        return "not answering (is it running, and is the address right?); your edits wait here until it does".to_string();
+    }
+    let text = crate::error::describe(error);
+    text.strip_prefix(&format!("cannot connect to {relay}: "))
+        .map(|rest| format!("cannot connect: {rest}"))
+        .unwrap_or(text)
 }
 
 /// How many documents' news a sync lists before pointing at the inbox.
@@ -214,11 +226,18 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
             .iter()
             .map(|e| super::inbox::event_text(state, me, h.kind, e))
             .collect();
-        let words = if words.is_empty() {
+        let mut words = if words.is_empty() {
             format!("changed by {}", state.name_of(&h.last_author))
         } else {
             words.join(" · ")
         };
+        if h.state == "conflict" {
+            words.push_str(&format!(
+                " · {}: decided two ways at once (`meridian show {}` says how to settle it)",
+                out.paint(Tone::Alarm, "CONFLICT"),
+                h.id.short()
+            ));
+        }
         said!(
             out,
             "  {} {} {}: {words}",
@@ -316,7 +335,7 @@ pub fn print_rounds(
                     );
                 }
             }
-            Err(e) => warn!(out, "{relay}: {}", crate::error::describe(e)),
+            Err(e) => warn!(out, "{relay}: {}", relay_error(relay, e)),
         }
     }
     Ok(failed)
@@ -393,7 +412,7 @@ pub fn contact(
                 Ok(_) => say!(out, "Synced with {relay}."),
                 Err(e) => {
                     failed += 1;
-                    warn!(out, "{relay}: {}", crate::error::describe(e));
+                    warn!(out, "{relay}: {}", relay_error(relay, e));
                 }
             }
         }

@@ -151,6 +151,15 @@ impl Table {
     }
 }
 
+/// `text` in exactly `width` display columns: cut with `…`, or padded with spaces.
+pub fn pad(text: &str, width: usize) -> String {
+    let text = shorten(text, width);
+    let fill = width.saturating_sub(text.width());
+    let mut padded = text;
+    padded.extend(std::iter::repeat_n(' ', fill));
+    padded
+}
+
 /// `text` cut to `width` display columns, ending in `…` when cut.
 pub fn shorten(text: &str, width: usize) -> String {
     if text.width() <= width {
@@ -196,6 +205,13 @@ mod tests {
         assert_eq!(table.widths(Some(10))[1], ELASTIC_MIN);
         // Off a terminal, whole.
         assert_eq!(table.widths(None)[1], 53);
+    }
+
+    #[test]
+    fn padding_fills_display_columns() {
+        assert_eq!(pad("田中アナ", 12), "田中アナ    ");
+        assert_eq!(pad("Cyrille Müller-Lüdenscheidt", 12), "Cyrille Mül…");
+        assert_eq!(pad("Bo", 4), "Bo  ");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::table::{Cell, Table};
 use super::{Ctx, Out, RelayCommand, Tone, WorkspaceCommand};
+use crate::id::Id;
 use crate::identity::Profile;
 use crate::node::{Node, commit, now_ms};
 use crate::norms::{parse_moment, time_zone};
@@ -44,7 +45,7 @@ pub fn init(
             &json!({"id": node.member_id(), "name": profile.name, "tz": profile.tz, "home": home}),
         )?;
     } else {
-        say!(
+        said!(
             out,
             "Created identity {} for {} ({}, {} {}) in {}",
             &node.member_id()[..12],
@@ -163,9 +164,9 @@ pub fn profile_set(
             "name": profile.name, "tz": profile.tz, "hours": profile.hours, "days": profile.days,
         }));
     }
-    say!(
+    said!(
         out,
-        "{} ({}, {} {}). Every workspace gets it with your next sync.",
+        "Your profile is now {} ({}, {} {}); every workspace gets it with your next sync.",
         profile.name,
         profile.tz,
         profile.days,
@@ -217,6 +218,7 @@ pub fn workspace(
             let relays = canonical;
             let id = node.create_workspace(&name, relays.clone())?;
             said!(out, "Created workspace {name} ({}).", id.short());
+            switch_to(node, id, &name, out)?;
             let rounds = super::sync::first_contact(node, id, &relays, out)?;
             out.done(json!({"id": id.hex(), "name": name, "sync": rounds}))?;
             if relays.is_empty() {
@@ -428,6 +430,7 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
     let id = joined.id;
     let rounds = super::sync::rounds_json(&joined.rounds);
     if out.json {
+        switch_to(node, id, &joined.name, out)?;
         out.print_json(&json!({
             "id": id.hex(), "name": joined.name, "relays": joined.relays,
             "admitted": joined.admitted(), "again": joined.again, "sync": rounds,
@@ -467,6 +470,32 @@ pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
         );
         let state = node.workspace(Some(&id.hex()))?.1.state;
         super::sync::contact(out, &joined.rounds, &state)?;
+    }
+    switch_to(node, id, &joined.name, out)?;
+    Ok(())
+}
+
+/// Makes a workspace just created or joined the current one when the node has others
+/// (otherwise commands would ask which one is meant), and says how to go back.
+fn switch_to(node: &Node, id: Id, name: &str, out: &Out) -> Result<()> {
+    let all = node.workspaces()?;
+    if all.len() < 2 {
+        return Ok(());
+    }
+    let before = node
+        .current_workspace()?
+        .and_then(|current| all.iter().find(|(w, _)| *w == current))
+        .map(|(_, record)| record.name.clone());
+    node.set_current_workspace(id)?;
+    match before {
+        Some(before) if before != name => said!(
+            out,
+            "Commands now use {name}; `meridian workspace use {before}` goes back (or pass -w)."
+        ),
+        _ => said!(
+            out,
+            "Commands now use {name}; `meridian workspace use NAME` picks another (or pass -w)."
+        ),
     }
     Ok(())
 }
@@ -537,7 +566,7 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
             if out.json {
                 let list: Vec<_> = rows
                     .iter()
-                    .map(|(relay, c)| json!({"url": relay, "pulled": c.pulled, "pushed": c.pushed}))
+                    .map(|(relay, c)| json!({"relay": relay, "pulled": c.pulled, "pushed": c.pushed}))
                     .collect();
                 out.print_json(&json!({"relays": list, "outbox": waiting}))?;
             } else {
@@ -578,7 +607,11 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
 /// `meridian member remove NAME`
 pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
     if ctx.record.creator != ctx.node.key().verifying_key().to_bytes() {
-        bail!("only the workspace's creator can remove members");
+        crate::fail!(
+            Refused,
+            "only the workspace's creator ({}) can remove members",
+            ctx.record.state.name_of(&hex::encode(&ctx.record.creator))
+        );
     }
     let member = ctx.record.state.find(name)?.clone();
     if member.id == ctx.me {
@@ -652,7 +685,8 @@ pub fn members(ctx: &Ctx) -> Result<()> {
                 json!({
                     "id": m.id, "name": m.name, "shown": ctx.name(&m.id), "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
                     "away": m.away,
-                    "verified": m.verified, "removed": m.removed, "admin": m.admin,
+                    "verified": m.verified, "removed": m.removed,
+                    "admin": m.admin || ctx.record.creator == hex::decode(&m.id).unwrap_or_default(),
                     "invited_by": m.invited_by.as_ref().map(|i| ctx.person(i)),
                     "local_time": super::rfc3339_in(local.timestamp().as_millisecond(), &calendar_tz(m)),
                     "working_now": working,

@@ -191,7 +191,7 @@ fn next_for(ctx: &Ctx, id: crate::id::Id) -> Result<String> {
             id.short()
         ));
     }
-    let name = |m: &str| ctx.name(m);
+    let name = |m: &str| ctx.reader_name(m);
     let time = |t: i64| ctx.out.time(t);
     let words: Vec<String> = obstacles.iter().map(|o| o.describe(&name, &time)).collect();
     Ok(format!("; waiting: {}", words.join("; ")))

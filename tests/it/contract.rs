@@ -27,6 +27,19 @@ fn exit_codes_say_what_kind_of_failure_it_was() {
         (vec!["proposal", "nwe"], 2, "usage"),
         (vec!["show", "zz"], 2, "usage"),
         (vec!["show", "ffffffff"], 3, "not_found"),
+        (vec!["proposal", "list", "--state", "opne"], 2, "usage"),
+        (vec!["profile", "set", "--hours", "9-5"], 2, "usage"),
+        (vec!["away", "tomorrow"], 2, "usage"),
+        (vec!["inbox", "--kind", "memo"], 2, "usage"),
+        (vec!["show", &p, "--at", "2026-13-01"], 2, "usage"),
+        (
+            vec!["proposal", "new", "X", "--template", "rfcs"],
+            2,
+            "usage",
+        ),
+        (vec!["proposal", "new", "X", "--urgency", "hi"], 2, "usage"),
+        (vec!["join", "hello"], 2, "usage"),
+        (vec!["resolve", &p, "titel", "x"], 2, "usage"),
         (
             vec!["proposal", "new", "X", "--ask", "Nobody"],
             3,
@@ -56,11 +69,18 @@ fn exit_codes_say_what_kind_of_failure_it_was() {
         assert_eq!(error["kind"], *kind, "{error}");
         assert!(error["error"].as_str().unwrap().len() > 10, "{error}");
     }
-    // Two workspaces and none chosen: ambiguous.
-    ana.ok(&["workspace", "create", "side"]);
-    let (code, stderr) = fails(&ana, &["proposal", "list"]);
+    // Seventeen documents: two share a first digit, which is then an ambiguous prefix.
+    let mut ids = vec![p.clone()];
+    for i in 0..16 {
+        ids.push(ana.create(&["thread", "new", &format!("Topic {i}"), "-m", "x"]));
+    }
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| ids.iter().filter(|id| id.starts_with(d.as_str())).count() > 1)
+        .unwrap();
+    let (code, stderr) = fails(&ana, &["show", &digit]);
     assert_eq!(code, 6, "{stderr}");
-    assert!(stderr.contains("workspace use"), "{stderr}");
+    assert!(stderr.contains("is ambiguous"), "{stderr}");
 }
 
 #[test]
@@ -504,7 +524,7 @@ fn a_relay_url_is_one_relay_however_it_is_spelled() {
     assert_eq!(listed["relays"], serde_json::json!([]), "{listed}");
     ana.ok(&["workspace", "relay", "add", &format!("{url}/v1/")]);
     let listed = ana.json(&["workspace", "relay", "list"]);
-    assert_eq!(listed["relays"][0]["url"], url.as_str(), "{listed}");
+    assert_eq!(listed["relays"][0]["relay"], url.as_str(), "{listed}");
     let said = ana.ok(&["sync", "--relay", &format!("{url}/v1")]);
     assert_eq!(said.trim(), "Up to date", "{said}");
     let (code, said) = fails(ana, &["workspace", "relay", "add", "http://example.org"]);
