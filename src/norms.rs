@@ -575,7 +575,7 @@ fn parse_time(text: &str, tz: &TimeZone) -> Result<Timestamp> {
             .with_context(|| format!("`{text}` does not exist in your time zone"))?
             .timestamp()),
         Err(_) => bail!(
-            "`{text}` is not a date or duration: use 2026-12-01, 2026-12-01T17:00, an RFC 3339 time, or a duration like 3d, 36h, 2w"
+            "`{text}` is not a date or duration: use a date (YYYY-MM-DD), a date and time (YYYY-MM-DDTHH:MM) in your zone, an RFC 3339 time, or a duration like 3d, 36h, 2w"
         ),
     }
 }

@@ -67,7 +67,8 @@ pub struct Cli {
     /// Which workspace (name or id prefix); optional when there is one, or a current one.
     #[arg(short = 'w', long, global = true, value_name = "NAME|ID", help_heading = GLOBAL)]
     pub workspace: Option<String>,
-    /// Print machine-readable JSON on stdout (errors as JSON on stderr): docs/json.md.
+    /// Print machine-readable JSON on stdout (errors as JSON on stderr); `meridian schema`
+    /// prints its JSON Schema.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// Show times in this IANA time zone instead of yours (for `init` and `profile set`:
@@ -101,6 +102,10 @@ Exit codes: 0 done, 1 failed, 2 usage (a mistyped command, flag or value), 3 not
 4 refused (by the workspace's rules or a relay), 5 relay unreachable, 6 ambiguous (an id
 prefix, or several workspaces and none chosen). Under --json an error is also printed on
 stderr as {\"error\": TEXT, \"kind\": KIND}.";
+
+/// The JSON Schema of every command's `--json` output, as `docs/json/meridian.schema.json`
+/// holds it (the contract tests validate every command against that file).
+const SCHEMA: &str = include_str!("../../docs/json/meridian.schema.json");
 
 /// What `meridian proposal --help` ends with: the lifecycle, and what each step needs.
 const PROPOSAL_LIFECYCLE: &str = "\
@@ -420,6 +425,12 @@ pub enum Command {
     /// Print the manual page (roff): `meridian man | man -l -`, or install it with
     /// `meridian man > ~/.local/share/man/man1/meridian.1`.
     Man,
+    /// Print the JSON Schema of what every command prints under --json (one definition
+    /// per command's output, under `$defs`), for scripts to validate against.
+    #[command(
+        after_help = "Examples:\n  meridian schema > meridian.schema.json\n  meridian schema | jq '.[\"$defs\"].inbox'"
+    )]
+    Schema,
 }
 
 /// `meridian profile …`
@@ -878,6 +889,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let result = out.bytes(&bytes);
             return finish(result, &out);
         }
+        Some(Command::Schema) => {
+            let out = Out::new(false, TimeZone::UTC, style);
+            let result = out.bytes(SCHEMA.as_bytes());
+            return finish(result, &out);
+        }
         Some(Command::Man) => {
             let command = <Cli as clap::CommandFactory>::command();
             let mut bytes = Vec::new();
@@ -915,7 +931,9 @@ pub fn run(cli: Cli) -> Result<()> {
     // Each arm gives back the printer, whose buffered text `finish` writes out.
     let (result, out) = match command {
         Command::Init { .. } => unreachable!("handled above"),
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man | Command::Schema => {
+            unreachable!("handled above")
+        }
         Command::Whoami => (workspace::whoami(&node, &out), out),
         Command::Profile(ProfileCommand::Set { name, hours, days }) => (
             workspace::profile_set(&node, (name, cli.tz.clone(), hours, days), &out),
@@ -1042,6 +1060,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Inbox { .. }
         | Command::Completions { .. }
         | Command::Man
+        | Command::Schema
         | Command::Daemon => {
             unreachable!("handled before a workspace is chosen")
         }

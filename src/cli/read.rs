@@ -785,38 +785,34 @@ fn show_proposal(
     if !p.concerns.is_empty() {
         say!(ctx.out, "\nConcerns:");
         for c in &p.concerns {
-            let status = if c.resolved.is_some() {
-                "resolved".to_string()
-            } else if c.entry.blocking {
-                ctx.out.paint(Tone::Alarm, "BLOCKING")
-            } else {
-                "open".to_string()
+            let status = match (c.resolved.is_some(), c.entry.blocking) {
+                (true, true) => "blocking, resolved".to_string(),
+                (true, false) => "resolved".to_string(),
+                (false, true) => ctx.out.paint(Tone::Alarm, "BLOCKING"),
+                (false, false) => "open".to_string(),
             };
+            // The same id form as comments: `meridian reply DOC:CONCERN` answers it.
             say!(
                 ctx.out,
-                "  [{}] {} ({status}) {}: {}",
+                "  [{}:{}] {} · {} · {status}",
+                id.short(),
                 crate::id::prefix(&c.entry.id, 8),
                 ctx.name(&c.entry.by),
                 ctx.out.time(c.entry.at),
-                c.entry.message
             );
+            say!(ctx.out, "    {}", c.entry.message);
             if let Some(resolved) = &c.resolved {
-                let over = if resolved.by == c.entry.by {
-                    String::new()
+                let by = if resolved.by == c.entry.by {
+                    format!("{} resolved it", ctx.name(&resolved.by))
                 } else {
-                    format!(" over {}'s concern", ctx.name(&c.entry.by))
+                    format!("Resolved by {} (the author)", ctx.name(&resolved.by))
                 };
                 let note = if resolved.message.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", resolved.message)
                 };
-                say!(
-                    ctx.out,
-                    "      resolved by {}{over} {}{note}",
-                    ctx.name(&resolved.by),
-                    ctx.out.time(resolved.at)
-                );
+                say!(ctx.out, "    {by}, {}{note}", ctx.out.time(resolved.at));
             }
             for reply in p
                 .comments

@@ -734,8 +734,7 @@ fn concerns_are_answered_and_resolved_with_a_note_and_periods_close_early() {
     ]);
     let text = ana.ok(&["show", &p]);
     assert!(
-        text.contains("resolved by Ana over Cy's concern")
-            && text.contains("monthly restore drill"),
+        text.contains("Resolved by Ana (the author), ") && text.contains("monthly restore drill"),
         "{text}"
     );
     assert!(text.contains("We test monthly"), "{text}");

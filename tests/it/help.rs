@@ -56,6 +56,7 @@ fn every_help_page() {
         &["merge"],
         &["completions"],
         &["man"],
+        &["schema"],
     ];
     for page in pages {
         let name = if page.is_empty() {
@@ -106,4 +107,15 @@ fn completions_and_the_manual_page() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
+    // The schema scripts validate against is the one the contract tests use.
+    let printed: serde_json::Value = serde_json::from_str(&meridian(&["schema"])).unwrap();
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/json/meridian.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, file);
 }
