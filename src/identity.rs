@@ -37,6 +37,34 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// What changed from `before`, as a workspace's log shows it: `profile: hours
+    /// 08:00-16:00, away 2026-12-24..2027-01-02`.
+    pub fn change_since(&self, before: &Profile) -> String {
+        let mut parts = Vec::new();
+        if self.name != before.name {
+            parts.push(format!("name {} → {}", before.name, self.name));
+        }
+        for (what, old, new) in [
+            ("zone", &before.tz, &self.tz),
+            ("hours", &before.hours, &self.hours),
+            ("days", &before.days, &self.days),
+        ] {
+            if old != new {
+                parts.push(format!("{what} {new}"));
+            }
+        }
+        for period in self.away.iter().filter(|p| !before.away.contains(p)) {
+            parts.push(format!("away {period}"));
+        }
+        for period in before.away.iter().filter(|p| !self.away.contains(p)) {
+            parts.push(format!("no longer away {period}"));
+        }
+        if parts.is_empty() {
+            return "profile unchanged".to_string();
+        }
+        format!("profile: {}", parts.join(", "))
+    }
+
     /// Checks every field, so a bad zone or hours fail at `init`, not at the first deadline.
     pub fn validate(&self) -> Result<Calendar> {
         if self.name.trim().is_empty() {
@@ -128,4 +156,30 @@ fn key_path(home: &Path) -> PathBuf {
 /// A fresh incarnation suffix for a new home.
 pub fn new_incarnation() -> [u8; 8] {
     random_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_change_reads_as_what_changed() {
+        let before = Profile {
+            name: "Ana".into(),
+            tz: "Europe/Berlin".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+            away: vec!["2026-12-01..2026-12-02".into()],
+        };
+        let mut after = before.clone();
+        after.hours = "08:00-16:00".into();
+        after.away = vec!["2026-12-24..2027-01-02".into()];
+        assert_eq!(
+            after.change_since(&before),
+            "profile: hours 08:00-16:00, away 2026-12-24..2027-01-02, no longer away 2026-12-01..2026-12-02"
+        );
+        after = before.clone();
+        after.name = "Anna".into();
+        assert_eq!(after.change_since(&before), "profile: name Ana → Anna");
+    }
 }

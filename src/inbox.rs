@@ -615,7 +615,7 @@ pub enum Event {
         /// How many.
         count: usize,
         /// Who wrote them, each once, in order.
-        by: Vec<String>,
+        authors: Vec<String>,
         /// The latest, ms.
         at: i64,
     },
@@ -624,7 +624,7 @@ pub enum Event {
         /// The field (`title`, `section Summary`, `body`, …).
         field: String,
         /// Who changed it, each once.
-        by: Vec<String>,
+        editors: Vec<String>,
     },
     /// Someone was asked to respond.
     Asked {
@@ -756,14 +756,14 @@ pub fn events(before: Option<View<'_>>, now: View<'_>, me: &str) -> Vec<Event> {
         }
         events.push(Event::Replies {
             count: replies.len(),
-            by,
+            authors: by,
             at: latest,
         });
     }
     for field in edited_fields(before, now) {
         let by = editors(now, before, &field, me);
         if !by.is_empty() {
-            events.push(Event::Edited { field, by });
+            events.push(Event::Edited { field, editors: by });
         }
     }
     events

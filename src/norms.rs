@@ -241,6 +241,42 @@ pub fn parse_away(text: &str) -> Result<(Date, Date)> {
     })
 }
 
+/// Adds the period `from..=to` to the periods away: overlapping or adjacent periods become
+/// one, the list is sorted and each is written as [`parse_away`] reads it. Unreadable
+/// periods stay as they were. `Err` names the period that already holds every day of the
+/// new one.
+pub fn add_away_period(
+    periods: &[String],
+    (from, to): (Date, Date),
+) -> std::result::Result<Vec<String>, String> {
+    let mut parsed: Vec<(Date, Date)> = Vec::new();
+    let mut unreadable = Vec::new();
+    for period in periods {
+        match parse_away(period) {
+            Ok((a, b)) if a <= from && to <= b => return Err(period.clone()),
+            Ok(span) => parsed.push(span),
+            Err(_) => unreadable.push(period.clone()),
+        }
+    }
+    parsed.push((from, to));
+    parsed.sort();
+    let mut merged: Vec<(Date, Date)> = Vec::new();
+    for (a, b) in parsed {
+        match merged.last_mut() {
+            Some(last) if last.1.tomorrow().is_ok_and(|next| a <= next) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let written = merged.into_iter().map(|(a, b)| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}..{b}")
+        }
+    });
+    Ok(written.chain(unreadable).collect())
+}
+
 /// The days away a member entry lists, as far as a deadline search can look past them: at
 /// most 366 days in all (later periods, in the order listed, are left out), so a calendar
 /// full of absences cannot make every deadline vanish.
@@ -442,9 +478,25 @@ impl Norms {
             Some(time) => Ok(*time),
             None => bail!(
                 "`{name}` is not an urgency level of this workspace: use one of {}",
-                self.levels.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.levels_by_urgency().join(", ")
             ),
         })
+    }
+
+    /// The level names, most urgent first (a working day counted as eight hours to
+    /// compare minutes with days; `none` last).
+    pub fn levels_by_urgency(&self) -> Vec<&str> {
+        let mut names: Vec<(&str, ResponseTime)> =
+            self.levels.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        names.sort_by_key(|(name, time)| {
+            let minutes = match time {
+                ResponseTime::WorkingMinutes(m) => u64::from(*m),
+                ResponseTime::WorkingDays(d) => u64::from(*d) * 8 * 60,
+                ResponseTime::None => u64::MAX,
+            };
+            (minutes, *name)
+        });
+        names.into_iter().map(|(name, _)| name).collect()
     }
 }
 
@@ -614,6 +666,46 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn periods_away_merge_when_they_touch() {
+        let day = |d: &str| d.parse::<Date>().unwrap();
+        let have = [
+            "2026-12-24..2027-01-02".to_string(),
+            "2026-11-02".to_string(),
+        ];
+        assert_eq!(
+            add_away_period(&have, (day("2026-12-25"), day("2026-12-25"))),
+            Err("2026-12-24..2027-01-02".to_string())
+        );
+        assert_eq!(
+            add_away_period(&have, (day("2026-12-20"), day("2026-12-26"))).unwrap(),
+            ["2026-11-02", "2026-12-20..2027-01-02"]
+        );
+        // The day after a period joins it; a day's gap does not.
+        assert_eq!(
+            add_away_period(&have, (day("2026-11-03"), day("2026-11-03"))).unwrap(),
+            ["2026-11-02..2026-11-03", "2026-12-24..2027-01-02"]
+        );
+        assert_eq!(
+            add_away_period(&have, (day("2026-11-04"), day("2026-11-04"))).unwrap(),
+            ["2026-11-02", "2026-11-04", "2026-12-24..2027-01-02"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_urgency_lists_the_levels_most_urgent_first() {
+        let norms = Norms::default();
+        assert_eq!(
+            norms.levels_by_urgency(),
+            ["urgent", "high", "normal", "low", "fyi"]
+        );
+        let error = norms.level("soon").unwrap_err().to_string();
+        assert!(
+            error.ends_with("use one of urgent, high, normal, low, fyi"),
+            "{error}"
+        );
     }
 
     /// Each row: calendar, start, response time, expected deadline.

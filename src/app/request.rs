@@ -128,24 +128,51 @@ pub fn cancel(cx: &Context, id: Id, name: &str) -> Result<Written> {
     })
 }
 
-/// Declines the request made to me (`ack = false`, with why), or acknowledges it.
-pub fn answer(cx: &Context, id: Id, ack: bool, why: Option<String>) -> Result<Written> {
+/// Where a request goes when its member declines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassedTo {
+    /// To the next member on the escalation ladder.
+    Ladder(String),
+    /// Back to whoever asked.
+    Asker(String),
+}
+
+/// Declines the request made to me (`ack = false`, with why), or acknowledges it. A
+/// decline says where the request goes next.
+pub fn answer(
+    cx: &Context,
+    id: Id,
+    ack: bool,
+    why: Option<String>,
+) -> Result<(Written, Option<PassedTo>)> {
     let me = cx.me.clone();
     cx.node.edit(cx.workspace, id, |doc| {
         let view = View::now(doc);
-        if !pending(view).iter().any(|a| a.member == me) {
+        let Some(ask) = pending(view).into_iter().find(|a| a.member == me) else {
             fail!(
                 NotFound,
                 "nobody is waiting for your answer on {}: `meridian inbox` lists what is",
                 id.short()
             );
-        }
+        };
         let mut entry = Entry::new(if ack { "ack" } else { "decline" }, &me, now_ms());
         entry.message = why.unwrap_or_default().trim().to_string();
         let heads = doc.get_heads();
         write_entry(doc, &entry, &heads)?;
-        Ok(Written { id, entry })
+        let passed = (!ack).then(|| passed_to(&cx.record.state, &ask.by, &me));
+        Ok((Written { id, entry }, passed))
     })
+}
+
+/// Who takes a request `member` declined: the first on the ladder who can (as
+/// [`crate::inbox::escalation`] reads it), or the asker.
+fn passed_to(state: &crate::workspace::WorkspaceState, asker: &str, member: &str) -> PassedTo {
+    state
+        .norms()
+        .ladder
+        .into_iter()
+        .find(|m| m != member && state.member(m).is_some_and(|m| !m.removed))
+        .map_or_else(|| PassedTo::Asker(asker.to_string()), PassedTo::Ladder)
 }
 
 /// What to tell someone asking members who are away at `now`: until when, and whether the

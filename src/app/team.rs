@@ -253,7 +253,7 @@ pub fn update_profile(
             };
             let mut tx = doc.transaction();
             workspace::put_profile(&mut tx, &entry, &profile)?;
-            commit(tx, &format!("{} updates their profile", profile.name));
+            commit(tx, &profile.change_since(&before));
             Ok(())
         })?;
     }
@@ -281,15 +281,10 @@ pub fn add_away(
             );
         }
         let from = from.max(today);
-        let period = if from == to {
-            from.to_string()
-        } else {
-            format!("{from}..{to}")
-        };
-        if p.away.contains(&period) {
-            fail!(Usage, "you are away {period} already");
+        match crate::norms::add_away_period(&p.away, (from, to)) {
+            Ok(periods) => p.away = periods,
+            Err(covering) => fail!(Usage, "you are away then already ({covering})"),
         }
-        p.away.push(period);
         Ok(())
     })
 }

@@ -193,7 +193,7 @@ fn diff_json(
         list.push(json!({
             "field": change.field, "change": kind_of(change),
             "before": change.before, "after": change.after,
-            "by": by.iter().map(|m| ctx.person(m)).collect::<Vec<_>>(),
+            "editors": by.iter().map(|m| ctx.person(m)).collect::<Vec<_>>(),
         }));
     }
     let seen: std::collections::BTreeSet<String> = discussion::entries(before)

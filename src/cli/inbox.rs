@@ -432,13 +432,17 @@ pub fn event_text(state: &WorkspaceState, me: &str, kind: Kind, event: &Event) -
                 format!("{} resolved {whose} concern{}", name(by), with(note))
             }
         }
-        Event::Replies { count, by, .. } => format!(
+        Event::Replies { count, authors, .. } => format!(
             "{count} new {} ({})",
             if *count == 1 { "reply" } else { "replies" },
-            names(state, by)
+            names(state, authors)
         ),
-        Event::Edited { field, by } => {
-            format!("{} edited by {}", field_name(kind, field), names(state, by))
+        Event::Edited { field, editors } => {
+            format!(
+                "{} edited by {}",
+                field_name(kind, field),
+                names(state, editors)
+            )
         }
         Event::Asked {
             member,
@@ -512,13 +516,15 @@ pub(crate) fn person_fields(out: &Out, state: &WorkspaceState, value: &mut Json)
             map.insert(key.into(), person(state, &id));
         }
     }
-    if let Some(ids) = map.get("by").and_then(Json::as_array).cloned() {
-        let people: Vec<Json> = ids
-            .iter()
-            .filter_map(Json::as_str)
-            .map(|id| person(state, id))
-            .collect();
-        map.insert("by".into(), json!(people));
+    for key in ["authors", "editors"] {
+        if let Some(ids) = map.get(key).and_then(Json::as_array).cloned() {
+            let people: Vec<Json> = ids
+                .iter()
+                .filter_map(Json::as_str)
+                .map(|id| person(state, id))
+                .collect();
+            map.insert(key.into(), json!(people));
+        }
     }
     for key in ["at", "asked_at"] {
         if let Some(ms) = map.get(key).and_then(Json::as_i64) {

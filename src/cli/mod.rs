@@ -179,6 +179,9 @@ pub enum Command {
         /// A day (2026-12-25) or a period (2026-12-24..2027-01-02), in your time zone.
         #[arg(value_name = "FROM..TO", conflicts_with = "clear")]
         period: Option<String>,
+        /// The last day, for `away FROM TO` (the same as `away FROM..TO`).
+        #[arg(value_name = "TO", requires = "period", hide = true)]
+        to: Option<String>,
         /// Forget every period.
         #[arg(long)]
         clear: bool,
@@ -632,10 +635,11 @@ pub enum ProposalCommand {
     Edit {
         /// Proposal id.
         id: String,
-        /// The section to edit: one the proposal has (any case).
+        /// The section to edit: one the proposal has (any case); `NAME=TEXT` sets its text
+        /// without a file or an editor.
         #[arg(long, value_name = "NAME", group = "which")]
         section: Option<String>,
-        /// Add a section with this name.
+        /// Add a section with this name (`NAME=TEXT`: with its text).
         #[arg(long, value_name = "NAME", group = "which")]
         new_section: Option<String>,
         /// Remove a section (its text stays in the history).
@@ -939,7 +943,13 @@ pub fn run(cli: Cli) -> Result<()> {
             workspace::profile_set(&node, (name, cli.tz.clone(), hours, days), &out),
             out,
         ),
-        Command::Away { period, clear } => (workspace::away(&node, period, clear, &out), out),
+        Command::Away { period, to, clear } => {
+            let period = match to {
+                Some(to) => period.map(|from| format!("{from}..{to}")),
+                None => period,
+            };
+            (workspace::away(&node, period, clear, &out), out)
+        }
         Command::Workspace(command) if !command.needs_workspace() => {
             (workspace::workspace(&node, selector, command, &out), out)
         }

@@ -894,24 +894,33 @@ fn show_update(ctx: &Ctx, id: Id, view: View<'_>, since: Option<&Since>) -> Resu
     say!(ctx.out);
     print_since_read(ctx, Kind::Update, since)?;
     for (label, text) in [
-        ("Done", &u.done),
-        ("Next", &u.next),
-        ("Blockers", &u.blockers),
+        ("Done:", &u.done),
+        ("Next:", &u.next),
+        ("Blockers:", &u.blockers),
     ] {
         if !text.trim().is_empty() {
-            say!(ctx.out, "{label}:\n{}\n", text.trim_end());
+            say!(ctx.out, "{}", ctx.out.paint(super::Tone::Heading, label));
+            for line in text.trim_end().lines() {
+                say!(ctx.out, "  {line}");
+            }
+            say!(ctx.out);
         }
     }
     if !u.links.is_empty() {
-        say!(
-            ctx.out,
-            "Links: {}",
-            u.links
-                .iter()
-                .map(|l| crate::id::prefix(l, 8))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        say!(ctx.out, "{}", ctx.out.paint(super::Tone::Heading, "About:"));
+        for link in &u.links {
+            let short = ctx.out.paint(super::Tone::Id, crate::id::prefix(link, 8));
+            match ctx.node.resolve(ctx.workspace, link) {
+                Ok((_, s)) => say!(
+                    ctx.out,
+                    "  {short} \"{}\" · {} · {}",
+                    super::printable(&s.title),
+                    s.kind.as_str(),
+                    s.state
+                ),
+                Err(_) => say!(ctx.out, "  {short} (not on this device yet)"),
+            }
+        }
     }
     print_comments(ctx, id, &u.comments, since)?;
     Ok(())

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{Ctx, ProposalCommand, ThreadCommand, UpdateCommand, edit_in_editor, read_text};
 use crate::app::decision;
 use crate::app::draft::{self, Created, ProposalDraft, TextEdit};
+use crate::app::request::PassedTo;
 use crate::doc::Kind;
 use crate::markdown;
 
@@ -272,10 +273,6 @@ fn entry_done(ctx: &Ctx, written: &decision::Written) -> Result<()> {
             "Cancelled the request to {} on {doc}.",
             ctx.name(&entry.target)
         ),
-        "decline" => said!(
-            ctx.out,
-            "Declined the request on {doc}: it goes back to whoever asked, or on along the escalation ladder."
-        ),
         "ack" => said!(
             ctx.out,
             "Acknowledged the request on {doc}: no reply needed."
@@ -300,8 +297,31 @@ fn edit(
         edits.push(TextEdit::Title(title));
     }
     let (now_title, now_sections) = draft::current_text(ctx, id)?;
-    match (section, new_section, remove_section, file) {
-        (Some(name), _, _, file) => {
+    let known = |name: &str| {
+        now_sections
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    };
+    // `--section NAME=TEXT` (the spelling `proposal new` takes) sets the text inline.
+    let inline = |given: &str, exists: bool| match given.split_once('=') {
+        Some((name, text)) if file.is_none() && known(name.trim()) == exists => {
+            Some((name.trim().to_string(), text.to_string()))
+        }
+        _ => None,
+    };
+    let section_inline = section
+        .as_deref()
+        .filter(|name| !known(name))
+        .and_then(|given| inline(given, true));
+    let inline = section_inline
+        .map(|(name, text)| TextEdit::Section { name, text })
+        .or_else(|| {
+            let (name, text) = inline(new_section.as_deref()?, false)?;
+            Some(TextEdit::NewSection { name, text })
+        });
+    match (inline, section, new_section, remove_section, file) {
+        (Some(edit), ..) => edits.push(edit),
+        (None, Some(name), _, _, file) => {
             let text = match file {
                 Some(path) => read_text(&path)?,
                 None => {
@@ -322,20 +342,20 @@ fn edit(
             };
             edits.push(TextEdit::Section { name, text });
         }
-        (_, Some(name), _, file) => {
+        (None, _, Some(name), _, file) => {
             let text = match file {
                 Some(path) => read_text(&path)?,
                 None => edit_in_editor("", &name)?,
             };
             edits.push(TextEdit::NewSection { name, text });
         }
-        (_, _, Some(name), _) => edits.push(TextEdit::RemoveSection { name }),
-        (None, None, None, Some(path)) => edits.push(TextEdit::Whole {
+        (None, _, _, Some(name), _) => edits.push(TextEdit::RemoveSection { name }),
+        (None, None, None, None, Some(path)) => edits.push(TextEdit::Whole {
             markdown: read_text(&path)?,
             complete: false,
         }),
-        (None, None, None, None) if !edits.is_empty() => {}
-        (None, None, None, None) => {
+        (None, None, None, None, None) if !edits.is_empty() => {}
+        (None, None, None, None, None) => {
             if let Err(section) = markdown::round_trips(&now_title, &now_sections) {
                 bail!(
                     "section `{section}` holds a line that reads as a Markdown heading, so editing the whole proposal would split it: edit it alone with `meridian proposal edit {} --section '{section}'`",
@@ -380,8 +400,12 @@ fn done_edit(ctx: &Ctx, edited: draft::Edited) -> Result<()> {
             );
         }
     }
+    let to = match edited.id {
+        Some(id) => format!(" to {}", document(ctx, id)?),
+        None => String::new(),
+    };
     for name in &edited.added {
-        say!(ctx.out, "Added section {name}.");
+        said!(ctx.out, "Added section {name}{to}.");
     }
     for (name, lines) in &edited.removed {
         let lines = match lines {
@@ -562,6 +586,25 @@ pub fn ask(
 /// `meridian decline ID [-m WHY]` and `meridian ack ID`.
 pub fn answer(ctx: &Ctx, prefix: &str, ack: bool, why: Option<String>) -> Result<()> {
     let id = crate::app::request::requestable(ctx, prefix)?;
-    let written = crate::app::request::answer(ctx, id, ack, why)?;
-    entry_done(ctx, &written)
+    let (written, passed) = crate::app::request::answer(ctx, id, ack, why)?;
+    let Some(passed) = passed else {
+        return entry_done(ctx, &written);
+    };
+    if ctx.out.json {
+        return entry_done(ctx, &written);
+    }
+    let doc = document(ctx, written.id)?;
+    match passed {
+        PassedTo::Ladder(next) => said!(
+            ctx.out,
+            "Declined the request on {doc}: it goes to {}, next on the escalation ladder.",
+            ctx.name(&next)
+        ),
+        PassedTo::Asker(asker) => said!(
+            ctx.out,
+            "Declined the request on {doc}: it goes back to {}, who asked.",
+            ctx.name(&asker)
+        ),
+    }
+    Ok(())
 }

@@ -539,6 +539,15 @@ fn section_names_are_checked_and_sections_can_be_added_and_removed() {
         section_names(&ana, &p),
         ["Context", "Decision", "Consequences", "Alternatives"]
     );
+    // `NAME=TEXT`, as `proposal new` takes it, sets a section's text without a file.
+    let said = ana.ok(&["proposal", "edit", &p, "--section", "context=Reads = slow."]);
+    assert!(said.contains("Edited Context of"), "{said}");
+    let said = ana.ok(&["proposal", "edit", &p, "--new-section", "Costs=None."]);
+    assert!(said.contains("Added section Costs to"), "{said}");
+    let shown = ana.json(&["show", &p]);
+    assert_eq!(shown["sections"][0]["text"], "Reads = slow.", "{shown}");
+    assert_eq!(shown["sections"][4]["name"], "Costs", "{shown}");
+    ana.ok(&["proposal", "edit", &p, "--remove-section", "Costs"]);
     // A file sets the sections it has; the others stay.
     let part = world.file("part.md");
     std::fs::write(&part, "## Context\n\nReads are slow.\n").unwrap();
@@ -1020,7 +1029,8 @@ fn asking_after_writing_cancelling_declining_and_acknowledging() {
     exchange(&world, &ana, &cy);
     assert!(needs(&cy).is_empty());
     // Bo declines: with no ladder, the request comes back to Ana.
-    bo.ok(&["decline", &t, "-m", "on leave, ask Cy"]);
+    let said = bo.ok(&["decline", &t, "-m", "on leave, ask Cy"]);
+    assert!(said.contains("it goes back to Ana, who asked"), "{said}");
     assert!(bo.err(&["decline", &t]).contains("nobody is waiting"));
     exchange(&world, &ana, &bo);
     assert!(needs(&bo).is_empty());
@@ -1047,7 +1057,11 @@ fn asking_after_writing_cancelling_declining_and_acknowledging() {
     for home in [&bo, &cy] {
         exchange(&world, &ana, home);
     }
-    bo.ok(&["decline", &u]);
+    let said = bo.ok(&["decline", &u]);
+    assert!(
+        said.contains("it goes to Cy, next on the escalation ladder"),
+        "{said}"
+    );
     exchange(&world, &bo, &cy);
     let escalated = cy.json(&["inbox"]);
     let item = &escalated["workspaces"][0]["waiting_for_you"][0];

@@ -543,7 +543,7 @@ fn history_log_show_at_diff_and_times_in_the_readers_zone() {
     assert_eq!(diff[0]["change"], "changed");
     assert_eq!(diff[0]["before"], "Use a queue.");
     assert_eq!(diff[0]["after"], "Use a durable queue.");
-    assert_eq!(diff[0]["by"][0]["name"], "Ana");
+    assert_eq!(diff[0]["editors"][0]["name"], "Ana");
     assert_eq!(diff[1]["change"], "added");
     assert_eq!(diff[1]["by"]["name"], "Ana");
     assert!(
