@@ -738,20 +738,41 @@ fn show_proposal(
         };
         say!(ctx.out, "  {}: {status}", ctx.name(decider));
     }
-    // The changes since each stale approval that its approver has not renewed.
-    let renewed = |by: &str| p.approvals.iter().any(|a| a.entry.by == by && !a.stale);
-    for approval in p
+    let others: Vec<_> = p
         .approvals
         .iter()
-        .filter(|a| a.stale && !renewed(&a.entry.by))
-    {
-        let heads = approval.entry.heads();
-        let then = proposal::sections(View::at(view.doc, &heads));
+        .filter(|a| !p.deciders.contains(&a.entry.by))
+        .collect();
+    for a in others {
         say!(
             ctx.out,
-            "\nChanges since {}'s approval:",
-            ctx.name(&approval.entry.by)
+            "  {} approved{} too (not a decider)",
+            ctx.name(&a.entry.by),
+            if a.stale { " (stale)" } else { "" }
         );
+    }
+    // The changes since each approver's latest approval, when it is stale: one diff per
+    // version approved, naming everyone who approved that version.
+    let mut latest: Vec<&proposal::Approval> = Vec::new();
+    for approval in p.approvals.iter().rev() {
+        if !latest.iter().any(|a| a.entry.by == approval.entry.by) {
+            latest.push(approval);
+        }
+    }
+    // Each version approved (its sections) with the names of who approved it.
+    type Version = (Vec<(String, String)>, Vec<String>);
+    let mut stale: Vec<Version> = Vec::new();
+    for approval in latest.into_iter().rev().filter(|a| a.stale) {
+        let then = proposal::sections(View::at(view.doc, &approval.entry.heads()));
+        let name = ctx.name(&approval.entry.by);
+        match stale.iter_mut().find(|(text, _)| *text == then) {
+            Some((_, names)) => names.push(name),
+            None => stale.push((then, vec![name])),
+        }
+    }
+    for (then, names) in stale {
+        let whose: Vec<String> = names.iter().map(|n| format!("{n}'s")).collect();
+        say!(ctx.out, "\nChanges since {} approval:", whose.join(" and "));
         for (name, text) in &p.sections {
             let before = then
                 .iter()
@@ -768,19 +789,6 @@ fn show_proposal(
                 }
             }
         }
-    }
-    let others: Vec<_> = p
-        .approvals
-        .iter()
-        .filter(|a| !p.deciders.contains(&a.entry.by))
-        .collect();
-    for a in others {
-        say!(
-            ctx.out,
-            "  {} approved{}",
-            ctx.name(&a.entry.by),
-            if a.stale { " (stale)" } else { "" }
-        );
     }
     if !p.concerns.is_empty() {
         say!(ctx.out, "\nConcerns:");

@@ -1405,3 +1405,45 @@ fn a_join_refuses_a_name_the_workspace_has_and_the_same_code_works_after_a_renam
         .collect();
     assert!(names.contains(&"Bo (Lima)".to_string()), "{names:?}");
 }
+
+#[test]
+fn show_diffs_each_stale_version_once_naming_who_approved_it() {
+    let world = World::new();
+    let [ana, bo, cy] = team(&world);
+    let p = ana.create(&[
+        "proposal",
+        "new",
+        "Backups",
+        "--section",
+        "Summary=Nightly.",
+        "--decider",
+        "Bo",
+        "--decider",
+        "Cy",
+    ]);
+    ana.ok(&["proposal", "open", &p]);
+    for home in [&bo, &cy] {
+        exchange(&world, &ana, home);
+        home.ok(&["proposal", "approve", &p]);
+        exchange(&world, &ana, home);
+    }
+    edit_section(&world, &ana, &p, "--section", "Summary", "Hourly.\n");
+    let shown = ana.ok(&["show", &p]);
+    assert_eq!(shown.matches("Changes since").count(), 1, "{shown}");
+    assert!(
+        shown.contains("Changes since Bo's and Cy's approval:"),
+        "{shown}"
+    );
+    // Bo approves the new text, and it changes again: one diff per version approved.
+    exchange(&world, &ana, &bo);
+    bo.ok(&["proposal", "approve", &p]);
+    exchange(&world, &ana, &bo);
+    edit_section(&world, &ana, &p, "--section", "Summary", "Every minute.\n");
+    let shown = ana.ok(&["show", &p]);
+    assert_eq!(shown.matches("Changes since").count(), 2, "{shown}");
+    assert!(
+        shown.contains("Changes since Bo's approval:\n  ## Summary\n  -Hourly.")
+            && shown.contains("Changes since Cy's approval:\n  ## Summary\n  -Nightly."),
+        "{shown}"
+    );
+}
