@@ -538,6 +538,9 @@ impl Moment {
     pub fn parse(text: &str, tz: &TimeZone) -> Result<Moment> {
         crate::error::typed(|| {
             let text = text.trim();
+            if text.eq_ignore_ascii_case("now") {
+                return Ok(Moment::After(SignedDuration::ZERO));
+            }
             if let Some(duration) = parse_duration(text) {
                 return Ok(Moment::After(duration));
             }
@@ -627,7 +630,7 @@ fn parse_time(text: &str, tz: &TimeZone) -> Result<Timestamp> {
             .with_context(|| format!("`{text}` does not exist in your time zone"))?
             .timestamp()),
         Err(_) => bail!(
-            "`{text}` is not a date or duration: use a date (YYYY-MM-DD), a date and time (YYYY-MM-DDTHH:MM) in your zone, an RFC 3339 time, or a duration like 3d, 36h, 2w"
+            "`{text}` is not a date or duration: use a date (YYYY-MM-DD), a date and time (YYYY-MM-DDTHH:MM) in your zone, an RFC 3339 time, `now`, or a duration like 3d, 36h, 2w"
         ),
     }
 }

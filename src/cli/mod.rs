@@ -657,12 +657,12 @@ pub enum ProposalCommand {
     },
     /// Open the comment period.
     #[command(
-        after_help = "Examples:\n  meridian proposal open 1a2b\n  meridian proposal open 1a2b --closes 2026-12-15\n  meridian proposal open 1a2b --closes 0m        # no period: decide now"
+        after_help = "Examples:\n  meridian proposal open 1a2b\n  meridian proposal open 1a2b --closes 2026-12-15\n  meridian proposal open 1a2b --closes now       # no period: decide now"
     )]
     Open {
         /// Proposal id.
         id: String,
-        /// When it closes: a date or duration.
+        /// When it closes: a date, a duration in each responder's working time, or `now`.
         #[arg(long, default_value = "5d", value_name = "DATE|DURATION")]
         closes: String,
     },
@@ -670,7 +670,7 @@ pub enum ProposalCommand {
     FinalComment {
         /// Proposal id.
         id: String,
-        /// When it closes: a date or duration.
+        /// When it closes: a date, a duration in each responder's working time, or `now`.
         #[arg(long, default_value = "2d", value_name = "DATE|DURATION")]
         closes: String,
     },

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::{Ctx, Out, Spinner, Tone, printable};
 use crate::app::sync::Synced;
+use crate::doc::Kind;
 use crate::id::Id;
 use crate::node::Node;
 use crate::sync::net::{self, RoundReport};
@@ -231,6 +232,10 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
         } else {
             words.join(" · ")
         };
+        if h.kind == Kind::Proposal && matches!(gist(h), Gist::New(_)) && h.state != "conflict" {
+            // A proposal new here may have been decided before it arrived.
+            words.push_str(&format!(" · {}", h.state));
+        }
         if h.state == "conflict" {
             words.push_str(&format!(
                 " · {}: decided two ways at once (`meridian show {}` says how to settle it)",

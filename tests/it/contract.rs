@@ -474,6 +474,14 @@ fn sync_speaks_the_language_of_the_people_using_it() {
         "{verbose}"
     );
     assert!(verbose.trim_end().ends_with("Up to date"), "{verbose}");
+    // A proposal decided before it arrives says so.
+    let p = bo.create(&["proposal", "new", "Ship Tuesday", "--template", "decision"]);
+    bo.ok(&["proposal", "open", &p, "--closes", "now"]);
+    bo.ok(&["proposal", "approve", &p]);
+    bo.ok(&["proposal", "accept", &p]);
+    bo.ok(&["sync"]);
+    let said = ana.ok(&["sync"]);
+    assert!(said.contains("new proposal by Bo · accepted"), "{said}");
     // A newcomer is news too.
     let cy = team.world.person("Cy", "America/Lima");
     let code = ana.ok(&["invite"]);
