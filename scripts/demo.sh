@@ -99,7 +99,7 @@ bo sync
 ana sync
 ana proposal accept "$p" -m "Deciders agree"
 ana sync
-printf 'Lima, without running a command: '
+echo 'Lima, without running a command (its daemon applied the acceptance):'
 for _ in $(seq 100); do
   cy --json proposal list | grep -q '"state": "accepted"' && break
   sleep 0.1

@@ -225,17 +225,24 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
         let words: Vec<String> = h
             .events
             .iter()
-            .map(|e| super::inbox::event_text(state, me, h.kind, e))
+            .map(|e| {
+                let text = super::inbox::event_text(state, me, h.kind, e);
+                match e {
+                    // A proposal new here may have been decided before it arrived.
+                    crate::inbox::Event::Created { .. }
+                        if h.kind == Kind::Proposal && h.state != "conflict" =>
+                    {
+                        format!("{text} ({})", h.state)
+                    }
+                    _ => text,
+                }
+            })
             .collect();
         let mut words = if words.is_empty() {
             format!("changed by {}", state.name_of(&h.last_author))
         } else {
             words.join(" · ")
         };
-        if h.kind == Kind::Proposal && matches!(gist(h), Gist::New(_)) && h.state != "conflict" {
-            // A proposal new here may have been decided before it arrived.
-            words.push_str(&format!(" · {}", h.state));
-        }
         if h.state == "conflict" {
             words.push_str(&format!(
                 " · {}: decided two ways at once (`meridian show {}` says how to settle it)",

@@ -481,7 +481,7 @@ fn sync_speaks_the_language_of_the_people_using_it() {
     bo.ok(&["proposal", "accept", &p]);
     bo.ok(&["sync"]);
     let said = ana.ok(&["sync"]);
-    assert!(said.contains("new proposal by Bo · accepted"), "{said}");
+    assert!(said.contains("new proposal by Bo (accepted)"), "{said}");
     // A newcomer is news too.
     let cy = team.world.person("Cy", "America/Lima");
     let code = ana.ok(&["invite"]);
