@@ -374,6 +374,25 @@ impl Node {
         Ok(())
     }
 
+    /// The CA certificate (PEM) this device trusts for `relay` (a canonical relay URL),
+    /// beside the system's roots, if one was given with `--ca`.
+    pub fn relay_ca(&self, relay: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(format!("relay_ca {relay}").as_str())?
+            .map(|pem| pem.value().to_vec()))
+    }
+
+    /// Trusts the CA certificate `pem` for `relay` (a canonical relay URL) from now on.
+    pub fn set_relay_ca(&self, relay: &str, pem: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert(format!("relay_ca {relay}").as_str(), pem)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// The workspace holding the one document whose id starts with `prefix`, if exactly
     /// one workspace holds such documents.
     pub fn locate(&self, prefix: &str) -> Result<Option<Id>> {

@@ -89,6 +89,10 @@ pub struct Config {
     pub recovery: Recovery,
     /// Memory for the database's page cache, MiB.
     pub cache_mb: usize,
+    /// Seconds between websocket pings to an authenticated client (0: none). A client that
+    /// sends nothing, pongs included, for two intervals is disconnected as dead; the pings
+    /// also keep proxies that cut idle connections from cutting idle members.
+    pub ping_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             live_batches: 256,
             recovery: Recovery::default(),
             cache_mb: store::Options::default().cache_bytes >> 20,
+            ping_interval_secs: 25,
         }
     }
 }
@@ -180,6 +185,12 @@ impl Config {
                 value: n(self.cache_mb),
                 unit: "MiB",
                 about: "memory for the database's page cache",
+            },
+            Setting {
+                key: "ping_interval_secs",
+                value: self.ping_interval_secs.to_string(),
+                unit: "seconds",
+                about: "time between pings to a member (0: none); one silent for two is dropped",
             },
         ]
     }
@@ -689,11 +700,17 @@ async fn send(outgoing: &Outgoing, frame: &Frame, limit: Duration) -> Result<()>
 }
 
 /// Receives the next frame; `None` when the client closed the connection.
-async fn recv(socket: &mut Socket) -> Result<Option<Frame>> {
+/// A websocket ping from the server: FIN, opcode 9, no payload (servers do not mask).
+const PING: [u8; 2] = [0x89, 0x00];
+
+/// The next frame from the client, noting in `heard` when anything (a pong included)
+/// last arrived.
+async fn recv(socket: &mut Socket, heard: &mut tokio::time::Instant) -> Result<Option<Frame>> {
     loop {
         let Some(message) = socket.next().await else {
             return Ok(None);
         };
+        *heard = tokio::time::Instant::now();
         match message.context("the connection failed")? {
             Message::Binary(bytes) => return Ok(Some(Frame::decode(&bytes)?)),
             Message::Close(_) => return Ok(None),
@@ -794,9 +811,18 @@ async fn connection(
         ) => result,
         _ = stop.changed() => return Ok(()),
     };
-    let socket = upgrade
-        .context("the websocket upgrade timed out")?
-        .context("the websocket upgrade failed")?;
+    let socket = match upgrade.context("the websocket upgrade timed out")? {
+        Ok(socket) => socket,
+        Err(tokio_tungstenite::tungstenite::Error::Protocol(problem)) => {
+            // A browser, curl or a health check that is not a websocket: tell it what this
+            // is, rather than hang up without a word.
+            let answer = not_a_websocket(&problem);
+            outgoing.lock().send(answer.into());
+            let _ = outgoing.drained(send_limit).await;
+            bail!("not a websocket request ({problem})");
+        }
+        Err(e) => return Err(anyhow!(e).context("the websocket upgrade failed")),
+    };
     let mut link = Link { socket, outgoing };
     let handshake = tokio::select! {
         result = timeout(handshake_limit, handshake(shared, &mut link)) => result,
@@ -847,6 +873,26 @@ async fn connection(
     result
 }
 
+/// The HTTP answer to a request on the websocket port that is not a websocket upgrade: a
+/// few lines for the person (or probe) who sent it.
+fn not_a_websocket(problem: &tokio_tungstenite::tungstenite::error::ProtocolError) -> Vec<u8> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let status = match problem {
+        ProtocolError::WrongHttpMethod => "405 Method Not Allowed",
+        ProtocolError::MissingConnectionUpgradeHeader
+        | ProtocolError::MissingUpgradeWebSocketHeader => "200 OK",
+        _ => "400 Bad Request",
+    };
+    let body = "This is a Meridian relay: it speaks websockets, not web pages.\n\
+                Members add it with `meridian workspace relay add wss://this-host` (behind a TLS \
+                proxy) or `ws://this-host:port`; `meridian-relay serve` prints the address.\n";
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Runs a store call off the async threads.
 async fn blocking<T: Send + 'static>(
     shared: &Arc<Shared>,
@@ -861,7 +907,7 @@ async fn blocking<T: Send + 'static>(
 /// Hello → Challenge → Prove, then admission.
 async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
-    let received = recv(&mut link.socket).await;
+    let received = recv(&mut link.socket, &mut tokio::time::Instant::now()).await;
     let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Hello");
     };
@@ -873,7 +919,7 @@ async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     let (nonce, challenge) =
         handling::challenge(relay).map_err(|e| anyhow!("the system random source failed: {e}"))?;
     send(&link.outgoing, &challenge, limit).await?;
-    let received = recv(&mut link.socket).await;
+    let received = recv(&mut link.socket, &mut tokio::time::Instant::now()).await;
     let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Prove");
     };
@@ -900,6 +946,7 @@ async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
 enum Event {
     Stop,
     Wake,
+    Ping,
     Received(Result<Option<Frame>>),
 }
 
@@ -918,6 +965,10 @@ async fn serve_session(
     let stopped = stop.changed();
     tokio::pin!(stopped);
     let mut woken = std::pin::pin!(outgoing.wake.notified());
+    let ping_every = Duration::from_secs(shared.config.ping_interval_secs);
+    let mut pings = (!ping_every.is_zero())
+        .then(|| tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every));
+    let mut heard = tokio::time::Instant::now();
     loop {
         // Shutdown and removal win over anything else ready at the same moment; a removed
         // member is written nothing of the workspace either way (`Outgoing` checks).
@@ -928,7 +979,13 @@ async fn serve_session(
                 woken.set(outgoing.wake.notified());
                 Event::Wake
             }
-            frame = recv(&mut link.socket) => Event::Received(frame),
+            frame = recv(&mut link.socket, &mut heard) => Event::Received(frame),
+            _ = async {
+                match pings.as_mut() {
+                    Some(pings) => pings.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => Event::Ping,
         };
         let frame = match event {
             Event::Stop => {
@@ -940,6 +997,20 @@ async fn serve_session(
                 )
                 .await;
                 return Ok(());
+            }
+            Event::Ping => {
+                if heard.elapsed() >= 2 * ping_every {
+                    debug!(
+                        key = %hex::encode(&session.key[..6]),
+                        "no answer to two pings: closing the connection"
+                    );
+                    return Ok(());
+                }
+                outgoing
+                    .lock()
+                    .send(tokio_tungstenite::tungstenite::Bytes::from_static(&PING));
+                outgoing.drained(limit).await?;
+                continue;
             }
             Event::Wake => {
                 let (removed, behind) = {

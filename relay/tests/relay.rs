@@ -16,7 +16,7 @@ mod support;
 use std::time::Duration;
 
 use ed25519_dalek::Signer;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use meridian_relay::Envelope;
 use meridian_relay::membership::workspace_id;
 use meridian_relay::protocol::{
@@ -711,6 +711,75 @@ async fn strangers_and_greedy_devices_are_bounded() {
         matches!(answer, Frame::Welcome { .. }),
         "another device: {answer:?}"
     );
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plain_http_request_is_told_what_this_is() {
+    let relay = start(Config::default()).await;
+    let addr = relay
+        .url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1");
+    for (request, status) in [
+        ("GET / HTTP/1.1\r\nHost: relay\r\n\r\n", "HTTP/1.1 200 OK"),
+        (
+            "POST / HTTP/1.1\r\nHost: relay\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 405",
+        ),
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
+        )
+        .await
+        .expect("the relay answers and closes")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(status), "{answer}");
+        assert!(answer.contains("This is a Meridian relay"), "{answer}");
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn members_are_pinged_and_a_silent_one_is_dropped() {
+    let relay = start(Config {
+        ping_interval_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let ana = Device::new(1);
+    let (_, mut socket) = workspace_with_canary(&relay.url, &ana).await;
+    // A member that reads answers the pings (tungstenite does) and stays connected.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(message) = tokio::time::timeout_at(until, socket.next()).await {
+        match message {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 3.5 s");
+    // One that stops answering is dropped after two silent intervals.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Ping(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the relay dropped the silent member");
+    assert!(!matches!(ended, Some(Ok(Message::Binary(_)))), "{ended:?}");
     relay.shutdown().await;
 }
 

@@ -216,6 +216,10 @@ pub enum Command {
     Join {
         /// The code from `meridian invite`.
         code: String,
+        /// A CA certificate (PEM) to trust for the invite's wss:// relays, for a relay
+        /// whose certificate comes from a CA of its own.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Members of the workspace.
     #[command(subcommand)]
@@ -476,9 +480,14 @@ pub enum WorkspaceCommand {
     Create {
         /// Its name.
         name: String,
-        /// A relay URL, like ws://relay.example.org:7070 (repeatable).
+        /// A relay URL, like ws://relay.example.org:7070 or wss://relay.example.org
+        /// (repeatable).
         #[arg(long = "relay", value_name = "URL")]
         relays: Vec<String>,
+        /// A CA certificate (PEM) to trust for the wss:// relays named here, for a relay
+        /// whose certificate comes from a CA of its own.
+        #[arg(long, value_name = "FILE", requires = "relays")]
+        ca: Option<PathBuf>,
     },
     /// List your workspaces.
     List,
@@ -552,10 +561,17 @@ impl WorkspaceCommand {
 #[derive(Debug, Subcommand)]
 pub enum RelayCommand {
     /// Add a relay (the creator registers the workspace with it at the next sync).
-    #[command(after_help = "Examples:\n  meridian workspace relay add ws://relay.example.org:7070")]
+    #[command(
+        after_help = "Examples:\n  meridian workspace relay add ws://relay.example.org:7070\n  meridian workspace relay add wss://relay.example.org\n  meridian workspace relay add wss://relay.internal:8443 --ca relay-ca.pem   # its own CA"
+    )]
     Add {
-        /// Its URL, like ws://relay.example.org:7070.
+        /// Its URL, like ws://relay.example.org:7070 or wss://relay.example.org.
         url: String,
+        /// A CA certificate (PEM) to trust for this wss:// relay, beside the system's roots
+        /// (for a relay whose certificate comes from a CA of its own). Given for a relay
+        /// already listed, it replaces the one trusted before.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Stop syncing with a relay.
     Remove {
@@ -953,7 +969,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Workspace(command) if !command.needs_workspace() => {
             (workspace::workspace(&node, selector, command, &out), out)
         }
-        Command::Join { code } => (workspace::join(&node, &code, &out), out),
+        Command::Join { code, ca } => (workspace::join(&node, &code, ca.as_deref(), &out), out),
         Command::Daemon => (sync::daemon(&node, style.color), out),
         Command::Inbox { at, limit, kind } => (
             inbox::inbox(

@@ -142,8 +142,15 @@ fn relay_error(relay: &str, error: &anyhow::Error) -> String {
         return "not answering (is it running, and is the address right?); your edits wait here until it does".to_string();
     }
     let text = crate::error::describe(error);
-    text.strip_prefix(&format!("cannot connect to {relay}: "))
-        .map(|rest| format!("cannot connect: {rest}"))
+    if let Some(rest) = text.strip_prefix(&format!("cannot connect to {relay}: ")) {
+        return format!("cannot connect: {rest}");
+    }
+    // After the URL, "URL's certificate …" reads "its certificate …".
+    if let Some(rest) = text.strip_prefix(&format!("{relay}'s ")) {
+        return format!("its {rest}");
+    }
+    text.strip_prefix(&format!("{relay} "))
+        .map(str::to_string)
         .unwrap_or(text)
 }
 

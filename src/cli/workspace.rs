@@ -206,7 +206,7 @@ pub fn workspace(
     out: &Out,
 ) -> Result<()> {
     match command {
-        WorkspaceCommand::Create { name, relays } => {
+        WorkspaceCommand::Create { name, relays, ca } => {
             let mut canonical: Vec<String> = Vec::new();
             for relay in &relays {
                 crate::sync::net::endpoint(relay)?;
@@ -216,6 +216,7 @@ pub fn workspace(
                 }
             }
             let relays = canonical;
+            trust_ca(node, &relays, ca.as_deref(), out)?;
             let id = node.create_workspace(&name, relays.clone())?;
             said!(out, "Created workspace {name} ({}).", id.short());
             switch_to(node, id, &name, out)?;
@@ -424,8 +425,9 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn join(node: &Node, code: &str, out: &Out) -> Result<()> {
+pub fn join(node: &Node, code: &str, ca: Option<&Path>, out: &Out) -> Result<()> {
     let invite = Invite::decode(code)?;
+    trust_ca(node, &invite.relays, ca, out)?;
     let joined = crate::app::invite::join(node, &invite, now_ms())?;
     let id = joined.id;
     let rounds = super::sync::rounds_json(&joined.rounds);
@@ -513,12 +515,17 @@ fn same_relay(a: &str, b: &str) -> bool {
 fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) -> Result<()> {
     let (id, record) = node.workspace(selector)?;
     match command {
-        RelayCommand::Add { url } => {
+        RelayCommand::Add { url, ca } => {
             crate::sync::net::endpoint(&url)?;
             let url = crate::sync::net::relay_url(&url)?;
             if let Some(known) = record.relays.iter().find(|r| same_relay(r, &url)) {
+                if ca.is_some() {
+                    trust_ca(node, std::slice::from_ref(known), ca.as_deref(), out)?;
+                    return out.done(json!({"relay": known}));
+                }
                 bail!("workspace `{}` already syncs with {known}", record.name);
             }
+            trust_ca(node, std::slice::from_ref(&url), ca.as_deref(), out)?;
             let mut relays = record.relays;
             relays.push(url.clone());
             node.set_relays(id, relays)?;
@@ -714,6 +721,33 @@ pub fn members(ctx: &Ctx) -> Result<()> {
             ]);
         }
         table.print(&ctx.out)?;
+    }
+    Ok(())
+}
+
+/// Trusts the CA certificate in `file` (PEM) for the `wss://` relays among `relays`, after
+/// checking it holds a certificate.
+fn trust_ca(node: &Node, relays: &[String], file: Option<&Path>, out: &Out) -> Result<()> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let secure: Vec<&String> = relays.iter().filter(|r| r.starts_with("wss://")).collect();
+    if secure.is_empty() {
+        crate::fail!(
+            Usage,
+            "--ca is for wss:// relays, and none is named here: a ws:// relay uses no TLS"
+        );
+    }
+    let pem = std::fs::read(file)
+        .with_context(|| format!("cannot read the CA certificate {}", file.display()))?;
+    crate::error::typed(|| crate::sync::tls::ca_certificates(&pem, &file.display().to_string()))?;
+    for relay in secure {
+        node.set_relay_ca(relay, &pem)?;
+        said!(
+            out,
+            "Trusting the CA in {} for {relay}, beside the system's roots.",
+            file.display()
+        );
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 pub mod net;
 pub mod session;
+pub mod tls;
 
 use std::collections::BTreeMap;
 

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::session::{Admission, Event, Output, Session};
+use super::tls;
 use crate::id::Id;
 use crate::ingest::Rejected;
 use crate::node::Node;
@@ -99,12 +100,7 @@ pub struct RefusedError {
 /// The websocket URL of a relay: `ws://host:port` gets the protocol's path.
 pub fn endpoint(relay: &str) -> Result<String> {
     let relay = relay_url(relay)?;
-    if relay.starts_with("wss://") {
-        bail!(
-            "wss:// relays are not supported by this build: put the relay behind a TLS tunnel or use ws:// (envelopes are encrypted and signed either way)"
-        );
-    }
-    let path = &relay["ws://".len()..];
+    let path = relay.split_once("://").map_or("", |(_, rest)| rest);
     Ok(if path.contains('/') {
         relay
     } else {
@@ -321,9 +317,22 @@ async fn connect_as(
     let config = WebSocketConfig::default()
         .max_message_size(Some(protocol::MAX_FRAME_BYTES))
         .max_frame_size(Some(protocol::MAX_FRAME_BYTES));
+    let connector = if url.starts_with("wss://") {
+        let ca = node.relay_ca(relay)?;
+        Some(tokio_tungstenite::Connector::Rustls(tls::client_config(
+            ca.as_deref(),
+        )?))
+    } else {
+        None
+    };
     let (socket, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+        tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            Some(config),
+            true,
+            connector,
+        ),
     )
     .await
     .map_err(|_| {
@@ -332,12 +341,18 @@ async fn connect_as(
             CONNECT_TIMEOUT.as_secs()
         )
     })?
-    .with_context(|| format!("cannot connect to {relay}"))?;
+    .map_err(|e| match tls::explain(relay, &e) {
+        Some(words) => anyhow!(words),
+        None => anyhow::Error::new(e).context(format!("cannot connect to {relay}")),
+    })?;
+    if mode == Mode::Live {
+        tracing::info!("connected to {relay}");
+    }
     let (mut sink, mut source) = socket.split();
-    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Frame>();
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Message>();
     let writer = async move {
-        while let Some(frame) = frames_rx.recv().await {
-            sink.send(Message::Binary(frame.encode().into()))
+        while let Some(message) = frames_rx.recv().await {
+            sink.send(message)
                 .await
                 .context("the connection to the relay failed")?;
         }
@@ -349,11 +364,17 @@ async fn connect_as(
         relay: relay.to_string(),
         ..RoundReport::default()
     };
+    let pinger = frames_tx.clone();
     let mut send = |frame: Frame| {
         frames_tx
-            .send(frame)
+            .send(Message::Binary(frame.encode().into()))
             .map_err(|_| anyhow!("the connection to {relay} closed"))
     };
+    // Pings keep proxies that cut idle connections from cutting this one, and tell a dead
+    // relay (or a dead network path) from a quiet one within two intervals.
+    let ping_every = ping_interval();
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut heard = Instant::now();
     let main = async {
         let (mut session, mut outputs) =
             begin_with(node, workspace, relay, Instant::now(), admission)?;
@@ -407,6 +428,7 @@ async fn connect_as(
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::select! {
                 message = source.next() => {
+                    heard = Instant::now();
                     // Frames that arrived meanwhile are taken in too, so that their entries
                     // are applied together (see `carry_out`).
                     let mut frames: Vec<Frame> = read_frame(relay, message)?.into_iter().collect();
@@ -445,6 +467,17 @@ async fn connect_as(
                 _ = tick => {
                     outputs = session.tick(Instant::now());
                 }
+                _ = pings.tick() => {
+                    if heard.elapsed() >= 2 * ping_every {
+                        bail!(
+                            "{relay} stopped answering: nothing, not even a reply to a ping, for {}s",
+                            heard.elapsed().as_secs()
+                        );
+                    }
+                    pinger
+                        .send(Message::Ping(Default::default()))
+                        .map_err(|_| anyhow!("the connection to {relay} closed"))?;
+                }
             }
         }
     };
@@ -456,6 +489,16 @@ async fn connect_as(
         }
     }
     Ok(report)
+}
+
+/// Time between websocket pings to a relay: 25 s, under the idle timeouts of common
+/// proxies (nginx cuts a websocket idle for 60 s by default), or `MERIDIAN_PING_SECS`.
+fn ping_interval() -> Duration {
+    std::env::var("MERIDIAN_PING_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(25), Duration::from_secs_f64)
 }
 
 /// The frame in a websocket message: `None` for messages that carry none (pings), an error
@@ -918,7 +961,7 @@ fn wake_listener(
 
 /// Keeps one (workspace, relay) connection up, with backoff between attempts.
 async fn keep_connected(node: &Node, workspace: Id, relay: &str, wake: watch::Receiver<u64>) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
         let result = connect(
@@ -936,21 +979,31 @@ async fn keep_connected(node: &Node, workspace: Id, relay: &str, wake: watch::Re
                 if let Some(refused) = e.downcast_ref::<RefusedError>()
                     && !matches!(refused.code, RefusedCode::ShuttingDown | RefusedCode::Busy)
                 {
-                    tracing::error!("{e:#}");
+                    tracing::error!("{}", crate::error::describe(&e));
                 } else {
-                    tracing::warn!("{e:#}");
+                    tracing::warn!("{}", crate::error::describe(&e));
                 }
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(500);
+            backoff = FIRST_BACKOFF;
         }
-        let jitter = Duration::from_millis(u64::from(crate::id::random_bytes::<2>()[0]) * 4);
-        let wait = backoff + jitter;
+        let wait = full_jitter(backoff, u32::from_le_bytes(crate::id::random_bytes::<4>()));
         tracing::info!("reconnecting to {relay} in {:.1}s", wait.as_secs_f64());
         tokio::time::sleep(wait).await;
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The first wait before reconnecting, and the longest: the wait doubles between them.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A wait drawn evenly from zero to `backoff` ("full jitter"), `random` being a uniform
+/// u32: when a relay or its proxy restarts, its members come back spread over the whole
+/// window instead of together at its end.
+fn full_jitter(backoff: Duration, random: u32) -> Duration {
+    backoff.mul_f64(f64::from(random) / f64::from(u32::MAX))
 }
 
 fn log_round(report: &RoundReport) {
@@ -978,6 +1031,15 @@ fn log_round(report: &RoundReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnects_spread_over_the_whole_backoff() {
+        let backoff = Duration::from_secs(8);
+        assert_eq!(full_jitter(backoff, 0), Duration::ZERO);
+        assert_eq!(full_jitter(backoff, u32::MAX), backoff);
+        let middle = full_jitter(backoff, u32::MAX / 2);
+        assert!(middle > Duration::from_millis(3990) && middle < Duration::from_millis(4010));
+    }
 
     #[test]
     fn the_creator_vouches_for_no_one_whose_invite_another_entry_shows() {
