@@ -12,6 +12,7 @@ pub mod determinism;
 pub mod envelope;
 pub mod handling;
 pub mod membership;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;

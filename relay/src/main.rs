@@ -31,6 +31,11 @@ enum Command {
         /// every key.
         #[arg(long, value_name = "FILE", long_help = config_help())]
         config: Option<PathBuf>,
+        /// Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over plain HTTP on this
+        /// address, for the operator's probes and scraper: keep it on loopback or a private
+        /// network (off unless given).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
     },
     /// The config file: print one with every key and its default, or check one.
     #[command(
@@ -86,10 +91,46 @@ fn main() {
     }
 }
 
+/// Files the relay holds besides its connections: the database, the listeners, logs.
+const SPARE_FILES: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one, and says loudly when even that cannot
+/// hold `max_connections` connections: past the limit, accepting fails and members are
+/// refused for a reason no log line would otherwise explain.
+fn open_files(max_connections: usize) {
+    let wanted = max_connections as u64 + SPARE_FILES;
+    let (soft, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            return;
+        }
+    };
+    let raised = if soft < hard {
+        match rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    if raised < wanted {
+        tracing::warn!(
+            "the open-file limit is {raised}, so at most about {} connections can be served, not max_connections = {max_connections}: raise it (LimitNOFILE={wanted} in the systemd unit, or `ulimit -n`), or lower max_connections",
+            raised.saturating_sub(SPARE_FILES)
+        );
+    } else if raised != soft {
+        tracing::info!("open-file limit raised from {soft} to {raised}");
+    }
+}
+
 /// Refuses limits that would make the relay useless or crash it (a semaphore or a channel
 /// of 2^64 slots panics or exhausts memory; zero serves nobody).
 fn check(config: &Config) -> Result<()> {
-    let bounds: [(&str, u64, u64, u64); 8] = [
+    let bounds: [(&str, u64, u64, u64); 10] = [
         (
             "max_connections",
             config.max_connections as u64,
@@ -118,6 +159,8 @@ fn check(config: &Config) -> Result<()> {
         ("live_batches", config.live_batches as u64, 1, 65_536),
         ("max_per_device", config.max_per_device as u64, 1, 1_000_000),
         ("cache_mb", config.cache_mb as u64, 1, 1 << 20),
+        ("ping_interval_secs", config.ping_interval_secs, 0, 3600),
+        ("drain_secs", config.drain_secs, 0, 3600),
     ];
     for (name, value, low, high) in bounds {
         if !(low..=high).contains(&value) {
@@ -130,12 +173,13 @@ fn check(config: &Config) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (listen, data, config) = match cli.command {
+    let (listen, data, config, admin_listen) = match cli.command {
         Command::Serve {
             listen,
             data,
             config,
-        } => (listen, data, config),
+            admin_listen,
+        } => (listen, data, config, admin_listen),
         Command::Config {
             print_default,
             check,
@@ -163,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(path) => load(&path)?,
         None => Config::default(),
     };
+    open_files(config.max_connections);
     // The database opens (and, after a crash, repairs) before the relay listens, so a
     // client that can connect is served at once.
     let store = RelayStore::open_with(&data, config.store())?;
@@ -190,6 +235,28 @@ fn run(cli: Cli) -> Result<()> {
                 "members add this relay with `meridian workspace relay add ws://{bound}`"
             );
         }
-        server::run(listener, store, config, server::shutdown_signal()).await
+        let admin = match admin_listen {
+            Some(addr) => {
+                let admin = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for --admin-listen"))?;
+                let bound = admin.local_addr()?;
+                let _ = writeln!(std::io::stdout(), "admin on http://{bound}");
+                tracing::info!(
+                    "health on http://{bound}/healthz and /readyz, metrics on http://{bound}/metrics"
+                );
+                Some(admin)
+            }
+            None => None,
+        };
+        // systemd's Type=notify: ready once listening (nothing is sent without NOTIFY_SOCKET).
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("could not tell systemd the relay is ready: {e}");
+        }
+        let shutdown = async {
+            server::shutdown_signal().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        };
+        server::run_with(listener, admin, store, config, shutdown).await
     })
 }

@@ -44,11 +44,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
 use crate::handling;
+use crate::metrics::Metrics;
 use crate::protocol::{
     Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode, VouchResult, Vouchee,
 };
 use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
-use outgoing::{Batch, Outgoing, binary_message};
+use outgoing::{Batch, Outgoing, SlowReader, binary_message};
 
 type Ws = [u8; 16];
 type Key = [u8; 32];
@@ -93,6 +94,8 @@ pub struct Config {
     /// sends nothing, pongs included, for two intervals is disconnected as dead; the pings
     /// also keep proxies that cut idle connections from cutting idle members.
     pub ping_interval_secs: u64,
+    /// Seconds over which shutdown spreads telling members to reconnect elsewhere.
+    pub drain_secs: u64,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             recovery: Recovery::default(),
             cache_mb: store::Options::default().cache_bytes >> 20,
             ping_interval_secs: 25,
+            drain_secs: 5,
         }
     }
 }
@@ -191,6 +195,12 @@ impl Config {
                 value: self.ping_interval_secs.to_string(),
                 unit: "seconds",
                 about: "time between pings to a member (0: none); one silent for two is dropped",
+            },
+            Setting {
+                key: "drain_secs",
+                value: self.drain_secs.to_string(),
+                unit: "seconds",
+                about: "time over which shutdown spreads telling members to reconnect",
             },
         ]
     }
@@ -363,6 +373,7 @@ struct Shared {
     rooms: Arc<Rooms>,
     writer: mpsc::Sender<WriteJob>,
     next_connection: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Milliseconds since the epoch.
@@ -390,21 +401,44 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_with(listener, None, store, config, shutdown).await
+}
+
+/// [`run`], with an admin listener for `/healthz`, `/readyz` and `/metrics` when given.
+///
+/// Shutdown drains: `/readyz` turns 503 at once, the listener stops accepting, and each
+/// member is told to reconnect elsewhere (`Refused{ShuttingDown}`) at its own moment spread
+/// over `drain_secs`, so that they do not all come back to the next relay in the same
+/// second; commits in flight finish before the writer stops.
+pub async fn run_with(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    store: RelayStore,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::new());
     let (writer_tx, writer_rx) = mpsc::channel::<WriteJob>(1024);
     // The writer waits when the fan-out is this many batches behind.
     let (fan_out_tx, fan_out_rx) = std_mpsc::sync_channel::<Delivery>(config.live_batches.max(1));
     let rooms = Arc::new(Rooms::default());
     let fan_out = std::thread::Builder::new()
         .name("relay-fan-out".into())
-        .spawn(move || fan_out_loop(fan_out_rx))
+        .spawn({
+            let metrics = metrics.clone();
+            move || fan_out_loop(fan_out_rx, &metrics)
+        })
         .context("cannot start the fan-out thread")?;
     let writer = {
         let store = store.clone();
         let rooms = rooms.clone();
         std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || write_loop(&store, &rooms, writer_rx, &fan_out_tx))
+            .spawn({
+                let metrics = metrics.clone();
+                move || write_loop(&store, &rooms, writer_rx, &fan_out_tx, &metrics)
+            })
             .context("cannot start the writer thread")?
     };
     let shared = Arc::new(Shared {
@@ -413,7 +447,9 @@ pub async fn run(
         rooms,
         writer: writer_tx,
         next_connection: AtomicU64::new(1),
+        metrics: metrics.clone(),
     });
+    let admin = admin.map(|listener| tokio::spawn(serve_admin(listener, shared.clone())));
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -425,15 +461,19 @@ pub async fn run(
                 Ok((tcp, peer)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         debug!(%peer, "connection limit reached: closing");
+                        metrics.refused("connection_limit");
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
                     let shared = shared.clone();
                     let stop = stop_rx.clone();
                     tasks.spawn(async move {
+                        shared.metrics.connections_open.inc();
                         if let Err(e) = connection(&shared, tcp, peer, stop).await {
+                            count_end(&shared.metrics, &e);
                             debug!(%peer, "connection ended: {e:#}");
                         }
+                        shared.metrics.connections_open.dec();
                         drop(permit);
                     });
                 }
@@ -446,10 +486,15 @@ pub async fn run(
         }
         while tasks.try_join_next().is_some() {}
     }
-    info!("shutting down: closing connections");
+    metrics.start_draining();
+    let window = Duration::from_secs(config.drain_secs);
+    info!(
+        "shutting down: not ready, and closing connections over {}s",
+        window.as_secs()
+    );
     drop(listener);
     let _ = stop_tx.send(true);
-    if timeout(Duration::from_secs(10), async {
+    if timeout(window + Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}
     })
     .await
@@ -457,6 +502,9 @@ pub async fn run(
     {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+    }
+    if let Some(admin) = admin {
+        admin.abort();
     }
     // The last handle on the writer's queue goes with `shared`: the writer commits what is
     // queued, then stops, and the fan-out with it.
@@ -478,6 +526,7 @@ fn write_loop(
     rooms: &Rooms,
     mut jobs: mpsc::Receiver<WriteJob>,
     fan_out: &std_mpsc::SyncSender<Delivery>,
+    metrics: &Metrics,
 ) {
     while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
@@ -491,8 +540,23 @@ fn write_loop(
             .iter_mut()
             .map(|job| (job.ws, std::mem::take(&mut job.incoming)))
             .collect();
-        match store.append(&pushes) {
+        let started = std::time::Instant::now();
+        let outcome = store.append(&pushes);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.commit_pushes.observe(pushes.len() as f64);
+        metrics.committed(match &outcome {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e:#}")),
+        });
+        match outcome {
             Ok(appended) => {
+                for done in &appended {
+                    metrics.envelopes_stored.inc_by(done.entries.len() as u64);
+                    let bytes: usize = done.entries.iter().map(|(_, e)| e.len()).sum();
+                    metrics.stored_bytes.inc_by(bytes as u64);
+                }
                 for (job, appended) in group.into_iter().zip(appended) {
                     if let Some(delivery) = rooms.publish(job.ws, job.origin, appended.entries) {
                         // The fan-out stops only after this thread, which holds its queue.
@@ -521,7 +585,7 @@ const FAN_OUT_RUN: usize = 64;
 /// order, never waiting on a socket. When batches queued up while it wrote (pushes come
 /// faster than one round of writes to every member), it takes them together, and each
 /// member gets all of its frames in one system call.
-fn fan_out_loop(deliveries: std_mpsc::Receiver<Delivery>) {
+fn fan_out_loop(deliveries: std_mpsc::Receiver<Delivery>, metrics: &Metrics) {
     while let Ok(first) = deliveries.recv() {
         let mut run = vec![first];
         while run.len() < FAN_OUT_RUN {
@@ -530,9 +594,13 @@ fn fan_out_loop(deliveries: std_mpsc::Receiver<Delivery>) {
                 Err(_) => break,
             }
         }
+        let delivered: usize = run.iter().map(|d| d.members.len()).sum();
+        metrics.deliveries.inc_by(delivered as u64);
         if let [delivery] = run.as_slice() {
             for (connection, outgoing) in delivery.members.iter() {
-                outgoing.offer(*connection, &[&delivery.batch]);
+                if outgoing.offer(*connection, &[&delivery.batch]) {
+                    metrics.slow_readers_lagging.inc();
+                }
             }
             continue;
         }
@@ -547,7 +615,9 @@ fn fan_out_loop(deliveries: std_mpsc::Receiver<Delivery>) {
             }
         }
         for (connection, (outgoing, batches)) in members {
-            outgoing.offer(connection, &batches);
+            if outgoing.offer(connection, &batches) {
+                metrics.slow_readers_lagging.inc();
+            }
         }
     }
 }
@@ -700,6 +770,110 @@ async fn send(outgoing: &Outgoing, frame: &Frame, limit: Duration) -> Result<()>
 }
 
 /// Receives the next frame; `None` when the client closed the connection.
+/// When, within a drain window of `window`, connection `id` is told the relay is shutting
+/// down: spread evenly (the golden ratio's fractions) rather than all at once.
+fn drain_offset(id: u64, window: Duration) -> Duration {
+    let fraction = (id as f64 * 0.618_033_988_749_895).fract();
+    window.mul_f64(fraction)
+}
+
+/// Counts how a connection ended, when it ended in a refusal or a slow reader.
+fn count_end(metrics: &Metrics, error: &anyhow::Error) {
+    for cause in error.chain() {
+        if let Some(refusal) = cause.downcast_ref::<Refusal>() {
+            metrics.refused(&crate::metrics::snake_case(&format!("{:?}", refusal.code)));
+            return;
+        }
+        if cause.is::<SlowReader>() {
+            metrics.slow_readers_disconnected.inc();
+            return;
+        }
+    }
+}
+
+/// The admin listener: `GET /healthz` (the process serves), `GET /readyz` (the store takes
+/// commits and the relay is not draining; 503 otherwise) and `GET /metrics` (Prometheus's
+/// text format). One short request per connection; anything else is a 404.
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(path)) = timeout(Duration::from_secs(5), read_request_path(&mut tcp)).await
+            else {
+                return;
+            };
+            let (status, kind, body) = admin_answer(&shared, &path).await;
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = timeout(Duration::from_secs(5), async {
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes()).await?;
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, body.as_bytes()).await?;
+                tokio::io::AsyncWriteExt::shutdown(&mut tcp).await
+            })
+            .await;
+        });
+    }
+}
+
+/// The path of a `GET` request (query left out), reading at most 8 KiB of its head.
+async fn read_request_path(tcp: &mut TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = tokio::io::AsyncReadExt::read(tcp, &mut buffer).await?;
+        if read == 0 || head.len() + read > 8192 {
+            bail!("not an HTTP request");
+        }
+        head.extend_from_slice(&buffer[..read]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    match line.split(' ').collect::<Vec<_>>().as_slice() {
+        ["GET", target, _version] => Ok(target.split('?').next().unwrap_or("").to_string()),
+        _ => Ok(String::new()),
+    }
+}
+
+async fn admin_answer(shared: &Arc<Shared>, path: &str) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        "/readyz" => match shared.metrics.ready() {
+            Ok(()) if !shared.writer.is_closed() => ("200 OK", TEXT, "ready\n".into()),
+            Ok(()) => (
+                "503 Service Unavailable",
+                TEXT,
+                "not ready: the writer has stopped\n".into(),
+            ),
+            Err(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/metrics" => {
+            let figures = blocking(shared, |store| Ok((store.workspaces()?, store.size()?))).await;
+            let (workspaces, size) = figures.unwrap_or_default();
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.render(workspaces, size),
+            )
+        }
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "the admin listener serves /healthz, /readyz and /metrics\n".into(),
+        ),
+    }
+}
+
 /// A websocket ping from the server: FIN, opcode 9, no payload (servers do not mask).
 const PING: [u8; 2] = [0x89, 0x00];
 
@@ -760,7 +934,18 @@ async fn refuse(
     if send(&link.outgoing, &frame, limit).await.is_ok() {
         let _ = timeout(limit, link.socket.close(None)).await;
     }
-    anyhow!("refused ({code:?}): {reason}")
+    anyhow!(Refusal {
+        code,
+        reason: reason.to_string()
+    })
+}
+
+/// A connection the relay refused, for the log and the metrics.
+#[derive(Debug, thiserror::Error)]
+#[error("refused ({code:?}): {reason}")]
+struct Refusal {
+    code: RefusedCode,
+    reason: String,
 }
 
 /// One connection's websocket (which reads) and its [`Outgoing`] (which everything writes
@@ -829,8 +1014,13 @@ async fn connection(
         _ = stop.changed() => return Ok(()),
     };
     let session = match handshake {
-        Ok(result) => result?,
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => {
+            shared.metrics.handshake(false);
+            return Err(e);
+        }
         Err(_) => {
+            shared.metrics.handshake(false);
             return Err(refuse(
                 &mut link,
                 RefusedCode::Timeout,
@@ -843,6 +1033,7 @@ async fn connection(
     allowance.store(usize::MAX, Ordering::Relaxed);
     link.outgoing.lock().deflate = session.deflate;
     if let Err(reason) = shared.rooms.join(&session, &link.outgoing, config) {
+        shared.metrics.handshake(false);
         return Err(refuse(&mut link, RefusedCode::Busy, reason, send_limit).await);
     }
     // A removal that committed after admission but before the device joined its room
@@ -851,8 +1042,10 @@ async fn connection(
     let verdict = blocking(shared, move |store| store.known_device(&ws, &key)).await?;
     if let Some(Err(refusal)) = verdict {
         shared.rooms.leave(session.ws, session.id);
+        shared.metrics.handshake(false);
         return Err(refuse(&mut link, refusal.code, &refusal.reason, send_limit).await);
     }
+    shared.metrics.handshake(true);
     debug!(%peer, key = %hex::encode(&session.key[..6]), "authenticated");
     let head = blocking(shared, move |store| store.head(&session.ws)).await?;
     let result = async {
@@ -961,8 +1154,12 @@ async fn serve_session(
 ) -> Result<()> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
     let outgoing = link.outgoing.clone();
-    // Armed once, and again only after they fire.
-    let stopped = stop.changed();
+    // Shutdown reaches this member at its own moment of the drain window.
+    let window = Duration::from_secs(shared.config.drain_secs);
+    let stopped = async {
+        let _ = stop.changed().await;
+        tokio::time::sleep(drain_offset(session.id, window)).await;
+    };
     tokio::pin!(stopped);
     let mut woken = std::pin::pin!(outgoing.wake.notified());
     let ping_every = Duration::from_secs(shared.config.ping_interval_secs);

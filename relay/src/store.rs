@@ -157,6 +157,7 @@ pub struct RelayStore {
     db: Database,
     id: [u8; 16],
     recovery: Recovery,
+    path: std::path::PathBuf,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -208,6 +209,7 @@ impl RelayStore {
             db,
             id: [0; 16],
             recovery,
+            path: path.clone(),
         };
         let txn = store.begin_write()?;
         let id = {
@@ -254,6 +256,18 @@ impl RelayStore {
             Recovery::Full => {}
         }
         Ok(txn)
+    }
+
+    /// How many workspaces the relay stores.
+    pub fn workspaces(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(WORKSPACES)?.len()?)
+    }
+
+    /// The size of the database file, bytes.
+    pub fn size(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len())
     }
 
     /// This relay's id: random, fixed for the life of the data directory, so nodes notice

@@ -783,6 +783,160 @@ async fn members_are_pinged_and_a_silent_one_is_dropped() {
     relay.shutdown().await;
 }
 
+/// `GET path` on the admin listener: the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
+    )
+    .await
+    .expect("the admin listener answers")
+    .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a Prometheus text page,
+/// after checking every sample line parses.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (key, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!(key.starts_with("meridian_relay_"), "{line}");
+        if key == name {
+            found = Some(value);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_follow_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        drain_secs: 2,
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1", listener.local_addr().unwrap());
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let store = meridian_relay::store::RelayStore::open_with(dir.path(), config.store()).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn(meridian_relay::server::run_with(
+        listener,
+        Some(admin),
+        store,
+        config,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    assert_eq!(http_get(admin_addr, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(
+        http_get(admin_addr, "/readyz").await,
+        (200, "ready\n".into())
+    );
+    assert_eq!(http_get(admin_addr, "/nothing").await.0, 404);
+    let (status, page) = http_get(admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&page, "meridian_relay_envelopes_stored_total"),
+        Some(0.0)
+    );
+    // A member creates a workspace and pushes; a stranger is refused.
+    let ana = Device::new(1);
+    let (_ws, mut socket) = workspace_with_canary(&url, &ana).await;
+    let stranger = Device::new(3);
+    let (_, answer) = handshake(&url, &stranger, [9; 16], None).await;
+    assert_refused(&answer, RefusedCode::UnknownWorkspace);
+    let page = support_poll_metrics(admin_addr, |page| {
+        sample(page, "meridian_relay_handshakes_total{outcome=\"refused\"}") == Some(1.0)
+    })
+    .await;
+    for (name, value) in [
+        ("meridian_relay_connections_open", 1.0),
+        ("meridian_relay_envelopes_stored_total", 1.0),
+        ("meridian_relay_handshakes_total{outcome=\"admitted\"}", 1.0),
+        (
+            "meridian_relay_connections_refused_total{reason=\"unknown_workspace\"}",
+            1.0,
+        ),
+        ("meridian_relay_workspaces", 1.0),
+        ("meridian_relay_commit_duration_seconds_count", 1.0),
+    ] {
+        assert_eq!(sample(&page, name), Some(value), "{name} in:\n{page}");
+    }
+    assert!(sample(&page, "meridian_relay_stored_bytes_total").unwrap() > 0.0);
+    assert!(sample(&page, "meridian_relay_store_size_bytes").unwrap() > 0.0);
+    // Shutdown: not ready at once, while the member is still connected; then it is told
+    // to reconnect elsewhere within the drain window.
+    stop.send(()).unwrap();
+    let mut readiness = http_get(admin_addr, "/readyz").await;
+    for _ in 0..50 {
+        if readiness.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        readiness = http_get(admin_addr, "/readyz").await;
+    }
+    assert_eq!(
+        readiness,
+        (
+            503,
+            "not ready: draining: the relay is shutting down\n".into()
+        )
+    );
+    assert!(
+        futures_util::FutureExt::now_or_never(socket.next()).is_none(),
+        "not ready before the member is told"
+    );
+    let frames = drain(&mut socket).await;
+    assert!(
+        matches!(
+            frames.as_slice(),
+            [
+                ..,
+                Frame::Refused {
+                    code: RefusedCode::ShuttingDown,
+                    ..
+                }
+            ]
+        ),
+        "{frames:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(15), relay)
+        .await
+        .expect("the relay stops")
+        .unwrap()
+        .unwrap();
+}
+
+/// The metrics page once `ready` says it shows what the test waits for (counters move
+/// after the connection that moved them has ended).
+async fn support_poll_metrics(addr: std::net::SocketAddr, ready: impl Fn(&str) -> bool) -> String {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = http_get(addr, "/metrics").await;
+        if ready(&page) || tokio::time::Instant::now() > until {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn silent_and_oversized_clients_are_cut_off() {
     let config = Config {
@@ -1273,5 +1427,87 @@ fn the_startup_line_and_a_plain_log() {
     assert!(
         !log.contains('\u{1b}'),
         "colour codes in a log file: {log:?}"
+    );
+}
+
+/// `meridian-relay serve` under `sh -c 'ulimit …; exec relay serve …'`, with systemd's
+/// notification socket at `notify`: the child, its first stdout line, and its stderr file.
+fn serve_limited(
+    ulimit: &str,
+    dir: &std::path::Path,
+    notify: &std::path::Path,
+) -> (std::process::Child, String, std::path::PathBuf) {
+    use std::io::BufRead;
+    let log = dir.join("relay.log");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{ulimit}; exec \"$0\" serve --listen 127.0.0.1:0 --data \"$1\""
+        ))
+        .arg(support::relay_binary())
+        .arg(dir.join("data"))
+        .env("NOTIFY_SOCKET", notify)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line, log)
+}
+
+#[test]
+fn startup_raises_the_open_file_limit_and_tells_systemd_it_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let hard: u64 = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap_or(u64::MAX);
+    // A soft limit below the hard one is raised to it.
+    let (mut child, line, _) = serve_limited("ulimit -Sn 256", dir.path(), &notify);
+    assert!(line.starts_with("listening on ws://"), "{line}");
+    let mut message = [0u8; 256];
+    let read = socket
+        .recv(&mut message)
+        .expect("the relay notifies systemd");
+    assert_eq!(&message[..read], b"READY=1\n");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = open_files
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap_or(u64::MAX);
+    assert_eq!(soft, hard, "{open_files}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A hard limit below max_connections is said, loudly.
+    let (mut child, _, log) = serve_limited("ulimit -n 200", dir.path(), &notify);
+    let _ = socket.recv(&mut message);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let said = std::fs::read_to_string(log).unwrap();
+    assert!(
+        said.contains("the open-file limit is 200, so at most about 136 connections")
+            && said.contains("LimitNOFILE="),
+        "{said}"
     );
 }

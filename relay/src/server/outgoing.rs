@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
@@ -29,6 +29,11 @@ use tokio_tungstenite::tungstenite::Bytes;
 
 use super::SEND_BATCH_BYTES;
 use crate::handling::{self, Forward};
+
+/// A client that took nothing of what was queued for it within the send timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client did not read for {0}s: disconnected")]
+pub struct SlowReader(pub u64);
 
 /// New entries of one workspace, as the writer committed them.
 pub struct Batch {
@@ -127,15 +132,19 @@ impl Outgoing {
 
     /// Forwards committed batches, in commit order, to this member (connection
     /// `connection`; the fan-out thread): the frames of those that directly follow its
-    /// cursor go in one system call; otherwise it is left to read the log.
-    pub fn offer(&self, connection: u64, batches: &[&Batch]) {
-        let wake = {
+    /// cursor go in one system call; otherwise it is left to read the log. True when this
+    /// offer left the member behind (it reads the log from now on).
+    pub fn offer(&self, connection: u64, batches: &[&Batch]) -> bool {
+        let (wake, lagged) = {
             let mut state = self.lock();
-            state.offer(connection, batches)
+            let was_paused = state.paused;
+            let wake = state.offer(connection, batches);
+            (wake, !was_paused && state.paused)
         };
         if wake {
             self.wake.notify_one();
         }
+        lagged
     }
 
     /// Closes the socket's write side and drops what is queued: the connection ended.
@@ -166,10 +175,7 @@ impl Outgoing {
             });
             match timeout(limit, progress).await {
                 Ok(result) => result.context("the connection failed")?,
-                Err(_) => bail!(
-                    "the client did not read for {}s: disconnected",
-                    limit.as_secs()
-                ),
+                Err(_) => return Err(SlowReader(limit.as_secs()).into()),
             }
         }
     }
