@@ -37,6 +37,31 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
     },
+    /// A consistent copy of the relay's database, made while it serves (through its control
+    /// socket), or from the data directory of a stopped relay.
+    #[command(
+        after_help = "Examples:\n  meridian-relay backup --data /var/lib/meridian-relay -o /backups/relay-$(date +%F).redb"
+    )]
+    Backup {
+        /// The relay's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Where to write the backup (a redb file; written beside it, then renamed).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Put a backup in place as the database of a stopped relay, with a new relay id (so
+    /// members push again what the relay may lack). Never overwrites a database.
+    #[command(
+        after_help = "Examples:\n  meridian-relay restore /backups/relay-2026-12-07.redb --data /var/lib/meridian-relay"
+    )]
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data directory to restore into (it must hold no database).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
     /// The config file: print one with every key and its default, or check one.
     #[command(
         after_help = "Examples:\n  meridian-relay config --print-default > relay.toml\n  meridian-relay config --check relay.toml"
@@ -89,6 +114,78 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The control socket's name in the data directory.
+const CONTROL_SOCKET: &str = "admin.sock";
+
+/// The control socket, for the relay's own user only. A socket left by a relay that died
+/// is replaced: the database opened, so no other relay uses this directory.
+fn control_socket(data: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// `meridian-relay backup`: through the running relay's control socket, or from the
+/// database directly when no relay serves it.
+fn backup(data: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let output = std::path::absolute(output)
+        .with_context(|| format!("cannot resolve {}", output.display()))?;
+    if output.exists() {
+        anyhow::bail!(
+            "{} exists: a backup never overwrites a file; name a new one",
+            output.display()
+        );
+    }
+    let held = match std::os::unix::net::UnixStream::connect(data.join(CONTROL_SOCKET)) {
+        Ok(mut socket) => {
+            writeln!(socket, "backup {}", output.display())?;
+            let mut answer = String::new();
+            BufReader::new(socket).read_line(&mut answer)?;
+            let answer = answer.trim_end();
+            match answer.strip_prefix("ok ") {
+                Some(figures) => {
+                    let n: Vec<u64> = figures.split(' ').filter_map(|f| f.parse().ok()).collect();
+                    match n.as_slice() {
+                        [w, e, b] => (*w, *e, *b, "the running relay"),
+                        _ => anyhow::bail!("the relay answered `{answer}`"),
+                    }
+                }
+                None => anyhow::bail!(
+                    "the relay could not back up: {}",
+                    answer.strip_prefix("error ").unwrap_or(answer)
+                ),
+            }
+        }
+        Err(_) => {
+            if !data.join("relay.redb").exists() {
+                anyhow::bail!(
+                    "{} holds no relay database (is --data right?)",
+                    data.display()
+                );
+            }
+            let store = RelayStore::open_with(data, Config::default().store())?;
+            let b = store.backup_to(&output)?;
+            (
+                b.workspaces,
+                b.entries,
+                b.bytes,
+                "the stopped relay's database",
+            )
+        }
+    };
+    let (workspaces, entries, bytes, from) = held;
+    println!(
+        "Backed up {from} to {}: {workspaces} workspaces, {entries} log entries, {bytes} bytes.",
+        output.display()
+    );
+    Ok(())
 }
 
 /// Files the relay holds besides its connections: the database, the listeners, logs.
@@ -180,6 +277,19 @@ fn run(cli: Cli) -> Result<()> {
             config,
             admin_listen,
         } => (listen, data, config, admin_listen),
+        Command::Backup { data, output } => return backup(&data, &output),
+        Command::Restore { file, data } => {
+            let (id, held) = meridian_relay::store::restore(&file, &data)?;
+            println!(
+                "Restored {} ({} workspaces, {} log entries) into {} with the new relay id {}: members push what it lacks when they next sync.",
+                file.display(),
+                held.workspaces,
+                held.entries,
+                data.display(),
+                hex::encode(&id[..6])
+            );
+            return Ok(());
+        }
         Command::Config {
             print_default,
             check,
@@ -235,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
                 "members add this relay with `meridian workspace relay add ws://{bound}`"
             );
         }
+        let control = control_socket(&data)?;
         let admin = match admin_listen {
             Some(addr) => {
                 let admin = tokio::net::TcpListener::bind(addr)
@@ -257,6 +368,12 @@ fn run(cli: Cli) -> Result<()> {
             server::shutdown_signal().await;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         };
-        server::run_with(listener, admin, store, config, shutdown).await
+        let admin = server::Admin {
+            http: admin,
+            control: Some(control),
+        };
+        let result = server::run_with(listener, admin, store, config, shutdown).await;
+        let _ = std::fs::remove_file(data.join(CONTROL_SOCKET));
+        result
     })
 }

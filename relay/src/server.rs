@@ -401,10 +401,20 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    run_with(listener, None, store, config, shutdown).await
+    run_with(listener, Admin::default(), store, config, shutdown).await
 }
 
-/// [`run`], with an admin listener for `/healthz`, `/readyz` and `/metrics` when given.
+/// The relay's listeners for its operator, besides the websocket one.
+#[derive(Debug, Default)]
+pub struct Admin {
+    /// HTTP: `/healthz`, `/readyz`, `/metrics`.
+    pub http: Option<TcpListener>,
+    /// The control socket in the data directory (`admin.sock`, the relay's user only):
+    /// `meridian-relay backup` asks the running relay for a consistent copy through it.
+    pub control: Option<tokio::net::UnixListener>,
+}
+
+/// [`run`], with the admin listeners given.
 ///
 /// Shutdown drains: `/readyz` turns 503 at once, the listener stops accepting, and each
 /// member is told to reconnect elsewhere (`Refused{ShuttingDown}`) at its own moment spread
@@ -412,7 +422,7 @@ pub async fn run(
 /// second; commits in flight finish before the writer stops.
 pub async fn run_with(
     listener: TcpListener,
-    admin: Option<TcpListener>,
+    admin: Admin,
     store: RelayStore,
     config: Config,
     shutdown: impl Future<Output = ()>,
@@ -449,7 +459,12 @@ pub async fn run_with(
         next_connection: AtomicU64::new(1),
         metrics: metrics.clone(),
     });
-    let admin = admin.map(|listener| tokio::spawn(serve_admin(listener, shared.clone())));
+    let control = admin
+        .control
+        .map(|listener| tokio::spawn(serve_control(listener, shared.clone())));
+    let admin = admin
+        .http
+        .map(|listener| tokio::spawn(serve_admin(listener, shared.clone())));
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -503,8 +518,8 @@ pub async fn run_with(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    if let Some(admin) = admin {
-        admin.abort();
+    for task in [admin, control].into_iter().flatten() {
+        task.abort();
     }
     // The last handle on the writer's queue goes with `shared`: the writer commits what is
     // queued, then stops, and the fan-out with it.
@@ -817,6 +832,42 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::io::AsyncWriteExt::shutdown(&mut tcp).await
             })
             .await;
+        });
+    }
+}
+
+/// The control socket: one request line per connection, `backup PATH`, answered with one
+/// line, `ok WORKSPACES ENTRIES BYTES` or `error MESSAGE`.
+async fn serve_control(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = socket.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read.take(4096));
+            if timeout(Duration::from_secs(5), reader.read_line(&mut line))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let answer = match line.trim_end().split_once(' ') {
+                Some(("backup", path)) => {
+                    let target = std::path::PathBuf::from(path);
+                    info!("backing up to {}", target.display());
+                    match blocking(&shared, move |store| store.backup_to(&target)).await {
+                        Ok(b) => format!("ok {} {} {}\n", b.workspaces, b.entries, b.bytes),
+                        Err(e) => format!("error {e:#}\n"),
+                    }
+                }
+                _ => "error the control socket takes `backup PATH`\n".to_string(),
+            };
+            let _ = write.write_all(answer.as_bytes()).await;
         });
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, RepairSession, TableDefinition,
     WriteTransaction,
@@ -38,6 +38,122 @@ const HASHES: TableDefinition<(Ws, Key), u64> = TableDefinition::new("hashes");
 const FIRST: TableDefinition<(Ws, Doc), u64> = TableDefinition::new("first");
 /// (workspace, document id) → [`Snapshot`]: the latest snapshot of the document.
 const SNAPSHOTS: TableDefinition<(Ws, Doc), &[u8]> = TableDefinition::new("snapshots");
+
+/// What a backup holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backup {
+    /// Workspaces.
+    pub workspaces: u64,
+    /// Log entries, across workspaces.
+    pub entries: u64,
+    /// Size of the backup file.
+    pub bytes: u64,
+}
+
+/// Copies every row of `table` from `read` into `write`; returns how many.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    write: &redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<u64> {
+    let from = read.open_table(table)?;
+    let mut to = write.open_table(table)?;
+    let mut rows = 0;
+    for row in from.iter()? {
+        let (key, value) = row?;
+        to.insert(key.value(), value.value())?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// `FILE.partial` beside `FILE`: where a file is written before it is renamed into place.
+fn partial_path(target: &Path) -> std::path::PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    target.with_file_name(name)
+}
+
+/// Makes a rename in `path`'s directory durable (best effort: not every system can).
+fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent()
+        && let Ok(dir) = std::fs::File::open(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        })
+    {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Puts the backup `backup` in place as the database of the relay in `dir`, with a new
+/// relay id, so members notice the relay may lack what they pushed after the backup and
+/// push it again. Never overwrites a database: `dir` must not hold one. Returns the new id
+/// and what the backup holds.
+pub fn restore(backup: &Path, dir: &Path) -> Result<([u8; 16], Backup)> {
+    let target = dir.join("relay.redb");
+    if target.exists() {
+        bail!(
+            "{} already holds a relay database: restore never overwrites one; stop the relay and move {} away first",
+            dir.display(),
+            target.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let partial = partial_path(&target);
+    let result = restore_into(backup, &partial, &target);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+fn restore_into(backup: &Path, partial: &Path, target: &Path) -> Result<([u8; 16], Backup)> {
+    std::fs::copy(backup, partial)
+        .with_context(|| format!("cannot read the backup {}", backup.display()))?;
+    let (id, figures) = {
+        let db = Database::open(partial).with_context(|| {
+            format!(
+                "{} is not a relay backup (`meridian-relay backup` writes one)",
+                backup.display()
+            )
+        })?;
+        let mut id = [0u8; 16];
+        crate::determinism::fill(&mut id)
+            .map_err(|e| anyhow::anyhow!("the system random source failed: {e}"))?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let figures = {
+            use redb::ReadableTableMetadata;
+            let mut meta = txn.open_table(META).with_context(|| {
+                format!(
+                    "{} is not a relay backup: it has no relay id",
+                    backup.display()
+                )
+            })?;
+            if meta.get("relay_id")?.is_none() {
+                bail!(
+                    "{} is not a relay backup: it has no relay id",
+                    backup.display()
+                );
+            }
+            meta.insert("relay_id", id.as_slice())?;
+            Backup {
+                workspaces: txn.open_table(WORKSPACES)?.len()?,
+                entries: txn.open_table(LOG)?.len()?,
+                bytes: std::fs::metadata(backup)?.len(),
+            }
+        };
+        txn.commit()?;
+        (id, figures)
+    };
+    std::fs::File::open(partial)?.sync_all()?;
+    std::fs::rename(partial, target)?;
+    sync_parent(target);
+    Ok((id, figures))
+}
 
 /// A workspace this relay serves.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -256,6 +372,39 @@ impl RelayStore {
             Recovery::Full => {}
         }
         Ok(txn)
+    }
+
+    /// Writes a consistent copy of the whole database to `target` (a new redb file), read
+    /// in one read transaction while the relay goes on serving: written beside `target`,
+    /// made durable, then renamed into place. The copy keeps this relay's id; a restore
+    /// gives it a new one.
+    pub fn backup_to(&self, target: &Path) -> Result<Backup> {
+        let partial = partial_path(target);
+        let _ = std::fs::remove_file(&partial);
+        let read = self.db.begin_read()?;
+        let copy = Database::create(&partial)
+            .with_context(|| format!("cannot create the backup file {}", partial.display()))?;
+        let mut write = copy.begin_write()?;
+        write.set_durability(Durability::Immediate)?;
+        copy_table(&read, &write, META)?;
+        let workspaces = copy_table(&read, &write, WORKSPACES)?;
+        copy_table(&read, &write, MEMBERS)?;
+        copy_table(&read, &write, INVITES)?;
+        let entries = copy_table(&read, &write, LOG)?;
+        copy_table(&read, &write, HASHES)?;
+        copy_table(&read, &write, FIRST)?;
+        copy_table(&read, &write, SNAPSHOTS)?;
+        write.commit()?;
+        drop(copy);
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, target)
+            .with_context(|| format!("cannot move the backup into {}", target.display()))?;
+        sync_parent(target);
+        Ok(Backup {
+            workspaces,
+            entries,
+            bytes: std::fs::metadata(target)?.len(),
+        })
     }
 
     /// How many workspaces the relay stores.

@@ -837,7 +837,10 @@ async fn health_readiness_and_metrics_follow_the_relay() {
     let (stop, stopped) = oneshot::channel::<()>();
     let relay = tokio::spawn(meridian_relay::server::run_with(
         listener,
-        Some(admin),
+        meridian_relay::server::Admin {
+            http: Some(admin),
+            control: None,
+        },
         store,
         config,
         async {
@@ -1509,5 +1512,51 @@ fn startup_raises_the_open_file_limit_and_tells_systemd_it_is_ready() {
         said.contains("the open-file limit is 200, so at most about 136 connections")
             && said.contains("LimitNOFILE="),
         "{said}"
+    );
+}
+
+#[test]
+fn a_stopped_relay_is_backed_up_from_its_files_and_restored_with_a_new_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first_id = meridian_relay::store::RelayStore::open_with(&data, Config::default().store())
+        .unwrap()
+        .id();
+    let backup = dir.path().join("backup.redb");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let made = relay_command(&["backup", "--data", &path(&data), "-o", &path(&backup)]);
+    assert!(made.status.success(), "{made:?}");
+    assert!(
+        String::from_utf8_lossy(&made.stdout).starts_with("Backed up the stopped relay's database"),
+        "{made:?}"
+    );
+    let again = relay_command(&["backup", "--data", &path(&data), "-o", &path(&backup)]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("never overwrites"),
+        "{again:?}"
+    );
+    let elsewhere = dir.path().join("restored");
+    let restored = relay_command(&["restore", &path(&backup), "--data", &path(&elsewhere)]);
+    assert!(restored.status.success(), "{restored:?}");
+    let new_id =
+        meridian_relay::store::RelayStore::open_with(&elsewhere, Config::default().store())
+            .unwrap()
+            .id();
+    assert_ne!(new_id, first_id, "a restored relay has a new id");
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"not a database").unwrap();
+    let refused = relay_command(&[
+        "restore",
+        &path(&junk),
+        "--data",
+        &path(&dir.path().join("x")),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not a relay backup"),
+        "{refused:?}"
+    );
+    assert!(
+        !dir.path().join("x/relay.redb.partial").exists(),
+        "a failed restore leaves nothing behind"
     );
 }

@@ -3,7 +3,7 @@
 //! in; forged envelopes; the daemon.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian::id::Id;
@@ -16,8 +16,8 @@ use meridian_relay::store::RelayStore;
 use serde_json::json;
 
 use crate::relays::{
-    Guard, Team, comment_bodies, meridian, outbox, poll, push, rejected, signal, state, sync,
-    sync_fails, titles, total, unique, wait_for, write_file,
+    Guard, Team, comment_bodies, meridian, outbox, poll, push, rejected, relay_binary, signal,
+    state, sync, sync_fails, titles, total, unique, wait_for, write_file,
 };
 use crate::support::Home;
 
@@ -1228,4 +1228,88 @@ fn a_received_text_edit_keeps_the_index_as_a_full_rebuild_would_make_it() {
         hex::encode(bo_node.key().verifying_key().to_bytes())
     };
     assert_eq!(stored.last_author, bo_key, "the edit is the latest change");
+}
+
+/// A relay backed up while members push, then lost and restored from the backup: the
+/// restored relay has a new id, so members push again what it lacks, and everyone ends
+/// with everything, what was written after the backup included.
+#[test]
+fn a_relay_backed_up_under_load_and_restored_loses_nothing() {
+    let mut team = Team::new(&ZONES);
+    let [ana, bo, cy] = [&team.homes[0], &team.homes[1], &team.homes[2]];
+    let backup = team.world.file("relay-backup.redb");
+    let data = team.relay.data().to_path_buf();
+    let backup_run = {
+        let (data, backup) = (data.clone(), backup.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            Command::new(relay_binary())
+                .args(["backup", "--data"])
+                .arg(&data)
+                .arg("-o")
+                .arg(&backup)
+                .output()
+                .unwrap()
+        })
+    };
+    let mut written = Vec::new();
+    for i in 0..12 {
+        let title = format!("Before or during the backup {i}");
+        bo.create(&["thread", "new", &title, "-m", "load"]);
+        push(bo);
+        written.push(title);
+    }
+    let output = backup_run.join().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        said.starts_with("Backed up the running relay to") && said.contains("workspaces"),
+        "{said}"
+    );
+    // Written after the backup: the restored relay will not have these.
+    for (home, title) in [(ana, "After the backup, Ana"), (cy, "After the backup, Cy")] {
+        home.create(&["thread", "new", title, "-m", "late"]);
+        push(home);
+        written.push(title.to_string());
+    }
+    // The relay's disk is lost.
+    team.relay.kill();
+    std::fs::remove_dir_all(&data).unwrap();
+    let restored = Command::new(relay_binary())
+        .arg("restore")
+        .arg(&backup)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{restored:?}");
+    assert!(
+        String::from_utf8_lossy(&restored.stdout).contains("with the new relay id"),
+        "{restored:?}"
+    );
+    // Restoring over a database is refused.
+    let again = Command::new(relay_binary())
+        .arg("restore")
+        .arg(&backup)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("never overwrites"),
+        "{again:?}"
+    );
+    team.relay.restart();
+    team.sync_until_quiet(&[ana, bo, cy, ana, bo, cy]);
+    for home in [ana, bo, cy] {
+        let have = titles(home);
+        for title in &written {
+            assert!(
+                have.contains(title),
+                "{} lacks {title}: {have:?}",
+                home.name()
+            );
+        }
+    }
 }
