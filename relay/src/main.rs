@@ -36,6 +36,10 @@ enum Command {
         /// network (off unless given).
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
+        /// How log lines look on stderr: `human` (coloured on a terminal only) or `json`
+        /// (one object per line, for a log collector).
+        #[arg(long, value_name = "FORMAT", default_value = "human")]
+        log_format: LogFormat,
     },
     /// A consistent copy of the relay's database, made while it serves (through its control
     /// socket), or from the data directory of a stopped relay.
@@ -101,16 +105,34 @@ fn load(path: &std::path::Path) -> Result<Config> {
     Ok(config)
 }
 
+/// The shape of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Text for people: coloured on a terminal, plain in a file or journald.
+    Human,
+    /// One JSON object per line: time, level, fields, message.
+    Json,
+}
+
 fn main() {
-    // Colour only on a terminal: a log file or journald gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        _ => LogFormat::Human,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_max_level(tracing::Level::INFO)
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+        .with_max_level(tracing::Level::INFO);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Human => {
+            // Colour only on a terminal: a log file or journald gets plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(ansi).init();
+        }
+    }
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -276,6 +298,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             config,
             admin_listen,
+            log_format: _,
         } => (listen, data, config, admin_listen),
         Command::Backup { data, output } => return backup(&data, &output),
         Command::Restore { file, data } => {

@@ -486,7 +486,14 @@ pub async fn run_with(
                         shared.metrics.connections_open.inc();
                         if let Err(e) = connection(&shared, tcp, peer, stop).await {
                             count_end(&shared.metrics, &e);
-                            debug!(%peer, "connection ended: {e:#}");
+                            match e.downcast_ref::<Refusal>() {
+                                // Refusals are what an operator looks for: once each, with
+                                // the peer and the reason (never a key or an envelope).
+                                Some(r) if r.code != RefusedCode::ShuttingDown => {
+                                    info!(%peer, code = ?r.code, "refused: {}", r.reason);
+                                }
+                                _ => debug!(%peer, "connection ended: {e:#}"),
+                            }
                         }
                         shared.metrics.connections_open.dec();
                         drop(permit);

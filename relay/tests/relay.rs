@@ -1560,3 +1560,60 @@ fn a_stopped_relay_is_backed_up_from_its_files_and_restored_with_a_new_id() {
         "a failed restore leaves nothing behind"
     );
 }
+
+#[tokio::test]
+async fn refusals_are_logged_once_with_the_peer_and_as_json_on_request() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("relay.log");
+    let mut child = std::process::Command::new(support::relay_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = format!("{}/v1", line.trim().trim_start_matches("listening on "));
+    let (_, answer) = handshake(&url, &Device::new(7), [9; 16], None).await;
+    assert_refused(&answer, RefusedCode::UnknownWorkspace);
+    let mut refusals = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap();
+        refusals = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+            })
+            .filter(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("refused"))
+            })
+            .collect();
+        if !refusals.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["fields"]["code"], "UnknownWorkspace");
+    assert!(
+        refusals[0]["fields"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{refusals:?}"
+    );
+}
