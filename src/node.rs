@@ -497,6 +497,7 @@ impl Node {
             state: WorkspaceState::default(),
             salt: Some(serde_bytes::ByteBuf::from(salt.to_vec())),
             proof: None,
+            dropped: Vec::new(),
         };
         self.add_workspace(id, &record, None, &format!("create workspace {name}"))?;
         Ok(id)
@@ -504,9 +505,19 @@ impl Node {
 
     /// Replaces a workspace's relay list.
     pub fn set_relays(&self, workspace: Id, relays: Vec<String>) -> Result<()> {
+        self.edit_record(workspace, |record| record.relays = relays)
+    }
+
+    /// Changes what this node keeps of a workspace (`change` edits it), in one
+    /// transaction.
+    pub fn edit_record(
+        &self,
+        workspace: Id,
+        change: impl FnOnce(&mut WorkspaceRecord),
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         let mut record = workspace_record(&txn, workspace)?;
-        record.relays = relays;
+        change(&mut record);
         txn.open_table(WORKSPACES)?
             .insert(workspace.0, store::encode(&record).as_slice())?;
         txn.commit()?;
@@ -542,6 +553,7 @@ impl Node {
             state: WorkspaceState::default(),
             salt: None,
             proof: Some(proof),
+            dropped: Vec::new(),
         };
         let txn = self.db.begin_write()?;
         txn.open_table(WORKSPACES)?
@@ -1693,7 +1705,9 @@ pub fn reindex(
     let view = View::now(doc);
     if doc_id == workspace {
         let mut record = record.clone();
+        let shared = std::mem::take(&mut record.state.relays);
         record.state = workspace::read_state(view, &record.creator);
+        record.follow_shared_relays(&shared);
         if let Some(name) = view.str(&automerge::ROOT, "name") {
             record.name = name;
         }

@@ -382,7 +382,7 @@ impl OpContext<'_> {
             }
             // The norms: the creator's and the admins' to change.
             (["norms", ..], _) if !self.may_set_norms() => {
-                deny("only the workspace's creator and its admins change the norms and the ladder")
+                deny("only the workspace's creator and its admins change the norms, the ladder and the shared relays")
             }
             (["norms"], Some("levels"))
                 if matches!(op.action, OpType::Make(ObjType::Map)) && fresh =>
@@ -392,8 +392,11 @@ impl OpContext<'_> {
             (["norms"], Some("ladder")) if matches!(op.action, OpType::Make(ObjType::List)) => {
                 Ok(())
             }
+            (["norms"], Some("relays")) if matches!(op.action, OpType::Make(ObjType::List)) => {
+                Ok(())
+            }
             (["norms", "levels"], Some(_)) if matches!(op.action, OpType::Put(_)) => Ok(()),
-            (["norms", "ladder"], None) => Ok(()),
+            (["norms", "ladder" | "relays"], None) => Ok(()),
             (["templates"], Some(_)) if matches!(op.action, OpType::Make(ObjType::List)) => Ok(()),
             (["templates", _], None) => Ok(()),
             _ => deny(format!(

@@ -360,6 +360,27 @@ pub struct WorkspaceRecord {
     /// How this device was admitted, shown to a relay to register with it.
     #[serde(default)]
     pub proof: Option<crate::workspace::JoinProof>,
+    /// Relays the workspace shares that this device chose not to use.
+    #[serde(default)]
+    pub dropped: Vec<String>,
+}
+
+impl WorkspaceRecord {
+    /// Takes in the relays the workspace shares, after its document changed from sharing
+    /// `before`: a newly shared relay is used from now on (unless this device dropped it),
+    /// and one no longer shared is no longer used.
+    pub fn follow_shared_relays(&mut self, before: &[String]) {
+        for relay in &self.state.relays {
+            if !self.relays.contains(relay) && !self.dropped.contains(relay) {
+                self.relays.push(relay.clone());
+            }
+        }
+        let unshared: Vec<&String> = before
+            .iter()
+            .filter(|r| !self.state.relays.contains(r))
+            .collect();
+        self.relays.retain(|r| !unshared.contains(&r));
+    }
 }
 
 /// Opens (or creates) the node's database.

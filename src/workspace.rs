@@ -106,6 +106,9 @@ pub struct WorkspaceState {
     pub ladder: Vec<String>,
     /// Custom templates: name → section names.
     pub templates: BTreeMap<String, Vec<String>>,
+    /// The relays the creator and admins share with every member (canonical URLs).
+    #[serde(default)]
+    pub relays: Vec<String>,
 }
 
 impl WorkspaceState {
@@ -394,6 +397,19 @@ pub fn put_level<T: Transactable + automerge::ReadDoc>(
     Ok(())
 }
 
+/// The most relays a workspace shares (more in its document are left out).
+pub const MAX_SHARED_RELAYS: usize = 16;
+
+/// Replaces the relays shared with every member.
+pub fn put_relays<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    relays: &[String],
+) -> Result<()> {
+    let norms = ensure_map(tx, &ROOT, "norms")?;
+    put_str_list(tx, &norms, "relays", relays)?;
+    Ok(())
+}
+
 /// Replaces the escalation ladder.
 pub fn put_ladder<T: Transactable + automerge::ReadDoc>(
     tx: &mut T,
@@ -495,7 +511,17 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
     distinguish(&mut members);
     let mut levels = BTreeMap::new();
     let mut ladder = Vec::new();
+    let mut relays = Vec::new();
     if let Some(norms) = view.map(&ROOT, "norms") {
+        // Only URLs a node would store: anything else in the list is left out.
+        relays = view
+            .str_list(&norms, "relays")
+            .into_iter()
+            .filter_map(|r| crate::sync::net::relay_url(&r).ok())
+            .collect();
+        relays.dedup();
+        // A node connects to each: a bound, whatever an admin's node wrote.
+        relays.truncate(MAX_SHARED_RELAYS);
         if let Some(map) = view.map(&norms, "levels") {
             for name in view.keys(&map) {
                 levels.insert(name.clone(), view.string(&map, &name));
@@ -514,6 +540,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
         levels,
         ladder,
         templates,
+        relays,
     }
 }
 

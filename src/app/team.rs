@@ -288,3 +288,80 @@ pub fn add_away(
         Ok(())
     })
 }
+
+/// Whom a change to a workspace's relays reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Every member: the relay list in the workspace document changed (the creator and
+    /// admins), and each member's node follows it at its next sync.
+    Everyone,
+    /// This device only.
+    ThisDevice,
+}
+
+/// Adds a relay (a canonical URL) to a workspace: shared with every member when this
+/// person may change the norms, otherwise for this device only.
+pub fn add_relay(node: &crate::node::Node, workspace: crate::id::Id, url: &str) -> Result<Reach> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    node.edit_record(workspace, |record| {
+        if !record.relays.iter().any(|r| r == url) {
+            record.relays.push(url.to_string());
+        }
+        record.dropped.retain(|r| r != url);
+    })?;
+    let me = node.member_id();
+    if !record.state.may_set_norms(&me, &record.creator) {
+        return Ok(Reach::ThisDevice);
+    }
+    if !record.state.relays.iter().any(|r| r == url) {
+        let mut shared = record.state.relays.clone();
+        shared.push(url.to_string());
+        node.edit(workspace, workspace, |doc| {
+            let mut tx = doc.transaction();
+            workspace::put_relays(&mut tx, &shared)?;
+            commit(tx, &format!("share relay {url}"));
+            Ok(())
+        })?;
+    }
+    Ok(Reach::Everyone)
+}
+
+/// Stops using a relay (a canonical URL the workspace lists): for every member when this
+/// person may change the norms, otherwise for this device only (which then ignores it
+/// even while the workspace shares it).
+pub fn remove_relay(
+    node: &crate::node::Node,
+    workspace: crate::id::Id,
+    url: &str,
+) -> Result<Reach> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    let shared = record.state.relays.iter().any(|r| r == url);
+    let me = node.member_id();
+    let everyone = shared && record.state.may_set_norms(&me, &record.creator);
+    if everyone {
+        let rest: Vec<String> = record
+            .state
+            .relays
+            .iter()
+            .filter(|r| *r != url)
+            .cloned()
+            .collect();
+        node.edit(workspace, workspace, |doc| {
+            let mut tx = doc.transaction();
+            workspace::put_relays(&mut tx, &rest)?;
+            commit(tx, &format!("stop sharing relay {url}"));
+            Ok(())
+        })?;
+    }
+    node.edit_record(workspace, |record| {
+        record.relays.retain(|r| r != url);
+        if shared && !everyone && !record.dropped.iter().any(|r| r == url) {
+            record.dropped.push(url.to_string());
+        }
+    })?;
+    Ok(if everyone {
+        Reach::Everyone
+    } else {
+        Reach::ThisDevice
+    })
+}

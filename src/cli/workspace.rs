@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::table::{Cell, Table};
 use super::{Ctx, Out, RelayCommand, Tone, WorkspaceCommand};
+use crate::app::team::Reach;
 use crate::id::Id;
 use crate::identity::Profile;
 use crate::node::{Node, commit, now_ms};
@@ -218,6 +219,10 @@ pub fn workspace(
             let relays = canonical;
             trust_ca(node, &relays, ca.as_deref(), out)?;
             let id = node.create_workspace(&name, relays.clone())?;
+            // The creator's relays are the workspace's: every member follows them.
+            for relay in &relays {
+                crate::app::team::add_relay(node, id, relay)?;
+            }
             said!(out, "Created workspace {name} ({}).", id.short());
             switch_to(node, id, &name, out)?;
             let rounds = super::sync::first_contact(node, id, &relays, out)?;
@@ -526,15 +531,21 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
                 bail!("workspace `{}` already syncs with {known}", record.name);
             }
             trust_ca(node, std::slice::from_ref(&url), ca.as_deref(), out)?;
-            let mut relays = record.relays;
-            relays.push(url.clone());
-            node.set_relays(id, relays)?;
-            out.done(json!({"relay": url}))?;
-            said!(
-                out,
-                "Workspace {} now syncs with {url}: `meridian sync` sends it everything.",
-                record.name
-            );
+            let reach = crate::app::team::add_relay(node, id, &url)?;
+            out.done(json!({"relay": url, "shared": reach == Reach::Everyone}))?;
+            match reach {
+                Reach::Everyone => said!(
+                    out,
+                    "Workspace {} now syncs with {url}, for every member: their nodes start using it at their next sync. `meridian sync` sends it everything.",
+                    record.name
+                ),
+                Reach::ThisDevice => said!(
+                    out,
+                    "This device now syncs {} with {url}. Only the creator and admins share a relay with every member: ask {} to add it too.",
+                    record.name,
+                    record.state.name_of(&hex::encode(&record.creator))
+                ),
+            }
         }
         RelayCommand::Remove { url } => {
             let Some(url) = record.relays.iter().find(|r| same_relay(r, &url)).cloned() else {
@@ -549,18 +560,25 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
                     record.name
                 );
             };
-            let relays: Vec<String> = record.relays.into_iter().filter(|r| *r != url).collect();
-            let left = relays.len();
-            node.set_relays(id, relays)?;
-            out.done(json!({"relay": url}))?;
+            let left = record.relays.len() - 1;
+            let reach = crate::app::team::remove_relay(node, id, &url)?;
+            out.done(json!({"relay": url, "shared": reach == Reach::Everyone}))?;
+            let whom = match reach {
+                Reach::Everyone => "for every member",
+                Reach::ThisDevice => "on this device",
+            };
             if left == 0 {
                 said!(
                     out,
-                    "Workspace {} no longer syncs with {url}, and lists no relay now: what you write stays here until you add one.",
+                    "Workspace {} no longer syncs with {url} {whom}, and lists no relay now: what you write stays here until you add one.",
                     record.name
                 );
             } else {
-                said!(out, "Workspace {} no longer syncs with {url}.", record.name);
+                said!(
+                    out,
+                    "Workspace {} no longer syncs with {url} {whom}.",
+                    record.name
+                );
             }
         }
         RelayCommand::List => {

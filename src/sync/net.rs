@@ -451,6 +451,9 @@ async fn connect_as(
                     }
                 }
                 _ = poll.tick() => {
+                    if mode == Mode::Live && !still_listed(node, workspace, relay) {
+                        return Ok(());
+                    }
                     outputs = refresh(node, workspace, &mut session, Instant::now())?;
                 }
                 changed = async {
@@ -899,11 +902,7 @@ pub fn daemon(node: &Node) -> Result<()> {
             node.home().display()
         );
     }
-    let targets: Vec<(Id, String)> = node
-        .workspaces()?
-        .into_iter()
-        .flat_map(|(id, record)| record.relays.into_iter().map(move |r| (id, r)))
-        .collect();
+    let targets = daemon_targets(node)?;
     if targets.is_empty() {
         bail!(
             "no workspace of this node lists a relay: add one with `meridian workspace relay add URL`"
@@ -916,16 +915,38 @@ pub fn daemon(node: &Node) -> Result<()> {
     runtime.block_on(async {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let listener = wake_listener(node.home(), wake_tx)?;
-        let connections = targets.iter().map(|(workspace, relay)| {
-            let wake = wake_rx.clone();
-            async move { keep_connected(node, *workspace, relay, wake).await }
-        });
         tracing::info!(
             "daemon started: {} connection(s); ctrl-c stops it",
             targets.len()
         );
+        // Relays a workspace starts or stops sharing are picked up as the workspace
+        // document changes: a connection ends when its relay leaves the list, and a new
+        // relay gets one.
+        let mut running: BTreeSet<(Id, String)> = BTreeSet::new();
+        let mut connections = futures_util::stream::FuturesUnordered::new();
+        let mut look = tokio::time::interval(TARGETS_INTERVAL);
+        let work = async {
+            loop {
+                tokio::select! {
+                    _ = look.tick() => {
+                        for target in daemon_targets(node).unwrap_or_default() {
+                            if running.insert(target.clone()) {
+                                let wake = wake_rx.clone();
+                                connections.push(async move {
+                                    keep_connected(node, target.0, &target.1, wake).await;
+                                    target
+                                });
+                            }
+                        }
+                    }
+                    Some(ended) = connections.next(), if !connections.is_empty() => {
+                        running.remove(&ended);
+                    }
+                }
+            }
+        };
         tokio::select! {
-            _ = futures_util::future::join_all(connections) => {}
+            () = work => {}
             _ = listener => {}
             _ = meridian_relay::server::shutdown_signal() => tracing::info!("stopping"),
         }
@@ -959,10 +980,34 @@ fn wake_listener(
     }
 }
 
-/// Keeps one (workspace, relay) connection up, with backoff between attempts.
+/// How often the daemon looks for relays added to or removed from its workspaces.
+const TARGETS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every (workspace, relay) this node syncs with.
+fn daemon_targets(node: &Node) -> Result<Vec<(Id, String)>> {
+    Ok(node
+        .workspaces()?
+        .into_iter()
+        .flat_map(|(id, record)| record.relays.into_iter().map(move |r| (id, r)))
+        .collect())
+}
+
+/// Whether the workspace still lists the relay (an error reading it counts as yes).
+fn still_listed(node: &Node, workspace: Id, relay: &str) -> bool {
+    node.workspace(Some(&workspace.hex()))
+        .map(|(_, record)| record.relays.iter().any(|r| r == relay))
+        .unwrap_or(true)
+}
+
+/// Keeps one (workspace, relay) connection up, with backoff between attempts, until the
+/// workspace no longer lists the relay.
 async fn keep_connected(node: &Node, workspace: Id, relay: &str, wake: watch::Receiver<u64>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if !still_listed(node, workspace, relay) {
+            tracing::info!("{relay} is no longer among the workspace's relays: disconnecting");
+            return;
+        }
         let started = Instant::now();
         let result = connect(
             node,

@@ -701,14 +701,18 @@ fn a_relay_added_later_receives_the_history() {
         "Summary=x",
     ]);
     team.sync_until_quiet(&[ana, bo]);
-    // The team moves to a new relay.
+    // The team moves to a new relay: Ana moves the workspace, and Bo's node follows the
+    // workspace's relays as it syncs.
     let new = crate::relays::Relay::start(&team.world.file("relay2"));
-    for home in [ana, bo] {
-        home.ok(&["workspace", "relay", "add", &new.url()]);
-        sync(home);
-        home.ok(&["workspace", "relay", "remove", &team.relay.url()]);
-        sync(home);
-    }
+    ana.ok(&["workspace", "relay", "add", &new.url()]);
+    sync(ana);
+    ana.ok(&["workspace", "relay", "remove", &team.relay.url()]);
+    sync(ana);
+    sync(bo);
+    sync(bo);
+    let listed = bo.json(&["workspace", "relay", "list"]);
+    assert_eq!(listed["relays"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["relays"][0]["relay"], new.url().as_str(), "{listed}");
     let code = ana.ok(&["invite"]);
     let cy = team.world.person("Cy", "America/Lima");
     cy.ok(&["join", code.trim()]);
@@ -1312,4 +1316,95 @@ fn a_relay_backed_up_under_load_and_restored_loses_nothing() {
             );
         }
     }
+}
+
+/// A relay the creator adds reaches every member through the workspace document: their
+/// nodes use it from their next sync, a running daemon connects to it without a restart,
+/// and it carries the team when the first relay is gone. Removing it reaches everyone the
+/// same way. A member who is not an admin adds a relay for their own device only.
+#[test]
+fn a_relay_the_creator_shares_reaches_every_member() {
+    let mut team = Team::new(&ZONES);
+    let [ana, bo, cy] = [&team.homes[0], &team.homes[1], &team.homes[2]];
+    let second = crate::relays::Relay::start(&team.world.file("relay-b"));
+    let url = second.url();
+    let log = team.world.file("cy-daemon.log");
+    let _daemon = Guard(Some(
+        meridian(cy, &["daemon"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    poll(Duration::from_secs(10), "Cy's daemon connects", || {
+        daemon_log().contains("connected to").then_some(())
+    });
+    // Bo is no admin: his relay is his device's alone.
+    let said = bo.ok(&["workspace", "relay", "add", &url]);
+    assert!(
+        said.contains("This device now syncs acme with") && said.contains("ask Ana"),
+        "{said}"
+    );
+    bo.ok(&["workspace", "relay", "remove", &url]);
+    // Ana shares it; Bo's node follows at its next sync, Cy's daemon on its own.
+    let said = ana.ok(&["workspace", "relay", "add", &url]);
+    assert!(said.contains("for every member"), "{said}");
+    sync(ana);
+    sync(bo);
+    let listed = bo.json(&["workspace", "relay", "list"]);
+    assert!(
+        listed["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["relay"] == url.as_str()),
+        "{listed}"
+    );
+    poll(
+        Duration::from_secs(15),
+        "Cy's daemon connects to the new relay",
+        || {
+            daemon_log()
+                .contains(&format!("connected to {url}"))
+                .then_some(())
+        },
+    );
+    // The first relay is lost: the shared one carries Bo's thread to Cy.
+    team.relay.kill();
+    let t = bo.create(&["thread", "new", "Through the second relay", "-m", "hello"]);
+    let output = bo.run(&["sync"]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("could not sync with 1 of 2 relays"),
+        "{output:?}"
+    );
+    poll(
+        Duration::from_secs(20),
+        "Cy's daemon applies Bo's thread",
+        || {
+            cy.json(&["thread", "list"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["id"] == t.as_str())
+                .then_some(())
+        },
+    );
+    // Ana stops sharing it: every member stops using it.
+    team.relay.restart();
+    let said = ana.ok(&["workspace", "relay", "remove", &url]);
+    assert!(said.contains("for every member"), "{said}");
+    sync(ana);
+    sync(bo);
+    let listed = bo.json(&["workspace", "relay", "list"]);
+    assert_eq!(listed["relays"].as_array().unwrap().len(), 1, "{listed}");
+    poll(
+        Duration::from_secs(15),
+        "Cy's daemon leaves the relay",
+        || {
+            daemon_log()
+                .contains(&format!("{url} is no longer among the workspace's relays"))
+                .then_some(())
+        },
+    );
 }
