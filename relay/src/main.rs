@@ -204,10 +204,21 @@ fn backup(data: &std::path::Path, output: &std::path::Path) -> Result<()> {
     };
     let (workspaces, entries, bytes, from) = held;
     println!(
-        "Backed up {from} to {}: {workspaces} workspaces, {entries} log entries, {bytes} bytes.",
-        output.display()
+        "Backed up {from} to {}: {}, {bytes} bytes.",
+        output.display(),
+        holds(workspaces, entries)
     );
     Ok(())
+}
+
+/// "1 workspace, 4 log entries".
+fn holds(workspaces: u64, entries: u64) -> String {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{}, {}",
+        plural(workspaces, "workspace", "workspaces"),
+        plural(entries, "log entry", "log entries")
+    )
 }
 
 /// Files the relay holds besides its connections: the database, the listeners, logs.
@@ -304,10 +315,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Restore { file, data } => {
             let (id, held) = meridian_relay::store::restore(&file, &data)?;
             println!(
-                "Restored {} ({} workspaces, {} log entries) into {} with the new relay id {}: members push what it lacks when they next sync.",
+                "Restored {} ({}) into {} with the new relay id {}: members push what it lacks when they next sync.",
                 file.display(),
-                held.workspaces,
-                held.entries,
+                holds(held.workspaces, held.entries),
                 data.display(),
                 hex::encode(&id[..6])
             );

@@ -1267,7 +1267,7 @@ fn a_relay_backed_up_under_load_and_restored_loses_nothing() {
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(
-        said.starts_with("Backed up the running relay to") && said.contains("workspaces"),
+        said.starts_with("Backed up the running relay to") && said.contains("1 workspace, "),
         "{said}"
     );
     // Written after the backup: the restored relay will not have these.
