@@ -469,12 +469,28 @@ pub fn join(node: &Node, code: &str, ca: Option<&Path>, out: &Out) -> Result<()>
             );
         }
     } else {
-        say!(
-            out,
-            "Joined {} ({}) offline: no relay could be reached, so this device registers with them on the next `meridian sync`.",
-            joined.name,
-            id.short()
-        );
+        // Unreachable relays mean offline; anything else (a certificate, a refusal) is a
+        // problem to fix first, said by `contact` below.
+        let offline = joined.rounds.iter().all(|(_, r)| {
+            r.as_ref()
+                .err()
+                .is_some_and(|e| crate::error::kind_of(e) == crate::error::ErrorKind::Unreachable)
+        });
+        if offline {
+            say!(
+                out,
+                "Joined {} ({}) offline: no relay could be reached, so this device registers with them on the next `meridian sync`.",
+                joined.name,
+                id.short()
+            );
+        } else {
+            say!(
+                out,
+                "Joined {} ({}) on this device, but no relay admitted it yet: once the problem below is solved, `meridian sync` registers it.",
+                joined.name,
+                id.short()
+            );
+        }
         let state = node.workspace(Some(&id.hex()))?.1.state;
         super::sync::contact(out, &joined.rounds, &state)?;
     }

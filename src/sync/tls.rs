@@ -110,10 +110,10 @@ fn explain_rustls(relay: &str, error: &rustls::Error) -> String {
     match error {
         rustls::Error::InvalidCertificate(certificate) => match certificate {
             CertificateError::UnknownIssuer => format!(
-                "{relay} presented a certificate from an issuer this device does not trust: {trust}"
+                "{relay}'s certificate comes from an issuer this device does not trust: {trust}"
             ),
             CertificateError::BadSignature | CertificateError::BadEncoding => format!(
-                "{relay} presented a certificate that does not verify (bad signature or encoding): its operator must fix it, or {trust}"
+                "{relay}'s certificate does not verify (bad signature or encoding): its operator must fix it, or {trust}"
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
                 "{relay}'s certificate has expired{}: its operator must renew it (if it looks current, check this device's clock)",

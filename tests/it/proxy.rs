@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::relays::{Guard, Relay, meridian, poll};
+use crate::relays::{Guard, Relay, meridian, poll, signal, wait_for};
 use crate::support::World;
 use crate::tls::{Ca, Leaf, relay_addr};
 
@@ -122,9 +122,15 @@ http {{
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers (SIGKILL would orphan them); SIGKILL
+    /// only if it does not stop.
     fn drop(&mut self) {
-        if let Some(child) = self.process.0.as_mut() {
-            let _ = child.kill();
+        if let Some(mut child) = self.process.0.take() {
+            signal(child.id(), "TERM");
+            if wait_for(&mut child, Duration::from_secs(5)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
