@@ -728,19 +728,7 @@ async fn a_plain_http_request_is_told_what_this_is() {
             "HTTP/1.1 405",
         ),
     ] {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
-        )
-        .await
-        .expect("the relay answers and closes")
-        .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = exchange(addr.parse().unwrap(), request).await;
         assert!(answer.starts_with(status), "{answer}");
         assert!(answer.contains("This is a Meridian relay"), "{answer}");
     }
@@ -783,10 +771,9 @@ async fn members_are_pinged_and_a_silent_one_is_dropped() {
     relay.shutdown().await;
 }
 
-/// `GET path` on the admin listener: the status code and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+/// Sends `request` and reads the answer until the server closes the connection.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n");
     tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
         .await
         .unwrap();
@@ -796,9 +783,14 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
     )
     .await
-    .expect("the admin listener answers")
+    .expect("the server answers and closes")
     .unwrap();
-    let answer = String::from_utf8(answer).unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+/// `GET path` on the admin listener: the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let answer = exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n")).await;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, body.to_string())

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::relays::{Guard, Relay, meridian, poll, signal, wait_for};
+use crate::relays::{Guard, Relay, poll, read_log, signal, start_daemon, wait_for};
 use crate::support::World;
-use crate::tls::{Ca, Leaf, relay_addr};
+use crate::tls::{Ca, Leaf, ca_file, relay_addr};
 
 /// The nginx binary, or a failure saying how to get one.
 fn nginx() -> PathBuf {
@@ -147,9 +147,8 @@ fn an_idle_daemon_stays_connected_through_nginx_by_its_pings() {
         relay_addr(&relay),
         IDLE,
     );
-    let ca_pem = world.file("acme-ca.pem");
-    std::fs::write(&ca_pem, ca.pem()).unwrap();
-    let ca_pem = ca_pem.to_str().unwrap();
+    let ca_pem = ca_file(&world, &ca, "acme-ca.pem");
+    let ca_pem = ca_pem.as_str();
     let ana = world.person("Ana", "Asia/Tokyo");
     let bo = world.person("Bo", "Europe/Berlin");
     let said = ana.ok(&[
@@ -166,15 +165,8 @@ fn an_idle_daemon_stays_connected_through_nginx_by_its_pings() {
     bo.ok(&["join", code.trim(), "--ca", ca_pem]);
     // Bo's daemon pings every half second; the proxy cuts a connection idle for 2 s.
     let log = world.file("bo-daemon.log");
-    let _daemon = Guard(Some(
-        meridian(&bo, &["daemon"])
-            .env("MERIDIAN_PING_SECS", "0.5")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
-    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let _daemon = start_daemon(&bo, &log, &[("MERIDIAN_PING_SECS", "0.5")]);
+    let daemon_log = || read_log(&log);
     poll(Duration::from_secs(15), "Bo's daemon connects", || {
         daemon_log().contains("connected to wss://").then_some(())
     });

@@ -562,3 +562,19 @@ impl Drop for Guard {
         }
     }
 }
+
+/// `meridian daemon` for `home`, with `env` set and its log in `log`; stopped when the
+/// guard drops. Read the log with [`read_log`].
+pub fn start_daemon(home: &Home, log: &Path, env: &[(&str, &str)]) -> Guard {
+    let mut command = meridian(home, &["daemon"]);
+    command
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Guard(Some(command.spawn().unwrap()))
+}
+
+/// What a log file holds so far (nothing, before it exists).
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -607,14 +607,8 @@ fn daemon_delivers_without_commands() {
     let mut team = Team::new(&ZONES[..2]);
     let (ana, bo) = (&team.homes[0], &team.homes[1]);
     let log = team.world.file("bo-daemon.log");
-    let mut daemon = Guard(Some(
-        meridian(bo, &["daemon"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
-    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut daemon = crate::relays::start_daemon(bo, &log, &[]);
+    let daemon_log = || crate::relays::read_log(&log);
     poll(Duration::from_secs(10), "the daemon listens", || {
         bo.path().join("daemon.sock").exists().then_some(())
     });
@@ -1329,14 +1323,8 @@ fn a_relay_the_creator_shares_reaches_every_member() {
     let second = crate::relays::Relay::start(&team.world.file("relay-b"));
     let url = second.url();
     let log = team.world.file("cy-daemon.log");
-    let _daemon = Guard(Some(
-        meridian(cy, &["daemon"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
-    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let _daemon = crate::relays::start_daemon(cy, &log, &[]);
+    let daemon_log = || crate::relays::read_log(&log);
     poll(Duration::from_secs(10), "Cy's daemon connects", || {
         daemon_log().contains("connected to").then_some(())
     });
@@ -1361,14 +1349,14 @@ fn a_relay_the_creator_shares_reaches_every_member() {
             .any(|r| r["relay"] == url.as_str()),
         "{listed}"
     );
-    poll(
-        Duration::from_secs(15),
+    let daemon_says = |what: &str, text: &str| {
+        poll(Duration::from_secs(15), what, || {
+            daemon_log().contains(text).then_some(())
+        })
+    };
+    daemon_says(
         "Cy's daemon connects to the new relay",
-        || {
-            daemon_log()
-                .contains(&format!("connected to {url}"))
-                .then_some(())
-        },
+        &format!("connected to {url}"),
     );
     // The first relay is lost: the shared one carries Bo's thread to Cy.
     team.relay.kill();
@@ -1398,13 +1386,8 @@ fn a_relay_the_creator_shares_reaches_every_member() {
     sync(bo);
     let listed = bo.json(&["workspace", "relay", "list"]);
     assert_eq!(listed["relays"].as_array().unwrap().len(), 1, "{listed}");
-    poll(
-        Duration::from_secs(15),
+    daemon_says(
         "Cy's daemon leaves the relay",
-        || {
-            daemon_log()
-                .contains(&format!("{url} is no longer among the workspace's relays"))
-                .then_some(())
-        },
+        &format!("{url} is no longer among the workspace's relays"),
     );
 }

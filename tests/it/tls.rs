@@ -133,7 +133,8 @@ pub fn relay_addr(relay: &Relay) -> SocketAddr {
         .unwrap()
 }
 
-fn ca_file(world: &World, ca: &Ca, name: &str) -> String {
+/// The CA's certificate written to `name` in the shared directory; its path.
+pub fn ca_file(world: &World, ca: &Ca, name: &str) -> String {
     let path = world.file(name);
     std::fs::write(&path, ca.pem()).unwrap();
     path.to_str().unwrap().to_string()
