@@ -40,6 +40,13 @@ enum Command {
         /// (one object per line, for a log collector).
         #[arg(long, value_name = "FORMAT", default_value = "human")]
         log_format: LogFormat,
+        /// Terminate TLS on the websocket port with this certificate chain (PEM), so members
+        /// use wss://; SIGHUP reloads it. Needs --tls-key (or `[tls]` in the config).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// A consistent copy of the relay's database, made while it serves (through its control
     /// socket), or from the data directory of a stopped relay.
@@ -135,6 +142,25 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Reloads the certificate and key on every SIGHUP: new connections take the new ones,
+/// open connections keep theirs; a pair that does not load leaves the old one in place.
+async fn reload_on_sighup(tls: server::TlsSettings, files: server::TlsFiles) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP: the certificate is not reloadable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match server::tls_settings(&files.cert, &files.key) {
+            Ok(config) => {
+                *tls.write().unwrap_or_else(|e| e.into_inner()) = config;
+                tracing::info!("reloaded the certificate {}", files.cert.display());
+            }
+            Err(e) => tracing::error!("kept the old certificate: {e:#}"),
+        }
     }
 }
 
@@ -303,14 +329,21 @@ fn check(config: &Config) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (listen, data, config, admin_listen) = match cli.command {
+    let (listen, data, config, admin_listen, tls_files) = match cli.command {
         Command::Serve {
             listen,
             data,
             config,
             admin_listen,
             log_format: _,
-        } => (listen, data, config, admin_listen),
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| server::TlsFiles { cert, key });
+            (listen, data, config, admin_listen, tls)
+        }
         Command::Backup { data, output } => return backup(&data, &output),
         Command::Restore { file, data } => {
             let (id, held) = meridian_relay::store::restore(&file, &data)?;
@@ -346,9 +379,19 @@ fn run(cli: Cli) -> Result<()> {
             return Ok(());
         }
     };
-    let config = match config {
+    let mut config = match config {
         Some(path) => load(&path)?,
         None => Config::default(),
+    };
+    if tls_files.is_some() {
+        config.tls = tls_files;
+    }
+    // A certificate that does not load stops the relay before it listens.
+    let tls = match &config.tls {
+        Some(files) => Some(std::sync::Arc::new(std::sync::RwLock::new(
+            server::tls_settings(&files.cert, &files.key)?,
+        ))),
+        None => None,
     };
     open_files(config.max_connections);
     // The database opens (and, after a crash, repairs) before the relay listens, so a
@@ -367,16 +410,21 @@ fn run(cli: Cli) -> Result<()> {
         // The first line of stdout is the address, for scripts that asked for port 0. A
         // stdout nobody reads (closed, or a full disk) is no reason not to serve, and
         // `println!` would panic on it.
-        let _ = writeln!(std::io::stdout(), "listening on ws://{bound}");
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let _ = writeln!(std::io::stdout(), "listening on {scheme}://{bound}");
         if bound.ip().is_unspecified() {
             tracing::info!(
-                "members add this relay as ws://HOST:{} (HOST: a name or address of this machine they can reach)",
-                bound.port()
+                "members add this relay as {scheme}://HOST:{} (HOST: a name or address of this machine they can reach{})",
+                bound.port(),
+                if tls.is_some() { ", the one its certificate names" } else { "" }
             );
         } else {
             tracing::info!(
-                "members add this relay with `meridian workspace relay add ws://{bound}`"
+                "members add this relay with `meridian workspace relay add {scheme}://{bound}`"
             );
+        }
+        if let (Some(tls), Some(files)) = (&tls, config.tls.clone()) {
+            tokio::spawn(reload_on_sighup(tls.clone(), files));
         }
         let control = control_socket(&data)?;
         let admin = match admin_listen {
@@ -404,6 +452,7 @@ fn run(cli: Cli) -> Result<()> {
         let admin = server::Admin {
             http: admin,
             control: Some(control),
+            tls,
         };
         let result = server::run_with(listener, admin, store, config, shutdown).await;
         let _ = std::fs::remove_file(data.join(CONTROL_SOCKET));

@@ -96,6 +96,19 @@ pub struct Config {
     pub ping_interval_secs: u64,
     /// Seconds over which shutdown spreads telling members to reconnect elsewhere.
     pub drain_secs: u64,
+    /// TLS on the websocket port, when no proxy terminates it: `[tls] cert = FILE,
+    /// key = FILE` (PEM; SIGHUP reloads both).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's first.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -112,6 +125,7 @@ impl Default for Config {
             cache_mb: store::Options::default().cache_bytes >> 20,
             ping_interval_secs: 25,
             drain_secs: 5,
+            tls: None,
         }
     }
 }
@@ -224,6 +238,13 @@ impl Config {
                 setting.value
             ));
         }
+        text.push_str(
+            "\n# TLS on the websocket port, when no reverse proxy terminates it (PEM files; SIGHUP\n\
+             # reloads them without dropping connections). Or --tls-cert and --tls-key.\n\
+             # [tls]\n\
+             # cert = \"/etc/meridian-relay/fullchain.pem\"\n\
+             # key = \"/etc/meridian-relay/privkey.pem\"\n",
+        );
         text
     }
 
@@ -279,6 +300,61 @@ struct Inbound {
     /// Bytes the client may still send; `usize::MAX` once authenticated.
     allowance: Arc<AtomicUsize>,
     outgoing: Arc<Outgoing>,
+    /// The connection is TLS: what is read is opened by the `Outgoing`'s TLS session.
+    tls: bool,
+    /// Plaintext TLS opened that the websocket has not read yet.
+    plain: Vec<u8>,
+}
+
+impl Inbound {
+    /// [`AsyncRead::poll_read`] through TLS: records read from the socket (within the
+    /// allowance) are opened under the `Outgoing`'s lock, whose TLS session also answers the
+    /// handshake.
+    fn poll_read_tls(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.plain.is_empty() {
+                let n = self.plain.len().min(buf.remaining());
+                buf.put_slice(&self.plain[..n]);
+                self.plain.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            {
+                let mut state = self.outgoing.lock();
+                state.read_plaintext(&mut self.plain)?;
+                if !self.plain.is_empty() {
+                    continue;
+                }
+                // Handshake bytes the socket did not take at once are written as it drains.
+                if let Poll::Ready(Err(e)) = state.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            let allowance = self.allowance.load(Ordering::Relaxed);
+            if allowance == 0 {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    HandshakeTooLong,
+                )));
+            }
+            let mut chunk = [0u8; 16 << 10];
+            let limit = allowance.min(chunk.len());
+            let mut records = ReadBuf::new(&mut chunk[..limit]);
+            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut records))?;
+            let read = records.filled();
+            if read.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if allowance != usize::MAX {
+                self.allowance
+                    .store(allowance - read.len(), Ordering::Relaxed);
+            }
+            self.outgoing.lock().open_tls(read, &mut self.plain)?;
+        }
+    }
 }
 
 impl AsyncRead for Inbound {
@@ -288,6 +364,9 @@ impl AsyncRead for Inbound {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.tls {
+            return this.poll_read_tls(cx, buf);
+        }
         let allowance = this.allowance.load(Ordering::Relaxed);
         if allowance == usize::MAX {
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
@@ -374,7 +453,13 @@ struct Shared {
     writer: mpsc::Sender<WriteJob>,
     next_connection: AtomicU64,
     metrics: Arc<Metrics>,
+    /// TLS settings when the relay terminates TLS itself; replaced on SIGHUP.
+    tls: Option<TlsSettings>,
 }
+
+/// The TLS settings new connections take: replaced whole when the certificate is reloaded,
+/// while connections made before keep theirs.
+pub type TlsSettings = Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>;
 
 /// Milliseconds since the epoch.
 fn now_ms() -> i64 {
@@ -412,6 +497,32 @@ pub struct Admin {
     /// The control socket in the data directory (`admin.sock`, the relay's user only):
     /// `meridian-relay backup` asks the running relay for a consistent copy through it.
     pub control: Option<tokio::net::UnixListener>,
+    /// TLS on the websocket listener (see [`tls_settings`]).
+    pub tls: Option<TlsSettings>,
+}
+
+/// The TLS settings of a certificate chain and its key, both PEM files: rustls with the
+/// ring provider named explicitly.
+pub fn tls_settings(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+    #[allow(deprecated)] // ring, named explicitly: see the node's `sync::tls`.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and the key do not go together")?;
+    Ok(Arc::new(config))
 }
 
 /// [`run`], with the admin listeners given.
@@ -458,6 +569,7 @@ pub async fn run_with(
         writer: writer_tx,
         next_connection: AtomicU64::new(1),
         metrics: metrics.clone(),
+        tls: admin.tls.clone(),
     });
     let control = admin
         .control
@@ -1041,11 +1153,20 @@ async fn connection(
     let send_limit = Duration::from_secs(config.send_timeout_secs);
     let allowance = Arc::new(AtomicUsize::new(HANDSHAKE_BYTES));
     let (read, write) = tcp.into_split();
-    let outgoing = Arc::new(Outgoing::new(write));
+    let tls = match &shared.tls {
+        Some(tls) => {
+            let config = tls.read().unwrap_or_else(|e| e.into_inner()).clone();
+            Some(rustls::ServerConnection::new(config).context("cannot start TLS")?)
+        }
+        None => None,
+    };
+    let outgoing = Arc::new(Outgoing::new(write, tls));
     let inbound = Inbound {
         tcp: read,
         allowance: allowance.clone(),
         outgoing: outgoing.clone(),
+        tls: outgoing.lock().is_tls(),
+        plain: Vec::new(),
     };
     let upgrade = tokio::select! {
         result = timeout(
@@ -1135,8 +1256,9 @@ fn not_a_websocket(problem: &tokio_tungstenite::tungstenite::error::ProtocolErro
         _ => "400 Bad Request",
     };
     let body = "This is a Meridian relay: it speaks websockets, not web pages.\n\
-                Members add it with `meridian workspace relay add wss://this-host` (behind a TLS \
-                proxy) or `ws://this-host:port`; `meridian-relay serve` prints the address.\n";
+                Members add it with `meridian workspace relay add wss://this-host` (with TLS, \
+                here or at a proxy) or `ws://this-host:port`; `meridian-relay serve` prints the \
+                address.\n";
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

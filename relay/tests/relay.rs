@@ -832,6 +832,7 @@ async fn health_readiness_and_metrics_follow_the_relay() {
         meridian_relay::server::Admin {
             http: Some(admin),
             control: None,
+            tls: None,
         },
         store,
         config,

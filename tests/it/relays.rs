@@ -112,11 +112,18 @@ pub struct Relay {
     child: Option<Child>,
     /// `127.0.0.1:PORT`.
     addr: String,
+    /// More arguments of `serve`, kept for restarts.
+    args: Vec<String>,
 }
 
 impl Relay {
     /// Starts a relay on a free port with its database in `data`.
     pub fn start(data: &Path) -> Relay {
+        Relay::start_with(data, &[])
+    }
+
+    /// [`Relay::start`] with more arguments of `serve` (`--tls-cert FILE`, say).
+    pub fn start_with(data: &Path, args: &[&str]) -> Relay {
         let name = data.file_name().unwrap().to_string_lossy().into_owned();
         let log = data
             .parent()
@@ -127,6 +134,7 @@ impl Relay {
             log,
             child: None,
             addr: String::new(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         match relay.spawn("127.0.0.1:0") {
             Ok(()) => relay,
@@ -144,6 +152,7 @@ impl Relay {
         let mut child = Command::new(relay_binary())
             .args(["serve", "--listen", listen, "--data"])
             .arg(&self.data)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -177,6 +186,7 @@ impl Relay {
         };
         let Some(addr) = line
             .strip_prefix("listening on ws://")
+            .or_else(|| line.strip_prefix("listening on wss://"))
             .map(|rest| rest.trim().trim_end_matches("/v1"))
         else {
             let _ = child.kill();
@@ -186,6 +196,11 @@ impl Relay {
         self.addr = addr.to_string();
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The URL nodes are given: `ws://127.0.0.1:PORT`.

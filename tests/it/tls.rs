@@ -285,3 +285,86 @@ fn each_wrong_certificate_is_refused_with_what_to_do() {
         "{output:?}"
     );
 }
+
+/// The relay terminating TLS itself: a team syncs over `wss://` with the relay's CA; a
+/// certificate reloaded on SIGHUP is what new connections get, while a daemon connected
+/// before keeps its connection and keeps receiving.
+#[test]
+fn a_relay_with_its_own_tls_reloads_its_certificate_on_sighup() {
+    let world = World::new();
+    let ca = Ca::new("Acme relay CA");
+    let write_leaf = |leaf: &Leaf| {
+        std::fs::write(world.file("cert.pem"), &leaf.pem).unwrap();
+        std::fs::write(world.file("key.pem"), &leaf.key_pem).unwrap();
+    };
+    write_leaf(&ca.leaf(&["localhost"], None));
+    let (cert, key) = (world.file("cert.pem"), world.file("key.pem"));
+    let relay = Relay::start_with(
+        &world.file("relay"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = relay.url().replace("ws://127.0.0.1", "wss://localhost");
+    let ca_pem = ca_file(&world, &ca, "acme-ca.pem");
+    let ana = world.person("Ana", "Asia/Tokyo");
+    ana.ok(&[
+        "workspace",
+        "create",
+        "acme",
+        "--relay",
+        &url,
+        "--ca",
+        &ca_pem,
+    ]);
+    let bo = world.person("Bo", "Europe/Berlin");
+    let code = ana.ok(&["invite"]);
+    bo.ok(&["join", code.trim(), "--ca", &ca_pem]);
+    let log = world.file("bo-daemon.log");
+    let _daemon = crate::relays::start_daemon(&bo, &log, &[]);
+    poll(Duration::from_secs(15), "Bo's daemon connects", || {
+        crate::relays::read_log(&log)
+            .contains("connected to wss://")
+            .then_some(())
+    });
+    // A certificate for another name, reloaded: new connections are refused for it…
+    write_leaf(&ca.leaf(&["relay.example.org"], None));
+    crate::relays::signal(relay.pid().unwrap(), "HUP");
+    let refused = poll(
+        Duration::from_secs(10),
+        "the new certificate is served",
+        || {
+            let output = ana.run(&["sync"]);
+            let said = String::from_utf8_lossy(&output.stderr).into_owned();
+            said.contains("is not for localhost").then_some(said)
+        },
+    );
+    assert!(refused.contains("relay.example.org"), "{refused}");
+    // …while Bo's daemon, connected before, still receives.
+    write_leaf(&ca.leaf(&["localhost"], None));
+    crate::relays::signal(relay.pid().unwrap(), "HUP");
+    poll(
+        Duration::from_secs(10),
+        "the right certificate is back",
+        || ana.run(&["sync"]).status.success().then_some(()),
+    );
+    ana.create(&["thread", "new", "Reloaded", "-m", "still there?"]);
+    ana.ok(&["sync"]);
+    poll(
+        Duration::from_secs(15),
+        "Bo's daemon applies the thread",
+        || {
+            thread_titles(&bo)
+                .contains(&"Reloaded".to_string())
+                .then_some(())
+        },
+    );
+    assert!(
+        !crate::relays::read_log(&log).contains("reconnecting"),
+        "the daemon kept its connection across both reloads:\n{}",
+        crate::relays::read_log(&log)
+    );
+}

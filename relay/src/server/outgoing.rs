@@ -102,11 +102,20 @@ pub struct State {
     pub deflate: bool,
     /// A write failed; the task ends the connection.
     failed: Option<io::ErrorKind>,
+    /// TLS, when the relay terminates it itself: every byte written is sealed here first,
+    /// and the reader opens what arrives through the same connection (under this lock).
+    tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Outgoing {
-    /// The write side of a new connection.
-    pub fn new(tcp: OwnedWriteHalf) -> Outgoing {
+    /// The write side of a new connection (TLS when `tls` is given).
+    pub fn new(tcp: OwnedWriteHalf, tls: Option<rustls::ServerConnection>) -> Outgoing {
+        let tls = tls.map(|mut tls| {
+            // Frames are bounded by the relay's own limits, and a frame must be sealed
+            // whole: no second limit inside rustls.
+            tls.set_buffer_limit(None);
+            Box::new(tls)
+        });
         Outgoing {
             state: Mutex::new(State {
                 tcp: Some(tcp),
@@ -119,6 +128,7 @@ impl Outgoing {
                 removed: false,
                 deflate: false,
                 failed: None,
+                tls,
             }),
             wake: Notify::new(),
         }
@@ -186,6 +196,14 @@ impl Outgoing {
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut state = self.lock();
         ready!(state.poll_drain(cx))?;
+        if state.tls.is_some() {
+            // Sealed whole and queued behind nothing (the queue just drained).
+            state.send(Bytes::copy_from_slice(buf));
+            if let Some(kind) = state.failed {
+                return Poll::Ready(Err(kind.into()));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
         let tcp = state.tcp.as_mut().ok_or_else(closed)?;
         let written = ready!(Pin::new(tcp).poll_write(cx, buf))?;
         if written < buf.len() {
@@ -202,6 +220,13 @@ impl Outgoing {
     /// [`AsyncWrite::poll_shutdown`]: flushed, then the write side shut.
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.lock();
+        if let Some(tls) = state.tls.as_mut()
+            && !tls.is_handshaking()
+        {
+            tls.send_close_notify();
+            let sealed = state.sealed_output();
+            state.write_raw(sealed);
+        }
         ready!(state.poll_drain(cx))?;
         match state.tcp.as_mut() {
             Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
@@ -219,7 +244,88 @@ impl State {
 
     /// [`State::send`] for several frames, in one system call.
     fn send_all(&mut self, frames: Vec<Bytes>) {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.tcp.is_none() {
+            return;
+        }
+        let frames = match self.tls.as_mut() {
+            None => frames,
+            Some(tls) => {
+                for frame in &frames {
+                    if let Err(e) = std::io::Write::write_all(&mut tls.writer(), frame) {
+                        self.failed = Some(e.kind());
+                        return;
+                    }
+                }
+                self.sealed_output()
+            }
+        };
+        self.write_raw(frames);
+    }
+
+    /// What TLS has to send (records sealed from written frames, handshake messages), as
+    /// one piece; nothing without TLS.
+    fn sealed_output(&mut self) -> Vec<Bytes> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Vec::new();
+        };
+        let mut sealed = Vec::new();
+        while tls.wants_write() {
+            if let Err(e) = tls.write_tls(&mut sealed) {
+                self.failed = Some(e.kind());
+                return Vec::new();
+            }
+        }
+        if sealed.is_empty() {
+            Vec::new()
+        } else {
+            vec![Bytes::from(sealed)]
+        }
+    }
+
+    /// Takes in bytes read from the socket (TLS records) and returns what they open to,
+    /// writing whatever TLS answers (its handshake) after what is queued. An error is a
+    /// peer that does not speak TLS, or speaks it wrong.
+    pub fn open_tls(&mut self, records: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Err(io::Error::other("not a TLS connection"));
+        };
+        let mut records = records;
+        while !records.is_empty() {
+            tls.read_tls(&mut records)?;
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        self.read_plaintext(plain)?;
+        let sealed = self.sealed_output();
+        self.write_raw(sealed);
+        Ok(())
+    }
+
+    /// Moves the plaintext TLS has opened into `plain`; `Ok` with nothing added when there
+    /// is none yet.
+    pub fn read_plaintext(&mut self, plain: &mut Vec<u8>) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        let mut buffer = [0u8; 16 << 10];
+        loop {
+            match std::io::Read::read(&mut tls.reader(), &mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => plain.extend_from_slice(&buffer[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether this connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Writes bytes ready for the socket after whatever is queued, without waiting.
+    fn write_raw(&mut self, frames: Vec<Bytes>) {
+        if self.failed.is_some() || frames.is_empty() {
             return;
         }
         let Some(tcp) = &self.tcp else {
@@ -310,7 +416,7 @@ impl State {
 
     /// Writes what is queued, several pieces per system call, until nothing is left (ready)
     /// or the socket is full (pending, and the calling task is woken when it drains).
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Some(kind) = self.failed {
             return Poll::Ready(Err(io::Error::new(kind, "an earlier write failed")));
         }
@@ -405,7 +511,7 @@ mod tests {
             let (server, _) = listener.accept().await.unwrap();
             let (read, write) = server.into_split();
             write.writable().await.unwrap();
-            let outgoing = Outgoing::new(write);
+            let outgoing = Outgoing::new(write, None);
             outgoing.lock().cursor = Some(0);
             outgoing.lock().deflate = members.len() % 2 == 1;
             members.push((client, read, outgoing));
