@@ -1,18 +1,16 @@
 //! `wss://` relays: a node syncing through TLS with a CA of the relay's own, and each way a
 //! certificate can be wrong refused with words that say what to do.
 //!
-//! The TLS end here is a terminator in the test process (tokio-rustls, certificates made
-//! with rcgen) in front of a real `meridian-relay` on loopback, as a reverse proxy would
-//! stand in front of one; `proxy.rs` does the same through a real nginx.
+//! The TLS end here is a real `meridian-relay` on loopback given a certificate made with
+//! rcgen (`--tls-cert`, `--tls-key`); `proxy.rs` puts a real nginx in front of a relay
+//! instead.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, date_time_ymd,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::relays::{Relay, poll};
 use crate::support::{Home, World};
@@ -24,8 +22,6 @@ pub struct Ca {
 
 /// A server certificate and its key.
 pub struct Leaf {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivatePkcs8KeyDer<'static>,
     /// The chain in PEM, as a proxy's `ssl_certificate` reads it.
     pub pem: String,
     /// The key in PEM.
@@ -59,68 +55,32 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
-            chain: vec![cert.der().clone(), self.issuer.der().clone()],
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
             pem: format!("{}{}", cert.pem(), self.issuer.pem()),
             key_pem: key.serialize_pem(),
         }
     }
 }
 
-/// A TLS terminator on loopback that forwards every connection to `backend`, until
-/// dropped.
-pub struct TlsFront {
-    pub addr: SocketAddr,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl TlsFront {
-    pub fn start(leaf: &Leaf, backend: SocketAddr) -> TlsFront {
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                leaf.chain.clone(),
-                PrivateKeyDer::Pkcs8(leaf.key.clone_key()),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        runtime.spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut relay) = tokio::net::TcpStream::connect(backend).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut relay).await;
-                });
-            }
-        });
-        TlsFront {
-            addr,
-            _runtime: runtime,
-        }
-    }
-
-    /// The `wss://` URL of this front under `host` (which must resolve to loopback).
-    pub fn url(&self, host: &str) -> String {
-        format!("wss://{host}:{}", self.addr.port())
-    }
+/// A relay terminating TLS itself with `leaf`, its files written under `name` in the
+/// shared directory; and its `wss://localhost:PORT` URL.
+fn tls_relay(world: &World, name: &str, leaf: &Leaf) -> (Relay, String) {
+    let (cert, key) = (
+        world.file(&format!("{name}-cert.pem")),
+        world.file(&format!("{name}-key.pem")),
+    );
+    std::fs::write(&cert, &leaf.pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let relay = Relay::start_with(
+        &world.file(name),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = relay.url().replace("ws://127.0.0.1", "wss://localhost");
+    (relay, url)
 }
 
 /// The address a relay listens on, from its URL.
@@ -150,53 +110,17 @@ fn thread_titles(home: &Home) -> Vec<String> {
 }
 
 #[test]
-fn a_team_syncs_through_a_wss_relay_with_a_ca_of_its_own() {
-    let world = World::new();
-    let relay = Relay::start(&world.file("relay"));
-    let ca = Ca::new("Acme relay CA");
-    let front = TlsFront::start(&ca.leaf(&["localhost"], None), relay_addr(&relay));
-    let url = front.url("localhost");
-    let ca_pem = ca_file(&world, &ca, "acme-ca.pem");
-    let ana = world.person("Ana", "Asia/Tokyo");
-    let said = ana.ok(&[
-        "workspace",
-        "create",
-        "acme",
-        "--relay",
-        &url,
-        "--ca",
-        &ca_pem,
-    ]);
-    assert!(
-        said.contains(&format!("Trusting the CA in {ca_pem} for {url}"))
-            && said.contains(&format!("Synced with {url}")),
-        "{said}"
-    );
-    let bo = world.person("Bo", "Europe/Berlin");
-    let code = ana.ok(&["invite"]);
-    bo.ok(&["join", code.trim(), "--ca", &ca_pem]);
-    bo.ok(&["thread", "new", "Over TLS", "-m", "Does this arrive?"]);
-    bo.ok(&["sync"]);
-    poll(Duration::from_secs(20), "Ana receives Bo's thread", || {
-        ana.ok(&["sync"]);
-        thread_titles(&ana)
-            .contains(&"Over TLS".to_string())
-            .then_some(())
-    });
-    // The relay only ever saw the plaintext websocket from the terminator: still sealed.
-    let listed = ana.json(&["workspace", "relay", "list"]);
-    assert_eq!(listed["relays"][0]["relay"], url, "{listed}");
-}
-
-#[test]
 fn each_wrong_certificate_is_refused_with_what_to_do() {
     let world = World::new();
     let relay = Relay::start(&world.file("relay"));
     let ca = Ca::new("Acme relay CA");
-    let backend = relay_addr(&relay);
-    let good = TlsFront::start(&ca.leaf(&["localhost"], None), backend);
-    let other_host = TlsFront::start(&ca.leaf(&["relay.example.org"], None), backend);
-    let expired = TlsFront::start(&ca.leaf(&["localhost"], Some((2020, 2021))), backend);
+    let (_good, url) = tls_relay(&world, "good", &ca.leaf(&["localhost"], None));
+    let (_other, other_host) = tls_relay(&world, "other", &ca.leaf(&["relay.example.org"], None));
+    let (_expired, expired) = tls_relay(
+        &world,
+        "expired",
+        &ca.leaf(&["localhost"], Some((2020, 2021))),
+    );
     let ca_pem = ca_file(&world, &ca, "acme-ca.pem");
     let ana = world.person("Ana", "Asia/Tokyo");
     ana.ok(&["workspace", "create", "acme"]);
@@ -209,7 +133,6 @@ fn each_wrong_certificate_is_refused_with_what_to_do() {
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
     // No CA given: the issuer is unknown, and the message says how to trust it.
-    let url = good.url("localhost");
     let said = fails(&url);
     assert!(
         said.contains("from an issuer this device does not trust")
@@ -229,36 +152,22 @@ fn each_wrong_certificate_is_refused_with_what_to_do() {
     ana.ok(&["sync"]);
     ana.ok(&["workspace", "relay", "remove", &url]);
     // A certificate for another host, and an expired one.
-    ana.ok(&[
-        "workspace",
-        "relay",
-        "add",
-        &other_host.url("localhost"),
-        "--ca",
-        &ca_pem,
-    ]);
+    ana.ok(&["workspace", "relay", "add", &other_host, "--ca", &ca_pem]);
     let output = ana.run(&["sync"]);
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
         said.contains("its certificate is not for localhost (it names relay.example.org)"),
         "{said}"
     );
-    ana.ok(&["workspace", "relay", "remove", &other_host.url("localhost")]);
-    ana.ok(&[
-        "workspace",
-        "relay",
-        "add",
-        &expired.url("localhost"),
-        "--ca",
-        &ca_pem,
-    ]);
+    ana.ok(&["workspace", "relay", "remove", &other_host]);
+    ana.ok(&["workspace", "relay", "add", &expired, "--ca", &ca_pem]);
     let output = ana.run(&["sync"]);
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
         said.contains("certificate has expired (2021-01-01 00:00 UTC)"),
         "{said}"
     );
-    ana.ok(&["workspace", "relay", "remove", &expired.url("localhost")]);
+    ana.ok(&["workspace", "relay", "remove", &expired]);
     // wss:// to a relay that speaks plain websockets.
     let plain = relay.url().replace("ws://", "wss://");
     let said = fails(&plain);
