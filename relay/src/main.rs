@@ -99,6 +99,10 @@ fn config_help() -> String {
             setting.key, setting.value, setting.unit, setting.about
         ));
     }
+    text.push_str(
+        "\n  [tls] cert = FILE, key = FILE  (PEM, none by default): TLS on the websocket port, \
+         as --tls-cert and --tls-key; SIGHUP reloads them",
+    );
     text
 }
 
@@ -367,6 +371,16 @@ fn run(cli: Cli) -> Result<()> {
                         format!("{} is valid; the relay would run with:\n", path.display());
                     for setting in config.settings() {
                         text.push_str(&format!("  {} = {}\n", setting.key, setting.value));
+                    }
+                    if let Some(tls) = &config.tls {
+                        server::tls_settings(&tls.cert, &tls.key).with_context(|| {
+                            format!("the config file {} is invalid", path.display())
+                        })?;
+                        text.push_str(&format!(
+                            "  tls: {} with the key {} (both read and matched)\n",
+                            tls.cert.display(),
+                            tls.key.display()
+                        ));
                     }
                     text
                 }
