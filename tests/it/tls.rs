@@ -260,7 +260,18 @@ fn a_relay_with_its_own_tls_reloads_its_certificate_on_sighup() {
         "the right certificate is back",
         || ana.run(&["sync"]).status.success().then_some(()),
     );
-    ana.create(&["thread", "new", "Reloaded", "-m", "still there?"]);
+    // A large message both ways: a push of many TLS records, and a live frame sealed for
+    // one member.
+    let long = "All of this, sealed. ".repeat(20_000);
+    let body = world.file("long.md");
+    std::fs::write(&body, &long).unwrap();
+    let t = ana.create(&[
+        "thread",
+        "new",
+        "Reloaded",
+        "--file",
+        body.to_str().unwrap(),
+    ]);
     ana.ok(&["sync"]);
     poll(
         Duration::from_secs(15),
@@ -271,6 +282,8 @@ fn a_relay_with_its_own_tls_reloads_its_certificate_on_sighup() {
                 .then_some(())
         },
     );
+    let shown = bo.json(&["show", &t]);
+    assert_eq!(shown["body"].as_str().map(str::len), Some(long.len()));
     assert!(
         !crate::relays::read_log(&log).contains("reconnecting"),
         "the daemon kept its connection across both reloads:\n{}",

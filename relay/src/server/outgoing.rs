@@ -286,16 +286,17 @@ impl State {
     /// writing whatever TLS answers (its handshake) after what is queued. An error is a
     /// peer that does not speak TLS, or speaks it wrong.
     pub fn open_tls(&mut self, records: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
-        let Some(tls) = self.tls.as_mut() else {
-            return Err(io::Error::other("not a TLS connection"));
-        };
         let mut records = records;
         while !records.is_empty() {
+            let Some(tls) = self.tls.as_mut() else {
+                return Err(io::Error::other("not a TLS connection"));
+            };
             tls.read_tls(&mut records)?;
             tls.process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // Emptied at each step, so rustls's bounded plaintext buffer never fills.
+            self.read_plaintext(plain)?;
         }
-        self.read_plaintext(plain)?;
         let sealed = self.sealed_output();
         self.write_raw(sealed);
         Ok(())
