@@ -498,6 +498,7 @@ impl Node {
             salt: Some(serde_bytes::ByteBuf::from(salt.to_vec())),
             proof: None,
             dropped: Vec::new(),
+            followed: Vec::new(),
         };
         self.add_workspace(id, &record, None, &format!("create workspace {name}"))?;
         Ok(id)
@@ -554,6 +555,8 @@ impl Node {
             salt: None,
             proof: Some(proof),
             dropped: Vec::new(),
+            // The invite's relays are the workspace's: they go if it stops sharing them.
+            followed: invite.relays.clone(),
         };
         let txn = self.db.begin_write()?;
         txn.open_table(WORKSPACES)?
@@ -639,6 +642,7 @@ impl Node {
         for relay in relays {
             if !record.relays.contains(relay) {
                 record.relays.push(relay.clone());
+                record.followed.push(relay.clone());
             }
         }
         txn.open_table(WORKSPACES)?

@@ -363,6 +363,10 @@ pub struct WorkspaceRecord {
     /// Relays the workspace shares that this device chose not to use.
     #[serde(default)]
     pub dropped: Vec<String>,
+    /// Relays in `relays` only because the workspace shares them (not added here, nor from
+    /// the invite): they go when the workspace stops sharing them.
+    #[serde(default)]
+    pub followed: Vec<String>,
 }
 
 impl WorkspaceRecord {
@@ -373,13 +377,16 @@ impl WorkspaceRecord {
         for relay in &self.state.relays {
             if !self.relays.contains(relay) && !self.dropped.contains(relay) {
                 self.relays.push(relay.clone());
+                self.followed.push(relay.clone());
             }
         }
-        let unshared: Vec<&String> = before
+        let unshared: Vec<String> = before
             .iter()
-            .filter(|r| !self.state.relays.contains(r))
+            .filter(|r| !self.state.relays.contains(r) && self.followed.contains(r))
+            .cloned()
             .collect();
-        self.relays.retain(|r| !unshared.contains(&r));
+        self.relays.retain(|r| !unshared.contains(r));
+        self.followed.retain(|r| !unshared.contains(r));
     }
 }
 
@@ -551,6 +558,33 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn shared_relays_come_and_go_but_a_devices_own_stay() {
+        let mut record = WorkspaceRecord {
+            name: "acme".into(),
+            key: Vec::new(),
+            creator: Vec::new(),
+            relays: vec!["ws://own:1".into()],
+            genesis: Vec::new(),
+            state: crate::workspace::WorkspaceState::default(),
+            salt: None,
+            proof: None,
+            dropped: vec!["ws://dropped:3".into()],
+            followed: Vec::new(),
+        };
+        let shared = |r: &mut WorkspaceRecord, list: &[&str]| {
+            let before = std::mem::take(&mut r.state.relays);
+            r.state.relays = list.iter().map(|s| s.to_string()).collect();
+            r.follow_shared_relays(&before);
+        };
+        shared(&mut record, &["ws://own:1", "ws://new:2", "ws://dropped:3"]);
+        assert_eq!(record.relays, ["ws://own:1", "ws://new:2"]);
+        // Unshared: the followed one goes; the device's own stays.
+        shared(&mut record, &[]);
+        assert_eq!(record.relays, ["ws://own:1"]);
+        assert!(record.followed.is_empty());
+    }
 
     /// The rows that store `lines`, as `node::append_records` writes them.
     fn history_rows(lines: &[LogEntry]) -> Vec<Vec<u8>> {

@@ -400,13 +400,34 @@ pub fn put_level<T: Transactable + automerge::ReadDoc>(
 /// The most relays a workspace shares (more in its document are left out).
 pub const MAX_SHARED_RELAYS: usize = 16;
 
-/// Replaces the relays shared with every member.
+/// Makes the relays shared with every member `relays`, editing the list in place (deleting
+/// what goes, appending what comes), so that two admins' concurrent additions both stay.
 pub fn put_relays<T: Transactable + automerge::ReadDoc>(
     tx: &mut T,
     relays: &[String],
 ) -> Result<()> {
+    use automerge::Value;
     let norms = ensure_map(tx, &ROOT, "norms")?;
-    put_str_list(tx, &norms, "relays", relays)?;
+    let list = match tx.get(&norms, "relays")? {
+        Some((Value::Object(ObjType::List), id)) => id,
+        _ => tx.put_object(&norms, "relays", ObjType::List)?,
+    };
+    let item = |tx: &T, i: usize| -> Option<String> {
+        match tx.get(&list, i).ok().flatten() {
+            Some((Value::Scalar(s), _)) => s.as_str().map(str::to_string),
+            _ => None,
+        }
+    };
+    for i in (0..tx.length(&list)).rev() {
+        if !item(tx, i).is_some_and(|r| relays.contains(&r)) {
+            tx.delete(&list, i)?;
+        }
+    }
+    let present: Vec<String> = (0..tx.length(&list)).filter_map(|i| item(tx, i)).collect();
+    for relay in relays.iter().filter(|r| !present.contains(r)) {
+        let end = tx.length(&list);
+        tx.insert(&list, end, relay.as_str())?;
+    }
     Ok(())
 }
 
@@ -514,12 +535,13 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
     let mut relays = Vec::new();
     if let Some(norms) = view.map(&ROOT, "norms") {
         // Only URLs a node would store: anything else in the list is left out.
-        relays = view
-            .str_list(&norms, "relays")
-            .into_iter()
-            .filter_map(|r| crate::sync::net::relay_url(&r).ok())
-            .collect();
-        relays.dedup();
+        for relay in view.str_list(&norms, "relays") {
+            if let Ok(relay) = crate::sync::net::relay_url(&relay)
+                && !relays.contains(&relay)
+            {
+                relays.push(relay);
+            }
+        }
         // A node connects to each: a bound, whatever an admin's node wrote.
         relays.truncate(MAX_SHARED_RELAYS);
         if let Some(map) = view.map(&norms, "levels") {

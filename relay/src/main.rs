@@ -151,13 +151,17 @@ fn main() {
 
 /// Reloads the certificate and key on every SIGHUP: new connections take the new ones,
 /// open connections keep theirs; a pair that does not load leaves the old one in place.
-async fn reload_on_sighup(tls: server::TlsSettings, files: server::TlsFiles) {
+async fn reload_on_sighup(tls: Option<server::TlsSettings>, files: Option<server::TlsFiles>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("cannot listen for SIGHUP: the certificate is not reloadable");
         return;
     };
     while hangups.recv().await.is_some() {
+        let (Some(tls), Some(files)) = (&tls, &files) else {
+            tracing::info!("SIGHUP: nothing to reload (no TLS certificate is configured)");
+            continue;
+        };
         match server::tls_settings(&files.cert, &files.key) {
             Ok(config) => {
                 *tls.write().unwrap_or_else(|e| e.into_inner()) = config;
@@ -168,14 +172,24 @@ async fn reload_on_sighup(tls: server::TlsSettings, files: server::TlsFiles) {
     }
 }
 
-/// The control socket's name in the data directory.
+/// The control socket's directory in the data directory, and its name there.
+const CONTROL_DIR: &str = "control";
 const CONTROL_SOCKET: &str = "admin.sock";
 
 /// The control socket, for the relay's own user only. A socket left by a relay that died
 /// is replaced: the database opened, so no other relay uses this directory.
 fn control_socket(data: &std::path::Path) -> Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = data.join(CONTROL_SOCKET);
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // In a directory only the relay's user may enter, so no one else can reach the socket
+    // even in the moment before its own mode is set.
+    let dir = data.join(CONTROL_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = dir.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("cannot create the control socket {}", path.display()))?;
@@ -195,7 +209,9 @@ fn backup(data: &std::path::Path, output: &std::path::Path) -> Result<()> {
             output.display()
         );
     }
-    let held = match std::os::unix::net::UnixStream::connect(data.join(CONTROL_SOCKET)) {
+    let held = match std::os::unix::net::UnixStream::connect(
+        data.join(CONTROL_DIR).join(CONTROL_SOCKET),
+    ) {
         Ok(mut socket) => {
             writeln!(socket, "backup {}", output.display())?;
             let mut answer = String::new();
@@ -437,10 +453,18 @@ fn run(cli: Cli) -> Result<()> {
                 "members add this relay with `meridian workspace relay add {scheme}://{bound}`"
             );
         }
-        if let (Some(tls), Some(files)) = (&tls, config.tls.clone()) {
-            tokio::spawn(reload_on_sighup(tls.clone(), files));
-        }
-        let control = control_socket(&data)?;
+        let control = match control_socket(&data) {
+            Ok(control) => Some(control),
+            Err(e) => {
+                tracing::warn!(
+                    "{e:#}: serving without a control socket, so `meridian-relay backup` works only on a stopped relay"
+                );
+                None
+            }
+        };
+        // Installed whatever the TLS settings: SIGHUP's default would end the relay.
+        let (tls_for_reload, files) = (tls.clone(), config.tls.clone());
+        tokio::spawn(reload_on_sighup(tls_for_reload, files));
         let admin = match admin_listen {
             Some(addr) => {
                 let admin = tokio::net::TcpListener::bind(addr)
@@ -465,11 +489,11 @@ fn run(cli: Cli) -> Result<()> {
         };
         let admin = server::Admin {
             http: admin,
-            control: Some(control),
+            control,
             tls,
         };
         let result = server::run_with(listener, admin, store, config, shutdown).await;
-        let _ = std::fs::remove_file(data.join(CONTROL_SOCKET));
+        let _ = std::fs::remove_file(data.join(CONTROL_DIR).join(CONTROL_SOCKET));
         result
     })
 }

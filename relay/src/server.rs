@@ -49,7 +49,7 @@ use crate::protocol::{
     Frame, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, PushResult, RefusedCode, VouchResult, Vouchee,
 };
 use crate::store::{self, CatchUp, Incoming, Recovery, RelayStore};
-use outgoing::{Batch, Outgoing, SlowReader, binary_message};
+use outgoing::{Batch, Opened, Outgoing, SlowReader, binary_message};
 
 type Ws = [u8; 16];
 type Key = [u8; 32];
@@ -304,6 +304,39 @@ struct Inbound {
     tls: bool,
     /// Plaintext TLS opened that the websocket has not read yet.
     plain: Vec<u8>,
+    /// The TLS peer sent close_notify.
+    closed: bool,
+    /// When a byte last arrived (pongs and the middle of a long frame included).
+    heard: Heard,
+}
+
+/// When a connection last received anything, shared by its reader and its task: a client
+/// in the middle of uploading a large frame is alive, though no message has ended yet.
+#[derive(Clone, Debug)]
+struct Heard(Arc<AtomicU64>);
+
+impl Heard {
+    fn new() -> Heard {
+        let heard = Heard(Arc::new(AtomicU64::new(0)));
+        heard.mark();
+        heard
+    }
+
+    /// Milliseconds since the relay's first connection, for comparisons only.
+    fn clock() -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        self.0.store(Heard::clock(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since anything arrived.
+    fn quiet_for(&self) -> Duration {
+        Duration::from_millis(Heard::clock().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl Inbound {
@@ -320,12 +353,19 @@ impl Inbound {
                 let n = self.plain.len().min(buf.remaining());
                 buf.put_slice(&self.plain[..n]);
                 self.plain.drain(..n);
+                if self.plain.is_empty() {
+                    // An idle connection keeps no buffer.
+                    self.plain = Vec::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if self.closed {
                 return Poll::Ready(Ok(()));
             }
             {
                 let mut state = self.outgoing.lock();
-                state.read_plaintext(&mut self.plain)?;
-                if !self.plain.is_empty() {
+                self.closed = state.read_plaintext(&mut self.plain)? == Opened::Closed;
+                if !self.plain.is_empty() || self.closed {
                     continue;
                 }
                 // Handshake bytes the socket did not take at once are written as it drains.
@@ -348,11 +388,12 @@ impl Inbound {
             if read.is_empty() {
                 return Poll::Ready(Ok(()));
             }
+            self.heard.mark();
             if allowance != usize::MAX {
                 self.allowance
                     .store(allowance - read.len(), Ordering::Relaxed);
             }
-            self.outgoing.lock().open_tls(read, &mut self.plain)?;
+            self.closed = self.outgoing.lock().open_tls(read, &mut self.plain)? == Opened::Closed;
         }
     }
 }
@@ -369,7 +410,12 @@ impl AsyncRead for Inbound {
         }
         let allowance = this.allowance.load(Ordering::Relaxed);
         if allowance == usize::MAX {
-            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+            if buf.filled().len() > before {
+                this.heard.mark();
+            }
+            return Poll::Ready(Ok(()));
         }
         if allowance == 0 {
             return Poll::Ready(Err(std::io::Error::new(
@@ -601,7 +647,16 @@ pub async fn run_with(
                             match e.downcast_ref::<Refusal>() {
                                 // Refusals are what an operator looks for: once each, with
                                 // the peer and the reason (never a key or an envelope).
-                                Some(r) if r.code != RefusedCode::ShuttingDown => {
+                                // Malformed or slow handshakes, which anyone can send, stay
+                                // at debug (the metrics count them) so they cannot flood it.
+                                Some(r)
+                                    if !matches!(
+                                        r.code,
+                                        RefusedCode::ShuttingDown
+                                            | RefusedCode::Timeout
+                                            | RefusedCode::Protocol
+                                    ) =>
+                                {
                                     info!(%peer, code = ?r.code, "refused: {}", r.reason);
                                 }
                                 _ => debug!(%peer, "connection ended: {e:#}"),
@@ -1047,14 +1102,13 @@ async fn admin_answer(shared: &Arc<Shared>, path: &str) -> (&'static str, &'stat
 /// A websocket ping from the server: FIN, opcode 9, no payload (servers do not mask).
 const PING: [u8; 2] = [0x89, 0x00];
 
-/// The next frame from the client, noting in `heard` when anything (a pong included)
-/// last arrived.
-async fn recv(socket: &mut Socket, heard: &mut tokio::time::Instant) -> Result<Option<Frame>> {
+/// The next frame from the client (pings and pongs are passed over; the reader notes
+/// every byte that arrives, see [`Heard`]).
+async fn recv(socket: &mut Socket) -> Result<Option<Frame>> {
     loop {
         let Some(message) = socket.next().await else {
             return Ok(None);
         };
-        *heard = tokio::time::Instant::now();
         match message.context("the connection failed")? {
             Message::Binary(bytes) => return Ok(Some(Frame::decode(&bytes)?)),
             Message::Close(_) => return Ok(None),
@@ -1161,12 +1215,15 @@ async fn connection(
         None => None,
     };
     let outgoing = Arc::new(Outgoing::new(write, tls));
+    let heard = Heard::new();
     let inbound = Inbound {
         tcp: read,
         allowance: allowance.clone(),
         outgoing: outgoing.clone(),
         tls: outgoing.lock().is_tls(),
         plain: Vec::new(),
+        closed: false,
+        heard: heard.clone(),
     };
     let upgrade = tokio::select! {
         result = timeout(
@@ -1238,7 +1295,7 @@ async fn connection(
             send_limit,
         )
         .await?;
-        serve_session(shared, &session, &mut link, &mut stop).await
+        serve_session(shared, &session, &mut link, &mut stop, &heard).await
     }
     .await;
     shared.rooms.leave(session.ws, session.id);
@@ -1280,7 +1337,7 @@ async fn blocking<T: Send + 'static>(
 /// Hello → Challenge → Prove, then admission.
 async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
-    let received = recv(&mut link.socket, &mut tokio::time::Instant::now()).await;
+    let received = recv(&mut link.socket).await;
     let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Hello");
     };
@@ -1292,7 +1349,7 @@ async fn handshake(shared: &Arc<Shared>, link: &mut Link) -> Result<Session> {
     let (nonce, challenge) =
         handling::challenge(relay).map_err(|e| anyhow!("the system random source failed: {e}"))?;
     send(&link.outgoing, &challenge, limit).await?;
-    let received = recv(&mut link.socket, &mut tokio::time::Instant::now()).await;
+    let received = recv(&mut link.socket).await;
     let Some(frame) = refuse_bad_frame(link, received, limit).await? else {
         bail!("closed before Prove");
     };
@@ -1331,6 +1388,7 @@ async fn serve_session(
     session: &Session,
     link: &mut Link,
     stop: &mut watch::Receiver<bool>,
+    heard: &Heard,
 ) -> Result<()> {
     let limit = Duration::from_secs(shared.config.send_timeout_secs);
     let outgoing = link.outgoing.clone();
@@ -1343,9 +1401,15 @@ async fn serve_session(
     tokio::pin!(stopped);
     let mut woken = std::pin::pin!(outgoing.wake.notified());
     let ping_every = Duration::from_secs(shared.config.ping_interval_secs);
-    let mut pings = (!ping_every.is_zero())
-        .then(|| tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every));
-    let mut heard = tokio::time::Instant::now();
+    let mut pings = (!ping_every.is_zero()).then(|| {
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings
+    });
+    // When the last ping went out: a peer silent since a ping at least an interval old is
+    // gone (a busy moment of this task's own is not the peer's silence).
+    let mut pinged: Option<tokio::time::Instant> = None;
     loop {
         // Shutdown and removal win over anything else ready at the same moment; a removed
         // member is written nothing of the workspace either way (`Outgoing` checks).
@@ -1356,7 +1420,7 @@ async fn serve_session(
                 woken.set(outgoing.wake.notified());
                 Event::Wake
             }
-            frame = recv(&mut link.socket, &mut heard) => Event::Received(frame),
+            frame = recv(&mut link.socket) => Event::Received(frame),
             _ = async {
                 match pings.as_mut() {
                     Some(pings) => pings.tick().await,
@@ -1376,7 +1440,10 @@ async fn serve_session(
                 return Ok(());
             }
             Event::Ping => {
-                if heard.elapsed() >= 2 * ping_every {
+                let silent_since_ping = pinged.is_some_and(|at| {
+                    at.elapsed() >= ping_every && heard.quiet_for() > at.elapsed()
+                });
+                if silent_since_ping {
                     debug!(
                         key = %hex::encode(&session.key[..6]),
                         "no answer to two pings: closing the connection"
@@ -1386,6 +1453,7 @@ async fn serve_session(
                 outgoing
                     .lock()
                     .send(tokio_tungstenite::tungstenite::Bytes::from_static(&PING));
+                pinged = Some(tokio::time::Instant::now());
                 outgoing.drained(limit).await?;
                 continue;
             }

@@ -74,6 +74,20 @@ fn partial_path(target: &Path) -> std::path::PathBuf {
     target.with_file_name(name)
 }
 
+/// Puts the finished file `partial` at `target` unless something is there already (a
+/// hard link fails on an existing name, where a rename would replace it), durably.
+fn publish(partial: &Path, target: &Path) -> Result<()> {
+    std::fs::hard_link(partial, target).with_context(|| {
+        format!(
+            "cannot put the file at {} (a file there is never replaced)",
+            target.display()
+        )
+    })?;
+    std::fs::remove_file(partial)?;
+    sync_parent(target);
+    Ok(())
+}
+
 /// Makes a rename in `path`'s directory durable (best effort: not every system can).
 fn sync_parent(path: &Path) {
     if let Some(parent) = path.parent()
@@ -150,8 +164,7 @@ fn restore_into(backup: &Path, partial: &Path, target: &Path) -> Result<([u8; 16
         (id, figures)
     };
     std::fs::File::open(partial)?.sync_all()?;
-    std::fs::rename(partial, target)?;
-    sync_parent(target);
+    publish(partial, target)?;
     Ok((id, figures))
 }
 
@@ -379,10 +392,24 @@ impl RelayStore {
     /// made durable, then renamed into place. The copy keeps this relay's id; a restore
     /// gives it a new one.
     pub fn backup_to(&self, target: &Path) -> Result<Backup> {
+        if target.exists() {
+            bail!(
+                "{} exists: a backup never overwrites a file; name a new one",
+                target.display()
+            );
+        }
         let partial = partial_path(target);
         let _ = std::fs::remove_file(&partial);
+        let result = self.write_backup(&partial, target);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result
+    }
+
+    fn write_backup(&self, partial: &Path, target: &Path) -> Result<Backup> {
         let read = self.db.begin_read()?;
-        let copy = Database::create(&partial)
+        let copy = Database::create(partial)
             .with_context(|| format!("cannot create the backup file {}", partial.display()))?;
         let mut write = copy.begin_write()?;
         write.set_durability(Durability::Immediate)?;
@@ -396,10 +423,8 @@ impl RelayStore {
         copy_table(&read, &write, SNAPSHOTS)?;
         write.commit()?;
         drop(copy);
-        std::fs::File::open(&partial)?.sync_all()?;
-        std::fs::rename(&partial, target)
-            .with_context(|| format!("cannot move the backup into {}", target.display()))?;
-        sync_parent(target);
+        std::fs::File::open(partial)?.sync_all()?;
+        publish(partial, target)?;
         Ok(Backup {
             workspaces,
             entries,

@@ -1610,3 +1610,100 @@ async fn refusals_are_logged_once_with_the_peer_and_as_json_on_request() {
         "{refusals:?}"
     );
 }
+
+/// A TLS client that ends TLS (close_notify) and then sends one more byte: the relay must
+/// end that connection, not spin on bytes TLS will no longer take (which, on this test's
+/// single-threaded runtime, would stop it serving anyone).
+#[tokio::test]
+async fn a_tls_peer_that_closes_and_keeps_sending_is_let_go() {
+    use std::io::Write;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let tls = meridian_relay::server::tls_settings(&cert_path, &key_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = meridian_relay::store::RelayStore::open_with(
+        &dir.path().join("data"),
+        Config::default().store(),
+    )
+    .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn(meridian_relay::server::run_with(
+        listener,
+        meridian_relay::server::Admin {
+            http: None,
+            control: None,
+            tls: Some(Arc::new(std::sync::RwLock::new(tls))),
+        },
+        store,
+        Config::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    // On a thread of its own: the handshake, close_notify, then one more byte.
+    let peer = std::thread::spawn({
+        let client = client.clone();
+        move || {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(client, name).unwrap();
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).unwrap();
+            }
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut tcp).unwrap();
+            }
+            tcp.write_all(b"x").unwrap();
+            tcp
+        }
+    });
+    let _tcp = tokio::task::spawn_blocking(move || peer.join().unwrap())
+        .await
+        .unwrap();
+    // The relay still answers a plain HTTP request over TLS, at once.
+    let answered = tokio::task::spawn_blocking(move || {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(client, name).unwrap();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("the relay still serves")
+        .unwrap();
+    assert!(answer.contains("This is a Meridian relay"), "{answer}");
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), relay)
+        .await
+        .expect("the relay stops")
+        .unwrap()
+        .unwrap();
+}

@@ -308,6 +308,8 @@ pub fn add_relay(node: &crate::node::Node, workspace: crate::id::Id, url: &str) 
             record.relays.push(url.to_string());
         }
         record.dropped.retain(|r| r != url);
+        // Added here: this device's own, whatever the workspace shares later.
+        record.followed.retain(|r| r != url);
     })?;
     let me = node.member_id();
     if !record.state.may_set_norms(&me, &record.creator) {
@@ -355,6 +357,7 @@ pub fn remove_relay(
     }
     node.edit_record(workspace, |record| {
         record.relays.retain(|r| r != url);
+        record.followed.retain(|r| r != url);
         if shared && !everyone && !record.dropped.iter().any(|r| r == url) {
             record.dropped.push(url.to_string());
         }

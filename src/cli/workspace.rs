@@ -564,7 +564,9 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
             }
         }
         RelayCommand::Remove { url } => {
-            let Some(url) = record.relays.iter().find(|r| same_relay(r, &url)).cloned() else {
+            // A shared relay this device dropped can still be unshared by an admin here.
+            let listed = record.relays.iter().chain(&record.state.relays);
+            let Some(url) = listed.into_iter().find(|r| same_relay(r, &url)).cloned() else {
                 let listed = if record.relays.is_empty() {
                     "it lists none".to_string()
                 } else {
@@ -576,7 +578,7 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
                     record.name
                 );
             };
-            let left = record.relays.len() - 1;
+            let left = record.relays.iter().filter(|r| **r != url).count();
             let reach = crate::app::team::remove_relay(node, id, &url)?;
             out.done(json!({"relay": url, "shared": reach == Reach::Everyone}))?;
             let whom = match reach {

@@ -374,7 +374,11 @@ async fn connect_as(
     // relay (or a dead network path) from a quiet one within two intervals.
     let ping_every = ping_interval();
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = Instant::now();
+    // When the last ping went out: the relay is gone when nothing came since a ping at
+    // least an interval old.
+    let mut pinged: Option<Instant> = None;
     let main = async {
         let (mut session, mut outputs) =
             begin_with(node, workspace, relay, Instant::now(), admission)?;
@@ -427,6 +431,9 @@ async fn connect_as(
             }
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::select! {
+                // Messages already here first, so a busy moment of this loop's own is never
+                // taken for the relay's silence.
+                biased;
                 message = source.next() => {
                     heard = Instant::now();
                     // Frames that arrived meanwhile are taken in too, so that their entries
@@ -471,7 +478,10 @@ async fn connect_as(
                     outputs = session.tick(Instant::now());
                 }
                 _ = pings.tick() => {
-                    if heard.elapsed() >= 2 * ping_every {
+                    if let Some(at) = pinged
+                        && at.elapsed() >= ping_every
+                        && heard < at
+                    {
                         bail!(
                             "{relay} stopped answering: nothing, not even a reply to a ping, for {}s",
                             heard.elapsed().as_secs()
@@ -480,6 +490,7 @@ async fn connect_as(
                     pinger
                         .send(Message::Ping(Default::default()))
                         .map_err(|_| anyhow!("the connection to {relay} closed"))?;
+                    pinged = Some(Instant::now());
                 }
             }
         }

@@ -30,6 +30,15 @@ use tokio_tungstenite::tungstenite::Bytes;
 use super::SEND_BATCH_BYTES;
 use crate::handling::{self, Forward};
 
+/// Whether a TLS peer may still send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// More may come.
+    Open,
+    /// The peer sent close_notify: the stream has ended.
+    Closed,
+}
+
 /// A client that took nothing of what was queued for it within the send timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the client did not read for {0}s: disconnected")]
@@ -285,35 +294,46 @@ impl State {
     /// Takes in bytes read from the socket (TLS records) and returns what they open to,
     /// writing whatever TLS answers (its handshake) after what is queued. An error is a
     /// peer that does not speak TLS, or speaks it wrong.
-    pub fn open_tls(&mut self, records: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+    pub fn open_tls(&mut self, records: &[u8], plain: &mut Vec<u8>) -> io::Result<Opened> {
         let mut records = records;
+        let mut opened = Opened::Open;
         while !records.is_empty() {
             let Some(tls) = self.tls.as_mut() else {
                 return Err(io::Error::other("not a TLS connection"));
             };
-            tls.read_tls(&mut records)?;
-            tls.process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // Nothing is taken once the peer sent close_notify: what follows is ignored.
+            if tls.read_tls(&mut records)? == 0 {
+                break;
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // The alert rustls queued says why, before the connection ends.
+                let sealed = self.sealed_output();
+                self.write_raw(sealed);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
             // Emptied at each step, so rustls's bounded plaintext buffer never fills.
-            self.read_plaintext(plain)?;
+            opened = self.read_plaintext(plain)?;
+            if opened == Opened::Closed {
+                break;
+            }
         }
         let sealed = self.sealed_output();
         self.write_raw(sealed);
-        Ok(())
+        Ok(opened)
     }
 
-    /// Moves the plaintext TLS has opened into `plain`; `Ok` with nothing added when there
-    /// is none yet.
-    pub fn read_plaintext(&mut self, plain: &mut Vec<u8>) -> io::Result<()> {
+    /// Moves the plaintext TLS has opened into `plain`, and says whether the peer closed
+    /// TLS (close_notify): then nothing more will come.
+    pub fn read_plaintext(&mut self, plain: &mut Vec<u8>) -> io::Result<Opened> {
         let Some(tls) = self.tls.as_mut() else {
-            return Ok(());
+            return Ok(Opened::Open);
         };
         let mut buffer = [0u8; 16 << 10];
         loop {
             match std::io::Read::read(&mut tls.reader(), &mut buffer) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(Opened::Closed),
                 Ok(n) => plain.extend_from_slice(&buffer[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Opened::Open),
                 Err(e) => return Err(e),
             }
         }
