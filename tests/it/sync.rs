@@ -1273,26 +1273,23 @@ fn a_relay_backed_up_under_load_and_restored_loses_nothing() {
     // The relay's disk is lost.
     team.relay.kill();
     std::fs::remove_dir_all(&data).unwrap();
-    let restored = Command::new(relay_binary())
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let restore = || {
+        Command::new(relay_binary())
+            .arg("restore")
+            .arg(&backup)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let restored = restore();
     assert!(restored.status.success(), "{restored:?}");
     assert!(
         String::from_utf8_lossy(&restored.stdout).contains("with the new relay id"),
         "{restored:?}"
     );
     // Restoring over a database is refused.
-    let again = Command::new(relay_binary())
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let again = restore();
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("never overwrites"),
