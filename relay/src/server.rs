@@ -641,7 +641,8 @@ pub async fn run_with(
                     let shared = shared.clone();
                     let stop = stop_rx.clone();
                     tasks.spawn(async move {
-                        shared.metrics.connections_open.inc();
+                        // Counted down when the task ends, even when shutdown aborts it.
+                        let _open = OpenConnection::new(&shared.metrics);
                         if let Err(e) = connection(&shared, tcp, peer, stop).await {
                             count_end(&shared.metrics, &e);
                             match e.downcast_ref::<Refusal>() {
@@ -662,7 +663,6 @@ pub async fn run_with(
                                 _ => debug!(%peer, "connection ended: {e:#}"),
                             }
                         }
-                        shared.metrics.connections_open.dec();
                         drop(permit);
                     });
                 }
@@ -964,6 +964,22 @@ async fn send(outgoing: &Outgoing, frame: &Frame, limit: Duration) -> Result<()>
 fn drain_offset(id: u64, window: Duration) -> Duration {
     let fraction = (id as f64 * 0.618_033_988_749_895).fract();
     window.mul_f64(fraction)
+}
+
+/// One open connection in the `connections_open` gauge, for as long as it lives.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(metrics: &Metrics) -> OpenConnection {
+        metrics.connections_open.inc();
+        OpenConnection(metrics.connections_open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts how a connection ended, when it ended in a refusal or a slow reader.
