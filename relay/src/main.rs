@@ -36,9 +36,9 @@ enum Command {
         /// network (off unless given).
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
-        /// How log lines look on stderr: `human` (coloured on a terminal only) or `json`
+        /// How log lines look on stderr: `text` (coloured on a terminal only) or `json`
         /// (one object per line, for a log collector).
-        #[arg(long, value_name = "FORMAT", default_value = "human")]
+        #[arg(long, value_name = "FORMAT", default_value = "text")]
         log_format: LogFormat,
         /// Terminate TLS on the websocket port with this certificate chain (PEM), so members
         /// use wss://; SIGHUP reloads it. Needs --tls-key (or `[tls]` in the config).
@@ -120,7 +120,8 @@ fn load(path: &std::path::Path) -> Result<Config> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     /// Text for people: coloured on a terminal, plain in a file or journald.
-    Human,
+    #[value(alias = "human")]
+    Text,
     /// One JSON object per line: time, level, fields, message.
     Json,
 }
@@ -129,14 +130,14 @@ fn main() {
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Serve { log_format, .. } => *log_format,
-        _ => LogFormat::Human,
+        _ => LogFormat::Text,
     };
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::INFO);
     match format {
         LogFormat::Json => logs.json().init(),
-        LogFormat::Human => {
+        LogFormat::Text => {
             // Colour only on a terminal: a log file or journald gets plain text.
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
