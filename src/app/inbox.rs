@@ -76,6 +76,31 @@ pub struct Happened {
     pub events: Vec<Event>,
 }
 
+impl Happened {
+    /// What happened in a document since the heads `marker` (the person's read marker, or
+    /// the heads before a sync; `None`: never read), leaving out what `me` did.
+    pub fn read(
+        node: &Node,
+        workspace: Id,
+        (id, summary): (Id, &crate::index::DocSummary),
+        marker: Option<&Vec<String>>,
+        me: &str,
+    ) -> Result<Happened> {
+        let doc = node.load(workspace, id)?;
+        let heads = marker.map(|m| parse_heads(m));
+        let before = heads.as_ref().map(|heads| View::at(&doc, heads));
+        Ok(Happened {
+            id,
+            kind: summary.kind,
+            title: summary.title.clone(),
+            state: summary.state.clone(),
+            updated: summary.updated,
+            last_author: summary.last_author.clone(),
+            events: inbox::events(before, View::now(&doc), me),
+        })
+    }
+}
+
 impl Inbox {
     /// Items waiting for the person, in every workspace, before any limit; how many are
     /// overdue; items waiting on others; documents that changed.
@@ -126,19 +151,13 @@ pub fn inbox(node: &Node, me: &str, options: &Options) -> Result<Inbox> {
         let shown = options.limit.unwrap_or(HAPPENED_SHOWN);
         let mut happened = Vec::new();
         for (id, summary) in changed.into_iter().take(shown) {
-            let doc = node.load(workspace, *id)?;
-            let marker = markers.get(id).map(|m| parse_heads(m));
-            let before = marker.as_ref().map(|heads| View::at(&doc, heads));
-            let events = inbox::events(before, View::now(&doc), me);
-            happened.push(Happened {
-                id: *id,
-                kind: summary.kind,
-                title: summary.title.clone(),
-                state: summary.state.clone(),
-                updated: summary.updated,
-                last_author: summary.last_author.clone(),
-                events,
-            });
+            happened.push(Happened::read(
+                node,
+                workspace,
+                (*id, summary),
+                markers.get(id),
+                me,
+            )?);
         }
         workspaces.push(WorkspaceInbox {
             id: workspace,

@@ -9,9 +9,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::inbox::Happened;
-use crate::doc::{Kind, View, parse_heads};
+use crate::doc::Kind;
 use crate::id::Id;
-use crate::inbox::{self, Event};
+use crate::inbox::Event;
 use crate::node::Node;
 use crate::sync::net::{self, RoundReport};
 
@@ -119,24 +119,13 @@ pub fn sync(
     let mut received_total = changed.len();
     let mut received = Vec::new();
     for (id, summary) in changed.into_iter().take(RECEIVED_READ) {
-        let doc = node.load(workspace, id)?;
-        let heads = before.get(&id).map(|h| parse_heads(h));
-        let then = heads.as_ref().map(|h| View::at(&doc, h));
-        let events = inbox::events(then, View::now(&doc), &me);
+        let happened = Happened::read(node, workspace, (id, summary), before.get(&id), &me)?;
         // A document that only changed by this person's other devices is not news.
-        if events.is_empty() && summary.last_author == me {
+        if happened.events.is_empty() && summary.last_author == me {
             received_total -= 1;
             continue;
         }
-        received.push(Happened {
-            id,
-            kind: summary.kind,
-            title: summary.title.clone(),
-            state: summary.state.clone(),
-            updated: summary.updated,
-            last_author: summary.last_author.clone(),
-            events,
-        });
+        received.push(happened);
     }
     let joined = node
         .workspace(Some(&workspace.hex()))?

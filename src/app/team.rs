@@ -318,12 +318,7 @@ pub fn add_relay(node: &crate::node::Node, workspace: crate::id::Id, url: &str) 
     if !record.state.relays.iter().any(|r| r == url) {
         let mut shared = record.state.relays.clone();
         shared.push(url.to_string());
-        node.edit(workspace, workspace, |doc| {
-            let mut tx = doc.transaction();
-            workspace::put_relays(&mut tx, &shared)?;
-            commit(tx, &format!("share relay {url}"));
-            Ok(())
-        })?;
+        share_relays(node, workspace, &shared, &format!("share relay {url}"))?;
     }
     Ok(Reach::Everyone)
 }
@@ -348,12 +343,7 @@ pub fn remove_relay(
             .filter(|r| *r != url)
             .cloned()
             .collect();
-        node.edit(workspace, workspace, |doc| {
-            let mut tx = doc.transaction();
-            workspace::put_relays(&mut tx, &rest)?;
-            commit(tx, &format!("stop sharing relay {url}"));
-            Ok(())
-        })?;
+        share_relays(node, workspace, &rest, &format!("stop sharing relay {url}"))?;
     }
     node.edit_record(workspace, |record| {
         record.relays.retain(|r| r != url);
@@ -366,5 +356,20 @@ pub fn remove_relay(
         Reach::Everyone
     } else {
         Reach::ThisDevice
+    })
+}
+
+/// Makes `relays` the workspace's shared relays, in one change with `message`.
+fn share_relays(
+    node: &crate::node::Node,
+    workspace: crate::id::Id,
+    relays: &[String],
+    message: &str,
+) -> Result<()> {
+    node.edit(workspace, workspace, |doc| {
+        let mut tx = doc.transaction();
+        workspace::put_relays(&mut tx, relays)?;
+        commit(tx, message);
+        Ok(())
     })
 }

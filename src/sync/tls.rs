@@ -13,15 +13,18 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 
-/// The system's trusted roots, read once per process (reading them lists a directory).
-fn system_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+/// The system's trusted roots, read and parsed once per process (reading them lists a
+/// directory, and parsing a hundred certificates is not free either).
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         for error in &found.errors {
             tracing::debug!("skipping a system root certificate: {error}");
         }
-        found.certs
+        let mut roots = RootCertStore::empty();
+        let (_added, _ignored) = roots.add_parsable_certificates(found.certs);
+        roots
     })
 }
 
@@ -46,8 +49,7 @@ pub fn ca_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'sta
 /// The TLS settings to reach a relay: the system's roots, and `extra_ca` (PEM) when the
 /// relay's certificate comes from a CA of its own.
 pub fn client_config(extra_ca: Option<&[u8]>) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    let (_added, _ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
+    let mut roots = system_roots().clone();
     if let Some(pem) = extra_ca {
         for cert in ca_certificates(pem, "the relay's CA file")? {
             roots.add(cert).map_err(|e| {
