@@ -322,20 +322,20 @@ impl Heard {
         heard
     }
 
-    /// Milliseconds since the relay's first connection, for comparisons only.
+    /// Microseconds since the relay's first connection, for comparisons only.
     fn clock() -> u64 {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let start = START.get_or_init(std::time::Instant::now);
-        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     fn mark(&self) {
         self.0.store(Heard::clock(), Ordering::Relaxed);
     }
 
-    /// Milliseconds since anything arrived.
-    fn quiet_for(&self) -> Duration {
-        Duration::from_millis(Heard::clock().saturating_sub(self.0.load(Ordering::Relaxed)))
+    /// Whether anything arrived at or after `stamp` (a [`Heard::clock`] reading).
+    fn since(&self, stamp: u64) -> bool {
+        self.0.load(Ordering::Relaxed) >= stamp
     }
 }
 
@@ -1425,7 +1425,7 @@ async fn serve_session(
     });
     // When the last ping went out: a peer silent since a ping at least an interval old is
     // gone (a busy moment of this task's own is not the peer's silence).
-    let mut pinged: Option<tokio::time::Instant> = None;
+    let mut pinged: Option<(tokio::time::Instant, u64)> = None;
     loop {
         // Shutdown and removal win over anything else ready at the same moment; a removed
         // member is written nothing of the workspace either way (`Outgoing` checks).
@@ -1456,20 +1456,20 @@ async fn serve_session(
                 return Ok(());
             }
             Event::Ping => {
-                let silent_since_ping = pinged.is_some_and(|at| {
-                    at.elapsed() >= ping_every && heard.quiet_for() > at.elapsed()
-                });
+                let silent_since_ping = pinged
+                    .is_some_and(|(at, stamp)| at.elapsed() >= ping_every && !heard.since(stamp));
                 if silent_since_ping {
                     debug!(
                         key = %hex::encode(&session.key[..6]),
-                        "no answer to two pings: closing the connection"
+                        "nothing since a ping an interval ago: closing the connection"
                     );
                     return Ok(());
                 }
+                // Stamped before it leaves: the answer cannot come earlier.
+                pinged = Some((tokio::time::Instant::now(), Heard::clock()));
                 outgoing
                     .lock()
                     .send(tokio_tungstenite::tungstenite::Bytes::from_static(&PING));
-                pinged = Some(tokio::time::Instant::now());
                 outgoing.drained(limit).await?;
                 continue;
             }
