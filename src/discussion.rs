@@ -149,33 +149,29 @@ pub fn put_entry<T: Transactable + ReadDoc>(
 
 /// Reads every entry, sorted by time then id (a stable order for display).
 pub fn entries(view: View<'_>) -> Vec<Entry> {
-    let Some(map) = view.map(&ROOT, "entries") else {
-        return Vec::new();
-    };
-    let split = |s: String| -> Vec<String> {
+    let split = |s: &str| -> Vec<String> {
         s.split(',')
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect()
     };
     let mut entries: Vec<Entry> = view
-        .keys(&map)
+        .records(&ROOT, "entries", &[])
         .into_iter()
-        .filter(|id| is_record_id(id))
-        .filter_map(|id| {
-            let obj = view.map(&map, &id)?;
+        .filter(|r| is_record_id(&r.id))
+        .filter_map(|r| {
             Some(Entry {
-                kind: view.str(&obj, "kind")?,
-                by: view.string(&obj, "by"),
-                at: view.int(&obj, "at").unwrap_or(0),
-                prev: split(view.string(&obj, "prev")),
-                closes: view.int(&obj, "closes"),
-                message: view.string(&obj, "message"),
-                heads: split(view.string(&obj, "heads")),
-                target: view.string(&obj, "target"),
-                blocking: view.bool(&obj, "blocking"),
-                urgency: view.string(&obj, "urgency"),
-                id,
+                kind: r.str("kind")?.to_string(),
+                by: r.string("by"),
+                at: r.int("at").unwrap_or(0),
+                prev: split(r.str("prev").unwrap_or_default()),
+                closes: r.int("closes"),
+                message: r.string("message"),
+                heads: split(r.str("heads").unwrap_or_default()),
+                target: r.string("target"),
+                blocking: r.bool("blocking"),
+                urgency: r.string("urgency"),
+                id: r.id,
             })
         })
         .collect();
@@ -257,45 +253,132 @@ pub fn comment_obj(view: View<'_>, id: &str) -> Option<ObjId> {
 
 /// Every comment, in time order.
 pub fn comments(view: View<'_>) -> Vec<Comment> {
-    let Some(map) = view.map(&ROOT, "comments") else {
-        return Vec::new();
-    };
     let mut comments: Vec<Comment> = view
-        .keys(&map)
+        .records(&ROOT, "comments", &["reactions"])
         .into_iter()
-        .filter(|id| is_record_id(id))
-        .filter_map(|id| {
-            let obj = view.map(&map, &id)?;
+        .filter(|r| is_record_id(&r.id))
+        .map(|r| {
             let mut reactions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            if let Some(r) = view.map(&obj, "reactions") {
-                for key in view.keys(&r) {
-                    if let Some((emoji, member)) = key.rsplit_once(' ') {
-                        reactions
-                            .entry(emoji.to_string())
-                            .or_default()
-                            .push(member.to_string());
-                    }
+            for key in r.keys("reactions").unwrap_or_default() {
+                if let Some((emoji, member)) = key.rsplit_once(' ') {
+                    reactions
+                        .entry(emoji.to_string())
+                        .or_default()
+                        .push(member.to_string());
                 }
             }
-            let deleted = view.int(&obj, "deleted").is_some();
-            Some(Comment {
-                parent: view.str(&obj, "parent").filter(|p| !p.is_empty()),
-                by: view.string(&obj, "by"),
-                at: view.int(&obj, "at").unwrap_or(0),
+            let deleted = r.int("deleted").is_some();
+            Comment {
+                parent: r
+                    .str("parent")
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string),
+                by: r.string("by"),
+                at: r.int("at").unwrap_or(0),
                 body: if deleted {
                     String::new()
                 } else {
-                    view.string(&obj, "body")
+                    r.string("body")
                 },
                 reactions,
-                edited: view.int(&obj, "edited"),
+                edited: r.int("edited"),
                 deleted,
-                id,
-            })
+                id: r.id,
+            }
         })
         .collect();
     comments.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     comments
+}
+
+/// The comments `now` holds that `before`, an earlier look at the same document, does not,
+/// in time order. When `now` is the document as it is and few changes came since `before`,
+/// only those changes and the comments they made are read, not the whole discussion:
+/// comments are never deleted or replaced (`rules`), so a comment is new exactly when a
+/// change since `before` made it.
+pub fn comments_added(before: View<'_>, now: View<'_>) -> Vec<Comment> {
+    comments_added_when(before, now, 15)
+}
+
+/// [`comments_added`], reading the changes when there are at most one for every `ratio`
+/// comments.
+fn comments_added_when(before: View<'_>, now: View<'_>, ratio: usize) -> Vec<Comment> {
+    let whole = || {
+        let known: BTreeSet<String> = comments(before).into_iter().map(|c| c.id).collect();
+        comments(now)
+            .into_iter()
+            .filter(|c| !known.contains(&c.id))
+            .collect()
+    };
+    let (Some(heads), None) = (before.heads, now.heads) else {
+        return whole();
+    };
+    let doc = now.doc;
+    if heads
+        .iter()
+        .any(|h| doc.get_change_meta_by_hash(h).is_none())
+    {
+        return whole();
+    }
+    let Some(map) = now.map(&ROOT, "comments") else {
+        return Vec::new();
+    };
+    let since = doc.get_changes(heads);
+    // One field at a time costs about fifteen times what a walk costs per comment.
+    if since.len() * ratio > doc.length(&map) {
+        return whole();
+    }
+    let map_id = map.to_string();
+    let mut added: Vec<Comment> = since
+        .iter()
+        .flat_map(|change| change.decode().operations)
+        .filter(|op| {
+            matches!(op.action, automerge::legacy::OpType::Make(ObjType::Map))
+                && op.obj.to_string() == map_id
+        })
+        .filter_map(|op| match op.key {
+            automerge::legacy::Key::Map(key) => Some(key.to_string()),
+            automerge::legacy::Key::Seq(_) => None,
+        })
+        .filter(|id| is_record_id(id))
+        .filter_map(|id| {
+            let obj = now.map(&map, &id)?;
+            Some(read_comment(now, &obj, id))
+        })
+        .collect();
+    added.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    added.dedup_by(|a, b| a.id == b.id);
+    added
+}
+
+/// One comment, field by field (see [`comments`] for all of them in one walk).
+pub fn read_comment(view: View<'_>, obj: &ObjId, id: String) -> Comment {
+    let mut reactions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(r) = view.map(obj, "reactions") {
+        for key in view.keys(&r) {
+            if let Some((emoji, member)) = key.rsplit_once(' ') {
+                reactions
+                    .entry(emoji.to_string())
+                    .or_default()
+                    .push(member.to_string());
+            }
+        }
+    }
+    let deleted = view.int(obj, "deleted").is_some();
+    Comment {
+        parent: view.str(obj, "parent").filter(|p| !p.is_empty()),
+        by: view.string(obj, "by"),
+        at: view.int(obj, "at").unwrap_or(0),
+        body: if deleted {
+            String::new()
+        } else {
+            view.string(obj, "body")
+        },
+        reactions,
+        edited: view.int(obj, "edited"),
+        deleted,
+        id,
+    }
 }
 
 /// Asks members to respond with an urgency.
@@ -675,6 +758,331 @@ fn combine(states: Vec<(String, State)>, initial: &State) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How comments were read before `View::records`: one lookup per field.
+    fn comments_by_lookup(view: View<'_>) -> Vec<Comment> {
+        let Some(map) = view.map(&ROOT, "comments") else {
+            return Vec::new();
+        };
+        let mut comments: Vec<Comment> = view
+            .keys(&map)
+            .into_iter()
+            .filter(|id| is_record_id(id))
+            .filter_map(|id| Some(read_comment(view, &view.map(&map, &id)?, id)))
+            .collect();
+        comments.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        comments
+    }
+
+    /// How entries were read before `View::records`.
+    fn entries_by_lookup(view: View<'_>) -> Vec<Entry> {
+        let Some(map) = view.map(&ROOT, "entries") else {
+            return Vec::new();
+        };
+        let split = |s: String| -> Vec<String> {
+            s.split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut entries: Vec<Entry> = view
+            .keys(&map)
+            .into_iter()
+            .filter(|id| is_record_id(id))
+            .filter_map(|id| {
+                let obj = view.map(&map, &id)?;
+                Some(Entry {
+                    kind: view.str(&obj, "kind")?,
+                    by: view.string(&obj, "by"),
+                    at: view.int(&obj, "at").unwrap_or(0),
+                    prev: split(view.string(&obj, "prev")),
+                    closes: view.int(&obj, "closes"),
+                    message: view.string(&obj, "message"),
+                    heads: split(view.string(&obj, "heads")),
+                    target: view.string(&obj, "target"),
+                    blocking: view.bool(&obj, "blocking"),
+                    urgency: view.string(&obj, "urgency"),
+                    id,
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        entries
+    }
+
+    /// One step of a random discussion, by one of three replicas.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Comment {
+            replica: usize,
+            key: u8,
+            reply_to: Option<u8>,
+            at: i64,
+        },
+        Edit {
+            replica: usize,
+            key: u8,
+            body: u8,
+        },
+        Delete {
+            replica: usize,
+            key: u8,
+        },
+        React {
+            replica: usize,
+            key: u8,
+            emoji: u8,
+        },
+        Unreact {
+            replica: usize,
+            key: u8,
+            emoji: u8,
+        },
+        Entry {
+            replica: usize,
+            key: u8,
+            kind: u8,
+            at: i64,
+        },
+        Odd {
+            replica: usize,
+            key: u8,
+            what: u8,
+        },
+        Sync {
+            from: usize,
+            to: usize,
+        },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let r = 0..3usize;
+        let k = 0..6u8;
+        prop_oneof![
+            4 => (r.clone(), k.clone(), proptest::option::of(0..6u8), 0..50i64)
+                .prop_map(|(replica, key, reply_to, at)| Step::Comment { replica, key, reply_to, at }),
+            2 => (r.clone(), k.clone(), any::<u8>()).prop_map(|(replica, key, body)| Step::Edit { replica, key, body }),
+            1 => (r.clone(), k.clone()).prop_map(|(replica, key)| Step::Delete { replica, key }),
+            2 => (r.clone(), k.clone(), 0..3u8).prop_map(|(replica, key, emoji)| Step::React { replica, key, emoji }),
+            1 => (r.clone(), k.clone(), 0..3u8).prop_map(|(replica, key, emoji)| Step::Unreact { replica, key, emoji }),
+            2 => (r.clone(), k.clone(), 0..4u8, 0..50i64).prop_map(|(replica, key, kind, at)| Step::Entry { replica, key, kind, at }),
+            2 => (r.clone(), k.clone(), 0..5u8).prop_map(|(replica, key, what)| Step::Odd { replica, key, what }),
+            2 => (r.clone(), r).prop_map(|(from, to)| Step::Sync { from, to }),
+        ]
+    }
+
+    fn id_of(key: u8) -> String {
+        format!("{:032x}", u128::from(key) * 0x1234_5678_9abc_def1)
+    }
+
+    /// Plays `steps` on three replicas and merges them. An `honest` play keeps the rules
+    /// records live by (`rules`): a comment is made once, at a key nobody used, and never
+    /// replaced.
+    fn play(steps: &[Step], honest: bool) -> (automerge::Automerge, Vec<Vec<ChangeHash>>) {
+        use automerge::{ActorId, Automerge, ObjType, transaction::Transactable};
+        // The containers come with the document's first change, as `rules` requires.
+        let mut base = Automerge::new().with_actor(ActorId::from(vec![9; 16]));
+        let mut tx = base.transaction();
+        crate::doc::ensure_map(&mut tx, &ROOT, "comments").unwrap();
+        crate::doc::ensure_map(&mut tx, &ROOT, "entries").unwrap();
+        tx.commit();
+        let mut replicas: Vec<Automerge> = (0..3u8)
+            .map(|i| base.fork().with_actor(ActorId::from(vec![i + 1; 16])))
+            .collect();
+        let mut past = Vec::new();
+        for step in steps {
+            let replica = match step {
+                Step::Comment { replica, .. }
+                | Step::Edit { replica, .. }
+                | Step::Delete { replica, .. }
+                | Step::React { replica, .. }
+                | Step::Unreact { replica, .. }
+                | Step::Entry { replica, .. }
+                | Step::Odd { replica, .. } => *replica,
+                Step::Sync { from, to } => {
+                    let theirs = replicas[*from].clone();
+                    replicas[*to].merge(&mut theirs.clone()).unwrap();
+                    continue;
+                }
+            };
+            let by = format!("member{replica}");
+            let key = match step {
+                Step::Edit { key, .. }
+                | Step::Delete { key, .. }
+                | Step::React { key, .. }
+                | Step::Unreact { key, .. }
+                | Step::Odd { key, .. } => Some(*key),
+                _ => None,
+            };
+            if honest {
+                let used = |key: u8| {
+                    replicas
+                        .iter()
+                        .any(|r| comment_obj(View::now(r), &id_of(key)).is_some())
+                };
+                match step {
+                    Step::Comment { key, .. } if used(*key) => continue,
+                    Step::Odd { what: 3, .. } => continue,
+                    _ => {}
+                }
+            }
+            let doc = &mut replicas[replica];
+            let target = key.and_then(|key| comment_obj(View::now(doc), &id_of(key)));
+            let heads = doc.get_heads();
+            let mut tx = doc.transaction();
+            match step {
+                Step::Comment {
+                    key, reply_to, at, ..
+                } => {
+                    let parent = reply_to.map(id_of);
+                    put_comment(&mut tx, &id_of(*key), parent.as_deref(), &by, *at, "hello")
+                        .unwrap();
+                }
+                Step::Edit { body, .. } => {
+                    if let Some(obj) = &target {
+                        put_comment_edit(&mut tx, obj, Some(&format!("edited {body}")), 7).unwrap();
+                    }
+                }
+                Step::Delete { .. } => {
+                    if let Some(obj) = &target {
+                        put_comment_edit(&mut tx, obj, None, 9).unwrap();
+                    }
+                }
+                Step::React { emoji, .. } => {
+                    if let Some(obj) = &target {
+                        put_reaction(
+                            &mut tx,
+                            obj,
+                            ["+1", "eyes", "ok go"][*emoji as usize],
+                            &by,
+                            3,
+                        )
+                        .unwrap();
+                    }
+                }
+                Step::Unreact { emoji, .. } => {
+                    if let Some(obj) = &target {
+                        let _ = remove_reaction(
+                            &mut tx,
+                            obj,
+                            ["+1", "eyes", "ok go"][*emoji as usize],
+                            &by,
+                        );
+                    }
+                }
+                Step::Entry { key, kind, at, .. } => {
+                    let mut entry = Entry::new(
+                        ["open", "approve", "concern", "ask"][*kind as usize],
+                        &by,
+                        *at,
+                    );
+                    entry.id = id_of(*key);
+                    entry.prev = vec![id_of(key.wrapping_add(1))];
+                    entry.blocking = *kind == 2;
+                    entry.closes = (*kind == 0).then_some(*at + 10);
+                    put_entry(&mut tx, &entry, &heads).unwrap();
+                }
+                Step::Odd { key, what, .. } => {
+                    // What a foreign writer could put: text bodies, numbers of other
+                    // types, keys that are not record ids, scalars where maps belong.
+                    let comments = crate::doc::ensure_map(&mut tx, &ROOT, "comments").unwrap();
+                    match what {
+                        0 => {
+                            if let Some(obj) = &target {
+                                crate::doc::put_text(&mut tx, obj, "body", "a text body").unwrap();
+                            }
+                        }
+                        1 => {
+                            if let Some(obj) = &target {
+                                tx.put(obj, "at", automerge::ScalarValue::Uint(5)).unwrap();
+                                tx.put(obj, "by", 12i64).unwrap();
+                            }
+                        }
+                        2 => {
+                            tx.put_object(&comments, "not-a-record-id", ObjType::Map)
+                                .unwrap();
+                        }
+                        3 => {
+                            tx.put(&comments, id_of(*key), "a scalar where a comment goes")
+                                .unwrap();
+                        }
+                        _ => {
+                            if let Some(obj) = &target {
+                                let r = tx.put_object(obj, "reactions", ObjType::List).unwrap();
+                                tx.insert(&r, 0, "x y").unwrap();
+                            }
+                        }
+                    }
+                }
+                Step::Sync { .. } => unreachable!(),
+            }
+            tx.commit();
+            past.push(doc.get_heads());
+        }
+        let mut all = replicas.remove(0);
+        for mut other in replicas {
+            all.merge(&mut other).unwrap();
+        }
+        (all, past)
+    }
+
+    #[test]
+    fn a_text_body_written_by_a_foreign_writer_is_read() {
+        let steps = [
+            Step::Comment {
+                replica: 0,
+                key: 1,
+                reply_to: None,
+                at: 1,
+            },
+            Step::Odd {
+                replica: 0,
+                key: 1,
+                what: 0,
+            },
+        ];
+        let (doc, _) = play(&steps, false);
+        let read = comments(View::now(&doc));
+        assert_eq!(read, comments_by_lookup(View::now(&doc)));
+        assert_eq!(read[0].body, "a text body");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// The one-walk reads of comments and entries say exactly what reading field by
+        /// field said, now and at every point in the past, whatever concurrent replicas
+        /// and foreign writers did.
+        #[test]
+        fn records_read_in_one_walk_match_reads_field_by_field(
+            steps in proptest::collection::vec(step(), 1..60)
+        ) {
+            let (doc, past) = play(&steps, false);
+            let now = View::now(&doc);
+            proptest::prop_assert_eq!(comments(now), comments_by_lookup(now));
+            proptest::prop_assert_eq!(entries(now), entries_by_lookup(now));
+            for heads in past.iter().step_by(5) {
+                let then = View::at(&doc, heads);
+                proptest::prop_assert_eq!(comments(then), comments_by_lookup(then));
+                proptest::prop_assert_eq!(entries(then), entries_by_lookup(then));
+            }
+            // What is new since a moment in the past, read from the changes since then, in
+            // a history that keeps the rules.
+            let (doc, past) = play(&steps, true);
+            let now = View::now(&doc);
+            for heads in &past {
+                let then = View::at(&doc, heads);
+                let known: BTreeSet<String> = comments_by_lookup(then).into_iter().map(|c| c.id).collect();
+                let expected: Vec<Comment> = comments_by_lookup(now)
+                    .into_iter()
+                    .filter(|c| !known.contains(&c.id))
+                    .collect();
+                proptest::prop_assert_eq!(&comments_added_when(then, now, 0), &expected);
+                proptest::prop_assert_eq!(&comments_added(then, now), &expected);
+            }
+        }
+    }
 
     fn transition(id: &str, kind: &str, prev: &[&str]) -> Entry {
         Entry {

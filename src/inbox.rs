@@ -739,13 +739,9 @@ pub fn events(before: Option<View<'_>>, now: View<'_>, me: &str) -> Vec<Event> {
         };
         events.push(event);
     }
-    let known: std::collections::BTreeSet<String> = discussion::comments(before)
+    let replies: Vec<discussion::Comment> = discussion::comments_added(before, now)
         .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let replies: Vec<discussion::Comment> = discussion::comments(now)
-        .into_iter()
-        .filter(|c| !known.contains(&c.id) && c.by != me)
+        .filter(|c| c.by != me)
         .collect();
     if let Some(latest) = replies.iter().map(|c| c.at).max() {
         let mut by: Vec<String> = Vec::new();

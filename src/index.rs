@@ -320,6 +320,32 @@ pub fn summarize(
     summary
 }
 
+/// Brings a summary up to date with comments made since it was derived (`ids`, read from
+/// `view`), as [`summarize`] would read them: each can be the first response to a request.
+/// Costs the new comments, not the discussion.
+pub fn note_new_comments(summary: &mut DocSummary, view: View<'_>, ids: &[String]) {
+    if ids.is_empty() || summary.asks.is_empty() {
+        return;
+    }
+    let Some(comments) = view.map(&automerge::ROOT, "comments") else {
+        return;
+    };
+    for id in ids.iter().filter(|id| discussion::is_record_id(id)) {
+        let Some(comment) = view.map(&comments, id) else {
+            continue;
+        };
+        let by = view.string(&comment, "by");
+        let at = view.int(&comment, "at").unwrap_or(0);
+        for ask in summary
+            .asks
+            .iter_mut()
+            .filter(|a| a.member == by && at >= a.at)
+        {
+            ask.responded = Some(ask.responded.map_or(at, |r| r.min(at)));
+        }
+    }
+}
+
 /// When the current comment period began: the first counted `open` or `final-comment`
 /// since the last reopen, if the proposal is in a period.
 fn period_start(entries: &[discussion::Entry], lifecycle: &discussion::Lifecycle) -> Option<i64> {

@@ -1110,6 +1110,7 @@ fn prepare(
     report.applied += fresh.len();
     let was_empty = loaded.next_seq == 0 && doc_id != workspace;
     let roots = fresh.iter().filter(|c| c.deps().is_empty()).count();
+    let took_whole = whole.is_some();
     match whole {
         Some(whole) => doc = *whole,
         None => {
@@ -1134,9 +1135,13 @@ fn prepare(
     }
     let expanded: Vec<ExpandedChange> =
         guard(|| Ok::<_, anyhow::Error>(changes.iter().map(|c| c.decode()).collect()))?;
-    // Only a new map, list or table can deepen a document whose stored state was checked.
-    if makes_containers(&expanded) {
+    // Only a new map, list or table can deepen a document whose stored state was checked,
+    // and objects never move: the new ones are all there is to check. A snapshot taken
+    // whole is checked whole.
+    if took_whole {
         check_depth(&doc, limits.max_depth)?;
+    } else if makes_containers(&expanded) {
+        check_new_depth(&doc, &expanded, limits.max_depth)?;
     }
     let view = View::now(&doc);
     // What a document is (its kind, id and workspace) is written in its first change alone:
@@ -1158,7 +1163,7 @@ fn prepare(
     // Checked together, so the path to each object they touch is looked up once.
     let first = |change: &Change| was_empty && roots == 1 && change.deps().is_empty();
     let checked = || crate::rules::check_decoded(&doc, kind, &changes, &expanded, first);
-    guard(checked).with_context(|| {
+    let touched = guard(checked).with_context(|| {
         format!(
             "document {} was refused; nothing was merged",
             doc_id.short()
@@ -1182,17 +1187,14 @@ fn prepare(
             );
         }
     }
-    let sequences = expanded
-        .iter()
-        .flat_map(|c| &c.operations)
-        .all(|op| matches!(op.key, automerge::legacy::Key::Seq(_)));
     Ok(Some(Prepared {
         doc_id,
         kind,
-        touched: if sequences {
-            node::Touched::Sequences
+        // A new document, and one taken whole, is summarised whole.
+        touched: if stored_kind.is_some() && !took_whole {
+            touched
         } else {
-            node::Touched::Anything
+            node::Touched::anything()
         },
         doc,
         next_seq: loaded.next_seq,
@@ -1252,7 +1254,7 @@ fn store(
         (workspace, record),
         (prepared.doc_id, prepared.kind),
         &prepared.doc,
-        (prepared.entries.len() as u64, prepared.touched),
+        (prepared.entries.len() as u64, &prepared.touched),
     )?;
     report.documents.push(prepared.doc_id.hex());
     let stored = node::Loaded {
@@ -1308,6 +1310,50 @@ fn makes_containers(changes: &[ExpandedChange]) -> bool {
     })
 }
 
+/// Fails if an object that `changes` (applied to `doc`) create is nested deeper than `max`
+/// levels, as [`check_depth`] counts them: each costs the walk up from its parent, which
+/// stops past `max`.
+pub fn check_new_depth(doc: &Automerge, changes: &[ExpandedChange], max: usize) -> Result<()> {
+    use automerge::legacy::{ObjectId, OpId, OpType};
+    // Objects made in this batch are known by the depth they were made at; the others
+    // are looked up once each.
+    let mut depths: std::collections::HashMap<ObjectId, usize> = Default::default();
+    for change in changes {
+        for (index, op) in change.operations.iter().enumerate() {
+            if !matches!(
+                op.action,
+                OpType::Make(ObjType::Map | ObjType::List | ObjType::Table)
+            ) {
+                continue;
+            }
+            let parent = match depths.get(&op.obj) {
+                Some(depth) => *depth,
+                None => {
+                    let depth = match &op.obj {
+                        ObjectId::Root => 0,
+                        obj => {
+                            let id = guard(|| doc.import_obj(&obj.to_string()))?;
+                            // One level per ancestor, the root included.
+                            guard(|| doc.parents(&id))?.take(max + 1).count()
+                        }
+                    };
+                    depths.insert(op.obj.clone(), depth);
+                    depth
+                }
+            };
+            if parent + 1 > max {
+                bail!("the document nests objects more than {max} levels deep: refusing it");
+            }
+            let made = OpId(
+                change.start_op.get() + index as u64,
+                change.actor_id.clone(),
+            );
+            depths.insert(ObjectId::Id(made), parent + 1);
+        }
+    }
+    Ok(())
+}
+
 /// Fails if any object in the document is nested deeper than `max` levels.
 pub fn check_depth(doc: &Automerge, max: usize) -> Result<()> {
     let mut stack = vec![(ROOT, 0usize)];
@@ -1339,6 +1385,53 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     use super::*;
+
+    /// A document nested `levels` deep: all but the last level in one change, the last in
+    /// a second. Returns the document and the second change, decoded.
+    fn nested(levels: usize, list: bool) -> (Automerge, Vec<ExpandedChange>) {
+        use automerge::transaction::Transactable;
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        let mut obj = ROOT;
+        for _ in 0..levels - 1 {
+            obj = tx.put_object(&obj, "deeper", ObjType::Map).unwrap();
+        }
+        tx.commit();
+        let heads = doc.get_heads();
+        let mut tx = doc.transaction();
+        if list {
+            let l = tx.put_object(&obj, "last", ObjType::List).unwrap();
+            tx.insert_object(&l, 0, ObjType::Map).unwrap();
+        } else {
+            tx.put_object(&obj, "last", ObjType::Map).unwrap();
+            tx.put_object(&obj, "text", ObjType::Text).unwrap();
+        }
+        tx.commit();
+        let new = doc.get_changes(&heads).iter().map(|c| c.decode()).collect();
+        (doc, new)
+    }
+
+    #[test]
+    fn new_objects_alone_are_checked_for_depth_with_the_verdict_of_the_whole_walk() {
+        for levels in [1, 2, 9, 10, 11, 12] {
+            for list in [false, true] {
+                let (doc, new) = nested(levels, list);
+                let whole = check_depth(&doc, 10).is_ok();
+                let incremental = check_new_depth(&doc, &new, 10).is_ok();
+                assert_eq!(incremental, whole, "{levels} levels, list {list}");
+            }
+        }
+        // The boundary is where the whole walk puts it.
+        let (doc, new) = nested(10, false);
+        assert!(check_new_depth(&doc, &new, 10).is_ok());
+        let (doc, new) = nested(11, false);
+        assert!(check_new_depth(&doc, &new, 10).is_err());
+        // Several levels made in the same change count from their parent in it.
+        let (doc, _) = nested(12, false);
+        let all: Vec<ExpandedChange> = doc.get_changes(&[]).iter().map(|c| c.decode()).collect();
+        assert!(check_new_depth(&doc, &all, 10).is_err());
+        assert!(check_new_depth(&doc, &all, 12).is_ok());
+    }
 
     #[test]
     fn envelopes_checked_on_every_core_come_back_in_order_each_with_its_own_verdict() {

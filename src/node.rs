@@ -854,11 +854,8 @@ impl Node {
         } else {
             (doc.get_changes(&before), None, None)
         };
-        let envelopes = match sealed {
-            Some(sealed) => {
-                check_on_both_cores(&changes, check)?;
-                vec![sealed]
-            }
+        let (touched, envelopes) = match sealed {
+            Some(sealed) => (check_on_both_cores(&changes, check)?, vec![sealed]),
             None => {
                 let groups = sealing_groups(&mut changes);
                 let seal_all = || -> Vec<Vec<u8>> {
@@ -875,11 +872,9 @@ impl Node {
                         let sealed = seal_all();
                         (joined(checking.join()), sealed)
                     });
-                    checked?;
-                    sealed
+                    (checked?, sealed)
                 } else {
-                    check(&changes)?;
-                    seal_all()
+                    (check(&changes)?, seal_all())
                 }
             }
         };
@@ -899,7 +894,7 @@ impl Node {
             (workspace, &record),
             (doc_id, kind),
             &loaded.doc,
-            (entries.len() as u64, Touched::Anything),
+            (entries.len() as u64, &touched),
         )?;
         // Your own edit does not make a document "changed since you last read it".
         if was_read {
@@ -1220,13 +1215,13 @@ fn joined<T>(result: std::thread::Result<T>) -> T {
 /// lookups of the objects both touch.
 fn check_on_both_cores(
     changes: &[Change],
-    check: impl Fn(&[Change]) -> Result<()> + Sync,
-) -> Result<()> {
+    check: impl Fn(&[Change]) -> Result<Touched> + Sync,
+) -> Result<Touched> {
     let (first, second) = changes.split_at(changes.len() / 2);
     std::thread::scope(|scope| {
         let checking = scope.spawn(|| check(first));
         let later = check(second);
-        joined(checking.join()).and(later)
+        Ok(joined(checking.join())?.and(later?))
     })
 }
 
@@ -1685,17 +1680,7 @@ fn set_read_marker(txn: &WriteTransaction, doc_id: Id, heads: &[ChangeHash]) -> 
     Ok(())
 }
 
-/// What the changes a document was reindexed after may have touched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Touched {
-    /// Anything.
-    Anything,
-    /// Only elements of texts and lists: every operation has a sequence key (typing into a
-    /// section, say). No field of a summary is read from a text or a list, and every other
-    /// object (the root, entries, comments, asks, deciders) is a map, so the stored summary
-    /// stands but for what the new changes themselves say: heads, time and author, count.
-    Sequences,
-}
+pub use crate::rules::Touched;
 
 /// Rebuilds the derived data of one document after `added` changes that touched `touched`:
 /// the workspace state for the workspace document, the index summary for the others.
@@ -1704,7 +1689,7 @@ pub fn reindex(
     (workspace, record): (Id, &WorkspaceRecord),
     (doc_id, kind): (Id, crate::doc::Kind),
     doc: &Automerge,
-    (added, touched): (u64, Touched),
+    (added, touched): (u64, &Touched),
 ) -> Result<()> {
     let view = View::now(doc);
     if doc_id == workspace {
@@ -1743,22 +1728,35 @@ pub fn reindex(
     // A text edit leaves every field alone but for a proposal's approvals (whose staleness
     // is a comparison of texts) and a decided proposal's late edits.
     let text_blind = |s: &DocSummary| s.approvals.is_empty() && !s.decided();
-    let summary = match stored {
-        Some(mut summary) if touched == Touched::Sequences && text_blind(&summary) => {
-            summary.updated = updated;
-            summary.last_author = last_author;
-            summary.heads = crate::doc::heads_hex(&doc.get_heads());
-            summary.changes = before + added;
-            summary
-        }
-        _ => summarize(
+    let full = || {
+        summarize(
             view,
             kind,
             &workspace.0,
             updated,
             &last_author,
             before + added,
-        ),
+        )
+    };
+    let summary = match stored {
+        Some(mut summary) if !touched.other && (!touched.sequences || text_blind(&summary)) => {
+            summary.updated = updated;
+            summary.last_author = last_author.clone();
+            summary.heads = crate::doc::heads_hex(&doc.get_heads());
+            summary.changes = before + added;
+            crate::index::note_new_comments(&mut summary, view, &touched.comments);
+            // The unit tests check the shortcut against the whole derivation at every
+            // write (the simulation checks it at the end of each run, the property test of
+            // `app` on random histories).
+            #[cfg(test)]
+            assert_eq!(
+                summary,
+                full(),
+                "the summary derived from the changes alone"
+            );
+            summary
+        }
+        _ => full(),
     };
     docs.insert(doc_id.0, store::encode(&summary).as_slice())?;
     Ok(())

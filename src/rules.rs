@@ -42,15 +42,50 @@ const CONTAINERS: [&str; 9] = [
 /// parts of a status update).
 const AUTHOR_TEXT: [&str; 4] = ["body", "done", "next", "blockers"];
 
+/// What a batch of changes touched, as the rules check saw each operation's place: what the
+/// index summary needs read again (`node::reindex`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Something other than the elements of texts and lists and the comments: the summary
+    /// is derived again from the whole document.
+    pub other: bool,
+    /// Elements of texts and lists (typing into a section). No field of a summary is read
+    /// from a text or a list but a proposal's approvals and late edits, whose staleness
+    /// compares texts.
+    pub sequences: bool,
+    /// The comments the changes made, by id. A new comment can answer a request (the
+    /// summary's `responded`); an edit of a comment's text, its deletion and reactions
+    /// change nothing a summary holds.
+    pub comments: Vec<String>,
+}
+
+impl Touched {
+    /// Anything at all.
+    pub fn anything() -> Touched {
+        Touched {
+            other: true,
+            ..Touched::default()
+        }
+    }
+
+    /// What two batches touched together.
+    pub fn and(mut self, other: Touched) -> Touched {
+        self.other |= other.other;
+        self.sequences |= other.sequences;
+        self.comments.extend(other.comments);
+        self
+    }
+}
+
 /// Checks every operation of `change` against the rules of a document of `kind`, looking
 /// at the document after the change was applied. `first` says whether this change may
 /// create the document (it has no dependencies and the document had no changes before).
 pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -> Result<()> {
-    check_changes(doc, kind, std::slice::from_ref(change), |_| first)
+    check_changes(doc, kind, std::slice::from_ref(change), |_| first).map(|_| ())
 }
 
 /// Checks several changes that were all applied to `doc`, as [`check_change`] does each
-/// one; `first` says which of them may create the document.
+/// one; `first` says which of them may create the document. Says what they touched.
 ///
 /// What the changes have in common is looked up once: the path from the root to each object
 /// they touch, its creator, and the document's author. A batch of edits to one text (an
@@ -61,7 +96,7 @@ pub fn check_changes(
     kind: Kind,
     changes: &[Change],
     first: impl Fn(&Change) -> bool,
-) -> Result<()> {
+) -> Result<Touched> {
     let expanded: Vec<ExpandedChange> = changes.iter().map(Change::decode).collect();
     let changes: Vec<&Change> = changes.iter().collect();
     check_decoded(doc, kind, &changes, &expanded, first)
@@ -75,9 +110,11 @@ pub fn check_decoded(
     changes: &[&Change],
     expanded: &[ExpandedChange],
     first: impl Fn(&Change) -> bool,
-) -> Result<()> {
+) -> Result<Touched> {
     let author = doc_author(doc);
     let mut objects = Objects::new();
+    let mut touched = Touched::default();
+    let mut made_comments: std::collections::HashSet<OpId> = Default::default();
     let decisions = std::cell::OnceCell::new();
     // A batch has few writers: each one's key is written out once, not once per change.
     let mut writers: HashMap<&automerge::ActorId, Option<String>> = HashMap::new();
@@ -95,11 +132,11 @@ pub fn check_decoded(
             (change, expanded),
             (writer, first(change)),
             author.as_deref(),
-            &mut objects,
+            (&mut objects, &mut touched, &mut made_comments),
             &decisions,
         )?;
     }
-    Ok(())
+    Ok(touched)
 }
 
 /// Whether a proposal holds any decision at all (accept, reject, withdraw, supersede):
@@ -125,7 +162,11 @@ fn check_one(
     (change, expanded): (&Change, &ExpandedChange),
     (writer, first): (&str, bool),
     author: Option<&str>,
-    objects: &mut Objects,
+    (objects, touched, made_comments): (
+        &mut Objects,
+        &mut Touched,
+        &mut std::collections::HashSet<OpId>,
+    ),
     decisions: &std::cell::OnceCell<bool>,
 ) -> Result<()> {
     // A document has exactly one change without dependencies: the one that created it.
@@ -177,6 +218,12 @@ fn check_one(
             }
             _ => {}
         }
+        note_touched(
+            (op, path),
+            OpId(start_op + index as u64, change.actor_id().clone()),
+            touched,
+            made_comments,
+        );
         let verdict = ctx
             .check(op, path, creator)
             .and_then(|()| shadows(doc, op, path));
@@ -196,6 +243,30 @@ fn check_one(
         );
     }
     Ok(())
+}
+
+/// Notes what one operation (whose own id is `id`) touched.
+fn note_touched(
+    (op, path): (&Op, &[String]),
+    id: OpId,
+    touched: &mut Touched,
+    made_comments: &mut std::collections::HashSet<OpId>,
+) {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (path.as_slice(), &op.key, &op.obj) {
+        (_, Key::Seq(_), _) => touched.sequences = true,
+        (["comments"], Key::Map(key), _) if matches!(op.action, OpType::Make(ObjType::Map)) => {
+            touched.comments.push(key.to_string());
+            made_comments.insert(id);
+        }
+        (["comments", _], Key::Map(key), _)
+            if matches!(key.as_str(), "body" | "edited" | "deleted" | "reactions") => {}
+        // Who wrote a comment and when are read by the summary: fine in a comment made in
+        // this batch (which is listed), anything else otherwise.
+        (["comments", _], Key::Map(_), ObjectId::Id(obj)) if made_comments.contains(obj) => {}
+        (["comments", _, "reactions"], _, _) => {}
+        _ => touched.other = true,
+    }
 }
 
 /// A record (entry, comment, ask, member entry) is created at a fresh key: a second object

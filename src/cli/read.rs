@@ -425,13 +425,9 @@ struct Since {
 impl Since {
     fn between(ctx: &Ctx, before: View<'_>, now: View<'_>) -> Since {
         let events = inbox::events(Some(before), now, &ctx.me);
-        let known: std::collections::BTreeSet<String> = discussion::comments(before)
+        let comments = discussion::comments_added(before, now)
             .into_iter()
-            .map(|c| c.id)
-            .collect();
-        let comments = discussion::comments(now)
-            .into_iter()
-            .filter(|c| !known.contains(&c.id) && c.by != ctx.me)
+            .filter(|c| c.by != ctx.me)
             .map(|c| c.id)
             .collect();
         let fields = events

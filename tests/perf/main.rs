@@ -18,6 +18,8 @@
 //!   first sync receives against one compressed save of the long document it brings.
 //! - `a_batch_import_costs_no_more_per_edit_as_it_grows`: merging a bundle of ten times more
 //!   single-change envelopes costs about ten times more, not a hundred.
+//! - `a_reply_to_a_long_thread_costs_what_a_reply_to_a_short_one_does`: a reply in a running
+//!   node to a thread of 2,000 comments against one to a thread of 20.
 
 #[path = "../../benches/suite/workload.rs"]
 #[allow(dead_code)]
@@ -371,6 +373,54 @@ fn a_batch_import_costs_no_more_per_edit_as_it_grows() -> Result<()> {
         "merging 2000 envelopes / merging 200",
         large_times[1] / small_times[1],
         30.0,
+    );
+    Ok(())
+}
+
+#[test]
+fn a_reply_to_a_long_thread_costs_what_a_reply_to_a_short_one_does() -> Result<()> {
+    let tmp = scratch("meridian-perf")?;
+    let (node, workspace) = home(tmp.path())?;
+    // Threads of 20 and 2,000 comments, each comment its own change.
+    let thread = |comments: usize| -> Result<Id> {
+        let id = workload::create_thread(
+            &node,
+            "A thread",
+            |id, f| node.edit(workspace, id, f),
+            workspace,
+        )?;
+        workload::edit_by_edit(
+            &node,
+            workspace,
+            &[(id, comments)],
+            workload::Edits::Replies,
+            &mut Rng(comments as u64),
+        )?;
+        Ok(id)
+    };
+    let (short, long) = (thread(20)?, thread(2_000)?);
+    // The first edit of each loads it; the node keeps it for the next ones.
+    for id in [short, long] {
+        workload::reply(&node, workspace, id, "Loaded.")?;
+    }
+    let mut short_times = Vec::new();
+    let mut long_times = Vec::new();
+    for _ in 0..15 {
+        short_times.push(median_time(1, || {
+            workload::reply(&node, workspace, short, "Agreed.")
+        })?);
+        long_times.push(median_time(1, || {
+            workload::reply(&node, workspace, long, "Agreed.")
+        })?);
+    }
+    short_times.sort_by(f64::total_cmp);
+    long_times.sort_by(f64::total_cmp);
+    // Healthy: about 1 (the fsync and the new change, whatever the thread's length).
+    // Deriving the thread's summary from every comment again at each reply gives tens.
+    check(
+        "a reply to a thread of 2000 comments / to a thread of 20",
+        long_times[7] / short_times[7],
+        4.0,
     );
     Ok(())
 }

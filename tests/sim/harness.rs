@@ -1241,6 +1241,22 @@ fn state_of(node: &Node, workspace: Id) -> Run<BTreeMap<String, String>> {
     );
     for (id, summary) in node.summaries(workspace).map_err(err)? {
         let doc = node.load(workspace, id).map_err(err)?;
+        // Summaries are kept up to date from each batch of changes alone where they can
+        // be (`node::reindex`): they must say what deriving them from the whole does.
+        let whole = meridian::index::summarize(
+            View::now(&doc),
+            summary.kind,
+            &workspace.0,
+            summary.updated,
+            &summary.last_author,
+            summary.changes,
+        );
+        if whole != summary {
+            return Err(format!(
+                "the index summary of {} kept from its changes is {summary:?}, but the whole document says {whole:?}",
+                id.short()
+            ));
+        }
         let conflicts = history::conflicts(View::now(&doc));
         state.insert(
             id.hex(),
