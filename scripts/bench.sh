@@ -12,6 +12,15 @@ set -eu
 cd "$(dirname "$0")/.."
 # The fan-out scenario runs the relay binary as deployed.
 cargo build --release --quiet -p meridian-relay --bin meridian-relay
+# Scenario 8 runs automerge-repo and its sync server on Node.js, at the versions the lock
+# file pins. Without Node.js the suite says in its table that it skipped the row.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    if [ ! -d benches/automerge-repo/node_modules/@automerge/automerge-repo-sync-server ]; then
+        (cd benches/automerge-repo && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+else
+    echo "bench.sh: Node.js is not installed, so scenario 8 (automerge-repo side by side) will be skipped" >&2
+fi
 # BENCHMARKS.md unless the arguments name another file with --out.
 case " $* " in
 *" --out "*) exec cargo bench --bench suite -- "$@" ;;

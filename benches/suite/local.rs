@@ -59,7 +59,7 @@ pub fn run(settings: &Settings, rows: &mut Vec<Row>, want: impl Fn(u32) -> bool)
 }
 
 /// Times a fresh `meridian` process from start to exit.
-fn process(home: &Path, args: &[String]) -> Result<f64> {
+pub fn process(home: &Path, args: &[String]) -> Result<f64> {
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(args)
@@ -75,7 +75,8 @@ fn process(home: &Path, args: &[String]) -> Result<f64> {
     Ok(elapsed)
 }
 
-fn args(list: &[&str]) -> Vec<String> {
+/// Owned arguments.
+pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 

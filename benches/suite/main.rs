@@ -10,8 +10,10 @@
 //! `--quick` uses small sizes for development; the numbers in `BENCHMARKS.md` come from a
 //! full run on a quiet machine.
 
+mod discussion;
 mod fanout;
 mod local;
+mod repo;
 mod report;
 mod sync;
 mod workload;
@@ -191,6 +193,11 @@ fn main() -> Result<()> {
     if want(5) || want(6) {
         run("5 and 6. local", &mut |rows| {
             local::run(&settings, rows, want)
+        })?;
+    }
+    if want(7) {
+        run("7. long discussions", &mut |rows| {
+            discussion::run(&settings, rows)
         })?;
     }
     rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));

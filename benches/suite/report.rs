@@ -217,6 +217,14 @@ pub fn markdown(machine: &Machine, rows: &[Row], settings: &str, seconds: f64) -
             Some(true) => "yes",
             Some(false) => "**no**",
         };
+        if row.median.is_nan() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | skipped | — | — | — |  | 0 |",
+                row.scenario, row.metric
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "| {} | {} | {} {} | {baseline} | {ratio} | {} | {met} | {} |",

@@ -12,20 +12,24 @@ use meridian::id::Id;
 use meridian::node::Node;
 
 use crate::Settings;
+use crate::repo;
 use crate::report::{Row, Target, median};
-use crate::workload::{self, Proxy, Relay, Rng, Team, scratch, sync_round, sync_until};
+use crate::workload::{self, Edits, Proxy, Relay, Rng, Team, scratch, sync_round, sync_until};
 
 const CONVERGENCE: &str = "1. Convergence through the relay";
 const RECONNECT: &str = "3. Reconnect after a week offline";
 const FIRST_COPY: &str = "4. First copy for a new member";
+const SIDE_BY_SIDE: &str = "8. Side by side with automerge-repo";
 
 /// One convergence configuration: `nodes` people, `docs` documents, `edits` edits to each
-/// document in all, spread evenly over the people.
+/// document in all, spread evenly over the people; each edit a character typed into a
+/// proposal or a reply to a thread.
 #[derive(Clone, Copy, Debug)]
 struct Config {
     nodes: usize,
     docs: usize,
     edits: usize,
+    kind: Edits,
 }
 
 /// Scenario 1.
@@ -36,16 +40,25 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
                 nodes: 10,
                 docs: 1,
                 edits: 1_000,
+                kind: Edits::Typing,
             },
             Config {
                 nodes: 10,
                 docs: 10,
                 edits: 100,
+                kind: Edits::Typing,
             },
             Config {
                 nodes: 20,
                 docs: 100,
                 edits: 20,
+                kind: Edits::Typing,
+            },
+            Config {
+                nodes: 10,
+                docs: 1,
+                edits: 1_000,
+                kind: Edits::Replies,
             },
         ]
     } else {
@@ -56,16 +69,26 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
                 nodes: 10,
                 docs: 1,
                 edits: scaled(10_000),
+                kind: Edits::Typing,
             },
             Config {
                 nodes: 10,
                 docs: scaled(100),
                 edits: 100,
+                kind: Edits::Typing,
             },
             Config {
                 nodes: 50,
                 docs: scaled(1_000),
                 edits: 20,
+                kind: Edits::Typing,
+            },
+            // A thread everyone replied to offline, a thousand replies each.
+            Config {
+                nodes: 10,
+                docs: 1,
+                edits: scaled(10_000),
+                kind: Edits::Replies,
             },
         ]
     };
@@ -80,13 +103,22 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
             measured.push(m);
         }
         let pick = |f: fn(&Converged) -> f64| median(&measured.iter().map(f).collect::<Vec<_>>());
-        let name = format!(
-            "{} nodes × {} document{} × {} edits per document",
-            config.nodes,
-            config.docs,
-            if config.docs == 1 { "" } else { "s" },
-            config.edits
-        );
+        let name = match config.kind {
+            Edits::Typing => format!(
+                "{} nodes × {} document{} × {} edits per document",
+                config.nodes,
+                config.docs,
+                if config.docs == 1 { "" } else { "s" },
+                config.edits
+            ),
+            Edits::Replies => format!(
+                "{} nodes × {} thread{} × {} replies per node, made offline",
+                config.nodes,
+                config.docs,
+                if config.docs == 1 { "" } else { "s" },
+                config.edits / config.nodes
+            ),
+        };
         let row = |metric: String, unit, median, baseline, target| Row {
             scenario: CONVERGENCE.into(),
             metric,
@@ -104,7 +136,10 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
                 "automerge sync between the documents in one process".into(),
                 pick(|m| m.baseline_seconds),
             )),
-            Target::RatioAtMost(1.2),
+            match config.kind {
+                Edits::Typing => Target::RatioAtMost(1.2),
+                Edits::Replies => Target::RatioAtMost(1.5),
+            },
         ));
         rows.push(row(
             format!("{name}: bytes on the wire per edit per receiver"),
@@ -114,7 +149,11 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
                 "automerge sync messages".into(),
                 pick(|m| m.baseline_bytes_per_edit),
             )),
-            Target::AtMost(130.0),
+            // A reply carries a sentence or two of text, a keystroke one character.
+            match config.kind {
+                Edits::Typing => Target::AtMost(130.0),
+                Edits::Replies => Target::None,
+            },
         ));
         rows.push(row(
             format!("{name}: relay CPU per delivery"),
@@ -123,7 +162,81 @@ pub fn convergence(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
             None,
             Target::None,
         ));
+        if config.docs == 1 {
+            side_by_side(settings, rows, config, &name, &measured)?;
+        }
     }
+    Ok(())
+}
+
+/// Scenario 8: the same workload on automerge-repo and its sync server.
+fn side_by_side(
+    settings: &Settings,
+    rows: &mut Vec<Row>,
+    config: Config,
+    name: &str,
+    measured: &[Converged],
+) -> Result<()> {
+    let per_peer = config.edits / config.nodes;
+    let row = |metric: String, unit, median, runs, baseline, target| Row {
+        scenario: SIDE_BY_SIDE.into(),
+        metric,
+        unit,
+        median,
+        runs,
+        baseline,
+        target,
+    };
+    let outcome = repo::converge(
+        config.nodes,
+        per_peer,
+        config.kind,
+        settings.convergence_runs,
+    )?;
+    let runs = match outcome {
+        repo::Outcome::Ran(runs) => runs,
+        repo::Outcome::Skipped(why) => {
+            eprintln!("  automerge-repo side by side skipped: {why}");
+            rows.push(row(
+                format!("{name}: skipped, {why}"),
+                "s",
+                f64::NAN,
+                0,
+                None,
+                Target::None,
+            ));
+            return Ok(());
+        }
+    };
+    let what = format!(
+        "{}, a Node.js process per peer",
+        runs.first().map_or("automerge-repo", |r| r.what.as_str())
+    );
+    let seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+    let deliveries = (config.edits * (config.nodes - 1)) as f64;
+    let bytes: Vec<f64> = runs.iter().map(|r| r.bytes as f64 / deliveries).collect();
+    rows.push(row(
+        format!("{name}: time to full convergence through Meridian's relay"),
+        "s",
+        median(&measured.iter().map(|m| m.seconds).collect::<Vec<_>>()),
+        measured.len(),
+        Some((what.clone(), median(&seconds))),
+        // At least five times faster.
+        Target::RatioAtMost(0.2),
+    ));
+    rows.push(row(
+        format!("{name}: bytes on the wire per edit per receiver"),
+        "B",
+        median(
+            &measured
+                .iter()
+                .map(|m| m.bytes_per_edit)
+                .collect::<Vec<_>>(),
+        ),
+        measured.len(),
+        Some((what, median(&bytes))),
+        Target::None,
+    ));
     Ok(())
 }
 
@@ -136,27 +249,42 @@ struct Converged {
     baseline_bytes_per_edit: f64,
 }
 
-/// Creates `count` text documents in one transaction.
-fn new_documents(node: &Node, workspace: Id, count: usize) -> Result<Vec<Id>> {
+/// Creates `count` documents in one transaction: text proposals to type into, or threads
+/// to reply to.
+fn new_documents(node: &Node, workspace: Id, count: usize, kind: Edits) -> Result<Vec<Id>> {
     node.batch(|batch| {
         (0..count)
-            .map(|i| {
-                let new = workload::text_proposal(node, workspace, &format!("Shared document {i}"));
-                workload::create_proposal(&new, |id, f| batch.edit(workspace, id, f))
+            .map(|i| match kind {
+                Edits::Typing => {
+                    let new =
+                        workload::text_proposal(node, workspace, &format!("Shared document {i}"));
+                    workload::create_proposal(&new, |id, f| batch.edit(workspace, id, f))
+                }
+                Edits::Replies => workload::create_thread(
+                    node,
+                    &format!("Shared thread {i}"),
+                    |id, f| batch.edit(workspace, id, f),
+                    workspace,
+                ),
             })
             .collect()
     })
 }
 
 fn converge(config: Config, seed: u64) -> Result<Converged> {
-    let Config { nodes, docs, edits } = config;
+    let Config {
+        nodes,
+        docs,
+        edits,
+        kind,
+    } = config;
     let tmp = scratch("meridian-bench-converge")?;
     let relay = Relay::start(&tmp.path().join("relay"))?;
     let proxy = Proxy::start(relay.addr)?;
     let team = Team::new(tmp.path(), nodes, vec![proxy.url.clone()])?;
     let workspace = team.workspace;
     team.introduce(&proxy.url)?;
-    let ids = new_documents(&team.nodes[0], workspace, docs)?;
+    let ids = new_documents(&team.nodes[0], workspace, docs, kind)?;
     for node in &team.nodes {
         sync_round(node, workspace, &proxy.url)?;
     }
@@ -172,7 +300,7 @@ fn converge(config: Config, seed: u64) -> Result<Converged> {
             .collect();
         own[n] = share.iter().map(|(_, count)| *count as u64).sum();
         let mut rng = Rng(seed * 1_000_003 + n as u64);
-        workload::type_edit_by_edit(node, workspace, &share, &mut rng)?;
+        workload::edit_by_edit(node, workspace, &share, kind, &mut rng)?;
     }
     let total = (docs * edits) as u64;
     // The lower bound starts from the very same documents.

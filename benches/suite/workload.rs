@@ -175,6 +175,32 @@ pub fn create_proposal(
     Ok(new.id)
 }
 
+/// Creates a thread titled `title` in `edit` (a node's or a batch's).
+pub fn create_thread(
+    node: &Node,
+    title: &str,
+    edit: impl FnOnce(Id, &mut dyn FnMut(&mut automerge::Automerge) -> Result<()>) -> Result<()>,
+    workspace: Id,
+) -> Result<Id> {
+    let new = NewThread {
+        id: Id::random(),
+        workspace,
+        title: title.into(),
+        body: "Where should the relay keep envelopes? Say what you measured.".into(),
+        asks: vec![],
+        urgency: "normal".into(),
+        author: node.member_id(),
+        at: now_ms(),
+    };
+    edit(new.id, &mut |doc| {
+        let mut tx = doc.transaction();
+        thread::create(&mut tx, &new)?;
+        commit(tx, "new thread");
+        Ok(())
+    })?;
+    Ok(new.id)
+}
+
 /// A new proposal with one empty section, `Body`, in its own durable edit.
 pub fn new_text_document(node: &Node, workspace: Id, title: &str) -> Result<Id> {
     let new = text_proposal(node, workspace, title);
@@ -267,6 +293,74 @@ pub fn all_changes(node: &Node, workspace: Id, doc: Id) -> Result<(Id, Vec<autom
     Ok((doc, node.load(workspace, doc)?.get_changes(&[])))
 }
 
+/// Writes `count` replies into a document, one change each, the way people reply: mostly
+/// to the document, one in four to an earlier comment, each a sentence or two long.
+pub fn reply_into(
+    doc: &mut automerge::Automerge,
+    me: &str,
+    count: usize,
+    rng: &mut Rng,
+) -> Result<()> {
+    const WORDS: &[&str] = &[
+        "the",
+        "relay",
+        "should",
+        "keep",
+        "every",
+        "envelope",
+        "until",
+        "we",
+        "agree",
+        "on",
+        "retention",
+        "I",
+        "think",
+        "this",
+        "breaks",
+        "offline",
+        "merges",
+        "when",
+        "two",
+        "people",
+        "edit",
+        "same",
+        "section",
+        "agreed",
+        "let's",
+        "measure",
+        "first",
+    ];
+    let mut ids: Vec<String> = Vec::new();
+    for _ in 0..count {
+        let words = 8 + rng.below(16);
+        let body: Vec<&str> = (0..words).map(|_| WORDS[rng.below(WORDS.len())]).collect();
+        let parent =
+            (!ids.is_empty() && rng.below(4) == 0).then(|| ids[rng.below(ids.len())].clone());
+        let id = format!("{:016x}{:016x}", rng.next(), rng.next());
+        let mut tx = doc.transaction();
+        discussion::put_comment(
+            &mut tx,
+            &id,
+            parent.as_deref(),
+            me,
+            now_ms(),
+            &body.join(" "),
+        )?;
+        commit(tx, "reply");
+        ids.push(id);
+    }
+    Ok(())
+}
+
+/// What each edit of [`edit_by_edit`] is.
+#[derive(Clone, Copy, Debug)]
+pub enum Edits {
+    /// A character typed into the `Body` section of a text proposal.
+    Typing,
+    /// A reply to a thread or proposal.
+    Replies,
+}
+
 /// Makes edits as a person typing offline, one command per edit: `edits` lists how many
 /// edits go to which document; each change is stored sealed on its own, and queued for the
 /// relays, in one transaction (by merging the node's own single-change bundle).
@@ -276,12 +370,27 @@ pub fn type_edit_by_edit(
     edits: &[(Id, usize)],
     rng: &mut Rng,
 ) -> Result<()> {
+    edit_by_edit(node, workspace, edits, Edits::Typing, rng)
+}
+
+/// [`type_edit_by_edit`] for edits of either kind.
+pub fn edit_by_edit(
+    node: &Node,
+    workspace: Id,
+    edits: &[(Id, usize)],
+    kind: Edits,
+    rng: &mut Rng,
+) -> Result<()> {
+    let me = node.member_id();
     let mut changes = Vec::new();
     for (doc, count) in edits {
         let mut loaded = node.load(workspace, *doc)?;
         loaded.set_actor(node.actor());
         let before = loaded.get_heads();
-        type_into(&mut loaded, *count, rng)?;
+        match kind {
+            Edits::Typing => type_into(&mut loaded, *count, rng)?,
+            Edits::Replies => reply_into(&mut loaded, &me, *count, rng)?,
+        }
         changes.push((*doc, loaded.get_changes(&before)));
     }
     let bundle = single_change_bundle(node, workspace, &changes)?;
