@@ -1481,7 +1481,7 @@ fn load_from(
         .context("the workspace key is damaged")?;
     let checkpointed = checkpoint.as_ref().map_or(0, |c| c.changes);
     let (mut bytes, mut next_seq) = match checkpoint {
-        Some(checkpoint) => (checkpoint.save, checkpoint.next_seq),
+        Some(checkpoint) => (checkpoint.saved()?.into_owned(), checkpoint.next_seq),
         None if doc_id == workspace => (record.genesis.clone(), 0),
         None => (Vec::new(), 0),
     };
@@ -1556,10 +1556,14 @@ fn checkpoint_if_due(
     if changes.saturating_sub(before) < CHECKPOINT_MIN_CHANGES.max(before / 16) {
         return Ok(before);
     }
-    let checkpoint = Checkpoint {
-        next_seq: loaded.next_seq,
-        changes,
-        save: save.unwrap_or_else(|| loaded.doc.save()),
+    let checkpoint = match save {
+        Some(save) => Checkpoint {
+            next_seq: loaded.next_seq,
+            changes,
+            save,
+            deflated: false,
+        },
+        None => Checkpoint::of(&loaded.doc, loaded.next_seq, changes),
     };
     txn.open_table(CHECKPOINTS)?
         .insert(doc_id.0, store::encode(&checkpoint).as_slice())?;
@@ -2425,6 +2429,7 @@ pub(crate) mod tests {
         let saved = checkpoint(&node, thread).expect("a checkpoint once enough records piled up");
         assert_eq!(saved.changes, CHECKPOINT_MIN_CHANGES);
         assert_eq!(saved.next_seq, CHECKPOINT_MIN_CHANGES);
+        assert!(saved.deflated, "made at the fastest level, not automerge's");
         let with = node.load(workspace, thread).unwrap();
 
         // The same document as from every record.
@@ -2439,21 +2444,43 @@ pub(crate) mod tests {
         assert_eq!(with.save(), without.save());
 
         // A damaged checkpoint is passed over, not trusted and not fatal.
-        let txn = node.db().begin_write().unwrap();
         let damaged = Checkpoint {
             next_seq: saved.next_seq,
             changes: saved.changes,
             save: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
+            deflated: false,
         };
-        txn.open_table(CHECKPOINTS)
-            .unwrap()
-            .insert(thread.0, store::encode(&damaged).as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-        assert_eq!(
-            node.load(workspace, thread).unwrap().get_heads(),
-            without.get_heads()
-        );
+        // A deflated one that would inflate to 64 MiB of zeros, from 64 KiB.
+        let bomb = {
+            use std::io::Write as _;
+            let mut deflating =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            deflating.write_all(&vec![0; 64 << 20]).unwrap();
+            Checkpoint {
+                save: deflating.finish().unwrap(),
+                deflated: true,
+                ..damaged.clone()
+            }
+        };
+        // Older builds' checkpoints are automerge's own saves.
+        let older = Checkpoint {
+            save: saved.saved().unwrap().into_owned(),
+            deflated: false,
+            ..damaged.clone()
+        };
+        assert!(bomb.saved().is_err(), "inflated within a bound");
+        for checkpoint in [damaged, bomb, older] {
+            let txn = node.db().begin_write().unwrap();
+            txn.open_table(CHECKPOINTS)
+                .unwrap()
+                .insert(thread.0, store::encode(&checkpoint).as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+            assert_eq!(
+                node.load(workspace, thread).unwrap().get_heads(),
+                without.get_heads()
+            );
+        }
         replies(1).unwrap();
     }
 }

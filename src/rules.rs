@@ -234,6 +234,21 @@ fn check_one(
                 kind.as_str()
             );
         }
+        // An object made at a map key lies at its parent's path and that key (objects never
+        // move), so later operations on it need no walk up automerge's parents: a reply
+        // makes a comment and writes into it, and that walk was two thirds of the check.
+        // One made in a list is left to `path_of`, which refuses it where it is used.
+        if let (OpType::Make(_), Key::Map(key)) = (&op.action, &op.key) {
+            let made = OpId(start_op + index as u64, change.actor_id().clone());
+            let mut at = path.to_vec();
+            at.push(key.to_string());
+            #[cfg(debug_assertions)]
+            {
+                let walked = path_of(doc, &format!("{}@{}", made.0, made.1.to_hex_string()));
+                debug_assert_eq!(walked.ok().as_ref(), Some(&at), "the path of a new object");
+            }
+            objects.insert(made, (at, Some(writer.to_owned())));
+        }
     }
     if made_entries.iter().any(|e| !entries_with_heads.contains(e)) {
         bail!(

@@ -105,9 +105,59 @@ pub struct Checkpoint {
     pub next_seq: u64,
     /// How many changes the save holds (its history lines).
     pub changes: u64,
-    /// `Automerge::save` of the document.
+    /// `Automerge::save` of the document, or with `deflated` its uncompressed save
+    /// deflated as one stream at the fastest level.
     #[serde(with = "serde_bytes")]
     pub save: Vec<u8>,
+    /// How `save` is compressed. Automerge's own save deflates each column at the default
+    /// level: for a discussion (mostly text) that is 13 times the time of saving it
+    /// uncompressed, and a checkpoint is written every sixteenth of a document's growth.
+    /// Deflating the uncompressed save at the fastest level takes a fifth of the time for
+    /// 1.6 times the bytes, and inflating it adds a fifteenth to loading. Older checkpoints
+    /// (and ones made from a save already at hand) are automerge's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deflated: bool,
+}
+
+impl Checkpoint {
+    /// The checkpoint of a document as it is now.
+    pub fn of(doc: &automerge::Automerge, next_seq: u64, changes: u64) -> Checkpoint {
+        use std::io::Write as _;
+        let mut deflating =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let deflated = deflating
+            .write_all(&doc.save_nocompress())
+            .and_then(|()| deflating.finish());
+        match deflated {
+            Ok(save) => Checkpoint {
+                next_seq,
+                changes,
+                save,
+                deflated: true,
+            },
+            // Writing into memory does not fail; automerge's own save if it ever did.
+            Err(_) => Checkpoint {
+                next_seq,
+                changes,
+                save: doc.save(),
+                deflated: false,
+            },
+        }
+    }
+
+    /// The bytes `Automerge::load` takes. A checkpoint is derived data in the home, but a
+    /// damaged one must not make a load use unbounded memory: it inflates to at most 64
+    /// times its size and a MiB (a discussion's uncompressed save is about 3 times its
+    /// deflated one), or is refused and the records are read instead.
+    pub fn saved(&self) -> anyhow::Result<std::borrow::Cow<'_, [u8]>> {
+        if !self.deflated {
+            return Ok(std::borrow::Cow::Borrowed(&self.save));
+        }
+        let limit = self.save.len().saturating_mul(64).saturating_add(1 << 20);
+        meridian_relay::deflate::inflate_bounded(&self.save, limit)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| anyhow::anyhow!("the checkpoint does not inflate ({e:?})"))
+    }
 }
 
 /// One line of a document's history.

@@ -252,6 +252,25 @@ fn commands(
         };
         rows.push(row(what, ms(&samples[i]), load.clone(), Target::None));
     }
+    // Load time against the document's size: what a node pays to read the thread from its
+    // home (its checkpoint and the records after it), against automerge loading its save.
+    let node = Node::open(home)?;
+    let mut loads = Vec::new();
+    for _ in 0..settings.process_runs {
+        let started = Instant::now();
+        let doc = node.load(made.workspace, made.thread)?;
+        loads.push(started.elapsed().as_secs_f64());
+        ensure!(!doc.get_heads().is_empty(), "the thread loaded empty");
+    }
+    rows.push(row(
+        format!(
+            "loading a thread of {size} comments ({} KB saved) in a running node: checkpoint and records after it",
+            saves[0].len() / 1000
+        ),
+        ms(&loads),
+        ("automerge loading its save".into(), ms(&load_floor)),
+        Target::None,
+    ));
     Ok(())
 }
 
