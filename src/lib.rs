@@ -22,6 +22,7 @@ pub mod markdown;
 pub mod node;
 pub mod norms;
 pub mod proposal;
+pub mod record;
 pub mod rules;
 pub mod seal;
 pub mod snapshot;

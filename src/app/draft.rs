@@ -31,6 +31,8 @@ pub struct Created {
     pub kind: crate::doc::Kind,
     /// Its title.
     pub title: String,
+    /// Members asked to respond because the text names them (an update's blockers).
+    pub named: Vec<String>,
 }
 
 /// What a new proposal is made of, as a person gave it.
@@ -155,6 +157,7 @@ pub fn new_proposal(cx: &Context, draft: ProposalDraft) -> Result<Created> {
         id: new.id,
         kind: crate::doc::Kind::Proposal,
         title: new.title,
+        named: Vec::new(),
     })
 }
 
@@ -191,6 +194,7 @@ pub fn new_thread(
         id: new.id,
         kind: crate::doc::Kind::Thread,
         title: new.title,
+        named: Vec::new(),
     })
 }
 
@@ -211,6 +215,12 @@ pub fn new_update(
         .iter()
         .map(|l| cx.document(l).map(|(id, _)| id.hex()))
         .collect::<Result<Vec<_>>>()?;
+    // A blocker that names a member (`@Cy`) asks them to respond: the update is in their
+    // inbox until they reply, like any request.
+    let asks: Vec<String> = update::named_in(&parts[2], &cx.record.state.members)
+        .into_iter()
+        .filter(|m| *m != cx.me)
+        .collect();
     let new = NewUpdate {
         id: Id::random(),
         workspace: cx.workspace,
@@ -220,6 +230,8 @@ pub fn new_update(
         links,
         author: cx.me.clone(),
         at: now_ms(),
+        asks,
+        urgency: urgency(cx, None)?,
     };
     let message = format!("status update {}", new.period);
     create(cx, new.id, &message, |tx| update::create(tx, &new))?;
@@ -227,6 +239,7 @@ pub fn new_update(
         id: new.id,
         kind: crate::doc::Kind::Update,
         title: new.title,
+        named: new.asks,
     })
 }
 

@@ -13,9 +13,11 @@ pub mod decision;
 pub mod draft;
 pub mod inbox;
 pub mod invite;
+pub mod records;
 pub mod request;
 pub mod sync;
 pub mod team;
+pub mod updates;
 
 use anyhow::Result;
 use jiff::tz::TimeZone;

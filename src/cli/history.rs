@@ -9,12 +9,10 @@ use serde_json::json;
 
 use super::{Ctx, Format, Spinner, Tone};
 use crate::bundle;
-use crate::discussion::Comment;
-use crate::doc::{Kind, View};
+use crate::doc::View;
 use crate::history;
 use crate::id::Id;
 use crate::ingest::Limits;
-use crate::{proposal, thread, update};
 
 pub fn log(ctx: &Ctx, prefix: &str, limit: Option<usize>) -> Result<()> {
     let (id, _) = ctx.node.resolve(ctx.workspace, prefix)?;
@@ -291,7 +289,23 @@ pub fn export(
     all: bool,
     format: Format,
     output: Option<PathBuf>,
+    discussion: bool,
 ) -> Result<()> {
+    if discussion && format != Format::Markdown {
+        crate::fail!(
+            Usage,
+            "--discussion adds comments to Markdown: drop it, or pass --format markdown"
+        );
+    }
+    if all && format == Format::Markdown {
+        let Some(dir) = output else {
+            crate::fail!(
+                Usage,
+                "--all --format markdown writes one decision record per proposal into a directory: add -o DIR (or --format bundle -o FILE for a bundle of everything)"
+            );
+        };
+        return write_records(ctx, &dir, discussion);
+    }
     // The document exported, when it is one.
     let document = match (prefix, all) {
         (Some(prefix), false) => Some(ctx.node.resolve(ctx.workspace, prefix)?.0),
@@ -314,11 +328,14 @@ pub fn export(
             spinner.done();
             bytes?
         }
-        (_, true, _) => crate::fail!(Usage, "--all exports a bundle: add --format bundle"),
+        (_, true, _) => crate::fail!(
+            Usage,
+            "--all exports a bundle (--format bundle) or the decision records (--format markdown -o DIR)"
+        ),
         (None, false, _) => {
             crate::fail!(
                 Usage,
-                "name a document to export, or pass --all --format bundle"
+                "name a document to export, or pass --all --format bundle (or --all --format markdown -o DIR)"
             )
         }
         (Some(prefix), false, Format::Bundle) => {
@@ -328,16 +345,20 @@ pub fn export(
         }
         (Some(prefix), false, format) => {
             let (id, summary) = ctx.node.resolve(ctx.workspace, prefix)?;
-            let doc = ctx.node.load(ctx.workspace, id)?;
-            let view = View::now(&doc);
-            match format {
-                Format::Markdown => markdown(ctx, summary.kind, view).into_bytes(),
-                Format::Automerge => doc.save(),
-                _ => {
-                    let value = super::read::document_json(ctx, id, summary.kind, view, &summary)?;
-                    let mut text = serde_json::to_string_pretty(&value)?;
-                    text.push('\n');
-                    text.into_bytes()
+            if format == Format::Markdown {
+                crate::app::records::markdown(ctx, id, &summary, discussion)?.into_bytes()
+            } else {
+                let doc = ctx.node.load(ctx.workspace, id)?;
+                let view = View::now(&doc);
+                match format {
+                    Format::Automerge => doc.save(),
+                    _ => {
+                        let value =
+                            super::read::document_json(ctx, id, summary.kind, view, &summary)?;
+                        let mut text = serde_json::to_string_pretty(&value)?;
+                        text.push('\n');
+                        text.into_bytes()
+                    }
                 }
             }
         }
@@ -421,106 +442,80 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn markdown(ctx: &Ctx, kind: Kind, view: View<'_>) -> String {
-    let mut out = String::new();
-    let comments: Vec<Comment> = match kind {
-        Kind::Proposal => {
-            let p = proposal::read(view);
-            out.push_str(&format!("# {}\n\n", p.title));
-            out.push_str(&format!(
-                "*{} · {} · by {} · {}*\n\n",
-                p.template,
-                p.lifecycle.state.name(),
-                ctx.name(&p.author),
-                ctx.out.time(p.created)
-            ));
-            if !p.late_edits.is_empty() {
-                out.push_str(&format!(
-                    "> Note: {} changed concurrently with the decision; the {} text is shown.\n\n",
-                    p.late_edits.join(", "),
-                    p.lifecycle.state.name()
-                ));
-            }
-            for (name, text) in &p.sections {
-                out.push_str(&format!("## {name}\n\n{}\n\n", text.trim_end()));
-            }
-            if !p.approvals.is_empty() || !p.concerns.is_empty() {
-                out.push_str("## Review\n\n");
-                for a in &p.approvals {
-                    out.push_str(&format!(
-                        "- approved by {}{}\n",
-                        ctx.name(&a.entry.by),
-                        if a.stale { " (stale)" } else { "" }
-                    ));
-                }
-                for c in &p.concerns {
-                    out.push_str(&format!(
-                        "- concern by {}{}: {}\n",
-                        ctx.name(&c.entry.by),
-                        if c.resolved.is_some() {
-                            " (resolved)"
-                        } else if c.entry.blocking {
-                            " (blocking)"
-                        } else {
-                            ""
-                        },
-                        c.entry.message
-                    ));
-                }
-                out.push('\n');
-            }
-            p.comments
-        }
-        Kind::Thread => {
-            let t = thread::read(view);
-            out.push_str(&format!(
-                "# {}\n\n*thread · {} · by {} · {}*\n\n{}\n\n",
-                t.title,
-                t.lifecycle.state.name(),
-                ctx.name(&t.author),
-                ctx.out.time(t.created),
-                t.body.trim_end()
-            ));
-            t.comments
-        }
-        _ => {
-            let u = update::read(view);
-            out.push_str(&format!("# {}\n\n", u.title));
-            for (label, text) in [
-                ("Done", &u.done),
-                ("Next", &u.next),
-                ("Blockers", &u.blockers),
-            ] {
-                if !text.trim().is_empty() {
-                    out.push_str(&format!("## {label}\n\n{}\n\n", text.trim_end()));
-                }
-            }
-            u.comments
-        }
-    };
-    if !comments.is_empty() {
-        out.push_str("## Discussion\n\n");
-        fn walk(
-            ctx: &Ctx,
-            out: &mut String,
-            comments: &[Comment],
-            parent: Option<&str>,
-            depth: usize,
-        ) {
-            for c in comments.iter().filter(|c| c.parent.as_deref() == parent) {
-                let indent = "  ".repeat(depth.min(12));
-                out.push_str(&format!(
-                    "{indent}- **{}** ({}): {}\n",
-                    ctx.name(&c.by),
-                    ctx.out.time(c.at),
-                    c.body.trim_end().replace('\n', &format!("\n{indent}  "))
-                ));
-                walk(ctx, out, comments, Some(&c.id), depth + 1);
-            }
-        }
-        walk(ctx, &mut out, &comments, None, 0);
+/// `export --all --format markdown -o DIR`: one decision record per proposal and
+/// `index.md`. A rerun rewrites only what changed and removes the file a proposal had
+/// under an older name (its title or decision date changed); files it did not write are
+/// left alone.
+fn write_records(ctx: &Ctx, dir: &Path, discussion: bool) -> Result<()> {
+    if dir.is_file() {
+        crate::fail!(
+            Usage,
+            "{} is a file: --all --format markdown writes a directory of records",
+            dir.display()
+        );
     }
-    out
+    std::fs::create_dir_all(dir).map_err(|e| {
+        crate::error::failure(
+            crate::error::ErrorKind::Other,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    let records = crate::app::records::decision_records(ctx, discussion)?;
+    // Files already there, by the short id their names end with.
+    let mut before: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(short) = crate::record::short_id_of_file(&name) {
+            before.entry(short.to_string()).or_default().push(name);
+        }
+    }
+    let (mut written, mut removed) = (0, Vec::new());
+    let mut write = |name: &str, text: &str| -> Result<()> {
+        let path = dir.join(name);
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(());
+        }
+        write_file(&path, text.as_bytes())?;
+        written += 1;
+        Ok(())
+    };
+    for (row, text) in &records {
+        if let Some(older) = crate::record::short_id_of_file(&row.file).and_then(|s| before.get(s))
+        {
+            for old in older.iter().filter(|old| **old != row.file) {
+                std::fs::remove_file(dir.join(old))
+                    .with_context(|| format!("cannot remove {}", dir.join(old).display()))?;
+                removed.push(old.clone());
+            }
+        }
+        write(&row.file, text)?;
+    }
+    let rows: Vec<_> = records.iter().map(|(row, _)| row.clone()).collect();
+    write("index.md", &crate::record::index(&ctx.record.name, &rows))?;
+    ctx.out.done(json!({
+        "format": "markdown", "directory": dir, "records": records.len(),
+        "written": written, "removed": removed,
+        "files": rows.iter().map(|r| &r.file).collect::<Vec<_>>(),
+    }))?;
+    let changed = match written {
+        0 => "nothing changed".to_string(),
+        1 => "1 file written".to_string(),
+        n => format!("{n} files written"),
+    };
+    said!(
+        ctx.out,
+        "{} decision record{} of {} and index.md in {} ({changed}{}).",
+        records.len(),
+        if records.len() == 1 { "" } else { "s" },
+        ctx.record.name,
+        dir.display(),
+        match removed.len() {
+            0 => String::new(),
+            1 => ", 1 renamed".to_string(),
+            n => format!(", {n} renamed"),
+        }
+    );
+    Ok(())
 }
 
 /// A size for people: `812 bytes`, `14.2 KiB`, `3.1 MiB`.

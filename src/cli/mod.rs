@@ -384,22 +384,27 @@ pub enum Command {
         /// The value to keep.
         value: String,
     },
-    /// Export a document as Markdown, JSON or a bundle; or the whole workspace as a bundle.
+    /// Export a document as Markdown (a proposal as its decision record), JSON or a
+    /// bundle; or the whole workspace as a bundle, or its decision records as a directory.
     #[command(
-        after_help = "Examples:\n  meridian export 1a2b > rfc.md\n  meridian export 1a2b --format json\n  meridian export --all --format bundle -o acme.bundle"
+        after_help = "A proposal's Markdown is its decision record: state, who decided and when, deciders and their approvals (the version approved, stale ones marked), concerns and their resolutions, supersession and history. Times are in UTC, so a record reads the same whoever exports it.\n\nExamples:\n  meridian export 1a2b > rfc.md\n  meridian export 1a2b --discussion -o rfc.md     # with the comments\n  meridian export 1a2b --format json\n  meridian export --all --format markdown -o docs/decisions   # one file per proposal and index.md\n  meridian export --all --format bundle -o acme.bundle"
     )]
     Export {
         /// Document id (prefix).
         id: Option<String>,
-        /// Every document of the workspace (bundle only).
+        /// Every document of the workspace: a bundle, or every proposal's decision record
+        /// into the directory -o names.
         #[arg(long)]
         all: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
-        /// Write to FILE instead of stdout.
+        /// Write to FILE (a directory with --all --format markdown) instead of stdout.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Markdown of a proposal: include its comments.
+        #[arg(long)]
+        discussion: bool,
     },
     /// Merge a bundle or a saved automerge document from another node.
     #[command(after_help = "Examples:\n  meridian merge acme.bundle")]
@@ -858,18 +863,18 @@ pub enum ThreadCommand {
 pub enum UpdateCommand {
     /// Post a status update.
     #[command(
-        after_help = "Examples:\n  meridian update new --done \"Shipped sync v2\" --next \"Benchmarks\" --blockers none\n  meridian update new --done \"Reviewed 1a2b\" --link 1a2b"
+        after_help = "Each of --done, --next and --blockers can repeat: several items become a list. A blocker that names a member (@Cy) asks them to respond: the update waits in their inbox.\n\nExamples:\n  meridian update new --done \"Shipped sync v2\" --done \"Fixed the inbox\" --next \"Benchmarks\"\n  meridian update new --next \"Rotate the keys\" --blockers \"Waiting on @Cy for the relay's address\"\n  meridian update new --done \"Reviewed 1a2b\" --link 1a2b"
     )]
     New {
-        /// What you did.
-        #[arg(long)]
-        done: Option<String>,
-        /// What you will do next.
-        #[arg(long)]
-        next: Option<String>,
-        /// What blocks you.
-        #[arg(long)]
-        blockers: Option<String>,
+        /// What you did (repeatable).
+        #[arg(long, value_name = "TEXT")]
+        done: Vec<String>,
+        /// What you will do next (repeatable).
+        #[arg(long, value_name = "TEXT")]
+        next: Vec<String>,
+        /// What blocks you (repeatable; @Name asks that member to respond).
+        #[arg(long, value_name = "TEXT")]
+        blockers: Vec<String>,
         /// A proposal or thread it concerns (repeatable).
         #[arg(long = "link", value_name = "ID")]
         links: Vec<String>,
@@ -877,8 +882,20 @@ pub enum UpdateCommand {
         #[arg(long)]
         period: Option<String>,
     },
-    /// List status updates.
-    List,
+    /// Status updates, newest first, with what each says.
+    #[command(
+        after_help = "On a terminal each part is a wrapped excerpt; `meridian show ID` has the whole update.\n\nExamples:\n  meridian update list\n  meridian update list --limit 5\n  meridian update list --json"
+    )]
+    List {
+        /// At most N updates.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Members who have not posted an update for the week they are in (in their own zone).
+    #[command(
+        after_help = "Examples:\n  meridian update missing\n  meridian update missing --json"
+    )]
+    Missing,
 }
 
 /// Runs a parsed command line.
@@ -1071,7 +1088,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             all,
             format,
             output,
-        } => history::export(ctx, id.as_deref(), all, format, output),
+            discussion,
+        } => history::export(ctx, id.as_deref(), all, format, output, discussion),
         Command::Merge { file } => history::merge(ctx, &file),
         Command::Sync { relays } => sync::sync(ctx, relays),
         Command::Member(MemberCommand::Remove { name }) => workspace::remove_member(ctx, &name),

@@ -947,3 +947,155 @@ pub fn mark_read(ctx: &Ctx, prefixes: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `meridian update list`: each update with what it says, newest first; on a terminal each
+/// part is wrapped to the width and cut after a few lines.
+pub fn updates(ctx: &Ctx, limit: Option<usize>) -> Result<()> {
+    let mut all = crate::app::updates::list(ctx)?;
+    all.truncate(limit.unwrap_or(usize::MAX));
+    if ctx.out.json {
+        // What every list prints of a document, and what the update says.
+        let summaries: std::collections::HashMap<Id, DocSummary> =
+            ctx.node.summaries(ctx.workspace)?.into_iter().collect();
+        let list: Vec<Json> = all
+            .iter()
+            .filter_map(|(id, u)| {
+                let mut value = summary_json(ctx, *id, summaries.get(id)?);
+                value["period"] = json!(u.period);
+                value["done"] = json!(u.done);
+                value["next"] = json!(u.next);
+                value["blockers"] = json!(u.blockers);
+                value["links"] = json!(u.links);
+                value["comments"] = json!(u.comments.len());
+                Some(value)
+            })
+            .collect();
+        return ctx.out.print_json(&json!(list));
+    }
+    if all.is_empty() {
+        return say_empty(ctx, Kind::Update, None);
+    }
+    let width = ctx
+        .out
+        .is_terminal()
+        .then(|| terminal_size::terminal_size().map_or(80, |(w, _)| w.0 as usize))
+        .map(|w| w.clamp(40, 120));
+    for (i, (id, u)) in all.iter().enumerate() {
+        if i > 0 {
+            say!(ctx.out);
+        }
+        say!(
+            ctx.out,
+            "{}  {}  {}",
+            ctx.out.paint(Tone::Id, &id.short()),
+            ctx.out.paint(
+                Tone::Heading,
+                &format!("{} · {}", ctx.reader_name(&u.author), u.period)
+            ),
+            ctx.out.paint(Tone::Dim, &ctx.out.time(u.created))
+        );
+        for (label, text) in [
+            ("Done", &u.done),
+            ("Next", &u.next),
+            ("Blockers", &u.blockers),
+        ] {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let lines = excerpt(text, width.map(|w| w.saturating_sub(12)), 3);
+            for (k, line) in lines.iter().enumerate() {
+                let label = if k == 0 { label } else { "" };
+                let tone = if label == "Blockers" {
+                    Tone::Alarm
+                } else {
+                    Tone::Dim
+                };
+                // Padded before it is painted: colour codes have no width.
+                say!(
+                    ctx.out,
+                    "  {}{line}",
+                    ctx.out.paint(tone, &format!("{label:<10}"))
+                );
+            }
+        }
+        let replies = u.comments.len();
+        if replies > 0 {
+            say!(
+                ctx.out,
+                "  {}",
+                ctx.out.paint(
+                    Tone::Dim,
+                    &format!("{replies} repl{}", if replies == 1 { "y" } else { "ies" })
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Text as lines: as they are without a width, else wrapped at `width` and cut after
+/// `most` lines with an ellipsis.
+fn excerpt(text: &str, width: Option<usize>, most: usize) -> Vec<String> {
+    let Some(width) = width else {
+        return text.trim_end().lines().map(str::to_string).collect();
+    };
+    let width = width.max(20);
+    let mut lines = Vec::new();
+    for line in text.trim_end().lines() {
+        let mut current = String::new();
+        for word in line.split_whitespace() {
+            let fits = current.chars().count() + 1 + word.chars().count() <= width;
+            if !current.is_empty() && !fits {
+                lines.push(std::mem::take(&mut current));
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(word);
+        }
+        lines.push(current);
+    }
+    if lines.len() > most {
+        lines.truncate(most);
+        if let Some(last) = lines.last_mut() {
+            last.push_str(" …");
+        }
+    }
+    lines
+}
+
+/// `meridian update missing`: who has not posted for the week they are in.
+pub fn missing_updates(ctx: &Ctx) -> Result<()> {
+    let all = crate::app::updates::list(ctx)?;
+    let missing = crate::app::updates::missing(ctx, &all, crate::node::now());
+    if ctx.out.json {
+        let list: Vec<Json> = missing
+            .iter()
+            .map(|m| json!({ "member": ctx.person(&m.member), "period": m.period, "away": m.away }))
+            .collect();
+        return ctx.out.print_json(&json!(list));
+    }
+    if missing.is_empty() {
+        say!(
+            ctx.out,
+            "Everyone in {} has posted an update for their week.",
+            ctx.record.name
+        );
+        return Ok(());
+    }
+    let mut table = Table::new(&["MEMBER", "WEEK", "LOCAL TIME", "NOTE"]);
+    for m in &missing {
+        let member = ctx.record.state.member(&m.member);
+        let local = member.map_or(String::new(), |member| {
+            crate::norms::show_time(crate::node::now_ms(), &member.calendar().tz)
+        });
+        table.row(vec![
+            Cell::new(ctx.reader_name(&m.member)),
+            Cell::new(&m.period),
+            Cell::toned(local, Tone::Dim),
+            Cell::new(if m.away { "away" } else { "" }),
+        ]);
+    }
+    table.print(&ctx.out)?;
+    Ok(())
+}

@@ -166,6 +166,15 @@ fn created_done(ctx: &Ctx, created: &Created) -> Result<()> {
         Kind::Thread => said!(ctx.out, "Started thread {id} \"{}\".", created.title),
         _ => said!(ctx.out, "Posted update {id} \"{}\".", created.title),
     }
+    if !created.named.is_empty() {
+        let names: Vec<String> = created.named.iter().map(|m| ctx.name(m)).collect();
+        said!(
+            ctx.out,
+            "Asked {} to respond: the blockers name {}.",
+            names.join(", "),
+            if names.len() == 1 { "them" } else { "each" }
+        );
+    }
     Ok(())
 }
 
@@ -527,21 +536,17 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
             period,
         } => {
             let parts = [
-                done.unwrap_or_default(),
-                next.unwrap_or_default(),
-                blockers.unwrap_or_default(),
+                crate::update::join_items(&done),
+                crate::update::join_items(&next),
+                crate::update::join_items(&blockers),
             ];
-            let period = period.unwrap_or_else(|| {
-                let week = crate::node::now()
-                    .to_zoned_datetime(ctx.out.tz.clone())
-                    .date()
-                    .iso_week_date();
-                format!("{}-W{:02}", week.year(), week.week())
-            });
+            let period =
+                period.unwrap_or_else(|| crate::update::week_of(crate::node::now(), &ctx.out.tz));
             let created = draft::new_update(ctx, parts, &links, period)?;
             created_done(ctx, &created)
         }
-        UpdateCommand::List => super::read::list(ctx, Kind::Update, None),
+        UpdateCommand::List { limit } => super::read::updates(ctx, limit),
+        UpdateCommand::Missing => super::read::missing_updates(ctx),
     }
 }
 

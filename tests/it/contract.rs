@@ -295,7 +295,8 @@ fn every_command_prints_the_documented_json() {
     }
     checked(ana, "list", &["proposal", "list"]);
     checked(ana, "list", &["thread", "list"]);
-    checked(ana, "list", &["update", "list"]);
+    checked(ana, "update_list", &["update", "list"]);
+    checked(ana, "update_missing", &["update", "missing"]);
     let log = ana.json(&["log", &p]);
     let first = log.as_array().unwrap().last().unwrap()["hash"]
         .as_str()
@@ -319,6 +320,19 @@ fn every_command_prints_the_documented_json() {
         &["export", &p, "-o", out.to_str().unwrap()],
     );
     checked(ana, "export_stdout", &["export", &p]);
+    let records = world.file("decisions");
+    checked(
+        ana,
+        "export_records",
+        &[
+            "export",
+            "--all",
+            "--format",
+            "markdown",
+            "-o",
+            records.to_str().unwrap(),
+        ],
+    );
     checked(ana, "export_stdout", &["export", &p, "--format", "json"]);
     let bundle = world.file("all.bundle");
     checked(

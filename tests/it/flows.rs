@@ -576,12 +576,14 @@ fn export_markdown_json_and_read_markers() {
         "Summary=Use redb.",
     ]);
     ana.ok(&["reply", &p, "-m", "Thoughts?"]);
-    let md = ana.ok(&["export", &p]);
+    let md = ana.ok(&["export", &p, "--discussion"]);
     assert!(md.starts_with("# Storage\n"), "{md}");
     assert!(
         md.contains("## Summary\n\nUse redb.") && md.contains("**Ana**"),
         "{md}"
     );
+    // A proposal's record leaves its comments out unless asked for.
+    assert!(!ana.ok(&["export", &p]).contains("Thoughts?"));
     let out = world.file("p.json");
     ana.ok(&[
         "export",

@@ -46,6 +46,8 @@ fn every_help_page() {
         &["reply"],
         &["react"],
         &["update", "new"],
+        &["update", "list"],
+        &["update", "missing"],
         &["show"],
         &["inbox"],
         &["log"],
