@@ -876,19 +876,8 @@ mod tests {
 
     fn member(id: &str, tz: &str) -> Member {
         Member {
-            id: id.into(),
-            name: id.into(),
-            keys: vec![id.into()],
-            tz: tz.into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-            verified: true,
-            invited_by: None,
-            removed: false,
-            joined: None,
-            admin: false,
-            away: Vec::new(),
             shown: String::new(),
+            ..Member::for_test(id, id, tz)
         }
     }
 

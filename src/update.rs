@@ -220,21 +220,7 @@ mod tests {
     use crate::workspace::Member;
 
     fn member(id: &str, name: &str, tz: &str) -> Member {
-        Member {
-            id: id.into(),
-            name: name.into(),
-            keys: vec![id.into()],
-            tz: tz.into(),
-            hours: "09:00-17:00".into(),
-            days: "mon-fri".into(),
-            verified: true,
-            invited_by: None,
-            removed: false,
-            joined: None,
-            admin: false,
-            away: Vec::new(),
-            shown: name.into(),
-        }
+        Member::for_test(id, name, tz)
     }
 
     fn at(text: &str) -> jiff::Timestamp {

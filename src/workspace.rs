@@ -85,6 +85,26 @@ pub struct Member {
 }
 
 impl Member {
+    /// A verified member working 09:00-17:00 Monday to Friday in `tz`, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, name: &str, tz: &str) -> Member {
+        Member {
+            id: id.into(),
+            name: name.into(),
+            keys: vec![id.into()],
+            tz: tz.into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+            verified: true,
+            invited_by: None,
+            removed: false,
+            joined: None,
+            admin: false,
+            away: Vec::new(),
+            shown: name.into(),
+        }
+    }
+
     /// Their calendar, falling back to UTC office hours if the document holds nonsense.
     pub fn calendar(&self) -> Calendar {
         Calendar {

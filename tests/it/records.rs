@@ -6,12 +6,7 @@ use crate::support::{Home, World, sync_pair};
 
 /// Ana (Tokyo), Bo (Berlin) and Cy (Lima) in one workspace, exchanging bundles.
 fn team(world: &World) -> [Home; 3] {
-    let homes = world.team(&[
-        ("Ana", "Asia/Tokyo"),
-        ("Bo", "Europe/Berlin"),
-        ("Cy", "America/Lima"),
-    ]);
-    <[Home; 3]>::try_from(homes).ok().unwrap()
+    world.three()
 }
 
 /// Everyone has everything.
@@ -166,6 +161,18 @@ fn a_stale_approval_and_a_missing_one_are_marked() {
     assert!(!record.contains("Decided on version"), "{record}");
 }
 
+/// `export --all --format markdown -o DIR` with --json.
+fn export_records(home: &Home, dir: &std::path::Path) -> serde_json::Value {
+    home.json(&[
+        "export",
+        "--all",
+        "--format",
+        "markdown",
+        "-o",
+        dir.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn the_decision_records_of_a_workspace_are_a_directory_a_rerun_updates_in_place() {
     let world = World::new();
@@ -253,14 +260,7 @@ fn the_decision_records_of_a_workspace_are_a_directory_a_rerun_updates_in_place(
     }
 
     // A rerun with nothing new writes nothing.
-    let again = bo.json(&[
-        "export",
-        "--all",
-        "--format",
-        "markdown",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
+    let again = export_records(bo, &dir);
     assert_eq!(again["written"], 0, "{again}");
 
     // A new title renames the record's file: the old one goes, the new one comes.
@@ -271,14 +271,7 @@ fn the_decision_records_of_a_workspace_are_a_directory_a_rerun_updates_in_place(
         "--title",
         "Rename the relay to hub",
     ]);
-    let third = bo.json(&[
-        "export",
-        "--all",
-        "--format",
-        "markdown",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
+    let third = export_records(bo, &dir);
     assert_eq!(third["removed"][0], draft_file.as_str(), "{third}");
     assert!(!dir.join(&draft_file).exists());
     let renamed = draft_file.replace("rename-the-relay", "rename-the-relay-to-hub");
@@ -286,14 +279,7 @@ fn the_decision_records_of_a_workspace_are_a_directory_a_rerun_updates_in_place(
     assert!(read("index.md").contains(&renamed));
     // Files the export did not write stay.
     std::fs::write(dir.join("README.md"), "ours").unwrap();
-    bo.ok(&[
-        "export",
-        "--all",
-        "--format",
-        "markdown",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
+    export_records(bo, &dir);
     assert_eq!(read("README.md"), "ours");
 
     // Without a directory, it says what to add.

@@ -67,6 +67,17 @@ impl World {
         }
         homes
     }
+
+    /// Ana (Tokyo), Bo (Berlin) and Cy (Lima) in `acme`, exchanging bundles: a working day
+    /// apart from each other.
+    pub fn three(&self) -> [Home; 3] {
+        let homes = self.team(&[
+            ("Ana", "Asia/Tokyo"),
+            ("Bo", "Europe/Berlin"),
+            ("Cy", "America/Lima"),
+        ]);
+        <[Home; 3]>::try_from(homes).ok().unwrap()
+    }
 }
 
 /// `from` exports everything; `to` merges it.

@@ -3,13 +3,9 @@
 
 use crate::support::{Home, World, sync_pair};
 
+/// Ana (Tokyo), Bo (Berlin) and Cy (Lima) in one workspace, exchanging bundles.
 fn team(world: &World) -> [Home; 3] {
-    let homes = world.team(&[
-        ("Ana", "Asia/Tokyo"),
-        ("Bo", "Europe/Berlin"),
-        ("Cy", "America/Lima"),
-    ]);
-    <[Home; 3]>::try_from(homes).ok().unwrap()
+    world.three()
 }
 
 #[test]
