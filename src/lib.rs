@@ -25,6 +25,7 @@ pub mod proposal;
 pub mod record;
 pub mod rules;
 pub mod seal;
+pub mod search;
 pub mod snapshot;
 pub mod store;
 pub mod sync;

@@ -1763,6 +1763,7 @@ pub fn reindex(
         _ => full(),
     };
     docs.insert(doc_id.0, store::encode(&summary).as_slice())?;
+    crate::search::enqueue(txn, workspace, doc_id)?;
     Ok(())
 }
 

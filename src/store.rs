@@ -59,6 +59,12 @@ pub type VouchedKey = ([u8; 16], [u8; 16], [u8; 32]);
 
 /// (workspace id, relay URL, document id).
 pub type SentKey = ([u8; 16], &'static str, [u8; 16]);
+/// Generation → workspace id and document id (32 bytes): documents written since the search
+/// index was last brought up to date (`search`). Appended in the transaction that writes a
+/// document's index summary, so it is as durable as the write; the search index's commit
+/// names the generation it has reached, and what lies beyond it is indexed again.
+pub const SEARCH_QUEUE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("search_queue");
+
 /// (workspace id, sequence) → [`crate::ingest::Rejected`]: envelopes refused during sync.
 pub const REJECTED: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("rejected");
 

@@ -15,6 +15,7 @@ mod fanout;
 mod local;
 mod repo;
 mod report;
+mod search;
 mod sync;
 mod workload;
 
@@ -199,6 +200,9 @@ fn main() -> Result<()> {
         run("7. long discussions", &mut |rows| {
             discussion::run(&settings, rows)
         })?;
+    }
+    if want(9) {
+        run("9. search", &mut |rows| search::run(&settings, rows))?;
     }
     rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
     let text = report::markdown(

@@ -94,7 +94,7 @@ pub fn list(ctx: &Ctx, kind: Kind, state: Option<&str>) -> Result<()> {
 }
 
 /// The colour of a state in a list: decided and fine in green, a conflict in red.
-fn state_tone(state: &str) -> Tone {
+pub(super) fn state_tone(state: &str) -> Tone {
     match state {
         "conflict" => Tone::Alarm,
         "accepted" | "resolved" => Tone::Good,

@@ -296,6 +296,8 @@ fn every_command_prints_the_documented_json() {
     checked(ana, "list", &["proposal", "list"]);
     checked(ana, "list", &["thread", "list"]);
     checked(ana, "update_list", &["update", "list"]);
+    checked(ana, "search", &["search", "Storage"]);
+    checked(ana, "search_reindex", &["search", "--reindex"]);
     checked(ana, "update_missing", &["update", "missing"]);
     let log = ana.json(&["log", &p]);
     let first = log.as_array().unwrap().last().unwrap()["hash"]

@@ -50,6 +50,7 @@ fn every_help_page() {
         &["update", "missing"],
         &["show"],
         &["inbox"],
+        &["search"],
         &["log"],
         &["diff"],
         &["conflicts"],

@@ -39,6 +39,7 @@ mod proxy;
 mod records;
 mod relays;
 mod screens;
+mod search;
 mod support;
 mod sync;
 mod tls;
