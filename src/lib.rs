@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod markdown;
 pub mod node;
 pub mod norms;
+pub mod notify;
 pub mod proposal;
 pub mod record;
 pub mod rules;

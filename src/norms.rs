@@ -382,6 +382,34 @@ impl Calendar {
         None
     }
 
+    /// The working window `[open, close)` that holds `at`, if the person is at work then.
+    pub fn window_at(&self, at: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        let date = at.to_zoned_datetime(self.tz.clone()).date();
+        // Yesterday's window is still open at `at` for a night shift.
+        [date.yesterday().ok()?, date]
+            .into_iter()
+            .filter_map(|d| self.window(d))
+            .find(|(open, close)| *open <= at && at < *close)
+    }
+
+    /// When the person's next working window opens, at or after `at` (`at` itself when
+    /// they are at work): the first day that is a working day and not away.
+    pub fn next_open(&self, at: Timestamp) -> Option<Timestamp> {
+        if self.window_at(at).is_some() {
+            return Some(at);
+        }
+        let mut date = at.to_zoned_datetime(self.tz.clone()).date();
+        for _ in 0..MAX_DAYS_SEARCHED {
+            if let Some((open, _)) = self.window(date)
+                && open >= at
+            {
+                return Some(open);
+            }
+            date = date.tomorrow().ok()?;
+        }
+        None
+    }
+
     /// The deadline for a response expected within `within`, counted from `start`.
     pub fn deadline(&self, start: Timestamp, within: ResponseTime) -> Option<Timestamp> {
         match within {

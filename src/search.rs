@@ -198,6 +198,12 @@ pub struct Hit {
     pub matches: usize,
 }
 
+/// Another process holds the index's writer lock (another `search` bringing it up to
+/// date): the index can still be read as it is.
+#[derive(Debug, thiserror::Error)]
+#[error("another meridian process is updating the search index: try again in a moment")]
+pub struct Busy;
+
 /// A home's search index.
 pub struct Search {
     index: Index,
@@ -266,9 +272,7 @@ impl Search {
         self.index
             .writer_with_num_threads(1, 32 << 20)
             .map_err(|e| match e {
-                tantivy::TantivyError::LockFailure(..) => anyhow::anyhow!(
-                    "another meridian process is updating the search index: try again in a moment"
-                ),
+                tantivy::TantivyError::LockFailure(..) => Busy.into(),
                 e => e.into(),
             })
     }

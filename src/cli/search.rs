@@ -99,7 +99,16 @@ pub fn search(node: &Node, selector: Option<&str>, args: Args, out: &Out) -> Res
             .transpose()?
             .map(|t| t.as_millisecond()),
     };
-    index.catch_up(node)?;
+    // Another search bringing the index up to date holds its lock: read it as it is.
+    if let Err(e) = index.catch_up(node) {
+        if e.downcast_ref::<crate::search::Busy>().is_none() {
+            return Err(e);
+        }
+        warn!(
+            out,
+            "note: another meridian process is updating the search index; the newest edits may be missing"
+        );
+    }
     let hits = index.query(query, &filter, args.limit)?;
     let person = |hit: &Hit, member: &str| -> (String, Json) {
         let name = workspaces.get(&hit.workspace).map_or_else(
