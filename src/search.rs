@@ -59,6 +59,17 @@ pub fn enqueue(txn: &WriteTransaction, workspace: Id, doc: Id) -> Result<()> {
     Ok(())
 }
 
+/// How many document writes the queue has seen: it changes whenever any document of the
+/// home changed, locally or from another node (the daemon's notifier looks at it).
+pub fn generation(node: &Node) -> Result<u64> {
+    let txn = node.db().begin_read()?;
+    let meta = txn.open_table(META)?;
+    Ok(meta
+        .get(NEXT)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(0))
+}
+
 /// One searchable piece of a document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {

@@ -461,7 +461,7 @@ pub fn event_text(state: &WorkspaceState, me: &str, kind: Kind, event: &Event) -
     }
 }
 
-fn item_json(out: &Out, state: &WorkspaceState, item: &Item) -> Json {
+pub(super) fn item_json(out: &Out, state: &WorkspaceState, item: &Item) -> Json {
     let mut need = serde_json::to_value(&item.need).unwrap_or(Json::Null);
     person_fields(out, state, &mut need);
     json!({

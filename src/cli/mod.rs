@@ -30,6 +30,7 @@ macro_rules! warn {
 
 mod history;
 mod inbox;
+mod notifier;
 mod read;
 mod search;
 mod sync;
@@ -452,8 +453,17 @@ pub enum Command {
     },
     /// Stay connected to the relays of every workspace: push edits as they are made, apply
     /// remote ones as they arrive, reconnect with backoff. Other commands keep working.
-    #[command(after_help = "Examples:\n  meridian daemon 2>> ~/.local/state/meridian.log &")]
-    Daemon,
+    #[command(
+        after_help = "With --notify or --on-inbox, what newly waits for you (an ask, an escalation, an approval to give or renew, a concern on your proposal, a proposal you can accept, a decision in conflict) is delivered in your working hours, in your zone: what arrives while you are off is held, and two or more held items come as one digest when your day starts; `urgent` requests come at once.\n\nExamples:\n  meridian daemon 2>> ~/.local/state/meridian.log &\n  meridian daemon --notify\n  meridian daemon --on-inbox 'jq -r .title >> ~/waiting.txt'"
+    )]
+    Daemon {
+        /// Post a desktop notification (notify-send) for what waits for you.
+        #[arg(long)]
+        notify: bool,
+        /// Run CMD (with `sh -c`) for what waits for you, the item as JSON on its stdin.
+        #[arg(long, value_name = "CMD")]
+        on_inbox: Option<String>,
+    },
     /// Print a completion script for a shell.
     ///
     /// bash: `meridian completions bash > ~/.local/share/bash-completion/completions/meridian`;
@@ -1016,7 +1026,9 @@ pub fn run(cli: Cli) -> Result<()> {
             (workspace::workspace(&node, selector, command, &out), out)
         }
         Command::Join { code, ca } => (workspace::join(&node, &code, ca.as_deref(), &out), out),
-        Command::Daemon => (sync::daemon(&node, style.color), out),
+        Command::Daemon { notify, on_inbox } => {
+            (sync::daemon(&node, style.color, notify, on_inbox), out)
+        }
         Command::Inbox { at, limit, kind } => (
             inbox::inbox(
                 &node,
@@ -1160,7 +1172,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Completions { .. }
         | Command::Man
         | Command::Schema
-        | Command::Daemon => {
+        | Command::Daemon { .. } => {
             unreachable!("handled before a workspace is chosen")
         }
     }

@@ -461,12 +461,24 @@ pub fn rounds_json(results: &[(String, Result<RoundReport>)]) -> serde_json::Val
 /// `meridian daemon`
 ///
 /// Its log goes to stderr, coloured only on a terminal (never in a log file).
-pub fn daemon(node: &Node, color: super::ColorChoice) -> Result<()> {
+pub fn daemon(
+    node: &Node,
+    color: super::ColorChoice,
+    notify: bool,
+    on_inbox: Option<String>,
+) -> Result<()> {
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(color.applies(std::io::stderr().is_terminal()))
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    net::daemon(node)
+    let mut notifier = super::notifier::Notifier::new(node, notify, on_inbox)?;
+    net::daemon(node, &mut |node| {
+        if let Some(notifier) = notifier.as_mut()
+            && let Err(e) = notifier.tick(node)
+        {
+            tracing::warn!("cannot tell you what waits: {e:#}");
+        }
+    })
 }

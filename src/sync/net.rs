@@ -899,7 +899,7 @@ pub fn wake_daemon(home: &Path) {
 
 /// Runs the daemon until ctrl-c or SIGTERM: one live connection per (workspace, relay),
 /// reconnecting with exponential backoff and jitter.
-pub fn daemon(node: &Node) -> Result<()> {
+pub fn daemon(node: &Node, on_tick: &mut dyn FnMut(&Node)) -> Result<()> {
     let lock_path = node.home().join("daemon.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -940,6 +940,7 @@ pub fn daemon(node: &Node) -> Result<()> {
             loop {
                 tokio::select! {
                     _ = look.tick() => {
+                        on_tick(node);
                         for target in daemon_targets(node).unwrap_or_default() {
                             if running.insert(target.clone()) {
                                 let wake = wake_rx.clone();

@@ -34,6 +34,7 @@ mod durability;
 mod flows;
 mod help;
 mod hostile;
+mod notify;
 mod offline;
 mod proxy;
 mod records;
