@@ -356,15 +356,7 @@ fn local_writes(
 ) -> Result<()> {
     let node = Node::open(home)?;
     let bare = BareStore::new(&dir.join("bare-writes.redb"))?;
-    let row = |metric: String, unit, median, runs, baseline, target| Row {
-        scenario: WRITES.into(),
-        metric,
-        unit,
-        median,
-        runs,
-        baseline,
-        target,
-    };
+    let row = Row::of(WRITES);
 
     // An interactive history: one edit per durable transaction, as commands write them.
     let interactive = workload::new_text_document(&node, workspace, "Typed one edit at a time")?;

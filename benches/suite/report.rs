@@ -20,6 +20,9 @@ pub enum Target {
     RatioAtMost(f64),
 }
 
+/// What a row is compared with, and that baseline's median.
+pub type Baseline = Option<(String, f64)>;
+
 /// One measured metric.
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -40,6 +43,21 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row maker for one scenario: `(metric, unit, median, runs, baseline, target)`.
+    pub fn of(
+        scenario: &str,
+    ) -> impl Fn(String, &'static str, f64, usize, Baseline, Target) -> Row + '_ {
+        move |metric, unit, median, runs, baseline, target| Row {
+            scenario: scenario.into(),
+            metric,
+            unit,
+            median,
+            runs,
+            baseline,
+            target,
+        }
+    }
+
     /// The ratio of the median to the baseline.
     pub fn ratio(&self) -> Option<f64> {
         self.baseline

@@ -68,15 +68,7 @@ pub fn run(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
         docs * COMMENTS_PER_DOC,
         started.elapsed().as_secs_f64()
     );
-    let row = |metric: String, unit, median, runs, baseline, target| Row {
-        scenario: SCENARIO.into(),
-        metric,
-        unit,
-        median,
-        runs,
-        baseline,
-        target,
-    };
+    let row = Row::of(SCENARIO);
     let comments = docs * COMMENTS_PER_DOC;
 
     // Building the index from every document, once.
@@ -89,7 +81,7 @@ pub fn run(settings: &Settings, rows: &mut Vec<Row>) -> Result<()> {
         None,
         Target::None,
     ));
-    let index_bytes = dir_size(&home.join(meridian::search::DIR));
+    let index_bytes = meridian::search::Search::open(&home)?.size();
     let redb_bytes = std::fs::metadata(home.join(meridian::node::DB_FILE))?.len();
     rows.push(row(
         "size of the search index".into(),
@@ -269,15 +261,4 @@ fn queue_entry_cost(dir: &Path, runs: usize) -> Result<(f64, f64)> {
         }
     }
     Ok((median(&plain), median(&queued)))
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }

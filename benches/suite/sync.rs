@@ -178,15 +178,7 @@ fn side_by_side(
     measured: &[Converged],
 ) -> Result<()> {
     let per_peer = config.edits / config.nodes;
-    let row = |metric: String, unit, median, runs, baseline, target| Row {
-        scenario: SIDE_BY_SIDE.into(),
-        metric,
-        unit,
-        median,
-        runs,
-        baseline,
-        target,
-    };
+    let row = Row::of(SIDE_BY_SIDE);
     let outcome = repo::converge(
         config.nodes,
         per_peer,

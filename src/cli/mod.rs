@@ -32,7 +32,7 @@ mod history;
 mod inbox;
 mod notifier;
 mod read;
-mod search;
+pub mod search;
 mod sync;
 mod table;
 mod workspace;
@@ -336,29 +336,7 @@ pub enum Command {
     #[command(
         after_help = "Words must all appear (in one title, section, comment, concern or update part); \"a phrase\" in quotes; -word excludes; a OR b.\n\nExamples:\n  meridian search backups\n  meridian search \"key rotation\" --kind proposal --state accepted\n  meridian search relay --author Cy --since 2w\n  meridian search --reindex              # rebuild the index from the documents"
     )]
-    Search {
-        /// What to look for.
-        #[arg(required_unless_present = "reindex")]
-        query: Option<String>,
-        /// Only documents of this kind: proposal, thread or update.
-        #[arg(long, value_name = "KIND")]
-        kind: Option<String>,
-        /// Only text this member wrote.
-        #[arg(long, value_name = "NAME")]
-        author: Option<String>,
-        /// Only documents in this state (open, accepted, resolved, …).
-        #[arg(long, value_name = "STATE")]
-        state: Option<String>,
-        /// Only text written since DATE, or a duration ago (`2w`).
-        #[arg(long, value_name = "DATE|DURATION")]
-        since: Option<String>,
-        /// At most N documents.
-        #[arg(long, value_name = "N", default_value_t = 20)]
-        limit: usize,
-        /// Build the index again from every document.
-        #[arg(long)]
-        reindex: bool,
-    },
+    Search(search::Args),
     /// Mark documents as read (`show` marks what it shows, too).
     #[command(
         after_help = "Examples:\n  meridian read 1a2b 5e6f\n  meridian read --all --kind update"
@@ -1038,31 +1016,7 @@ pub fn run(cli: Cli) -> Result<()> {
             ),
             out,
         ),
-        Command::Search {
-            query,
-            kind,
-            author,
-            state,
-            since,
-            limit,
-            reindex,
-        } => (
-            search::search(
-                &node,
-                selector,
-                search::Args {
-                    query,
-                    kind,
-                    author,
-                    state,
-                    since,
-                    limit,
-                    reindex,
-                },
-                &out,
-            ),
-            out,
-        ),
+        Command::Search(args) => (search::search(&node, selector, args, &out), out),
         Command::Read {
             ids,
             all: true,
@@ -1168,7 +1122,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Away { .. }
         | Command::Join { .. }
         | Command::Inbox { .. }
-        | Command::Search { .. }
+        | Command::Search(_)
         | Command::Completions { .. }
         | Command::Man
         | Command::Schema

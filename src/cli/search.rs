@@ -1,4 +1,4 @@
-//! `meridian search`: the index brought up to date, the query, the hits.
+//! `meridian search`: its arguments, the index brought up to date, the query, the hits.
 
 use std::collections::BTreeMap;
 
@@ -12,16 +12,32 @@ use crate::search::{Filter, Hit, Search};
 use crate::store::WorkspaceRecord;
 
 /// What `search` was given.
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    /// What to look for.
+    #[arg(required_unless_present = "reindex")]
     pub query: Option<String>,
+    /// Only documents of this kind: proposal, thread or update.
+    #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
+    /// Only text this member wrote.
+    #[arg(long, value_name = "NAME")]
     pub author: Option<String>,
+    /// Only documents in this state (open, accepted, resolved, …).
+    #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
+    /// Only text written since DATE, or a duration ago (`2w`).
+    #[arg(long, value_name = "DATE|DURATION")]
     pub since: Option<String>,
+    /// At most N documents.
+    #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
+    /// Build the index again from every document.
+    #[arg(long)]
     pub reindex: bool,
 }
 
+/// Runs `meridian search`.
 pub fn search(node: &Node, selector: Option<&str>, args: Args, out: &Out) -> Result<()> {
     let workspaces: BTreeMap<Id, WorkspaceRecord> = node.workspaces()?.into_iter().collect();
     if workspaces.is_empty() {
