@@ -300,29 +300,7 @@ impl Search {
     /// were indexed.
     pub fn catch_up(&self, node: &Node) -> Result<usize> {
         let reached = self.reached()?;
-        let (pending, end) = {
-            let txn = node.db().begin_read()?;
-            let queue = txn.open_table(SEARCH_QUEUE)?;
-            let end = match queue.last()? {
-                Some((k, _)) => k.value() + 1,
-                None => reached.unwrap_or(0),
-            };
-            let mut pending: Vec<(Id, Id)> = Vec::new();
-            let mut seen = HashSet::new();
-            if reached.is_some() {
-                for item in queue.range(reached.unwrap_or(0)..)? {
-                    let (_, v) = item?;
-                    let v = v.value();
-                    let (mut w, mut d) = ([0u8; 16], [0u8; 16]);
-                    w.copy_from_slice(&v[..16]);
-                    d.copy_from_slice(&v[16..]);
-                    if seen.insert(d) {
-                        pending.push((Id(w), Id(d)));
-                    }
-                }
-            }
-            (pending, end)
-        };
+        let (pending, end) = queued(node, reached.unwrap_or(0))?;
         let indexed = match reached {
             None => self.rebuild_to(node, end)?,
             Some(_) if pending.is_empty() => return Ok(0),
@@ -341,12 +319,7 @@ impl Search {
 
     /// Builds the index again from every document of every workspace.
     pub fn rebuild(&self, node: &Node) -> Result<usize> {
-        let end = {
-            let txn = node.db().begin_read()?;
-            let queue = txn.open_table(SEARCH_QUEUE)?;
-            let last = queue.last()?.map(|(k, _)| k.value() + 1);
-            last.unwrap_or(0)
-        };
+        let (_, end) = queued(node, u64::MAX)?;
         let indexed = self.rebuild_to(node, end)?;
         forget(node, end)?;
         Ok(indexed)
@@ -527,12 +500,46 @@ impl Search {
     }
 }
 
+/// The documents queued from generation `from` on (each once), and the next generation,
+/// read in one transaction. A home where no document was written since this build has no
+/// queue yet.
+fn queued(node: &Node, from: u64) -> Result<(Vec<(Id, Id)>, u64)> {
+    let txn = node.db().begin_read()?;
+    let end = {
+        let meta = txn.open_table(META)?;
+        meta.get(NEXT)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0)
+    };
+    let queue = match txn.open_table(SEARCH_QUEUE) {
+        Ok(queue) => queue,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), end)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pending = Vec::new();
+    let mut seen = HashSet::new();
+    for item in queue.range(from..)? {
+        let (_, v) = item?;
+        let v = v.value();
+        let (mut w, mut d) = ([0u8; 16], [0u8; 16]);
+        w.copy_from_slice(&v[..16]);
+        d.copy_from_slice(&v[16..]);
+        if seen.insert(d) {
+            pending.push((Id(w), Id(d)));
+        }
+    }
+    Ok((pending, end))
+}
+
 /// Forgets the queue below `end`: those documents are in the index.
 fn forget(node: &Node, end: u64) -> Result<()> {
     let any = {
         let txn = node.db().begin_read()?;
-        let queue = txn.open_table(SEARCH_QUEUE)?;
-        queue.first()?.is_some_and(|(k, _)| k.value() < end)
+        match txn.open_table(SEARCH_QUEUE) {
+            Ok(queue) => queue.first()?.is_some_and(|(k, _)| k.value() < end),
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(e.into()),
+        }
     };
     if !any {
         return Ok(());

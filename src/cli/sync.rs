@@ -474,11 +474,34 @@ pub fn daemon(
         .with_max_level(tracing::Level::INFO)
         .try_init();
     let mut notifier = super::notifier::Notifier::new(node, notify, on_inbox)?;
+    let mut indexed = None;
     net::daemon(node, &mut |node| {
         if let Some(notifier) = notifier.as_mut()
             && let Err(e) = notifier.tick(node)
         {
             tracing::warn!("cannot tell you what waits: {e:#}");
         }
+        keep_search_current(node, &mut indexed);
     })
+}
+
+/// Brings the search index up to date when documents changed, so the next `search` finds
+/// nothing to index: only in a home whose person has searched (one that never did pays
+/// nothing). Another process holding the index (a `search` catching up) is left to it.
+fn keep_search_current(node: &Node, indexed: &mut Option<u64>) {
+    if !node.home().join(crate::search::DIR).is_dir() {
+        return;
+    }
+    let Ok(generation) = crate::search::generation(node) else {
+        return;
+    };
+    if *indexed == Some(generation) {
+        return;
+    }
+    let caught_up = crate::search::Search::open(node.home()).and_then(|index| index.catch_up(node));
+    match caught_up {
+        Ok(_) => *indexed = Some(generation),
+        Err(e) if e.downcast_ref::<crate::search::Busy>().is_some() => {}
+        Err(e) => tracing::warn!("cannot bring the search index up to date: {e:#}"),
+    }
 }

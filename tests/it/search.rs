@@ -158,3 +158,42 @@ fn an_index_killed_damaged_or_deleted_is_repaired_and_never_misses_a_hit() {
         "{said}"
     );
 }
+
+/// The generation the search index has reached, from its commit's payload.
+fn reached(home: &Home) -> String {
+    let meta = std::fs::read_to_string(home.path().join("search/meta.json")).unwrap_or_default();
+    let value: Value = serde_json::from_str(&meta).unwrap_or(Value::Null);
+    value["payload"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_running_daemon_keeps_the_index_of_someone_who_searches_up_to_date() {
+    let team = Team::new(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    // Ana has searched once: her home has an index.
+    assert!(ids(&ana.json(&["search", "lighthouse"])).is_empty());
+    let before = reached(ana);
+    assert!(before.starts_with("v1 gen "), "{before}");
+    let log = team.world.file("daemon.log");
+    let _daemon = crate::relays::start_daemon(ana, &log, &[]);
+    let t = bo.create(&[
+        "thread",
+        "new",
+        "The lighthouse",
+        "-m",
+        "A relay by the sea.",
+    ]);
+    bo.ok(&["sync"]);
+    // The daemon receives it and indexes it, with no search run meanwhile.
+    let started = std::time::Instant::now();
+    while reached(ana) == before && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(
+        reached(ana),
+        before,
+        "the daemon did not index: {}",
+        crate::relays::read_log(&log)
+    );
+    assert_eq!(ids(&ana.json(&["search", "lighthouse"])), [t.as_str()]);
+}
