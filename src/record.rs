@@ -80,6 +80,9 @@ pub fn date(p: &Proposal) -> i64 {
 /// hyphens, at most 60 characters, cut at a word.
 pub fn slug(title: &str) -> String {
     const MOST: usize = 60;
+    // A file name is at most 255 bytes; four-byte letters must leave room for the date,
+    // the short id and a temporary suffix.
+    const MOST_BYTES: usize = 150;
     let mut slug = String::new();
     for word in title
         .split(|c: char| !c.is_alphanumeric())
@@ -88,10 +91,17 @@ pub fn slug(title: &str) -> String {
         let word = word.to_lowercase();
         if slug.is_empty() {
             // One word longer than the limit is cut.
-            slug = word.chars().take(MOST).collect();
+            for c in word.chars().take(MOST) {
+                if slug.len() + c.len_utf8() > MOST_BYTES {
+                    break;
+                }
+                slug.push(c);
+            }
             continue;
         }
-        if slug.chars().count() + 1 + word.chars().count() > MOST {
+        if slug.chars().count() + 1 + word.chars().count() > MOST
+            || slug.len() + 1 + word.len() > MOST_BYTES
+        {
             break;
         }
         slug.push('-');
@@ -513,6 +523,9 @@ mod tests {
         let long = slug(&"word ".repeat(40));
         assert!(long.len() <= 60 && !long.ends_with('-'), "{long}");
         assert_eq!(slug(&"x".repeat(100)).len(), 60);
+        // Four-byte letters: a file name has 255 bytes, not characters.
+        assert!(slug(&"𝐀".repeat(80)).len() <= 150);
+        assert!(slug(&"𝐀𝐁 ".repeat(40)).len() <= 150);
     }
 
     #[test]

@@ -37,6 +37,9 @@ use crate::{discussion, proposal, thread, update};
 /// The directory of the index, in a home.
 pub const DIR: &str = "search";
 
+/// The most documents a search returns.
+pub const MAX_HITS: usize = 10_000;
+
 /// The META key of the next queue generation.
 const NEXT: &str = "search_next";
 
@@ -394,6 +397,9 @@ impl Search {
     /// first, at most `limit`.
     pub fn query(&self, query: &str, filter: &Filter, limit: usize) -> Result<Vec<Hit>> {
         let f = self.fields;
+        // tantivy reserves room for what it may return: a limit from the command line is
+        // held to what a person reads.
+        let limit = limit.clamp(1, MAX_HITS);
         let reader = self.reader()?;
         let searcher = reader.searcher();
         let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
@@ -444,7 +450,7 @@ impl Search {
         // Parts, best first; enough of them to fill `limit` documents in most cases.
         let top = searcher.search(
             &combined,
-            &TopDocs::with_limit(limit.max(1) * 20).order_by_score(),
+            &TopDocs::with_limit(limit.saturating_mul(20)).order_by_score(),
         )?;
         let mut snippets = tantivy::snippet::SnippetGenerator::create(&searcher, &*parsed, f.text)?;
         snippets.set_max_num_chars(10_000);
@@ -473,12 +479,12 @@ impl Search {
                 "thread" => Kind::Thread,
                 _ => Kind::Update,
             };
-            let snippet = snippets.snippet_from_doc(&stored);
-            let (line, highlighted) = matching_line(
-                &text(f.text),
-                snippet.fragment_range().start,
-                snippet.highlighted(),
-            );
+            // The snippet of the stored text itself: `snippet_from_doc` trims the text
+            // first, which would shift every offset by its leading whitespace.
+            let body = text(f.text);
+            let snippet = snippets.snippet(&body);
+            let (line, highlighted) =
+                matching_line(&body, snippet.fragment_range().start, snippet.highlighted());
             by_doc.insert(doc_hex, hits.len());
             hits.push(Hit {
                 doc,
@@ -569,15 +575,28 @@ fn matching_line(
         return (line.trim().to_string(), Vec::new());
     };
     let at = offset + first.start;
-    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[at.min(text.len())..]
-        .find('\n')
-        .map_or(text.len(), |i| at + i);
+    // Offsets come from tantivy's tokenizer over this very text; a range that does not
+    // fall on characters of it is dropped rather than trusted.
+    if at > text.len() || !text.is_char_boundary(at) {
+        let line = text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        return (line.trim().to_string(), Vec::new());
+    }
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
     let line = &text[start..end];
     let ranges = highlighted
         .iter()
         .map(|r| (offset + r.start, offset + r.end))
-        .filter(|(s, e)| *s >= start && *e <= end)
+        .filter(|(s, e)| {
+            *s >= start
+                && *e <= end
+                && s < e
+                && text.is_char_boundary(*s)
+                && text.is_char_boundary(*e)
+        })
         .map(|(s, e)| (s - start)..(e - start))
         .collect();
     (line.to_string(), ranges)

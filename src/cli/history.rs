@@ -479,13 +479,31 @@ fn write_records(ctx: &Ctx, dir: &Path, discussion: bool) -> Result<()> {
         written += 1;
         Ok(())
     };
+    // A file is another name of this record only if no current record has that name and
+    // it says it is this proposal (two proposals may share a short id).
+    let current: std::collections::HashSet<&str> =
+        records.iter().map(|(row, _)| row.file.as_str()).collect();
     for (row, text) in &records {
+        let id_line = text
+            .lines()
+            .find(|l| l.starts_with("- Id: `"))
+            .unwrap_or_default();
         if let Some(older) = crate::record::short_id_of_file(&row.file).and_then(|s| before.get(s))
         {
-            for old in older.iter().filter(|old| **old != row.file) {
-                std::fs::remove_file(dir.join(old))
-                    .with_context(|| format!("cannot remove {}", dir.join(old).display()))?;
-                removed.push(old.clone());
+            for old in older.iter().filter(|old| !current.contains(old.as_str())) {
+                let path = dir.join(old);
+                let ours = std::fs::read_to_string(&path)
+                    .is_ok_and(|t| !id_line.is_empty() && t.lines().any(|l| l == id_line));
+                if !ours {
+                    continue;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(old.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(anyhow::anyhow!("cannot remove {}: {e}", path.display()));
+                    }
+                }
             }
         }
         write(&row.file, text)?;

@@ -2,8 +2,8 @@
 //! when `notify::plan` says to (in their working hours, held overnight into a digest,
 //! `urgent` at once).
 //!
-//! Every two seconds the daemon asks; when no document changed and nothing held is due,
-//! nothing is read. What was delivered is kept in `HOME/notified.json`, so a restarted
+//! Every two seconds the daemon asks; when no document changed, nothing held is due and
+//! the last look is less than five minutes old, nothing is read. What was delivered is kept in `HOME/notified.json`, so a restarted
 //! daemon does not tell the same thing twice; an item no longer waiting (answered,
 //! withdrawn) is forgotten, and comes again if it waits again later.
 
@@ -20,6 +20,10 @@ use crate::app::inbox::{Options, inbox};
 use crate::inbox::{Item, Need};
 use crate::node::Node;
 use crate::notify::{Pending, plan};
+
+/// How often what waits is read again when nothing was written (escalations and closing
+/// periods come with time alone), ms.
+const RECHECK_MS: i64 = 5 * 60 * 1000;
 
 /// What the daemon remembers of each item.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -89,8 +93,9 @@ impl Notifier {
         if self.generation == Some(generation) && !due {
             return Ok(());
         }
-        self.generation = Some(generation);
-        self.due = None;
+        // What waits also changes with time alone (a request escalates when a deadline
+        // passes, a period closes): looked at again at least every few minutes.
+        let mut next_due = now.saturating_add(RECHECK_MS);
         let me = node.member_id();
         let waiting = inbox(
             node,
@@ -136,13 +141,20 @@ impl Notifier {
             }
             let items: Vec<Pending> = pending.iter().map(|(_, p, _)| p.clone()).collect();
             let decided = plan(&items, &calendar, &|level| level == "urgent", now);
-            let as_json = |i: usize| {
-                let mut value = super::inbox::item_json(&self.out, &record.state, pending[i].0);
-                value["workspace"] = json!({ "id": w.id.hex(), "name": w.name });
-                value
-            };
+            let values: Vec<Json> = pending
+                .iter()
+                .map(|(item, _, _)| {
+                    let mut value = super::inbox::item_json(&self.out, &record.state, item);
+                    value["workspace"] = json!({ "id": w.id.hex(), "name": w.name });
+                    value
+                })
+                .collect();
+            let as_json = |i: usize| values[i].clone();
+            // Each delivery is recorded as soon as it is made, so a failure later in this
+            // round does not tell it again.
             for &i in &decided.each {
                 self.deliver(&as_json(i), &pending[i].0.title, &need_text(pending[i].0))?;
+                self.delivered(&pending[i].2)?;
             }
             if !decided.digest.is_empty() {
                 let items: Vec<Json> = decided.digest.iter().map(|&i| as_json(i)).collect();
@@ -152,18 +164,27 @@ impl Notifier {
                     &format!("{} while you were away", summary),
                     &w.name,
                 )?;
-            }
-            for &i in decided.each.iter().chain(&decided.digest) {
-                if let Some(seen) = self.seen.get_mut(&pending[i].2) {
-                    seen.delivered = true;
+                for &i in &decided.digest {
+                    self.delivered(&pending[i].2)?;
                 }
             }
             if let Some(wake) = decided.wake {
-                self.due = Some(self.due.map_or(wake, |d| d.min(wake)));
+                next_due = next_due.min(wake);
             }
         }
         // Answered, withdrawn or gone: forgotten.
         self.seen.retain(|key, _| current.contains_key(key));
+        self.save()?;
+        // Only now is this round done: a failure above looks again at the next tick.
+        self.generation = Some(generation);
+        self.due = Some(next_due);
+        Ok(())
+    }
+
+    fn delivered(&mut self, key: &str) -> Result<()> {
+        if let Some(seen) = self.seen.get_mut(key) {
+            seen.delivered = true;
+        }
         self.save()
     }
 
@@ -191,7 +212,7 @@ impl Notifier {
         }
         if self.desktop {
             let status = std::process::Command::new("notify-send")
-                .args(["--app-name=Meridian", title, body])
+                .args(["--app-name=Meridian", "--", title, body])
                 .status();
             if !matches!(status, Ok(s) if s.success()) {
                 tracing::warn!(

@@ -239,7 +239,8 @@ fn excerpt(out: &Out, line: &str, highlighted: &[std::ops::Range<usize>], width:
         .iter()
         .filter(|r| r.start >= start && r.end <= end)
     {
-        if r.start < at {
+        let whole = line.is_char_boundary(r.start) && line.is_char_boundary(r.end);
+        if r.start < at || r.start >= r.end || !whole {
             continue;
         }
         text.push_str(&line[at..r.start]);

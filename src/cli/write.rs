@@ -540,8 +540,16 @@ pub fn update(ctx: &Ctx, command: UpdateCommand) -> Result<()> {
                 crate::update::join_items(&next),
                 crate::update::join_items(&blockers),
             ];
-            let period =
-                period.unwrap_or_else(|| crate::update::week_of(crate::node::now(), &ctx.out.tz));
+            // The week in the author's own zone (not `--tz`, which says how to show
+            // times): the one `update missing` counts.
+            let period = period.unwrap_or_else(|| {
+                let tz = ctx
+                    .record
+                    .state
+                    .member(&ctx.me)
+                    .map_or_else(|| ctx.out.tz.clone(), |m| m.calendar().tz);
+                crate::update::week_of(crate::node::now(), &tz)
+            });
             let created = draft::new_update(ctx, parts, &links, period)?;
             created_done(ctx, &created)
         }
