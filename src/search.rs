@@ -43,16 +43,21 @@ pub const MAX_HITS: usize = 10_000;
 /// The META key of the next queue generation.
 const NEXT: &str = "search_next";
 
+/// The next queue generation, as the META table holds it (0 before the first write).
+fn next_generation(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    Ok(meta
+        .get(NEXT)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(0))
+}
+
 /// Bumped when what is indexed changes: an index of another version is rebuilt.
 const VERSION: u32 = 1;
 
 /// Queues a written document for the search index, in the write's own transaction.
 pub fn enqueue(txn: &WriteTransaction, workspace: Id, doc: Id) -> Result<()> {
     let mut meta = txn.open_table(META)?;
-    let next = meta
-        .get(NEXT)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
-        .unwrap_or(0);
+    let next = next_generation(&meta)?;
     meta.insert(NEXT, next.wrapping_add(1).to_le_bytes().as_slice())?;
     drop(meta);
     let mut key = [0u8; 32];
@@ -66,11 +71,7 @@ pub fn enqueue(txn: &WriteTransaction, workspace: Id, doc: Id) -> Result<()> {
 /// home changed, locally or from another node (the daemon's notifier looks at it).
 pub fn generation(node: &Node) -> Result<u64> {
     let txn = node.db().begin_read()?;
-    let meta = txn.open_table(META)?;
-    Ok(meta
-        .get(NEXT)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
-        .unwrap_or(0))
+    next_generation(&txn.open_table(META)?)
 }
 
 /// One searchable piece of a document.
@@ -511,12 +512,7 @@ impl Search {
 /// queue yet.
 fn queued(node: &Node, from: u64) -> Result<(Vec<(Id, Id)>, u64)> {
     let txn = node.db().begin_read()?;
-    let end = {
-        let meta = txn.open_table(META)?;
-        meta.get(NEXT)?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
-            .unwrap_or(0)
-    };
+    let end = next_generation(&txn.open_table(META)?)?;
     let queue = match txn.open_table(SEARCH_QUEUE) {
         Ok(queue) => queue,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), end)),

@@ -1351,6 +1351,13 @@ impl Out {
         self.terminal
     }
 
+    /// The terminal's width in columns (`unknown` when it does not say), or `None` when
+    /// the output is not a terminal.
+    pub fn width(&self, unknown: usize) -> Option<usize> {
+        self.terminal
+            .then(|| terminal_size::terminal_size().map_or(unknown, |(w, _)| w.0 as usize))
+    }
+
     /// `text` in a tone, when the output is coloured.
     pub fn paint(&self, tone: Tone, text: &str) -> String {
         if !self.color || tone == Tone::Plain {

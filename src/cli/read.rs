@@ -975,11 +975,7 @@ pub fn updates(ctx: &Ctx, limit: Option<usize>) -> Result<()> {
     if all.is_empty() {
         return say_empty(ctx, Kind::Update, None);
     }
-    let width = ctx
-        .out
-        .is_terminal()
-        .then(|| terminal_size::terminal_size().map_or(80, |(w, _)| w.0 as usize))
-        .map(|w| w.clamp(40, 120));
+    let width = ctx.out.width(80).map(|w| w.clamp(40, 120));
     for (i, (id, u)) in all.iter().enumerate() {
         if i > 0 {
             say!(ctx.out);

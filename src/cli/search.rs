@@ -171,12 +171,7 @@ pub fn search(node: &Node, selector: Option<&str>, args: Args, out: &Out) -> Res
         return Ok(());
     }
     let several = workspace.is_none() && workspaces.len() > 1;
-    let width = if out.is_terminal() {
-        terminal_size::terminal_size().map_or(100, |(w, _)| w.0 as usize)
-    } else {
-        100
-    }
-    .clamp(40, 160);
+    let width = out.width(100).unwrap_or(100).clamp(40, 160);
     for (i, hit) in hits.iter().enumerate() {
         if i > 0 {
             say!(out);
