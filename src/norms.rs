@@ -6,7 +6,7 @@
 //! zone database is bundled into the binary, so every node computes the same instants.
 //! Nothing here reads the clock: `now` is always passed in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::{Context, Result, bail};
@@ -475,7 +475,13 @@ pub struct Norms {
     pub levels: BTreeMap<String, ResponseTime>,
     /// Member ids to escalate to, in order, when a deadline is missed.
     pub ladder: Vec<String>,
+    /// The levels whose requests are delivered at once, even in the person's quiet hours
+    /// or while they are away (others wait for their working day).
+    pub interrupting: BTreeSet<String>,
 }
+
+/// The level that interrupts quiet hours unless a workspace's norms say otherwise.
+pub const DEFAULT_INTERRUPTING: &str = "urgent";
 
 /// The urgency used when an item names responders but no level.
 pub const DEFAULT_URGENCY: &str = "normal";
@@ -495,11 +501,17 @@ impl Default for Norms {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             ladder: Vec::new(),
+            interrupting: BTreeSet::from([DEFAULT_INTERRUPTING.to_string()]),
         }
     }
 }
 
 impl Norms {
+    /// Whether a request of this level is delivered at once, in quiet hours too.
+    pub fn interrupts(&self, level: &str) -> bool {
+        self.interrupting.contains(level)
+    }
+
     /// The response time of a level, or an error listing the levels there are.
     pub fn level(&self, name: &str) -> Result<ResponseTime> {
         crate::error::typed(|| match self.levels.get(name) {

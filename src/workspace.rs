@@ -120,7 +120,9 @@ impl Member {
 pub struct WorkspaceState {
     /// Everyone with a member entry, verified or not.
     pub members: Vec<Member>,
-    /// Urgency levels that override the defaults: name → response time (`2d`, `4h`, `none`).
+    /// Urgency levels that override the defaults: name → response time (`2d`, `4h`, `none`),
+    /// and `NAME:interrupts` → `yes` or `no` for whether the level's requests reach people
+    /// in their quiet hours (see [`INTERRUPTS`]).
     pub levels: BTreeMap<String, String>,
     /// The escalation ladder, member ids in order.
     pub ladder: Vec<String>,
@@ -135,8 +137,14 @@ impl WorkspaceState {
     /// The norms in force: defaults overlaid with the workspace's own levels.
     pub fn norms(&self) -> Norms {
         let mut norms = Norms::default();
-        for (name, time) in &self.levels {
-            if let Ok(time) = ResponseTime::parse(time) {
+        for (name, value) in &self.levels {
+            if let Some(level) = name.strip_suffix(INTERRUPTS) {
+                match value.as_str() {
+                    "yes" => norms.interrupting.insert(level.to_string()),
+                    "no" => norms.interrupting.remove(level),
+                    _ => false,
+                };
+            } else if let Ok(time) = ResponseTime::parse(value) {
                 norms.levels.insert(name.clone(), time);
             }
         }
@@ -402,6 +410,29 @@ pub fn put_template<T: Transactable + automerge::ReadDoc>(
 ) -> Result<()> {
     let templates = ensure_map(tx, &ROOT, "templates")?;
     put_str_list(tx, &templates, name, sections)?;
+    Ok(())
+}
+
+/// The suffix of a level's key in `norms.levels` that says whether its requests interrupt
+/// quiet hours (value `yes` or `no`). Kept beside the response times rather than in a map of
+/// its own because every node's rules already accept any key there, and a node built before
+/// it reads the value as a response time that does not parse and passes over it, keeping the
+/// level's time.
+pub const INTERRUPTS: &str = ":interrupts";
+
+/// Sets whether an urgency level's requests reach people in their quiet hours.
+pub fn put_level_interrupts<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    name: &str,
+    interrupts: bool,
+) -> Result<()> {
+    let norms = ensure_map(tx, &ROOT, "norms")?;
+    let levels = ensure_map(tx, &norms, "levels")?;
+    tx.put(
+        &levels,
+        format!("{name}{INTERRUPTS}"),
+        if interrupts { "yes" } else { "no" },
+    )?;
     Ok(())
 }
 
@@ -795,5 +826,37 @@ mod tests {
         proof.verify(&workspace.0, &member.to_bytes()).unwrap();
         let other = SigningKey::from_bytes(&[6; 32]).verifying_key();
         assert!(proof.verify(&workspace.0, &other.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_level_interrupts_quiet_hours_as_the_norms_say_and_keeps_its_time() {
+        let levels = |pairs: &[(&str, &str)]| WorkspaceState {
+            levels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..WorkspaceState::default()
+        };
+        let norms = WorkspaceState::default().norms();
+        assert!(norms.interrupts("urgent") && !norms.interrupts("high"));
+
+        let norms = levels(&[
+            ("urgent:interrupts", "no"),
+            ("high:interrupts", "yes"),
+            ("high", "2h"),
+            ("critical", "30m"),
+            ("critical:interrupts", "yes"),
+            ("low:interrupts", "maybe"),
+        ])
+        .norms();
+        let interrupting: Vec<&str> = norms.interrupting.iter().map(String::as_str).collect();
+        assert_eq!(interrupting, ["critical", "high"]);
+        assert_eq!(norms.levels["high"], ResponseTime::WorkingMinutes(120));
+        assert_eq!(norms.levels["urgent"], ResponseTime::WorkingMinutes(60));
+        assert!(
+            !norms.levels.keys().any(|k| k.contains(':')),
+            "a setting is not a level: {:?}",
+            norms.levels.keys()
+        );
     }
 }

@@ -33,39 +33,74 @@ fn is_creator(cx: &Context) -> bool {
     hex::encode(&cx.record.creator) == cx.me
 }
 
-/// Sets an urgency level's response time; a level the workspace lacks needs `new`.
-pub fn set_level(cx: &Context, level: &str, within: &str, new: bool) -> Result<ResponseTime> {
+/// What `workspace norm` changes of a level: its response time, whether its requests
+/// interrupt quiet hours, or both.
+#[derive(Clone, Debug, Default)]
+pub struct LevelChange<'a> {
+    /// The response time (`30m`, `4h`, `2d`, `none`); a new level needs one.
+    pub within: Option<&'a str>,
+    /// Whether requests of the level reach people in their quiet hours.
+    pub interrupts: Option<bool>,
+    /// The level is one the workspace does not have yet.
+    pub new: bool,
+}
+
+/// Changes an urgency level (a level the workspace lacks needs `new`) and returns it as it
+/// then is: its response time and whether it interrupts quiet hours.
+pub fn set_level(cx: &Context, level: &str, change: LevelChange) -> Result<(ResponseTime, bool)> {
     check_may_set_norms(cx)?;
-    let within = ResponseTime::parse(within)?;
+    let within = change.within.map(ResponseTime::parse).transpose()?;
     let level = level.trim();
-    let known = cx.record.state.norms().levels.contains_key(level);
-    if !known && !new {
-        let levels: Vec<String> = cx.record.state.norms().levels.into_keys().collect();
+    let norms = cx.record.state.norms();
+    let known = norms.levels.contains_key(level);
+    if !known && !change.new {
+        let levels: Vec<String> = norms.levels.into_keys().collect();
         fail!(
             Usage,
             "`{level}` is not an urgency level of this workspace (it has {}): add it with --new",
             levels.join(", ")
         );
     }
-    if known && new {
+    if known && change.new {
         fail!(
             Usage,
             "`{level}` is a level already: leave out --new to change it"
         );
     }
-    if level.is_empty() || level.contains(char::is_whitespace) {
+    if level.is_empty() || level.contains(char::is_whitespace) || level.contains(':') {
         fail!(
             Usage,
-            "`{level}` is not a level name: one word, like blocker"
+            "`{level}` is not a level name: one word without `:`, like blocker"
         );
+    }
+    let Some(within) = within.or_else(|| norms.levels.get(level).copied()) else {
+        fail!(
+            Usage,
+            "a new level needs its response time: `meridian workspace norm {level} 4h --new`"
+        );
+    };
+    let interrupts = change.interrupts.unwrap_or(norms.interrupts(level));
+    let mut said = Vec::new();
+    if change.within.is_some() {
+        said.push(format!("respond within {within}"));
+    }
+    match change.interrupts {
+        Some(true) => said.push("interrupts quiet hours".to_string()),
+        Some(false) => said.push("waits for working hours".to_string()),
+        None => {}
     }
     cx.node.edit(cx.workspace, cx.workspace, |doc| {
         let mut tx = doc.transaction();
-        workspace::put_level(&mut tx, level, within)?;
-        commit(tx, &format!("urgency {level}: respond within {within}"));
+        if change.within.is_some() {
+            workspace::put_level(&mut tx, level, within)?;
+        }
+        if let Some(interrupts) = change.interrupts {
+            workspace::put_level_interrupts(&mut tx, level, interrupts)?;
+        }
+        commit(tx, &format!("urgency {level}: {}", said.join(", ")));
         Ok(())
     })?;
-    Ok(within)
+    Ok((within, interrupts))
 }
 
 /// Replaces the escalation ladder.
@@ -147,8 +182,8 @@ pub fn set_admin(cx: &Context, name: &str, admin: bool) -> Result<String> {
 /// admins and every template with its sections.
 #[derive(Clone, Debug, Serialize)]
 pub struct NormsView {
-    /// Level name and response time, most urgent first (no response expected last).
-    pub levels: Vec<(String, String)>,
+    /// Levels most urgent first (no response expected last).
+    pub levels: Vec<LevelView>,
     /// The ladder, member ids in order.
     pub ladder: Vec<String>,
     /// Who may change the norms: the creator, then the admins.
@@ -157,17 +192,29 @@ pub struct NormsView {
     pub templates: Vec<(String, Vec<String>)>,
 }
 
+/// An urgency level as `workspace norms` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelView {
+    /// Its name.
+    pub name: String,
+    /// Its response time in the responder's working time (`4h`, `2d`, `none`).
+    pub within: String,
+    /// Whether its requests reach people in their quiet hours.
+    pub interrupts: bool,
+}
+
 /// The workspace's norms, for `workspace norms`.
 pub fn norms(cx: &Context) -> NormsView {
     let norms = cx.record.state.norms();
-    let mut levels: Vec<(String, ResponseTime)> = norms.levels.into_iter().collect();
-    // Minutes of the responder's working time, taking a working day as eight hours.
-    let urgency = |t: &ResponseTime| match t {
-        ResponseTime::WorkingMinutes(m) => u64::from(*m),
-        ResponseTime::WorkingDays(d) => u64::from(*d) * 8 * 60,
-        ResponseTime::None => u64::MAX,
-    };
-    levels.sort_by_key(|(name, t)| (urgency(t), name.clone()));
+    let levels = norms
+        .levels_by_urgency()
+        .into_iter()
+        .map(|name| LevelView {
+            name: name.to_string(),
+            within: norms.levels[name].to_string(),
+            interrupts: norms.interrupts(name),
+        })
+        .collect();
     let mut admins = vec![hex::encode(&cx.record.creator)];
     admins.extend(
         cx.record
@@ -188,10 +235,7 @@ pub fn norms(cx: &Context) -> NormsView {
             .map(|(n, s)| (n.clone(), s.clone())),
     );
     NormsView {
-        levels: levels
-            .into_iter()
-            .map(|(n, t)| (n, t.to_string()))
-            .collect(),
+        levels,
         ladder: norms.ladder,
         admins,
         templates,

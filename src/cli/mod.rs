@@ -432,7 +432,7 @@ pub enum Command {
     /// Stay connected to the relays of every workspace: push edits as they are made, apply
     /// remote ones as they arrive, reconnect with backoff. Other commands keep working.
     #[command(
-        after_help = "With --notify or --on-inbox, what newly waits for you (an ask, an escalation, an approval to give or renew, a concern on your proposal, a proposal you can accept, a decision in conflict) is delivered in your working hours, in your zone: what arrives while you are off is held, and two or more held items come as one digest when your day starts; `urgent` requests come at once.\n\nExamples:\n  meridian daemon 2>> ~/.local/state/meridian.log &\n  meridian daemon --notify\n  meridian daemon --on-inbox 'jq -r .title >> ~/waiting.txt'"
+        after_help = "With --notify or --on-inbox, what newly waits for you (an ask, an escalation, an approval to give or renew, a concern on your proposal, a proposal you can accept, a decision in conflict) is delivered in your working hours, in your zone: what arrives while you are off is held, and two or more held items come as one digest when your day starts; requests of a level that interrupts quiet hours (`urgent`, unless the workspace's norms say otherwise) come at once.\n\nExamples:\n  meridian daemon 2>> ~/.local/state/meridian.log &\n  meridian daemon --notify\n  meridian daemon --on-inbox 'jq -r .title >> ~/waiting.txt'"
     )]
     Daemon {
         /// Post a desktop notification (notify-send) for what waits for you.
@@ -531,18 +531,25 @@ pub enum WorkspaceCommand {
         sections: Vec<String>,
     },
     /// Set an urgency level's response time (working time of the responder: 30m, 4h, 2d,
-    /// none). The creator and admins only.
+    /// none) and whether its requests interrupt quiet hours. The creator and admins only.
     #[command(
-        after_help = "Examples:\n  meridian workspace norm high 2h\n  meridian workspace norm critical 30m --new\n  meridian workspace norm fyi none"
+        after_help = "A level that interrupts quiet hours is delivered by `meridian daemon --notify` at once, at night or while someone is away; the others wait for the person's working day. Only `urgent` does unless the workspace says otherwise.\n\nExamples:\n  meridian workspace norm high 2h\n  meridian workspace norm critical 30m --new --interrupts\n  meridian workspace norm urgent --no-interrupts\n  meridian workspace norm fyi none"
     )]
     Norm {
         /// Level name.
         level: String,
         /// Response time.
-        within: String,
+        #[arg(required_unless_present_any = ["interrupts", "no_interrupts"])]
+        within: Option<String>,
         /// Add a level the workspace does not have yet.
         #[arg(long)]
         new: bool,
+        /// Its requests reach people at once, in their quiet hours too.
+        #[arg(long, conflicts_with = "no_interrupts")]
+        interrupts: bool,
+        /// Its requests wait for each person's working hours.
+        #[arg(long)]
+        no_interrupts: bool,
     },
     /// Set the escalation ladder: the members a missed deadline escalates to, in order. The
     /// creator and admins only.

@@ -1,6 +1,6 @@
 //! `meridian daemon --notify / --on-inbox CMD`: tells the person what newly waits for them,
-//! when `notify::plan` says to (in their working hours, held overnight into a digest,
-//! `urgent` at once).
+//! when `notify::plan` says to (in their working hours, held overnight into a digest; the
+//! levels the workspace's norms say interrupt quiet hours, `urgent` by default, at once).
 //!
 //! Every two seconds the daemon asks; when no document changed, nothing held is due and
 //! the last look is less than five minutes old, nothing is read. What was delivered is kept in `HOME/notified.json`, so a restarted
@@ -140,7 +140,8 @@ impl Notifier {
                 continue;
             }
             let items: Vec<Pending> = pending.iter().map(|(_, p, _)| p.clone()).collect();
-            let decided = plan(&items, &calendar, &|level| level == "urgent", now);
+            let norms = record.state.norms();
+            let decided = plan(&items, &calendar, &|level| norms.interrupts(level), now);
             let values: Vec<Json> = pending
                 .iter()
                 .map(|(item, _, _)| {

@@ -312,13 +312,31 @@ pub fn settings(ctx: &Ctx, command: WorkspaceCommand) -> Result<()> {
             said!(out, "Template {name}: {}.", sections.join(", "));
             out.done(json!({"template": name, "sections": sections}))
         }
-        WorkspaceCommand::Norm { level, within, new } => {
-            let within = crate::app::team::set_level(ctx, &level, &within, new)?;
+        WorkspaceCommand::Norm {
+            level,
+            within,
+            new,
+            interrupts,
+            no_interrupts,
+        } => {
+            let change = crate::app::team::LevelChange {
+                within: within.as_deref(),
+                interrupts: (interrupts || no_interrupts).then_some(interrupts),
+                new,
+            };
+            let (within, interrupts) = crate::app::team::set_level(ctx, &level, change)?;
+            let when = if interrupts {
+                "they reach people at once, in quiet hours too"
+            } else {
+                "they wait for each person's working hours"
+            };
             said!(
                 out,
-                "Requests of urgency {level} are due within {within} of the responder's working time."
+                "Requests of urgency {level} are due within {within} of the responder's working time; {when}."
             );
-            out.done(json!({"level": level, "within": within.to_string()}))
+            out.done(
+                json!({"level": level, "within": within.to_string(), "interrupts": interrupts}),
+            )
         }
         WorkspaceCommand::Ladder { members } => {
             let ids = crate::app::team::set_ladder(ctx, &members)?;
@@ -346,7 +364,7 @@ fn norms(cx: &crate::app::Context, out: &Out) -> Result<()> {
     let person = |id: &String| json!({"id": id, "name": cx.name(id)});
     if out.json {
         return out.print_json(&json!({
-            "levels": view.levels.iter().map(|(n, t)| json!({"name": n, "within": t})).collect::<Vec<_>>(),
+            "levels": view.levels,
             "ladder": view.ladder.iter().map(person).collect::<Vec<_>>(),
             "admins": view.admins.iter().map(person).collect::<Vec<_>>(),
             "templates": view.templates.iter().map(|(n, s)| json!({"name": n, "sections": s})).collect::<Vec<_>>(),
@@ -356,13 +374,18 @@ fn norms(cx: &crate::app::Context, out: &Out) -> Result<()> {
         out,
         "Urgency levels, most urgent first (response time in the responder's working time):"
     );
-    for (name, within) in &view.levels {
-        let within = if within == "none" {
-            "no response expected".to_string()
+    for level in &view.levels {
+        let within = if level.within == "none" {
+            "no response expected"
         } else {
-            within.clone()
+            &level.within
         };
-        say!(out, "  {name:<8} {within}");
+        let interrupts = if level.interrupts {
+            "  interrupts quiet hours"
+        } else {
+            ""
+        };
+        say!(out, "  {:<8} {within}{interrupts}", level.name);
     }
     let names = |ids: &[String]| -> String {
         ids.iter()

@@ -1,6 +1,7 @@
 //! `meridian daemon --on-inbox CMD`: a real daemon connected to a real relay tells Ana what
-//! newly waits for her, in her working hours: at once while she is at work, only `urgent`
-//! requests while she is off, and never the same thing twice, even after a restart.
+//! newly waits for her, in her working hours: at once while she is at work, only requests
+//! of a level the norms say interrupts quiet hours while she is off, and never the same
+//! thing twice, even after a restart.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -52,7 +53,7 @@ fn hours_from_now(from: i64, to: i64) -> String {
 }
 
 #[test]
-fn the_daemon_tells_what_waits_in_working_hours_and_urgent_requests_at_once() {
+fn the_daemon_tells_what_waits_in_working_hours_and_interrupting_levels_at_once() {
     let team = Team::new(&[("Ana", "UTC"), ("Bo", "Europe/Berlin")]);
     let [ana, bo] = [&team.homes[0], &team.homes[1]];
     // At work now: from an hour ago to two hours from now, every day.
@@ -86,7 +87,8 @@ fn the_daemon_tells_what_waits_in_working_hours_and_urgent_requests_at_once() {
     assert_eq!(item["need"]["asked_by"]["name"], "Bo");
     assert_eq!(item["workspace"]["name"], "acme");
 
-    // Off from now on: a normal request is held, an urgent one comes at once.
+    // Off from now on, in a workspace whose norms make `high` interrupt quiet hours and
+    // `urgent` wait: a normal and an urgent request are held, a high one comes at once.
     let mut stopped = running.take();
     let _ = stopped.kill();
     let _ = stopped.wait();
@@ -98,28 +100,48 @@ fn the_daemon_tells_what_waits_in_working_hours_and_urgent_requests_at_once() {
         "--days",
         "mon-sun",
     ]);
+    ana.ok(&["workspace", "norm", "high", "--interrupts"]);
+    ana.ok(&["workspace", "norm", "urgent", "--no-interrupts"]);
+    let norms = ana.json(&["workspace", "norms"]);
+    let interrupting: Vec<&str> = norms["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["interrupts"] == true)
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(interrupting, ["high"]);
     running = daemon(ana, &out, &log);
-    let normal = bo.create(&["thread", "new", "Lunch?", "-m", "Thai?", "--ask", "Ana"]);
-    let urgent = bo.create(&[
-        "thread",
-        "new",
-        "The relay is down",
-        "-m",
-        "Can you look?",
-        "--ask",
-        "Ana",
-        "--urgency",
-        "urgent",
-    ]);
+    let request = |title: &str, urgency: &str| {
+        bo.create(&[
+            "thread",
+            "new",
+            title,
+            "-m",
+            "Can you look?",
+            "--ask",
+            "Ana",
+            "--urgency",
+            urgency,
+        ])
+    };
+    let normal = request("Lunch?", "normal");
+    let urgent = request("The wiki is slow", "urgent");
+    let high = request("The relay is down", "high");
     bo.ok(&["sync"]);
     let told = lines_when(&out, Duration::from_secs(30), |l| l.len() >= 2);
     std::thread::sleep(Duration::from_secs(3));
     let told_now = lines_when(&out, Duration::ZERO, |_| true);
-    assert_eq!(told, told_now, "nothing more after the urgent one");
+    assert_eq!(told, told_now, "nothing more after the high one");
     assert_eq!(told.len(), 2, "{told:?}\n{}", read_log(&log));
     let second: serde_json::Value = serde_json::from_str(&told[1]).unwrap();
-    assert_eq!(second["id"], urgent.as_str());
-    assert!(!told.iter().any(|l| l.contains(&normal)), "{told:?}");
+    assert_eq!(second["id"], high.as_str());
+    assert!(
+        !told
+            .iter()
+            .any(|l| l.contains(&normal) || l.contains(&urgent)),
+        "{told:?}"
+    );
     // Restarted, the daemon does not tell the same things again.
     drop(running);
     let _running = daemon(ana, &out, &log);
