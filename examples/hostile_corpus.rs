@@ -671,6 +671,17 @@ impl Hostile {
             "a 1 MiB compressed change that inflates to 1 GiB + 1 MiB",
             world.seal(&world.ana, world.proposal, &bomb),
         );
+        // Under the gigabyte a batch could once inflate to, where that budget was itself
+        // the bomb: automerge took 2 GB to load what the budget let through.
+        let bomb = chunk(2, &deflated_zeros((1 << 30) - (1 << 20)));
+        add(
+            "bomb-under-1gib",
+            "decompression-bomb",
+            "rejected:decompression bomb",
+            "decompression bomb",
+            "a 1 MiB compressed change that inflates to 1 GiB - 1 MiB",
+            world.seal(&world.ana, world.proposal, &bomb),
+        );
         let corrupt = chunk(2, &[0xff; 64]);
         add(
             "compressed-corrupt",
@@ -1735,6 +1746,7 @@ fn node_frames(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
     for (name, category, sync, _, what, bytes) in &hostile.envelopes {
         if [
             "bomb-1gib",
+            "bomb-under-1gib",
             "huge-text-1mb",
             "nested-100000",
             "orphans-2999",
@@ -2096,6 +2108,13 @@ fn saved_docs(corpus: &mut Corpus, world: &World, _hostile: &Hostile) {
         "decompression bomb",
         "a document whose compressed column inflates to 1 GiB + 1 MiB",
         &chunk(0, &data),
+    );
+    corpus.add(
+        "saved-docs/change-bomb-under-1gib.automerge",
+        "decompression-bomb",
+        "decompression bomb",
+        "a 1 MiB saved change whose compression inflates to 1 GiB - 1 MiB, which a fixed budget of a gigabyte let through to automerge",
+        &chunk(2, &deflated_zeros((1 << 30) - (1 << 20))),
     );
     let mut absurd = Vec::new();
     uleb(u64::MAX, &mut absurd);

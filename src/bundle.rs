@@ -137,7 +137,7 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         .docs
         .as_ref()
         .map(|docs| docs.iter().map(|d| d.as_slice()).collect());
-    let mut budget = limits.max_inflated;
+    let mut budget = ingest::Budget::new(limits);
     let mut items = Vec::with_capacity(bundle.envelopes.len());
     let encoded: Vec<&[u8]> = bundle.envelopes.iter().map(|e| e.as_slice()).collect();
     ingest::each_verified(&encoded, |i, envelope| {
@@ -164,8 +164,10 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
 /// this device's own (re-sealed and signed now, as at any local edit). Taking anyone else's
 /// would let whoever wrote the file put words in their name.
 fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Item>)> {
-    let mut budget = limits.max_inflated;
-    ingest::chunks(bytes, &mut budget, true)
+    ingest::Budget::new(limits)
+        .open(bytes.len(), |left| {
+            ingest::chunks(bytes, left, true).map(drop)
+        })
         .context("the saved document is damaged; nothing was merged")?;
     let doc = ingest::guard(|| Automerge::load(bytes)).map_err(|e| {
         anyhow::anyhow!("the saved document does not load ({e}); nothing was merged")

@@ -474,7 +474,7 @@ pub fn frame(bytes: &[u8]) {
 /// The envelope opener: decode, shape, signature, workspace, decryption, bounded
 /// decompression, change parsing and the actor check.
 pub fn envelope(fixture: &Fixture, bytes: &[u8]) {
-    let mut budget = Limits::default().max_inflated;
+    let mut budget = ingest::Budget::new(&Limits::default());
     match ingest::open_sealed(bytes, fixture.world.workspace, &fixture.record, &mut budget) {
         Ok(items) => {
             for item in items {
@@ -538,7 +538,7 @@ pub fn ingest(fixture: &Fixture, bytes: &[u8]) {
         &world.cy
     };
     let sealed = world.seal(signer, doc, plaintext);
-    let mut budget = Limits::default().max_inflated;
+    let mut budget = ingest::Budget::new(&Limits::default());
     let items = match ingest::open_sealed(&sealed, world.workspace, &fixture.record, &mut budget) {
         Ok(items) => items,
         Err(error) => return assert_clear(&error),

@@ -31,8 +31,12 @@ use crate::workspace::{self, WorkspaceState};
 pub struct Limits {
     /// Largest input file or batch, bytes.
     pub max_input: usize,
-    /// Most bytes all compressed data of a batch may inflate to.
-    pub max_inflated: u64,
+    /// What compressed data may inflate to, per byte of the input that carries it (an
+    /// envelope's ciphertext, a saved document): see [`Budget`].
+    pub inflation: u64,
+    /// What one batch's inputs may inflate to beyond `inflation` times their size, shared by
+    /// all of them.
+    pub inflation_slack: u64,
     /// Most changes in one batch.
     pub max_changes: usize,
     /// Most new operations applied to one document in one batch: automerge holds several
@@ -46,11 +50,66 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_input: 256 << 20,
-            max_inflated: 1 << 30,
+            inflation: 16,
+            inflation_slack: 4 << 20,
             max_changes: 1_000_000,
             max_ops: 500_000,
             max_depth: 64,
         }
+    }
+}
+
+/// What the compressed data in one batch of foreign input may inflate to, in proportion to
+/// what arrived: each input (an envelope, a saved document) [`Limits::inflation`] times its
+/// own size, plus what is left of a slack of [`Limits::inflation_slack`] the whole batch
+/// shares. An input that inflates beyond its share is refused as a decompression bomb
+/// before automerge allocates what it inflates to; what an accepted one took beyond its
+/// proportion is gone from the slack.
+///
+/// So a batch of N bytes inflates to at most `inflation × N + slack` (16 × 9 MiB + 4 MiB for
+/// the largest frame a relay sends), however its envelopes are cut, where a fixed budget
+/// per batch made the budget itself the bomb: a 1 MiB saved document inflating to just
+/// under a gigabyte passed it and made `merge` take 2 GB. A bomb in one envelope leaves
+/// the others of its batch their own share. Honest data is far below the ratio: a
+/// compressed run is raw changes deflated (2–5 times), automerge compresses only columns.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    inflation: u64,
+    slack: u64,
+}
+
+impl Budget {
+    /// The budget of one batch of foreign input.
+    pub fn new(limits: &Limits) -> Budget {
+        Budget {
+            inflation: limits.inflation,
+            slack: limits.inflation_slack,
+        }
+    }
+
+    /// For envelopes this node checked against a batch's budget once already and stored
+    /// (held ones, its own outbox): they are opened again with room for anything a single
+    /// envelope could have been let through with.
+    pub fn stored() -> Budget {
+        let limits = Limits::default();
+        let largest = meridian_relay::envelope::MAX_ENVELOPE_BYTES as u64;
+        Budget {
+            inflation: 0,
+            slack: largest * limits.inflation + limits.inflation_slack,
+        }
+    }
+
+    /// Runs `open` on an input of `len` compressed bytes with what it may inflate to (the
+    /// closure subtracts what it inflates), and takes what it used beyond its proportion
+    /// from the slack.
+    pub fn open<T>(&mut self, len: usize, open: impl FnOnce(&mut u64) -> Result<T>) -> Result<T> {
+        let share = (len as u64).saturating_mul(self.inflation);
+        let allowed = share.saturating_add(self.slack);
+        let mut left = allowed;
+        let opened = open(&mut left)?;
+        let used = allowed.saturating_sub(left);
+        self.slack = self.slack.saturating_sub(used.saturating_sub(share));
+        Ok(opened)
     }
 }
 
@@ -321,7 +380,7 @@ pub fn open_sealed(
     bytes: &[u8],
     workspace: Id,
     record: &WorkspaceRecord,
-    budget: &mut u64,
+    budget: &mut Budget,
 ) -> Result<Vec<Item>> {
     open_envelope(Envelope::decode(bytes)?, workspace, record, budget)
 }
@@ -423,6 +482,19 @@ fn verify_windows(envelopes: &[&[u8]]) -> Vec<std::ops::Range<usize>> {
 /// [`open_sealed`] of an envelope already decoded, whose signature was checked by the
 /// caller ([`each_verified`]) or when this node stored it.
 pub fn open_envelope(
+    envelope: Envelope,
+    workspace: Id,
+    record: &WorkspaceRecord,
+    budget: &mut Budget,
+) -> Result<Vec<Item>> {
+    let len = envelope.ciphertext.len();
+    budget.open(len, |left| {
+        open_envelope_within(envelope, workspace, record, left)
+    })
+}
+
+/// [`open_envelope`] with what its compressed data may still inflate to.
+fn open_envelope_within(
     envelope: Envelope,
     workspace: Id,
     record: &WorkspaceRecord,
@@ -983,7 +1055,7 @@ fn take_held(
     let mut items = Vec::new();
     let taken = table.extract_from_if((doc.0, 0)..=(doc.0, u64::MAX), |_, _| true)?;
     for entry in taken {
-        let mut budget = Limits::default().max_inflated;
+        let mut budget = Budget::stored();
         // It opened and verified once already; the workspace key has not changed since.
         match held_entry(entry?.1.value()) {
             Held::Whole(Some(envelope)) => {
@@ -1003,10 +1075,12 @@ fn take_held(
 }
 
 /// The item a held part stands for, parsed again from the changes kept with it.
-fn held_part(doc: Id, part: HeldPart, budget: &mut u64) -> Result<Item> {
+fn held_part(doc: Id, part: HeldPart, budget: &mut Budget) -> Result<Item> {
     let hash: [u8; 32] = part.hash.as_slice().try_into()?;
     let signer: [u8; 32] = part.signer.as_slice().try_into()?;
-    let changes = parse_changes(&chunks(&part.changes, budget, false)?)?;
+    let changes = budget.open(part.changes.len(), |left| {
+        parse_changes(&chunks(&part.changes, left, false)?)
+    })?;
     Ok(Item {
         doc,
         carrier: Carrier::Part {

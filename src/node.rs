@@ -2134,7 +2134,7 @@ pub(crate) mod tests {
 
         // Ana, who has none of the document, takes it from Bo's signature alone, as she
         // would his changes: rebuilt from them, not as the chunk lays it out.
-        let mut budget = limits.max_inflated;
+        let mut budget = crate::ingest::Budget::new(&limits);
         let items =
             crate::ingest::open_sealed(&outbox[queued].1, workspace, &record, &mut budget).unwrap();
         assert!(

@@ -202,7 +202,7 @@ pub fn coalesce(
             return None;
         }
         let plaintext = seal::open(key, &envelope).ok()?;
-        let mut budget = Limits::default().max_inflated;
+        let mut budget = meridian_relay::envelope::MAX_ENVELOPE_BYTES as u64;
         let changes = ingest::plaintext_changes(&plaintext, &mut budget).ok()?;
         // A whole document (a large edit sealed as one save) is already as small as it
         // gets, and receivers take a whole document only alone in its envelope.
@@ -341,7 +341,7 @@ pub fn apply(
 ) -> Result<Report> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let limits = Limits::default();
-    let mut budget = limits.max_inflated;
+    let mut budget = ingest::Budget::new(&limits);
     let mut items = Vec::new();
     let mut refused = Vec::new();
     let encoded: Vec<&[u8]> = entries.iter().map(|(_, bytes)| bytes.as_slice()).collect();
@@ -356,9 +356,6 @@ pub fn apply(
                 Some(bytes),
                 format!("entry {seq} of {relay}: {e:#}"),
             )),
-        }
-        if budget == 0 {
-            budget = limits.max_inflated;
         }
         Ok::<_, anyhow::Error>(())
     })?;

@@ -180,7 +180,7 @@ impl Scenario {
     /// The hashes of the changes an envelope carries. A push coalesces a run of outbox
     /// envelopes into one, so the relay holds this node's changes, not its envelopes.
     fn change_hashes(&self, bytes: &[u8]) -> Vec<[u8; 32]> {
-        let mut budget = u64::MAX;
+        let mut budget = meridian::ingest::Budget::stored();
         meridian::ingest::open_sealed(bytes, self.workspace, &self.record, &mut budget)
             .unwrap()
             .iter()

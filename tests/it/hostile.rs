@@ -292,17 +292,19 @@ fn decompression_bombs_are_stopped_at_the_budget() {
         }
     }
     chunk.extend_from_slice(&compressed);
-    let limits = Limits {
-        max_inflated: 8 << 20,
-        ..Limits::default()
-    };
-    let mut budget = limits.max_inflated;
-    let error = ingest::chunks(&chunk, &mut budget, false)
+    // Sixteen times its size and the batch's 4 MiB of slack are far less than 64 MiB.
+    let mut budget = ingest::Budget::new(&Limits::default());
+    let error = budget
+        .open(chunk.len(), |left| ingest::chunks(&chunk, left, false))
         .unwrap_err()
         .to_string();
     assert!(error.contains("decompression bomb"), "{error}");
-    let mut budget = 128 << 20;
-    ingest::chunks(&chunk, &mut budget, false)
+    let generous = Limits {
+        inflation: 1 << 10,
+        ..Limits::default()
+    };
+    ingest::Budget::new(&generous)
+        .open(chunk.len(), |left| ingest::chunks(&chunk, left, false))
         .expect("within a larger budget the same bytes are only large");
 }
 

@@ -1134,7 +1134,7 @@ impl Sim {
                 };
                 for (_, bytes) in entries {
                     logged.insert(Envelope::decode(&bytes).map_err(err)?.hash());
-                    let mut budget = u64::MAX;
+                    let mut budget = meridian::ingest::Budget::stored();
                     let items =
                         meridian::ingest::open_sealed(&bytes, self.workspace, &record, &mut budget)
                             .map_err(err)?;
