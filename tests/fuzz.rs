@@ -10,6 +10,9 @@
 //! the process) still leaves it behind.
 //!
 //! Long run: `MERIDIAN_FUZZ_SECS=600 cargo test --release --test fuzz -- --test-threads 1`.
+//! The coverage-guided campaign (cargo-fuzz, libFuzzer, nightly) runs the same targets from
+//! the same seeds: `scripts/fuzz.sh`; what it keeps (`fuzz/corpus/`) and the crashes it
+//! finds (written to `tests/fuzz-regressions/<target>/`) are replayed here on every run.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -24,10 +27,11 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn seeds(dirs: &[&str]) -> Vec<Vec<u8>> {
+/// The inputs under `dirs` (paths from the repository's root), each at most 64 KiB.
+fn seeds(dirs: &[PathBuf]) -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
     for dir in dirs {
-        let mut stack = vec![repo().join("tests/corpus").join(dir)];
+        let mut stack = vec![repo().join(dir)];
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -231,9 +235,28 @@ fn fuzz_target(target: &str, corpus: &[&str], extra: Vec<Vec<u8>>, run: &dyn Fn(
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let mut rng = Rng::new(seed ^ fxhash(target));
-    let mut pool = seeds(corpus);
+    // The hostile corpus of the target's entry points, then what cargo-fuzz's campaigns
+    // kept (`fuzz/corpus/<target>`, committed minimised), replayed on every run.
+    let mut dirs: Vec<PathBuf> = corpus
+        .iter()
+        .map(|dir| Path::new("tests/corpus").join(dir))
+        .collect();
+    dirs.push(Path::new("fuzz/corpus").join(target));
+    let mut pool = seeds(&dirs);
     pool.extend(extra);
     pool.push(Vec::new());
+    // `scripts/fuzz.sh` starts cargo-fuzz from the same seeds.
+    if let Some(to) = std::env::var_os("MERIDIAN_FUZZ_SEEDS_TO") {
+        let to = Path::new(&to).join(target);
+        std::fs::create_dir_all(&to).expect("the seed directory");
+        for input in &pool {
+            let name: String = sha2_digest(input)[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            std::fs::write(to.join(name), input).expect("a seed");
+        }
+    }
     let started = Instant::now();
     let mut execs = 0u64;
     for input in pool.clone() {

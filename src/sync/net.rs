@@ -46,8 +46,10 @@ const READY_FRAMES: usize = 64;
 /// envelopes are in memory already; each document's new operations stay bounded by
 /// `ingest::Limits::max_ops` whatever the batch.
 const MERGED_ENTRIES: usize = 10 * protocol::MAX_BATCH_ENTRIES;
-/// See [`MERGED_ENTRIES`].
-const MERGED_BYTES: usize = 4 * protocol::MAX_BATCH_BYTES;
+/// See [`MERGED_ENTRIES`]. Two of the relay's largest batches: what a batch's envelopes may
+/// inflate to is in proportion to their bytes (`ingest::Budget`, 16 times), so this bounds
+/// it to 132 MiB; small envelopes reach [`MERGED_ENTRIES`] long before.
+const MERGED_BYTES: usize = 2 * protocol::MAX_BATCH_BYTES;
 
 /// What one connection did.
 #[derive(Clone, Debug, Default, Serialize)]
