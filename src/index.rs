@@ -13,7 +13,8 @@ use crate::thread;
 /// summaries are older has them all rebuilt from the documents when it is opened
 /// (`node::Node::open`), so a summary need not say its own.
 /// 1: deciders, approvals, concerns, the period's start, conflicts, declines, late edits.
-pub const VERSION: u32 = 1;
+/// 2: the workspaces' states are read again too: when a member was removed.
+pub const VERSION: u32 = 2;
 
 /// A request for a response, with whether and when it was answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

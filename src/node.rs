@@ -278,6 +278,38 @@ impl Node {
             txn.open_table(DOCS)?
                 .insert(doc_id.0, store::encode(&fresh).as_slice())?;
         }
+        // The workspaces' states, cached in their records, are read again as well.
+        let workspaces: Vec<(Id, WorkspaceRecord)> = {
+            let table = txn.open_table(WORKSPACES)?;
+            let mut all = Vec::new();
+            for item in table.iter()? {
+                let (id, bytes) = item?;
+                all.push((
+                    Id(id.value()),
+                    store::decode(bytes.value(), "workspace record")?,
+                ));
+            }
+            all
+        };
+        for (workspace, record) in workspaces {
+            match load_doc(
+                &txn.open_table(RECORDS)?,
+                &txn.open_table(CHECKPOINTS)?,
+                &record,
+                workspace,
+                workspace,
+            ) {
+                Ok(loaded) => {
+                    let record = with_state(&record, View::now(&loaded.doc));
+                    txn.open_table(WORKSPACES)?
+                        .insert(workspace.0, store::encode(&record).as_slice())?;
+                }
+                Err(e) => tracing::warn!(
+                    "workspace {} does not load to be read again ({e:#}); its state stays",
+                    workspace.short()
+                ),
+            }
+        }
         txn.open_table(META)?.insert(
             "index_version",
             crate::index::VERSION.to_le_bytes().as_slice(),
@@ -1686,6 +1718,19 @@ fn set_read_marker(txn: &WriteTransaction, doc_id: Id, heads: &[ChangeHash]) -> 
 
 pub use crate::rules::Touched;
 
+/// A workspace's record with its state (and name) read from the workspace document as it is
+/// now: the relays it follows move with the shared list.
+fn with_state(record: &WorkspaceRecord, view: View<'_>) -> WorkspaceRecord {
+    let mut record = record.clone();
+    let shared = std::mem::take(&mut record.state.relays);
+    record.state = workspace::read_state(view, &record.creator);
+    record.follow_shared_relays(&shared);
+    if let Some(name) = view.str(&automerge::ROOT, "name") {
+        record.name = name;
+    }
+    record
+}
+
 /// Rebuilds the derived data of one document after `added` changes that touched `touched`:
 /// the workspace state for the workspace document, the index summary for the others.
 pub fn reindex(
@@ -1697,13 +1742,7 @@ pub fn reindex(
 ) -> Result<()> {
     let view = View::now(doc);
     if doc_id == workspace {
-        let mut record = record.clone();
-        let shared = std::mem::take(&mut record.state.relays);
-        record.state = workspace::read_state(view, &record.creator);
-        record.follow_shared_relays(&shared);
-        if let Some(name) = view.str(&automerge::ROOT, "name") {
-            record.name = name;
-        }
+        let record = with_state(record, view);
         txn.open_table(WORKSPACES)?
             .insert(workspace.0, store::encode(&record).as_slice())?;
         return Ok(());

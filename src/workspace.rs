@@ -69,6 +69,10 @@ pub struct Member {
     /// made before stay valid everywhere, so every replica keeps accepting the same set.
     #[serde(default)]
     pub removed: bool,
+    /// When the creator removed them, ms by the creator's clock (the value of their entry's
+    /// `removed`).
+    #[serde(default)]
+    pub removed_at: Option<i64>,
     /// When they joined, ms (by their own clock).
     #[serde(default)]
     pub joined: Option<i64>,
@@ -98,6 +102,7 @@ impl Member {
             verified: true,
             invited_by: None,
             removed: false,
+            removed_at: None,
             joined: None,
             admin: false,
             away: Vec::new(),
@@ -133,6 +138,18 @@ pub struct WorkspaceState {
     pub relays: Vec<String>,
 }
 
+/// A member's removal, as `member list`, `log` and `show` tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The removed member's id.
+    pub member: String,
+    /// When, ms by the remover's clock (unknown only for a home summarised before it was
+    /// kept, until the workspace document changes).
+    pub at: Option<i64>,
+    /// Who removed them (member id).
+    pub by: String,
+}
+
 impl WorkspaceState {
     /// The norms in force: defaults overlaid with the workspace's own levels.
     pub fn norms(&self) -> Norms {
@@ -159,6 +176,17 @@ impl WorkspaceState {
                 .members
                 .iter()
                 .any(|m| m.id == member && m.admin && !m.removed)
+    }
+
+    /// Who removed the verified member with this id or device key, and when, if they were
+    /// removed: the creator, the only one the rules let remove anyone.
+    pub fn removal(&self, id_or_key: &str, creator: &[u8]) -> Option<Removal> {
+        let member = self.member(id_or_key).filter(|m| m.removed)?;
+        Some(Removal {
+            member: member.id.clone(),
+            at: member.removed_at,
+            by: hex::encode(creator),
+        })
     }
 
     /// The verified members who were not removed.
@@ -543,6 +571,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 verified: id == creator,
                 invited_by: None,
                 removed: id != creator && view.int(&entry, "removed").is_some(),
+                removed_at: view.int(&entry, "removed").filter(|_| id != creator),
                 joined: view.int(&entry, "joined"),
                 admin: view.int(&entry, "admin").is_some(),
                 away: view.str_list(&entry, "away"),

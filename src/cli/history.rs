@@ -41,12 +41,28 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
             })
             .clone()
     };
+    // The removed members among the authors, in the order they first appear.
+    let mut removed: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut removal = |e: &crate::store::LogEntry| -> bool {
+        if removed.iter().any(|(key, _)| *key == e.author) {
+            return true;
+        }
+        let key = hex::encode(&e.author);
+        match super::removal_text(ctx, &key) {
+            Some(text) => {
+                removed.push((e.author.clone(), format!("{} was {text}.", ctx.name(&key))));
+                true
+            }
+            None => false,
+        }
+    };
     if ctx.out.json {
         let list: Vec<_> = entries
             .iter()
             .map(|e| {
                 let (name, verified) = author(e);
-                json!({"hash": hex::encode(&e.hash), "author": {"id": hex::encode(&e.author), "name": name}, "verified": verified, "time": ctx.out.rfc3339(e.time), "message": e.message})
+                let key = hex::encode(&e.author);
+                json!({"hash": hex::encode(&e.hash), "author": {"id": key, "name": name}, "verified": verified, "removal": super::removal_json(ctx, &key), "time": ctx.out.rfc3339(e.time), "message": e.message})
             })
             .collect();
         ctx.out.print_json(&json!(list))?;
@@ -57,10 +73,12 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
     let mut minute: Option<(i64, String)> = None;
     for e in &entries {
         let (name, verified) = author(e);
-        let mark = if verified {
-            String::new()
-        } else {
+        let mark = if !verified {
             format!(" ({})", ctx.out.paint(Tone::Alarm, "UNVERIFIED"))
+        } else if removal(e) {
+            format!(" ({})", ctx.out.paint(Tone::Alarm, "since removed"))
+        } else {
+            String::new()
         };
         let time = match &minute {
             Some((m, text)) if *m == e.time.div_euclid(60_000) => text.clone(),
@@ -74,6 +92,9 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
         let hash = ctx.out.paint(Tone::Id, &hash);
         let name = super::table::pad(&name, 12);
         say!(ctx.out, "{hash}  {name} {time}  {}{mark}", e.message);
+    }
+    for (_, text) in &removed {
+        say!(ctx.out, "{}", ctx.out.paint(Tone::Alarm, text));
     }
     Ok(())
 }

@@ -1461,6 +1461,33 @@ impl Ctx {
     pub fn person(&self, id: &str) -> Json {
         serde_json::json!({"id": id, "name": self.name(id)})
     }
+
+    /// The removal of the member with this id or device key, if they were removed.
+    fn removal(&self, id_or_key: &str) -> Option<crate::workspace::Removal> {
+        self.record.state.removal(id_or_key, &self.record.creator)
+    }
+}
+
+/// A member's removal as JSON: `{"at": TIME, "by": PERSON}` (`at` is `null` when this home
+/// does not know it), or `null` for a member who was not removed.
+pub fn removal_json(ctx: &Ctx, id_or_key: &str) -> Json {
+    match ctx.removal(id_or_key) {
+        Some(removal) => serde_json::json!({
+            "at": removal.at.map_or(Json::Null, |at| ctx.out.rfc3339(at)),
+            "by": ctx.person(&removal.by),
+        }),
+        None => Json::Null,
+    }
+}
+
+/// A member's removal in words, `removed Mon 2026-12-07 14:02 CET by Ana`, or `None`.
+pub fn removal_text(ctx: &Ctx, id_or_key: &str) -> Option<String> {
+    let removal = ctx.removal(id_or_key)?;
+    let when = removal
+        .at
+        .map(|at| format!(" {}", ctx.out.time(at)))
+        .unwrap_or_default();
+    Some(format!("removed{when} by {}", ctx.name(&removal.by)))
 }
 
 /// A failed write to stdout: [`ReaderGone`] when the reader has closed it, else the cause.

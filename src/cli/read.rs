@@ -275,13 +275,49 @@ fn show_doc(ctx: &Ctx, id: Id, summary: &DocSummary, at: Option<&str>) -> Result
         return Ok(());
     }
     match summary.kind {
-        Kind::Proposal => show_proposal(ctx, id, view, &summary, since.as_ref(), &conflicts),
-        Kind::Thread => show_thread(ctx, id, view, &summary, since.as_ref(), &conflicts),
-        Kind::Update => show_update(ctx, id, view, since.as_ref()),
+        Kind::Proposal => show_proposal(ctx, id, view, &summary, since.as_ref(), &conflicts)?,
+        Kind::Thread => show_thread(ctx, id, view, &summary, since.as_ref(), &conflicts)?,
+        Kind::Update => show_update(ctx, id, view, since.as_ref())?,
         Kind::Workspace => bail!(
             "that is the workspace document: see `meridian member list` and `meridian workspace norms`"
         ),
     }
+    print_removals(ctx, &summary, view)
+}
+
+/// Says who of the people who wrote in a document were removed from the workspace, when
+/// and by whom (nothing is read unless someone was removed).
+fn print_removals(ctx: &Ctx, summary: &DocSummary, view: View<'_>) -> Result<()> {
+    if !ctx.record.state.members.iter().any(|m| m.removed) {
+        return Ok(());
+    }
+    let mut people = vec![summary.author.clone()];
+    for comment in crate::discussion::comments(view) {
+        if !people.contains(&comment.by) {
+            people.push(comment.by);
+        }
+    }
+    let removed: Vec<String> = people
+        .iter()
+        .filter_map(|id| {
+            Some(format!(
+                "{} was {}",
+                ctx.name(id),
+                super::removal_text(ctx, id)?
+            ))
+        })
+        .collect();
+    if !removed.is_empty() {
+        say!(ctx.out);
+    }
+    for line in removed {
+        say!(
+            ctx.out,
+            "{}",
+            ctx.out.paint(Tone::Alarm, &format!("{line}."))
+        );
+    }
+    Ok(())
 }
 
 /// A document as JSON, as `show --json` and `export --format json` print it.

@@ -752,6 +752,7 @@ pub fn members(ctx: &Ctx) -> Result<()> {
                     "id": m.id, "name": m.name, "shown": ctx.name(&m.id), "keys": m.keys, "tz": m.tz, "hours": m.hours, "days": m.days,
                     "away": m.away,
                     "verified": m.verified, "removed": m.removed,
+                    "removal": super::removal_json(ctx, &m.id),
                     "admin": m.admin || ctx.record.creator == hex::decode(&m.id).unwrap_or_default(),
                     "invited_by": m.invited_by.as_ref().map(|i| ctx.person(i)),
                     "local_time": super::rfc3339_in(local.timestamp().as_millisecond(), &calendar_tz(m)),
@@ -763,11 +764,12 @@ pub fn members(ctx: &Ctx) -> Result<()> {
     } else {
         let mut table = Table::new(&["NAME", "KEY", "TIME ZONE", "WORKS", "THEIR TIME NOW", ""]);
         for (m, local, working) in rows {
-            let (status, tone) = match (m.verified, m.removed, working) {
-                (_, true, _) => ("REMOVED", Tone::Alarm),
-                (false, _, _) => ("UNVERIFIED", Tone::Alarm),
-                (true, false, true) => ("working", Tone::Good),
-                (true, false, false) => ("", Tone::Plain),
+            let removed = super::removal_text(ctx, &m.id);
+            let (status, tone) = match (m.verified, removed, working) {
+                (_, Some(removed), _) => (removed, Tone::Alarm),
+                (false, _, _) => ("UNVERIFIED".to_string(), Tone::Alarm),
+                (true, None, true) => ("working".to_string(), Tone::Good),
+                (true, None, false) => (String::new(), Tone::Plain),
             };
             let admin = if m.admin { " (admin)" } else { "" };
             table.row(vec![

@@ -210,7 +210,12 @@ fn naming_a_person_or_a_section_twice_is_naming_them_once() {
 #[test]
 fn a_removed_member_is_listed_as_removed_and_cannot_be_asked() {
     let world = World::new();
-    let [ana, bo, _] = team(&world);
+    let [ana, bo, cy] = team(&world);
+    // Cy writes in a thread before she is removed.
+    let t = bo.create(&["thread", "new", "Lunch?", "-m", "Thai?"]);
+    exchange(&world, &bo, &cy);
+    cy.ok(&["reply", &t, "-m", "Sushi"]);
+    exchange(&world, &cy, &bo);
     ana.ok(&["member", "remove", "Cy"]);
     exchange(&world, &ana, &bo);
     for home in [&ana, &bo] {
@@ -223,9 +228,48 @@ fn a_removed_member_is_listed_as_removed_and_cannot_be_asked() {
             .unwrap()
             .clone();
         assert_eq!(cy["removed"], true, "{members}");
-        assert!(home.ok(&["member", "list"]).contains("REMOVED"));
+        // When, and by whom: the creator, the only one who removes.
+        assert_eq!(cy["removal"]["by"]["name"], "Ana", "{members}");
+        assert!(cy["removal"]["at"].is_string(), "{members}");
+        let list = home.ok(&["member", "list"]);
+        let line = list.lines().find(|l| l.starts_with("Cy")).unwrap();
+        assert!(
+            line.contains("removed ") && line.ends_with("by Ana"),
+            "{list}"
+        );
         assert_eq!(home.json(&["workspace", "list"])[0]["members"], 2);
     }
+    // Her words stay in the thread, and the thread says she has since been removed.
+    let log = bo.ok(&["log", &t]);
+    assert!(
+        log.contains("Cy") && log.contains("(since removed)"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("Cy was removed ") && l.ends_with("by Ana.")),
+        "{log}"
+    );
+    let entries = bo.json(&["log", &t]);
+    let by_cy: Vec<&serde_json::Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["author"]["name"] == "Cy")
+        .collect();
+    assert!(!by_cy.is_empty(), "{entries}");
+    assert!(
+        by_cy.iter().all(|e| e["removal"]["by"]["name"] == "Ana"),
+        "{entries}"
+    );
+    let shown = bo.ok(&["show", &t]);
+    assert!(shown.contains("Sushi"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("Cy was removed ") && l.ends_with("by Ana.")),
+        "{shown}"
+    );
     for args in [
         &["proposal", "new", "X", "--ask", "Cy"][..],
         &["proposal", "new", "X", "--decider", "Cy"],

@@ -25,6 +25,7 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         verified: true,
         invited_by: None,
         removed: false,
+        removed_at: None,
         joined: None,
         admin: false,
         away: Vec::new(),
