@@ -4,11 +4,13 @@
 #
 #   ./scripts/fuzz.sh                      # 10 minutes per target
 #   FUZZ_SECS=3600 ./scripts/fuzz.sh bundle ingest
-#   FUZZ_FLAGS=-O ./scripts/fuzz.sh        # without debug assertions (cargo-fuzz's default has them)
+#   FUZZ_FLAGS="-s address" RSS_MB=2048 ./scripts/fuzz.sh   # with AddressSanitizer
 #
-# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). A crash, a leak,
-# an input slower than 10 s or a process over 512 MB (the node's idle size plus the 256 MiB
-# any input may cost it, with room) is written to `tests/fuzz-regressions/<target>/`, which
+# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Built without a
+# sanitizer by default (Rust checks memory itself, and AddressSanitizer's quarantine of
+# freed memory, 256 MB, would hide the memory bound), with debug assertions. A crash, an
+# input slower than 10 s or a process over 512 MB (the fixture's idle size plus the 256 MiB
+# any input may cost a node, with room) is written to `tests/fuzz-regressions/<target>/`, which
 # `cargo test --test fuzz` replays on every run: commit it with the fix. What the campaign
 # learned is minimised into `fuzz/corpus/<target>/`: commit that too, so every `cargo test`
 # replays it and the next campaign starts from it.
@@ -16,7 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${FUZZ_SECS:-600}
-FLAGS=${FUZZ_FLAGS:-}
+FLAGS=${FUZZ_FLAGS:--s none}
+RSS_MB=${RSS_MB:-512}
+# anyhow would capture (and the fuzzer would symbolise) a backtrace for every refused input.
+export RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame envelope bundle ingest)
 
@@ -33,9 +38,9 @@ for target in "${TARGETS[@]}"; do
         cd fuzz
         # shellcheck disable=SC2086 # FLAGS is a list of flags
         cargo +nightly fuzz run $FLAGS "$target" "corpus/$target" "../$seeds/$target" -- \
-            -max_total_time="$SECS" -timeout=10 -rss_limit_mb=512 -max_len=65536 \
+            -max_total_time="$SECS" -timeout=10 -rss_limit_mb="$RSS_MB" -max_len=65536 \
             -artifact_prefix="../tests/fuzz-regressions/$target/" -print_final_stats=1
         # shellcheck disable=SC2086
-        cargo +nightly fuzz cmin $FLAGS "$target" "corpus/$target" -- -rss_limit_mb=512 >/dev/null
+        cargo +nightly fuzz cmin $FLAGS "$target" "corpus/$target" -- -rss_limit_mb="$RSS_MB" >/dev/null
     )
 done
