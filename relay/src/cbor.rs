@@ -37,33 +37,96 @@ fn describe<E>(error: &ciborium::de::Error<E>) -> String {
     match error {
         Error::Io(_) => "the data ends too early: it is truncated".into(),
         Error::Syntax(offset) => format!("the data is not valid CBOR (at byte {offset})"),
-        Error::Semantic(Some(offset), message) => format!("{message} (at byte {offset})"),
-        Error::Semantic(None, message) => message.clone(),
+        Error::Semantic(Some(offset), message) => format!("{} (at byte {offset})", said(message)),
+        Error::Semantic(None, message) => said(message),
         Error::RecursionLimitExceeded => "the data nests too deeply".into(),
     }
+}
+
+/// Longest part of a sender's bytes an error message repeats.
+const ECHO: usize = 64;
+
+/// A serde message in words: serde quotes a string it did not expect with Debug escapes
+/// (`invalid type: string "a\"b\0", expected …`) and names an unknown field or variant as
+/// it came, both the sender's bytes of any length. The quoted string is left out, the rest
+/// cut to [`ECHO`] characters a piece, control characters shown as `?`.
+fn said(message: &str) -> String {
+    let message = match (message.find(" \""), message.rfind('"')) {
+        (Some(start), Some(end)) if end > start => {
+            let before = message[..start].trim_end_matches(" string");
+            let what = if before.len() < start {
+                " a string"
+            } else {
+                " a value"
+            };
+            format!("{before}{what}{}", &message[end + 1..])
+        }
+        _ => message.to_string(),
+    };
+    let mut out = String::new();
+    for (i, piece) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        let mut shown: String = piece
+            .chars()
+            .take(ECHO)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        if piece.chars().count() > ECHO {
+            shown.push('…');
+        }
+        out.push_str(&shown);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An enum with a struct variant, as frames are.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Tagged {
+        A { x: u8 },
+    }
+
     #[test]
     fn errors_are_words_not_debug_dumps() {
-        let cases: [(&[u8], &str); 4] = [
+        let cases: [(&[u8], &str); 6] = [
             (b"", "truncated"),
             (&[0x1c], "not valid CBOR"),
             (&[0x62, b'h', b'i'], "invalid type"),
             (&[0x81; 1000], "nests too deeply"),
+            // A string holding a quote and NUL bytes where it is not expected, which serde
+            // quoted with Debug escapes (found by cargo-fuzz in a frame).
+            (
+                &[0xa1, 0x61, b'A', 0x64, b'a', b'"', 0, 0],
+                "invalid type: a string, expected struct variant",
+            ),
+            // An unknown variant named with a newline: named, the newline shown as `?`.
+            (
+                &[0xa1, 0x62, b'B', b'\n', 0xa0],
+                "unknown variant `B?`, expected `A`",
+            ),
         ];
         for (bytes, expected) in cases {
             let error = match expected {
                 "invalid type" => from_slice::<u64>(bytes).unwrap_err(),
+                e if e.starts_with("invalid type") || e.starts_with("unknown") => {
+                    from_slice::<Tagged>(bytes).unwrap_err()
+                }
                 _ => from_slice::<ciborium::Value>(bytes).unwrap_err(),
             }
             .to_string();
             assert!(error.contains(expected), "{error}");
             assert!(
                 !error.contains("Error {") && !error.contains("Semantic("),
+                "{error}"
+            );
+            assert!(
+                !error.contains('"') && !error.chars().any(char::is_control),
                 "{error}"
             );
         }
