@@ -18,6 +18,7 @@ pub mod identity;
 pub mod inbox;
 pub mod index;
 pub mod ingest;
+pub mod keyring;
 pub mod markdown;
 pub mod node;
 pub mod norms;

@@ -597,6 +597,32 @@ impl Node {
         Ok(id)
     }
 
+    /// Publishes this device's encryption key in its member entry of `workspace` if it has
+    /// not yet (a member who joined with a build from before keys were published): a
+    /// local edit that the next push carries. Whether it wrote one.
+    pub fn publish_device_key(&self, workspace: Id) -> Result<bool> {
+        let (_, record) = self.workspace(Some(&workspace.hex()))?;
+        let me = self.member_id();
+        let mine = hex::encode(crate::keyring::DeviceKey::of(&self.key).public());
+        let Some(member) = record.state.member(&me) else {
+            return Ok(false);
+        };
+        if member.removed || member.encryption.as_deref() == Some(mine.as_str()) {
+            return Ok(false);
+        }
+        let name = member.name.clone();
+        self.edit(workspace, workspace, |doc| {
+            let members = View::now(doc)
+                .map(&automerge::ROOT, "members")
+                .context("the workspace genesis has no members map")?;
+            let mut tx = doc.transaction();
+            workspace::put_device_key(&mut tx, &members, &self.key, workspace)?;
+            commit(tx, &format!("{name}'s device publishes its encryption key"));
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
     /// Writes this person's member entry into a workspace joined with
     /// [`Node::join_pending`], with the invite proof it was joined with.
     pub fn write_member_entry(&self, id: Id) -> Result<()> {
@@ -625,6 +651,7 @@ impl Node {
                 now_ms(),
                 record.proof.as_ref(),
             )?;
+            workspace::put_device_key(&mut tx, &members, &self.key, id)?;
             commit(tx, &format!("{} joins", profile.name));
             Ok(())
         })
@@ -789,6 +816,7 @@ impl Node {
                 now_ms(),
                 proof,
             )?;
+            workspace::put_device_key(&mut tx, &members, &self.key, id)?;
             commit(tx, message);
             Ok(())
         })?;
@@ -1864,6 +1892,43 @@ pub(crate) mod tests {
             vec![],
             now_ms() + 3_600_000,
         )
+    }
+
+    #[test]
+    fn a_device_publishes_its_encryption_key_once_even_in_a_workspace_joined_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, workspace) = new_home(&tmp);
+        let node = Node::open(&home).unwrap();
+        let me = node.member_id();
+        let published = |node: &Node| {
+            let (_, record) = node.workspace(Some(&workspace.hex())).unwrap();
+            record.state.member(&me).unwrap().encryption.clone()
+        };
+        let mine = hex::encode(crate::keyring::DeviceKey::of(node.key()).public());
+        assert_eq!(
+            published(&node),
+            Some(mine.clone()),
+            "published at creation"
+        );
+        assert!(
+            !node.publish_device_key(workspace).unwrap(),
+            "nothing to do"
+        );
+        // As a home made before keys were published has it: no `devices` in the entry.
+        node.edit(workspace, workspace, |doc| {
+            let view = View::now(doc);
+            let members = view.map(&automerge::ROOT, "members").unwrap();
+            let entry = view.map(&members, &me).unwrap();
+            let mut tx = doc.transaction();
+            automerge::transaction::Transactable::delete(&mut tx, &entry, "devices")?;
+            commit(tx, "as before");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(published(&node), None);
+        assert!(node.publish_device_key(workspace).unwrap());
+        assert_eq!(published(&node), Some(mine));
+        assert!(!node.publish_device_key(workspace).unwrap());
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct Member {
     /// The creator named them admin: they may change the norms and the ladder.
     #[serde(default)]
     pub admin: bool,
+    /// The encryption key their device published and certified (hex X25519), which key
+    /// epochs will wrap their secrets to; `None` until their device has published one.
+    #[serde(default)]
+    pub encryption: Option<String>,
     /// Days they are away, as `FROM..TO` (their own zone's dates).
     #[serde(default)]
     pub away: Vec<String>,
@@ -103,6 +107,7 @@ impl Member {
             invited_by: None,
             removed: false,
             removed_at: None,
+            encryption: None,
             joined: None,
             admin: false,
             away: Vec::new(),
@@ -372,6 +377,46 @@ pub fn put_member<T: Transactable + automerge::ReadDoc>(
     Ok(())
 }
 
+/// Publishes this device's encryption key in its own member entry, certified by the device
+/// (`devices.<device key>` = `{encryption, certificate}`, hex): what a key epoch's wraps
+/// will be sealed to. Every node's rules let a member write their own entry.
+pub fn put_device_key<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    members: &ObjId,
+    device: &ed25519_dalek::SigningKey,
+    workspace: Id,
+) -> Result<()> {
+    let id = hex::encode(device.verifying_key().to_bytes());
+    let Some((automerge::Value::Object(ObjType::Map), member)) = tx.get(members, id.as_str())?
+    else {
+        bail!("this device has no member entry in the workspace to publish its key in");
+    };
+    let key = crate::keyring::DeviceKey::of(device).public();
+    let certificate = crate::keyring::certify(device, workspace, &key);
+    let devices = crate::doc::ensure_map(tx, &member, "devices")?;
+    let entry = tx.put_object(&devices, id.as_str(), ObjType::Map)?;
+    tx.put(&entry, "encryption", hex::encode(key))?;
+    tx.put(&entry, "certificate", hex::encode(certificate))?;
+    Ok(())
+}
+
+/// The encryption key a member's device published in `entry`, if its certificate holds.
+fn device_key(view: View<'_>, entry: &ObjId, device: &str, workspace: Id) -> Option<String> {
+    let published = view
+        .map(entry, "devices")
+        .and_then(|d| view.map(&d, device))?;
+    let hex32 =
+        |text: Option<String>| -> Option<[u8; 32]> { hex::decode(text?).ok()?.try_into().ok() };
+    let key = hex32(view.str(&published, "encryption"))?;
+    let device_key = hex32(Some(device.to_string()))?;
+    let certificate: [u8; 64] = hex::decode(view.str(&published, "certificate")?)
+        .ok()?
+        .try_into()
+        .ok()?;
+    crate::keyring::is_certified(&device_key, workspace, &key, &certificate)
+        .then(|| hex::encode(key))
+}
+
 /// Writes (or replaces) the invite proof in one's own member entry.
 pub fn put_invite(tx: &mut impl Transactable, member: &ObjId, proof: &JoinProof) -> Result<()> {
     let invite = tx.put_object(member, "invite", ObjType::Map)?;
@@ -572,6 +617,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 invited_by: None,
                 removed: id != creator && view.int(&entry, "removed").is_some(),
                 removed_at: view.int(&entry, "removed").filter(|_| id != creator),
+                encryption: workspace.and_then(|w| device_key(view, &entry, &id, w)),
                 joined: view.int(&entry, "joined"),
                 admin: view.int(&entry, "admin").is_some(),
                 away: view.str_list(&entry, "away"),
@@ -887,5 +933,80 @@ mod tests {
             "a setting is not a level: {:?}",
             norms.levels.keys()
         );
+    }
+
+    #[test]
+    fn a_device_key_is_read_only_with_its_devices_certificate_for_this_workspace() {
+        let workspace = Id([5; 16]);
+        let ana = SigningKey::from_bytes(&[3; 32]);
+        let bo = SigningKey::from_bytes(&[4; 32]);
+        let mut doc =
+            Automerge::load(&genesis(workspace, &ana.verifying_key().to_bytes())).unwrap();
+        let members = View::now(&doc).map(&ROOT, "members").unwrap();
+        let profile = Profile {
+            name: "Ana".into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+            away: Vec::new(),
+        };
+        let mut tx = doc.transaction();
+        put_member(&mut tx, &members, &ana.verifying_key(), &profile, 1, None).unwrap();
+        put_member(&mut tx, &members, &bo.verifying_key(), &profile, 1, None).unwrap();
+        put_device_key(&mut tx, &members, &ana, workspace).unwrap();
+        put_device_key(&mut tx, &members, &bo, workspace).unwrap();
+        tx.commit();
+        let ana_id = hex::encode(ana.verifying_key().to_bytes());
+        let bo_id = hex::encode(bo.verifying_key().to_bytes());
+        let encryption = |doc: &Automerge, id: &str| {
+            read_state(View::now(doc), &ana.verifying_key().to_bytes())
+                .members
+                .iter()
+                .find(|m| m.id == id)
+                .unwrap()
+                .encryption
+                .clone()
+        };
+        let ana_key = hex::encode(crate::keyring::DeviceKey::of(&ana).public());
+        assert_eq!(encryption(&doc, &ana_id), Some(ana_key.clone()));
+        assert!(encryption(&doc, &bo_id).is_some());
+
+        // Bo's entry naming Ana's key (one he cannot open) with his own certificate of
+        // another key, or with Ana's certificate, is read as no key at all.
+        let bo_entry = View::now(&doc)
+            .map(&members, &bo_id)
+            .and_then(|e| View::now(&doc).map(&e, "devices"))
+            .and_then(|d| View::now(&doc).map(&d, &bo_id))
+            .unwrap();
+        let mut tx = doc.transaction();
+        tx.put(&bo_entry, "encryption", ana_key.clone()).unwrap();
+        tx.commit();
+        assert_eq!(encryption(&doc, &bo_id), None);
+        let ana_certificate = crate::keyring::certify(
+            &ana,
+            workspace,
+            &crate::keyring::DeviceKey::of(&ana).public(),
+        );
+        let mut tx = doc.transaction();
+        tx.put(&bo_entry, "certificate", hex::encode(ana_certificate))
+            .unwrap();
+        tx.commit();
+        assert_eq!(encryption(&doc, &bo_id), None);
+        // A certificate for another workspace does not carry over either.
+        let elsewhere = crate::keyring::certify(
+            &ana,
+            Id([6; 16]),
+            &crate::keyring::DeviceKey::of(&ana).public(),
+        );
+        let ana_entry = View::now(&doc)
+            .map(&members, &ana_id)
+            .and_then(|e| View::now(&doc).map(&e, "devices"))
+            .and_then(|d| View::now(&doc).map(&d, &ana_id))
+            .unwrap();
+        let mut tx = doc.transaction();
+        tx.put(&ana_entry, "certificate", hex::encode(elsewhere))
+            .unwrap();
+        tx.commit();
+        assert_eq!(encryption(&doc, &ana_id), None);
     }
 }

@@ -852,6 +852,7 @@ pub fn sync_once_with(
     relays: &[String],
     progress: &mut dyn FnMut(&RoundReport),
 ) -> Result<Vec<(String, Result<RoundReport>)>> {
+    node.publish_device_key(workspace)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -916,6 +917,9 @@ pub fn daemon(node: &Node, on_tick: &mut dyn FnMut(&Node)) -> Result<()> {
         );
     }
     let targets = daemon_targets(node)?;
+    for workspace in targets.iter().map(|(w, _)| *w).collect::<BTreeSet<Id>>() {
+        node.publish_device_key(workspace)?;
+    }
     if targets.is_empty() {
         bail!(
             "no workspace of this node lists a relay: add one with `meridian workspace relay add URL`"
