@@ -31,16 +31,21 @@ rm -rf "$seeds"
 # (the ingest target's plaintexts), written out by the stable harness.
 MERIDIAN_FUZZ_SEEDS_TO=$seeds MERIDIAN_FUZZ_SECS=0 cargo test --locked --quiet --test fuzz >&2
 
+found=()
 for target in "${TARGETS[@]}"; do
     echo "== $target: ${SECS}s" >&2
     mkdir -p "fuzz/corpus/$target" "tests/fuzz-regressions/$target"
-    (
-        cd fuzz
-        # shellcheck disable=SC2086 # FLAGS is a list of flags
-        cargo +nightly fuzz run $FLAGS "$target" "corpus/$target" "../$seeds/$target" -- \
-            -max_total_time="$SECS" -timeout=10 -rss_limit_mb="$RSS_MB" -max_len=65536 \
-            -artifact_prefix="../tests/fuzz-regressions/$target/" -print_final_stats=1
-        # shellcheck disable=SC2086
-        cargo +nightly fuzz cmin $FLAGS "$target" "corpus/$target" -- -rss_limit_mb="$RSS_MB" >/dev/null
-    )
+    # A finding ends this target's run; the others still run.
+    # shellcheck disable=SC2086 # FLAGS is a list of flags
+    (cd fuzz && cargo +nightly fuzz run $FLAGS "$target" "corpus/$target" "../$seeds/$target" -- \
+        -max_total_time="$SECS" -timeout=10 -rss_limit_mb="$RSS_MB" -max_len=65536 \
+        -artifact_prefix="../tests/fuzz-regressions/$target/" -print_final_stats=1) ||
+        found+=("$target")
+    # shellcheck disable=SC2086
+    (cd fuzz && cargo +nightly fuzz cmin $FLAGS "$target" "corpus/$target" -- \
+        -rss_limit_mb="$RSS_MB" -timeout=10 >/dev/null 2>&1)
 done
+if [ ${#found[@]} -gt 0 ]; then
+    echo "findings in: ${found[*]} (tests/fuzz-regressions/<target>/; cargo test --test fuzz replays them)" >&2
+    exit 1
+fi

@@ -499,14 +499,8 @@ pub fn put_level_interrupts<T: Transactable + automerge::ReadDoc>(
     name: &str,
     interrupts: bool,
 ) -> Result<()> {
-    let norms = ensure_map(tx, &ROOT, "norms")?;
-    let levels = ensure_map(tx, &norms, "levels")?;
-    tx.put(
-        &levels,
-        format!("{name}{INTERRUPTS}"),
-        if interrupts { "yes" } else { "no" },
-    )?;
-    Ok(())
+    let value = if interrupts { "yes" } else { "no" };
+    put_in_levels(tx, &format!("{name}{INTERRUPTS}"), value)
 }
 
 /// Sets an urgency level's response time.
@@ -515,9 +509,18 @@ pub fn put_level<T: Transactable + automerge::ReadDoc>(
     name: &str,
     within: ResponseTime,
 ) -> Result<()> {
+    put_in_levels(tx, name, &within.to_string())
+}
+
+/// Puts `key` = `value` in the norms' `levels` map, making the maps it lives in if needed.
+fn put_in_levels<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    key: &str,
+    value: &str,
+) -> Result<()> {
     let norms = ensure_map(tx, &ROOT, "norms")?;
     let levels = ensure_map(tx, &norms, "levels")?;
-    tx.put(&levels, name, within.to_string())?;
+    tx.put(&levels, key, value)?;
     Ok(())
 }
 
