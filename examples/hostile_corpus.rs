@@ -2090,6 +2090,27 @@ fn saved_docs(corpus: &mut Corpus, world: &World, _hostile: &Hostile) {
             &doc.save(),
         );
     }
+    // A million operations in 1.2 KB: run-length encoding (one insert of the same letter a
+    // million times) expands in automerge's memory, not in any compressed stream.
+    {
+        let mut doc = Automerge::new().with_actor(World::actor(&world.ana));
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "kind", "thread").expect("a field");
+        tx.put(ROOT, "id", Id([0x5a; 16]).hex()).expect("a field");
+        tx.put(ROOT, "workspace", world.workspace.hex())
+            .expect("a field");
+        let body = tx.put_object(ROOT, "body", ObjType::Text).expect("text");
+        tx.splice_text(&body, 0, 0, &"a".repeat(1_000_000))
+            .expect("a long text");
+        tx.commit();
+        corpus.add(
+            "saved-docs/rle-ops-1m.automerge",
+            "decompression-bomb",
+            "operations, more than the limit",
+            "a saved document of 1.2 KB whose run-length encoded columns hold a million operations",
+            &doc.save(),
+        );
+    }
     // A document chunk whose one compressed column inflates past the budget.
     let mut data = Vec::new();
     uleb(1, &mut data);

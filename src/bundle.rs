@@ -168,7 +168,14 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         .open(bytes.len(), |left| {
             ingest::chunks(bytes, left, true).map(drop)
         })
-        .context("the saved document is damaged; nothing was merged")?;
+        .map_err(|e| {
+            let what = if e.is::<ingest::TooManyOps>() {
+                "the saved document was refused; nothing was merged"
+            } else {
+                "the saved document is damaged; nothing was merged"
+            };
+            e.context(what)
+        })?;
     let doc = ingest::guard(|| Automerge::load(bytes)).map_err(|e| {
         anyhow::anyhow!("the saved document does not load ({e}); nothing was merged")
     })?;

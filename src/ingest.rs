@@ -210,6 +210,17 @@ pub struct MissingDeps {
     first: String,
 }
 
+/// A whole document that holds more operations than one merge takes: refused before
+/// automerge loads it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the document holds {ops} operations, more than the limit of {limit} in one merge: refused before loading it (automerge holds several hundred bytes of memory per operation, and a few bytes of run-length encoding can claim millions)"
+)]
+pub struct TooManyOps {
+    ops: u64,
+    limit: u64,
+}
+
 /// The error of a change whose signer is not (yet) a verified member.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -342,24 +353,83 @@ fn check_document_columns(mut data: &[u8], budget: &mut u64) -> Result<()> {
     }
     let heads = take_uleb(&mut data, "head list")?;
     take(&mut data, heads.saturating_mul(32), "head list")?;
+    // The change columns, then the operation columns.
     let mut columns = Vec::new();
-    for _ in 0..2 {
+    for list in 0..2 {
         let count = take_uleb(&mut data, "column list")?;
         for _ in 0..count {
             let spec = take_uleb(&mut data, "column spec")?;
             let len = take_uleb(&mut data, "column length")?;
-            columns.push((spec, len));
+            columns.push((list == 1 && spec & !0b1000 == ACTION_COLUMN, spec, len));
         }
     }
-    for (spec, len) in columns {
+    let limit = Limits::default().max_ops as u64;
+    for (is_action, spec, len) in columns {
         let column = take(&mut data, len, "column")?;
-        if spec & 0b1000 != 0 {
-            inflate_bounded(column, budget)?;
+        let inflated;
+        let column = if spec & 0b1000 != 0 {
+            if !is_action {
+                inflate_bounded(column, budget)?;
+                continue;
+            }
+            inflated = inflate_run(column, *budget)?;
+            *budget -= inflated.len() as u64;
+            inflated.as_slice()
         } else {
             *budget = budget.saturating_sub(len);
+            column
+        };
+        if is_action {
+            let ops = rle_len(column)?;
+            if ops > limit {
+                return Err(TooManyOps { ops, limit }.into());
+            }
         }
     }
     Ok(())
+}
+
+/// The operation column of a document chunk that holds each operation's action (column 4,
+/// an integer column): as many values as the document has operations.
+const ACTION_COLUMN: u64 = (4 << 4) | 2;
+
+/// How many values a run-length encoded column holds, without expanding it: a run is a
+/// signed count, then one value repeated that many times (count > 0), as many literal
+/// values as the count's absolute value (count < 0), or a count of nulls (count = 0).
+fn rle_len(mut column: &[u8]) -> Result<u64> {
+    let mut total: u64 = 0;
+    while !column.is_empty() {
+        let count = take_sleb(&mut column, "run length")?;
+        let values = if count > 0 {
+            take_uleb(&mut column, "run value")?;
+            count.unsigned_abs()
+        } else if count < 0 {
+            for _ in 0..count.unsigned_abs() {
+                take_uleb(&mut column, "literal value")?;
+            }
+            count.unsigned_abs()
+        } else {
+            take_uleb(&mut column, "null run")?
+        };
+        total = total.saturating_add(values);
+    }
+    Ok(total)
+}
+
+/// Takes a signed LEB128 integer off the front of `bytes`.
+fn take_sleb(bytes: &mut &[u8], what: &str) -> Result<i64> {
+    let mut value: i64 = 0;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= i64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i < 9 && byte & 0x40 != 0 {
+                value |= -1 << (7 * (i + 1));
+            }
+            *bytes = &bytes[i + 1..];
+            return Ok(value);
+        }
+    }
+    bail!("the {what} is malformed")
 }
 
 /// Parses the changes inside checked change chunks.
@@ -1459,6 +1529,16 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     use super::*;
+
+    #[test]
+    fn a_run_length_column_is_counted_without_expanding_it() {
+        // Three 5s, then the literals 1 and 2, then four nulls: nine values.
+        assert_eq!(rle_len(&[3, 5, 0x7e, 1, 2, 0, 4]).unwrap(), 9);
+        // A million copies in four bytes (count 1,000,000 as signed LEB128, then the value).
+        assert_eq!(rle_len(&[0xc0, 0x84, 0x3d, 7]).unwrap(), 1_000_000);
+        assert!(rle_len(&[3]).is_err(), "a run without its value");
+        assert!(rle_len(&[0x7e, 1]).is_err(), "fewer literals than counted");
+    }
 
     /// A document nested `levels` deep: all but the last level in one change, the last in
     /// a second. Returns the document and the second change, decoded.
