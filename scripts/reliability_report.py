@@ -162,7 +162,8 @@ w("**Check.** `tests/corpus.rs` runs every case of the committed corpus `tests/c
 w("(described one per line in `tests/corpus/MANIFEST.tsv`), written by")
 w("`cargo run --example hostile_corpus -- tests/corpus`: truncated, oversized and bit-flipped")
 w("frames, wrong versions, garbage CBOR, frames out of order, bad and swapped signatures,")
-w("changes whose actor is not the signer, a 1 MiB change inflating to 1 GiB, documents")
+w("changes whose actor is not the signer, a 1 MiB change inflating to 1 GiB (and to just")
+w("under it), a 1.2 KB document claiming a million operations, documents")
 w("nested 100,000 deep, thousands of changes missing their dependencies, duplicates, huge")
 w("text, absurd command-line arguments, relay config files and damaged home files.")
 w("")
@@ -183,7 +184,7 @@ for label, name in [
         memory = "in the test process, not measured apart"
     w(f"| {label} | {fig('corpus.' + name + '.cases')} | {fig('corpus.' + name + '.max_case_ms', ' ms')} | {memory} |")
 w("")
-w("Decompression bombs given to `meridian merge` (the real binary; peak memory sampled every")
+w("Decompression and run-length bombs given to `meridian merge` (the real binary; peak memory sampled every")
 w("millisecond from `/proc/PID/status`, over the peak of the same command merging an honest")
 w(f"bundle, {fig('corpus.merge.idle_rss_mb', ' MB')}). What compressed input may inflate to is")
 w("16 times its size plus 4 MiB shared by a batch (`ingest::Budget`); a fixed budget of 1 GiB")
@@ -211,6 +212,24 @@ w("| target | executions | seconds |")
 w("| --- | --- | --- |")
 for target in ["frame", "envelope", "bundle", "ingest"]:
     w(f"| {target} | {fig('fuzz.' + target + '.execs')} | {fig('fuzz.' + target + '.secs')} |")
+w("")
+w("The coverage-guided campaign (`scripts/fuzz.sh`: cargo-fuzz, libFuzzer, on nightly; not")
+w("run by this script, see `fuzz/README.md`) keeps what it learned in `fuzz/corpus/` and its")
+w("findings in `tests/fuzz-regressions/`; the run above replays both. In the repository now:")
+w("")
+w("| target | corpus inputs | findings kept (each fixed) |")
+w("| --- | --- | --- |")
+
+
+def files(path):
+    try:
+        return len([f for f in os.listdir(path) if not f.startswith(".")])
+    except FileNotFoundError:
+        return 0
+
+
+for target in ["frame", "envelope", "bundle", "ingest"]:
+    w(f"| {target} | {files('fuzz/corpus/' + target)} | {files('tests/fuzz-regressions/' + target)} |")
 w("")
 
 w("## The relay under abuse")
