@@ -974,13 +974,17 @@ mod tests {
         assert_eq!(encryption(&doc, &ana_id), Some(ana_key.clone()));
         assert!(encryption(&doc, &bo_id).is_some());
 
+        // A member's one device's published entry.
+        let published = |doc: &Automerge, id: &str| {
+            let view = View::now(doc);
+            view.map(&members, id)
+                .and_then(|e| view.map(&e, "devices"))
+                .and_then(|d| view.map(&d, id))
+                .unwrap()
+        };
         // Bo's entry naming Ana's key (one he cannot open) with his own certificate of
         // another key, or with Ana's certificate, is read as no key at all.
-        let bo_entry = View::now(&doc)
-            .map(&members, &bo_id)
-            .and_then(|e| View::now(&doc).map(&e, "devices"))
-            .and_then(|d| View::now(&doc).map(&d, &bo_id))
-            .unwrap();
+        let bo_entry = published(&doc, &bo_id);
         let mut tx = doc.transaction();
         tx.put(&bo_entry, "encryption", ana_key.clone()).unwrap();
         tx.commit();
@@ -1001,11 +1005,7 @@ mod tests {
             Id([6; 16]),
             &crate::keyring::DeviceKey::of(&ana).public(),
         );
-        let ana_entry = View::now(&doc)
-            .map(&members, &ana_id)
-            .and_then(|e| View::now(&doc).map(&e, "devices"))
-            .and_then(|d| View::now(&doc).map(&d, &ana_id))
-            .unwrap();
+        let ana_entry = published(&doc, &ana_id);
         let mut tx = doc.transaction();
         tx.put(&ana_entry, "certificate", hex::encode(elsewhere))
             .unwrap();

@@ -29,40 +29,44 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
             all
         }
     };
-    // A long history has few authors: each is looked up once.
-    let mut authors: HashMap<Vec<u8>, (String, bool)> = HashMap::new();
-    let mut author = |e: &crate::store::LogEntry| -> (String, bool) {
+    // A long history has few authors: each is looked up once, and a removed one's removal
+    // told once, below, in the order they first appear.
+    struct Author {
+        id: String,
+        name: String,
+        verified: bool,
+        removal: Option<String>,
+    }
+    let mut authors: HashMap<Vec<u8>, std::rc::Rc<Author>> = HashMap::new();
+    let mut removed: Vec<String> = Vec::new();
+    let mut author = |e: &crate::store::LogEntry| -> std::rc::Rc<Author> {
         authors
             .entry(e.author.clone())
             .or_insert_with(|| {
-                let key = hex::encode(&e.author);
-                let member = ctx.record.state.member(&key).is_some();
-                (ctx.name(&key), member)
+                let id = hex::encode(&e.author);
+                let removal = super::removal_text(ctx, &id);
+                if let Some(text) = &removal {
+                    removed.push(format!("{} was {text}.", ctx.name(&id)));
+                }
+                std::rc::Rc::new(Author {
+                    name: ctx.name(&id),
+                    verified: ctx.record.state.member(&id).is_some(),
+                    removal,
+                    id,
+                })
             })
             .clone()
-    };
-    // The removed members among the authors, in the order they first appear.
-    let mut removed: Vec<(Vec<u8>, String)> = Vec::new();
-    let mut removal = |e: &crate::store::LogEntry| -> bool {
-        if removed.iter().any(|(key, _)| *key == e.author) {
-            return true;
-        }
-        let key = hex::encode(&e.author);
-        match super::removal_text(ctx, &key) {
-            Some(text) => {
-                removed.push((e.author.clone(), format!("{} was {text}.", ctx.name(&key))));
-                true
-            }
-            None => false,
-        }
     };
     if ctx.out.json {
         let list: Vec<_> = entries
             .iter()
             .map(|e| {
-                let (name, verified) = author(e);
-                let key = hex::encode(&e.author);
-                json!({"hash": hex::encode(&e.hash), "author": {"id": key, "name": name}, "verified": verified, "removal": super::removal_json(ctx, &key), "time": ctx.out.rfc3339(e.time), "message": e.message})
+                let a = author(e);
+                let removal = match a.removal {
+                    Some(_) => super::removal_json(ctx, &a.id),
+                    None => serde_json::Value::Null,
+                };
+                json!({"hash": hex::encode(&e.hash), "author": {"id": a.id, "name": a.name}, "verified": a.verified, "removal": removal, "time": ctx.out.rfc3339(e.time), "message": e.message})
             })
             .collect();
         ctx.out.print_json(&json!(list))?;
@@ -72,10 +76,10 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
     // time once: the whole history of a long document is 100,000 lines.
     let mut minute: Option<(i64, String)> = None;
     for e in &entries {
-        let (name, verified) = author(e);
-        let mark = if !verified {
+        let a = author(e);
+        let mark = if !a.verified {
             format!(" ({})", ctx.out.paint(Tone::Alarm, "UNVERIFIED"))
-        } else if removal(e) {
+        } else if a.removal.is_some() {
             format!(" ({})", ctx.out.paint(Tone::Alarm, "since removed"))
         } else {
             String::new()
@@ -90,10 +94,10 @@ pub fn print_log(ctx: &Ctx, id: Id, limit: Option<usize>) -> Result<()> {
         };
         let hash = hex::encode(&e.hash[..e.hash.len().min(6)]);
         let hash = ctx.out.paint(Tone::Id, &hash);
-        let name = super::table::pad(&name, 12);
+        let name = super::table::pad(&a.name, 12);
         say!(ctx.out, "{hash}  {name} {time}  {}{mark}", e.message);
     }
-    for (_, text) in &removed {
+    for text in &removed {
         say!(ctx.out, "{}", ctx.out.paint(Tone::Alarm, text));
     }
     Ok(())
