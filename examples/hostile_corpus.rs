@@ -362,7 +362,7 @@ impl Hostile {
                 bad.encode(),
             );
         }
-        for version in [0u8, 3, 255] {
+        for version in [0u8, 6, 255] {
             let mut bad = envelope.clone();
             bad.version = version;
             add(

@@ -38,7 +38,10 @@ pub struct Bundle {
 
 /// Builds a bundle of `docs` (their whole history) in `workspace`.
 pub fn export(node: &Node, workspace: Id, docs: &[Id]) -> Result<Vec<u8>> {
-    let envelopes = node.envelopes(docs)?;
+    // The keyring records first: a member who merges the bundle may not hold the epochs
+    // its envelopes are sealed under yet.
+    let mut envelopes = crate::epochs::adopted_envelopes(&node.db().begin_read()?, workspace)?;
+    envelopes.extend(node.envelopes(docs)?);
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         workspace: workspace.0.to_vec(),
@@ -139,24 +142,56 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         .map(|docs| docs.iter().map(|d| d.as_slice()).collect());
     let mut budget = ingest::Budget::new(limits);
     let mut items = Vec::with_capacity(bundle.envelopes.len());
+    let mut records = Vec::new();
+    let mut waiting = Vec::new();
+    let refused = |i: usize| {
+        format!(
+            "envelope {} of the bundle was refused; nothing was merged",
+            i + 1
+        )
+    };
+    let wanted = |item: &Item| docs.as_ref().is_none_or(|d| d.contains(&item.doc.0[..]));
     let encoded: Vec<&[u8]> = bundle.envelopes.iter().map(|e| e.as_slice()).collect();
     ingest::each_verified(&encoded, |i, envelope| {
-        let opened = envelope
+        let envelope = envelope
             .map_err(anyhow::Error::from)
-            .and_then(|envelope| ingest::open_envelope(envelope, workspace, &record, &mut budget))
-            .with_context(|| {
-                format!(
-                    "envelope {} of the bundle was refused; nothing was merged",
-                    i + 1
-                )
-            })?;
-        items.extend(
-            opened
-                .into_iter()
-                .filter(|item| docs.as_ref().is_none_or(|d| d.contains(&item.doc.0[..]))),
-        );
+            .with_context(|| refused(i))?;
+        if envelope.is_keyring() {
+            if envelope.workspace_id() != workspace.0 {
+                return Err(
+                    anyhow::anyhow!("a keyring record of another workspace").context(refused(i))
+                );
+            }
+            records.push(envelope);
+            return Ok(());
+        }
+        match ingest::open_envelope(envelope.clone(), workspace, &record, &mut budget) {
+            Ok(opened) => items.extend(opened.into_iter().filter(wanted)),
+            Err(e) if e.is::<crate::seal::UnknownEpoch>() => waiting.push((i, envelope)),
+            Err(e) => return Err(e.context(refused(i))),
+        }
         Ok::<_, anyhow::Error>(())
     })?;
+    if !waiting.is_empty() && !records.is_empty() {
+        // The records are kept whatever becomes of the merge: they are public, and they
+        // are what opens the rest.
+        let rejected = node.receive_keyring(workspace, &records)?;
+        if let Some(r) = rejected.first() {
+            bail!("{}; nothing was merged", r.reason);
+        }
+        let record = known_workspace(node, workspace)?;
+        for (i, envelope) in std::mem::take(&mut waiting) {
+            let opened = ingest::open_envelope(envelope, workspace, &record, &mut budget)
+                .with_context(|| refused(i))?;
+            items.extend(opened.into_iter().filter(wanted));
+        }
+    }
+    if let Some((i, _)) = waiting.first() {
+        bail!(
+            "envelope {} of the bundle is sealed under a key this device has not received: sync with the workspace's relays (`meridian sync`), then merge again; nothing was merged",
+            i + 1
+        );
+    }
     Ok((workspace, items))
 }
 
@@ -221,11 +256,7 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
             others.join(", ")
         );
     }
-    let key: crate::seal::WorkspaceKey = record
-        .key
-        .as_slice()
-        .try_into()
-        .context("the workspace key is damaged")?;
+    let sealer = crate::seal::Sealer::of(&record)?;
     let signer = node.key().verifying_key().to_bytes();
     // Sealed as an edit's changes are: together, in envelopes of at most
     // `MAX_SEALED_BYTES` of change bytes each, one signature for each envelope.
@@ -238,7 +269,9 @@ fn open_saved(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
             Item {
                 doc: doc_id,
                 carrier: ingest::Carrier::Whole(
-                    crate::seal::seal(node.key(), &key, workspace, doc_id, &plaintext).encode(),
+                    sealer
+                        .seal(node.key(), workspace, &[doc_id], &plaintext)
+                        .encode(),
                 ),
                 signer,
                 changes: new.by_ref().take(count).collect(),

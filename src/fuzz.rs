@@ -118,6 +118,7 @@ impl World {
                 .sign(&invite_message(&self.workspace.0, &public, FAR_FUTURE))
                 .to_bytes()
                 .to_vec(),
+            epoch: None,
         }
     }
 

@@ -580,12 +580,7 @@ fn open_envelope_within(
             hex::encode(envelope.workspace_id())
         );
     }
-    let key: seal::WorkspaceKey = record
-        .key
-        .as_slice()
-        .try_into()
-        .context("the workspace key is damaged")?;
-    let plaintext = seal::open(&key, &envelope)?;
+    let plaintext = seal::open_with(record, &envelope)?;
     let signer: [u8; 32] = envelope
         .author
         .as_slice()

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod discussion;
 pub mod doc;
+pub mod epochs;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;

@@ -27,6 +27,7 @@ use crate::doc::View;
 use crate::id::{Id, random_bytes, resolve_prefix};
 use crate::identity::{self, Profile};
 use crate::index::{DocSummary, summarize};
+use crate::ingest::Rejected;
 use crate::seal;
 use crate::store::{
     self, CHECKPOINTS, Checkpoint, DOCS, HISTORY, LogEntry, META, OUTBOX, READ_MARKERS, RECORDS,
@@ -530,6 +531,8 @@ impl Node {
             salt: Some(serde_bytes::ByteBuf::from(salt.to_vec())),
             proof: None,
             dropped: Vec::new(),
+            epochs: Vec::new(),
+            sealing: Default::default(),
             followed: Vec::new(),
         };
         self.add_workspace(id, &record, None, &format!("create workspace {name}"))?;
@@ -587,6 +590,19 @@ impl Node {
             salt: None,
             proof: Some(proof),
             dropped: Vec::new(),
+            epochs: invite
+                .epoch
+                .iter()
+                .map(|(hash, secret)| seal::EpochKey {
+                    hash: hash.to_vec(),
+                    secret: secret.to_vec(),
+                    depth: 1,
+                })
+                .collect(),
+            sealing: match &invite.epoch {
+                Some((hash, _)) => crate::keyring::Sealing::Epoch(hash.clone()),
+                None => crate::keyring::Sealing::First,
+            },
             // The invite's relays are the workspace's: they go if it stops sharing them.
             followed: invite.relays.clone(),
         };
@@ -621,6 +637,134 @@ impl Node {
             Ok(())
         })?;
         Ok(true)
+    }
+
+    /// Keeps keyring records that arrived (signatures checked) and adopts what can be
+    /// adopted, in one transaction. The records refused for good, to report.
+    pub fn receive_keyring(&self, workspace: Id, records: &[Envelope]) -> Result<Vec<Rejected>> {
+        let txn = self.db.begin_write()?;
+        let mut refused = Vec::new();
+        for envelope in records {
+            if let Err(e) = crate::epochs::receive(&txn, workspace, envelope) {
+                refused.push(Rejected {
+                    doc: hex::encode(meridian_relay::envelope::KEYRING_DOC),
+                    signer: hex::encode(&envelope.author),
+                    reason: format!("{e:#}"),
+                });
+            }
+        }
+        let mut record = workspace_record(&txn, workspace)?;
+        let settled = crate::epochs::settle(&txn, &self.key, workspace, &mut record)?;
+        refused.extend(settled.refused);
+        txn.commit()?;
+        Ok(refused)
+    }
+
+    /// Adopts what waits among the keyring records (the workspace changes their basis
+    /// names may have arrived since), wraps the epochs this device holds to members who
+    /// joined after them, and opens and applies the envelopes held for a key that has
+    /// arrived. What applying them did.
+    pub fn settle_epochs(&self, workspace: Id) -> Result<crate::ingest::Report> {
+        let txn = self.db.begin_write()?;
+        let mut record = workspace_record(&txn, workspace)?;
+        let settled = crate::epochs::settle(&txn, &self.key, workspace, &mut record)?;
+        for rejected in &settled.refused {
+            crate::ingest::record_rejection(&txn, workspace, rejected)?;
+        }
+        crate::epochs::share_missing(&txn, &self.key, workspace, &record)?;
+        let held = crate::epochs::held(&txn, workspace)?;
+        txn.commit()?;
+        let mut report = crate::ingest::Report {
+            rejected: settled.refused,
+            ..Default::default()
+        };
+        if held.is_empty() {
+            return Ok(report);
+        }
+        let limits = crate::ingest::Limits::default();
+        let mut budget = crate::ingest::Budget::stored();
+        let mut items = Vec::new();
+        let mut opened = Vec::new();
+        for (position, bytes) in &held {
+            let Ok(envelope) = Envelope::decode_stored(bytes) else {
+                opened.push(*position);
+                continue;
+            };
+            match crate::ingest::open_envelope(envelope, workspace, &record, &mut budget) {
+                Ok(got) => {
+                    items.extend(got);
+                    opened.push(*position);
+                }
+                Err(e) if e.is::<seal::UnknownEpoch>() => {}
+                Err(e) => {
+                    opened.push(*position);
+                    report.rejected.push(Rejected {
+                        doc: String::new(),
+                        signer: String::new(),
+                        reason: format!("{e:#}"),
+                    });
+                }
+            }
+        }
+        if opened.is_empty() {
+            return Ok(report);
+        }
+        let rejected = std::mem::take(&mut report.rejected);
+        crate::ingest::apply_received(self, workspace, items, &limits, |txn, report| {
+            for r in rejected {
+                crate::ingest::record_rejection(txn, workspace, &r)?;
+                report.rejected.push(r);
+            }
+            crate::epochs::release(txn, workspace, &opened)
+        })
+    }
+
+    /// Starts a repair epoch now (this node has nothing safe to seal under); the workspace
+    /// record as it then is.
+    pub fn repair_epoch(&self, workspace: Id) -> Result<WorkspaceRecord> {
+        let txn = self.db.begin_write()?;
+        let mut record = workspace_record(&txn, workspace)?;
+        if record.sealing == crate::keyring::Sealing::Waiting {
+            crate::epochs::repair(&txn, &self.key, workspace, &mut record)?;
+        }
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Removes a member (the creator's act): the removal and a new key epoch without their
+    /// device, in one transaction, so nothing this node writes afterwards is sealed under
+    /// a key they hold.
+    pub fn remove_member(&self, workspace: Id, member: &workspace::Member, at: i64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        self.edit_in(&txn, workspace, workspace, |doc| {
+            let view = View::now(doc);
+            let members = view
+                .map(&automerge::ROOT, "members")
+                .context("the workspace document has no members")?;
+            let entry = view
+                .map(&members, &member.id)
+                .context("the member has no entry")?;
+            let mut tx = doc.transaction();
+            workspace::put_removed(&mut tx, &entry, at)?;
+            commit(tx, &format!("remove member {}", member.name));
+            Ok(())
+        })?;
+        let mut record = workspace_record(&txn, workspace)?;
+        let heads = load_for_write(&self.docs, &txn, &record, workspace, workspace)?;
+        let basis = heads.doc.get_heads();
+        keep(&self.docs, &txn, workspace, workspace, heads)?;
+        crate::epochs::start(
+            &txn,
+            &self.key,
+            workspace,
+            &mut record,
+            crate::keyring::Reason::Removal {
+                member: member.id.clone(),
+            },
+            &basis,
+        )?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Writes this person's member entry into a workspace joined with
@@ -873,13 +1017,13 @@ impl Node {
         let kind = View::now(&loaded.doc)
             .kind()
             .context("the document has no kind: this is a bug in meridian")?;
-        let key: seal::WorkspaceKey = record
-            .key
-            .as_slice()
-            .try_into()
-            .context("the workspace key is damaged")?;
+        let mut record = record;
+        if record.sealing == crate::keyring::Sealing::Waiting {
+            crate::epochs::repair(txn, &self.key, workspace, &mut record)?;
+        }
         let doc = &loaded.doc;
-        let seal_one = |plaintext: &[u8]| seal::seal(&self.key, &key, workspace, doc_id, plaintext);
+        let sealer = seal::Sealer::of(&record)?;
+        let seal_one = |plaintext: &[u8]| sealer.seal(&self.key, workspace, &[doc_id], plaintext);
         // Our own edits obey the same rules every peer will check them against; nothing is
         // written until they are checked.
         let check = |changes: &[Change]| {
@@ -1534,11 +1678,6 @@ fn load_from(
     workspace: Id,
     doc_id: Id,
 ) -> Result<Loaded> {
-    let key: seal::WorkspaceKey = record
-        .key
-        .as_slice()
-        .try_into()
-        .context("the workspace key is damaged")?;
     let checkpointed = checkpoint.as_ref().map_or(0, |c| c.changes);
     let (mut bytes, mut next_seq) = match checkpoint {
         Some(checkpoint) => (checkpoint.saved()?.into_owned(), checkpoint.next_seq),
@@ -1553,7 +1692,7 @@ fn load_from(
                 let envelope: Envelope = ciborium::from_reader(envelope.as_slice())
                     .context("a stored envelope is corrupt")?;
                 // Checked when stored; a compressed run inflates within its own bound.
-                let plaintext = seal::open(&key, &envelope)?;
+                let plaintext = seal::open_with(record, &envelope)?;
                 let mut unbounded = u64::MAX;
                 let changes = crate::ingest::plaintext_changes(&plaintext, &mut unbounded)?;
                 if crate::ingest::is_whole_document(&changes) && envelope.author != record.creator {
@@ -1770,7 +1909,13 @@ pub fn reindex(
 ) -> Result<()> {
     let view = View::now(doc);
     if doc_id == workspace {
-        let record = with_state(record, view);
+        let mut updated = with_state(record, view);
+        if crate::keyring::removed_devices(&updated.state)
+            != crate::keyring::removed_devices(&record.state)
+        {
+            crate::epochs::rechoose(txn, workspace, &mut updated)?;
+        }
+        let record = updated;
         txn.open_table(WORKSPACES)?
             .insert(workspace.0, store::encode(&record).as_slice())?;
         return Ok(());

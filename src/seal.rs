@@ -8,7 +8,11 @@ use ed25519_dalek::SigningKey;
 use meridian_relay::Envelope;
 use meridian_relay::envelope::NONCE_LEN;
 
+use meridian_relay::envelope::EPOCH_ID_LEN;
+
 use crate::id::{Id, random_bytes};
+use crate::keyring::{EpochHash, Sealing, Secret};
+use crate::store::WorkspaceRecord;
 
 /// A workspace's symmetric key.
 pub type WorkspaceKey = [u8; 32];
@@ -149,6 +153,167 @@ pub fn seal_shared_with_nonce(
     Envelope::sign_shared(device, workspace.0, &docs, nonce, |aad| {
         encrypt(key, &nonce, aad, plaintext)
     })
+}
+
+/// The epoch a node holds the secret of, as its workspace record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochKey {
+    /// The epoch's hash.
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
+    /// Its secret.
+    #[serde(with = "serde_bytes")]
+    pub secret: Vec<u8>,
+    /// Its distance from the first epoch (the longest chain of parents).
+    pub depth: u32,
+}
+
+impl EpochKey {
+    fn hash(&self) -> Option<EpochHash> {
+        self.hash.as_slice().try_into().ok()
+    }
+
+    fn secret(&self) -> Option<Secret> {
+        self.secret.as_slice().try_into().ok()
+    }
+}
+
+/// Why a change cannot be sealed: someone was removed and this node holds no key epoch
+/// started after it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a member was removed and this device holds no key written after the removal yet; `meridian sync` fetches it (or starts one)"
+)]
+pub struct NoSafeEpoch;
+
+/// What a node seals under, resolved from its workspace record once for many envelopes.
+#[derive(Clone)]
+pub enum Sealer {
+    /// The workspace key, as version 1 and 2 envelopes: nobody was ever removed.
+    First(WorkspaceKey),
+    /// An epoch (hash, secret), as version 3 and 4 envelopes.
+    Epoch(EpochHash, Secret),
+}
+
+impl Sealer {
+    /// What `record` says to seal under: the workspace key while nobody was removed, else
+    /// the chosen epoch; [`NoSafeEpoch`] when there is none.
+    pub fn of(record: &WorkspaceRecord) -> anyhow::Result<Sealer> {
+        match &record.sealing {
+            Sealing::First => {
+                Ok(Sealer::First(record.key.as_slice().try_into().map_err(
+                    |_| anyhow::anyhow!("the workspace key is damaged"),
+                )?))
+            }
+            Sealing::Epoch(hash) => record
+                .epochs
+                .iter()
+                .find(|e| e.hash == hash.as_slice())
+                .and_then(|e| Some(Sealer::Epoch(e.hash()?, e.secret()?)))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the key this workspace seals under is missing or damaged")
+                }),
+            Sealing::Waiting => Err(NoSafeEpoch.into()),
+        }
+    }
+
+    /// Seals `plaintext`, the changes to `docs` (one, or several in increasing order).
+    pub fn seal(
+        &self,
+        device: &SigningKey,
+        workspace: Id,
+        docs: &[Id],
+        plaintext: &[u8],
+    ) -> Envelope {
+        match self {
+            Sealer::First(key) => match docs {
+                [doc] => seal(device, key, workspace, *doc, plaintext),
+                _ => seal_shared(device, key, workspace, docs, plaintext),
+            },
+            Sealer::Epoch(hash, secret) => {
+                let mut nonce: [u8; NONCE_LEN] = random_bytes();
+                nonce[..EPOCH_ID_LEN].copy_from_slice(&hash[..EPOCH_ID_LEN]);
+                seal_in_epoch(device, (*hash, *secret), workspace, docs, nonce, plaintext)
+            }
+        }
+    }
+
+    /// Whether `envelope` is sealed under this (an outbox entry sealed under an older epoch
+    /// is sealed again before it is pushed).
+    pub fn sealed(&self, envelope: &Envelope) -> bool {
+        match self {
+            Sealer::First(_) => envelope.epoch_id().is_none() && !envelope.is_keyring(),
+            Sealer::Epoch(hash, _) => envelope.epoch_id() == hash[..EPOCH_ID_LEN].try_into().ok(),
+        }
+    }
+}
+
+/// Seals under an epoch (hash, secret) with `nonce`, whose first bytes must name it.
+pub fn seal_in_epoch(
+    device: &SigningKey,
+    (hash, secret): (EpochHash, Secret),
+    workspace: Id,
+    docs: &[Id],
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Envelope {
+    let ids: Vec<[u8; 16]> = docs.iter().map(|d| d.0).collect();
+    let key = crate::keyring::seal_key(workspace, &secret, &ids);
+    Envelope::sign_in_epoch(device, workspace.0, &ids, nonce, |aad| {
+        encrypt(&key, &nonce, &[aad, &hash].concat(), plaintext)
+    })
+}
+
+/// An envelope sealed under an epoch this node does not hold (yet): it is held until a
+/// keyring record brings the key.
+#[derive(Debug, thiserror::Error)]
+#[error("it is sealed under a key this device has not received (epoch {})", hex::encode(.0))]
+pub struct UnknownEpoch(pub [u8; EPOCH_ID_LEN]);
+
+/// Decrypts a verified envelope with the keys the workspace record holds: the workspace
+/// key for versions 1 and 2, the named epoch's key for the document(s) otherwise.
+pub fn open_with(record: &WorkspaceRecord, envelope: &Envelope) -> anyhow::Result<Vec<u8>> {
+    let Some(id) = envelope.epoch_id() else {
+        if envelope.is_keyring() {
+            anyhow::bail!("a keyring record is not sealed changes");
+        }
+        let key: WorkspaceKey = record
+            .key
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the workspace key is damaged"))?;
+        return open(&key, envelope);
+    };
+    let docs = envelope.doc_ids();
+    let workspace = Id(envelope.workspace_id());
+    let mut named = record
+        .epochs
+        .iter()
+        .filter(|e| e.hash.get(..EPOCH_ID_LEN) == Some(id.as_slice()))
+        .filter_map(|e| Some((e.hash()?, e.secret()?)))
+        .peekable();
+    if named.peek().is_none() {
+        return Err(UnknownEpoch(id).into());
+    }
+    let aad = envelope.associated_data();
+    for (hash, secret) in named {
+        let key = crate::keyring::seal_key(workspace, &secret, &docs);
+        let opened = XChaCha20Poly1305::new((&key).into()).decrypt(
+            XNonce::from_slice(&envelope.nonce),
+            Payload {
+                msg: &envelope.ciphertext,
+                aad: &[aad.as_slice(), &hash].concat(),
+            },
+        );
+        if let Ok(plaintext) = opened {
+            return Ok(plaintext);
+        }
+    }
+    let docs: Vec<String> = docs.iter().map(hex::encode).collect();
+    anyhow::bail!(
+        "an envelope for document {} does not decrypt with the key of the epoch it names: it was altered",
+        docs.join(", ")
+    )
 }
 
 fn encrypt(key: &WorkspaceKey, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {

@@ -11,7 +11,7 @@
 //! its changes; it is no snapshot.) `ARCHITECTURE.md`
 //! ("Snapshots") has the reasoning and what it costs.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
@@ -72,11 +72,7 @@ pub fn due(
     if record.creator != node.key().verifying_key().to_bytes() || covers == 0 {
         return Ok(Vec::new());
     }
-    let key: seal::WorkspaceKey = record
-        .key
-        .as_slice()
-        .try_into()
-        .context("the workspace key is damaged")?;
+    let sealer = seal::Sealer::of(&record)?;
     let txn = node.db().begin_read()?;
     let sent_table = txn.open_table(store::SNAPSHOTS_SENT)?;
     let held = txn.open_table(HELD)?;
@@ -133,7 +129,7 @@ pub fn due(
             too_large.push(doc.0);
             continue;
         }
-        let envelope = seal::seal(node.key(), &key, workspace, doc, &saved).encode();
+        let envelope = sealer.seal(node.key(), workspace, &[doc], &saved).encode();
         out.push(Snapshot {
             doc: doc.0,
             covers,

@@ -65,6 +65,14 @@ pub type SentKey = ([u8; 16], &'static str, [u8; 16]);
 /// names the generation it has reached, and what lies beyond it is indexed again.
 pub const SEARCH_QUEUE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("search_queue");
 
+/// (workspace id, envelope hash) → a keyring record's envelope, after one byte: 1 once it
+/// was checked and adopted, 0 while it waits for what it names (`crate::epochs`).
+pub const KEYRING: TableDefinition<([u8; 16], [u8; 32]), &[u8]> = TableDefinition::new("keyring");
+
+/// (workspace id, sequence) → an envelope sealed under a key epoch this device does not hold
+/// yet, kept until a keyring record brings it (`crate::epochs`).
+pub const HELD_EPOCH: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("held_epoch");
+
 /// (workspace id, sequence) → [`crate::ingest::Rejected`]: envelopes refused during sync.
 pub const REJECTED: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("rejected");
 
@@ -416,6 +424,12 @@ pub struct WorkspaceRecord {
     /// How this device was admitted, shown to a relay to register with it.
     #[serde(default)]
     pub proof: Option<crate::workspace::JoinProof>,
+    /// The key epochs after the first this device holds the secrets of.
+    #[serde(default)]
+    pub epochs: Vec<crate::seal::EpochKey>,
+    /// What this device seals new changes under (`epochs::settle` chooses).
+    #[serde(default)]
+    pub sealing: crate::keyring::Sealing,
     /// Relays the workspace shares that this device chose not to use.
     #[serde(default)]
     pub dropped: Vec<String>,
@@ -590,6 +604,8 @@ fn open_every_table(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(CURSORS)?;
     txn.open_table(HELD)?;
     txn.open_table(REJECTED)?;
+    txn.open_table(KEYRING)?;
+    txn.open_table(HELD_EPOCH)?;
     txn.open_table(SNAPSHOTS_SENT)?;
     txn.open_table(CHECKPOINTS)?;
     txn.open_table(ENVELOPES)?;
@@ -627,6 +643,8 @@ mod tests {
             salt: None,
             proof: None,
             dropped: vec!["ws://dropped:3".into()],
+            epochs: Vec::new(),
+            sealing: Default::default(),
             followed: Vec::new(),
         };
         let shared = |r: &mut WorkspaceRecord, list: &[&str]| {

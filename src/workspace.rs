@@ -760,6 +760,12 @@ pub struct Invite {
     /// The inviter's signature over the invite public key.
     #[serde(with = "serde_bytes")]
     pub inviter_sig: Vec<u8>,
+    /// The key epoch the inviter sealed under when it made the invite (hash, then secret),
+    /// when someone was removed before: the newcomer writes under it from the start, and
+    /// walks back from it to everything before. Absent while the workspace key is the one
+    /// key (and from codes older builds made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
 
 impl Invite {
@@ -786,7 +792,17 @@ impl Invite {
             inviter: inviter.verifying_key().to_bytes().to_vec(),
             expires,
             inviter_sig: inviter_sig.to_bytes().to_vec(),
+            epoch: None,
         }
+    }
+
+    /// The invite, carrying the epoch (hash, secret) the inviter seals under.
+    pub fn with_epoch(mut self, hash: &[u8], secret: &[u8]) -> Invite {
+        self.epoch = Some((
+            serde_bytes::ByteBuf::from(hash.to_vec()),
+            serde_bytes::ByteBuf::from(secret.to_vec()),
+        ));
+        self
     }
 
     /// The code to pass to `meridian join`.
@@ -823,7 +839,15 @@ impl Invite {
             }
             invite.relays = relays;
             let workspace = invite.workspace_id()?;
-            if invite.key.len() != 32 || invite.secret.len() != 32 || invite.creator.len() != 32 {
+            let epoch_ok = invite
+                .epoch
+                .as_ref()
+                .is_none_or(|(hash, secret)| hash.len() == 32 && secret.len() == 32);
+            if invite.key.len() != 32
+                || invite.secret.len() != 32
+                || invite.creator.len() != 32
+                || !epoch_ok
+            {
                 bail!("the invite code is damaged: a key has the wrong length");
             }
             verify_signature(

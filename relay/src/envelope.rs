@@ -17,6 +17,29 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// increasing order, each once; its plaintext holds one part per listed document.
 pub const SHARED_VERSION: u8 = 2;
 
+/// The format version of an envelope of one document sealed under a key epoch (the
+/// workspace's keys after a removal): as [`ENVELOPE_VERSION`], but the first
+/// [`EPOCH_ID_LEN`] bytes of its nonce name the epoch, and its ciphertext is sealed with a
+/// key derived from that epoch for this document alone.
+pub const EPOCH_VERSION: u8 = 3;
+
+/// The format version of a shared envelope sealed under a key epoch: as
+/// [`SHARED_VERSION`], with the epoch named as in [`EPOCH_VERSION`].
+pub const EPOCH_SHARED_VERSION: u8 = 4;
+
+/// The format version of a keyring record: signed, not sealed. Its `doc` is
+/// [`KEYRING_DOC`], its nonce is zeros, and its `ciphertext` field holds the record in the
+/// clear (the node's `keyring` module reads it): a device must be able to read the key
+/// wrapped to it before it holds any key.
+pub const KEYRING_VERSION: u8 = 5;
+
+/// The document id every keyring record names, which no document has (a relay indexes
+/// records under it like any document's envelopes).
+pub const KEYRING_DOC: [u8; ID_LEN] = [0xff; ID_LEN];
+
+/// How many leading bytes of an epoch envelope's nonce name its epoch (the rest is random).
+pub const EPOCH_ID_LEN: usize = 8;
+
 /// The most documents one shared envelope may carry.
 pub const MAX_DOCS: usize = 1024;
 
@@ -44,7 +67,7 @@ pub enum EnvelopeError {
     Malformed(String),
     /// The envelope was written by a newer or unknown format.
     #[error(
-        "envelope version {0} is not supported (this build reads versions {ENVELOPE_VERSION} and {SHARED_VERSION}); update meridian"
+        "envelope version {0} is not supported (this build reads versions {ENVELOPE_VERSION} to {KEYRING_VERSION}); update meridian (or the relay)"
     )]
     Version(u8),
     /// A shared envelope's document list is empty, too long, unordered or repeats a document.
@@ -156,7 +179,68 @@ impl Envelope {
 
     /// Whether this is a shared envelope, of several documents.
     pub fn is_shared(&self) -> bool {
-        self.version == SHARED_VERSION
+        matches!(self.version, SHARED_VERSION | EPOCH_SHARED_VERSION)
+    }
+
+    /// Whether this is a keyring record ([`KEYRING_VERSION`]), not sealed changes.
+    pub fn is_keyring(&self) -> bool {
+        self.version == KEYRING_VERSION
+    }
+
+    /// The id of the key epoch the envelope is sealed under, for the versions that name one
+    /// (call after [`Envelope::check_shape`]); `None` for the workspace's first key.
+    pub fn epoch_id(&self) -> Option<[u8; EPOCH_ID_LEN]> {
+        matches!(self.version, EPOCH_VERSION | EPOCH_SHARED_VERSION)
+            .then(|| self.nonce.get(..EPOCH_ID_LEN)?.try_into().ok())
+            .flatten()
+    }
+
+    /// Builds and signs a keyring record carrying `body` in the clear.
+    pub fn sign_keyring(key: &SigningKey, workspace: [u8; ID_LEN], body: Vec<u8>) -> Envelope {
+        let envelope = Envelope {
+            version: KEYRING_VERSION,
+            workspace: workspace.to_vec(),
+            doc: KEYRING_DOC.to_vec(),
+            docs: Vec::new(),
+            author: key.verifying_key().to_bytes().to_vec(),
+            nonce: vec![0; NONCE_LEN],
+            ciphertext: Vec::new(),
+            signature: Vec::new(),
+        };
+        envelope.finish(key, |_| body)
+    }
+
+    /// Builds and signs an envelope sealed under a key epoch: as [`Envelope::sign`] or
+    /// [`Envelope::sign_shared`] (one document when `docs` has one), with `nonce` (whose
+    /// first [`EPOCH_ID_LEN`] bytes are the epoch's id). `encrypt` receives the associated
+    /// data, to which the caller adds the epoch's full hash.
+    pub fn sign_in_epoch(
+        key: &SigningKey,
+        workspace: [u8; ID_LEN],
+        docs: &[[u8; ID_LEN]],
+        nonce: [u8; NONCE_LEN],
+        encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Envelope {
+        let mut envelope = Envelope {
+            version: EPOCH_VERSION,
+            workspace: workspace.to_vec(),
+            doc: Vec::new(),
+            docs: Vec::new(),
+            author: key.verifying_key().to_bytes().to_vec(),
+            nonce: nonce.to_vec(),
+            ciphertext: Vec::new(),
+            signature: Vec::new(),
+        };
+        if let [doc] = docs {
+            envelope.doc = doc.to_vec();
+        } else {
+            envelope.version = EPOCH_SHARED_VERSION;
+            envelope.docs = docs
+                .iter()
+                .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
+                .collect();
+        }
+        envelope.finish(key, encrypt)
     }
 
     /// The document list of a shared envelope, concatenated (empty for one document).
@@ -221,7 +305,7 @@ impl Envelope {
     /// Checks the version and the length of every fixed-size field, not the signature.
     pub fn check_shape(&self) -> Result<(), EnvelopeError> {
         match self.version {
-            ENVELOPE_VERSION => {
+            ENVELOPE_VERSION | EPOCH_VERSION | KEYRING_VERSION => {
                 check_len("doc", &self.doc, ID_LEN)?;
                 if !self.docs.is_empty() {
                     return Err(EnvelopeError::Documents(
@@ -229,7 +313,7 @@ impl Envelope {
                     ));
                 }
             }
-            SHARED_VERSION => {
+            SHARED_VERSION | EPOCH_SHARED_VERSION => {
                 check_len("doc", &self.doc, 0)?;
                 if self.docs.len() < 2 {
                     return Err(EnvelopeError::Documents(
@@ -251,6 +335,11 @@ impl Envelope {
                 }
             }
             other => return Err(EnvelopeError::Version(other)),
+        }
+        if (self.version == KEYRING_VERSION) != (self.doc == KEYRING_DOC) {
+            return Err(EnvelopeError::Documents(
+                "only a keyring record may name the keyring, and it must",
+            ));
         }
         check_len("workspace", &self.workspace, ID_LEN)?;
         check_len("author", &self.author, 32)?;

@@ -10,9 +10,9 @@ use super::{Ctx, Out, RelayCommand, Tone, WorkspaceCommand};
 use crate::app::team::Reach;
 use crate::id::Id;
 use crate::identity::Profile;
-use crate::node::{Node, commit, now_ms};
+use crate::node::{Node, now_ms};
 use crate::norms::{parse_moment, time_zone};
-use crate::workspace::{self, Invite};
+use crate::workspace::Invite;
 
 pub fn init(
     home: &Path,
@@ -436,6 +436,10 @@ pub fn invite(ctx: &Ctx, relays: Vec<String>, expires: &str) -> Result<()> {
         all_relays,
         expires,
     );
+    let invite = match crate::seal::Sealer::of(&ctx.record) {
+        Ok(crate::seal::Sealer::Epoch(hash, secret)) => invite.with_epoch(&hash, &secret),
+        _ => invite,
+    };
     let code = invite.encode();
     if ctx.out.json {
         ctx.out.print_json(&json!({
@@ -686,25 +690,13 @@ pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
     if member.removed {
         bail!("{} was already removed", member.name);
     }
-    ctx.node.edit(ctx.workspace, ctx.workspace, |doc| {
-        let view = crate::doc::View::now(doc);
-        let members = view
-            .map(&automerge::ROOT, "members")
-            .context("the workspace document has no members")?;
-        let entry = view
-            .map(&members, &member.id)
-            .context("the member has no entry")?;
-        let mut tx = doc.transaction();
-        workspace::put_removed(&mut tx, &entry, now_ms())?;
-        commit(tx, &format!("remove member {}", member.name));
-        Ok(())
-    })?;
+    ctx.node.remove_member(ctx.workspace, &member, now_ms())?;
     ctx.out
         .done(json!({"member": ctx.person(&member.id), "removed": true}))?;
     if !ctx.out.json {
         warn!(
             ctx.out,
-            "{} is removed. Relays refuse their devices once you sync (`meridian sync`).",
+            "{} is removed, and what you write from now on is sealed under a new key their device does not hold. Relays refuse their devices once you sync (`meridian sync`).",
             member.name
         );
     }

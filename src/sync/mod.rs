@@ -22,7 +22,8 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::id::Id;
 use crate::ingest::{self, Limits, Rejected, Report};
 use crate::node::{self, Node};
-use crate::seal::{self, WorkspaceKey};
+use crate::seal;
+use crate::store::WorkspaceRecord;
 use crate::store::{self, CURSORS, Cursor, OUTBOX, REJECTED};
 use session::Outgoing;
 
@@ -140,16 +141,20 @@ pub fn outgoing(
     shared: bool,
 ) -> Result<Vec<Outgoing>> {
     let entries = outbox(node, workspace, from, max)?;
-    if entries.len() < 2 {
-        return Ok(coalesce(node.key(), None, workspace, entries, shared));
+    let (_, mut record) = node.workspace(Some(&workspace.hex()))?;
+    if entries.is_empty() {
+        return Ok(Vec::new());
     }
-    let (_, record) = node.workspace(Some(&workspace.hex()))?;
-    let key: WorkspaceKey = record
-        .key
-        .as_slice()
-        .try_into()
-        .context("the workspace key is damaged")?;
-    Ok(coalesce(node.key(), Some(&key), workspace, entries, shared))
+    if record.sealing == crate::keyring::Sealing::Waiting {
+        record = node.repair_epoch(workspace)?;
+    }
+    Ok(coalesce(
+        node.key(),
+        Some(&record),
+        workspace,
+        entries,
+        shared,
+    ))
 }
 
 /// Turns outbox entries (position, envelope), in order, into the envelopes a push carries:
@@ -174,11 +179,23 @@ pub fn outgoing(
 /// The node's own stored records keep the entries as they were.
 pub fn coalesce(
     device: &SigningKey,
-    key: Option<&WorkspaceKey>,
+    keys: Option<&WorkspaceRecord>,
     workspace: Id,
     entries: Vec<(u64, Vec<u8>)>,
     shared: bool,
 ) -> Vec<Outgoing> {
+    let sealer = keys.and_then(|record| Some((record, seal::Sealer::of(record).ok()?)));
+    let key = sealer.as_ref();
+    let own = device.verifying_key().to_bytes();
+    // An entry of this device's sealed under an older epoch (written before a removal
+    // reached this node) is sealed again under the current one before it leaves.
+    let entries: Vec<(u64, Vec<u8>)> = match key {
+        Some((record, sealer)) => entries
+            .into_iter()
+            .map(|(seq, bytes)| (seq, reseal(device, record, sealer, workspace, bytes)))
+            .collect(),
+        None => entries,
+    };
     /// A run being built: its entries, their change bytes per document (in order within
     /// each), their total, and whether it is one new document's.
     #[derive(Default)]
@@ -188,20 +205,24 @@ pub fn coalesce(
         bytes: usize,
         creation: bool,
     }
-    let own = device.verifying_key().to_bytes();
     let open = |bytes: &[u8]| -> Option<(Id, Vec<u8>)> {
-        let key = key?;
+        let (record, sealer) = key?;
         // The device signs the run afresh and must vouch only for what it had signed. The
         // outbox holds only what this node signed or verified when storing it, so the
         // signature is not checked again (30 µs an entry, a tenth of a push); a damaged
         // entry fails to open (the AEAD binds its ids and author) and travels as it is,
         // for the relay to refuse.
         let envelope = Envelope::decode_stored(bytes).ok()?;
-        if envelope.is_shared() || envelope.author != own || envelope.workspace_id() != workspace.0
+        // One sealed under another key than the current (a workspace change made before a
+        // removal, [`reseal`]) travels alone, as it was sealed.
+        if envelope.is_shared()
+            || envelope.author != own
+            || envelope.workspace_id() != workspace.0
+            || !sealer.sealed(&envelope)
         {
             return None;
         }
-        let plaintext = seal::open(key, &envelope).ok()?;
+        let plaintext = seal::open_with(record, &envelope).ok()?;
         let mut budget = meridian_relay::envelope::MAX_ENVELOPE_BYTES as u64;
         let changes = ingest::plaintext_changes(&plaintext, &mut budget).ok()?;
         // A whole document (a large edit sealed as one save) is already as small as it
@@ -215,28 +236,18 @@ pub fn coalesce(
         let first = run.entries[0].0;
         let last = run.entries[run.entries.len() - 1].0;
         let envelope = match (run.entries.len(), key) {
-            (2.., Some(key)) if run.docs.len() > 1 => {
+            (2.., Some((_, sealer))) if run.docs.len() > 1 => {
                 let docs: Vec<Id> = run.docs.keys().copied().collect();
                 let parts: Vec<&[u8]> = run.docs.values().map(Vec::as_slice).collect();
-                seal::seal_shared(
-                    device,
-                    key,
-                    workspace,
-                    &docs,
-                    &seal::shared_plaintext(&parts),
-                )
-                .encode()
+                sealer
+                    .seal(device, workspace, &docs, &seal::shared_plaintext(&parts))
+                    .encode()
             }
-            (2.., Some(key)) => {
+            (2.., Some((_, sealer))) => {
                 let (doc, changes) = run.docs.into_iter().next().expect("a run has changes");
-                seal::seal(
-                    device,
-                    key,
-                    workspace,
-                    doc,
-                    &seal::deflate_changes(&changes),
-                )
-                .encode()
+                sealer
+                    .seal(device, workspace, &[doc], &seal::deflate_changes(&changes))
+                    .encode()
             }
             _ => run.entries.into_iter().next().expect("a run has entries").1,
         };
@@ -300,6 +311,36 @@ pub fn coalesce(
     out
 }
 
+/// An outbox entry as it is pushed: as it was stored, unless it is this device's and sealed
+/// under another key than `sealer`'s, when its plaintext is sealed again under that one.
+fn reseal(
+    device: &SigningKey,
+    record: &WorkspaceRecord,
+    sealer: &seal::Sealer,
+    workspace: Id,
+    bytes: Vec<u8>,
+) -> Vec<u8> {
+    let Ok(envelope) = Envelope::decode_stored(&bytes) else {
+        return bytes;
+    };
+    // The workspace document's own changes stay as they were sealed: every epoch's
+    // recipients are read from it, and a removal must open with the key its readers
+    // already hold, or the epoch that follows it would wait for itself.
+    if envelope.is_keyring()
+        || envelope.doc_ids().contains(&workspace.0)
+        || sealer.sealed(&envelope)
+        || envelope.author != device.verifying_key().to_bytes()
+        || envelope.workspace_id() != workspace.0
+    {
+        return bytes;
+    }
+    let Ok(plaintext) = seal::open_with(record, &envelope) else {
+        return bytes;
+    };
+    let docs: Vec<Id> = envelope.doc_ids().into_iter().map(Id).collect();
+    sealer.seal(device, workspace, &docs, &plaintext).encode()
+}
+
 /// Whether automerge change chunks (this device's own) hold a change with no dependencies:
 /// the first change of a document. An uncompressed change chunk's body starts with its
 /// dependency count, so only the headers are read; a chunk automerge compressed (a large
@@ -344,14 +385,21 @@ pub fn apply(
     let mut budget = ingest::Budget::new(&limits);
     let mut items = Vec::new();
     let mut refused = Vec::new();
+    let mut records = Vec::new();
+    let mut waiting = Vec::new();
     let encoded: Vec<&[u8]> = entries.iter().map(|(_, bytes)| bytes.as_slice()).collect();
     ingest::each_verified(&encoded, |i, envelope| {
         let (seq, bytes) = &entries[i];
-        let opened = envelope
-            .map_err(anyhow::Error::from)
-            .and_then(|envelope| ingest::open_envelope(envelope, workspace, &record, &mut budget));
+        let opened = envelope.map_err(anyhow::Error::from).and_then(|envelope| {
+            if envelope.is_keyring() && envelope.workspace_id() == workspace.0 {
+                records.push(envelope);
+                return Ok(Vec::new());
+            }
+            ingest::open_envelope(envelope, workspace, &record, &mut budget)
+        });
         match opened {
             Ok(opened) => items.extend(opened),
+            Err(e) if e.is::<seal::UnknownEpoch>() => waiting.push(i),
             Err(e) => refused.push(rejection(
                 Some(bytes),
                 format!("entry {seq} of {relay}: {e:#}"),
@@ -359,15 +407,53 @@ pub fn apply(
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    ingest::apply_received(node, workspace, items, &limits, |txn, report| {
+    let keyring_moved = !records.is_empty();
+    if keyring_moved {
+        // Keyring records are kept and adopted in a transaction of their own, and the
+        // envelopes of this batch sealed under the epochs they bring are opened again. A
+        // crash before the cursor moves pulls them again, and they are recognised.
+        refused.extend(node.receive_keyring(workspace, &records)?);
+        let (_, record) = node.workspace(Some(&workspace.hex()))?;
+        for i in std::mem::take(&mut waiting) {
+            let (seq, bytes) = &entries[i];
+            let opened = Envelope::decode_stored(bytes)
+                .map_err(anyhow::Error::from)
+                .and_then(|envelope| {
+                    ingest::open_envelope(envelope, workspace, &record, &mut budget)
+                });
+            match opened {
+                Ok(opened) => items.extend(opened),
+                Err(e) if e.is::<seal::UnknownEpoch>() => waiting.push(i),
+                Err(e) => refused.push(rejection(
+                    Some(bytes),
+                    format!("entry {seq} of {relay}: {e:#}"),
+                )),
+            }
+        }
+    }
+    let report = ingest::apply_received(node, workspace, items, &limits, |txn, report| {
         for rejected in refused {
             ingest::record_rejection(txn, workspace, &rejected)?;
             report.rejected.push(rejected);
         }
+        for i in waiting {
+            crate::epochs::hold(txn, workspace, &entries[i].1)?;
+            report.held += 1;
+        }
         let mut cursor = cursor_in(txn, workspace, relay)?;
         cursor.pulled = cursor.pulled.max(up_to);
         put_cursor(txn, workspace, relay, &cursor)
-    })
+    })?;
+    let mut report = report;
+    if keyring_moved || report.documents.contains(&workspace.hex()) {
+        // A record may have waited for the workspace changes this batch brought, a new
+        // member may need the current key, and envelopes may wait for a key that came.
+        let settled = node.settle_epochs(workspace)?;
+        report.documents.extend(settled.documents);
+        report.applied += settled.applied;
+        report.rejected.extend(settled.rejected);
+    }
+    Ok(report)
 }
 
 /// A rejection of encoded envelope `bytes`, naming its document and signer when it decodes.
@@ -458,7 +544,25 @@ mod tests {
     use super::*;
 
     const WORKSPACE: Id = Id([1; 16]);
-    const KEY: WorkspaceKey = [9; 32];
+    const KEY: seal::WorkspaceKey = [9; 32];
+
+    /// A workspace record holding [`KEY`], nobody removed.
+    fn keys() -> WorkspaceRecord {
+        WorkspaceRecord {
+            name: "acme".into(),
+            key: KEY.to_vec(),
+            creator: Vec::new(),
+            relays: Vec::new(),
+            genesis: Vec::new(),
+            state: Default::default(),
+            salt: None,
+            proof: None,
+            dropped: Vec::new(),
+            epochs: Vec::new(),
+            sealing: Default::default(),
+            followed: Vec::new(),
+        }
+    }
 
     fn sealed(device: &SigningKey, doc: u8, plaintext: &[u8]) -> Vec<u8> {
         seal::seal(device, &KEY, WORKSPACE, Id([doc; 16]), plaintext).encode()
@@ -493,7 +597,7 @@ mod tests {
         .enumerate()
         .map(|(i, e)| (10 + i as u64, e))
         .collect();
-        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), false);
+        let runs = coalesce(&device, Some(&keys()), WORKSPACE, entries.clone(), false);
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(
             spans,
@@ -531,7 +635,7 @@ mod tests {
         .map(|(i, e)| (20 + i as u64, e))
         .collect();
         for shared in [false, true] {
-            let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), shared);
+            let runs = coalesce(&device, Some(&keys()), WORKSPACE, entries.clone(), shared);
             let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
             assert_eq!(
                 spans,
@@ -607,7 +711,7 @@ mod tests {
         .enumerate()
         .map(|(i, e)| (i as u64, e))
         .collect();
-        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), true);
+        let runs = coalesce(&device, Some(&keys()), WORKSPACE, entries.clone(), true);
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
         // A document's first change starts a run of that document alone (6..=7).
         assert_eq!(spans, vec![(0, 3), (4, 4), (5, 5), (6, 7), (8, 9)]);
@@ -630,7 +734,7 @@ mod tests {
             vec![(5, edited.clone()), (6, edited.clone())]
         );
         // A relay that does not take them gets runs of one document.
-        let plain = coalesce(&device, Some(&KEY), WORKSPACE, entries, false);
+        let plain = coalesce(&device, Some(&keys()), WORKSPACE, entries, false);
         assert!(
             plain
                 .iter()
@@ -653,7 +757,7 @@ mod tests {
             (2, sealed(&device, 7, b"a3")),
             (3, sealed(&device, 7, b"a4")),
         ];
-        let runs = coalesce(&device, Some(&KEY), WORKSPACE, entries.clone(), true);
+        let runs = coalesce(&device, Some(&keys()), WORKSPACE, entries.clone(), true);
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(spans, vec![(0, 0), (1, 1), (2, 3)]);
         assert_eq!(

@@ -853,6 +853,7 @@ pub fn sync_once_with(
     progress: &mut dyn FnMut(&RoundReport),
 ) -> Result<Vec<(String, Result<RoundReport>)>> {
     node.publish_device_key(workspace)?;
+    node.settle_epochs(workspace)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -919,6 +920,7 @@ pub fn daemon(node: &Node, on_tick: &mut dyn FnMut(&Node)) -> Result<()> {
     let targets = daemon_targets(node)?;
     for workspace in targets.iter().map(|(w, _)| *w).collect::<BTreeSet<Id>>() {
         node.publish_device_key(workspace)?;
+        node.settle_epochs(workspace)?;
     }
     if targets.is_empty() {
         bail!(

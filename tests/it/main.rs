@@ -31,6 +31,7 @@ mod crash;
 mod daily;
 mod deadlines;
 mod durability;
+mod epochs;
 mod flows;
 mod help;
 mod hostile;

@@ -98,6 +98,8 @@ pub struct Outcome {
     pub late_joins: u64,
     /// Members removed by the creator mid-run.
     pub removals: u64,
+    /// Keyring records (key epochs started and shared) the relays hold at the end.
+    pub keyring_records: u64,
     /// Envelopes the relays hold at the end.
     pub envelopes: u64,
     /// Document snapshots the relays kept.
@@ -123,6 +125,7 @@ impl Outcome {
         self.relay_crashes += o.relay_crashes;
         self.partitions += o.partitions;
         self.late_joins += o.late_joins;
+        self.keyring_records += o.keyring_records;
         self.removals += o.removals;
         self.envelopes += o.envelopes;
         self.snapshots += o.snapshots;
@@ -144,6 +147,7 @@ impl Outcome {
         figure("sim.partitions", self.partitions);
         figure("sim.late_joins", self.late_joins);
         figure("sim.removals", self.removals);
+        figure("sim.keyring_records", self.keyring_records);
         figure("sim.envelopes_checked", self.envelopes);
         figure("sim.snapshots_kept", self.snapshots);
         figure("sim.entries_skipped_for_snapshots", self.skipped);
@@ -154,7 +158,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals, {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
             self.steps,
             self.edits,
             self.refused,
@@ -168,6 +172,7 @@ impl fmt::Display for Outcome {
             self.partitions,
             self.late_joins,
             self.removals,
+            self.keyring_records,
             self.envelopes,
             self.snapshots,
             self.skipped
@@ -1121,6 +1126,7 @@ impl Sim {
             node.workspace(Some(&self.workspace.hex())).map_err(err)?.1
         };
         let mut logged = BTreeSet::new();
+        let mut sealed_in_epochs: Vec<Vec<u8>> = Vec::new();
         let mut changes: BTreeMap<Id, BTreeSet<automerge::ChangeHash>> = BTreeMap::new();
         for relay in &self.relays {
             let mut after = 0;
@@ -1133,7 +1139,15 @@ impl Sim {
                     break;
                 };
                 for (_, bytes) in entries {
-                    logged.insert(Envelope::decode(&bytes).map_err(err)?.hash());
+                    let envelope = Envelope::decode(&bytes).map_err(err)?;
+                    logged.insert(envelope.hash());
+                    if envelope.is_keyring() {
+                        self.outcome.keyring_records += 1;
+                        continue;
+                    }
+                    if envelope.epoch_id().is_some() {
+                        sealed_in_epochs.push(bytes.clone());
+                    }
                     let mut budget = meridian::ingest::Budget::stored();
                     let items =
                         meridian::ingest::open_sealed(&bytes, self.workspace, &record, &mut budget)
@@ -1149,6 +1163,55 @@ impl Sim {
             }
         }
         self.outcome.envelopes = logged.len() as u64;
+        // Every current member's node holds every epoch anything is sealed under (it walked
+        // back from the newest); a removed member's holds none started after its removal:
+        // in a run of one removal, that is every epoch there is.
+        for (index, sim_node) in self.nodes.iter().enumerate() {
+            let node = Node::open(&sim_node.home).map_err(err)?;
+            let (_, own) = node.workspace(Some(&self.workspace.hex())).map_err(err)?;
+            let opened = sealed_in_epochs
+                .iter()
+                .filter(|bytes| {
+                    let envelope = Envelope::decode(bytes).expect("decoded above");
+                    meridian::seal::open_with(&own, &envelope).is_ok()
+                })
+                .count();
+            let removed = self.removed.contains(&index);
+            if removed && opened > 0 {
+                return Err(format!(
+                    "node {index}, removed, opens {opened} envelopes sealed under an epoch after its removal"
+                ));
+            }
+            if !removed && opened < sealed_in_epochs.len() {
+                let txn = node.db().begin_read().map_err(err)?;
+                let records = meridian::epochs::records(&txn, self.workspace).map_err(err)?;
+                let me = node.key().verifying_key().to_bytes();
+                let described: Vec<String> = records
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {} by {}{}{}",
+                            if r.starts { "starts" } else { "shares" },
+                            r.epoch.map(|e| hex::encode(&e[..4])).unwrap_or_default(),
+                            hex::encode(&r.author[..4]),
+                            if r.adopted { "" } else { " (waiting)" },
+                            if r.devices.contains(&me) {
+                                ", wrapped to it"
+                            } else {
+                                ""
+                            },
+                        )
+                    })
+                    .collect();
+                return Err(format!(
+                    "node {index} opens {opened} of the {} envelopes sealed under key epochs; it holds {} epochs ({:?}) and keeps records: {}",
+                    sealed_in_epochs.len(),
+                    own.epochs.len(),
+                    own.sealing,
+                    described.join("; ")
+                ));
+            }
+        }
         for &removed in &self.removed {
             let node = Node::open(&self.nodes[removed].home).map_err(err)?;
             let key = node.key().verifying_key().to_bytes();
@@ -1170,6 +1233,11 @@ impl Sim {
             let held = {
                 let txn = node.db().begin_read().map_err(err)?;
                 txn.open_table(HELD).map_err(err)?.len().map_err(err)?
+                    + txn
+                        .open_table(meridian::store::HELD_EPOCH)
+                        .map_err(err)?
+                        .len()
+                        .map_err(err)?
             };
             if held > 0 {
                 return Err(format!("node {index} still holds {held} envelopes back"));
