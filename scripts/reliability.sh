@@ -37,6 +37,7 @@ STEP=sim step env MERIDIAN_SIM_SEEDS="$SIM_SEEDS" MERIDIAN_SIM_FIRST=1 \
     cargo test --locked --quiet --test sim
 STEP=crash step env MERIDIAN_CRASH_TRIALS="$CRASH_TRIALS" \
     cargo test --locked --quiet --test it crash::
+STEP=epochs step cargo test --locked --quiet --test it epochs::
 STEP=corpus step cargo test --locked --quiet --test corpus
 STEP=fuzz step env MERIDIAN_FUZZ_SECS="$FUZZ_SECS" \
     cargo test --locked --quiet --test fuzz

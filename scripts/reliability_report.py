@@ -97,9 +97,38 @@ for label, name in [
     ("partitions", "sim.partitions"),
     ("members who joined mid-run", "sim.late_joins"),
     ("members removed mid-run", "sim.removals"),
+    ("keyring records (key epochs started and shared) on the relays", "sim.keyring_records"),
     ("envelopes checked present on every replica", "sim.envelopes_checked"),
 ]:
     w(f"| {label} | {fig(name)} |")
+w("")
+
+w("## A removed member reads nothing written after the removal")
+w("")
+w("**Guarantee.** A member removed by the creator, given both relays' data directories, a")
+w("bundle exported after the removal and every key in their own home, decrypts nothing a")
+w("writer sealed after it knew of the removal; what was written before stays readable to")
+w("them. The one window: a writer who had not yet heard of the removal seals under the key")
+w("the removed member holds (ARCHITECTURE.md, key epochs).")
+w("")
+w("**Check.** `tests/it/epochs.rs`, with the keys directly (not the removed node's own")
+w("refusal): every secret in the removed member's home, everything their device key unwraps")
+w("from any keyring record, each tried as the secret of every epoch named anywhere, against")
+w("every envelope; canary strings searched in automerge's decoded changes. The simulation")
+w("checks the same per run (above: a removed node opens no envelope sealed under an epoch;")
+w("every current node opens every one).")
+w("")
+w("**Command.** `cargo test --test it epochs::`")
+w("")
+w("| figure | value |")
+w("| --- | --- |")
+w(f"| envelopes given to the removed member (both relays and a bundle) | {fig('epochs.canary.envelopes_given')} |")
+w(f"| keys and (epoch, secret) pairs tried | {fig('epochs.canary.keys_tried')} |")
+w(f"| envelopes they opened (all from before the removal) | {fig('epochs.canary.envelopes_opened')} |")
+w(f"| canary written before the removal read (control, expect 1) | {fig('epochs.canary.before_read')} |")
+w(f"| canaries written after the removal read (expect 0) | {fig('epochs.canary.after_read')} |")
+w(f"| window: an edit pushed by a writer unaware of the removal read (documented, 1) | {fig('epochs.window.unaware_read')} |")
+w(f"| edits by writers aware of it read, one re-sealed before its push (expect 0) | {fig('epochs.window.aware_read')} |")
 w("")
 
 w("## Crashes: SIGKILL at random moments")

@@ -78,12 +78,67 @@ pub struct Opened {
     pub workspace: Id,
     /// The verified envelopes and their changes.
     pub items: Vec<Item>,
+    /// Envelopes sealed under an epoch this device holds no key of yet, whose record the
+    /// bundle carries but which waits for workspace changes the items bring ([`merge`]
+    /// applies the items, adopts it, and opens these).
+    pub waiting: Vec<(usize, meridian_relay::Envelope)>,
+    /// The keyring records it carries (signatures checked), kept by [`merge`].
+    pub records: Vec<meridian_relay::Envelope>,
+    /// The documents a bundle is of (`None`: all it carries).
+    pub docs: Option<Vec<Id>>,
 }
 
 /// Merges a bundle or saved document into the node: everything or nothing.
 pub fn merge(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Source, Report)> {
     let opened = open(node, bytes, limits)?;
-    let report = ingest::apply(node, opened.workspace, opened.items, limits)?;
+    let workspace = opened.workspace;
+    let txn = node.db().begin_write()?;
+    for envelope in &opened.records {
+        crate::epochs::receive(&txn, workspace, envelope)
+            .context("a keyring record of the bundle was refused; nothing was merged")?;
+    }
+    let mut report = ingest::apply_in(&txn, node, workspace, opened.items, limits)?;
+    if !opened.records.is_empty() {
+        // Sealed under an epoch whose record waited for the workspace changes this bundle
+        // also carries, now applied: adopt it, then open and apply the rest, in the same
+        // transaction.
+        let mut record = crate::node::workspace_record(&txn, workspace)?;
+        let settled = crate::epochs::settle(&txn, node.key(), workspace, &mut record)?;
+        if let Some(refused) = settled.refused.first() {
+            bail!("{}; nothing was merged", refused.reason);
+        }
+        let mut budget = ingest::Budget::new(limits);
+        let mut items = Vec::new();
+        for (i, envelope) in opened.waiting {
+            let got = ingest::open_envelope(envelope, workspace, &record, &mut budget);
+            match got {
+                Ok(got) => items.extend(
+                    got.into_iter()
+                        .filter(|item| opened.docs.as_ref().is_none_or(|d| d.contains(&item.doc))),
+                ),
+                Err(e) if e.is::<crate::seal::UnknownEpoch>() => bail!(
+                    "envelope {} of the bundle is sealed under a key this device has not received: sync with the workspace's relays (`meridian sync`), then merge again; nothing was merged",
+                    i + 1
+                ),
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "envelope {} of the bundle was refused; nothing was merged",
+                        i + 1
+                    )));
+                }
+            }
+        }
+        let more = ingest::apply_in(&txn, node, workspace, items, limits)?;
+        report.documents.extend(more.documents);
+        report.applied += more.applied;
+        report.known += more.known;
+    }
+    txn.commit()?;
+    // Records the bundle carried may have waited for the workspace changes it also
+    // carried; envelopes held from sync may open with what it brought.
+    let settled = node.settle_epochs(workspace)?;
+    report.documents.extend(settled.documents);
+    report.applied += settled.applied;
     Ok((opened.source, report))
 }
 
@@ -103,12 +158,7 @@ pub fn open(node: &Node, bytes: &[u8], limits: &Limits) -> Result<Opened> {
         );
     }
     if let Some(body) = bytes.strip_prefix(BUNDLE_MAGIC) {
-        let (workspace, items) = open_bundle(node, body, limits)?;
-        return Ok(Opened {
-            source: Source::Bundle,
-            workspace,
-            items,
-        });
+        return open_bundle(node, body, limits);
     }
     if bytes.starts_with(&AUTOMERGE_MAGIC) {
         let (workspace, items) = open_saved(node, bytes, limits)?;
@@ -116,6 +166,9 @@ pub fn open(node: &Node, bytes: &[u8], limits: &Limits) -> Result<Opened> {
             source: Source::SavedDocument,
             workspace,
             items,
+            waiting: Vec::new(),
+            records: Vec::new(),
+            docs: None,
         });
     }
     bail!(
@@ -123,7 +176,7 @@ pub fn open(node: &Node, bytes: &[u8], limits: &Limits) -> Result<Opened> {
     )
 }
 
-fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Item>)> {
+fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<Opened> {
     let bundle: Bundle = meridian_relay::cbor::from_slice(body).map_err(|e| {
         anyhow::anyhow!("the bundle is damaged or truncated ({e}); nothing was merged")
     })?;
@@ -172,27 +225,21 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<(Id, Vec<Ite
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    if !waiting.is_empty() && !records.is_empty() {
-        // The records are kept whatever becomes of the merge: they are public, and they
-        // are what opens the rest.
-        let rejected = node.receive_keyring(workspace, &records)?;
-        if let Some(r) = rejected.first() {
-            bail!("{}; nothing was merged", r.reason);
-        }
-        let record = known_workspace(node, workspace)?;
-        for (i, envelope) in std::mem::take(&mut waiting) {
-            let opened = ingest::open_envelope(envelope, workspace, &record, &mut budget)
-                .with_context(|| refused(i))?;
-            items.extend(opened.into_iter().filter(wanted));
-        }
-    }
-    if let Some((i, _)) = waiting.first() {
+    if let Some((i, _)) = waiting.first().filter(|_| records.is_empty()) {
         bail!(
             "envelope {} of the bundle is sealed under a key this device has not received: sync with the workspace's relays (`meridian sync`), then merge again; nothing was merged",
             i + 1
         );
     }
-    Ok((workspace, items))
+    let docs = docs.map(|docs| docs.iter().filter_map(|d| Id::from_slice(d)).collect());
+    Ok(Opened {
+        source: Source::Bundle,
+        workspace,
+        items,
+        waiting,
+        records,
+        docs,
+    })
 }
 
 /// A saved automerge document carries no signatures, so the only changes taken from it are

@@ -306,13 +306,20 @@ fn check(
                 )));
             }
             let author = hex::encode(kept.author);
+            if record.state.removal(&author, &record.creator).is_some() {
+                return Err(Refusal::Broken(format!(
+                    "a key was shared by {}, who was removed",
+                    record.state.name_of(&author)
+                )));
+            }
+            // A member this node has not seen verified yet may be one: wait for their entry.
             if !record
                 .state
                 .active_members()
                 .any(|m| m.keys.contains(&author))
             {
-                return Err(Refusal::Broken(format!(
-                    "a key was shared by {}, who is not a current member",
+                return Err(Refusal::Waiting(format!(
+                    "the membership of {}",
                     record.state.name_of(&author)
                 )));
             }
@@ -617,14 +624,26 @@ pub fn release(txn: &WriteTransaction, workspace: Id, positions: &[u64]) -> Resu
     Ok(())
 }
 
-/// Whether anything of `workspace` waits here: a record not adopted or a held envelope.
-pub fn anything_waiting(txn: &WriteTransaction, workspace: Id) -> Result<bool> {
-    let held = txn
-        .open_table(HELD_EPOCH)?
-        .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
-        .next()
-        .is_some();
-    Ok(held || kept(txn, workspace)?.iter().any(|k| !k.adopted))
+/// Whether `workspace` has no keyring record and no envelope held for a key here: nobody
+/// was ever removed, and there is nothing to settle (checked before a write transaction).
+pub fn untouched(txn: &redb::ReadTransaction, workspace: Id) -> Result<bool> {
+    let records = match txn.open_table(KEYRING) {
+        Ok(table) => table
+            .range((workspace.0, [0; 32])..=(workspace.0, [0xff; 32]))?
+            .next()
+            .is_none(),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    };
+    let held = match txn.open_table(HELD_EPOCH) {
+        Ok(table) => table
+            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
+            .next()
+            .is_none(),
+        Err(redb::TableError::TableDoesNotExist(_)) => true,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(records && held)
 }
 
 /// Starts a repair epoch when this node has nothing safe to seal under (concurrent

@@ -573,6 +573,96 @@ pub fn ingest(fixture: &Fixture, bytes: &[u8]) {
     }
 }
 
+/// The keyring-record reader and its rules: the bytes decoded as a record of the fixture's
+/// workspace, checked as an epoch against its members, unwrapped with Bo's device and its
+/// parents opened; then, signed by Ana (the creator), kept and settled by the store as a
+/// record from the network would be, in a transaction dropped at the end.
+pub fn keyring(fixture: &Fixture, bytes: &[u8]) {
+    let world = &fixture.world;
+    match crate::keyring::Record::decode(bytes, world.workspace) {
+        Ok(record) => {
+            let creator = world.ana.verifying_key().to_bytes();
+            if let Err(refused) =
+                crate::keyring::check_epoch(&record, &creator, &fixture.record.state, &creator)
+            {
+                assert_clear(&refused);
+            }
+            for commit in [[0; 32], crate::keyring::commit(world.workspace, &world.key)] {
+                if let Some(Err(error)) = record.unwrap_for(fixture.node.key(), &commit) {
+                    assert_clear(&error);
+                }
+            }
+            if let Err(error) = crate::keyring::open_parents(world.workspace, &world.key, &record) {
+                assert_clear(&error);
+            }
+        }
+        Err(error) => assert_clear(&error),
+    }
+    let envelope =
+        meridian_relay::Envelope::sign_keyring(&world.ana, world.workspace.0, bytes.to_vec());
+    let txn = match fixture.node.db().begin_write() {
+        Ok(txn) => txn,
+        Err(error) => panic!("the fixture's database failed: {error}"),
+    };
+    match crate::epochs::receive(&txn, world.workspace, &envelope) {
+        Ok(_) => {
+            let mut record = fixture.record.clone();
+            match crate::epochs::settle(&txn, fixture.node.key(), world.workspace, &mut record) {
+                Ok(settled) => {
+                    for refused in settled.refused {
+                        assert_clear(&refused.reason);
+                    }
+                }
+                Err(error) => assert_clear(&error),
+            }
+        }
+        Err(error) => assert_clear(&error),
+    }
+    drop(txn);
+}
+
+/// Keyring records to start [`keyring`] from: an epoch after the first for a removal and a
+/// repair, with wraps to Ana and Cy, and a share of it (deterministic bytes, not genuine
+/// wraps: the shapes and the rules are what they exercise).
+pub fn keyring_seeds(world: &World) -> Vec<Vec<u8>> {
+    use crate::keyring::{Kind, Reason, Record, WrapEntry};
+    use serde_bytes::ByteBuf;
+    let bytes = |n: usize, b: u8| ByteBuf::from(vec![b; n]);
+    let wraps: Vec<WrapEntry> = [&world.ana, &world.cy]
+        .iter()
+        .enumerate()
+        .map(|(i, key)| WrapEntry {
+            device: ByteBuf::from(key.verifying_key().to_bytes().to_vec()),
+            encapped: bytes(32, i as u8 + 1),
+            ciphertext: bytes(48, i as u8 + 3),
+        })
+        .collect();
+    let first = crate::keyring::first_epoch(world.workspace, &world.key);
+    let epoch = |reason| Record {
+        workspace: ByteBuf::from(world.workspace.0.to_vec()),
+        kind: Kind::Epoch {
+            parents: vec![ByteBuf::from(first.to_vec())],
+            basis: vec![bytes(32, 7)],
+            reason,
+            commit: bytes(32, 9),
+            sealed_parents: vec![bytes(48, 5)],
+        },
+        wraps: wraps.clone(),
+    };
+    let removal = epoch(Reason::Removal {
+        member: hex::encode(world.cy.verifying_key().to_bytes()),
+    })
+    .encode();
+    let share = Record {
+        workspace: ByteBuf::from(world.workspace.0.to_vec()),
+        kind: Kind::Share {
+            epoch: ByteBuf::from(crate::keyring::epoch_hash(&removal).to_vec()),
+        },
+        wraps: wraps[..1].to_vec(),
+    };
+    vec![removal, epoch(Reason::Repair).encode(), share.encode()]
+}
+
 /// A small seeded random source (splitmix64): the same seed gives the same corpus and the
 /// same fuzzing run everywhere.
 #[derive(Clone, Debug)]

@@ -157,9 +157,9 @@ const WRAP: &[u8] = b"meridian/epoch-wrap/v1\0";
 const PARENTS: &[u8] = b"meridian/epoch-parents/v1\0";
 const SEAL: &[u8] = b"meridian/seal/v2\0";
 
-/// The most wraps one record may carry: a recipient's wrap is about 90 bytes encoded, so
-/// this keeps a record of every wrap inside an envelope's 4 MiB.
-pub const MAX_WRAPS: usize = 40_000;
+/// The most wraps one record may carry: a recipient's wrap is 125 bytes encoded, so this
+/// keeps a record of every wrap inside an envelope's 4 MiB.
+pub const MAX_WRAPS: usize = 30_000;
 
 /// The hash of a workspace's first epoch, whose secret is the workspace key.
 pub fn first_epoch(workspace: Id, key: &Secret) -> EpochHash {
@@ -261,14 +261,18 @@ pub enum Reason {
     Repair,
 }
 
-/// One recipient's wrap.
+/// One recipient's wrap. Its fields are named by one letter on the wire: a record for
+/// 10,000 devices is 10,000 of these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrapEntry {
     /// The device's ed25519 key.
+    #[serde(rename = "d")]
     pub device: ByteBuf,
     /// HPKE's encapsulated key.
+    #[serde(rename = "e")]
     pub encapped: ByteBuf,
     /// The sealed secret.
+    #[serde(rename = "c")]
     pub ciphertext: ByteBuf,
 }
 

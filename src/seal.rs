@@ -363,6 +363,71 @@ mod tests {
         assert!(open(&key, &moved).is_err());
     }
 
+    #[test]
+    fn an_epoch_envelope_names_its_epoch_in_the_nonce_and_opens_only_with_its_key() {
+        let device = SigningKey::from_bytes(&[1; 32]);
+        let (workspace, doc) = (Id([1; 16]), Id([2; 16]));
+        let hash = [7; 32];
+        let mut record = WorkspaceRecord {
+            name: "acme".into(),
+            key: vec![9; 32],
+            creator: Vec::new(),
+            relays: Vec::new(),
+            genesis: Vec::new(),
+            state: Default::default(),
+            salt: None,
+            proof: None,
+            dropped: Vec::new(),
+            epochs: Vec::new(),
+            sealing: Sealing::First,
+            followed: Vec::new(),
+        };
+        let first = Sealer::of(&record)
+            .unwrap()
+            .seal(&device, workspace, &[doc], b"before");
+        assert_eq!(first.version, meridian_relay::envelope::ENVELOPE_VERSION);
+        record.epochs.push(EpochKey {
+            hash: hash.to_vec(),
+            secret: vec![5; 32],
+            depth: 1,
+        });
+        record.sealing = Sealing::Epoch(serde_bytes::ByteBuf::from(hash.to_vec()));
+        let sealer = Sealer::of(&record).unwrap();
+        let envelope = sealer.seal(&device, workspace, &[doc], b"after");
+        envelope.verify().unwrap();
+        assert_eq!(envelope.version, meridian_relay::envelope::EPOCH_VERSION);
+        assert_eq!(envelope.epoch_id(), Some([7; 8]));
+        assert_eq!(
+            envelope.encode().len(),
+            first.encode().len() - b"before".len() + b"after".len(),
+            "naming the epoch costs no byte"
+        );
+        assert!(sealer.sealed(&envelope) && !sealer.sealed(&first));
+        assert_eq!(open_with(&record, &envelope).unwrap(), b"after");
+        assert_eq!(open_with(&record, &first).unwrap(), b"before");
+        // Moved to another document, it does not open: the key is the document's.
+        let mut moved = envelope.clone();
+        moved.doc = vec![3; 16];
+        assert!(open_with(&record, &moved).is_err());
+        // The same id with another secret or hash (a forged epoch) does not open it.
+        let mut other = record.clone();
+        other.epochs[0].secret = vec![6; 32];
+        assert!(open_with(&other, &envelope).is_err());
+        other.epochs[0].secret = vec![5; 32];
+        other.epochs[0].hash[31] ^= 1;
+        assert!(open_with(&other, &envelope).is_err());
+        // Not held at all: it waits, it is not refused.
+        other.epochs.clear();
+        assert!(
+            open_with(&other, &envelope)
+                .unwrap_err()
+                .is::<UnknownEpoch>()
+        );
+        // Someone removed and no epoch to seal under: a clear refusal.
+        other.sealing = Sealing::Waiting;
+        assert!(Sealer::of(&other).err().unwrap().is::<NoSafeEpoch>());
+    }
+
     fn inflate(plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
         let mut budget = 1 << 30;
         crate::ingest::plaintext_changes(plaintext, &mut budget).map(|c| c.into_owned())

@@ -330,6 +330,16 @@ fn bundle_reader() {
 }
 
 #[test]
+fn keyring_records() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let fixture = fixture(tmp.path());
+    let seeds = fuzz::keyring_seeds(&fixture.world);
+    fuzz_target("keyring", &[], seeds, &|bytes| {
+        fuzz::keyring(&fixture, bytes)
+    });
+}
+
+#[test]
 fn change_ingest() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let fixture = fixture(tmp.path());

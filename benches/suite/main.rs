@@ -12,6 +12,7 @@
 
 mod discussion;
 mod fanout;
+mod keyring;
 mod local;
 mod repo;
 mod report;
@@ -203,6 +204,11 @@ fn main() -> Result<()> {
     }
     if want(9) {
         run("9. search", &mut |rows| search::run(&settings, rows))?;
+    }
+    if want(10) {
+        run("10. key rotation", &mut |rows| {
+            keyring::run(&settings, rows)
+        })?;
     }
     rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
     let text = report::markdown(

@@ -168,7 +168,7 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
         } else {
             said!(
                 out,
-                "Up to date, but for {held} {} still on the way: they apply when the edits before them arrive",
+                "Up to date, but for {held} {} still on the way: they apply when what they wait for arrives: the edits before them, or the key they are sealed under",
                 plural(held, "change", "changes")
             );
         }

@@ -12,7 +12,7 @@ use meridian::store::WorkspaceRecord;
 use meridian_relay::Envelope;
 use meridian_relay::store::RelayStore;
 
-use crate::relays::{Relay, Team, push, sync, titles, unique};
+use crate::relays::{Relay, Team, figure, push, sync, titles, unique};
 use crate::support::Home;
 
 const ZONES: [(&str, &str); 3] = [
@@ -72,7 +72,7 @@ fn bundle_envelopes(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// the workspace key, the epoch secrets its record keeps, and whatever its device key
 /// unwraps from any keyring record among them (walking parents too). Each secret is tried
 /// as the secret of every epoch named anywhere, not only the one it came for.
-fn readable(home: &Home, envelopes: &[Vec<u8>]) -> String {
+fn readable(home: &Home, envelopes: &[Vec<u8>]) -> Readable {
     let node = Node::open(home.path()).unwrap();
     let (workspace, record) = node.workspace(None).unwrap();
     let first: [u8; 32] = record.key.as_slice().try_into().unwrap();
@@ -130,7 +130,10 @@ fn readable(home: &Home, envelopes: &[Vec<u8>]) -> String {
             .collect(),
         ..record
     };
-    let mut out = String::new();
+    let mut out = Readable {
+        keys: secrets.len() * hashes.len() + secrets.len(),
+        ..Readable::default()
+    };
     for bytes in envelopes {
         let Ok(envelope) = Envelope::decode(bytes) else {
             continue;
@@ -138,6 +141,7 @@ fn readable(home: &Home, envelopes: &[Vec<u8>]) -> String {
         if envelope.is_keyring() {
             continue;
         }
+        out.sealed += 1;
         let mut opened = seal::open_with(&attacker, &envelope).ok();
         if opened.is_none() && envelope.epoch_id().is_none() {
             for secret in &secrets {
@@ -145,10 +149,27 @@ fn readable(home: &Home, envelopes: &[Vec<u8>]) -> String {
             }
         }
         if let Some(plaintext) = opened {
-            out += &texts(&envelope, &plaintext);
+            out.opened += 1;
+            out.text += &texts(&envelope, &plaintext);
         }
     }
     out
+}
+
+/// What one home's keys opened: the texts, how many envelopes of how many, with how many
+/// (epoch, secret) pairs and workspace keys tried.
+#[derive(Default)]
+struct Readable {
+    text: String,
+    opened: usize,
+    sealed: usize,
+    keys: usize,
+}
+
+impl Readable {
+    fn contains(&self, canary: &str) -> bool {
+        self.text.contains(canary)
+    }
 }
 
 #[test]
@@ -203,6 +224,18 @@ fn a_removed_member_with_every_key_and_byte_reads_nothing_written_after_the_remo
     );
 
     let cy_reads = readable(cy, &everything);
+    let leaked = [&from_ana, &from_bo]
+        .iter()
+        .filter(|canary| cy_reads.contains(canary))
+        .count();
+    figure("epochs.canary.envelopes_given", cy_reads.sealed);
+    figure("epochs.canary.keys_tried", cy_reads.keys);
+    figure("epochs.canary.envelopes_opened", cy_reads.opened);
+    figure(
+        "epochs.canary.before_read",
+        u8::from(cy_reads.contains(&before)),
+    );
+    figure("epochs.canary.after_read", leaked);
     assert!(
         cy_reads.contains(&before),
         "control: Cy opens what came before"
@@ -266,4 +299,138 @@ fn a_newcomer_after_two_removals_reads_the_whole_history() {
     assert!(titles(ana).contains(&fourth) && titles(bo).contains(&fourth));
     let cy_has = titles(cy);
     assert!(!cy_has.contains(&second) && !cy_has.contains(&third) && !cy_has.contains(&fourth));
+}
+
+#[test]
+fn a_removal_concurrent_with_offline_edits_converges_and_leaks_only_the_documented_window() {
+    let team = Team::new(&[
+        ("Ana", "Asia/Tokyo"),
+        ("Bo", "Europe/Berlin"),
+        ("Cy", "America/Lima"),
+        ("Dee", "Africa/Nairobi"),
+    ]);
+    let [ana, bo, cy, dee] = [
+        &team.homes[0],
+        &team.homes[1],
+        &team.homes[2],
+        &team.homes[3],
+    ];
+    // Bo and Dee write offline, not knowing what Ana is about to do.
+    let bo_unaware = unique("BoUnaware");
+    bo.create(&["thread", "new", &bo_unaware, "-m", &bo_unaware]);
+    let dee_unaware = unique("DeeUnaware");
+    dee.create(&["thread", "new", &dee_unaware, "-m", &dee_unaware]);
+    ana.ok(&["member", "remove", "Cy"]);
+    let ana_after = unique("AnaAfter");
+    ana.create(&["thread", "new", &ana_after, "-m", &ana_after]);
+    push(ana);
+    // Bo learns of the removal from a bundle before his edit leaves his device: it is
+    // sealed again under the new key when he pushes. Then he writes knowing of it.
+    let bundle = team.world.file("from-ana.bundle");
+    ana.ok(&[
+        "export",
+        "--all",
+        "--format",
+        "bundle",
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    bo.ok(&["merge", bundle.to_str().unwrap()]);
+    let bo_aware = unique("BoAware");
+    bo.create(&["thread", "new", &bo_aware, "-m", &bo_aware]);
+    // Dee pushes before she has heard of it: the window.
+    team.sync_until_quiet(&[dee, bo, ana, dee, bo, ana]);
+    let everyone = [&bo_unaware, &dee_unaware, &ana_after, &bo_aware];
+    for home in [ana, bo, dee] {
+        let has = titles(home);
+        for title in everyone {
+            assert!(has.contains(title), "{} has {title}: {has:?}", home.name());
+        }
+    }
+    let workspace = Id::parse(ana.json(&["workspace", "list"])[0]["id"].as_str().unwrap()).unwrap();
+    let mut relay = team.relay;
+    relay.stop();
+    let logged = relay_envelopes(&relay, workspace);
+    let cy_reads = readable(cy, &logged);
+    figure(
+        "epochs.window.unaware_read",
+        u8::from(cy_reads.contains(&dee_unaware)),
+    );
+    figure(
+        "epochs.window.aware_read",
+        [&bo_unaware, &ana_after, &bo_aware]
+            .iter()
+            .filter(|c| cy_reads.contains(c))
+            .count(),
+    );
+    assert!(
+        cy_reads.contains(dee_unaware.as_str()),
+        "the documented window: Dee sealed before she knew, under the key Cy holds"
+    );
+    for canary in [&bo_unaware, &ana_after, &bo_aware] {
+        assert!(
+            !cy_reads.contains(canary.as_str()),
+            "Cy decrypted {canary}, sealed by a writer who knew of the removal"
+        );
+    }
+}
+
+#[test]
+fn a_removal_made_before_key_epochs_starts_a_repair_epoch_at_the_next_sync() {
+    let team = Team::new(&ZONES);
+    let [ana, bo, cy] = [&team.homes[0], &team.homes[1], &team.homes[2]];
+    let workspace = Id::parse(ana.json(&["workspace", "list"])[0]["id"].as_str().unwrap()).unwrap();
+    {
+        // What a build from before key epochs did: the removal alone, and a record that
+        // still seals under the workspace key.
+        let node = Node::open(ana.path()).unwrap();
+        let (_, record) = node.workspace(None).unwrap();
+        let cy_id = record.state.find("Cy").unwrap().id.clone();
+        node.edit(workspace, workspace, |doc| {
+            let view = meridian::doc::View::now(doc);
+            let members = view.map(&automerge::ROOT, "members").unwrap();
+            let entry = view.map(&members, &cy_id).unwrap();
+            let mut tx = doc.transaction();
+            meridian::workspace::put_removed(&mut tx, &entry, 1).unwrap();
+            meridian::node::commit(tx, "remove member Cy");
+            Ok(())
+        })
+        .unwrap();
+        node.edit_record(workspace, |record| {
+            record.sealing = keyring::Sealing::First;
+        })
+        .unwrap();
+    }
+    let written = unique("WrittenAfterUpgrade");
+    ana.create(&["thread", "new", &written, "-m", &written]);
+    push(ana);
+    sync(bo);
+    assert!(titles(bo).contains(&written), "Bo reads it");
+    let mut relay = team.relay;
+    relay.stop();
+    let logged = relay_envelopes(&relay, workspace);
+    let records: Vec<Record> = logged
+        .iter()
+        .map(|bytes| Envelope::decode(bytes).unwrap())
+        .filter(|e| e.is_keyring())
+        .map(|e| Record::decode(&e.ciphertext, workspace).unwrap())
+        .collect();
+    assert!(
+        matches!(
+            records.as_slice(),
+            [Record {
+                kind: Kind::Epoch {
+                    reason: keyring::Reason::Repair,
+                    ..
+                },
+                ..
+            }]
+        ),
+        "one repair epoch: {records:?}"
+    );
+    let cy_reads = readable(cy, &logged);
+    assert!(
+        !cy_reads.contains(&written),
+        "Cy decrypted what Ana wrote after the upgrade"
+    );
 }
