@@ -575,9 +575,11 @@ pub fn share_missing(
         if record.epochs.iter().all(|e| e.hash != epoch) {
             continue;
         }
+        let own = device.verifying_key().to_bytes();
         let missing: BTreeMap<[u8; 32], [u8; 32]> = current
             .iter()
-            .filter(|(device, _)| reached.get(&epoch).is_none_or(|r| !r.contains(*device)))
+            .filter(|(other, _)| **other != own)
+            .filter(|(other, _)| reached.get(&epoch).is_none_or(|r| !r.contains(*other)))
             .map(|(d, e)| (*d, *e))
             .collect();
         if missing.is_empty() {
@@ -696,6 +698,84 @@ pub struct RecordStatus {
     pub author: [u8; 32],
     /// The devices it wraps to.
     pub devices: Vec<[u8; 32]>,
+    /// Why the epoch was started (`None` for a share).
+    pub reason: Option<Reason>,
+}
+
+/// What a node holds of a workspace's keys: `meridian workspace keys`.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// Every epoch this node knows of (its records, oldest first as adopted), with whether
+    /// this device holds its secret.
+    pub epochs: Vec<EpochStatus>,
+    /// What it seals under.
+    pub sealing: keyring::Sealing,
+    /// Keyring records not adopted yet.
+    pub waiting_records: usize,
+    /// Envelopes held for a key this device has not received.
+    pub waiting_envelopes: usize,
+}
+
+/// One epoch as [`Keys`] lists it.
+#[derive(Clone, Debug)]
+pub struct EpochStatus {
+    /// Its hash.
+    pub hash: EpochHash,
+    /// Who started it (device key).
+    pub author: [u8; 32],
+    /// Why.
+    pub reason: Reason,
+    /// Every device its secret reached, by its record and the shares of it.
+    pub devices: usize,
+    /// Whether this device holds its secret.
+    pub held: bool,
+    /// Whether it was checked and adopted.
+    pub adopted: bool,
+}
+
+/// What this node holds of `workspace`'s keys.
+pub fn keys(txn: &redb::ReadTransaction, workspace: Id, record: &WorkspaceRecord) -> Result<Keys> {
+    let all = records(txn, workspace)?;
+    let mut epochs: Vec<EpochStatus> = Vec::new();
+    for status in all.iter().filter(|s| s.starts) {
+        let (Some(hash), Some(reason)) = (status.epoch, status.reason.clone()) else {
+            continue;
+        };
+        let reached: BTreeSet<[u8; 32]> = all
+            .iter()
+            .filter(|s| s.epoch == Some(hash))
+            .flat_map(|s| s.devices.iter().copied())
+            .collect();
+        epochs.push(EpochStatus {
+            hash,
+            author: status.author,
+            reason,
+            devices: reached.len(),
+            held: record.epochs.iter().any(|e| e.hash == hash),
+            adopted: status.adopted,
+        });
+    }
+    let depth = |hash: &EpochHash| {
+        record
+            .epochs
+            .iter()
+            .find(|e| e.hash == hash)
+            .map_or(0, |e| e.depth)
+    };
+    epochs.sort_by_key(|e| (std::cmp::Reverse(depth(&e.hash)), e.hash));
+    let waiting_envelopes = match txn.open_table(HELD_EPOCH) {
+        Ok(table) => table
+            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
+            .count(),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Keys {
+        epochs,
+        sealing: record.sealing.clone(),
+        waiting_records: all.iter().filter(|s| !s.adopted).count(),
+        waiting_envelopes,
+    })
 }
 
 /// Every keyring record of `workspace` this node keeps.
@@ -713,6 +793,10 @@ pub fn records(txn: &redb::ReadTransaction, workspace: Id) -> Result<Vec<RecordS
             adopted: k.adopted,
             author: k.author,
             devices: k.record.devices().collect(),
+            reason: match &k.record.kind {
+                Kind::Epoch { reason, .. } => Some(reason.clone()),
+                Kind::Share { .. } => None,
+            },
         })
         .collect())
 }

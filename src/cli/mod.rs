@@ -513,6 +513,12 @@ pub enum WorkspaceCommand {
     },
     /// List your workspaces.
     List,
+    /// The keys this device holds: the key epoch it seals under, who started each one and
+    /// why (a removal), how many devices it reached, and what waits for a key.
+    #[command(
+        after_help = "A removal starts a new key that the removed member's device never receives; what members write after they hear of it is sealed under that key. A member who joined later receives it from any member who holds it, at that member's next sync.\n\nExamples:\n  meridian workspace keys\n  meridian workspace keys --json"
+    )]
+    Keys,
     /// Make a workspace the current one: commands use it when several are here and none is
     /// named with -w (a document's id finds its own workspace either way).
     Use {
@@ -582,6 +588,7 @@ impl WorkspaceCommand {
                 | WorkspaceCommand::Ladder { .. }
                 | WorkspaceCommand::Norms
                 | WorkspaceCommand::Log { .. }
+                | WorkspaceCommand::Keys
         )
     }
 }
@@ -616,7 +623,8 @@ pub enum RelayCommand {
 pub enum MemberCommand {
     /// Name, keys, time zone, working hours and local time of every member.
     List,
-    /// Remove a member (workspace creator only): relays refuse their devices from the next
+    /// Remove a member (workspace creator only): what you write from now on is sealed under
+    /// a new key their device never receives, and relays refuse their devices from the next
     /// sync on. What they wrote before stays.
     Remove {
         /// The member's name or id prefix.

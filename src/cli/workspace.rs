@@ -299,7 +299,8 @@ pub fn workspace(
         | WorkspaceCommand::Norm { .. }
         | WorkspaceCommand::Ladder { .. }
         | WorkspaceCommand::Norms
-        | WorkspaceCommand::Log { .. } => unreachable!("dispatched with a workspace chosen"),
+        | WorkspaceCommand::Log { .. }
+        | WorkspaceCommand::Keys => unreachable!("dispatched with a workspace chosen"),
     }
 }
 
@@ -307,6 +308,7 @@ pub fn workspace(
 pub fn settings(ctx: &Ctx, command: WorkspaceCommand) -> Result<()> {
     let out = &ctx.out;
     match command {
+        WorkspaceCommand::Keys => keys(ctx),
         WorkspaceCommand::Template { name, sections } => {
             crate::app::team::set_template(ctx, &name, &sections)?;
             said!(out, "Template {name}: {}.", sections.join(", "));
@@ -800,6 +802,101 @@ fn trust_ca(node: &Node, relays: &[String], file: Option<&Path>, out: &Out) -> R
             out,
             "Trusting the CA in {} for {relay}, beside the system's roots.",
             file.display()
+        );
+    }
+    Ok(())
+}
+
+/// `meridian workspace keys`
+fn keys(ctx: &Ctx) -> Result<()> {
+    use serde_json::Value as Json;
+    let keys = crate::epochs::keys(&ctx.node.db().begin_read()?, ctx.workspace, &ctx.record)?;
+    let short = |hash: &[u8; 32]| hex::encode(&hash[..4]);
+    let sealing = match &keys.sealing {
+        crate::keyring::Sealing::First => "first".to_string(),
+        crate::keyring::Sealing::Epoch(hash) => hex::encode(&hash[..4.min(hash.len())]),
+        crate::keyring::Sealing::Waiting => "waiting".to_string(),
+    };
+    let why = |reason: &crate::keyring::Reason| match reason {
+        crate::keyring::Reason::Removal { member } => format!("removal of {}", ctx.name(member)),
+        crate::keyring::Reason::Repair => "repair".to_string(),
+    };
+    if ctx.out.json {
+        let epochs: Vec<Json> = keys
+            .epochs
+            .iter()
+            .map(|e| {
+                let (reason, removed) = match &e.reason {
+                    crate::keyring::Reason::Removal { member } => ("removal", ctx.person(member)),
+                    crate::keyring::Reason::Repair => ("repair", Json::Null),
+                };
+                json!({
+                    "id": short(&e.hash),
+                    "started_by": ctx.person(&hex::encode(e.author)),
+                    "reason": reason,
+                    "removed": removed,
+                    "devices": e.devices,
+                    "held": e.held,
+                    "adopted": e.adopted,
+                })
+            })
+            .collect();
+        return ctx.out.print_json(&json!({
+            "sealing": sealing,
+            "epochs": epochs,
+            "waiting_records": keys.waiting_records,
+            "waiting_envelopes": keys.waiting_envelopes,
+        }));
+    }
+    let out = &ctx.out;
+    match &keys.sealing {
+        crate::keyring::Sealing::First => said!(
+            out,
+            "Nobody was removed from {}: everything is sealed under the workspace key every member received with their invite.",
+            ctx.record.name
+        ),
+        crate::keyring::Sealing::Epoch(_) => said!(
+            out,
+            "New edits in {} are sealed under key {sealing}, which no removed member's device holds.",
+            ctx.record.name
+        ),
+        crate::keyring::Sealing::Waiting => said!(
+            out,
+            "Someone was removed from {} and this device holds no key started after it yet: `meridian sync` fetches it (or starts one).",
+            ctx.record.name
+        ),
+    }
+    if !keys.epochs.is_empty() {
+        said!(out, "");
+        let mut table = Table::new(&["KEY", "STARTED BY", "WHY", "DEVICES", "HERE"]);
+        for e in &keys.epochs {
+            let here = match (e.held, e.adopted) {
+                (true, _) if short(&e.hash) == sealing => "sealing under it",
+                (true, true) => "held",
+                (true, false) => "held, record checked later",
+                (false, true) => "not received",
+                (false, false) => "not received, record waiting",
+            };
+            table.row(vec![
+                Cell::new(short(&e.hash)),
+                Cell::new(ctx.name(&hex::encode(e.author))),
+                Cell::new(why(&e.reason)),
+                Cell::new(e.devices.to_string()),
+                Cell::new(here),
+            ]);
+        }
+        table.print(out)?;
+    }
+    if keys.waiting_envelopes > 0 {
+        said!(
+            out,
+            "{} {} for a key this device has not received: a member who holds it sends it at their next sync.",
+            keys.waiting_envelopes,
+            if keys.waiting_envelopes == 1 {
+                "edit waits"
+            } else {
+                "edits wait"
+            }
         );
     }
     Ok(())

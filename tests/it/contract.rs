@@ -186,6 +186,8 @@ fn every_command_prints_the_documented_json() {
         &["workspace", "template", "pm", "Impact", "Actions"],
     );
     checked(ana, "workspace_norms", &["workspace", "norms"]);
+    let keys = checked(ana, "workspace_keys", &["workspace", "keys"]);
+    assert_eq!(keys["sealing"], "first", "nobody removed yet: {keys}");
     checked(ana, "log", &["workspace", "log"]);
     checked(ana, "member_admin", &["member", "admin", "Bo"]);
     checked(ana, "workspace_use", &["workspace", "use", "acme"]);
@@ -418,6 +420,9 @@ fn every_command_prints_the_documented_json() {
     checked(bo, "sync", &["sync"]);
     checked(bo, "entry_written", &["ack", &v]);
     checked(ana, "member_remove", &["member", "remove", "Bo"]);
+    let keys = checked(ana, "workspace_keys", &["workspace", "keys"]);
+    assert_eq!(keys["epochs"][0]["reason"], "removal", "{keys}");
+    assert_eq!(keys["epochs"][0]["removed"]["name"], "Bo", "{keys}");
 
     // Errors are JSON objects of their own.
     let output = ana.run(&["--json", "show", "ffffffff"]);
