@@ -122,12 +122,7 @@ pub fn receive(txn: &WriteTransaction, workspace: Id, envelope: &Envelope) -> Re
 /// merges it needs them to open what it carries. None from a home written before keyring
 /// records existed.
 pub fn adopted_envelopes(txn: &redb::ReadTransaction, workspace: Id) -> Result<Vec<Vec<u8>>> {
-    let table = match txn.open_table(KEYRING) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(kept_in(&table, workspace)?
+    Ok(kept_read(txn, workspace)?
         .into_iter()
         .filter(|k| k.adopted)
         .map(|k| k.envelope)
@@ -343,16 +338,8 @@ fn take_secrets(
 ) -> Result<usize> {
     let starts: BTreeMap<EpochHash, &Kept> =
         all.iter().filter_map(|k| Some((k.starts?, k))).collect();
-    let mut held: BTreeMap<EpochHash, Secret> = record
-        .epochs
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e.hash.as_slice().try_into().ok()?,
-                e.secret.as_slice().try_into().ok()?,
-            ))
-        })
-        .collect();
+    let mut held: BTreeMap<EpochHash, Secret> =
+        record.epochs.iter().filter_map(EpochKey::pair).collect();
     let before = held.len();
     for kept in all.iter().filter(|k| k.adopted) {
         let Some(epoch) = kept.epoch() else { continue };
@@ -481,13 +468,7 @@ fn tips(
     let mut tips: Vec<(EpochHash, Secret, u32)> = record
         .epochs
         .iter()
-        .filter_map(|e| {
-            Some((
-                e.hash.as_slice().try_into().ok()?,
-                e.secret.as_slice().try_into().ok()?,
-                e.depth,
-            ))
-        })
+        .filter_map(|e| e.pair().map(|(hash, secret)| (hash, secret, e.depth)))
         .filter(|(hash, _, _)| !followed.contains(hash))
         .collect();
     if tips.is_empty() {
@@ -634,18 +615,30 @@ pub fn untouched(txn: &redb::ReadTransaction, workspace: Id) -> Result<bool> {
             .range((workspace.0, [0; 32])..=(workspace.0, [0xff; 32]))?
             .next()
             .is_none(),
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(true),
-        Err(e) => return Err(e.into()),
-    };
-    let held = match txn.open_table(HELD_EPOCH) {
-        Ok(table) => table
-            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
-            .next()
-            .is_none(),
         Err(redb::TableError::TableDoesNotExist(_)) => true,
         Err(e) => return Err(e.into()),
     };
-    Ok(records && held)
+    Ok(records && held_count(txn, workspace)? == 0)
+}
+
+/// [`kept`] in a read transaction; none from a home written before keyring records existed.
+fn kept_read(txn: &redb::ReadTransaction, workspace: Id) -> Result<Vec<Kept>> {
+    match txn.open_table(KEYRING) {
+        Ok(table) => kept_in(&table, workspace),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How many envelopes of `workspace` wait for a key.
+fn held_count(txn: &redb::ReadTransaction, workspace: Id) -> Result<usize> {
+    match txn.open_table(HELD_EPOCH) {
+        Ok(table) => Ok(table
+            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
+            .count()),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Starts a repair epoch when this node has nothing safe to seal under (concurrent
@@ -763,13 +756,7 @@ pub fn keys(txn: &redb::ReadTransaction, workspace: Id, record: &WorkspaceRecord
             .map_or(0, |e| e.depth)
     };
     epochs.sort_by_key(|e| (std::cmp::Reverse(depth(&e.hash)), e.hash));
-    let waiting_envelopes = match txn.open_table(HELD_EPOCH) {
-        Ok(table) => table
-            .range((workspace.0, 0)..=(workspace.0, u64::MAX))?
-            .count(),
-        Err(redb::TableError::TableDoesNotExist(_)) => 0,
-        Err(e) => return Err(e.into()),
-    };
+    let waiting_envelopes = held_count(txn, workspace)?;
     Ok(Keys {
         epochs,
         sealing: record.sealing.clone(),
@@ -780,12 +767,7 @@ pub fn keys(txn: &redb::ReadTransaction, workspace: Id, record: &WorkspaceRecord
 
 /// Every keyring record of `workspace` this node keeps.
 pub fn records(txn: &redb::ReadTransaction, workspace: Id) -> Result<Vec<RecordStatus>> {
-    let table = match txn.open_table(KEYRING) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(kept_in(&table, workspace)?
+    Ok(kept_read(txn, workspace)?
         .into_iter()
         .map(|k| RecordStatus {
             epoch: k.epoch(),

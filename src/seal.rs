@@ -169,12 +169,12 @@ pub struct EpochKey {
 }
 
 impl EpochKey {
-    fn hash(&self) -> Option<EpochHash> {
-        self.hash.as_slice().try_into().ok()
-    }
-
-    fn secret(&self) -> Option<Secret> {
-        self.secret.as_slice().try_into().ok()
+    /// Its hash and secret, unless the record holding them is damaged.
+    pub fn pair(&self) -> Option<(EpochHash, Secret)> {
+        Some((
+            self.hash.as_slice().try_into().ok()?,
+            self.secret.as_slice().try_into().ok()?,
+        ))
     }
 }
 
@@ -209,7 +209,8 @@ impl Sealer {
                 .epochs
                 .iter()
                 .find(|e| e.hash == hash.as_slice())
-                .and_then(|e| Some(Sealer::Epoch(e.hash()?, e.secret()?)))
+                .and_then(|e| e.pair())
+                .map(|(hash, secret)| Sealer::Epoch(hash, secret))
                 .ok_or_else(|| {
                     anyhow::anyhow!("the key this workspace seals under is missing or damaged")
                 }),
@@ -290,7 +291,7 @@ pub fn open_with(record: &WorkspaceRecord, envelope: &Envelope) -> anyhow::Resul
         .epochs
         .iter()
         .filter(|e| e.hash.get(..EPOCH_ID_LEN) == Some(id.as_slice()))
-        .filter_map(|e| Some((e.hash()?, e.secret()?)))
+        .filter_map(EpochKey::pair)
         .peekable();
     if named.peek().is_none() {
         return Err(UnknownEpoch(id).into());
@@ -368,20 +369,7 @@ mod tests {
         let device = SigningKey::from_bytes(&[1; 32]);
         let (workspace, doc) = (Id([1; 16]), Id([2; 16]));
         let hash = [7; 32];
-        let mut record = WorkspaceRecord {
-            name: "acme".into(),
-            key: vec![9; 32],
-            creator: Vec::new(),
-            relays: Vec::new(),
-            genesis: Vec::new(),
-            state: Default::default(),
-            salt: None,
-            proof: None,
-            dropped: Vec::new(),
-            epochs: Vec::new(),
-            sealing: Sealing::First,
-            followed: Vec::new(),
-        };
+        let mut record = WorkspaceRecord::with_key(&[9; 32]);
         let first = Sealer::of(&record)
             .unwrap()
             .seal(&device, workspace, &[doc], b"before");

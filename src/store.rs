@@ -440,6 +440,25 @@ pub struct WorkspaceRecord {
 }
 
 impl WorkspaceRecord {
+    /// A record of workspace `acme` holding `key`, nobody removed, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_key(key: &[u8]) -> WorkspaceRecord {
+        WorkspaceRecord {
+            name: "acme".into(),
+            key: key.to_vec(),
+            creator: Vec::new(),
+            relays: Vec::new(),
+            genesis: Vec::new(),
+            state: Default::default(),
+            salt: None,
+            proof: None,
+            dropped: Vec::new(),
+            epochs: Vec::new(),
+            sealing: Default::default(),
+            followed: Vec::new(),
+        }
+    }
+
     /// Takes in the relays the workspace shares, after its document changed from sharing
     /// `before`: a newly shared relay is used from now on (unless this device dropped it),
     /// and one no longer shared is no longer used.

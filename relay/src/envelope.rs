@@ -131,16 +131,14 @@ impl Envelope {
         nonce: [u8; NONCE_LEN],
         encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Envelope {
-        let envelope = Envelope {
-            version: ENVELOPE_VERSION,
-            workspace: workspace.to_vec(),
-            doc: doc.to_vec(),
-            docs: Vec::new(),
-            author: key.verifying_key().to_bytes().to_vec(),
-            nonce: nonce.to_vec(),
-            ciphertext: Vec::new(),
-            signature: Vec::new(),
-        };
+        let envelope = Envelope::unsigned(
+            ENVELOPE_VERSION,
+            key,
+            workspace,
+            doc.to_vec(),
+            Vec::new(),
+            nonce.to_vec(),
+        );
         envelope.finish(key, encrypt)
     }
 
@@ -155,20 +153,38 @@ impl Envelope {
         nonce: [u8; NONCE_LEN],
         encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Envelope {
-        let envelope = Envelope {
-            version: SHARED_VERSION,
-            workspace: workspace.to_vec(),
-            doc: Vec::new(),
-            docs: docs
-                .iter()
+        let envelope = Envelope::unsigned(
+            SHARED_VERSION,
+            key,
+            workspace,
+            Vec::new(),
+            docs.iter()
                 .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
                 .collect(),
+            nonce.to_vec(),
+        );
+        envelope.finish(key, encrypt)
+    }
+
+    /// An envelope of `version` by `key`'s device, before its ciphertext and signature.
+    fn unsigned(
+        version: u8,
+        key: &SigningKey,
+        workspace: [u8; ID_LEN],
+        doc: Vec<u8>,
+        docs: Vec<serde_bytes::ByteBuf>,
+        nonce: Vec<u8>,
+    ) -> Envelope {
+        Envelope {
+            version,
+            workspace: workspace.to_vec(),
+            doc,
+            docs,
             author: key.verifying_key().to_bytes().to_vec(),
-            nonce: nonce.to_vec(),
+            nonce,
             ciphertext: Vec::new(),
             signature: Vec::new(),
-        };
-        envelope.finish(key, encrypt)
+        }
     }
 
     fn finish(mut self, key: &SigningKey, encrypt: impl FnOnce(&[u8]) -> Vec<u8>) -> Envelope {
@@ -197,16 +213,14 @@ impl Envelope {
 
     /// Builds and signs a keyring record carrying `body` in the clear.
     pub fn sign_keyring(key: &SigningKey, workspace: [u8; ID_LEN], body: Vec<u8>) -> Envelope {
-        let envelope = Envelope {
-            version: KEYRING_VERSION,
-            workspace: workspace.to_vec(),
-            doc: KEYRING_DOC.to_vec(),
-            docs: Vec::new(),
-            author: key.verifying_key().to_bytes().to_vec(),
-            nonce: vec![0; NONCE_LEN],
-            ciphertext: Vec::new(),
-            signature: Vec::new(),
-        };
+        let envelope = Envelope::unsigned(
+            KEYRING_VERSION,
+            key,
+            workspace,
+            KEYRING_DOC.to_vec(),
+            Vec::new(),
+            vec![0; NONCE_LEN],
+        );
         envelope.finish(key, |_| body)
     }
 
@@ -221,25 +235,27 @@ impl Envelope {
         nonce: [u8; NONCE_LEN],
         encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Envelope {
-        let mut envelope = Envelope {
-            version: EPOCH_VERSION,
-            workspace: workspace.to_vec(),
-            doc: Vec::new(),
-            docs: Vec::new(),
-            author: key.verifying_key().to_bytes().to_vec(),
-            nonce: nonce.to_vec(),
-            ciphertext: Vec::new(),
-            signature: Vec::new(),
-        };
-        if let [doc] = docs {
-            envelope.doc = doc.to_vec();
+        let envelope = if let [doc] = docs {
+            Envelope::unsigned(
+                EPOCH_VERSION,
+                key,
+                workspace,
+                doc.to_vec(),
+                Vec::new(),
+                nonce.to_vec(),
+            )
         } else {
-            envelope.version = EPOCH_SHARED_VERSION;
-            envelope.docs = docs
-                .iter()
-                .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
-                .collect();
-        }
+            Envelope::unsigned(
+                EPOCH_SHARED_VERSION,
+                key,
+                workspace,
+                Vec::new(),
+                docs.iter()
+                    .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
+                    .collect(),
+                nonce.to_vec(),
+            )
+        };
         envelope.finish(key, encrypt)
     }
 

@@ -383,13 +383,10 @@ pub fn apply(
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
     let limits = Limits::default();
     let mut budget = ingest::Budget::new(&limits);
-    let mut items = Vec::new();
-    let mut refused = Vec::new();
+    let mut batch = Batch::default();
     let mut records = Vec::new();
-    let mut waiting = Vec::new();
     let encoded: Vec<&[u8]> = entries.iter().map(|(_, bytes)| bytes.as_slice()).collect();
     ingest::each_verified(&encoded, |i, envelope| {
-        let (seq, bytes) = &entries[i];
         let opened = envelope.map_err(anyhow::Error::from).and_then(|envelope| {
             if envelope.is_keyring() && envelope.workspace_id() == workspace.0 {
                 records.push(envelope);
@@ -397,14 +394,7 @@ pub fn apply(
             }
             ingest::open_envelope(envelope, workspace, &record, &mut budget)
         });
-        match opened {
-            Ok(opened) => items.extend(opened),
-            Err(e) if e.is::<seal::UnknownEpoch>() => waiting.push(i),
-            Err(e) => refused.push(rejection(
-                Some(bytes),
-                format!("entry {seq} of {relay}: {e:#}"),
-            )),
-        }
+        batch.sort(i, &entries[i], relay, opened);
         Ok::<_, anyhow::Error>(())
     })?;
     let keyring_moved = !records.is_empty();
@@ -412,25 +402,24 @@ pub fn apply(
         // Keyring records are kept and adopted in a transaction of their own, and the
         // envelopes of this batch sealed under the epochs they bring are opened again. A
         // crash before the cursor moves pulls them again, and they are recognised.
-        refused.extend(node.receive_keyring(workspace, &records)?);
+        batch
+            .refused
+            .extend(node.receive_keyring(workspace, &records)?);
         let (_, record) = node.workspace(Some(&workspace.hex()))?;
-        for i in std::mem::take(&mut waiting) {
-            let (seq, bytes) = &entries[i];
-            let opened = Envelope::decode_stored(bytes)
+        for i in std::mem::take(&mut batch.waiting) {
+            let opened = Envelope::decode_stored(&entries[i].1)
                 .map_err(anyhow::Error::from)
                 .and_then(|envelope| {
                     ingest::open_envelope(envelope, workspace, &record, &mut budget)
                 });
-            match opened {
-                Ok(opened) => items.extend(opened),
-                Err(e) if e.is::<seal::UnknownEpoch>() => waiting.push(i),
-                Err(e) => refused.push(rejection(
-                    Some(bytes),
-                    format!("entry {seq} of {relay}: {e:#}"),
-                )),
-            }
+            batch.sort(i, &entries[i], relay, opened);
         }
     }
+    let Batch {
+        items,
+        waiting,
+        refused,
+    } = batch;
     let report = ingest::apply_received(node, workspace, items, &limits, |txn, report| {
         for rejected in refused {
             ingest::record_rejection(txn, workspace, &rejected)?;
@@ -454,6 +443,35 @@ pub fn apply(
         report.rejected.extend(settled.rejected);
     }
     Ok(report)
+}
+
+/// Where each entry of a pulled batch goes once opened: applied, held for a key this
+/// device does not hold yet, or refused.
+#[derive(Default)]
+struct Batch {
+    items: Vec<ingest::Item>,
+    /// Positions in the batch.
+    waiting: Vec<usize>,
+    refused: Vec<Rejected>,
+}
+
+impl Batch {
+    fn sort(
+        &mut self,
+        i: usize,
+        (seq, bytes): &(u64, Vec<u8>),
+        relay: &str,
+        opened: Result<Vec<ingest::Item>>,
+    ) {
+        match opened {
+            Ok(opened) => self.items.extend(opened),
+            Err(e) if e.is::<seal::UnknownEpoch>() => self.waiting.push(i),
+            Err(e) => self.refused.push(rejection(
+                Some(bytes),
+                format!("entry {seq} of {relay}: {e:#}"),
+            )),
+        }
+    }
 }
 
 /// A rejection of encoded envelope `bytes`, naming its document and signer when it decodes.
@@ -548,20 +566,7 @@ mod tests {
 
     /// A workspace record holding [`KEY`], nobody removed.
     fn keys() -> WorkspaceRecord {
-        WorkspaceRecord {
-            name: "acme".into(),
-            key: KEY.to_vec(),
-            creator: Vec::new(),
-            relays: Vec::new(),
-            genesis: Vec::new(),
-            state: Default::default(),
-            salt: None,
-            proof: None,
-            dropped: Vec::new(),
-            epochs: Vec::new(),
-            sealing: Default::default(),
-            followed: Vec::new(),
-        }
+        WorkspaceRecord::with_key(&KEY)
     }
 
     fn sealed(device: &SigningKey, doc: u8, plaintext: &[u8]) -> Vec<u8> {

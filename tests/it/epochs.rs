@@ -21,6 +21,13 @@ const ZONES: [(&str, &str); 3] = [
     ("Cy", "America/Lima"),
 ];
 
+const FOUR: [(&str, &str); 4] = [
+    ("Ana", "Asia/Tokyo"),
+    ("Bo", "Europe/Berlin"),
+    ("Cy", "America/Lima"),
+    ("Dee", "Africa/Nairobi"),
+];
+
 /// Every text an envelope's plaintext holds, as automerge's changes spell them out.
 fn texts(envelope: &Envelope, plaintext: &[u8]) -> String {
     let mut budget = 1 << 30;
@@ -257,12 +264,7 @@ fn a_removed_member_with_every_key_and_byte_reads_nothing_written_after_the_remo
 
 #[test]
 fn a_newcomer_after_two_removals_reads_the_whole_history() {
-    let team = Team::new(&[
-        ("Ana", "Asia/Tokyo"),
-        ("Bo", "Europe/Berlin"),
-        ("Cy", "America/Lima"),
-        ("Dee", "Africa/Nairobi"),
-    ]);
+    let team = Team::new(&FOUR);
     let [ana, bo, cy, dee] = [
         &team.homes[0],
         &team.homes[1],
@@ -303,12 +305,7 @@ fn a_newcomer_after_two_removals_reads_the_whole_history() {
 
 #[test]
 fn a_removal_concurrent_with_offline_edits_converges_and_leaks_only_the_documented_window() {
-    let team = Team::new(&[
-        ("Ana", "Asia/Tokyo"),
-        ("Bo", "Europe/Berlin"),
-        ("Cy", "America/Lima"),
-        ("Dee", "Africa/Nairobi"),
-    ]);
+    let team = Team::new(&FOUR);
     let [ana, bo, cy, dee] = [
         &team.homes[0],
         &team.homes[1],
