@@ -22,6 +22,10 @@ use crate::keyring::{self, Candidate, EpochHash, Kind, Reason, Record, Refusal, 
 use crate::seal::EpochKey;
 use crate::store::{self, HELD_EPOCH, KEYRING, WORKSPACES, WorkspaceRecord};
 
+/// The most keyring records a node keeps (one per removal, repair or share: a team makes a
+/// handful a year; a hostile member could make more).
+pub const MAX_RECORDS: u64 = 10_000;
+
 /// A keyring record as the store keeps it.
 struct Kept {
     /// The envelope's hash (the table key).
@@ -113,6 +117,11 @@ pub fn receive(txn: &WriteTransaction, workspace: Id, envelope: &Envelope) -> Re
     let mut table = txn.open_table(KEYRING)?;
     if table.get(key)?.is_some() {
         return Ok(false);
+    }
+    if table.len()? >= MAX_RECORDS {
+        anyhow::bail!(
+            "this node keeps {MAX_RECORDS} keyring records already, more than removals and newcomers make: the record was not kept"
+        );
     }
     table.insert(key, [&[0][..], &encoded].concat().as_slice())?;
     Ok(true)

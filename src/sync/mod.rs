@@ -146,7 +146,15 @@ pub fn outgoing(
         return Ok(Vec::new());
     }
     if record.sealing == crate::keyring::Sealing::Waiting {
-        record = node.repair_epoch(workspace)?;
+        match node.repair_epoch(workspace) {
+            Ok(repaired) => record = repaired,
+            // This device was removed: relays refuse it, and what it has queued goes as it
+            // is, for them to say so.
+            Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Refused => {
+                return Ok(coalesce(node.key(), None, workspace, entries, shared));
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(coalesce(
         node.key(),
