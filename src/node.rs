@@ -685,49 +685,45 @@ impl Node {
         crate::epochs::share_missing(&txn, &self.key, workspace, &record)?;
         let held = crate::epochs::held(&txn, workspace)?;
         txn.commit()?;
-        let mut report = crate::ingest::Report {
-            rejected: settled.refused,
-            ..Default::default()
-        };
         if held.is_empty() {
-            return Ok(report);
+            return Ok(crate::ingest::Report {
+                rejected: settled.refused,
+                ..Default::default()
+            });
         }
         let limits = crate::ingest::Limits::default();
         let mut budget = crate::ingest::Budget::stored();
         let mut items = Vec::new();
         let mut opened = Vec::new();
+        let mut rejected = Vec::new();
         for (position, bytes) in &held {
-            let Ok(envelope) = Envelope::decode_stored(bytes) else {
-                opened.push(*position);
-                continue;
-            };
-            match crate::ingest::open_envelope(envelope, workspace, &record, &mut budget) {
-                Ok(got) => {
-                    items.extend(got);
-                    opened.push(*position);
-                }
-                Err(e) if e.is::<seal::UnknownEpoch>() => {}
-                Err(e) => {
-                    opened.push(*position);
-                    report.rejected.push(Rejected {
-                        doc: String::new(),
-                        signer: String::new(),
-                        reason: format!("{e:#}"),
-                    });
-                }
+            // Verified when it arrived; one that no longer decodes is dropped.
+            let decoded = Envelope::decode_stored(bytes).map_err(anyhow::Error::from);
+            match decoded
+                .and_then(|e| crate::ingest::open_envelope(e, workspace, &record, &mut budget))
+            {
+                Ok(got) => items.extend(got),
+                Err(e) if e.is::<seal::UnknownEpoch>() => continue,
+                Err(e) => rejected.push(crate::sync::rejection(Some(bytes), format!("{e:#}"))),
             }
+            opened.push(*position);
         }
         if opened.is_empty() {
-            return Ok(report);
+            return Ok(crate::ingest::Report {
+                rejected: settled.refused,
+                ..Default::default()
+            });
         }
-        let rejected = std::mem::take(&mut report.rejected);
-        crate::ingest::apply_received(self, workspace, items, &limits, |txn, report| {
-            for r in rejected {
-                crate::ingest::record_rejection(txn, workspace, &r)?;
-                report.rejected.push(r);
-            }
-            crate::epochs::release(txn, workspace, &opened)
-        })
+        let mut report =
+            crate::ingest::apply_received(self, workspace, items, &limits, |txn, report| {
+                for r in rejected {
+                    crate::ingest::record_rejection(txn, workspace, &r)?;
+                    report.rejected.push(r);
+                }
+                crate::epochs::release(txn, workspace, &opened)
+            })?;
+        report.rejected.extend(settled.refused);
+        Ok(report)
     }
 
     /// Starts a repair epoch now (this node has nothing safe to seal under); the workspace

@@ -483,7 +483,7 @@ impl Batch {
 }
 
 /// A rejection of encoded envelope `bytes`, naming its document and signer when it decodes.
-fn rejection(bytes: Option<&[u8]>, reason: String) -> Rejected {
+pub(crate) fn rejection(bytes: Option<&[u8]>, reason: String) -> Rejected {
     let envelope = bytes.and_then(|b| meridian_relay::Envelope::decode(b).ok());
     Rejected {
         doc: envelope
