@@ -28,6 +28,11 @@ const FOUR: [(&str, &str); 4] = [
     ("Dee", "Africa/Nairobi"),
 ];
 
+/// The homes of a team of [`FOUR`].
+fn four(homes: &[Home]) -> [&Home; 4] {
+    [&homes[0], &homes[1], &homes[2], &homes[3]]
+}
+
 /// Every text an envelope's plaintext holds, as automerge's changes spell them out.
 fn texts(envelope: &Envelope, plaintext: &[u8]) -> String {
     let mut budget = 1 << 30;
@@ -265,12 +270,7 @@ fn a_removed_member_with_every_key_and_byte_reads_nothing_written_after_the_remo
 #[test]
 fn a_newcomer_after_two_removals_reads_the_whole_history() {
     let team = Team::new(&FOUR);
-    let [ana, bo, cy, dee] = [
-        &team.homes[0],
-        &team.homes[1],
-        &team.homes[2],
-        &team.homes[3],
-    ];
+    let [ana, bo, cy, dee] = four(&team.homes);
     let first = unique("First");
     ana.create(&["thread", "new", &first, "-m", "before anyone left"]);
     team.sync_until_quiet(&[ana, bo, cy, dee]);
@@ -306,12 +306,7 @@ fn a_newcomer_after_two_removals_reads_the_whole_history() {
 #[test]
 fn a_removal_concurrent_with_offline_edits_converges_and_leaks_only_the_documented_window() {
     let team = Team::new(&FOUR);
-    let [ana, bo, cy, dee] = [
-        &team.homes[0],
-        &team.homes[1],
-        &team.homes[2],
-        &team.homes[3],
-    ];
+    let [ana, bo, cy, dee] = four(&team.homes);
     // Bo and Dee write offline, not knowing what Ana is about to do.
     let bo_unaware = unique("BoUnaware");
     bo.create(&["thread", "new", &bo_unaware, "-m", &bo_unaware]);
@@ -323,16 +318,7 @@ fn a_removal_concurrent_with_offline_edits_converges_and_leaks_only_the_document
     push(ana);
     // Bo learns of the removal from a bundle before his edit leaves his device: it is
     // sealed again under the new key when he pushes. Then he writes knowing of it.
-    let bundle = team.world.file("from-ana.bundle");
-    ana.ok(&[
-        "export",
-        "--all",
-        "--format",
-        "bundle",
-        "-o",
-        bundle.to_str().unwrap(),
-    ]);
-    bo.ok(&["merge", bundle.to_str().unwrap()]);
+    crate::support::sync_pair(&team.world, ana, bo);
     let bo_aware = unique("BoAware");
     bo.create(&["thread", "new", &bo_aware, "-m", &bo_aware]);
     // Dee pushes before she has heard of it: the window.
