@@ -116,16 +116,8 @@ pub fn merge(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Source, Repo
                     got.into_iter()
                         .filter(|item| opened.docs.as_ref().is_none_or(|d| d.contains(&item.doc))),
                 ),
-                Err(e) if e.is::<crate::seal::UnknownEpoch>() => bail!(
-                    "envelope {} of the bundle is sealed under a key this device has not received: sync with the workspace's relays (`meridian sync`), then merge again; nothing was merged",
-                    i + 1
-                ),
-                Err(e) => {
-                    return Err(e.context(format!(
-                        "envelope {} of the bundle was refused; nothing was merged",
-                        i + 1
-                    )));
-                }
+                Err(e) if e.is::<crate::seal::UnknownEpoch>() => return Err(not_received(i)),
+                Err(e) => return Err(e.context(refused(i))),
             }
         }
         let more = ingest::apply_in(&txn, node, workspace, items, limits)?;
@@ -197,12 +189,6 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<Opened> {
     let mut items = Vec::with_capacity(bundle.envelopes.len());
     let mut records = Vec::new();
     let mut waiting = Vec::new();
-    let refused = |i: usize| {
-        format!(
-            "envelope {} of the bundle was refused; nothing was merged",
-            i + 1
-        )
-    };
     let wanted = |item: &Item| docs.as_ref().is_none_or(|d| d.contains(&item.doc.0[..]));
     let encoded: Vec<&[u8]> = bundle.envelopes.iter().map(|e| e.as_slice()).collect();
     ingest::each_verified(&encoded, |i, envelope| {
@@ -218,18 +204,19 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<Opened> {
             records.push(envelope);
             return Ok(());
         }
-        match ingest::open_envelope(envelope.clone(), workspace, &record, &mut budget) {
-            Ok(opened) => items.extend(opened.into_iter().filter(wanted)),
-            Err(e) if e.is::<crate::seal::UnknownEpoch>() => waiting.push((i, envelope)),
-            Err(e) => return Err(e.context(refused(i))),
+        // One sealed under an epoch not held yet waits for the records the bundle carries
+        // (`merge` adopts them once the items are applied).
+        if !crate::seal::holds_epoch(&record, &envelope) {
+            waiting.push((i, envelope));
+            return Ok(());
         }
+        let opened = ingest::open_envelope(envelope, workspace, &record, &mut budget)
+            .with_context(|| refused(i))?;
+        items.extend(opened.into_iter().filter(wanted));
         Ok::<_, anyhow::Error>(())
     })?;
     if let Some((i, _)) = waiting.first().filter(|_| records.is_empty()) {
-        bail!(
-            "envelope {} of the bundle is sealed under a key this device has not received: sync with the workspace's relays (`meridian sync`), then merge again; nothing was merged",
-            i + 1
-        );
+        return Err(not_received(*i));
     }
     let docs = docs.map(|docs| docs.iter().filter_map(|d| Id::from_slice(d)).collect());
     Ok(Opened {
@@ -240,6 +227,22 @@ fn open_bundle(node: &Node, body: &[u8], limits: &Limits) -> Result<Opened> {
         records,
         docs,
     })
+}
+
+/// Why the bundle's envelope `i` (from 0) was refused.
+fn refused(i: usize) -> String {
+    format!(
+        "envelope {} of the bundle was refused; nothing was merged",
+        i + 1
+    )
+}
+
+/// The bundle's envelope `i` (from 0) is sealed under a key this device does not hold.
+fn not_received(i: usize) -> anyhow::Error {
+    anyhow::anyhow!(
+        "envelope {} of the bundle is sealed under a key this device has not received: sync with the workspace's relays (`meridian sync`), then merge again; nothing was merged",
+        i + 1
+    )
 }
 
 /// A saved automerge document carries no signatures, so the only changes taken from it are

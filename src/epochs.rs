@@ -141,12 +141,8 @@ pub fn adopted_envelopes(txn: &redb::ReadTransaction, workspace: Id) -> Result<V
 /// What [`settle`] did.
 #[derive(Debug, Default)]
 pub struct Settled {
-    /// Records newly adopted.
-    pub adopted: usize,
     /// Records refused for good (and dropped).
     pub refused: Vec<Rejected>,
-    /// Epoch secrets this device newly holds.
-    pub secrets: usize,
 }
 
 /// Adopts what can be adopted of the kept keyring records, takes the secrets wrapped to
@@ -164,7 +160,8 @@ pub fn settle(
     let first = first_hash(workspace, record)?;
     // The secrets first: the workspace changes a record's rules are checked against may
     // be sealed under the epochs they open.
-    settled.secrets = take_secrets(device, workspace, record, &all, first)?;
+    take_secrets(device, workspace, record, &all, first)?;
+    let mut adopted_any = false;
     let doc = if all.iter().any(|k| !k.adopted) {
         // A workspace change sealed under an epoch not held yet leaves every record
         // waiting, to be tried again when more arrives.
@@ -176,18 +173,17 @@ pub fn settle(
         let mut dropped = BTreeSet::new();
         loop {
             let mut progress = false;
-            let known: BTreeMap<EpochHash, usize> = all
+            let known: BTreeSet<EpochHash> = all
                 .iter()
-                .enumerate()
-                .filter(|(_, k)| k.adopted)
-                .filter_map(|(i, k)| Some((k.starts?, i)))
+                .filter(|k| k.adopted)
+                .filter_map(|k| k.starts)
                 .collect();
             for kept in all.iter_mut().filter(|k| !k.adopted) {
                 match check(kept, &known, first, &doc, record) {
                     Ok(()) => {
                         kept.adopted = true;
                         mark_adopted(txn, workspace, kept)?;
-                        settled.adopted += 1;
+                        adopted_any = true;
                         progress = true;
                     }
                     Err(Refusal::Waiting(_)) => {}
@@ -208,7 +204,10 @@ pub fn settle(
             }
         }
     }
-    settled.secrets += take_secrets(device, workspace, record, &all, first)?;
+    if adopted_any {
+        // Wraps in the records just adopted.
+        take_secrets(device, workspace, record, &all, first)?;
+    }
     let adopted: Vec<&Kept> = all.iter().filter(|k| k.adopted).collect();
     record.sealing = choice(record, &adopted);
     if before != (record.sealing.clone(), record.epochs.clone()) {
@@ -268,7 +267,7 @@ fn workspace_document(
 /// The rules a record must pass to be adopted, given the adopted epochs (`known`).
 fn check(
     kept: &Kept,
-    known: &BTreeMap<EpochHash, usize>,
+    known: &BTreeSet<EpochHash>,
     first: EpochHash,
     doc: &Automerge,
     record: &WorkspaceRecord,
@@ -278,7 +277,7 @@ fn check(
             if let Some(parent) = kept
                 .parents()
                 .into_iter()
-                .find(|p| *p != first && !known.contains_key(p))
+                .find(|p| *p != first && !known.contains(p))
             {
                 return Err(Refusal::Waiting(format!(
                     "epoch {}",
@@ -303,7 +302,7 @@ fn check(
                 .as_slice()
                 .try_into()
                 .map_err(|_| Refusal::Broken("a malformed epoch".into()))?;
-            if !known.contains_key(&epoch) {
+            if !known.contains(&epoch) {
                 return Err(Refusal::Waiting(format!(
                     "epoch {}",
                     hex::encode(&epoch[..8])
@@ -336,20 +335,18 @@ fn check(
 /// holds back to the first through the parents' secrets its record carries. An epoch's
 /// hash pins its record (and the parents it names), so a secret held for it, from a wrap
 /// or an invite, opens its parents before the record itself is adopted: a newcomer needs
-/// them to read the workspace changes that record's rules are checked against. How many
-/// secrets are new.
+/// them to read the workspace changes that record's rules are checked against.
 fn take_secrets(
     device: &SigningKey,
     workspace: Id,
     record: &mut WorkspaceRecord,
     all: &[Kept],
     first: EpochHash,
-) -> Result<usize> {
+) -> Result<()> {
     let starts: BTreeMap<EpochHash, &Kept> =
         all.iter().filter_map(|k| Some((k.starts?, k))).collect();
     let mut held: BTreeMap<EpochHash, Secret> =
         record.epochs.iter().filter_map(EpochKey::pair).collect();
-    let before = held.len();
     for kept in all.iter().filter(|k| k.adopted) {
         let Some(epoch) = kept.epoch() else { continue };
         if held.contains_key(&epoch) {
@@ -384,7 +381,7 @@ fn take_secrets(
         }
     }
     let depths = depths(&starts, first);
-    let epochs: Vec<EpochKey> = held
+    record.epochs = held
         .into_iter()
         .map(|(hash, secret)| EpochKey {
             hash: hash.to_vec(),
@@ -392,11 +389,7 @@ fn take_secrets(
             depth: depths.get(&hash).copied().unwrap_or(1),
         })
         .collect();
-    let added = epochs.len() - before;
-    if epochs != record.epochs {
-        record.epochs = epochs;
-    }
-    Ok(added)
+    Ok(())
 }
 
 /// Each adopted epoch's distance from the first: one more than its deepest parent.

@@ -271,6 +271,17 @@ pub fn seal_in_epoch(
 #[error("it is sealed under a key this device has not received (epoch {})", hex::encode(.0))]
 pub struct UnknownEpoch(pub [u8; EPOCH_ID_LEN]);
 
+/// Whether the workspace record holds the key `envelope` is sealed under (always, for the
+/// workspace key's versions), without opening it.
+pub fn holds_epoch(record: &WorkspaceRecord, envelope: &Envelope) -> bool {
+    envelope.epoch_id().is_none_or(|id| {
+        record
+            .epochs
+            .iter()
+            .any(|e| e.hash.get(..EPOCH_ID_LEN) == Some(id.as_slice()))
+    })
+}
+
 /// Decrypts a verified envelope with the keys the workspace record holds: the workspace
 /// key for versions 1 and 2, the named epoch's key for the document(s) otherwise.
 pub fn open_with(record: &WorkspaceRecord, envelope: &Envelope) -> anyhow::Result<Vec<u8>> {
@@ -299,14 +310,7 @@ pub fn open_with(record: &WorkspaceRecord, envelope: &Envelope) -> anyhow::Resul
     let aad = envelope.associated_data();
     for (hash, secret) in named {
         let key = crate::keyring::seal_key(workspace, &secret, &docs);
-        let opened = XChaCha20Poly1305::new((&key).into()).decrypt(
-            XNonce::from_slice(&envelope.nonce),
-            Payload {
-                msg: &envelope.ciphertext,
-                aad: &[aad.as_slice(), &hash].concat(),
-            },
-        );
-        if let Ok(plaintext) = opened {
+        if let Some(plaintext) = decrypt(&key, envelope, &[aad.as_slice(), &hash].concat()) {
             return Ok(plaintext);
         }
     }
@@ -331,20 +335,27 @@ fn encrypt(key: &WorkspaceKey, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &
 
 /// Decrypts a verified envelope with the workspace key.
 pub fn open(key: &WorkspaceKey, envelope: &Envelope) -> anyhow::Result<Vec<u8>> {
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let aad = envelope.associated_data();
-    cipher
+    decrypt(key, envelope, &envelope.associated_data()).ok_or_else(|| {
+        let docs: Vec<String> = envelope.doc_ids().iter().map(hex::encode).collect();
+        anyhow::anyhow!(
+            "an envelope for document {} does not decrypt with this workspace's key: it was made for another workspace or altered",
+            docs.join(", ")
+        )
+    })
+}
+
+/// The plaintext of `envelope`'s ciphertext under `key` with associated data `aad`, if the
+/// tag verifies.
+fn decrypt(key: &[u8; 32], envelope: &Envelope, aad: &[u8]) -> Option<Vec<u8>> {
+    XChaCha20Poly1305::new(key.into())
         .decrypt(
             XNonce::from_slice(&envelope.nonce),
-            Payload { msg: &envelope.ciphertext, aad: &aad },
+            Payload {
+                msg: &envelope.ciphertext,
+                aad,
+            },
         )
-        .map_err(|_| {
-            let docs: Vec<String> = envelope.doc_ids().iter().map(hex::encode).collect();
-            anyhow::anyhow!(
-                "an envelope for document {} does not decrypt with this workspace's key: it was made for another workspace or altered",
-                docs.join(", ")
-            )
-        })
+        .ok()
 }
 
 #[cfg(test)]

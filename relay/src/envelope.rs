@@ -158,9 +158,7 @@ impl Envelope {
             key,
             workspace,
             Vec::new(),
-            docs.iter()
-                .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
-                .collect(),
+            doc_list(docs),
             nonce.to_vec(),
         );
         envelope.finish(key, encrypt)
@@ -235,27 +233,11 @@ impl Envelope {
         nonce: [u8; NONCE_LEN],
         encrypt: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Envelope {
-        let envelope = if let [doc] = docs {
-            Envelope::unsigned(
-                EPOCH_VERSION,
-                key,
-                workspace,
-                doc.to_vec(),
-                Vec::new(),
-                nonce.to_vec(),
-            )
-        } else {
-            Envelope::unsigned(
-                EPOCH_SHARED_VERSION,
-                key,
-                workspace,
-                Vec::new(),
-                docs.iter()
-                    .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
-                    .collect(),
-                nonce.to_vec(),
-            )
+        let (version, doc, list) = match docs {
+            [doc] => (EPOCH_VERSION, doc.to_vec(), Vec::new()),
+            _ => (EPOCH_SHARED_VERSION, Vec::new(), doc_list(docs)),
         };
+        let envelope = Envelope::unsigned(version, key, workspace, doc, list, nonce.to_vec());
         envelope.finish(key, encrypt)
     }
 
@@ -490,6 +472,13 @@ pub fn peek_docs(bytes: &[u8]) -> Option<Vec<[u8; ID_LEN]>> {
     only.docs
         .iter()
         .map(|d| d.as_slice().try_into().ok())
+        .collect()
+}
+
+/// A shared envelope's `docs` field.
+fn doc_list(docs: &[[u8; ID_LEN]]) -> Vec<serde_bytes::ByteBuf> {
+    docs.iter()
+        .map(|d| serde_bytes::ByteBuf::from(d.to_vec()))
         .collect()
 }
 

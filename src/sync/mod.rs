@@ -141,10 +141,11 @@ pub fn outgoing(
     shared: bool,
 ) -> Result<Vec<Outgoing>> {
     let entries = outbox(node, workspace, from, max)?;
-    let (_, mut record) = node.workspace(Some(&workspace.hex()))?;
     if entries.is_empty() {
+        // A live connection asks every two seconds: an empty outbox reads nothing more.
         return Ok(Vec::new());
     }
+    let (_, mut record) = node.workspace(Some(&workspace.hex()))?;
     if record.sealing == crate::keyring::Sealing::Waiting {
         match node.repair_epoch(workspace) {
             Ok(repaired) => record = repaired,
@@ -196,13 +197,14 @@ pub fn coalesce(
     let key = sealer.as_ref();
     let own = device.verifying_key().to_bytes();
     // An entry of this device's sealed under an older epoch (written before a removal
-    // reached this node) is sealed again under the current one before it leaves.
+    // reached this node) is sealed again under the current one before it leaves. While
+    // this node holds no epoch, every entry is under the workspace key: nothing to look at.
     let entries: Vec<(u64, Vec<u8>)> = match key {
-        Some((record, sealer)) => entries
+        Some((record, sealer)) if !record.epochs.is_empty() => entries
             .into_iter()
             .map(|(seq, bytes)| (seq, reseal(device, record, sealer, workspace, bytes)))
             .collect(),
-        None => entries,
+        _ => entries,
     };
     /// A run being built: its entries, their change bytes per document (in order within
     /// each), their total, and whether it is one new document's.
