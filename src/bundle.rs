@@ -131,6 +131,7 @@ pub fn merge(node: &Node, bytes: &[u8], limits: &Limits) -> Result<(Source, Repo
     let settled = node.settle_epochs(workspace)?;
     report.documents.extend(settled.documents);
     report.applied += settled.applied;
+    node.settle_removals(workspace)?;
     Ok((opened.source, report))
 }
 

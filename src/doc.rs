@@ -120,6 +120,17 @@ impl<'a> View<'a> {
         }
     }
 
+    /// A bytes field.
+    pub fn bytes(&self, obj: &ObjId, key: &str) -> Option<Vec<u8>> {
+        match self.get(obj, key)? {
+            (Value::Scalar(s), _) => match s.as_ref() {
+                ScalarValue::Bytes(b) => Some(b.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A boolean field (absent is false).
     pub fn bool(&self, obj: &ObjId, key: &str) -> bool {
         matches!(self.get(obj, key), Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Boolean(true)))

@@ -186,6 +186,9 @@ pub struct Report {
     /// Envelopes held back until what they need arrives: changes they depend on, or the
     /// membership of their signer (sync only).
     pub held: usize,
+    /// Of those, envelopes a removal refuses: a removed member's changes written after the
+    /// remover's view of them (`crate::lock`).
+    pub refused_late: usize,
 }
 
 /// An envelope refused during sync.
@@ -219,6 +222,19 @@ pub struct MissingDeps {
 pub struct TooManyOps {
     ops: u64,
     limit: u64,
+}
+
+/// The error of changes a removed member wrote after the remover's view of them
+/// (`crate::lock`): held, in case a member who took them before the removal reached them
+/// builds on them, which takes them everywhere.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{count} change(s) to document {doc} were written by {writer} after they were removed from the workspace: no member's node takes them; nothing was merged (a bundle from a current member carries the rest)"
+)]
+pub struct Locked {
+    count: usize,
+    doc: String,
+    writer: String,
 }
 
 /// The error of a change whose signer is not (yet) a verified member.
@@ -815,7 +831,7 @@ fn check_members(state: &WorkspaceState, keys: &BTreeSet<[u8; 32]>, doc: Id) -> 
 
 /// Whether an ingest error may resolve itself once more changes arrive.
 fn is_waiting(error: &anyhow::Error) -> bool {
-    error.is::<MissingDeps>() || error.is::<NotMember>()
+    error.is::<MissingDeps>() || error.is::<NotMember>() || error.is::<Locked>()
 }
 
 /// The most envelopes a workspace may hold back waiting for their dependencies.
@@ -990,13 +1006,13 @@ fn try_store(
     items: &mut [Item],
 ) -> Result<Report> {
     let mut report = Report::default();
-    let Some(prepared) = prepare(target, record, doc_id, items, &mut report)? else {
+    let Some(mut prepared) = prepare(target, record, doc_id, items, &mut report)? else {
         return Ok(report);
     };
     let workspace = target.workspace;
-    if doc_id == workspace {
+    if let Some(state) = prepared.state.take() {
         let mut state_record = record.clone();
-        state_record.state = workspace::read_state(View::now(&prepared.doc), &record.creator);
+        state_record.state = state;
         check_members(&state_record.state, &prepared.signers, workspace)?;
         store(target, record, prepared, &mut report)?;
         *record = node::workspace_record(target.txn, workspace)?;
@@ -1086,6 +1102,9 @@ fn refuse_item(
             }
         }
         report.held += 1;
+        if error.is::<Locked>() {
+            report.refused_late += 1;
+        }
         return Ok(());
     }
     let rejected = Rejected {
@@ -1143,6 +1162,43 @@ fn take_held(
     Ok(items)
 }
 
+/// How the envelopes a workspace holds back divide: those that hold only a removed member's
+/// changes written after the remover's view of them (refused by the removal, kept in case a
+/// member who took them before the removal builds on them: `crate::lock`), and the others
+/// (waiting for changes or a membership that has not arrived).
+pub fn held_for_removals(node: &Node, workspace: Id) -> Result<(usize, usize)> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    let locks = crate::lock::Locks::of(&record.state);
+    let txn = node.db().begin_read()?;
+    let table = txn.open_table(crate::store::HELD)?;
+    let (mut removals, mut others) = (0, 0);
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let doc = Id(key.value().0);
+        let mut budget = Budget::stored();
+        let items = match held_entry(value.value()) {
+            Held::Whole(Some(envelope)) if envelope.workspace_id() == workspace.0 => {
+                open_envelope(envelope, workspace, &record, &mut budget).unwrap_or_default()
+            }
+            Held::Part(part) if part.workspace == workspace.0 => {
+                held_part(doc, part, &mut budget).into_iter().collect()
+            }
+            _ => continue,
+        };
+        let late = |c: &Change| locks.late(doc, c.actor_id(), c.seq()).is_some();
+        let changes = items
+            .iter()
+            .filter(|i| i.doc == doc)
+            .flat_map(|i| &i.changes);
+        if items.iter().any(|i| i.doc == doc) && changes.clone().all(late) {
+            removals += 1;
+        } else {
+            others += 1;
+        }
+    }
+    Ok((removals, others))
+}
+
 /// The item a held part stands for, parsed again from the changes kept with it.
 fn held_part(doc: Id, part: HeldPart, budget: &mut Budget) -> Result<Item> {
     let hash: [u8; 32] = part.hash.as_slice().try_into()?;
@@ -1174,6 +1230,8 @@ struct Prepared {
     envelopes: Vec<(Carrier, [u8; 32])>,
     entries: Vec<LogEntry>,
     signers: BTreeSet<[u8; 32]>,
+    /// The workspace's state the batch leads to, when it is of the workspace document.
+    state: Option<WorkspaceState>,
 }
 
 /// Applies one document's new changes in memory and checks the result.
@@ -1312,6 +1370,19 @@ fn prepare(
             doc_id.short()
         )
     })?;
+    // A removal holds: a removed member's changes beyond what the remover had of them are
+    // refused, by the membership the batch leads to (it may bring the removal itself).
+    let state = (doc_id == workspace).then(|| workspace::read_state(view, &record.creator));
+    let locks = crate::lock::Locks::of(state.as_ref().unwrap_or(&record.state));
+    let refused = crate::lock::refused(&locks, doc_id, &changes);
+    if let Some((_, writer)) = refused.first() {
+        return Err(Locked {
+            count: refused.len(),
+            doc: doc_id.short(),
+            writer: record.state.name_of(writer),
+        }
+        .into());
+    }
     if stored_kind.is_none() {
         let expected_kind = doc_id == workspace || kind != crate::doc::Kind::Workspace;
         let in_workspace = if doc_id == workspace {
@@ -1345,6 +1416,7 @@ fn prepare(
         envelopes,
         entries,
         signers,
+        state,
     }))
 }
 

@@ -20,6 +20,7 @@ pub mod inbox;
 pub mod index;
 pub mod ingest;
 pub mod keyring;
+pub mod lock;
 pub mod markdown;
 pub mod node;
 pub mod norms;

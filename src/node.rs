@@ -534,6 +534,7 @@ impl Node {
             epochs: Vec::new(),
             sealing: Default::default(),
             followed: Vec::new(),
+            endorsed: Vec::new(),
         };
         self.add_workspace(id, &record, None, &format!("create workspace {name}"))?;
         Ok(id)
@@ -605,6 +606,7 @@ impl Node {
             },
             // The invite's relays are the workspace's: they go if it stops sharing them.
             followed: invite.relays.clone(),
+            endorsed: Vec::new(),
         };
         let txn = self.db.begin_write()?;
         txn.open_table(WORKSPACES)?
@@ -743,6 +745,8 @@ impl Node {
     /// a key they hold.
     pub fn remove_member(&self, workspace: Id, member: &workspace::Member, at: i64) -> Result<()> {
         let txn = self.db.begin_write()?;
+        let lock = self.lock_of(&txn, workspace, member)?.encode();
+        let creator = self.member_id();
         self.edit_in(&txn, workspace, workspace, |doc| {
             let view = View::now(doc);
             let members = view
@@ -751,12 +755,18 @@ impl Node {
             let entry = view
                 .map(&members, &member.id)
                 .context("the member has no entry")?;
+            let own = view
+                .map(&members, &creator)
+                .context("the creator has no member entry")?;
             let mut tx = doc.transaction();
             workspace::put_removed(&mut tx, &entry, at)?;
+            workspace::put_lock(&mut tx, &own, &member.id, &lock)?;
             commit(tx, &format!("remove member {}", member.name));
             Ok(())
         })?;
         let mut record = workspace_record(&txn, workspace)?;
+        // Nothing beyond the lock is here: nothing of theirs to endorse.
+        record.endorsed.push(member.id.clone());
         let heads = load_for_write(&self.docs, &txn, &record, workspace, workspace)?;
         let basis = heads.doc.get_heads();
         keep(&self.docs, &txn, workspace, workspace, heads)?;
@@ -772,6 +782,89 @@ impl Node {
         )?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// What this node has of a member, in every document of the workspace: the lock their
+    /// removal records (`crate::lock`).
+    fn lock_of(
+        &self,
+        txn: &WriteTransaction,
+        workspace: Id,
+        member: &workspace::Member,
+    ) -> Result<crate::lock::Lock> {
+        let record = workspace_record(txn, workspace)?;
+        let keys: std::collections::HashSet<[u8; 32]> = member
+            .keys
+            .iter()
+            .filter_map(|k| <[u8; 32]>::try_from(hex::decode(k).ok()?).ok())
+            .collect();
+        let docs = summaries_in(&txn.open_table(DOCS)?, workspace)?;
+        let mut lock = crate::lock::Lock::default();
+        for doc_id in std::iter::once(workspace).chain(docs.into_iter().map(|(id, _)| id)) {
+            let loaded = load_for_write(&self.docs, txn, &record, workspace, doc_id)?;
+            lock.add_document(doc_id, &loaded.doc, &keys);
+            keep(&self.docs, txn, workspace, doc_id, loaded)?;
+        }
+        Ok(lock)
+    }
+
+    /// Endorses, once for each removal, the changes of the removed member this node took
+    /// before the removal reached it and nothing of its own builds on yet: an empty change
+    /// on top of them, so that every replica takes them too and the documents converge
+    /// (`crate::lock`: the integrity window). What it endorsed, by document.
+    pub fn settle_removals(&self, workspace: Id) -> Result<Vec<Id>> {
+        let (_, record) = self.workspace(Some(&workspace.hex()))?;
+        let me = self.member_id();
+        let pending: Vec<String> = record
+            .state
+            .members
+            .iter()
+            .filter(|m| m.removed && m.lock.is_some() && !record.endorsed.contains(&m.id))
+            .map(|m| m.id.clone())
+            .collect();
+        // A device not (yet) a verified member's may not write; it endorses once it is.
+        let active = record.state.active_members().any(|m| m.id == me);
+        if pending.is_empty() || !active {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_write()?;
+        let mut endorsed = Vec::new();
+        {
+            let locks = crate::lock::Locks::of(&record.state);
+            let removed: std::collections::HashSet<Vec<u8>> = record
+                .state
+                .members
+                .iter()
+                .filter(|m| pending.contains(&m.id))
+                .flat_map(|m| m.keys.iter().filter_map(|k| hex::decode(k).ok()))
+                .collect();
+            let docs = summaries_in(&txn.open_table(DOCS)?, workspace)?;
+            for doc_id in std::iter::once(workspace).chain(docs.into_iter().map(|(id, _)| id)) {
+                let loaded = load_for_write(&self.docs, &txn, &record, workspace, doc_id)?;
+                let heads = crate::lock::unendorsed_heads(&locks, doc_id, &loaded.doc);
+                keep(&self.docs, &txn, workspace, doc_id, loaded)?;
+                if heads.is_empty() {
+                    continue;
+                }
+                // The relays refuse the removed member's own pushes: their envelopes go
+                // from here, before the change that depends on them.
+                for envelope in signed_by(&txn, doc_id, &removed)? {
+                    append_outbox(&txn, workspace, &envelope)?;
+                }
+                self.edit_in(&txn, workspace, doc_id, |doc| {
+                    let message = "keep the changes that arrived before their writer's removal";
+                    doc.empty_commit(CommitOptions::default().with_message(message.to_string()));
+                    Ok(())
+                })?;
+                endorsed.push(doc_id);
+            }
+        }
+        let mut record = workspace_record(&txn, workspace)?;
+        record.endorsed.extend(pending);
+        txn.open_table(WORKSPACES)?
+            .insert(workspace.0, store::encode(&record).as_slice())?;
+        txn.commit()?;
+        Ok(endorsed)
     }
 
     /// Writes this person's member entry into a workspace joined with
@@ -1147,16 +1240,7 @@ impl Node {
     /// The index summaries of a workspace's documents.
     pub fn summaries(&self, workspace: Id) -> Result<Vec<(Id, DocSummary)>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(DOCS)?;
-        let mut all = Vec::new();
-        for item in table.iter()? {
-            let (id, bytes) = item?;
-            let summary: DocSummary = store::decode(bytes.value(), "index entry")?;
-            if summary.workspace == workspace.0 {
-                all.push((Id(id.value()), summary));
-            }
-        }
-        Ok(all)
+        summaries_in(&txn.open_table(DOCS)?, workspace)
     }
 
     /// Resolves a document id prefix within a workspace.
@@ -1462,6 +1546,51 @@ pub struct Loaded {
     pub next_seq: u64,
     /// How many changes the checkpoint it was loaded from holds (0 without one).
     pub checkpointed: u64,
+}
+
+/// The envelopes of a document's records signed by one of `signers`, in the order stored.
+fn signed_by(
+    txn: &WriteTransaction,
+    doc_id: Id,
+    signers: &std::collections::HashSet<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>> {
+    let records = txn.open_table(RECORDS)?;
+    let shared = txn.open_table(store::ENVELOPES)?;
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for item in records.range((doc_id.0, 0)..=(doc_id.0, u64::MAX))? {
+        let bytes = match store::decode::<Record>(item?.1.value(), "record")? {
+            Record::Sealed(bytes) => bytes,
+            Record::Part { envelope, .. } => {
+                let Ok(hash) = <[u8; 32]>::try_from(envelope.as_slice()) else {
+                    continue;
+                };
+                match shared.get(hash)? {
+                    Some(bytes) => bytes.value().to_vec(),
+                    None => continue,
+                }
+            }
+        };
+        if Envelope::decode_stored(&bytes).is_ok_and(|e| signers.contains(&e.author)) {
+            out.push(bytes);
+        }
+    }
+    Ok(out)
+}
+
+/// The index summaries of a workspace's documents, from the `docs` table.
+pub fn summaries_in(
+    table: &impl ReadableTable<[u8; 16], &'static [u8]>,
+    workspace: Id,
+) -> Result<Vec<(Id, DocSummary)>> {
+    let mut all = Vec::new();
+    for item in table.iter()? {
+        let (id, bytes) = item?;
+        let summary: DocSummary = store::decode(bytes.value(), "index entry")?;
+        if summary.workspace == workspace.0 {
+            all.push((Id(id.value()), summary));
+        }
+    }
+    Ok(all)
 }
 
 /// Reads the workspace record inside a write transaction.

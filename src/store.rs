@@ -437,6 +437,11 @@ pub struct WorkspaceRecord {
     /// the invite): they go when the workspace stops sharing them.
     #[serde(default)]
     pub followed: Vec<String>,
+    /// The removed members (ids) whose changes this node took before their removal
+    /// reached it have been endorsed (`Node::settle_removals`), so it is not looked for
+    /// again.
+    #[serde(default)]
+    pub endorsed: Vec<String>,
 }
 
 impl WorkspaceRecord {
@@ -456,6 +461,7 @@ impl WorkspaceRecord {
             epochs: Vec::new(),
             sealing: Default::default(),
             followed: Vec::new(),
+            endorsed: Vec::new(),
         }
     }
 
@@ -665,6 +671,7 @@ mod tests {
             epochs: Vec::new(),
             sealing: Default::default(),
             followed: Vec::new(),
+            endorsed: Vec::new(),
         };
         let shared = |r: &mut WorkspaceRecord, list: &[&str]| {
             let before = std::mem::take(&mut r.state.relays);

@@ -73,6 +73,11 @@ pub struct Member {
     /// `removed`).
     #[serde(default)]
     pub removed_at: Option<i64>,
+    /// What the creator had of them when removing them ([`crate::lock::Lock`], encoded):
+    /// their changes beyond it are refused. `None` for a removal made by a build from
+    /// before locks.
+    #[serde(default, with = "serde_bytes")]
+    pub lock: Option<Vec<u8>>,
     /// When they joined, ms (by their own clock).
     #[serde(default)]
     pub joined: Option<i64>,
@@ -107,6 +112,7 @@ impl Member {
             invited_by: None,
             removed: false,
             removed_at: None,
+            lock: None,
             encryption: None,
             joined: None,
             admin: false,
@@ -469,6 +475,26 @@ pub fn put_removed(tx: &mut impl Transactable, member: &ObjId, at: i64) -> Resul
     Ok(())
 }
 
+/// Records, in the creator's own entry, what the creator had of a member it removes
+/// ([`crate::lock::Lock`], encoded): their changes beyond it are refused everywhere. In
+/// the creator's entry rather than beside `removed`, because every build's rules let the
+/// creator write its own entry, where a new field in the removed member's would be refused
+/// by older ones.
+pub fn put_lock<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    creator_entry: &ObjId,
+    member: &str,
+    lock: &[u8],
+) -> Result<()> {
+    let removals = ensure_map(tx, creator_entry, "removals")?;
+    tx.put(
+        &removals,
+        member,
+        automerge::ScalarValue::Bytes(lock.to_vec()),
+    )?;
+    Ok(())
+}
+
 /// Sets the workspace's display name.
 pub fn put_name(tx: &mut impl Transactable, name: &str) -> Result<()> {
     tx.put(ROOT, "name", name)?;
@@ -620,6 +646,7 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 invited_by: None,
                 removed: id != creator && view.int(&entry, "removed").is_some(),
                 removed_at: view.int(&entry, "removed").filter(|_| id != creator),
+                lock: None,
                 encryption: workspace.and_then(|w| device_key(view, &entry, &id, w)),
                 joined: view.int(&entry, "joined"),
                 admin: view.int(&entry, "admin").is_some(),
@@ -627,6 +654,16 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 shown: String::new(),
                 id,
             });
+        }
+    }
+    // The creator's record of what it had of each member it removed (`crate::lock`).
+    if let Some(removals) = view
+        .map(&ROOT, "members")
+        .and_then(|map| view.map(&map, &creator))
+        .and_then(|entry| view.map(&entry, "removals"))
+    {
+        for member in members.iter_mut().filter(|m| m.removed) {
+            member.lock = view.bytes(&removals, &member.id);
         }
     }
     // Verify invite chains outward from the creator, each proof once: a member is verified

@@ -46,6 +46,7 @@ fn team(devices: usize) -> (Vec<SigningKey>, WorkspaceState) {
             invited_by: None,
             removed: i + 1 == devices,
             removed_at: None,
+            lock: None,
             joined: None,
             admin: false,
             encryption: Some(hex::encode(DeviceKey::of(key).public())),

@@ -199,6 +199,7 @@ fn incoming(creator: &Device, n: u64, size: usize) -> Incoming {
         hash,
         author: creator.public(),
         bytes,
+        forwarded: false,
     }
 }
 

@@ -115,8 +115,8 @@ pub struct Sorted {
     pub incoming: Vec<Incoming>,
 }
 
-/// Checks a push's envelopes for workspace `ws`.
-pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
+/// Checks a push's envelopes for workspace `ws`, pushed by the device `pusher`.
+pub fn sort_push(ws: &Ws, pusher: &Key, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
     let mut answers = Vec::with_capacity(envelopes.len());
     let mut incoming = Vec::new();
     // A push is usually one device's envelopes: its key is parsed once.
@@ -128,7 +128,7 @@ pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
                 PushResult::Rejected("the envelope belongs to another workspace".into()),
             )),
             Ok(envelope) => {
-                incoming.push(to_store(&envelope));
+                incoming.push(to_store(&envelope, pusher));
                 answers.push(None);
             }
         }
@@ -137,7 +137,7 @@ pub fn sort_push(ws: &Ws, envelopes: Vec<serde_bytes::ByteBuf>) -> Sorted {
 }
 
 /// A verified envelope as the store appends it: encoded once, and hashed from that.
-fn to_store(envelope: &Envelope) -> Incoming {
+fn to_store(envelope: &Envelope, pusher: &Key) -> Incoming {
     let bytes = envelope.encode();
     let mut author = [0; 32];
     author.copy_from_slice(&envelope.author);
@@ -146,6 +146,7 @@ fn to_store(envelope: &Envelope) -> Incoming {
         author,
         docs: envelope.doc_ids(),
         bytes,
+        forwarded: author != *pusher,
     }
 }
 
@@ -180,7 +181,8 @@ pub fn sort_snapshot(ws: &Ws, bytes: &[u8], reads_shared: bool) -> Result<Incomi
         Ok(envelope) if envelope.is_shared() => Err(PushResult::Rejected(
             "a snapshot is of one document, not a shared envelope".into(),
         )),
-        Ok(envelope) => Ok(to_store(&envelope)),
+        // Only the creator's are kept (`put_snapshot`), whoever hands them over.
+        Ok(envelope) => Ok(to_store(&envelope, &[0; 32])),
     }
 }
 
@@ -280,6 +282,7 @@ mod tests {
         let pushed = [sign(7, 1), sign(8, 1), forged, sign(7, 9), sign(7, 1)];
         let sorted = sort_push(
             &[1; 16],
+            &[7; 32],
             pushed
                 .iter()
                 .map(|e| serde_bytes::ByteBuf::from(e.encode()))

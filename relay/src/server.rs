@@ -1649,7 +1649,7 @@ async fn push(
     session: &Session,
     envelopes: Vec<serde_bytes::ByteBuf>,
 ) -> Result<Vec<PushResult>> {
-    let mut sorted = handling::sort_push(&session.ws, envelopes);
+    let mut sorted = handling::sort_push(&session.ws, &session.key, envelopes);
     let stored = if sorted.incoming.is_empty() {
         Vec::new()
     } else {

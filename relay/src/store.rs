@@ -227,6 +227,9 @@ pub struct Incoming {
     pub docs: Vec<Doc>,
     /// The encoded envelope.
     pub bytes: Vec<u8>,
+    /// Pushed by another device than its signer (a member forwarding what a removed
+    /// member wrote before their removal reached it: PROTOCOL.md "Removals that hold").
+    pub forwarded: bool,
 }
 
 /// How the relay's database commits, and so what reopening it after a crash costs
@@ -768,8 +771,9 @@ impl RelayStore {
     }
 
     /// Appends the envelopes of several pushes in one durable transaction (one fsync for
-    /// all of them), deduplicating by hash. Each author must be an admitted, not removed,
-    /// member of the workspace when the transaction runs. Returns, per push, a result per
+    /// all of them), deduplicating by hash. Each author must be an admitted member of the
+    /// workspace when the transaction runs, and not removed unless another member
+    /// forwards the envelope. Returns, per push, a result per
     /// envelope, and the entries that are new, for forwarding.
     pub fn append(&self, pushes: &[(Ws, Vec<Incoming>)]) -> Result<Vec<Appended>> {
         let txn = self.begin_write()?;
@@ -793,6 +797,10 @@ impl RelayStore {
                         .transpose()?;
                     match member {
                         Some(m) if !m.removed => {}
+                        // A removed member's device is refused; what a member forwards
+                        // of theirs is stored, for the nodes to take or refuse by the
+                        // removal's lock.
+                        Some(_) if incoming.forwarded => {}
                         Some(_) => {
                             appended.results.push(PushResult::Rejected(
                                 "its author was removed from the workspace".into(),

@@ -301,6 +301,14 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
     );
     let (socket, answer) = handshake(&relay.url, &bo, ws, None).await;
     assert_nothing_after_refusal("removed member", socket, answer, RefusedCode::Removed).await;
+    // What a member forwards of theirs (taken before the removal reached it) is stored: the
+    // nodes take it or refuse it by the removal's lock.
+    let forwarded = Envelope::sign(&bo.key, ws, [1; 16], [9; 24], |_| b"forwarded".to_vec());
+    let answer = push(&mut ana_socket, 3, &[forwarded]).await;
+    assert!(
+        matches!(&answer, Some(Frame::Stored { results, .. }) if matches!(results[..], [PushResult::Stored(_)])),
+        "{answer:?}"
+    );
 
     // Only the creator revokes.
     let cy = Device::new(10);

@@ -161,8 +161,19 @@ const RECEIVED_SHOWN: usize = 10;
 /// date?"`, then each document that changed with what happened in it.
 fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<()> {
     use crate::app::sync::{Gist, gist};
+    let late: usize = synced.ok().map(|r| r.refused_late).sum();
+    if late > 0 {
+        warn!(
+            out,
+            "Refused {late} {} removed members wrote after their removal: no member's node takes them",
+            plural(late, "change", "changes")
+        );
+    }
     if synced.up_to_date() {
-        let held: usize = synced.ok().map(|r| r.held).sum();
+        let held: usize = synced
+            .ok()
+            .map(|r| r.held - r.refused_late.min(r.held))
+            .sum();
         if held == 0 {
             said!(out, "{}", out.paint(Tone::Good, "Up to date"));
         } else {
@@ -335,11 +346,18 @@ pub fn print_rounds(
                     report.applied,
                     report.documents.len()
                 );
-                if report.held > 0 {
+                if report.held > report.refused_late {
                     say!(
                         out,
                         "  {} change(s) held until what they depend on arrives",
-                        report.held
+                        report.held - report.refused_late
+                    );
+                }
+                if report.refused_late > 0 {
+                    say!(
+                        out,
+                        "  {} change(s) refused: written by removed members after their removal",
+                        report.refused_late
                     );
                 }
                 for error in &report.errors {
@@ -376,7 +394,7 @@ pub fn rounds_list(
                     "id": r.doc, "by": {"id": r.signer, "name": state.name_of(&r.signer)},
                     "reason": r.reason,
                 })).collect::<Vec<_>>(),
-                "held": report.held, "errors": report.errors,
+                "held": report.held, "refused_late": report.refused_late, "errors": report.errors,
             }),
             Err(e) => json!({"relay": relay, "ok": false, "error": crate::error::describe(e), "kind": crate::error::kind_of(e).name()}),
         })

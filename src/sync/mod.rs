@@ -451,6 +451,10 @@ pub fn apply(
         report.documents.extend(settled.documents);
         report.applied += settled.applied;
         report.rejected.extend(settled.rejected);
+        // A removal that arrived makes this node endorse what it took of the removed
+        // member before (`crate::lock`), so that the others take it too.
+        let endorsed = node.settle_removals(workspace)?;
+        report.documents.extend(endorsed.iter().map(|d| d.hex()));
     }
     Ok(report)
 }

@@ -68,6 +68,8 @@ pub struct RoundReport {
     pub rejected: Vec<Rejected>,
     /// Envelopes held back until what they depend on arrives.
     pub held: usize,
+    /// Of those, envelopes of removed members written after their removal, refused.
+    pub refused_late: usize,
     /// Requests the relay refused (a revocation by someone not the creator, say).
     pub errors: Vec<String>,
 }
@@ -81,6 +83,7 @@ impl RoundReport {
         self.documents.extend(other.documents);
         self.rejected.extend(other.rejected);
         self.held += other.held;
+        self.refused_late += other.refused_late;
         self.errors.extend(other.errors);
     }
 }
@@ -745,6 +748,7 @@ fn perform(
             let applied = super::apply(node, workspace, relay, entries, up_to)?;
             report.applied += applied.applied;
             report.held += applied.held;
+            report.refused_late += applied.refused_late;
             report.documents.extend(applied.documents.iter().cloned());
             let changed = applied.applied > 0 || !applied.rejected.is_empty() || applied.held > 0;
             report.rejected.extend(applied.rejected);
@@ -854,6 +858,7 @@ pub fn sync_once_with(
 ) -> Result<Vec<(String, Result<RoundReport>)>> {
     node.publish_device_key(workspace)?;
     node.settle_epochs(workspace)?;
+    node.settle_removals(workspace)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -921,6 +926,7 @@ pub fn daemon(node: &Node, on_tick: &mut dyn FnMut(&Node)) -> Result<()> {
     for workspace in targets.iter().map(|(w, _)| *w).collect::<BTreeSet<Id>>() {
         node.publish_device_key(workspace)?;
         node.settle_epochs(workspace)?;
+        node.settle_removals(workspace)?;
     }
     if targets.is_empty() {
         bail!(

@@ -26,6 +26,7 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         invited_by: None,
         removed: false,
         removed_at: None,
+        lock: None,
         encryption: None,
         joined: None,
         admin: false,

@@ -40,6 +40,7 @@ mod offline;
 mod proxy;
 mod records;
 mod relays;
+mod removals;
 mod screens;
 mod search;
 mod support;

@@ -14,7 +14,6 @@ use meridian::id::Id;
 use meridian::identity::Profile;
 use meridian::node::Node;
 use meridian::snapshot::Policy;
-use meridian::store::HELD;
 use meridian::sync::net::{RoundReport, begin, carry_out, refresh, snapshots};
 use meridian::sync::session::{Output, Session};
 use meridian::workspace::Invite;
@@ -100,6 +99,11 @@ pub struct Outcome {
     pub removals: u64,
     /// Keyring records (key epochs started and shared) the relays hold at the end.
     pub keyring_records: u64,
+    /// Changes by removed members beyond their removal's lock that the relays hold: refused
+    /// by every node...
+    pub late_refused: u64,
+    /// ...or kept by every node (one took them before the removal reached it).
+    pub late_kept: u64,
     /// Envelopes the relays hold at the end.
     pub envelopes: u64,
     /// Document snapshots the relays kept.
@@ -127,6 +131,8 @@ impl Outcome {
         self.late_joins += o.late_joins;
         self.keyring_records += o.keyring_records;
         self.removals += o.removals;
+        self.late_refused += o.late_refused;
+        self.late_kept += o.late_kept;
         self.envelopes += o.envelopes;
         self.snapshots += o.snapshots;
         self.skipped += o.skipped;
@@ -148,6 +154,8 @@ impl Outcome {
         figure("sim.late_joins", self.late_joins);
         figure("sim.removals", self.removals);
         figure("sim.keyring_records", self.keyring_records);
+        figure("sim.late_changes_refused", self.late_refused);
+        figure("sim.late_changes_kept", self.late_kept);
         figure("sim.envelopes_checked", self.envelopes);
         figure("sim.snapshots_kept", self.snapshots);
         figure("sim.entries_skipped_for_snapshots", self.skipped);
@@ -158,7 +166,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals, {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals ({} later changes refused everywhere, {} kept everywhere), {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
             self.steps,
             self.edits,
             self.refused,
@@ -172,6 +180,8 @@ impl fmt::Display for Outcome {
             self.partitions,
             self.late_joins,
             self.removals,
+            self.late_refused,
+            self.late_kept,
             self.keyring_records,
             self.envelopes,
             self.snapshots,
@@ -718,7 +728,7 @@ impl Sim {
                 conn.peer.subscribed = Some(cursor);
             }
             Frame::Push { id, envelopes } => {
-                let mut sorted = handling::sort_push(&ws, envelopes);
+                let mut sorted = handling::sort_push(&ws, &key, envelopes);
                 let incoming = std::mem::take(&mut sorted.incoming);
                 let appended = if incoming.is_empty() {
                     Default::default()
@@ -1125,6 +1135,8 @@ impl Sim {
             let node = Node::open(&self.nodes[index].home).map_err(err)?;
             node.workspace(Some(&self.workspace.hex())).map_err(err)?.1
         };
+        let locks = meridian::lock::Locks::of(&record.state);
+        let mut late: BTreeSet<(Id, automerge::ChangeHash)> = BTreeSet::new();
         let mut logged = BTreeSet::new();
         let mut sealed_in_epochs: Vec<Vec<u8>> = Vec::new();
         let mut changes: BTreeMap<Id, BTreeSet<automerge::ChangeHash>> = BTreeMap::new();
@@ -1153,10 +1165,24 @@ impl Sim {
                         meridian::ingest::open_sealed(&bytes, self.workspace, &record, &mut budget)
                             .map_err(err)?;
                     for item in items {
-                        changes
-                            .entry(item.doc)
-                            .or_default()
-                            .extend(item.changes.iter().map(|c| c.hash()));
+                        // A removed member's change beyond the removal's lock is refused by
+                        // every node, or (taken by one before the removal reached it)
+                        // kept by all: the states compared below say which.
+                        let taken: Vec<automerge::ChangeHash> = item
+                            .changes
+                            .iter()
+                            .filter(|c| locks.late(item.doc, c.actor_id(), c.seq()).is_none())
+                            .map(|c| c.hash())
+                            .collect();
+                        if !taken.is_empty() {
+                            changes.entry(item.doc).or_default().extend(taken);
+                        }
+                        late.extend(
+                            item.changes
+                                .iter()
+                                .filter(|c| locks.late(item.doc, c.actor_id(), c.seq()).is_some())
+                                .map(|c| (item.doc, c.hash())),
+                        );
                     }
                 }
                 after = last;
@@ -1230,14 +1256,16 @@ impl Sim {
                 continue;
             }
             let node = Node::open(&sim_node.home).map_err(err)?;
-            let held = {
+            // What a removal refuses stays held on every node alike (the states compared
+            // below are equal): anything else held is lost.
+            let (_, held) =
+                meridian::ingest::held_for_removals(&node, self.workspace).map_err(err)?;
+            let held = held as u64 + {
                 let txn = node.db().begin_read().map_err(err)?;
-                txn.open_table(HELD).map_err(err)?.len().map_err(err)?
-                    + txn
-                        .open_table(meridian::store::HELD_EPOCH)
-                        .map_err(err)?
-                        .len()
-                        .map_err(err)?
+                txn.open_table(meridian::store::HELD_EPOCH)
+                    .map_err(err)?
+                    .len()
+                    .map_err(err)?
             };
             if held > 0 {
                 return Err(format!("node {index} still holds {held} envelopes back"));
@@ -1257,6 +1285,18 @@ impl Sim {
                         &missing.to_string()[..12],
                         doc.short()
                     ));
+                }
+            }
+            if states.is_empty() {
+                for (doc, hash) in &late {
+                    let kept = node
+                        .load(self.workspace, *doc)
+                        .is_ok_and(|d| d.get_change_meta_by_hash(hash).is_some());
+                    if kept {
+                        self.outcome.late_kept += 1;
+                    } else {
+                        self.outcome.late_refused += 1;
+                    }
                 }
             }
             states.push((index, state_of(&node, self.workspace)?));
