@@ -34,6 +34,69 @@ pub struct Bundle {
     /// Absent from bundles written before shared envelopes: everything is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs: Option<Vec<serde_bytes::ByteBuf>>,
+    /// What lets anyone check it with no home (`meridian verify`): present only in a
+    /// verifiable export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disclosure: Option<Disclosure>,
+}
+
+/// The keys a verifiable export discloses: one per envelope, opening it and no other
+/// ([`crate::seal::Disclosed`]), and the workspace's creator, the root every membership is
+/// checked from.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Disclosure {
+    /// The creator's device key.
+    #[serde(with = "serde_bytes")]
+    pub creator: Vec<u8>,
+    /// The salt the workspace id was derived with from the creator's key, when the
+    /// creator exported it: the id then proves who created the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<serde_bytes::ByteBuf>,
+    /// Per envelope, in order: its key (`None` for a keyring record, which is not sealed).
+    pub keys: Vec<Option<crate::seal::Disclosed>>,
+}
+
+/// A verifiable export of one document: [`export`]'s bundle of it and the workspace
+/// document, with a [`Disclosure`]. The documents other than these two whose changes it
+/// discloses too (an envelope that carries several documents' changes, sent in one push,
+/// opens whole or not at all).
+pub fn export_verifiable(node: &Node, workspace: Id, doc: Id) -> Result<(Vec<u8>, Vec<Id>)> {
+    let (_, record) = node.workspace(Some(&workspace.hex()))?;
+    let envelopes = node.envelopes(&[workspace, doc])?;
+    let mut keys = Vec::with_capacity(envelopes.len());
+    let mut others = std::collections::BTreeSet::new();
+    for bytes in &envelopes {
+        let envelope = meridian_relay::Envelope::decode_stored(bytes)
+            .context("a stored envelope is damaged")?;
+        others.extend(
+            envelope
+                .doc_ids()
+                .into_iter()
+                .map(Id)
+                .filter(|d| *d != workspace && *d != doc),
+        );
+        keys.push(Some(crate::seal::disclose(&record, &envelope)?));
+    }
+    let bundle = Bundle {
+        version: BUNDLE_VERSION,
+        workspace: workspace.0.to_vec(),
+        envelopes: envelopes
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+        docs: Some(vec![
+            serde_bytes::ByteBuf::from(workspace.0.to_vec()),
+            serde_bytes::ByteBuf::from(doc.0.to_vec()),
+        ]),
+        disclosure: Some(Disclosure {
+            creator: record.creator.clone(),
+            salt: record.salt.clone(),
+            keys,
+        }),
+    };
+    let mut bytes = BUNDLE_MAGIC.to_vec();
+    ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
+    Ok((bytes, others.into_iter().collect()))
 }
 
 /// Builds a bundle of `docs` (their whole history) in `workspace`.
@@ -54,6 +117,7 @@ pub fn export(node: &Node, workspace: Id, docs: &[Id]) -> Result<Vec<u8>> {
                 .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
                 .collect(),
         ),
+        disclosure: None,
     };
     let mut bytes = BUNDLE_MAGIC.to_vec();
     ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");

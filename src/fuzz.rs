@@ -282,6 +282,7 @@ pub fn bundle_bytes(version: u32, workspace: &[u8], envelopes: Vec<Vec<u8>>) -> 
             .map(serde_bytes::ByteBuf::from)
             .collect(),
         docs: None,
+        disclosure: None,
     };
     ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
     bytes
@@ -516,6 +517,28 @@ pub fn bundle(fixture: &Fixture, bytes: &[u8]) {
     if let Err(error) = applied {
         assert_clear(&error);
     }
+}
+
+/// `meridian verify` of a file from anyone: it checks or refuses with a clear error, never
+/// panics, and needs no store.
+pub fn verify(bytes: &[u8]) {
+    if let Err(error) = crate::verify::verify(bytes, &Limits::default()) {
+        assert_clear(&error);
+    }
+}
+
+/// A verifiable export of every document of the fixture's world: what the `verify` target
+/// mutates.
+pub fn verify_seeds(fixture: &Fixture) -> Vec<Vec<u8>> {
+    let workspace = fixture.world.workspace;
+    let Ok(summaries) = fixture.node.summaries(workspace) else {
+        return Vec::new();
+    };
+    summaries
+        .into_iter()
+        .filter_map(|(doc, _)| bundle::export_verifiable(&fixture.node, workspace, doc).ok())
+        .map(|(bytes, _)| bytes)
+        .collect()
 }
 
 /// The change-ingest path of sync: the first byte picks the document and the signer, the

@@ -597,23 +597,34 @@ fn open_envelope_within(
         );
     }
     let plaintext = seal::open_with(record, &envelope)?;
+    items_of_plaintext(envelope, &plaintext, &record.creator, budget)
+}
+
+/// The items an opened envelope carries: its changes checked as the writer's own (only the
+/// workspace's `creator` vouches for others', in a snapshot), parsed within `budget`.
+pub fn items_of_plaintext(
+    envelope: Envelope,
+    plaintext: &[u8],
+    creator: &[u8],
+    budget: &mut u64,
+) -> Result<Vec<Item>> {
     let signer: [u8; 32] = envelope
         .author
         .as_slice()
         .try_into()
         .context("bad author key")?;
     if envelope.is_shared() {
-        return open_parts(envelope, &plaintext, signer, budget);
+        return open_parts(envelope, plaintext, signer, budget);
     }
-    let plaintext = plaintext_changes(&plaintext, budget)?;
+    let plaintext = plaintext_changes(plaintext, budget)?;
     let doc = Id(envelope.doc_id());
     let parts = chunks(&plaintext, budget, true)?;
     let (changes, snapshot) = if parts.first().is_some_and(|c| is_whole_document(c)) {
-        let (whole, changes) = snapshot_changes(&plaintext, parts.len(), &signer, record, doc)?;
+        let (whole, changes) = snapshot_changes(&plaintext, parts.len(), &signer, creator, doc)?;
         // Only the creator's document is taken as it is. automerge checks a document chunk's
         // changes against its heads, not that its stored operations are in the order those
         // changes give: a member's document is rebuilt from its changes like any others'.
-        let trusted = signer.as_slice() == record.creator.as_slice();
+        let trusted = signer.as_slice() == creator;
         (changes, trusted.then(|| Box::new(whole)))
     } else {
         let changes = parse_changes(&parts)?;
@@ -708,7 +719,7 @@ fn snapshot_changes(
     plaintext: &[u8],
     chunks: usize,
     signer: &[u8; 32],
-    record: &WorkspaceRecord,
+    creator: &[u8],
     doc: Id,
 ) -> Result<(Automerge, Vec<Change>)> {
     if chunks != 1 {
@@ -720,7 +731,7 @@ fn snapshot_changes(
     let loaded = guard(|| Automerge::load(plaintext))
         .with_context(|| format!("the snapshot of document {} does not load", doc.short()))?;
     let changes = loaded.get_changes(&[]);
-    let creator = signer.as_slice() == record.creator.as_slice();
+    let creator = signer.as_slice() == creator;
     for change in &changes {
         match identity::actor_key(change.actor_id()) {
             None => bail!(

@@ -35,4 +35,5 @@ pub mod store;
 pub mod sync;
 pub mod thread;
 pub mod update;
+pub mod verify;
 pub mod workspace;

@@ -321,6 +321,82 @@ pub fn open_with(record: &WorkspaceRecord, envelope: &Envelope) -> anyhow::Resul
     )
 }
 
+/// What opens one envelope and no other: XChaCha20's subkey for its nonce
+/// (HChaCha20 of the sealing key and the nonce's first 16 bytes) and, for an envelope sealed
+/// under a key epoch, the epoch's full hash its associated data binds. A verifiable export
+/// carries one for each envelope (`meridian verify`): HChaCha20 is a pseudorandom
+/// function, so subkeys for some nonces say nothing of the key or of any other nonce's.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Disclosed {
+    /// The subkey.
+    #[serde(with = "serde_bytes")]
+    pub subkey: Vec<u8>,
+    /// The epoch hash, for versions 3 and 4.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Vec<u8>>,
+}
+
+/// The [`Disclosed`] key of an envelope this record opens.
+pub fn disclose(record: &WorkspaceRecord, envelope: &Envelope) -> anyhow::Result<Disclosed> {
+    let subkey = |key: &[u8; 32]| {
+        let input =
+            chacha20::cipher::generic_array::GenericArray::from_slice(&envelope.nonce[..16]);
+        chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), input).to_vec()
+    };
+    let Some(id) = envelope.epoch_id() else {
+        let key: WorkspaceKey = record
+            .key
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the workspace key is damaged"))?;
+        return Ok(Disclosed {
+            subkey: subkey(&key),
+            epoch: None,
+        });
+    };
+    let docs = envelope.doc_ids();
+    let workspace = Id(envelope.workspace_id());
+    let aad = envelope.associated_data();
+    for (hash, secret) in record
+        .epochs
+        .iter()
+        .filter(|e| e.hash.get(..EPOCH_ID_LEN) == Some(id.as_slice()))
+        .filter_map(EpochKey::pair)
+    {
+        let key = crate::keyring::seal_key(workspace, &secret, &docs);
+        if decrypt(&key, envelope, &[aad.as_slice(), &hash].concat()).is_some() {
+            return Ok(Disclosed {
+                subkey: subkey(&key),
+                epoch: Some(hash.to_vec()),
+            });
+        }
+    }
+    Err(UnknownEpoch(id).into())
+}
+
+/// Opens an envelope with its [`Disclosed`] key (what `meridian verify` does, with no
+/// home): `None` if it does not authenticate.
+pub fn open_disclosed(envelope: &Envelope, disclosed: &Disclosed) -> Option<Vec<u8>> {
+    use chacha20poly1305::ChaCha20Poly1305;
+    let subkey: [u8; 32] = disclosed.subkey.as_slice().try_into().ok()?;
+    if envelope.epoch_id().is_some() != disclosed.epoch.is_some() || envelope.is_keyring() {
+        return None;
+    }
+    let mut aad = envelope.associated_data();
+    aad.extend_from_slice(disclosed.epoch.as_deref().unwrap_or_default());
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(envelope.nonce.get(16..24)?);
+    ChaCha20Poly1305::new(&subkey.into())
+        .decrypt(
+            chacha20poly1305::Nonce::from_slice(&nonce),
+            Payload {
+                msg: &envelope.ciphertext,
+                aad: &aad,
+            },
+        )
+        .ok()
+}
+
 fn encrypt(key: &WorkspaceKey, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     XChaCha20Poly1305::new(key.into())
         .encrypt(
@@ -373,6 +449,45 @@ mod tests {
         let mut moved = envelope.clone();
         moved.doc = vec![3; 16];
         assert!(open(&key, &moved).is_err());
+    }
+
+    #[test]
+    fn a_disclosed_key_opens_its_envelope_and_no_other() {
+        let device = SigningKey::from_bytes(&[1; 32]);
+        let (workspace, doc) = (Id([1; 16]), Id([2; 16]));
+        let mut record = WorkspaceRecord::with_key(&[9; 32]);
+        let sealer = Sealer::of(&record).unwrap();
+        let one = sealer.seal(&device, workspace, &[doc], b"one");
+        let two = sealer.seal(&device, workspace, &[doc], b"two");
+        let key = disclose(&record, &one).unwrap();
+        assert_eq!(open_disclosed(&one, &key).unwrap(), b"one");
+        assert!(
+            open_disclosed(&two, &key).is_none(),
+            "another nonce, another key"
+        );
+        assert_ne!(key.subkey, record.key, "the workspace key is not disclosed");
+        let mut moved = one.clone();
+        moved.doc = vec![3; 16];
+        assert!(
+            open_disclosed(&moved, &key).is_none(),
+            "bound to its document"
+        );
+        // Under an epoch, the disclosure names the epoch the associated data binds.
+        record.epochs.push(EpochKey {
+            hash: vec![7; 32],
+            secret: vec![5; 32],
+            depth: 1,
+        });
+        record.sealing = Sealing::Epoch(serde_bytes::ByteBuf::from(vec![7; 32]));
+        let three = Sealer::of(&record)
+            .unwrap()
+            .seal(&device, workspace, &[doc], b"three");
+        let key = disclose(&record, &three).unwrap();
+        assert_eq!(key.epoch.as_deref(), Some(&[7; 32][..]));
+        assert_eq!(open_disclosed(&three, &key).unwrap(), b"three");
+        let mut wrong = key.clone();
+        wrong.epoch = Some(vec![8; 32]);
+        assert!(open_disclosed(&three, &wrong).is_none());
     }
 
     #[test]

@@ -340,6 +340,21 @@ fn keyring_records() {
 }
 
 #[test]
+fn verifiable_exports() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let fixture = fixture(tmp.path());
+    let seeds = fuzz::verify_seeds(&fixture);
+    assert!(!seeds.is_empty(), "the fixture exports verifiable records");
+    for seed in &seeds {
+        assert!(
+            meridian::verify::verify(seed, &meridian::ingest::Limits::default()).is_ok(),
+            "control: an untouched export verifies"
+        );
+    }
+    fuzz_target("verify", &[], seeds, &|bytes| fuzz::verify(bytes));
+}
+
+#[test]
 fn change_ingest() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let fixture = fixture(tmp.path());

@@ -282,6 +282,7 @@ pub fn single_change_bundle(
         workspace: workspace.0.to_vec(),
         envelopes,
         docs: None,
+        disclosure: None,
     };
     let mut bytes = meridian::bundle::BUNDLE_MAGIC.to_vec();
     ciborium::into_writer(&bundle, &mut bytes)?;

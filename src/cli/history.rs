@@ -308,14 +308,33 @@ pub fn resolve(ctx: &Ctx, prefix: &str, field: &str, value: &str) -> Result<()> 
     Ok(())
 }
 
-pub fn export(
-    ctx: &Ctx,
-    prefix: Option<&str>,
-    all: bool,
-    format: Format,
-    output: Option<PathBuf>,
-    discussion: bool,
-) -> Result<()> {
+/// How `export` writes.
+pub struct Export {
+    /// The format.
+    pub format: Format,
+    /// The file (a directory for every decision record), or stdout.
+    pub output: Option<PathBuf>,
+    /// Markdown: with the comments.
+    pub discussion: bool,
+    /// A bundle anyone can check (`meridian verify`).
+    pub verifiable: bool,
+}
+
+pub fn export(ctx: &Ctx, prefix: Option<&str>, all: bool, how: Export) -> Result<()> {
+    let Export {
+        format,
+        output,
+        discussion,
+        verifiable,
+    } = how;
+    if verifiable && format != Format::Bundle {
+        crate::fail!(
+            Usage,
+            "--verifiable makes a bundle anyone can check: add --format bundle"
+        );
+    }
+    // Documents a verifiable export discloses beside the one asked for.
+    let mut disclosed_others = Vec::new();
     if discussion && format != Format::Markdown {
         crate::fail!(
             Usage,
@@ -362,6 +381,12 @@ pub fn export(
                 Usage,
                 "name a document to export, or pass --all --format bundle (or --all --format markdown -o DIR)"
             )
+        }
+        (Some(prefix), false, Format::Bundle) if verifiable => {
+            let (id, _) = ctx.node.resolve(ctx.workspace, prefix)?;
+            let (bytes, others) = bundle::export_verifiable(&ctx.node, ctx.workspace, id)?;
+            disclosed_others = others;
+            bytes
         }
         (Some(prefix), false, Format::Bundle) => {
             let (id, _) = ctx.node.resolve(ctx.workspace, prefix)?;
@@ -413,7 +438,26 @@ pub fn export(
                 path.display(),
                 size(bytes.len())
             );
-            if format == Format::Bundle {
+            if verifiable {
+                said!(
+                    ctx.out,
+                    "Anyone can check it, with no home, with `meridian verify {}`. It opens this document and the workspace's member list for whoever holds the file.",
+                    path.display()
+                );
+                if !disclosed_others.is_empty() {
+                    let n = disclosed_others.len();
+                    warn!(
+                        ctx.out,
+                        "It also discloses the changes to {n} other {} sent in the same envelopes ({}): share it with that in mind.",
+                        if n == 1 { "document" } else { "documents" },
+                        disclosed_others
+                            .iter()
+                            .map(|d| d.short())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            } else if format == Format::Bundle {
                 said!(
                     ctx.out,
                     "Anyone in the workspace adds it with `meridian merge {}`.",
@@ -449,6 +493,99 @@ pub fn export(
             ctx.out.bytes(&bytes)
         }
     }
+}
+
+/// `meridian verify FILE`: checks a verifiable export with no home and prints its record.
+pub fn verify(file: &Path, out: &super::Out) -> Result<()> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        crate::error::failure(
+            crate::error::ErrorKind::NotFound,
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    let verified = crate::verify::verify(&bytes, &Limits::default()).map_err(|e| {
+        crate::error::failure(
+            crate::error::ErrorKind::Refused,
+            format!("{} does not verify: {e:#}", file.display()),
+        )
+    })?;
+    let state = &verified.state;
+    let writers: Vec<serde_json::Value> = verified
+        .writers
+        .iter()
+        .map(|id| json!({"id": id, "name": state.name_of(id)}))
+        .collect();
+    let record = verified.record();
+    if out.json {
+        return out.print_json(&json!({
+            "file": file,
+            "workspace": {"id": verified.workspace.hex(), "name": verified.workspace_name},
+            "creator": verified.creator,
+            "creator_bound": verified.creator_bound,
+            "id": verified.id.hex(),
+            "kind": verified.kind.as_str(),
+            "title": verified.title(),
+            "state": verified.state_name(),
+            "envelopes": verified.envelopes,
+            "changes": verified.changes,
+            "writers": writers,
+            "other_documents": verified.others,
+            "record": record,
+        }));
+    }
+    said!(
+        out,
+        "{} {}: every signature, key and rule holds.",
+        out.paint(Tone::Good, "Verified"),
+        file.display()
+    );
+    said!(
+        out,
+        "  {} {} \"{}\" ({}) in workspace \"{}\"",
+        verified.kind.as_str(),
+        out.paint(Tone::Id, &verified.id.short()),
+        verified.title(),
+        verified.state_name(),
+        verified.workspace_name
+    );
+    let creator = crate::id::prefix(&verified.creator, 12);
+    if verified.creator_bound {
+        said!(
+            out,
+            "  created by {} (key {creator}; the workspace id is derived from it)",
+            state.name_of(&verified.creator)
+        );
+    } else {
+        said!(
+            out,
+            "  created by {} (key {creator}: compare it with the key `meridian whoami` shows on their device)",
+            state.name_of(&verified.creator)
+        );
+    }
+    let names: Vec<String> = verified
+        .writers
+        .iter()
+        .map(|id| state.name_of(id))
+        .collect();
+    said!(
+        out,
+        "  {} {} in {} {}, written by {}, each a member by invites that lead back to that key",
+        verified.changes,
+        if verified.changes == 1 {
+            "change"
+        } else {
+            "changes"
+        },
+        verified.envelopes,
+        if verified.envelopes == 1 {
+            "envelope"
+        } else {
+            "envelopes"
+        },
+        super::sync::names_and(&names)
+    );
+    said!(out, "");
+    out.bytes(record.as_bytes())
 }
 
 /// Writes a file atomically (temporary file, then rename), so a failed export never

@@ -413,6 +413,23 @@ pub enum Command {
         /// Markdown of a proposal: include its comments.
         #[arg(long)]
         discussion: bool,
+        /// A bundle of one document that anyone can check with `meridian verify`, with no
+        /// home: it carries the key of each of its envelopes (and of no other), so whoever
+        /// has the file reads that document and the workspace's member list.
+        #[arg(long, requires = "id")]
+        verifiable: bool,
+    },
+    /// Check a verifiable export, with no home, and print its record.
+    ///
+    /// Every signature, every key, every change against its document's rules and every
+    /// writer's membership back to the workspace's creator; then the record (for a
+    /// proposal: who approved which version, who decided and when).
+    #[command(
+        after_help = "The file comes from `meridian export ID --format bundle --verifiable -o FILE`. Exit code 0 means every check held; the record printed is derived from the checked changes the way every member's node derives it.\n\nExamples:\n  meridian verify store-workspaces-in-redb.bundle\n  meridian verify --json rfc.bundle | jq .state"
+    )]
+    Verify {
+        /// The bundle `export ID --format bundle --verifiable` wrote.
+        file: PathBuf,
     },
     /// Merge a bundle or a saved automerge document from another node.
     #[command(after_help = "Examples:\n  meridian merge acme.bundle")]
@@ -958,6 +975,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let result = out.bytes(&bytes);
             return finish(result, &out);
         }
+        Some(Command::Verify { file }) => {
+            let out = Out::new(cli.json, TimeZone::UTC, style);
+            let result = history::verify(file, &out);
+            return finish(result, &out);
+        }
         Some(Command::Schema) => {
             let out = Out::new(false, TimeZone::UTC, style);
             let result = out.bytes(SCHEMA.as_bytes());
@@ -1000,7 +1022,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // Each arm gives back the printer, whose buffered text `finish` writes out.
     let (result, out) = match command {
         Command::Init { .. } => unreachable!("handled above"),
-        Command::Completions { .. } | Command::Man | Command::Schema => {
+        Command::Completions { .. } | Command::Man | Command::Schema | Command::Verify { .. } => {
             unreachable!("handled above")
         }
         Command::Whoami => (workspace::whoami(&node, &out), out),
@@ -1124,7 +1146,18 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             format,
             output,
             discussion,
-        } => history::export(ctx, id.as_deref(), all, format, output, discussion),
+            verifiable,
+        } => history::export(
+            ctx,
+            id.as_deref(),
+            all,
+            history::Export {
+                format,
+                output,
+                discussion,
+                verifiable,
+            },
+        ),
         Command::Merge { file } => history::merge(ctx, &file),
         Command::Sync { relays } => sync::sync(ctx, relays),
         Command::Member(MemberCommand::Remove { name }) => workspace::remove_member(ctx, &name),
@@ -1141,6 +1174,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Completions { .. }
         | Command::Man
         | Command::Schema
+        | Command::Verify { .. }
         | Command::Daemon { .. } => {
             unreachable!("handled before a workspace is chosen")
         }

@@ -302,7 +302,7 @@ fn tell(out: &Out, synced: &Synced, state: &WorkspaceState, me: &str) -> Result<
 }
 
 /// `Ana`, `Ana and Bo`, `Ana, Bo and Cy`.
-fn names_and(names: &[String]) -> String {
+pub(crate) fn names_and(names: &[String]) -> String {
     match names {
         [] => String::new(),
         [one] => one.clone(),

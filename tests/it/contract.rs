@@ -352,6 +352,21 @@ fn every_command_prints_the_documented_json() {
         ],
     );
     checked(bo, "merge", &["merge", bundle.to_str().unwrap()]);
+    let verifiable = world.file("p.bundle");
+    checked(
+        ana,
+        "export_file",
+        &[
+            "export",
+            &p,
+            "--format",
+            "bundle",
+            "--verifiable",
+            "-o",
+            verifiable.to_str().unwrap(),
+        ],
+    );
+    checked(ana, "verify", &["verify", verifiable.to_str().unwrap()]);
     checked(bo, "profile", &["profile", "set", "--hours", "08:00-16:00"]);
     checked(bo, "away", &["away", "--clear"]);
     // The rest of the lifecycle, and taking things back.

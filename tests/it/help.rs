@@ -56,6 +56,7 @@ fn every_help_page() {
         &["conflicts"],
         &["resolve"],
         &["export"],
+        &["verify"],
         &["merge"],
         &["completions"],
         &["man"],

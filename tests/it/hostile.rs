@@ -61,6 +61,7 @@ fn bundle_of(workspace: Id, envelopes: Vec<ByteBuf>) -> Vec<u8> {
             workspace: workspace.0.to_vec(),
             envelopes,
             docs: None,
+            disclosure: None,
         },
         &mut bytes,
     )
@@ -142,6 +143,7 @@ fn garbage_truncated_and_empty_files() {
             workspace: f.workspace.0.to_vec(),
             envelopes: vec![],
             docs: None,
+            disclosure: None,
         },
         &mut version,
     )

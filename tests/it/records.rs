@@ -286,3 +286,138 @@ fn the_decision_records_of_a_workspace_are_a_directory_a_rerun_updates_in_place(
     let e = bo.err(&["export", "--all", "--format", "markdown"]);
     assert!(e.contains("-o DIR"), "{e}");
 }
+
+/// `meridian verify` run by someone with no home at all.
+fn verify_as_outsider(world: &World, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::support::meridian_bin())
+        .args(args)
+        .env("MERIDIAN_HOME", world.file("nobody-home"))
+        .output()
+        .expect("the meridian binary runs")
+}
+
+#[test]
+fn a_verifiable_export_is_checked_by_someone_with_no_home_and_any_alteration_is_caught() {
+    let world = World::new();
+    let homes = team(&world);
+    let p = decided(&world, &homes);
+    let bo = &homes[1];
+    let file = world.file("decision.bundle");
+    let file = file.to_str().unwrap();
+    let said = bo.ok(&[
+        "export",
+        &p,
+        "--format",
+        "bundle",
+        "--verifiable",
+        "-o",
+        file,
+    ]);
+    assert!(said.contains("meridian verify"), "{said}");
+
+    let out = verify_as_outsider(&world, &["verify", file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("every signature, key and rule holds"),
+        "{text}"
+    );
+    assert!(text.contains("(accepted)"), "{text}");
+    assert!(
+        text.contains("“Looks right to me”"),
+        "Bo's approval: {text}"
+    );
+    assert!(
+        text.contains("Agreed on the call"),
+        "Ana's acceptance: {text}"
+    );
+    let out = verify_as_outsider(&world, &["--json", "verify", file]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["state"], "accepted");
+    assert_eq!(json["id"], p.as_str());
+    let writers: Vec<&str> = json["writers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        writers.contains(&"Ana") && writers.contains(&"Bo"),
+        "{writers:?}"
+    );
+    assert!(
+        !world.file("nobody-home").exists(),
+        "verifying made no home"
+    );
+
+    // Altered in any way, the file does not verify, and says why.
+    let bytes = std::fs::read(file).unwrap();
+    let bundle: meridian::bundle::Bundle =
+        ciborium::from_reader(&bytes[meridian::bundle::BUNDLE_MAGIC.len()..]).unwrap();
+    let write = |name: &str, bundle: &meridian::bundle::Bundle| {
+        let path = world.file(name);
+        let mut out = meridian::bundle::BUNDLE_MAGIC.to_vec();
+        ciborium::into_writer(bundle, &mut out).unwrap();
+        std::fs::write(&path, out).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let refused = |path: &str, why: &str| {
+        let out = verify_as_outsider(&world, &["verify", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path} verified");
+        assert!(stderr.contains("does not verify"), "{stderr}");
+        assert!(stderr.contains(why), "{path}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    // A flipped bit in a sealed change: the signature no longer holds.
+    let mut flipped: meridian::bundle::Bundle =
+        ciborium::from_reader(&bytes[meridian::bundle::BUNDLE_MAGIC.len()..]).unwrap();
+    let last = flipped.envelopes.len() - 1;
+    let at = flipped.envelopes[last].len() - 20;
+    flipped.envelopes[last][at] ^= 1;
+    refused(
+        &write("flipped.bundle", &flipped),
+        "of the bundle does not verify",
+    );
+    // A key that opens nothing.
+    let mut wrong_key: meridian::bundle::Bundle =
+        ciborium::from_reader(&bytes[meridian::bundle::BUNDLE_MAGIC.len()..]).unwrap();
+    let keys = &mut wrong_key.disclosure.as_mut().unwrap().keys;
+    keys[last].as_mut().unwrap().subkey[0] ^= 1;
+    refused(
+        &write("wrong-key.bundle", &wrong_key),
+        "does not open with the key",
+    );
+    // An envelope left out (Bo's approval, which the acceptance builds on, say).
+    let mut cut: meridian::bundle::Bundle =
+        ciborium::from_reader(&bytes[meridian::bundle::BUNDLE_MAGIC.len()..]).unwrap();
+    for i in (0..cut.envelopes.len()).rev() {
+        let envelope = meridian_relay::Envelope::decode(&cut.envelopes[i]).unwrap();
+        if envelope
+            .doc_ids()
+            .contains(&meridian::id::Id::parse(&p).unwrap().0)
+            && envelope.author == hex::decode(bo.json(&["whoami"])["id"].as_str().unwrap()).unwrap()
+        {
+            cut.envelopes.remove(i);
+            cut.disclosure.as_mut().unwrap().keys.remove(i);
+            break;
+        }
+    }
+    assert!(cut.envelopes.len() < bundle.envelopes.len());
+    refused(&write("cut.bundle", &cut), "incomplete");
+    // A bundle made for members only carries no keys: the sender is told what to run.
+    let plain = world.file("plain.bundle");
+    bo.ok(&[
+        "export",
+        &p,
+        "--format",
+        "bundle",
+        "-o",
+        plain.to_str().unwrap(),
+    ]);
+    refused(plain.to_str().unwrap(), "--verifiable");
+}
