@@ -168,7 +168,7 @@ impl World {
         });
         let proof = match self.register_cy() {
             Register::Join(proof) => proof,
-            Register::Create { .. } => unreachable!("Cy joins"),
+            _ => unreachable!("Cy joins"),
         };
         edit(&mut doc, &self.cy, T0 + 1, "Cy joins", |tx| {
             workspace::put_member(

@@ -889,6 +889,28 @@ pub fn apply_received(
     Ok(report)
 }
 
+/// Retries every envelope of `workspace` held back, the workspace document's first: after
+/// a local edit of the workspace document that may have made their signers members (an
+/// added device's own entry, which verifies the invites it made before).
+pub fn retry_held(node: &Node, workspace: Id) -> Result<Report> {
+    let limits = Limits::default();
+    let txn = node.db().begin_write()?;
+    let mut record = node::workspace_record(&txn, workspace)?;
+    let mut report = Report::default();
+    let mut docs = held_documents(&txn, workspace)?;
+    docs.sort_by_key(|d| *d != workspace);
+    let mut apply = DocumentApply {
+        target: Target::new(&txn, node, workspace, &limits),
+        record: &mut record,
+        report: &mut report,
+    };
+    for doc_id in docs {
+        apply.apply(doc_id, Vec::new())?;
+    }
+    txn.commit()?;
+    Ok(report)
+}
+
 /// Where one batch is stored, and under which limits.
 struct Target<'a> {
     txn: &'a redb::WriteTransaction,
@@ -1374,7 +1396,11 @@ fn prepare(
     };
     // Checked together, so the path to each object they touch is looked up once.
     let first = |change: &Change| was_empty && roots == 1 && change.deps().is_empty();
-    let checked = || crate::rules::check_decoded(&doc, kind, &changes, &expanded, first);
+    // Whose each device is, and which removals hold, by the membership the batch leads to.
+    let state = (doc_id == workspace).then(|| workspace::read_state(view, &record.creator));
+    let members = state.as_ref().unwrap_or(&record.state);
+    let checked =
+        || crate::rules::check_decoded(&doc, kind, &changes, &expanded, first, Some(members));
     let touched = guard(checked).with_context(|| {
         format!(
             "document {} was refused; nothing was merged",
@@ -1383,7 +1409,6 @@ fn prepare(
     })?;
     // A removal holds: a removed member's changes beyond what the remover had of them are
     // refused, by the membership the batch leads to (it may bring the removal itself).
-    let state = (doc_id == workspace).then(|| workspace::read_state(view, &record.creator));
     let locks = crate::lock::Locks::of(state.as_ref().unwrap_or(&record.state));
     let refused = crate::lock::refused(&locks, doc_id, &changes);
     if let Some((_, writer)) = refused.first() {

@@ -371,12 +371,25 @@ impl Record {
 /// The devices an epoch started at a workspace state must wrap to: every verified member
 /// not removed who has published a certified encryption key, by device key.
 pub fn recipients(state: &WorkspaceState) -> BTreeMap<[u8; 32], [u8; 32]> {
+    let pair = |device: &str, encryption: Option<&String>| -> Option<([u8; 32], [u8; 32])> {
+        let device: [u8; 32] = hex::decode(device).ok()?.try_into().ok()?;
+        let encryption: [u8; 32] = hex::decode(encryption?).ok()?.try_into().ok()?;
+        Some((device, encryption))
+    };
     state
         .active_members()
-        .filter_map(|m| {
-            let device: [u8; 32] = hex::decode(&m.id).ok()?.try_into().ok()?;
-            let encryption: [u8; 32] = hex::decode(m.encryption.as_ref()?).ok()?.try_into().ok()?;
-            Some((device, encryption))
+        .flat_map(|m| {
+            // Every device of theirs; a state cached before devices were read lists none,
+            // and is the first device's alone.
+            let devices: Vec<_> = if m.devices.is_empty() {
+                pair(&m.id, m.encryption.as_ref()).into_iter().collect()
+            } else {
+                m.devices
+                    .iter()
+                    .filter_map(|d| pair(&d.key, d.encryption.as_ref()))
+                    .collect()
+            };
+            devices
         })
         .collect()
 }
@@ -568,7 +581,11 @@ pub fn check_epoch(
     let author_hex = hex::encode(author);
     match reason {
         Reason::Removal { member } => {
-            if author.as_slice() != creator {
+            // The creator's, from any device of theirs.
+            let creator_hex = hex::encode(creator);
+            let by_creator = author.as_slice() == creator
+                || state.member_of_device(&author_hex) == Some(creator_hex.as_str());
+            if !by_creator {
                 return Err(Refusal::Broken(format!(
                     "an epoch for a removal was signed by {}, not the workspace's creator",
                     state.name_of(&author_hex)

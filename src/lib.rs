@@ -7,6 +7,7 @@ pub mod app;
 pub mod bundle;
 pub mod cache;
 pub mod cli;
+pub mod device;
 pub mod discussion;
 pub mod doc;
 pub mod epochs;

@@ -65,6 +65,9 @@ pub struct Node {
     key: SigningKey,
     incarnation: [u8; 8],
     docs: DocCache,
+    /// The member this device is, when it was added to a member's devices (`meridian device
+    /// join`): their first device's key. `None`: this device is its own member.
+    member: std::sync::Mutex<Option<String>>,
 }
 
 /// The node's redb file, opened read-only until something writes.
@@ -178,6 +181,7 @@ impl Node {
             key,
             incarnation,
             docs: DocCache::default(),
+            member: Default::default(),
         })
     }
 
@@ -203,12 +207,19 @@ impl Node {
                 .try_into()
                 .context("the home's incarnation is damaged")?
         };
+        let member = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            meta.get("member")?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+        };
         let node = Node {
             home: home.to_path_buf(),
             db,
             key,
             incarnation,
             docs: DocCache::default(),
+            member: std::sync::Mutex::new(member),
         };
         node.summarize_again_if_older()?;
         Ok(node)
@@ -341,6 +352,19 @@ impl Node {
 
     /// This device's member id: its public key in hex.
     pub fn member_id(&self) -> String {
+        match self.member().clone() {
+            Some(member) => member,
+            None => self.device_id(),
+        }
+    }
+
+    fn member(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.member.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This device's own key, hex: the member id too, unless it was added to a member's
+    /// devices.
+    pub fn device_id(&self) -> String {
         hex::encode(self.key.verifying_key().to_bytes())
     }
 
@@ -530,6 +554,7 @@ impl Node {
             state: WorkspaceState::default(),
             salt: Some(serde_bytes::ByteBuf::from(salt.to_vec())),
             proof: None,
+            device_proof: None,
             dropped: Vec::new(),
             epochs: Vec::new(),
             sealing: Default::default(),
@@ -590,6 +615,7 @@ impl Node {
             state: WorkspaceState::default(),
             salt: None,
             proof: Some(proof),
+            device_proof: None,
             dropped: Vec::new(),
             epochs: invite
                 .epoch
@@ -620,6 +646,10 @@ impl Node {
     /// local edit that the next push carries. Whether it wrote one.
     pub fn publish_device_key(&self, workspace: Id) -> Result<bool> {
         let (_, record) = self.workspace(Some(&workspace.hex()))?;
+        if record.device_proof.is_some() {
+            // An added device publishes its key with its entry (`write_device_entry`).
+            return self.write_device_entry(workspace).map(|_| false);
+        }
         let me = self.member_id();
         let mine = hex::encode(crate::keyring::DeviceKey::of(&self.key).public());
         let Some(member) = record.state.member(&me) else {
@@ -901,6 +931,111 @@ impl Node {
         })
     }
 
+    /// Joins a workspace as another device of the member whose device made `code`
+    /// (`meridian device join`): keeps what the code carries and remembers whose device
+    /// this is. Its device entry is written once the member's entry is here
+    /// ([`Node::write_device_entry`]).
+    pub fn join_as_device(&self, code: &crate::device::DeviceCode) -> Result<Id> {
+        let id = code.workspace_id()?;
+        let member = hex::encode(&code.member);
+        if member == self.device_id() {
+            crate::fail!(
+                Usage,
+                "this is the device that made the code: run `meridian device join` on the new device"
+            );
+        }
+        let own = self.member().clone();
+        if let Some(own) = &own
+            && *own != member
+        {
+            crate::fail!(
+                Refused,
+                "this device is already another member's ({}): a device belongs to one person",
+                crate::id::prefix(own, 12)
+            );
+        }
+        let workspaces = self.workspaces()?;
+        if workspaces.iter().any(|(w, _)| *w == id) {
+            crate::fail!(Usage, "this device is already in workspace `{}`", code.name);
+        }
+        if own.is_none() && !workspaces.is_empty() {
+            crate::fail!(
+                Refused,
+                "this device is already a member of its own, in {} workspace(s): add a device with a fresh home (`meridian --home DIR init`, then `meridian --home DIR device join CODE`)",
+                workspaces.len()
+            );
+        }
+        let proof = code.proof_for(&self.key.verifying_key())?;
+        let record = WorkspaceRecord {
+            name: code.name.clone(),
+            key: code.key.clone(),
+            genesis: workspace::genesis(id, &code.creator),
+            creator: code.creator.clone(),
+            relays: code.relays.clone(),
+            state: WorkspaceState::default(),
+            salt: None,
+            proof: None,
+            device_proof: Some(proof),
+            dropped: Vec::new(),
+            epochs: code
+                .epoch
+                .iter()
+                .map(|(hash, secret)| seal::EpochKey {
+                    hash: hash.to_vec(),
+                    secret: secret.to_vec(),
+                    depth: 1,
+                })
+                .collect(),
+            sealing: match &code.epoch {
+                Some((hash, _)) => crate::keyring::Sealing::Epoch(hash.clone()),
+                None => crate::keyring::Sealing::First,
+            },
+            followed: code.relays.clone(),
+            endorsed: Vec::new(),
+        };
+        let txn = self.db.begin_write()?;
+        txn.open_table(WORKSPACES)?
+            .insert(id.0, store::encode(&record).as_slice())?;
+        txn.open_table(META)?.insert("member", member.as_bytes())?;
+        txn.commit()?;
+        *self.member() = Some(member);
+        Ok(id)
+    }
+
+    /// Writes this device's entry under its member's in `workspace`, with the proof it was
+    /// added with and its encryption key. `Ok(false)` while the member's entry has not
+    /// arrived (sync, or merge a bundle from one of their devices, first).
+    pub fn write_device_entry(&self, workspace: Id) -> Result<bool> {
+        let (_, record) = self.workspace(Some(&workspace.hex()))?;
+        let Some(proof) = record.device_proof.clone() else {
+            return Ok(false);
+        };
+        let me = self.device_id();
+        if record.state.members.iter().any(|m| m.keys.contains(&me)) {
+            return Ok(true);
+        }
+        let member = self.member_id();
+        let written = self.edit(workspace, workspace, |doc| {
+            let view = View::now(doc);
+            let Some(entry) = view
+                .map(&automerge::ROOT, "members")
+                .and_then(|members| view.map(&members, &member))
+            else {
+                return Ok(false);
+            };
+            let name = view.string(&entry, "name");
+            let mut tx = doc.transaction();
+            workspace::put_new_device(&mut tx, &entry, &self.key, &proof, workspace)?;
+            commit(tx, &format!("{name} adds a device"));
+            Ok(true)
+        })?;
+        if written {
+            // Members this device invited before its entry was in are members now.
+            crate::ingest::retry_held(self, workspace)?;
+        }
+        Ok(written)
+    }
+
     /// Whether a relay has ever welcomed this device into `workspace`: until then its
     /// membership rests on the invite it joined with, which a relay may still refuse.
     pub fn admitted_anywhere(&self, workspace: Id) -> Result<bool> {
@@ -1027,7 +1162,22 @@ impl Node {
             }
         }
         txn.open_table(WORKSPACES)?.remove(workspace.0)?;
+        let cleared = self.member().is_some() && {
+            let left = txn
+                .open_table(WORKSPACES)?
+                .iter()?
+                .filter_map(|e| e.ok())
+                .count();
+            left == 0
+        };
+        if cleared {
+            // A device added to nobody's devices is its own member again.
+            txn.open_table(META)?.remove("member")?;
+        }
         txn.commit()?;
+        if cleared {
+            *self.member() = None;
+        }
         Ok(())
     }
 
@@ -1105,6 +1255,16 @@ impl Node {
         f: impl FnOnce(&mut Automerge) -> Result<T>,
     ) -> Result<T> {
         let record = workspace_record(txn, workspace)?;
+        if doc_id != workspace
+            && record.device_proof.is_some()
+            && record.state.member_of_device(&self.device_id()).is_none()
+        {
+            crate::fail!(
+                Refused,
+                "this device is not counted as yours in workspace `{}` yet: sync first (`meridian sync`), so that it finds your member entry and adds itself there; nothing was changed",
+                record.name
+            );
+        }
         let mut loaded = load_for_write(&self.docs, txn, &record, workspace, doc_id)?;
         loaded.doc.set_actor(self.actor());
         let mut before = loaded.doc.get_heads();
@@ -1126,10 +1286,19 @@ impl Node {
         let seal_one = |plaintext: &[u8]| sealer.seal(&self.key, workspace, &[doc_id], plaintext);
         // Our own edits obey the same rules every peer will check them against; nothing is
         // written until they are checked.
+        // Whose each device is: for the workspace document, by the state the edit leads to
+        // (a new device's first edit writes the entry that makes it its member's).
+        let after =
+            (doc_id == workspace).then(|| workspace::read_state(View::now(doc), &record.creator));
+        let members = after.as_ref().unwrap_or(&record.state);
         let check = |changes: &[Change]| {
-            crate::rules::check_changes(doc, kind, changes, |change| {
-                doc_id != workspace && change.deps().is_empty()
-            })
+            crate::rules::check_changes(
+                doc,
+                kind,
+                changes,
+                |change| doc_id != workspace && change.deps().is_empty(),
+                Some(members),
+            )
             .context(crate::error::Failure {
                 kind: crate::error::ErrorKind::Refused,
                 message: "this edit breaks a document rule, which is a bug in meridian; nothing was changed".into(),

@@ -81,7 +81,7 @@ impl Touched {
 /// at the document after the change was applied. `first` says whether this change may
 /// create the document (it has no dependencies and the document had no changes before).
 pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -> Result<()> {
-    check_changes(doc, kind, std::slice::from_ref(change), |_| first).map(|_| ())
+    check_changes(doc, kind, std::slice::from_ref(change), |_| first, None).map(|_| ())
 }
 
 /// Checks several changes that were all applied to `doc`, as [`check_change`] does each
@@ -91,15 +91,20 @@ pub fn check_change(doc: &Automerge, kind: Kind, change: &Change, first: bool) -
 /// they touch, its creator, and the document's author. A batch of edits to one text (an
 /// import, typing replayed) would otherwise walk that text's ancestors again for every
 /// change, half the cost of checking it.
+///
+/// A change is its member's, whichever of their devices wrote it: `members` (the
+/// workspace's state, for a workspace document the state the changes lead to) says whose
+/// each device is; without it, a device is its own member (its first device).
 pub fn check_changes(
     doc: &Automerge,
     kind: Kind,
     changes: &[Change],
     first: impl Fn(&Change) -> bool,
+    members: Option<&crate::workspace::WorkspaceState>,
 ) -> Result<Touched> {
     let expanded: Vec<ExpandedChange> = changes.iter().map(Change::decode).collect();
     let changes: Vec<&Change> = changes.iter().collect();
-    check_decoded(doc, kind, &changes, &expanded, first)
+    check_decoded(doc, kind, &changes, &expanded, first, members)
 }
 
 /// [`check_changes`] of changes the caller has already decoded, `expanded[i]` being
@@ -110,6 +115,7 @@ pub fn check_decoded(
     changes: &[&Change],
     expanded: &[ExpandedChange],
     first: impl Fn(&Change) -> bool,
+    members: Option<&crate::workspace::WorkspaceState>,
 ) -> Result<Touched> {
     let author = doc_author(doc);
     let mut objects = Objects::new();
@@ -120,9 +126,13 @@ pub fn check_decoded(
     let mut writers: HashMap<&automerge::ActorId, Option<String>> = HashMap::new();
     for (change, expanded) in changes.iter().zip(expanded) {
         let actor = change.actor_id();
-        let writer = writers
-            .entry(actor)
-            .or_insert_with(|| identity::actor_key(actor).map(hex::encode));
+        let writer = writers.entry(actor).or_insert_with(|| {
+            let key = hex::encode(identity::actor_key(actor)?);
+            Some(match members.and_then(|s| s.member_of_device(&key)) {
+                Some(member) => member.to_string(),
+                None => key,
+            })
+        });
         let Some(writer) = writer.as_deref() else {
             bail!("a change's actor is not a Meridian device");
         };
@@ -694,8 +704,8 @@ mod tests {
             let alone = check_change(&doc, Kind::Thread, change, first(change));
             assert_eq!(alone.is_ok(), i < 2, "change {i} alone: {alone:?}");
         }
-        check_changes(&doc, Kind::Thread, &changes[..2], first).unwrap();
-        let error = check_changes(&doc, Kind::Thread, &changes, first).unwrap_err();
+        check_changes(&doc, Kind::Thread, &changes[..2], first, None).unwrap();
+        let error = check_changes(&doc, Kind::Thread, &changes, first, None).unwrap_err();
         assert!(
             error
                 .to_string()
@@ -706,7 +716,7 @@ mod tests {
             "{error:#}"
         );
         // A second document creation is refused inside a batch as it is alone.
-        let error = check_changes(&doc, Kind::Thread, &changes[..2], |_| false).unwrap_err();
+        let error = check_changes(&doc, Kind::Thread, &changes[..2], |_| false, None).unwrap_err();
         assert!(error.to_string().contains("claims to start"), "{error:#}");
     }
 }

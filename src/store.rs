@@ -424,6 +424,10 @@ pub struct WorkspaceRecord {
     /// How this device was admitted, shown to a relay to register with it.
     #[serde(default)]
     pub proof: Option<crate::workspace::JoinProof>,
+    /// How this device was added to its member's devices (`meridian device join`), shown
+    /// to a relay to register with it.
+    #[serde(default)]
+    pub device_proof: Option<meridian_relay::membership::DeviceProof>,
     /// The key epochs after the first this device holds the secrets of.
     #[serde(default)]
     pub epochs: Vec<crate::seal::EpochKey>,
@@ -457,6 +461,7 @@ impl WorkspaceRecord {
             state: Default::default(),
             salt: None,
             proof: None,
+            device_proof: None,
             dropped: Vec::new(),
             epochs: Vec::new(),
             sealing: Default::default(),
@@ -667,6 +672,7 @@ mod tests {
             state: crate::workspace::WorkspaceState::default(),
             salt: None,
             proof: None,
+            device_proof: None,
             dropped: vec!["ws://dropped:3".into()],
             epochs: Vec::new(),
             sealing: Default::default(),

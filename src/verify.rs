@@ -220,6 +220,7 @@ pub fn verify(bytes: &[u8], limits: &Limits) -> Result<Verified> {
         Kind::Workspace,
         workspace_changes,
         limits,
+        (None, &creator),
     )?;
     let state = workspace::read_state(View::now(&ws_doc), &creator);
     check_writers(&state, &ws_signers, "the workspace document")?;
@@ -245,7 +246,14 @@ pub fn verify(bytes: &[u8], limits: &Limits) -> Result<Verified> {
             "the bundle's document is a workspace document: a record is of a proposal, a thread or an update"
         );
     }
-    let (applied, signers) = apply(&mut doc, id, kind, doc_changes, limits)?;
+    let (applied, signers) = apply(
+        &mut doc,
+        id,
+        kind,
+        doc_changes,
+        limits,
+        (Some(&state), &creator),
+    )?;
     let view = View::now(&doc);
     if view.str(&automerge::ROOT, "id").as_deref() != Some(id.hex().as_str())
         || view.str(&automerge::ROOT, "workspace").as_deref() != Some(workspace.hex().as_str())
@@ -286,6 +294,7 @@ fn apply(
     kind: Kind,
     changes: Vec<(Change, [u8; 32])>,
     limits: &Limits,
+    (members, creator): (Option<&WorkspaceState>, &[u8]),
 ) -> Result<(Vec<Change>, BTreeSet<[u8; 32]>)> {
     let mut seen = BTreeSet::new();
     let mut fresh: Vec<Change> = Vec::new();
@@ -318,7 +327,9 @@ fn apply(
     }
     ingest::check_depth(doc, limits.max_depth)?;
     let first = |change: &Change| new_document && change.deps().is_empty();
-    crate::ingest::guard(|| crate::rules::check_changes(doc, kind, &fresh, first))
+    let after = (kind == Kind::Workspace).then(|| workspace::read_state(View::now(doc), creator));
+    let members = after.as_ref().or(members);
+    crate::ingest::guard(|| crate::rules::check_changes(doc, kind, &fresh, first, members))
         .with_context(|| format!("document {} breaks its rules", id.short()))?;
     Ok((fresh, signers))
 }

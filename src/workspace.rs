@@ -88,6 +88,10 @@ pub struct Member {
     /// epochs will wrap their secrets to; `None` until their device has published one.
     #[serde(default)]
     pub encryption: Option<String>,
+    /// Their devices: the first (the member id) and every one it, or another of theirs,
+    /// added (`meridian device add`), with each one's certified encryption key.
+    #[serde(default)]
+    pub devices: Vec<Device>,
     /// Days they are away, as `FROM..TO` (their own zone's dates).
     #[serde(default)]
     pub away: Vec<String>,
@@ -95,6 +99,17 @@ pub struct Member {
     /// member chose the same name (`Bo#b0e2`).
     #[serde(default)]
     pub shown: String,
+}
+
+/// One device of a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Its device key, hex.
+    pub key: String,
+    /// Its certified encryption key (hex X25519), once published.
+    pub encryption: Option<String>,
+    /// The device of the same member that added it (`None` for the first).
+    pub by: Option<String>,
 }
 
 impl Member {
@@ -114,6 +129,7 @@ impl Member {
             removed_at: None,
             lock: None,
             encryption: None,
+            devices: Vec::new(),
             joined: None,
             admin: false,
             away: Vec::new(),
@@ -210,6 +226,15 @@ impl WorkspaceState {
         self.members
             .iter()
             .find(|m| m.verified && (m.id == id_or_key || m.keys.iter().any(|k| k == id_or_key)))
+    }
+
+    /// The member (id) whose device this key is, when it is another device than their
+    /// first (whose key is the member id).
+    pub fn member_of_device(&self, key: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.id != key && m.keys.iter().any(|k| k == key))
+            .map(|m| m.id.as_str())
     }
 
     /// Whether a device key belongs to a verified member.
@@ -421,6 +446,105 @@ fn device_key(view: View<'_>, entry: &ObjId, device: &str, workspace: Id) -> Opt
         .ok()?;
     crate::keyring::is_certified(&device_key, workspace, &key, &certificate)
         .then(|| hex::encode(key))
+}
+
+/// The devices a member's entry names with a proof that verifies (not yet who made it):
+/// (device key, the device that added it), sorted.
+fn device_candidates(
+    view: View<'_>,
+    entry: &ObjId,
+    id: &str,
+    workspace: Id,
+) -> Vec<(String, String)> {
+    let Some(map) = view.map(entry, "devices") else {
+        return Vec::new();
+    };
+    let member = hex::decode(id).unwrap_or_default();
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    for key in view.keys(&map) {
+        if key == id {
+            continue;
+        }
+        let Some(device) = view.map(&map, &key) else {
+            continue;
+        };
+        let field = |k: &str| hex::decode(view.string(&device, k)).unwrap_or_default();
+        let proof = meridian_relay::membership::DeviceProof {
+            member: member.clone(),
+            by: field("by"),
+            code_public: field("code"),
+            expires: view.int(&device, "expires").unwrap_or(0),
+            by_sig: field("by_sig"),
+            code_sig: field("code_sig"),
+        };
+        let Ok(device_key) = hex::decode(&key) else {
+            continue;
+        };
+        if proof.verify(&workspace.0, &device_key).is_ok() {
+            candidates.push((key, hex::encode(&proof.by)));
+        }
+    }
+    candidates.sort();
+    candidates
+}
+
+/// A member's devices: the first (the member id) and each candidate whose proof was signed
+/// by a device of theirs already counted, in the order they chain (then by key), each with
+/// its certified encryption key. An `excluded` key (claimed by two members) counts for
+/// nobody, nor does anything it added.
+fn chain_devices(
+    view: View<'_>,
+    entry: &ObjId,
+    id: &str,
+    workspace: Id,
+    mut candidates: Vec<(String, String)>,
+    excluded: &BTreeSet<String>,
+) -> Vec<Device> {
+    let mut devices = vec![Device {
+        key: id.to_string(),
+        encryption: device_key(view, entry, id, workspace),
+        by: None,
+    }];
+    candidates.retain(|(key, _)| !excluded.contains(key));
+    loop {
+        let known: BTreeSet<&str> = devices.iter().map(|d| d.key.as_str()).collect();
+        let next = candidates
+            .iter()
+            .position(|(key, by)| !known.contains(key.as_str()) && known.contains(by.as_str()));
+        let Some(next) = next else {
+            return devices;
+        };
+        let (key, by) = candidates.remove(next);
+        devices.push(Device {
+            encryption: device_key(view, entry, &key, workspace),
+            key,
+            by: Some(by),
+        });
+    }
+}
+
+/// Writes a new device's entry under its member's, with the proof that one of the member's
+/// devices added it and its certified encryption key: the new device writes it itself.
+pub fn put_new_device<T: Transactable + automerge::ReadDoc>(
+    tx: &mut T,
+    member: &ObjId,
+    device: &ed25519_dalek::SigningKey,
+    proof: &meridian_relay::membership::DeviceProof,
+    workspace: Id,
+) -> Result<()> {
+    let id = hex::encode(device.verifying_key().to_bytes());
+    let key = crate::keyring::DeviceKey::of(device).public();
+    let certificate = crate::keyring::certify(device, workspace, &key);
+    let devices = crate::doc::ensure_map(tx, member, "devices")?;
+    let entry = tx.put_object(&devices, id.as_str(), ObjType::Map)?;
+    tx.put(&entry, "encryption", hex::encode(key))?;
+    tx.put(&entry, "certificate", hex::encode(certificate))?;
+    tx.put(&entry, "by", hex::encode(&proof.by))?;
+    tx.put(&entry, "code", hex::encode(&proof.code_public))?;
+    tx.put(&entry, "expires", proof.expires)?;
+    tx.put(&entry, "by_sig", hex::encode(&proof.by_sig))?;
+    tx.put(&entry, "code_sig", hex::encode(&proof.code_sig))?;
+    Ok(())
 }
 
 /// Writes (or replaces) the invite proof in one's own member entry.
@@ -648,12 +772,48 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                 removed_at: view.int(&entry, "removed").filter(|_| id != creator),
                 lock: None,
                 encryption: workspace.and_then(|w| device_key(view, &entry, &id, w)),
+                devices: Vec::new(),
                 joined: view.int(&entry, "joined"),
                 admin: view.int(&entry, "admin").is_some(),
                 away: view.str_list(&entry, "away"),
                 shown: String::new(),
                 id,
             });
+        }
+    }
+    // A device key is one member's: one claimed twice, or a member's own id claimed as
+    // someone's device, counts for nobody (nor does any device it added).
+    if let (Some(workspace), Some(map)) = (workspace, view.map(&ROOT, "members")) {
+        let candidates: Vec<Vec<(String, String)>> = members
+            .iter()
+            .map(|m| {
+                view.map(&map, &m.id)
+                    .map(|entry| device_candidates(view, &entry, &m.id, workspace))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut claims: BTreeMap<&str, usize> = BTreeMap::new();
+        for (member, candidates) in members.iter().zip(&candidates) {
+            *claims.entry(member.id.as_str()).or_default() += 1;
+            let mut mine: BTreeSet<&str> = BTreeSet::new();
+            for (key, _) in candidates {
+                if mine.insert(key.as_str()) {
+                    *claims.entry(key.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let excluded: BTreeSet<String> = claims
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        for (member, candidates) in members.iter_mut().zip(candidates) {
+            let Some(entry) = view.map(&map, &member.id) else {
+                continue;
+            };
+            member.devices =
+                chain_devices(view, &entry, &member.id, workspace, candidates, &excluded);
+            member.keys = member.devices.iter().map(|d| d.key.clone()).collect();
         }
     }
     // The creator's record of what it had of each member it removed (`crate::lock`).
@@ -678,19 +838,21 @@ pub fn read_state(view: View<'_>, creator: &[u8]) -> WorkspaceState {
                     .push(i);
             }
         }
-        let mut queue: std::collections::VecDeque<String> = members
+        // Any device of a verified member may have made the invite: each key, with whose.
+        let mut queue: std::collections::VecDeque<(String, String)> = members
             .iter()
             .filter(|m| m.verified)
-            .map(|m| m.id.clone())
+            .flat_map(|m| m.keys.iter().map(|k| (k.clone(), m.id.clone())))
             .collect();
-        while let Some(inviter) = queue.pop_front() {
+        while let Some((inviter, whose)) = queue.pop_front() {
             for i in invited.remove(&inviter).unwrap_or_default() {
                 let member = &mut members[i];
                 let key = hex::decode(&member.id).unwrap_or_default();
                 if !member.verified && proofs[&member.id].verify(&workspace.0, &key).is_ok() {
                     member.verified = true;
-                    member.invited_by = Some(inviter.clone());
-                    queue.push_back(member.id.clone());
+                    member.invited_by = Some(whose.clone());
+                    let id = member.id.clone();
+                    queue.extend(member.keys.iter().map(|k| (k.clone(), id.clone())));
                 }
             }
         }
@@ -996,6 +1158,106 @@ mod tests {
             !norms.levels.keys().any(|k| k.contains(':')),
             "a setting is not a level: {:?}",
             norms.levels.keys()
+        );
+    }
+
+    #[test]
+    fn a_device_counts_as_its_member_only_with_a_proof_that_leads_back_to_the_member() {
+        use crate::device::DeviceCode;
+        let workspace = Id([5; 16]);
+        let ana = SigningKey::from_bytes(&[3; 32]);
+        let bo = SigningKey::from_bytes(&[4; 32]);
+        let laptop = SigningKey::from_bytes(&[7; 32]);
+        let phone = SigningKey::from_bytes(&[8; 32]);
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let creator = ana.verifying_key().to_bytes();
+        let mut doc = Automerge::load(&genesis(workspace, &creator)).unwrap();
+        let members = View::now(&doc).map(&ROOT, "members").unwrap();
+        let profile = Profile {
+            name: "Ana".into(),
+            tz: "UTC".into(),
+            hours: "09:00-17:00".into(),
+            days: "mon-fri".into(),
+            away: Vec::new(),
+        };
+        let mut tx = doc.transaction();
+        put_member(&mut tx, &members, &ana.verifying_key(), &profile, 1, None).unwrap();
+        put_member(&mut tx, &members, &bo.verifying_key(), &profile, 1, None).unwrap();
+        tx.commit();
+        let ana_id = hex::encode(creator);
+        let entry = |doc: &Automerge, id: &str| View::now(doc).map(&members, id).unwrap();
+        let code = |by: &SigningKey, member: &[u8; 32]| {
+            DeviceCode::new(
+                by,
+                member,
+                workspace,
+                "acme",
+                &[1; 32],
+                &creator,
+                Vec::new(),
+                10,
+            )
+        };
+        let keys_of = |doc: &Automerge| {
+            read_state(View::now(doc), &creator)
+                .members
+                .iter()
+                .find(|m| m.id == ana_id)
+                .unwrap()
+                .keys
+                .clone()
+        };
+        let hex_of = |k: &SigningKey| hex::encode(k.verifying_key().to_bytes());
+        // Ana adds her laptop; the laptop adds her phone: both are hers.
+        let laptop_proof = code(&ana, &creator)
+            .proof_for(&laptop.verifying_key())
+            .unwrap();
+        let phone_proof = code(&laptop, &creator)
+            .proof_for(&phone.verifying_key())
+            .unwrap();
+        let ana_entry = entry(&doc, &ana_id);
+        let mut tx = doc.transaction();
+        put_new_device(&mut tx, &ana_entry, &phone, &phone_proof, workspace).unwrap();
+        tx.commit();
+        assert_eq!(
+            keys_of(&doc),
+            vec![ana_id.clone()],
+            "the phone's adder is not hers yet"
+        );
+        let mut tx = doc.transaction();
+        put_new_device(&mut tx, &ana_entry, &laptop, &laptop_proof, workspace).unwrap();
+        tx.commit();
+        assert_eq!(
+            keys_of(&doc),
+            vec![ana_id.clone(), hex_of(&laptop), hex_of(&phone)]
+        );
+        let state = read_state(View::now(&doc), &creator);
+        assert_eq!(
+            state.member_of_device(&hex_of(&phone)),
+            Some(ana_id.as_str())
+        );
+        assert_eq!(state.name_of(&hex_of(&phone)), "Ana");
+        // Bo cannot add a device of his to Ana's, nor a stranger with a code Bo made.
+        let bogus = code(&bo, &creator)
+            .proof_for(&stranger.verifying_key())
+            .unwrap();
+        let mut tx = doc.transaction();
+        put_new_device(&mut tx, &ana_entry, &stranger, &bogus, workspace).unwrap();
+        tx.commit();
+        assert!(!keys_of(&doc).contains(&hex_of(&stranger)));
+        // A device claimed by two members counts for neither.
+        let bo_id = hex_of(&bo);
+        let bo_entry = entry(&doc, &bo_id);
+        let twice = code(&bo, &bo.verifying_key().to_bytes())
+            .proof_for(&laptop.verifying_key())
+            .unwrap();
+        let mut tx = doc.transaction();
+        put_new_device(&mut tx, &bo_entry, &laptop, &twice, workspace).unwrap();
+        tx.commit();
+        assert!(!keys_of(&doc).contains(&hex_of(&laptop)));
+        assert!(
+            !keys_of(&doc).contains(&hex_of(&phone)),
+            "the phone's chain went through the laptop"
         );
     }
 

@@ -47,6 +47,7 @@ fn team(devices: usize) -> (Vec<SigningKey>, WorkspaceState) {
             removed: i + 1 == devices,
             removed_at: None,
             lock: None,
+            devices: Vec::new(),
             joined: None,
             admin: false,
             encryption: Some(hex::encode(DeviceKey::of(key).public())),

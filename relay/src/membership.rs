@@ -106,10 +106,119 @@ impl JoinProof {
     }
 }
 
+/// What a member's existing device signs to add another device of the same member: a
+/// one-time device code key, for one workspace and one member, until `expires`. Distinct
+/// from an invite, so neither can be taken for the other.
+pub fn device_code_message(
+    workspace: &[u8; ID_LEN],
+    member: &[u8],
+    code_public: &[u8],
+    expires: i64,
+) -> Vec<u8> {
+    let mut message = b"meridian/device-code/v1\0".to_vec();
+    message.extend_from_slice(workspace);
+    message.extend_from_slice(member);
+    message.extend_from_slice(code_public);
+    message.extend_from_slice(&expires.to_le_bytes());
+    message
+}
+
+/// What the device code key signs: the new device's key, as the member's.
+pub fn device_join_message(workspace: &[u8; ID_LEN], member: &[u8], device: &[u8]) -> Vec<u8> {
+    let mut message = b"meridian/device-join/v1\0".to_vec();
+    message.extend_from_slice(workspace);
+    message.extend_from_slice(member);
+    message.extend_from_slice(device);
+    message
+}
+
+/// The proof that one of a member's devices (`by`) added another: `by` signed a one-time
+/// device code key, and the code key signed the new device's key. The node writes it into
+/// the new device's entry under the member's; a relay checks it once, when the device first
+/// registers, and admits the device as that member's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceProof {
+    /// The member (their first device key, the member id).
+    #[serde(with = "serde_bytes")]
+    pub member: Vec<u8>,
+    /// The device that added it: the member's first device or another of theirs.
+    #[serde(with = "serde_bytes")]
+    pub by: Vec<u8>,
+    /// The one-time device code public key.
+    #[serde(with = "serde_bytes")]
+    pub code_public: Vec<u8>,
+    /// When the code expires, ms since the epoch.
+    pub expires: i64,
+    /// `by`'s signature of [`device_code_message`].
+    #[serde(with = "serde_bytes")]
+    pub by_sig: Vec<u8>,
+    /// The code key's signature of [`device_join_message`].
+    #[serde(with = "serde_bytes")]
+    pub code_sig: Vec<u8>,
+}
+
+impl DeviceProof {
+    /// Checks both signatures for `device` in `workspace` (not who `by` is, nor expiry).
+    pub fn verify(&self, workspace: &[u8; ID_LEN], device: &[u8]) -> Result<(), ProofError> {
+        verify_signature(
+            &self.by,
+            &device_code_message(workspace, &self.member, &self.code_public, self.expires),
+            &self.by_sig,
+            "the adding device's signature",
+        )?;
+        verify_signature(
+            &self.code_public,
+            &device_join_message(workspace, &self.member, device),
+            &self.code_sig,
+            "the device code's signature over the new device's key",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn a_device_proof_is_for_one_member_and_one_device() {
+        let ws = [1; ID_LEN];
+        let ana = SigningKey::from_bytes(&[1; 32]);
+        let code = SigningKey::from_bytes(&[2; 32]);
+        let laptop = [3u8; 32];
+        let member = ana.verifying_key().to_bytes().to_vec();
+        let code_public = code.verifying_key().to_bytes().to_vec();
+        let proof = DeviceProof {
+            member: member.clone(),
+            by: member.clone(),
+            code_public: code_public.clone(),
+            expires: 10,
+            by_sig: ana
+                .sign(&device_code_message(&ws, &member, &code_public, 10))
+                .to_bytes()
+                .to_vec(),
+            code_sig: code
+                .sign(&device_join_message(&ws, &member, &laptop))
+                .to_bytes()
+                .to_vec(),
+        };
+        assert!(proof.verify(&ws, &laptop).is_ok());
+        assert!(proof.verify(&ws, &[4; 32]).is_err(), "another device");
+        assert!(
+            proof.verify(&[2; ID_LEN], &laptop).is_err(),
+            "another workspace"
+        );
+        let mut other = proof.clone();
+        other.member = vec![9; 32];
+        assert!(other.verify(&ws, &laptop).is_err(), "another member");
+        // An invite's signature is not a device code's.
+        let mut invite = proof.clone();
+        invite.by_sig = ana
+            .sign(&invite_message(&ws, &code_public, 10))
+            .to_bytes()
+            .to_vec();
+        assert!(invite.verify(&ws, &laptop).is_err());
+    }
 
     fn proof(workspace: &[u8; 16], inviter: &SigningKey, member: &[u8]) -> JoinProof {
         let invite = SigningKey::from_bytes(&[9; 32]);

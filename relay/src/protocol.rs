@@ -38,6 +38,9 @@ pub enum Register {
     },
     /// A new member registers with an invite proof; each invite admits one device, once.
     Join(JoinProof),
+    /// A member's new device registers with the proof one of their devices added it; each
+    /// device code admits one device, once.
+    Device(crate::membership::DeviceProof),
 }
 
 /// A member the creator vouches for ([`Frame::Vouch`]): their device key and the invite

@@ -187,6 +187,10 @@ pub struct MemberInfo {
     pub admitted: i64,
     /// Whether the creator revoked it.
     pub removed: bool,
+    /// The member it is a device of, when it was added by one of their devices (absent for
+    /// a member's first device).
+    #[serde(default)]
+    pub of: Option<serde_bytes::ByteBuf>,
 }
 
 /// A refusal to admit a device, as sent to it.
@@ -511,6 +515,7 @@ impl RelayStore {
                                 invited_by: None,
                                 admitted: now,
                                 removed: false,
+                                of: None,
                             };
                             members.insert((*ws, *key), encode(&member).as_slice())?;
                             Ok(())
@@ -573,10 +578,66 @@ impl RelayStore {
                                 invited_by: inviter.map(|k| serde_bytes::ByteBuf::from(k.to_vec())),
                                 admitted: now,
                                 removed: false,
+                                of: None,
                             };
                             members.insert((*ws, *key), encode(&member).as_slice())?;
                             if let Some(invite) = invite {
                                 invites.insert((*ws, invite), *key)?;
+                            }
+                            Ok(())
+                        }
+                    }
+                    (None, Some(Register::Device(proof))) => {
+                        let by: Option<Key> = proof.by.as_slice().try_into().ok();
+                        let code: Option<Key> = proof.code_public.as_slice().try_into().ok();
+                        // The adding device is the member's first device or another of
+                        // theirs, admitted here and not removed.
+                        let by_ok = match by {
+                            Some(by) => members
+                                .get((*ws, by))?
+                                .map(|v| decode::<MemberInfo>(v.value(), "member"))
+                                .transpose()?
+                                .is_some_and(|m| {
+                                    !m.removed
+                                        && (proof.by == proof.member
+                                            || m.of.as_deref() == Some(&proof.member))
+                                }),
+                            None => false,
+                        };
+                        let used_by = match code {
+                            Some(code) => invites.get((*ws, code))?.map(|v| v.value()),
+                            None => None,
+                        };
+                        if let Err(e) = proof.verify(ws, key) {
+                            refuse(
+                                RefusedCode::BadProof,
+                                format!("the device proof is invalid: {e}"),
+                            )
+                        } else if proof.expires < now {
+                            refuse(
+                                RefusedCode::InviteExpired,
+                                "the device code expired before this device registered with the relay: make a new one with `meridian device add` on a device already in the workspace",
+                            )
+                        } else if !by_ok {
+                            refuse(
+                                RefusedCode::BadProof,
+                                "the device code was made by a device that is not that member's on this relay (never synced with it, or removed)",
+                            )
+                        } else if used_by.is_some_and(|k| k != *key) {
+                            refuse(
+                                RefusedCode::InviteUsed,
+                                "this device code was already used by another device: each code adds one device; make a new one with `meridian device add`",
+                            )
+                        } else {
+                            let member = MemberInfo {
+                                invited_by: by.map(|k| serde_bytes::ByteBuf::from(k.to_vec())),
+                                admitted: now,
+                                removed: false,
+                                of: Some(serde_bytes::ByteBuf::from(proof.member.clone())),
+                            };
+                            members.insert((*ws, *key), encode(&member).as_slice())?;
+                            if let Some(code) = code {
+                                invites.insert((*ws, code), *key)?;
                             }
                             Ok(())
                         }
@@ -639,6 +700,7 @@ impl RelayStore {
                     invited_by: None,
                     admitted: now,
                     removed: true,
+                    of: None,
                 });
                 record.removed = true;
                 members.insert((*ws, *member), encode(&record).as_slice())?;
@@ -755,6 +817,7 @@ impl RelayStore {
                     invited_by: Some(serde_bytes::ByteBuf::from(inviter.to_vec())),
                     admitted: now,
                     removed: false,
+                    of: None,
                 };
                 members.insert((*ws, key), encode(&member).as_slice())?;
                 invites.insert((*ws, invite), key)?;

@@ -10,6 +10,7 @@
 pub mod comment;
 pub mod conflicts;
 pub mod decision;
+pub mod device;
 pub mod draft;
 pub mod inbox;
 pub mod invite;

@@ -226,6 +226,9 @@ pub enum Command {
     /// Members of the workspace.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Your devices: add another (a laptop, a phone), list them.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Write and decide proposals (RFCs, ADRs, decisions).
     #[command(after_long_help = PROPOSAL_LIFECYCLE)]
     #[command(subcommand)]
@@ -635,6 +638,34 @@ pub enum RelayCommand {
     List,
 }
 
+/// `meridian device …`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Print a one-time code that adds another device of yours to the workspace: it reads
+    /// everything, writes as you, and the others see one person.
+    #[command(
+        after_help = "On the new device: `meridian init --name NAME`, then `meridian device join CODE`.\n\nExamples:\n  meridian device add\n  meridian device add --expires 1h"
+    )]
+    Add {
+        /// How long the code stays valid (a duration like 1d, or a date).
+        #[arg(long, default_value = "1d")]
+        expires: String,
+    },
+    /// On the new device: join with a code from `meridian device add` on one of yours.
+    ///
+    /// Works offline: with no relay reachable, the device registers on the next `meridian
+    /// sync`, or reads a bundle from your other device (`meridian merge`).
+    Join {
+        /// The code from `meridian device add`.
+        code: String,
+        /// A CA certificate (PEM) to trust for the code's wss:// relays.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+    },
+    /// Your devices in the workspace, and who added each.
+    List,
+}
+
 /// `meridian member …`
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -1041,6 +1072,10 @@ pub fn run(cli: Cli) -> Result<()> {
             (workspace::workspace(&node, selector, command, &out), out)
         }
         Command::Join { code, ca } => (workspace::join(&node, &code, ca.as_deref(), &out), out),
+        Command::Device(DeviceCommand::Join { code, ca }) => (
+            workspace::device_join(&node, &code, ca.as_deref(), &out),
+            out,
+        ),
         Command::Daemon { notify, on_inbox } => {
             (sync::daemon(&node, style.color, notify, on_inbox), out)
         }
@@ -1111,6 +1146,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::Invite { relays, expires } => workspace::invite(ctx, relays, &expires),
         Command::Member(MemberCommand::List) => workspace::members(ctx),
+        Command::Device(DeviceCommand::Add { expires }) => workspace::device_add(ctx, &expires),
+        Command::Device(DeviceCommand::List) => workspace::devices(ctx),
         Command::Workspace(command) => workspace::settings(ctx, command),
         Command::Proposal(command) => write::proposal(ctx, command),
         Command::Thread(command) => write::thread(ctx, command),
@@ -1169,6 +1206,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         | Command::Profile(_)
         | Command::Away { .. }
         | Command::Join { .. }
+        | Command::Device(DeviceCommand::Join { .. })
         | Command::Inbox { .. }
         | Command::Search(_)
         | Command::Completions { .. }

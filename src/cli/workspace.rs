@@ -527,6 +527,145 @@ pub fn join(node: &Node, code: &str, ca: Option<&Path>, out: &Out) -> Result<()>
     Ok(())
 }
 
+/// `meridian device add`: a one-time code that adds another device of this member.
+pub fn device_add(ctx: &Ctx, expires: &str) -> Result<()> {
+    let expires = parse_moment(expires, crate::node::now(), &ctx.out.tz)?.as_millisecond();
+    if expires <= now_ms() {
+        bail!("the code would already have expired: give a future date or a duration like 1d");
+    }
+    let code = crate::app::device::code(&ctx.node, ctx.workspace, &ctx.record, expires)?;
+    let text = code.encode();
+    if ctx.out.json {
+        return ctx.out.print_json(&json!({
+            "code": text, "workspace": {"id": ctx.workspace.hex(), "name": ctx.record.name},
+            "expires": ctx.out.rfc3339(expires),
+        }));
+    }
+    say!(ctx.out, "{text}");
+    warn!(
+        ctx.out,
+        "On your new device: `meridian init --name NAME`, then `meridian device join CODE`. The code adds a device that writes as you and holds the workspace key: use it on your own device only. It expires {}.",
+        ctx.out.time(expires)
+    );
+    Ok(())
+}
+
+/// `meridian device join CODE`, on the new device.
+pub fn device_join(node: &Node, code: &str, ca: Option<&Path>, out: &Out) -> Result<()> {
+    let code = crate::device::DeviceCode::decode(code)?;
+    trust_ca(node, &code.relays, ca, out)?;
+    let joined = crate::app::device::join(node, &code, now_ms())?;
+    let id = joined.id;
+    let (_, record) = node.workspace(Some(&id.hex()))?;
+    let whose = record
+        .state
+        .member(&node.member_id())
+        .map(|m| format!("{}'s", m.name))
+        .unwrap_or_else(|| "your".to_string());
+    if out.json {
+        switch_to(node, id, &joined.name, out)?;
+        return out.print_json(&json!({
+            "id": id.hex(), "name": joined.name, "relays": joined.relays,
+            "member": node.member_id(), "device": node.device_id(),
+            "admitted": joined.admitted(), "sync": super::sync::rounds_json(&joined.rounds),
+        }));
+    }
+    if joined.admitted() && !joined.relays.is_empty() {
+        say!(
+            out,
+            "Added this device to {whose} devices in {} ({}): it reads everything there and writes as you.",
+            joined.name,
+            id.short()
+        );
+        super::sync::contact(out, &joined.rounds, &record.state)?;
+    } else {
+        say!(
+            out,
+            "Added this device to {whose} devices in {} ({}), offline: it registers with the relays on the next `meridian sync` (or merge a bundle from your other device with `meridian merge FILE`).",
+            joined.name,
+            id.short()
+        );
+        if !joined.relays.is_empty() {
+            super::sync::contact(out, &joined.rounds, &record.state)?;
+        }
+    }
+    switch_to(node, id, &joined.name, out)?;
+    Ok(())
+}
+
+/// `meridian device list`: this member's devices.
+pub fn devices(ctx: &Ctx) -> Result<()> {
+    let me = ctx.node.member_id();
+    let this = ctx.node.device_id();
+    let Some(member) = ctx.record.state.member(&me) else {
+        crate::fail!(
+            NotFound,
+            "this device is not a member of workspace `{}` yet: sync first (`meridian sync`)",
+            ctx.record.name
+        );
+    };
+    let mut devices = member.devices.clone();
+    if devices.is_empty() {
+        devices.push(crate::workspace::Device {
+            key: member.id.clone(),
+            encryption: member.encryption.clone(),
+            by: None,
+        });
+    }
+    let listed = devices.iter().any(|d| d.key == this);
+    if ctx.out.json {
+        let rows: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|d| {
+                json!({
+                    "key": d.key, "this": d.key == this, "first": d.by.is_none(),
+                    "added_by": d.by, "encryption": d.encryption.is_some(),
+                })
+            })
+            .collect();
+        return ctx.out.print_json(&json!({
+            "member": {"id": member.id, "name": ctx.record.state.name_of(&member.id)},
+            "devices": rows,
+            "this_listed": listed,
+        }));
+    }
+    say!(
+        ctx.out,
+        "{}'s devices in {}:",
+        ctx.record.state.name_of(&member.id),
+        ctx.record.name
+    );
+    for device in &devices {
+        let mut words = Vec::new();
+        words.push(match &device.by {
+            None => "first device".to_string(),
+            Some(by) => format!("added by {}", crate::id::prefix(by, 12)),
+        });
+        if device.encryption.is_none() {
+            words.push("its key for new epochs not published yet".to_string());
+        }
+        say!(
+            ctx.out,
+            "  {}  {}{}",
+            ctx.out.paint(Tone::Id, crate::id::prefix(&device.key, 12)),
+            words.join(", "),
+            if device.key == this {
+                " (this device)"
+            } else {
+                ""
+            }
+        );
+    }
+    if !listed {
+        warn!(
+            ctx.out,
+            "This device ({}) is not listed yet: its entry reaches the others with the next `meridian sync`.",
+            crate::id::prefix(&this, 12)
+        );
+    }
+    Ok(())
+}
+
 /// Makes a workspace just created or joined the current one when the node has others
 /// (otherwise commands would ask which one is meant), and says how to go back.
 fn switch_to(node: &Node, id: Id, name: &str, out: &Out) -> Result<()> {

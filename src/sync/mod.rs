@@ -455,6 +455,8 @@ pub fn apply(
         // member before (`crate::lock`), so that the others take it too.
         let endorsed = node.settle_removals(workspace)?;
         report.documents.extend(endorsed.iter().map(|d| d.hex()));
+        // An added device writes its entry once its member's has arrived.
+        node.write_device_entry(workspace)?;
     }
     Ok(report)
 }

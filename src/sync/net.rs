@@ -153,6 +153,9 @@ pub fn relay_url(text: &str) -> Result<String> {
 /// who joined shows their invite proof.
 pub fn registration(node: &Node, record: &WorkspaceRecord) -> Option<Register> {
     let own = node.key().verifying_key().to_bytes();
+    if let Some(proof) = &record.device_proof {
+        return Some(Register::Device(proof.clone()));
+    }
     match (&record.salt, &record.proof) {
         (Some(salt), _) if record.creator == own => Some(Register::Create {
             salt: salt.to_vec(),
@@ -172,7 +175,7 @@ fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
         .members
         .iter()
         .filter(|m| m.removed)
-        .filter_map(|m| hex::decode(&m.id).ok())
+        .flat_map(|m| m.keys.iter().filter_map(|k| hex::decode(k).ok()))
         .collect()
 }
 

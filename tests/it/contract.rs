@@ -450,6 +450,11 @@ fn every_command_prints_the_documented_json() {
     let dee = world.person("Dee", "Europe/Lisbon");
     let joined = dee.json(&["join", &code]);
     valid("join", &joined);
+    let device = checked(ana, "device_code", &["device", "add"]);
+    let laptop = world.home_in("ana-laptop", "Ana", "Asia/Tokyo");
+    let joined = laptop.json(&["device", "join", device["code"].as_str().unwrap()]);
+    valid("device_join", &joined);
+    checked(&laptop, "device_list", &["device", "list"]);
     let created = cy.json(&["workspace", "create", "side"]);
     valid("workspace_create", &created);
     let init = {

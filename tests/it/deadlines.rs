@@ -27,6 +27,7 @@ fn member(id: &str, tz: &str, hours: &str, days: &str) -> Member {
         removed: false,
         removed_at: None,
         lock: None,
+        devices: Vec::new(),
         encryption: None,
         joined: None,
         admin: false,

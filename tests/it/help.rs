@@ -57,6 +57,8 @@ fn every_help_page() {
         &["resolve"],
         &["export"],
         &["verify"],
+        &["device", "add"],
+        &["device", "join"],
         &["merge"],
         &["completions"],
         &["man"],

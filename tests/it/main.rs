@@ -30,6 +30,7 @@ mod convergence;
 mod crash;
 mod daily;
 mod deadlines;
+mod devices;
 mod durability;
 mod epochs;
 mod flows;

@@ -42,6 +42,17 @@ impl World {
         home
     }
 
+    /// A new home in directory `dir` with an identity named `name` (another device of a
+    /// person who has a home already).
+    pub fn home_in(&self, dir: &str, name: &str, tz: &str) -> Home {
+        let home = Home {
+            dir: self.tmp.path().join(dir),
+            _tmp: self.tmp.clone(),
+        };
+        home.ok(&["init", "--name", name, "--tz", tz]);
+        home
+    }
+
     /// A path for a file in the shared directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)

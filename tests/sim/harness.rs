@@ -97,6 +97,8 @@ pub struct Outcome {
     pub late_joins: u64,
     /// Members removed by the creator mid-run.
     pub removals: u64,
+    /// Devices added to a member's devices mid-run (`device add` / `device join`).
+    pub device_adds: u64,
     /// Keyring records (key epochs started and shared) the relays hold at the end.
     pub keyring_records: u64,
     /// Changes by removed members beyond their removal's lock that the relays hold: refused
@@ -131,6 +133,7 @@ impl Outcome {
         self.late_joins += o.late_joins;
         self.keyring_records += o.keyring_records;
         self.removals += o.removals;
+        self.device_adds += o.device_adds;
         self.late_refused += o.late_refused;
         self.late_kept += o.late_kept;
         self.envelopes += o.envelopes;
@@ -153,6 +156,7 @@ impl Outcome {
         figure("sim.partitions", self.partitions);
         figure("sim.late_joins", self.late_joins);
         figure("sim.removals", self.removals);
+        figure("sim.device_adds", self.device_adds);
         figure("sim.keyring_records", self.keyring_records);
         figure("sim.late_changes_refused", self.late_refused);
         figure("sim.late_changes_kept", self.late_kept);
@@ -166,7 +170,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} removals ({} later changes refused everywhere, {} kept everywhere), {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} device adds, {} removals ({} later changes refused everywhere, {} kept everywhere), {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
             self.steps,
             self.edits,
             self.refused,
@@ -179,6 +183,7 @@ impl fmt::Display for Outcome {
             self.relay_crashes,
             self.partitions,
             self.late_joins,
+            self.device_adds,
             self.removals,
             self.late_refused,
             self.late_kept,
@@ -195,6 +200,8 @@ struct SimNode {
     home: PathBuf,
     /// Who invited this member.
     inviter: Option<usize>,
+    /// The node whose member this device is, when it was added with a device code.
+    device_of: Option<usize>,
 }
 
 struct SimRelay {
@@ -350,6 +357,7 @@ impl Sim {
             name,
             home,
             inviter: None,
+            device_of: None,
         });
         Ok(index)
     }
@@ -373,6 +381,28 @@ impl Sim {
         joiner.join(&invite).map_err(err)?;
         self.nodes[index].inviter = Some(inviter);
         Ok(index)
+    }
+
+    /// A new device of the member `of` (a node) is, added with a code `of` makes; `None`
+    /// when `of` may not add devices yet (its membership has not verified here).
+    fn add_device(&mut self, of: usize) -> Run<Option<usize>> {
+        let node = Node::open(&self.nodes[of].home).map_err(err)?;
+        let (id, record) = node.workspace(None).map_err(err)?;
+        let code = match meridian::app::device::code(
+            &node,
+            id,
+            &record,
+            START_MS + 365 * 24 * 3600 * 1000,
+        ) {
+            Ok(code) => code,
+            Err(_) => return Ok(None),
+        };
+        drop(node);
+        let index = self.init_node()?;
+        let device = Node::open(&self.nodes[index].home).map_err(err)?;
+        device.join_as_device(&code).map_err(err)?;
+        self.nodes[index].device_of = Some(of);
+        Ok(Some(index))
     }
 
     fn now(&self) -> Instant {
@@ -457,6 +487,19 @@ impl Sim {
                 self.note(format!("{step}: node {index} joins, invited by {inviter}"));
                 Ok(())
             }
+            95..96 if self.outcome.device_adds < 2 => {
+                let members: Vec<usize> = (0..self.nodes.len())
+                    .filter(|n| !self.removed.contains(n))
+                    .collect();
+                let of = *self.rng.pick(&members).expect("the creator stays");
+                if let Some(index) = self.add_device(of)? {
+                    self.outcome.device_adds += 1;
+                    self.note(format!(
+                        "{step}: node {index} is added as a device of node {of}'s member"
+                    ));
+                }
+                Ok(())
+            }
             94..95 if self.removed.is_empty() => {
                 // The creator (node 0) removes a member it knows of. Not one who invited
                 // others: relays refuse a removed member's invites even when used before
@@ -481,6 +524,21 @@ impl Sim {
                     if self.cli(0, &["member", "remove", &name]) {
                         self.outcome.removals += 1;
                         self.removed.insert(member);
+                        // Their other devices go with them.
+                        loop {
+                            let more: Vec<usize> = (0..self.nodes.len())
+                                .filter(|n| !self.removed.contains(n))
+                                .filter(|n| {
+                                    self.nodes[*n]
+                                        .device_of
+                                        .is_some_and(|of| self.removed.contains(&of))
+                                })
+                                .collect();
+                            if more.is_empty() {
+                                break;
+                            }
+                            self.removed.extend(more);
+                        }
                     }
                 }
                 Ok(())
@@ -1268,6 +1326,37 @@ impl Sim {
                     .map_err(err)?
             };
             if held > 0 {
+                if std::env::var_os("MERIDIAN_SIM_DEBUG").is_some() {
+                    for (i, n) in self.nodes.iter().enumerate() {
+                        let node = Node::open(&n.home).map_err(err)?;
+                        let (_, rec) = node.workspace(None).map_err(err)?;
+                        let ms: Vec<String> = rec
+                            .state
+                            .members
+                            .iter()
+                            .map(|m| {
+                                format!(
+                                    "{}:{}:v{}:{:?}",
+                                    m.name,
+                                    &m.id[..6],
+                                    m.verified,
+                                    m.keys.iter().map(|k| &k[..6]).collect::<Vec<_>>()
+                                )
+                            })
+                            .collect();
+                        eprintln!(
+                            "DEBUG node {i} dev {} member {} {:?} rejected {:?}",
+                            &node.device_id()[..6],
+                            &node.member_id()[..6],
+                            ms,
+                            sync::rejections(&node, self.workspace)
+                                .map_err(err)?
+                                .iter()
+                                .map(|r| r.reason.clone())
+                                .collect::<Vec<_>>()
+                        );
+                    }
+                }
                 return Err(format!("node {index} still holds {held} envelopes back"));
             }
             let rejected = sync::rejections(&node, self.workspace).map_err(err)?;
