@@ -96,7 +96,10 @@ for label, name in [
     ("relay crashes and restarts", "sim.relay_crashes"),
     ("partitions", "sim.partitions"),
     ("members who joined mid-run", "sim.late_joins"),
+    ("devices added to a member mid-run (device codes)", "sim.device_adds"),
     ("members removed mid-run", "sim.removals"),
+    ("changes removed members wrote after their removal: refused by every node", "sim.late_changes_refused"),
+    ("... and kept by every node (a member took them before hearing of the removal)", "sim.late_changes_kept"),
     ("keyring records (key epochs started and shared) on the relays", "sim.keyring_records"),
     ("envelopes checked present on every replica", "sim.envelopes_checked"),
 ]:
