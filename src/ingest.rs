@@ -229,11 +229,12 @@ pub struct TooManyOps {
 /// builds on them, which takes them everywhere.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{count} change(s) to document {doc} were written by {writer} after they were removed from the workspace: no member's node takes them; nothing was merged (a bundle from a current member carries the rest)"
+    "{count} change(s) to document {doc} were written {writer}: no member's node takes them; nothing was merged (a bundle from a current member carries the rest)"
 )]
 pub struct Locked {
     count: usize,
     doc: String,
+    /// By whom and when: `by Cy after they were removed from the workspace`.
     writer: String,
 }
 
@@ -1411,11 +1412,17 @@ fn prepare(
     // refused, by the membership the batch leads to (it may bring the removal itself).
     let locks = crate::lock::Locks::of(state.as_ref().unwrap_or(&record.state));
     let refused = crate::lock::refused(&locks, doc_id, &changes);
-    if let Some((_, writer)) = refused.first() {
+    if let Some((change, writer)) = refused.first() {
+        let name = members.name_of(writer);
+        let writer = if locks.is_revoked_device(change.actor_id()) {
+            format!("by a device of {name}'s after it was revoked")
+        } else {
+            format!("by {name} after they were removed from the workspace")
+        };
         return Err(Locked {
             count: refused.len(),
             doc: doc_id.short(),
-            writer: record.state.name_of(writer),
+            writer,
         }
         .into());
     }

@@ -386,6 +386,7 @@ pub fn recipients(state: &WorkspaceState) -> BTreeMap<[u8; 32], [u8; 32]> {
             } else {
                 m.devices
                     .iter()
+                    .filter(|d| d.active())
                     .filter_map(|d| pair(&d.key, d.encryption.as_ref()))
                     .collect()
             };
@@ -397,11 +398,19 @@ pub fn recipients(state: &WorkspaceState) -> BTreeMap<[u8; 32], [u8; 32]> {
 /// The device keys of removed members: an epoch whose secret went to any of them no longer
 /// protects anything.
 pub fn removed_devices(state: &WorkspaceState) -> BTreeSet<[u8; 32]> {
-    state
+    let removed = state
         .members
         .iter()
         .filter(|m| m.removed)
-        .flat_map(|m| &m.keys)
+        .flat_map(|m| &m.keys);
+    let revoked = state
+        .members
+        .iter()
+        .flat_map(|m| &m.devices)
+        .filter(|d| !d.active())
+        .map(|d| &d.key);
+    removed
+        .chain(revoked)
         .filter_map(|k| hex::decode(k).ok()?.try_into().ok())
         .collect()
 }

@@ -147,6 +147,8 @@ impl Lock {
 #[derive(Clone, Debug, Default)]
 pub struct Locks {
     by_key: HashMap<[u8; 32], (String, Option<std::sync::Arc<Lock>>)>,
+    /// The keys of revoked devices (the rest are removed members').
+    revoked: std::collections::HashSet<[u8; 32]>,
 }
 
 impl Locks {
@@ -154,6 +156,22 @@ impl Locks {
     /// locks has none, and that member's changes are taken as before (ARCHITECTURE.md).
     pub fn of(state: &WorkspaceState) -> Locks {
         let mut by_key = HashMap::new();
+        let mut revoked = std::collections::HashSet::new();
+        // A revoked device: what the device that revoked it had of it.
+        for member in state.members.iter().filter(|m| m.verified) {
+            for device in member.devices.iter().filter(|d| !d.active()) {
+                let lock = device
+                    .lock
+                    .as_deref()
+                    .and_then(|bytes| Lock::decode(bytes).ok())
+                    .map(std::sync::Arc::new);
+                if let Ok(key) = <[u8; 32]>::try_from(hex::decode(&device.key).unwrap_or_default())
+                {
+                    by_key.insert(key, (member.id.clone(), lock));
+                    revoked.insert(key);
+                }
+            }
+        }
         for member in state.members.iter().filter(|m| m.removed && m.verified) {
             let Some(bytes) = &member.lock else {
                 continue;
@@ -165,7 +183,12 @@ impl Locks {
                 }
             }
         }
-        Locks { by_key }
+        Locks { by_key, revoked }
+    }
+
+    /// Whether this change's writer is a revoked device (not a removed member).
+    pub fn is_revoked_device(&self, actor: &ActorId) -> bool {
+        crate::identity::actor_key(actor).is_some_and(|key| self.revoked.contains(&key))
     }
 
     /// Whether no removal holds anything: nothing to check.

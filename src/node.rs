@@ -775,7 +775,7 @@ impl Node {
     /// a key they hold.
     pub fn remove_member(&self, workspace: Id, member: &workspace::Member, at: i64) -> Result<()> {
         let txn = self.db.begin_write()?;
-        let lock = self.lock_of(&txn, workspace, member)?.encode();
+        let lock = self.lock_of(&txn, workspace, &member.keys)?.encode();
         let creator = self.member_id();
         self.edit_in(&txn, workspace, workspace, |doc| {
             let view = View::now(doc);
@@ -814,17 +814,70 @@ impl Node {
         Ok(())
     }
 
-    /// What this node has of a member, in every document of the workspace: the lock their
-    /// removal records (`crate::lock`).
+    /// Revokes one of this member's other devices: marks it revoked with what this node has
+    /// of it (its lock), and starts a key epoch without it, in one transaction. Relays
+    /// refuse it from this device's next sync on.
+    pub fn revoke_device(&self, workspace: Id, device: &str, at: i64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let record = workspace_record(&txn, workspace)?;
+        let me = self.member_id();
+        let Some(member) = record.state.member(&me).cloned() else {
+            crate::fail!(
+                Refused,
+                "this device is not a member of workspace `{}`",
+                record.name
+            );
+        };
+        let lock = self
+            .lock_of(&txn, workspace, std::slice::from_ref(&device.to_string()))?
+            .encode();
+        self.edit_in(&txn, workspace, workspace, |doc| {
+            let view = View::now(doc);
+            let entry = view
+                .map(&automerge::ROOT, "members")
+                .and_then(|members| view.map(&members, &me))
+                .and_then(|entry| view.map(&entry, "devices"))
+                .and_then(|devices| view.map(&devices, device))
+                .context("the device has no entry under yours")?;
+            let mut tx = doc.transaction();
+            automerge::transaction::Transactable::put(&mut tx, &entry, "revoked", at)?;
+            automerge::transaction::Transactable::put(
+                &mut tx,
+                &entry,
+                "lock",
+                automerge::ScalarValue::Bytes(lock.clone()),
+            )?;
+            commit(tx, &format!("{} revokes a device", member.name));
+            Ok(())
+        })?;
+        let mut record = workspace_record(&txn, workspace)?;
+        // Nothing beyond the lock is here: nothing of it to endorse.
+        record.endorsed.push(device.to_string());
+        let heads = load_for_write(&self.docs, &txn, &record, workspace, workspace)?;
+        let basis = heads.doc.get_heads();
+        keep(&self.docs, &txn, workspace, workspace, heads)?;
+        crate::epochs::start(
+            &txn,
+            &self.key,
+            workspace,
+            &mut record,
+            crate::keyring::Reason::Repair,
+            &basis,
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// What this node has of the devices `keys` (hex), in every document of the workspace:
+    /// the lock a removal or a revocation records (`crate::lock`).
     fn lock_of(
         &self,
         txn: &WriteTransaction,
         workspace: Id,
-        member: &workspace::Member,
+        keys: &[String],
     ) -> Result<crate::lock::Lock> {
         let record = workspace_record(txn, workspace)?;
-        let keys: std::collections::HashSet<[u8; 32]> = member
-            .keys
+        let keys: std::collections::HashSet<[u8; 32]> = keys
             .iter()
             .filter_map(|k| <[u8; 32]>::try_from(hex::decode(k).ok()?).ok())
             .collect();
@@ -845,12 +898,21 @@ impl Node {
     pub fn settle_removals(&self, workspace: Id) -> Result<Vec<Id>> {
         let (_, record) = self.workspace(Some(&workspace.hex()))?;
         let me = self.member_id();
+        let revoked = record
+            .state
+            .members
+            .iter()
+            .flat_map(|m| &m.devices)
+            .filter(|d| !d.active() && d.lock.is_some())
+            .map(|d| d.key.clone());
         let pending: Vec<String> = record
             .state
             .members
             .iter()
-            .filter(|m| m.removed && m.lock.is_some() && !record.endorsed.contains(&m.id))
+            .filter(|m| m.removed && m.lock.is_some())
             .map(|m| m.id.clone())
+            .chain(revoked)
+            .filter(|id| !record.endorsed.contains(id))
             .collect();
         // A device not (yet) a verified member's may not write; it endorses once it is.
         let active = record.state.active_members().any(|m| m.id == me);
@@ -867,6 +929,7 @@ impl Node {
                 .iter()
                 .filter(|m| pending.contains(&m.id))
                 .flat_map(|m| m.keys.iter().filter_map(|k| hex::decode(k).ok()))
+                .chain(pending.iter().filter_map(|k| hex::decode(k).ok()))
                 .collect();
             let docs = summaries_in(&txn.open_table(DOCS)?, workspace)?;
             for doc_id in std::iter::once(workspace).chain(docs.into_iter().map(|(id, _)| id)) {
@@ -1015,6 +1078,16 @@ impl Node {
             return Ok(true);
         }
         let member = self.member_id();
+        // The device that added this one must be counted first (a device added by a device
+        // whose own entry has not arrived yet waits for it).
+        let by = hex::encode(&proof.by);
+        let adder_counted = record
+            .state
+            .member(&member)
+            .is_some_and(|m| m.id == member && m.keys.contains(&by));
+        if !adder_counted {
+            return Ok(false);
+        }
         let written = self.edit(workspace, workspace, |doc| {
             let view = View::now(doc);
             let Some(entry) = view

@@ -301,7 +301,8 @@ fn shadows(doc: &Automerge, op: &Op, path: &[String]) -> Verdict {
         return Ok(());
     };
     let record = matches!(path, [c] if matches!(c.as_str(), "entries" | "comments" | "asks" | "members"))
-        || matches!(path, [c, _] if c == "comments" && key == "reactions");
+        || matches!(path, [c, _] if c == "comments" && key == "reactions")
+        || matches!(path, [m, _, d] if m == "members" && d == "devices");
     if !record {
         return Ok(());
     }
@@ -470,6 +471,15 @@ impl OpContext<'_> {
                 Ok(())
             }
             (["members", _], Some("admin")) => deny("only the workspace's creator names admins"),
+            // A revocation stands, and a device's entry stays (revoke it instead).
+            (["members", _, "devices", _], Some("revoked" | "lock"))
+                if matches!(op.action, OpType::Delete) =>
+            {
+                deny("a device's revocation is never taken back")
+            }
+            (["members", _, "devices"], Some(_)) if matches!(op.action, OpType::Delete) => {
+                deny("a device's entry is never deleted: revoke the device instead")
+            }
             (["members", member, ..], _) => {
                 if *member != self.writer {
                     return deny("each member writes only their own entry");

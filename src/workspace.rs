@@ -110,6 +110,21 @@ pub struct Device {
     pub encryption: Option<String>,
     /// The device of the same member that added it (`None` for the first).
     pub by: Option<String>,
+    /// When a device of the same member revoked it (ms by that device's clock): its key
+    /// gets no new key epoch, relays refuse it, and its changes after the revoker's view
+    /// of it are refused like a removed member's (`lock`).
+    #[serde(default)]
+    pub revoked: Option<i64>,
+    /// What the revoker had of it ([`crate::lock::Lock`], encoded).
+    #[serde(default, with = "serde_bytes")]
+    pub lock: Option<Vec<u8>>,
+}
+
+impl Device {
+    /// Whether it still counts (not revoked).
+    pub fn active(&self) -> bool {
+        self.revoked.is_none()
+    }
 }
 
 impl Member {
@@ -504,10 +519,20 @@ fn chain_devices(
         key: id.to_string(),
         encryption: device_key(view, entry, id, workspace),
         by: None,
+        revoked: None,
+        lock: None,
     }];
+    let map = view.map(entry, "devices");
+    let field = |key: &str, name: &str| {
+        map.as_ref()
+            .and_then(|m| view.map(m, key))
+            .map(|d| (view.int(&d, name), view.bytes(&d, name)))
+    };
     candidates.retain(|(key, _)| !excluded.contains(key));
     loop {
         let known: BTreeSet<&str> = devices.iter().map(|d| d.key.as_str()).collect();
+        // A device a revoked one added before its revocation stays (a revocation's lock
+        // refuses what the revoked device signs after).
         let next = candidates
             .iter()
             .position(|(key, by)| !known.contains(key.as_str()) && known.contains(by.as_str()));
@@ -515,10 +540,14 @@ fn chain_devices(
             return devices;
         };
         let (key, by) = candidates.remove(next);
+        let revoked = field(&key, "revoked").and_then(|(at, _)| at);
+        let lock = field(&key, "lock").and_then(|(_, bytes)| bytes);
         devices.push(Device {
             encryption: device_key(view, entry, &key, workspace),
             key,
             by: Some(by),
+            revoked,
+            lock,
         });
     }
 }

@@ -1552,7 +1552,7 @@ async fn removed_refusal(link: &mut Link, limit: Duration) -> anyhow::Error {
     refuse(
         link,
         RefusedCode::Removed,
-        "this device was removed from the workspace by its creator",
+        "this device was removed from the workspace (by its creator, or revoked by its member)",
         limit,
     )
     .await

@@ -214,7 +214,7 @@ fn admitted(member: &MemberInfo) -> Result<(), Refusal> {
     if member.removed {
         refuse(
             RefusedCode::Removed,
-            "this device was removed from the workspace by its creator",
+            "this device was removed from the workspace (by its creator, or revoked by its member)",
         )
     } else {
         Ok(())
@@ -674,7 +674,8 @@ impl RelayStore {
         Ok(member.map(|member| admitted(&member)))
     }
 
-    /// Marks a member removed; only the workspace's creator may, and not themselves.
+    /// Marks a member (or a device) removed: the workspace's creator may remove anyone but
+    /// themselves, and a member their own other devices.
     pub fn revoke(&self, ws: &Ws, by: &Key, member: &Key, now: i64) -> Result<Result<(), String>> {
         let txn = self.begin_write()?;
         let result = {
@@ -684,8 +685,25 @@ impl RelayStore {
                 .get(ws)?
                 .map(|v| decode(v.value(), "workspace"))
                 .transpose()?;
-            if info.is_none_or(|info| info.creator != by) {
-                Err("only the workspace's creator can remove members".to_string())
+            let known = |key: &Key| -> Result<Option<MemberInfo>> {
+                members
+                    .get((*ws, *key))?
+                    .map(|v| decode::<MemberInfo>(v.value(), "member"))
+                    .transpose()
+            };
+            // A member revokes one of their other devices: the target was admitted as the
+            // member's device, and `by` is the member's first device or another of theirs.
+            let sibling = match (known(member)?, known(by)?) {
+                (Some(target), Some(revoker)) if !revoker.removed => {
+                    target.of.as_ref().is_some_and(|of| {
+                        of.as_slice() == by.as_slice() || revoker.of.as_ref() == Some(of)
+                    })
+                }
+                _ => false,
+            };
+            let creator = info.as_ref().is_some_and(|info| info.creator == by);
+            if !creator && !sibling {
+                Err("only the workspace's creator can remove members, and a member only their own other devices".to_string())
             } else if member == by {
                 Err("the creator cannot remove themselves".to_string())
             } else {

@@ -664,6 +664,13 @@ pub enum DeviceCommand {
     },
     /// Your devices in the workspace, and who added each.
     List,
+    /// Revoke another device of yours (lost, sold): it gets no key for what is written
+    /// from now on, relays refuse it, and what it writes after this is refused everywhere.
+    #[command(after_help = "Examples:\n  meridian device list\n  meridian device revoke 5e185e8c")]
+    Revoke {
+        /// The device's key (a prefix, as `device list` shows it).
+        device: String,
+    },
 }
 
 /// `meridian member …`
@@ -1148,6 +1155,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Member(MemberCommand::List) => workspace::members(ctx),
         Command::Device(DeviceCommand::Add { expires }) => workspace::device_add(ctx, &expires),
         Command::Device(DeviceCommand::List) => workspace::devices(ctx),
+        Command::Device(DeviceCommand::Revoke { device }) => workspace::revoke_device(ctx, &device),
         Command::Workspace(command) => workspace::settings(ctx, command),
         Command::Proposal(command) => write::proposal(ctx, command),
         Command::Thread(command) => write::thread(ctx, command),

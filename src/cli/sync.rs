@@ -62,9 +62,22 @@ pub fn sync(ctx: &Ctx, relays: Vec<String>) -> Result<()> {
         }))?;
     }
     if refusals.iter().any(|(_, r)| r.code == RefusedCode::Removed) {
+        // Revoked by its member (a device added with a code), or its member removed.
+        let revoked = ctx
+            .record
+            .state
+            .members
+            .iter()
+            .flat_map(|m| &m.devices)
+            .any(|d| d.key == ctx.node.device_id() && !d.active());
+        let by = if revoked || ctx.record.device_proof.is_some() {
+            "(revoked by its member, or its member removed by the creator)"
+        } else {
+            "by its creator"
+        };
         crate::fail!(
             Refused,
-            "this device was removed from workspace `{}` by its creator: relays no longer take its changes, and nothing written here reaches the others (what you wrote before stays with them)",
+            "this device was removed from workspace `{}` {by}: relays no longer take its changes, and nothing written here reaches the others (what you wrote before stays with them)",
             ctx.record.name
         );
     }

@@ -593,6 +593,67 @@ pub fn device_join(node: &Node, code: &str, ca: Option<&Path>, out: &Out) -> Res
     Ok(())
 }
 
+/// `meridian device revoke DEVICE`.
+pub fn revoke_device(ctx: &Ctx, prefix: &str) -> Result<()> {
+    let me = ctx.node.member_id();
+    let this = ctx.node.device_id();
+    let Some(member) = ctx.record.state.member(&me) else {
+        crate::fail!(
+            NotFound,
+            "this device is not a member of workspace `{}` yet: sync first (`meridian sync`)",
+            ctx.record.name
+        );
+    };
+    let prefix = prefix.trim().to_lowercase();
+    let matching: Vec<&crate::workspace::Device> = member
+        .devices
+        .iter()
+        .filter(|d| d.key.starts_with(&prefix))
+        .collect();
+    let device = match matching.as_slice() {
+        [one] => *one,
+        [] => crate::fail!(
+            NotFound,
+            "no device of yours starts with `{prefix}`: `meridian device list` shows them"
+        ),
+        _ => crate::fail!(
+            Usage,
+            "`{prefix}` starts the keys of {} of your devices: give more of it",
+            matching.len()
+        ),
+    };
+    if device.key == this {
+        crate::fail!(
+            Usage,
+            "this is the device you are using: revoke it from another of your devices"
+        );
+    }
+    if device.by.is_none() {
+        crate::fail!(
+            Refused,
+            "{} is your first device, the key your membership stands on: it cannot be revoked (the workspace's creator can remove a member)",
+            crate::id::prefix(&device.key, 12)
+        );
+    }
+    if !device.active() {
+        crate::fail!(
+            Usage,
+            "{} was revoked already",
+            crate::id::prefix(&device.key, 12)
+        );
+    }
+    ctx.node
+        .revoke_device(ctx.workspace, &device.key, now_ms())?;
+    ctx.out
+        .done(json!({"device": device.key, "revoked": true}))?;
+    said!(
+        ctx.out,
+        "Revoked device {}: what you write from now on is sealed under a new key it does not hold, and what it writes after this is refused by every member's node. Relays refuse it once you sync (`meridian sync`).",
+        crate::id::prefix(&device.key, 12)
+    );
+    Ok(())
+}
+
 /// `meridian device list`: this member's devices.
 pub fn devices(ctx: &Ctx) -> Result<()> {
     let me = ctx.node.member_id();
@@ -610,6 +671,8 @@ pub fn devices(ctx: &Ctx) -> Result<()> {
             key: member.id.clone(),
             encryption: member.encryption.clone(),
             by: None,
+            revoked: None,
+            lock: None,
         });
     }
     let listed = devices.iter().any(|d| d.key == this);
@@ -620,6 +683,7 @@ pub fn devices(ctx: &Ctx) -> Result<()> {
                 json!({
                     "key": d.key, "this": d.key == this, "first": d.by.is_none(),
                     "added_by": d.by, "encryption": d.encryption.is_some(),
+                    "revoked": d.revoked.map(|at| ctx.out.rfc3339(at)),
                 })
             })
             .collect();
@@ -641,7 +705,9 @@ pub fn devices(ctx: &Ctx) -> Result<()> {
             None => "first device".to_string(),
             Some(by) => format!("added by {}", crate::id::prefix(by, 12)),
         });
-        if device.encryption.is_none() {
+        if let Some(at) = device.revoked {
+            words.push(format!("revoked {}", ctx.out.time(at)));
+        } else if device.encryption.is_none() {
             words.push("its key for new epochs not published yet".to_string());
         }
         say!(

@@ -165,10 +165,20 @@ pub fn registration(node: &Node, record: &WorkspaceRecord) -> Option<Register> {
     }
 }
 
-/// Members the creator removed, whom relays must refuse.
+/// The keys relays must refuse that this device may tell them of: for the creator's first
+/// device, every key of a removed member; for any device, its member's revoked devices.
 fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
+    let me = node.member_id();
+    let revoked = record
+        .state
+        .members
+        .iter()
+        .filter(|m| m.id == me)
+        .flat_map(|m| &m.devices)
+        .filter(|d| !d.active())
+        .filter_map(|d| hex::decode(&d.key).ok());
     if record.creator != node.key().verifying_key().to_bytes() {
-        return Vec::new();
+        return revoked.collect();
     }
     record
         .state
@@ -176,6 +186,7 @@ fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
         .iter()
         .filter(|m| m.removed)
         .flat_map(|m| m.keys.iter().filter_map(|k| hex::decode(k).ok()))
+        .chain(revoked)
         .collect()
 }
 

@@ -93,3 +93,81 @@ fn a_device_added_after_a_rotation_reads_everything_writes_as_its_member_and_get
     let refused = desk.err(&["device", "join", code.trim()]);
     assert!(refused.contains("already used"), "{refused}");
 }
+
+#[test]
+fn a_revoked_device_reads_nothing_written_after_and_what_it_writes_is_refused() {
+    let team = Team::new(&FOUR[..3]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    let thread = ana.create(&["thread", "new", "Launch", "-m", "when?"]);
+    team.sync_until_quiet(&[ana, bo]);
+    let laptop = new_device(&team, ana, "ana-laptop");
+    let before = unique("BeforeRevocation");
+    laptop.ok(&["reply", &thread, "-m", &before]);
+    push(&laptop);
+    team.sync_until_quiet(&[ana, bo]);
+    assert!(comment_bodies(bo, &thread).contains(&before));
+
+    // The laptop is lost: Ana revokes it from her first device.
+    let key = laptop.json(&["device", "list"])["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["this"] == true)
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let said = ana.ok(&["device", "revoke", &key[..8]]);
+    assert!(said.contains("Revoked device"), "{said}");
+    push(ana);
+    sync(bo);
+    let after = unique("AfterRevocation");
+    bo.ok(&["reply", &thread, "-m", &after]);
+    push(bo);
+    let listed = ana.json(&["device", "list"]);
+    assert!(
+        listed["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["key"] == key.as_str() && d["revoked"].is_string()),
+        "{listed}"
+    );
+
+    // What the laptop writes now is refused, by bundle or relay.
+    let late = unique("FromTheRevokedLaptop");
+    laptop.ok(&["reply", &thread, "-m", &late]);
+    let bundle = team.world.file("laptop.bundle");
+    let bundle = bundle.to_str().unwrap();
+    laptop.ok(&["export", "--all", "--format", "bundle", "-o", bundle]);
+    let refused = bo.err(&["merge", bundle]);
+    assert!(
+        refused.contains("by a device of Ana's after it was revoked"),
+        "{refused}"
+    );
+    let said = laptop.run(&["sync"]);
+    let said = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        said.contains("revoked"),
+        "the relay refuses the laptop: {said}"
+    );
+    sync(bo);
+    assert!(!comment_bodies(bo, &thread).contains(&late));
+
+    // With every key it holds and the relay's data, it reads nothing written after.
+    let workspace =
+        meridian::id::Id::parse(ana.json(&["workspace", "list"])[0]["id"].as_str().unwrap())
+            .unwrap();
+    let mut relay = team.relay;
+    relay.stop();
+    let logged = crate::epochs::relay_envelopes(&relay, workspace);
+    let reads = crate::epochs::readable(&laptop, &logged);
+    assert!(
+        reads.contains(&before),
+        "control: it reads what came before"
+    );
+    assert!(
+        !reads.contains(&after),
+        "the revoked laptop decrypted Bo's reply"
+    );
+}

@@ -63,7 +63,7 @@ fn texts(envelope: &Envelope, plaintext: &[u8]) -> String {
 }
 
 /// Every envelope (encoded) in a relay's data directory (the relay stopped).
-fn relay_envelopes(relay: &Relay, workspace: Id) -> Vec<Vec<u8>> {
+pub(crate) fn relay_envelopes(relay: &Relay, workspace: Id) -> Vec<Vec<u8>> {
     let store = RelayStore::open(relay.data()).unwrap();
     store
         .read(&workspace.0, 0, usize::MAX, usize::MAX)
@@ -84,7 +84,7 @@ fn bundle_envelopes(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// the workspace key, the epoch secrets its record keeps, and whatever its device key
 /// unwraps from any keyring record among them (walking parents too). Each secret is tried
 /// as the secret of every epoch named anywhere, not only the one it came for.
-fn readable(home: &Home, envelopes: &[Vec<u8>]) -> Readable {
+pub(crate) fn readable(home: &Home, envelopes: &[Vec<u8>]) -> Readable {
     let node = Node::open(home.path()).unwrap();
     let (workspace, record) = node.workspace(None).unwrap();
     let first: [u8; 32] = record.key.as_slice().try_into().unwrap();
@@ -171,7 +171,7 @@ fn readable(home: &Home, envelopes: &[Vec<u8>]) -> Readable {
 /// What one home's keys opened: the texts, how many envelopes of how many, with how many
 /// (epoch, secret) pairs and workspace keys tried.
 #[derive(Default)]
-struct Readable {
+pub(crate) struct Readable {
     text: String,
     opened: usize,
     sealed: usize,
@@ -179,7 +179,7 @@ struct Readable {
 }
 
 impl Readable {
-    fn contains(&self, canary: &str) -> bool {
+    pub(crate) fn contains(&self, canary: &str) -> bool {
         self.text.contains(canary)
     }
 }

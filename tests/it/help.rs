@@ -59,6 +59,7 @@ fn every_help_page() {
         &["verify"],
         &["device", "add"],
         &["device", "join"],
+        &["device", "revoke"],
         &["merge"],
         &["completions"],
         &["man"],

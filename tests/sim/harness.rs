@@ -99,6 +99,8 @@ pub struct Outcome {
     pub removals: u64,
     /// Devices added to a member's devices mid-run (`device add` / `device join`).
     pub device_adds: u64,
+    /// Devices their member revoked mid-run.
+    pub revocations: u64,
     /// Keyring records (key epochs started and shared) the relays hold at the end.
     pub keyring_records: u64,
     /// Changes by removed members beyond their removal's lock that the relays hold: refused
@@ -134,6 +136,7 @@ impl Outcome {
         self.keyring_records += o.keyring_records;
         self.removals += o.removals;
         self.device_adds += o.device_adds;
+        self.revocations += o.revocations;
         self.late_refused += o.late_refused;
         self.late_kept += o.late_kept;
         self.envelopes += o.envelopes;
@@ -157,6 +160,7 @@ impl Outcome {
         figure("sim.late_joins", self.late_joins);
         figure("sim.removals", self.removals);
         figure("sim.device_adds", self.device_adds);
+        figure("sim.revocations", self.revocations);
         figure("sim.keyring_records", self.keyring_records);
         figure("sim.late_changes_refused", self.late_refused);
         figure("sim.late_changes_kept", self.late_kept);
@@ -170,7 +174,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} device adds, {} removals ({} later changes refused everywhere, {} kept everywhere), {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
+            "{} steps, {} edits (+{} refused by the rules), {} frames ({} duplicated, {} reordered), {} cuts, {} failed sessions, {} node and {} relay crashes, {} partitions, {} late joins, {} device adds, {} revocations, {} removals ({} later changes refused everywhere, {} kept everywhere), {} keyring records, {} envelopes checked everywhere, {} snapshots kept, {} entries skipped for them",
             self.steps,
             self.edits,
             self.refused,
@@ -184,6 +188,7 @@ impl fmt::Display for Outcome {
             self.partitions,
             self.late_joins,
             self.device_adds,
+            self.revocations,
             self.removals,
             self.late_refused,
             self.late_kept,
@@ -497,6 +502,29 @@ impl Sim {
                     self.note(format!(
                         "{step}: node {index} is added as a device of node {of}'s member"
                     ));
+                }
+                Ok(())
+            }
+            96..98 if self.removed.is_empty() && self.outcome.revocations == 0 => {
+                // A member revokes one of their added devices from the device that added
+                // it; from then on the revoked device counts as removed for every check.
+                let devices: Vec<(usize, usize)> = (0..self.nodes.len())
+                    .filter_map(|n| Some((n, self.nodes[n].device_of?)))
+                    .collect();
+                if let Some(&(device, of)) = self.rng.pick(&devices) {
+                    let key = Node::open(&self.nodes[device].home)
+                        .map_err(err)?
+                        .device_id();
+                    // Only a device whose entry has reached the revoker can be named.
+                    let known = {
+                        let node = Node::open(&self.nodes[of].home).map_err(err)?;
+                        let (_, record) = node.workspace(None).map_err(err)?;
+                        record.state.members.iter().any(|m| m.keys.contains(&key))
+                    };
+                    if known && self.cli(of, &["device", "revoke", &key[..16]]) {
+                        self.outcome.revocations += 1;
+                        self.removed.insert(device);
+                    }
                 }
                 Ok(())
             }
