@@ -606,34 +606,14 @@ impl Node {
             );
         }
         let proof = invite.proof_for(&self.key.verifying_key())?;
-        let record = WorkspaceRecord {
-            name: invite.name.clone(),
-            key: invite.key.clone(),
-            genesis: workspace::genesis(id, &invite.creator),
-            creator: invite.creator.clone(),
-            relays: invite.relays.clone(),
-            state: WorkspaceState::default(),
-            salt: None,
-            proof: Some(proof),
-            device_proof: None,
-            dropped: Vec::new(),
-            epochs: invite
-                .epoch
-                .iter()
-                .map(|(hash, secret)| seal::EpochKey {
-                    hash: hash.to_vec(),
-                    secret: secret.to_vec(),
-                    depth: 1,
-                })
-                .collect(),
-            sealing: match &invite.epoch {
-                Some((hash, _)) => crate::keyring::Sealing::Epoch(hash.clone()),
-                None => crate::keyring::Sealing::First,
-            },
-            // The invite's relays are the workspace's: they go if it stops sharing them.
-            followed: invite.relays.clone(),
-            endorsed: Vec::new(),
-        };
+        let record = Joining {
+            name: &invite.name,
+            key: &invite.key,
+            creator: &invite.creator,
+            relays: &invite.relays,
+            epoch: invite.epoch.as_ref(),
+        }
+        .record(id, Some(proof), None);
         let txn = self.db.begin_write()?;
         txn.open_table(WORKSPACES)?
             .insert(id.0, store::encode(&record).as_slice())?;
@@ -1029,33 +1009,14 @@ impl Node {
             );
         }
         let proof = code.proof_for(&self.key.verifying_key())?;
-        let record = WorkspaceRecord {
-            name: code.name.clone(),
-            key: code.key.clone(),
-            genesis: workspace::genesis(id, &code.creator),
-            creator: code.creator.clone(),
-            relays: code.relays.clone(),
-            state: WorkspaceState::default(),
-            salt: None,
-            proof: None,
-            device_proof: Some(proof),
-            dropped: Vec::new(),
-            epochs: code
-                .epoch
-                .iter()
-                .map(|(hash, secret)| seal::EpochKey {
-                    hash: hash.to_vec(),
-                    secret: secret.to_vec(),
-                    depth: 1,
-                })
-                .collect(),
-            sealing: match &code.epoch {
-                Some((hash, _)) => crate::keyring::Sealing::Epoch(hash.clone()),
-                None => crate::keyring::Sealing::First,
-            },
-            followed: code.relays.clone(),
-            endorsed: Vec::new(),
-        };
+        let record = Joining {
+            name: &code.name,
+            key: &code.key,
+            creator: &code.creator,
+            relays: &code.relays,
+            epoch: code.epoch.as_ref(),
+        }
+        .record(id, None, Some(proof));
         let txn = self.db.begin_write()?;
         txn.open_table(WORKSPACES)?
             .insert(id.0, store::encode(&record).as_slice())?;
@@ -1833,6 +1794,56 @@ pub fn summaries_in(
         }
     }
     Ok(all)
+}
+
+/// What an invite or a device code says of the workspace a device joins with it.
+struct Joining<'a> {
+    name: &'a str,
+    key: &'a [u8],
+    creator: &'a [u8],
+    relays: &'a [String],
+    /// The key epoch its maker sealed under (hash, secret).
+    epoch: Option<&'a (serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+}
+
+impl Joining<'_> {
+    /// The record a device keeps of workspace `id` it joins, admitted by `proof` (an
+    /// invite) or `device_proof` (a device code).
+    fn record(
+        &self,
+        id: Id,
+        proof: Option<workspace::JoinProof>,
+        device_proof: Option<meridian_relay::membership::DeviceProof>,
+    ) -> WorkspaceRecord {
+        WorkspaceRecord {
+            name: self.name.to_string(),
+            key: self.key.to_vec(),
+            genesis: workspace::genesis(id, self.creator),
+            creator: self.creator.to_vec(),
+            relays: self.relays.to_vec(),
+            state: WorkspaceState::default(),
+            salt: None,
+            proof,
+            device_proof,
+            dropped: Vec::new(),
+            epochs: self
+                .epoch
+                .iter()
+                .map(|(hash, secret)| seal::EpochKey {
+                    hash: hash.to_vec(),
+                    secret: secret.to_vec(),
+                    depth: 1,
+                })
+                .collect(),
+            sealing: match self.epoch {
+                Some((hash, _)) => crate::keyring::Sealing::Epoch(hash.clone()),
+                None => crate::keyring::Sealing::First,
+            },
+            // The code's relays are the workspace's: they go if it stops sharing them.
+            followed: self.relays.to_vec(),
+            endorsed: Vec::new(),
+        }
+    }
 }
 
 /// Reads the workspace record inside a write transaction.

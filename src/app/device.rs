@@ -8,7 +8,7 @@ use crate::device::DeviceCode;
 use crate::fail;
 use crate::node::Node;
 use crate::store::WorkspaceRecord;
-use crate::sync::net::{self, RefusedError};
+use crate::sync::net::RefusedError;
 
 /// A code that adds a device to this device's member in `workspace`, valid until
 /// `expires` (ms), carrying the key epoch this device seals under.
@@ -55,13 +55,7 @@ pub fn join(node: &Node, code: &DeviceCode, now: i64) -> Result<Joined> {
         );
     }
     let id = node.join_as_device(code)?;
-    let round = |node: &Node| match code.relays.as_slice() {
-        [] => Vec::new(),
-        relays => match net::sync_once(node, id, relays) {
-            Ok(rounds) => rounds,
-            Err(e) => vec![(relays[0].clone(), Err(e))],
-        },
-    };
+    let round = |node: &Node| super::invite::first_round(node, id, &code.relays);
     let mut joined = Joined {
         id,
         name: code.name.clone(),

@@ -38,6 +38,21 @@ impl Joined {
     }
 }
 
+/// One sync round of a device just joined with the relays its code names (none: nothing).
+pub(super) fn first_round(
+    node: &Node,
+    id: Id,
+    relays: &[String],
+) -> Vec<(String, Result<RoundReport>)> {
+    match relays {
+        [] => Vec::new(),
+        relays => match net::sync_once(node, id, relays) {
+            Ok(rounds) => rounds,
+            Err(e) => vec![(relays[0].clone(), Err(e))],
+        },
+    }
+}
+
 /// Joins the workspace of `invite` at `now` (ms) and registers with its relays.
 ///
 /// The member entry is written once the relays have answered: so a refused join leaves
@@ -87,13 +102,7 @@ pub fn join(node: &Node, invite: &Invite, now: i64) -> Result<Joined> {
             true
         }
     };
-    let round = |node: &Node| match invite.relays.as_slice() {
-        [] => Vec::new(),
-        relays => match net::sync_once(node, id, relays) {
-            Ok(rounds) => rounds,
-            Err(e) => vec![(relays[0].clone(), Err(e))],
-        },
-    };
+    let round = |node: &Node| first_round(node, id, &invite.relays);
     let mut joined = Joined {
         id,
         name: invite.name.clone(),
