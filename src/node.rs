@@ -774,22 +774,10 @@ impl Node {
             commit(tx, &format!("remove member {}", member.name));
             Ok(())
         })?;
-        let mut record = workspace_record(&txn, workspace)?;
-        // Nothing beyond the lock is here: nothing of theirs to endorse.
-        record.endorsed.push(member.id.clone());
-        let heads = load_for_write(&self.docs, &txn, &record, workspace, workspace)?;
-        let basis = heads.doc.get_heads();
-        keep(&self.docs, &txn, workspace, workspace, heads)?;
-        crate::epochs::start(
-            &txn,
-            &self.key,
-            workspace,
-            &mut record,
-            crate::keyring::Reason::Removal {
-                member: member.id.clone(),
-            },
-            &basis,
-        )?;
+        let reason = crate::keyring::Reason::Removal {
+            member: member.id.clone(),
+        };
+        self.rotate_after_lock(&txn, workspace, &member.id, reason)?;
         txn.commit()?;
         Ok(())
     }
@@ -830,22 +818,27 @@ impl Node {
             commit(tx, &format!("{} revokes a device", member.name));
             Ok(())
         })?;
-        let mut record = workspace_record(&txn, workspace)?;
-        // Nothing beyond the lock is here: nothing of it to endorse.
-        record.endorsed.push(device.to_string());
-        let heads = load_for_write(&self.docs, &txn, &record, workspace, workspace)?;
-        let basis = heads.doc.get_heads();
-        keep(&self.docs, &txn, workspace, workspace, heads)?;
-        crate::epochs::start(
-            &txn,
-            &self.key,
-            workspace,
-            &mut record,
-            crate::keyring::Reason::Repair,
-            &basis,
-        )?;
+        self.rotate_after_lock(&txn, workspace, device, crate::keyring::Reason::Repair)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// After a removal or a revocation of `locked` (a member id or a device key) written in
+    /// `txn`: a new key epoch on the workspace document as it now is. Nothing of `locked`
+    /// beyond its lock is on this node, so there is nothing of it to endorse.
+    fn rotate_after_lock(
+        &self,
+        txn: &WriteTransaction,
+        workspace: Id,
+        locked: &str,
+        reason: crate::keyring::Reason,
+    ) -> Result<()> {
+        let mut record = workspace_record(txn, workspace)?;
+        record.endorsed.push(locked.to_string());
+        let heads = load_for_write(&self.docs, txn, &record, workspace, workspace)?;
+        let basis = heads.doc.get_heads();
+        keep(&self.docs, txn, workspace, workspace, heads)?;
+        crate::epochs::start(txn, &self.key, workspace, &mut record, reason, &basis).map(drop)
     }
 
     /// What this node has of the devices `keys` (hex), in every document of the workspace:
