@@ -72,7 +72,13 @@ pub fn due(
     if record.creator != node.key().verifying_key().to_bytes() || covers == 0 {
         return Ok(Vec::new());
     }
-    let sealer = seal::Sealer::of(&record)?;
+    // No key to seal under yet (concurrent removals, a repair epoch not started): no
+    // snapshot until there is one.
+    let sealer = match seal::Sealer::of(&record) {
+        Ok(sealer) => sealer,
+        Err(e) if e.is::<seal::NoSafeEpoch>() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let txn = node.db().begin_read()?;
     let sent_table = txn.open_table(store::SNAPSHOTS_SENT)?;
     let held = txn.open_table(HELD)?;

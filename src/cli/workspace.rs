@@ -883,7 +883,8 @@ fn relay(node: &Node, selector: Option<&str>, command: RelayCommand, out: &Out) 
 
 /// `meridian member remove NAME`
 pub fn remove_member(ctx: &Ctx, name: &str) -> Result<()> {
-    if ctx.record.creator != ctx.node.key().verifying_key().to_bytes() {
+    // The creator, from any of their devices.
+    if hex::encode(&ctx.record.creator) != ctx.me {
         crate::fail!(
             Refused,
             "only the workspace's creator ({}) can remove members",

@@ -171,3 +171,56 @@ fn a_revoked_device_reads_nothing_written_after_and_what_it_writes_is_refused() 
         "the revoked laptop decrypted Bo's reply"
     );
 }
+
+#[test]
+fn concurrent_removals_by_the_creators_two_devices_converge_and_neither_removed_member_reads_on() {
+    let team = Team::new(&FOUR);
+    let [ana, bo, cy, dee] = [
+        &team.homes[0],
+        &team.homes[1],
+        &team.homes[2],
+        &team.homes[3],
+    ];
+    let thread = ana.create(&["thread", "new", "Plans", "-m", "what next?"]);
+    team.sync_until_quiet(&[ana, bo, cy, dee]);
+    let laptop = new_device(&team, ana, "ana-laptop");
+    team.sync_until_quiet(&[&laptop, ana, bo]);
+
+    // Offline, each of Ana's devices removes someone.
+    ana.ok(&["member", "remove", "Cy"]);
+    laptop.ok(&["member", "remove", "Dee"]);
+    push(ana);
+    push(&laptop);
+    team.sync_until_quiet(&[ana, &laptop, bo, ana, &laptop, bo]);
+    for home in [ana, &laptop, bo] {
+        let members = home.json(&["member", "list"]);
+        let removed: Vec<&str> = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["removed"] == true)
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(removed.len(), 2, "{}: {members}", home.name());
+    }
+    let after = unique("AfterBothRemovals");
+    bo.ok(&["reply", &thread, "-m", &after]);
+    push(bo);
+    team.sync_until_quiet(&[ana, &laptop]);
+    assert!(comment_bodies(ana, &thread).contains(&after));
+    assert!(comment_bodies(&laptop, &thread).contains(&after));
+    let workspace =
+        meridian::id::Id::parse(ana.json(&["workspace", "list"])[0]["id"].as_str().unwrap())
+            .unwrap();
+    let mut relay = team.relay;
+    relay.stop();
+    let logged = crate::epochs::relay_envelopes(&relay, workspace);
+    for removed in [cy, dee] {
+        let reads = crate::epochs::readable(removed, &logged);
+        assert!(
+            !reads.contains(&after),
+            "{} decrypted what Bo wrote after both removals",
+            removed.name()
+        );
+    }
+}
