@@ -1219,12 +1219,21 @@ pub fn held_for_removals(node: &Node, workspace: Id) -> Result<(usize, usize)> {
             }
             _ => continue,
         };
+        // Of what it carries, what the node lacks: does a removal refuse all of it?
+        let loaded = node.load(workspace, doc).ok();
+        let lacking = |c: &&Change| {
+            loaded
+                .as_ref()
+                .is_none_or(|d| d.get_change_meta_by_hash(&c.hash()).is_none())
+        };
         let late = |c: &Change| locks.late(doc, c.actor_id(), c.seq()).is_some();
-        let changes = items
+        let mut changes = items
             .iter()
             .filter(|i| i.doc == doc)
-            .flat_map(|i| &i.changes);
-        if items.iter().any(|i| i.doc == doc) && changes.clone().all(late) {
+            .flat_map(|i| &i.changes)
+            .filter(lacking)
+            .peekable();
+        if changes.peek().is_some() && changes.all(late) {
             removals += 1;
         } else {
             others += 1;
