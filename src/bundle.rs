@@ -77,25 +77,12 @@ pub fn export_verifiable(node: &Node, workspace: Id, doc: Id) -> Result<(Vec<u8>
         );
         keys.push(Some(crate::seal::disclose(&record, &envelope)?));
     }
-    let bundle = Bundle {
-        version: BUNDLE_VERSION,
-        workspace: workspace.0.to_vec(),
-        envelopes: envelopes
-            .into_iter()
-            .map(serde_bytes::ByteBuf::from)
-            .collect(),
-        docs: Some(vec![
-            serde_bytes::ByteBuf::from(workspace.0.to_vec()),
-            serde_bytes::ByteBuf::from(doc.0.to_vec()),
-        ]),
-        disclosure: Some(Disclosure {
-            creator: record.creator.clone(),
-            salt: record.salt.clone(),
-            keys,
-        }),
+    let disclosure = Disclosure {
+        creator: record.creator.clone(),
+        salt: record.salt.clone(),
+        keys,
     };
-    let mut bytes = BUNDLE_MAGIC.to_vec();
-    ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
+    let bytes = write(workspace, envelopes, &[workspace, doc], Some(disclosure));
     Ok((bytes, others.into_iter().collect()))
 }
 
@@ -105,6 +92,16 @@ pub fn export(node: &Node, workspace: Id, docs: &[Id]) -> Result<Vec<u8>> {
     // its envelopes are sealed under yet.
     let mut envelopes = crate::epochs::adopted_envelopes(&node.db().begin_read()?, workspace)?;
     envelopes.extend(node.envelopes(docs)?);
+    Ok(write(workspace, envelopes, docs, None))
+}
+
+/// The bytes of a bundle of `envelopes` of `docs` in `workspace`.
+fn write(
+    workspace: Id,
+    envelopes: Vec<Vec<u8>>,
+    docs: &[Id],
+    disclosure: Option<Disclosure>,
+) -> Vec<u8> {
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         workspace: workspace.0.to_vec(),
@@ -117,11 +114,11 @@ pub fn export(node: &Node, workspace: Id, docs: &[Id]) -> Result<Vec<u8>> {
                 .map(|d| serde_bytes::ByteBuf::from(d.0.to_vec()))
                 .collect(),
         ),
-        disclosure: None,
+        disclosure,
     };
     let mut bytes = BUNDLE_MAGIC.to_vec();
     ciborium::into_writer(&bundle, &mut bytes).expect("writing CBOR to a Vec cannot fail");
-    Ok(bytes)
+    bytes
 }
 
 /// What kind of file `merge` was given.

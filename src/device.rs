@@ -121,22 +121,8 @@ impl DeviceCode {
             let body = code.strip_prefix(DEVICE_PREFIX).with_context(|| {
                 format!("this is not a Meridian device code: codes start with `{DEVICE_PREFIX}` (`meridian device add` on one of your devices makes one)")
             })?;
-            if body.len() > 16 * 1024 {
-                bail!("the device code is too long to be genuine");
-            }
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(body)
-                .context("the device code is damaged (not base64): copy it again, whole")?;
-            let mut code: DeviceCode = meridian_relay::cbor::from_slice(bytes.as_slice())
-                .context("the device code is damaged: copy it again, whole")?;
-            let mut relays: Vec<String> = Vec::new();
-            for relay in &code.relays {
-                let relay = crate::sync::net::relay_url(relay).unwrap_or_else(|_| relay.clone());
-                if !relays.contains(&relay) {
-                    relays.push(relay);
-                }
-            }
-            code.relays = relays;
+            let mut code: DeviceCode = crate::workspace::code_body(body, "device code")?;
+            code.relays = crate::workspace::one_spelling(&code.relays);
             let workspace = code.workspace_id()?;
             let epoch_ok = code
                 .epoch

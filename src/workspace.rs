@@ -996,6 +996,31 @@ pub struct Invite {
     pub epoch: Option<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
 
+/// The value a code's text after its prefix holds (base64 of CBOR), with a clear word for
+/// each way it can be damaged; `what` names the code (`invite code`).
+pub(crate) fn code_body<T: serde::de::DeserializeOwned>(body: &str, what: &str) -> Result<T> {
+    if body.len() > 16 * 1024 {
+        bail!("the {what} is too long to be genuine");
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .with_context(|| format!("the {what} is damaged (not base64): copy it again, whole"))?;
+    meridian_relay::cbor::from_slice(bytes.as_slice())
+        .with_context(|| format!("the {what} is damaged: copy it again, whole"))
+}
+
+/// One spelling per relay, whatever the node that made a code wrote.
+pub(crate) fn one_spelling(relays: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for relay in relays {
+        let relay = crate::sync::net::relay_url(relay).unwrap_or_else(|_| relay.clone());
+        if !out.contains(&relay) {
+            out.push(relay);
+        }
+    }
+    out
+}
+
 impl Invite {
     /// Makes an invite signed by `inviter`.
     pub fn new(
@@ -1049,23 +1074,8 @@ impl Invite {
             let body = code.strip_prefix(INVITE_PREFIX).with_context(|| {
                 format!("this is not a Meridian invite code: codes start with `{INVITE_PREFIX}`")
             })?;
-            if body.len() > 16 * 1024 {
-                bail!("the invite code is too long to be genuine");
-            }
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(body)
-                .context("the invite code is damaged (not base64): copy it again, whole")?;
-            let mut invite: Invite = meridian_relay::cbor::from_slice(bytes.as_slice())
-                .context("the invite code is damaged: copy it again, whole")?;
-            // One spelling per relay, whatever the inviter's node wrote.
-            let mut relays: Vec<String> = Vec::new();
-            for relay in &invite.relays {
-                let relay = crate::sync::net::relay_url(relay).unwrap_or_else(|_| relay.clone());
-                if !relays.contains(&relay) {
-                    relays.push(relay);
-                }
-            }
-            invite.relays = relays;
+            let mut invite: Invite = code_body(body, "invite code")?;
+            invite.relays = one_spelling(&invite.relays);
             let workspace = invite.workspace_id()?;
             let epoch_ok = invite
                 .epoch
