@@ -315,12 +315,18 @@ fn check(
                     record.state.name_of(&author)
                 )));
             }
-            // A member this node has not seen verified yet may be one: wait for their entry.
-            if !record
+            if record
                 .state
-                .active_members()
-                .any(|m| m.keys.contains(&author))
+                .member(&author)
+                .is_some_and(|m| m.devices.iter().any(|d| d.key == author && !d.active()))
             {
+                return Err(Refusal::Broken(format!(
+                    "a key was shared by a device of {}'s that was revoked",
+                    record.state.name_of(&author)
+                )));
+            }
+            // A member this node has not seen verified yet may be one: wait for their entry.
+            if record.state.active_device_member(&author).is_none() {
                 return Err(Refusal::Waiting(format!(
                     "the membership of {}",
                     record.state.name_of(&author)
@@ -331,11 +337,15 @@ fn check(
     }
 }
 
-/// Takes the secrets wrapped to this device in adopted records, and walks each epoch it
-/// holds back to the first through the parents' secrets its record carries. An epoch's
-/// hash pins its record (and the parents it names), so a secret held for it, from a wrap
-/// or an invite, opens its parents before the record itself is adopted: a newcomer needs
-/// them to read the workspace changes that record's rules are checked against.
+/// Takes the secrets wrapped to this device, and walks each epoch it holds back to the
+/// first through the parents' secrets its record carries. An epoch's hash pins its record
+/// (and the parents it names), and each record commits to its secret, so a secret that
+/// matches the commitment is the epoch's whoever handed it over: it opens what was sealed
+/// under it before the record is adopted. A newcomer needs that to read the workspace
+/// changes the records' rules are checked against (an invite's epoch, or a share by a
+/// device whose own entry was sealed under the epoch it shares). A secret that reached
+/// this device only through records not adopted yet is kept `unchecked`: nothing is sealed
+/// under it until its epoch's record is adopted.
 fn take_secrets(
     device: &SigningKey,
     workspace: Id,
@@ -345,11 +355,21 @@ fn take_secrets(
 ) -> Result<()> {
     let starts: BTreeMap<EpochHash, &Kept> =
         all.iter().filter_map(|k| Some((k.starts?, k))).collect();
-    let mut held: BTreeMap<EpochHash, Secret> =
-        record.epochs.iter().filter_map(EpochKey::pair).collect();
-    for kept in all.iter().filter(|k| k.adopted) {
+    // Each held secret, and whether it is unchecked.
+    let mut held: BTreeMap<EpochHash, (Secret, bool)> = record
+        .epochs
+        .iter()
+        .filter_map(|e| e.pair().map(|(hash, secret)| (hash, (secret, e.unchecked))))
+        .collect();
+    // Adopted records first, so that a secret they give is checked.
+    let mut ordered: Vec<&Kept> = all.iter().collect();
+    ordered.sort_by_key(|k| !k.adopted);
+    for kept in ordered {
         let Some(epoch) = kept.epoch() else { continue };
-        if held.contains_key(&epoch) {
+        if held
+            .get(&epoch)
+            .is_some_and(|(_, unchecked)| !unchecked || !kept.adopted)
+        {
             continue;
         }
         let Some(commit) = starts.get(&epoch).and_then(|k| k.commit()) else {
@@ -358,24 +378,26 @@ fn take_secrets(
         // A wrap that does not open, or opens to a secret other than the epoch's, is
         // passed over: another record may carry a good one.
         if let Some(Ok(secret)) = kept.record.unwrap_for(device, &commit) {
-            held.insert(epoch, secret);
+            held.insert(epoch, (secret, !kept.adopted));
         }
     }
     let mut queue: Vec<EpochHash> = held.keys().copied().collect();
     while let Some(epoch) = queue.pop() {
-        let (Some(kept), Some(secret)) = (starts.get(&epoch), held.get(&epoch).copied()) else {
+        let (Some(kept), Some((secret, unchecked))) =
+            (starts.get(&epoch), held.get(&epoch).copied())
+        else {
             continue;
         };
         let Ok(parents) = keyring::open_parents(workspace, &secret, &kept.record) else {
             continue;
         };
         for (parent, parent_secret) in parents {
-            if parent == first || held.contains_key(&parent) {
+            if parent == first || held.get(&parent).is_some_and(|(_, u)| *u <= unchecked) {
                 continue;
             }
             let committed = starts.get(&parent).and_then(|k| k.commit());
             if committed == Some(keyring::commit(workspace, &parent_secret)) {
-                held.insert(parent, parent_secret);
+                held.insert(parent, (parent_secret, unchecked));
                 queue.push(parent);
             }
         }
@@ -383,10 +405,11 @@ fn take_secrets(
     let depths = depths(&starts, first);
     record.epochs = held
         .into_iter()
-        .map(|(hash, secret)| EpochKey {
+        .map(|(hash, (secret, unchecked))| EpochKey {
             hash: hash.to_vec(),
             secret: secret.to_vec(),
             depth: depths.get(&hash).copied().unwrap_or(1),
+            unchecked,
         })
         .collect();
     Ok(())
@@ -424,12 +447,15 @@ fn depths(starts: &BTreeMap<EpochHash, &Kept>, first: EpochHash) -> BTreeMap<Epo
     memo
 }
 
-/// Every device each epoch's secret went to, by its record and the shares of it.
+/// Every device each epoch's secret went to, by its record and the shares of it: the
+/// devices wrapped to, and each record's author, who held the secret to wrap it.
 fn recipients_of(adopted: &[&Kept]) -> BTreeMap<EpochHash, BTreeSet<[u8; 32]>> {
     let mut all: BTreeMap<EpochHash, BTreeSet<[u8; 32]>> = BTreeMap::new();
     for kept in adopted {
         if let Some(epoch) = kept.epoch() {
-            all.entry(epoch).or_default().extend(kept.record.devices());
+            let reached = all.entry(epoch).or_default();
+            reached.extend(kept.record.devices());
+            reached.insert(kept.author);
         }
     }
     all
@@ -438,10 +464,13 @@ fn recipients_of(adopted: &[&Kept]) -> BTreeMap<EpochHash, BTreeSet<[u8; 32]>> {
 fn choice(record: &WorkspaceRecord, adopted: &[&Kept]) -> keyring::Sealing {
     let recipients = recipients_of(adopted);
     let empty = BTreeSet::new();
+    let adopted_starts: BTreeSet<EpochHash> = adopted.iter().filter_map(|k| k.starts).collect();
     let hashes: Vec<(EpochHash, u32)> = record
         .epochs
         .iter()
-        .filter_map(|e| Some((e.hash.as_slice().try_into().ok()?, e.depth)))
+        .filter_map(|e| Some((e.hash.as_slice().try_into().ok()?, e.depth, e.unchecked)))
+        .filter(|(hash, _, unchecked)| !unchecked || adopted_starts.contains(hash))
+        .map(|(hash, depth, _)| (hash, depth))
         .collect();
     let candidates: Vec<Candidate<'_>> = hashes
         .iter()
@@ -507,6 +536,7 @@ pub fn start(
         hash: new.hash.to_vec(),
         secret: new.secret.to_vec(),
         depth,
+        unchecked: false,
     });
     rechoose(txn, workspace, record)?;
     put_record(txn, workspace, record)?;
@@ -660,7 +690,18 @@ pub fn repair(
             record.state.name_of(&removal.by)
         );
     }
-    if !record.state.active_members().any(|m| m.keys.contains(&me)) {
+    if let Some(member) = record
+        .state
+        .member(&me)
+        .filter(|m| m.devices.iter().any(|d| d.key == me && !d.active()))
+    {
+        crate::fail!(
+            Refused,
+            "this device was revoked from {}'s devices in this workspace: nothing it writes here reaches the members",
+            member.name
+        );
+    }
+    if record.state.active_device_member(&me).is_none() {
         // A newcomer whose membership this node has not seen verified yet (an invite made
         // before a removal) may not start an epoch, and its first entry must reach the
         // members who will verify it and wrap it the current key: the workspace key it
@@ -783,4 +824,34 @@ pub fn records(txn: &redb::ReadTransaction, workspace: Id) -> Result<Vec<RecordS
             },
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epochs_author_counts_among_the_devices_it_reached() {
+        let workspace = Id([5; 16]);
+        let bo = [2; 32];
+        let laptop = [4; 32];
+        let recipients: BTreeMap<[u8; 32], [u8; 32]> = [(bo, [3; 32])].into();
+        let first = (keyring::first_epoch(workspace, &[9; 32]), [9; 32]);
+        let new = keyring::new_epoch(workspace, &[first], &[[7; 32]], Reason::Repair, &recipients)
+            .unwrap();
+        let kept = Kept {
+            key: [0; 32],
+            adopted: true,
+            author: laptop,
+            record: Record::decode(&new.body, workspace).unwrap(),
+            starts: Some(new.hash),
+            envelope: Vec::new(),
+        };
+        let reached = &recipients_of(&[&kept])[&new.hash];
+        assert!(reached.contains(&bo), "the device wrapped to");
+        assert!(
+            reached.contains(&laptop),
+            "the author held the secret: revoked, the epoch is not sealed under"
+        );
+    }
 }

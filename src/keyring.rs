@@ -592,8 +592,9 @@ pub fn check_epoch(
         Reason::Removal { member } => {
             // The creator's, from any device of theirs.
             let creator_hex = hex::encode(creator);
-            let by_creator = author.as_slice() == creator
-                || state.member_of_device(&author_hex) == Some(creator_hex.as_str());
+            let by_creator = state
+                .active_device_member(&author_hex)
+                .is_some_and(|m| m.id == creator_hex);
             if !by_creator {
                 return Err(Refusal::Broken(format!(
                     "an epoch for a removal was signed by {}, not the workspace's creator",
@@ -607,9 +608,9 @@ pub fn check_epoch(
             }
         }
         Reason::Repair => {
-            if !state.active_members().any(|m| m.keys.contains(&author_hex)) {
+            if state.active_device_member(&author_hex).is_none() {
                 return Err(Refusal::Broken(format!(
-                    "an epoch was signed by {}, who is not a current member",
+                    "an epoch was signed by {}, who is not a current member (or by a revoked device)",
                     state.name_of(&author_hex)
                 )));
             }
@@ -909,6 +910,69 @@ mod tests {
         assert!(Record::decode(&twice.encode(), WORKSPACE).is_err());
         assert!(Record::decode(&genuine.encode(), Id([6; 16])).is_err());
         assert!(Record::decode(b"\xa0", WORKSPACE).is_err());
+    }
+
+    #[test]
+    fn a_revoked_device_starts_no_epoch_and_one_its_author_holds_is_not_sealed_under() {
+        let (keys, mut state) = team();
+        let creator = keys[0].verifying_key().to_bytes();
+        // Bo's laptop, revoked by Bo.
+        let laptop = SigningKey::from_bytes(&[4; 32]);
+        let laptop_id = hex::encode(laptop.verifying_key().to_bytes());
+        let bo = &mut state.members[1];
+        bo.devices = vec![
+            crate::workspace::Device {
+                key: bo.id.clone(),
+                encryption: bo.encryption.clone(),
+                by: None,
+                revoked: None,
+                lock: None,
+            },
+            crate::workspace::Device {
+                key: laptop_id.clone(),
+                encryption: Some(hex::encode(DeviceKey::of(&laptop).public())),
+                by: Some(bo.id.clone()),
+                revoked: Some(1),
+                lock: None,
+            },
+        ];
+        bo.keys = vec![bo.id.clone(), laptop_id];
+        let repair = new_epoch(
+            WORKSPACE,
+            &[(first_epoch(WORKSPACE, &[9; 32]), [9; 32])],
+            &[[7; 32]],
+            Reason::Repair,
+            &recipients(&state),
+        )
+        .unwrap();
+        let record = Record::decode(&repair.body, WORKSPACE).unwrap();
+        let by_laptop = check_epoch(
+            &record,
+            &laptop.verifying_key().to_bytes(),
+            &state,
+            &creator,
+        );
+        assert!(
+            by_laptop.is_err_and(|e| e.to_string().contains("revoked device")),
+            "a repair by a revoked device is refused"
+        );
+        check_epoch(
+            &record,
+            &keys[1].verifying_key().to_bytes(),
+            &state,
+            &creator,
+        )
+        .unwrap();
+        assert!(
+            !record
+                .devices()
+                .any(|d| d == laptop.verifying_key().to_bytes()),
+            "no wrap for the revoked laptop"
+        );
+        // Whoever wrote a record held its secret: an epoch whose record a removed device
+        // wrote reached it, wrapped to it or not.
+        let removed = removed_devices(&state);
+        assert!(removed.contains(&laptop.verifying_key().to_bytes()));
     }
 
     fn other_record(new: &NewEpoch) -> Record {

@@ -887,8 +887,12 @@ impl Node {
             .chain(revoked)
             .filter(|id| !record.endorsed.contains(id))
             .collect();
-        // A device not (yet) a verified member's may not write; it endorses once it is.
-        let active = record.state.active_members().any(|m| m.id == me);
+        // A device not (yet) a verified member's may not write; it endorses once it is. A
+        // revoked one writes nothing more.
+        let active = record
+            .state
+            .active_device_member(&self.device_id())
+            .is_some_and(|m| m.id == me);
         if pending.is_empty() || !active {
             return Ok(Vec::new());
         }
@@ -1826,6 +1830,7 @@ impl Joining<'_> {
                     hash: hash.to_vec(),
                     secret: secret.to_vec(),
                     depth: 1,
+                    unchecked: false,
                 })
                 .collect(),
             sealing: match self.epoch {

@@ -166,6 +166,11 @@ pub struct EpochKey {
     pub secret: Vec<u8>,
     /// Its distance from the first epoch (the longest chain of parents).
     pub depth: u32,
+    /// Taken from a wrap in a record not adopted yet (or walked back from such a secret):
+    /// the secret is the epoch's (its commitment, pinned by the epoch's hash, says so), so
+    /// it opens, but nothing is sealed under it until the epoch's record is adopted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchecked: bool,
 }
 
 impl EpochKey {
@@ -477,6 +482,7 @@ mod tests {
             hash: vec![7; 32],
             secret: vec![5; 32],
             depth: 1,
+            unchecked: false,
         });
         record.sealing = Sealing::Epoch(serde_bytes::ByteBuf::from(vec![7; 32]));
         let three = Sealer::of(&record)
@@ -504,6 +510,7 @@ mod tests {
             hash: hash.to_vec(),
             secret: vec![5; 32],
             depth: 1,
+            unchecked: false,
         });
         record.sealing = Sealing::Epoch(serde_bytes::ByteBuf::from(hash.to_vec()));
         let sealer = Sealer::of(&record).unwrap();

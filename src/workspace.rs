@@ -236,6 +236,15 @@ impl WorkspaceState {
         self.members.iter().filter(|m| m.verified && !m.removed)
     }
 
+    /// The current member (verified, not removed) whose device this key is, while that
+    /// device is not revoked: who may write key records now.
+    pub fn active_device_member(&self, key: &str) -> Option<&Member> {
+        self.active_members().find(|m| {
+            m.keys.iter().any(|k| k == key)
+                && !m.devices.iter().any(|d| d.key == key && !d.active())
+        })
+    }
+
     /// The verified member with this id or device key.
     pub fn member(&self, id_or_key: &str) -> Option<&Member> {
         self.members

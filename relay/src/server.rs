@@ -927,28 +927,27 @@ impl Rooms {
         }
     }
 
-    /// Runs `revoke` (the store's removal of `key`) and, when it succeeds, marks every
-    /// connection of that device removed and wakes it, all under the lock that publishing
-    /// takes too: an entry committed after the removal is published only once the device's
-    /// connections are marked, and neither the fan-out nor the connection writes a
-    /// workspace frame to a removed one.
+    /// Runs `revoke` (the store's removal of a key, which returns every key it removed)
+    /// and, when it succeeds, marks every connection of those devices removed and wakes
+    /// it, all under the lock that publishing takes too: an entry committed after the
+    /// removal is published only once the devices' connections are marked, and neither the
+    /// fan-out nor the connection writes a workspace frame to a removed one.
     fn revoke(
         &self,
         ws: Ws,
-        key: &Key,
-        revoke: impl FnOnce() -> Result<Result<(), String>>,
+        revoke: impl FnOnce() -> Result<Result<Vec<Key>, String>>,
     ) -> Result<Result<(), String>> {
         let rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let result = revoke()?;
-        if let (Ok(()), Some(room)) = (&result, rooms.get(&ws)) {
+        if let (Ok(removed), Some(room)) = (&result, rooms.get(&ws)) {
             for member in room.members.values() {
-                if member.key == *key {
+                if removed.contains(&member.key) {
                     member.outgoing.lock().removed = true;
                     member.outgoing.wake.notify_one();
                 }
             }
         }
-        Ok(result)
+        Ok(result.map(|_| ()))
     }
 }
 
@@ -1699,9 +1698,7 @@ async fn revoke(shared: &Arc<Shared>, session: &Session, member: Vec<u8>) -> Res
     let (ws, by) = (session.ws, session.key);
     let rooms = shared.rooms.clone();
     let result = blocking(shared, move |store| {
-        rooms.revoke(ws, &member_key, || {
-            store.revoke(&ws, &by, &member_key, now_ms())
-        })
+        rooms.revoke(ws, || store.revoke(&ws, &by, &member_key, now_ms()))
     })
     .await?;
     Ok(match result {

@@ -675,8 +675,16 @@ impl RelayStore {
     }
 
     /// Marks a member (or a device) removed: the workspace's creator may remove anyone but
-    /// themselves, and a member their own other devices.
-    pub fn revoke(&self, ws: &Ws, by: &Key, member: &Key, now: i64) -> Result<Result<(), String>> {
+    /// themselves, and a member their own other devices. A member's removal is every one
+    /// of their devices': those admitted here as theirs go with it, whether or not the
+    /// remover's node knew of them. The keys removed (`member` first).
+    pub fn revoke(
+        &self,
+        ws: &Ws,
+        by: &Key,
+        member: &Key,
+        now: i64,
+    ) -> Result<Result<Vec<Key>, String>> {
         let txn = self.begin_write()?;
         let result = {
             let workspaces = txn.open_table(WORKSPACES)?;
@@ -691,20 +699,28 @@ impl RelayStore {
                     .map(|v| decode::<MemberInfo>(v.value(), "member"))
                     .transpose()
             };
+            let revoker = known(by)?.filter(|revoker| !revoker.removed);
             // A member revokes one of their other devices: the target was admitted as the
             // member's device, and `by` is the member's first device or another of theirs.
-            let sibling = match (known(member)?, known(by)?) {
-                (Some(target), Some(revoker)) if !revoker.removed => {
-                    target.of.as_ref().is_some_and(|of| {
-                        of.as_slice() == by.as_slice() || revoker.of.as_ref() == Some(of)
-                    })
-                }
+            let sibling = match (known(member)?, &revoker) {
+                (Some(target), Some(revoker)) => target.of.as_ref().is_some_and(|of| {
+                    of.as_slice() == by.as_slice() || revoker.of.as_ref() == Some(of)
+                }),
                 _ => false,
             };
-            let creator = info.as_ref().is_some_and(|info| info.creator == by);
+            // The creator removes members from their first device or any other admitted
+            // here as theirs.
+            let creator_key = info.as_ref().map(|info| info.creator.as_slice());
+            let creator = creator_key.is_some_and(|creator| {
+                creator == by.as_slice()
+                    || revoker
+                        .as_ref()
+                        .and_then(|r| r.of.as_ref())
+                        .is_some_and(|of| of.as_slice() == creator)
+            });
             if !creator && !sibling {
                 Err("only the workspace's creator can remove members, and a member only their own other devices".to_string())
-            } else if member == by {
+            } else if member == by || creator_key == Some(member.as_slice()) {
                 Err("the creator cannot remove themselves".to_string())
             } else {
                 let existing: Option<MemberInfo> = members
@@ -722,15 +738,34 @@ impl RelayStore {
                 });
                 record.removed = true;
                 members.insert((*ws, *member), encode(&record).as_slice())?;
-                Ok(new)
+                let mut removed = vec![*member];
+                if record.of.is_none() {
+                    let devices: Vec<(Key, MemberInfo)> = members
+                        .range((*ws, [0; 32])..=(*ws, [0xff; 32]))?
+                        .map(|item| {
+                            let (k, v) = item?;
+                            Ok((k.value().1, decode::<MemberInfo>(v.value(), "member")?))
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                        .into_iter()
+                        .filter(|(_, m)| {
+                            !m.removed && m.of.as_ref().is_some_and(|of| of.as_slice() == member)
+                        })
+                        .collect();
+                    for (key, mut device) in devices {
+                        device.removed = true;
+                        members.insert((*ws, key), encode(&device).as_slice())?;
+                        removed.push(key);
+                    }
+                }
+                Ok((new || removed.len() > 1, removed))
             }
         };
-        if result == Ok(true) {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
+        match result {
+            Ok((true, _)) => txn.commit()?,
+            _ => txn.abort()?,
         }
-        Ok(result.map(|_| ()))
+        Ok(result.map(|(_, removed)| removed))
     }
 
     /// Admits the members the workspace's creator `by` vouches for, one result each (all

@@ -24,7 +24,7 @@ use meridian_relay::protocol::{
     auth_message,
 };
 use meridian_relay::server::{Config, HANDSHAKE_BYTES, LIVE_FRAME_BYTES, SEND_BATCH_BYTES, serve};
-use support::{Device, FAR, Socket, drain, handshake, invite, join, next, push, send};
+use support::{Device, FAR, Socket, device_of, drain, handshake, invite, join, next, push, send};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -260,8 +260,21 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
         assert_nothing_after_refusal(what, socket, answer, code).await;
     }
 
+    // Bo's phone, admitted as Bo's device by his proof: the creator's node may never have
+    // heard of it, and it goes with Bo.
+    let phone = Device::new(11);
+    let (mut phone_socket, answer) =
+        handshake(&relay.url, &phone, ws, device_of(&bo, ws, &phone, 56)).await;
+    assert!(matches!(answer, Frame::Welcome { .. }), "{answer:?}");
+    send(&mut phone_socket, &Frame::Subscribe { after: 0 }).await;
+    assert!(holds_canary(&[next(&mut phone_socket).await.unwrap()]));
+    assert_eq!(
+        next(&mut phone_socket).await,
+        Some(Frame::CaughtUp { head: 1 })
+    );
+
     // A removed member: disconnected at once with nothing more, even what is pushed right
-    // after the removal, and refused from then on.
+    // after the removal, and refused from then on, on every device of theirs.
     let (ana_socket, _) = handshake(&relay.url, &ana, ws, None).await;
     let mut ana_socket = ana_socket;
     assert_eq!(next(&mut socket).await, Some(Frame::CaughtUp { head: 1 }));
@@ -301,6 +314,19 @@ async fn every_refused_access_gets_nothing_of_the_workspace() {
     );
     let (socket, answer) = handshake(&relay.url, &bo, ws, None).await;
     assert_nothing_after_refusal("removed member", socket, answer, RefusedCode::Removed).await;
+    let closing = drain(&mut phone_socket).await;
+    assert!(
+        !holds(&closing, after),
+        "the removed member's phone got {closing:?}"
+    );
+    let (socket, answer) = handshake(&relay.url, &phone, ws, None).await;
+    assert_nothing_after_refusal(
+        "removed member's device",
+        socket,
+        answer,
+        RefusedCode::Removed,
+    )
+    .await;
     // What a member forwards of theirs (taken before the removal reached it) is stored: the
     // nodes take it or refuse it by the removal's lock.
     let forwarded = Envelope::sign(&bo.key, ws, [1; 16], [9; 24], |_| b"forwarded".to_vec());

@@ -165,8 +165,8 @@ pub fn registration(node: &Node, record: &WorkspaceRecord) -> Option<Register> {
     }
 }
 
-/// The keys relays must refuse that this device may tell them of: for the creator's first
-/// device, every key of a removed member; for any device, its member's revoked devices.
+/// The keys relays must refuse that this device may tell them of: for any of the creator's
+/// devices, every key of a removed member; for any device, its member's revoked devices.
 fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
     let me = node.member_id();
     let revoked = record
@@ -177,7 +177,7 @@ fn removed_members(node: &Node, record: &WorkspaceRecord) -> Vec<Vec<u8>> {
         .flat_map(|m| &m.devices)
         .filter(|d| !d.active())
         .filter_map(|d| hex::decode(&d.key).ok());
-    if record.creator != node.key().verifying_key().to_bytes() {
+    if hex::decode(&me).ok().as_deref() != Some(record.creator.as_slice()) {
         return revoked.collect();
     }
     record

@@ -224,3 +224,60 @@ fn concurrent_removals_by_the_creators_two_devices_converge_and_neither_removed_
         );
     }
 }
+
+/// A newcomer whose key reached them only from a device added after a rotation: that
+/// device's own entry is sealed under the key it shares, so the newcomer opens it with the
+/// secret before it can check who shared it (the secret is the epoch's: its record commits
+/// to it), then counts the device, adopts the share, and writes under the new key.
+#[test]
+fn a_newcomer_whose_key_came_from_a_device_added_after_a_rotation_reads_and_writes() {
+    let team = Team::new(&FOUR[..3]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    // Bo invites Dee before anyone is removed: the code carries no key epoch.
+    let code = bo.ok(&["invite"]);
+    ana.ok(&["member", "remove", "Cy"]);
+    let after = unique("AfterCyLeft");
+    ana.create(&["thread", "new", &after, "-m", "under the new key"]);
+    push(ana);
+    let laptop = new_device(&team, ana, "ana-laptop");
+    push(&laptop);
+
+    let dee = team.world.person("Dee", "Africa/Nairobi");
+    dee.ok(&["join", code.trim()]);
+    push(&dee);
+    // The laptop is the first to see Dee: the new key reaches Dee from it alone.
+    sync(&laptop);
+    push(&laptop);
+    sync(&dee);
+    let seen = titles(&dee);
+    assert!(
+        seen.contains(&after),
+        "Dee reads what was written under the key the laptop shared: {seen:?}"
+    );
+    let keys = dee.json(&["workspace", "keys"]);
+    assert!(
+        !["first", "waiting"].contains(&keys["sealing"].as_str().unwrap()),
+        "Dee seals under the new key: {keys}"
+    );
+    let thread = dee.create(&["thread", "new", "Hello from Dee", "-m", "hi"]);
+    push(&dee);
+    sync(bo);
+    assert!(
+        titles(bo).contains(&"Hello from Dee".to_string()),
+        "{thread}"
+    );
+}
+
+#[test]
+fn the_creators_second_device_removes_a_member_at_the_relay_too() {
+    let team = Team::new(&FOUR[..3]);
+    let [ana, cy] = [&team.homes[0], &team.homes[2]];
+    let laptop = new_device(&team, ana, "ana-laptop");
+    team.sync_until_quiet(&[&laptop, ana]);
+    // Ana's first device stays offline: the laptop alone tells the relay.
+    laptop.ok(&["member", "remove", "Cy"]);
+    push(&laptop);
+    let said = cy.run(&["sync"]);
+    let said = String::from_utf8_lossy(&said.stderr);
+    assert!(said.contains("removed"), "the relay refuses Cy: {said}");
+}

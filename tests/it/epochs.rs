@@ -137,6 +137,7 @@ pub(crate) fn readable(home: &Home, envelopes: &[Vec<u8>]) -> Readable {
                     hash: hash.to_vec(),
                     secret: secret.to_vec(),
                     depth: 1,
+                    unchecked: false,
                 })
             })
             .collect(),

@@ -431,8 +431,48 @@ impl Sim {
             self.step(step)?;
         }
         self.heal()?;
+        // Act two, in half the runs with an added device and nobody removed: its member
+        // revokes it once every replica knows it, and the run goes on (the revoked device
+        // keeps writing) until the network heals again.
+        if self.removed.is_empty() && self.rng.chance(50) && self.revoke_a_device(steps)? {
+            let more = 30 + self.rng.below(60);
+            for step in steps..steps + more {
+                self.outcome.steps += 1;
+                self.step(step)?;
+            }
+            self.heal()?;
+        }
         self.check()?;
         Ok(std::mem::take(&mut self.outcome))
+    }
+
+    /// A member revokes one of their added devices from the device that added it; from
+    /// then on the revoked device counts as removed for every check. Whether one was.
+    fn revoke_a_device(&mut self, step: usize) -> Run<bool> {
+        let devices: Vec<(usize, usize)> = (0..self.nodes.len())
+            .filter_map(|n| Some((n, self.nodes[n].device_of?)))
+            .collect();
+        let Some(&(device, of)) = self.rng.pick(&devices) else {
+            return Ok(false);
+        };
+        let key = Node::open(&self.nodes[device].home)
+            .map_err(err)?
+            .device_id();
+        // Only a device whose entry has reached the revoker can be named.
+        let known = {
+            let node = Node::open(&self.nodes[of].home).map_err(err)?;
+            let (_, record) = node.workspace(None).map_err(err)?;
+            record.state.members.iter().any(|m| m.keys.contains(&key))
+        };
+        if known && self.cli(of, &["device", "revoke", &key[..16]]) {
+            self.outcome.revocations += 1;
+            self.removed.insert(device);
+            self.note(format!(
+                "{step}: node {of} revokes its device node {device}"
+            ));
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn step(&mut self, step: usize) -> Run<()> {
@@ -506,27 +546,7 @@ impl Sim {
                 Ok(())
             }
             96..98 if self.removed.is_empty() && self.outcome.revocations == 0 => {
-                // A member revokes one of their added devices from the device that added
-                // it; from then on the revoked device counts as removed for every check.
-                let devices: Vec<(usize, usize)> = (0..self.nodes.len())
-                    .filter_map(|n| Some((n, self.nodes[n].device_of?)))
-                    .collect();
-                if let Some(&(device, of)) = self.rng.pick(&devices) {
-                    let key = Node::open(&self.nodes[device].home)
-                        .map_err(err)?
-                        .device_id();
-                    // Only a device whose entry has reached the revoker can be named.
-                    let known = {
-                        let node = Node::open(&self.nodes[of].home).map_err(err)?;
-                        let (_, record) = node.workspace(None).map_err(err)?;
-                        record.state.members.iter().any(|m| m.keys.contains(&key))
-                    };
-                    if known && self.cli(of, &["device", "revoke", &key[..16]]) {
-                        self.outcome.revocations += 1;
-                        self.removed.insert(device);
-                    }
-                }
-                Ok(())
+                self.revoke_a_device(step).map(|_| ())
             }
             94..95 if self.removed.is_empty() => {
                 // The creator (node 0) removes a member it knows of. Not one who invited
@@ -901,10 +921,15 @@ impl Sim {
                     .revoke(&ws, &key, &member_key, determinism::now_ms())
                     .map_err(err)?
                 {
-                    Ok(()) => {
+                    Ok(removed) => {
                         conn.down.push_back(Frame::Revoked { member });
                         for other in conns.iter_mut() {
-                            if other.relay == relay && other.peer.hello == Some((ws, member_key)) {
+                            if other.relay == relay
+                                && other
+                                    .peer
+                                    .hello
+                                    .is_some_and(|(w, k)| w == ws && removed.contains(&k))
+                            {
                                 refuse(
                                     other,
                                     Refusal {
@@ -1289,12 +1314,7 @@ impl Sim {
                 })
                 .count();
             let removed = self.removed.contains(&index);
-            if removed && opened > 0 {
-                return Err(format!(
-                    "node {index}, removed, opens {opened} envelopes sealed under an epoch after its removal"
-                ));
-            }
-            if !removed && opened < sealed_in_epochs.len() {
+            if (removed && opened > 0) || (!removed && opened < sealed_in_epochs.len()) {
                 let txn = node.db().begin_read().map_err(err)?;
                 let records = meridian::epochs::records(&txn, self.workspace).map_err(err)?;
                 let me = node.key().verifying_key().to_bytes();
@@ -1315,13 +1335,24 @@ impl Sim {
                         )
                     })
                     .collect();
-                return Err(format!(
-                    "node {index} opens {opened} of the {} envelopes sealed under key epochs; it holds {} epochs ({:?}) and keeps records: {}",
-                    sealed_in_epochs.len(),
-                    own.epochs.len(),
-                    own.sealing,
-                    described.join("; ")
-                ));
+                let held: Vec<String> = own
+                    .epochs
+                    .iter()
+                    .map(|e| hex::encode(&e.hash[..4.min(e.hash.len())]))
+                    .collect();
+                return Err(if removed {
+                    format!(
+                        "node {index}, removed, opens {opened} envelopes sealed under an epoch after its removal; it holds epochs {held:?} and keeps records: {}",
+                        described.join("; ")
+                    )
+                } else {
+                    format!(
+                        "node {index} opens {opened} of the {} envelopes sealed under key epochs; it holds epochs {held:?} ({:?}) and keeps records: {}",
+                        sealed_in_epochs.len(),
+                        own.sealing,
+                        described.join("; ")
+                    )
+                });
             }
         }
         for &removed in &self.removed {

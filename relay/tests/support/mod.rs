@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
 use meridian_relay::Envelope;
-use meridian_relay::membership::{JoinProof, invite_message, join_message, workspace_id};
+use meridian_relay::membership::{
+    DeviceProof, JoinProof, device_code_message, device_join_message, invite_message, join_message,
+    workspace_id,
+};
 use meridian_relay::protocol::{Frame, PROTOCOL_VERSION, Register, auth_message};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -124,6 +127,29 @@ pub fn join(
     seed: u64,
 ) -> Option<Register> {
     Some(Register::Join(invite(inviter, ws, member, expires, seed)))
+}
+
+/// The registration of `device` as another device of `member`, with a one-time code
+/// `member` made from `seed` (the node's `device add`).
+pub fn device_of(member: &Device, ws: [u8; 16], device: &Device, seed: u64) -> Option<Register> {
+    let code = Device::new(seed).key;
+    let code_public = code.verifying_key().to_bytes().to_vec();
+    let public = member.public().to_vec();
+    Some(Register::Device(DeviceProof {
+        member: public.clone(),
+        by: public.clone(),
+        code_public: code_public.clone(),
+        expires: FAR,
+        by_sig: member
+            .key
+            .sign(&device_code_message(&ws, &public, &code_public, FAR))
+            .to_bytes()
+            .to_vec(),
+        code_sig: code
+            .sign(&device_join_message(&ws, &public, &device.public()))
+            .to_bytes()
+            .to_vec(),
+    }))
 }
 
 /// An expiry far in the future.
