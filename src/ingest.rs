@@ -39,9 +39,14 @@ pub struct Limits {
     pub inflation_slack: u64,
     /// Most changes in one batch.
     pub max_changes: usize,
-    /// Most new operations applied to one document in one batch: automerge holds several
-    /// hundred bytes of memory per operation while it applies them.
+    /// Most new operations applied to one document in one batch, as changes (and so in one
+    /// change): automerge holds several hundred bytes of memory per operation while it
+    /// applies them (a merge of one change of 240,000 operations peaks at 200 MB, of
+    /// 480,000 at 380 MB).
     pub max_ops: usize,
+    /// Most operations in a document taken whole (a saved document, a snapshot): loading
+    /// one holds about a hundred bytes per operation.
+    pub max_document_ops: usize,
     /// Deepest object nesting a document may reach.
     pub max_depth: usize,
 }
@@ -53,7 +58,8 @@ impl Default for Limits {
             inflation: 16,
             inflation_slack: 4 << 20,
             max_changes: 1_000_000,
-            max_ops: 500_000,
+            max_ops: 250_000,
+            max_document_ops: 500_000,
             max_depth: 64,
         }
     }
@@ -380,7 +386,7 @@ fn check_document_columns(mut data: &[u8], budget: &mut u64) -> Result<()> {
             columns.push((list == 1 && spec & !0b1000 == ACTION_COLUMN, spec, len));
         }
     }
-    let limit = Limits::default().max_ops as u64;
+    let limit = Limits::default().max_document_ops as u64;
     for (is_action, spec, len) in columns {
         let column = take(&mut data, len, "column")?;
         let inflated;
@@ -807,10 +813,34 @@ pub fn apply_in(
     let target = Target::new(txn, node, workspace, limits);
     let mut record = node::workspace_record(txn, workspace)?;
     let mut report = Report::default();
-    for (doc_id, mut items) in by_document(workspace, items) {
-        report.absorb(try_store(&target, &mut record, doc_id, &mut items)?);
+    for (doc_id, items) in by_document(workspace, items) {
+        for mut group in within_ops(items, limits.max_ops) {
+            report.absorb(try_store(&target, &mut record, doc_id, &mut group)?);
+        }
     }
     Ok(report)
+}
+
+/// A document's items, in order, in consecutive groups of at most `max_ops` operations
+/// each (an item larger than that alone): a bundle of a large document is applied a
+/// merge's worth at a time, so memory stays bounded and nothing any node took is refused.
+fn within_ops(items: Vec<Item>, max_ops: usize) -> Vec<Vec<Item>> {
+    let mut groups: Vec<Vec<Item>> = Vec::new();
+    let mut ops = 0;
+    for item in items {
+        let size: usize = item.changes.iter().map(Change::len).sum();
+        match groups.last_mut() {
+            Some(group) if ops + size <= max_ops => {
+                ops += size;
+                group.push(item);
+            }
+            _ => {
+                ops = size;
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
 }
 
 /// Groups items by document, the workspace document first: it may bring the members who
@@ -1344,11 +1374,14 @@ fn prepare(
         return Ok(None);
     }
     let ops: usize = fresh.iter().map(|c| c.len()).sum();
-    if ops > limits.max_ops {
+    let max_ops = match whole {
+        Some(_) => limits.max_document_ops,
+        None => limits.max_ops,
+    };
+    if ops > max_ops {
         bail!(
-            "the new changes to document {} hold {ops} operations, more than the limit of {} in one merge or sync: refusing them",
+            "the new changes to document {} hold {ops} operations, more than the limit of {max_ops} in one merge or sync: refusing them",
             doc_id.short(),
-            limits.max_ops
         );
     }
     report.applied += fresh.len();

@@ -1358,6 +1358,15 @@ impl Node {
         } else {
             (doc.get_changes(&before), None, None)
         };
+        // Every node refuses an envelope holding more operations than one merge may bring
+        // (`ingest::Limits::max_ops`): such an edit would stay here alone, for good.
+        let max_ops = crate::ingest::Limits::default().max_ops;
+        if let Some(ops) = changes.iter().map(Change::len).find(|ops| *ops > max_ops) {
+            crate::fail!(
+                Refused,
+                "this edit is {ops} operations in one change, more than the {max_ops} other members' nodes take in one piece: make it in smaller edits (a long text in several parts); nothing was changed"
+            );
+        }
         let (touched, envelopes) = match sealed {
             Some(sealed) => (check_on_both_cores(&changes, check)?, vec![sealed]),
             None => {
@@ -1656,20 +1665,28 @@ pub const MAX_SEALED_BYTES: usize = 1 << 20;
 ///
 /// Each piece is the number of changes it holds, in order, and their bytes.
 pub(crate) fn sealing_groups(changes: &mut [Change]) -> Vec<(usize, Vec<u8>)> {
+    let max_ops = crate::ingest::Limits::default().max_ops;
     let mut groups = Vec::new();
     let mut plaintext = Vec::new();
     let mut count = 0;
+    let mut ops = 0;
     for change in changes {
+        let change_ops = change.len();
         let bytes = if change.raw_bytes().len() > MAX_SEALED_BYTES {
             change.bytes()
         } else {
             std::borrow::Cow::Borrowed(change.raw_bytes())
         };
-        if !plaintext.is_empty() && plaintext.len() + bytes.len() > MAX_SEALED_BYTES {
+        // Receivers apply an envelope at a time at worst: within one merge's operations.
+        if !plaintext.is_empty()
+            && (plaintext.len() + bytes.len() > MAX_SEALED_BYTES || ops + change_ops > max_ops)
+        {
             groups.push((std::mem::take(&mut count), std::mem::take(&mut plaintext)));
+            ops = 0;
         }
         plaintext.extend_from_slice(&bytes);
         count += 1;
+        ops += change_ops;
     }
     if !plaintext.is_empty() {
         groups.push((count, plaintext));
@@ -1696,7 +1713,7 @@ fn own_document(is_workspace: bool, stats: &automerge::Stats, new: usize) -> boo
     !is_workspace
         && stats.num_actors == 1
         && new as u64 * 2 >= stats.num_changes
-        && stats.num_ops <= limits.max_ops as u64
+        && stats.num_ops <= limits.max_document_ops as u64
         && stats.num_changes <= limits.max_changes as u64
 }
 

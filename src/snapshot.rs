@@ -129,9 +129,12 @@ pub fn due(
     for (_, doc) in candidates.into_iter().take(policy.max_per_round) {
         let loaded = node::load_doc(&records, &checkpoints, &record, workspace, doc)?;
         let saved = loaded.doc.save();
-        if saved.len() > meridian_relay::envelope::MAX_ENVELOPE_BYTES - 1024 {
-            // Too large for one envelope: members replay this document's entries, and the
-            // document is looked at again when it has doubled.
+        let ops = automerge::ReadDoc::stats(&loaded.doc).num_ops;
+        if saved.len() > meridian_relay::envelope::MAX_ENVELOPE_BYTES - 1024
+            || ops > crate::ingest::Limits::default().max_document_ops as u64
+        {
+            // Too large for one envelope, or for members to take whole: they replay this
+            // document's entries, and the document is looked at again when it has doubled.
             too_large.push(doc.0);
             continue;
         }

@@ -306,11 +306,11 @@ fn apply(
         }
     }
     let ops: usize = fresh.iter().map(|c| c.len()).sum();
-    if ops > limits.max_ops {
+    if ops > limits.max_document_ops {
         bail!(
             "document {} holds {ops} operations, more than the limit of {}",
             id.short(),
-            limits.max_ops
+            limits.max_document_ops
         );
     }
     let roots = fresh.iter().filter(|c| c.deps().is_empty()).count();

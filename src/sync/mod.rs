@@ -213,9 +213,13 @@ pub fn coalesce(
         entries: Vec<(u64, Vec<u8>)>,
         docs: BTreeMap<Id, Vec<u8>>,
         bytes: usize,
+        ops: usize,
         creation: bool,
     }
-    let open = |bytes: &[u8]| -> Option<(Id, Vec<u8>)> {
+    // Receivers apply an envelope at a time at worst: a run stays within one merge's
+    // operations (each entry is, as its edit was sealed).
+    let max_ops = ingest::Limits::default().max_ops;
+    let open = |bytes: &[u8]| -> Option<(Id, Vec<u8>, usize)> {
         let (record, sealer) = key?;
         // The device signs the run afresh and must vouch only for what it had signed. The
         // outbox holds only what this node signed or verified when storing it, so the
@@ -240,7 +244,11 @@ pub fn coalesce(
         if ingest::is_whole_document(&changes) {
             return None;
         }
-        Some((Id(envelope.doc_id()), changes.into_owned()))
+        // What does not parse travels all the same, for the receivers to refuse.
+        let ops = ingest::chunks(&changes, &mut budget, false)
+            .and_then(|chunks| ingest::parse_changes(&chunks))
+            .map_or(0, |parsed| parsed.iter().map(automerge::Change::len).sum());
+        Some((Id(envelope.doc_id()), changes.into_owned(), ops))
     };
     let finish = |run: Run, out: &mut Vec<Outgoing>| {
         let first = run.entries[0].0;
@@ -270,7 +278,7 @@ pub fn coalesce(
     let mut out = Vec::new();
     let mut run: Option<Run> = None;
     for (seq, bytes) in entries {
-        let Some((doc, changes)) = open(&bytes) else {
+        let Some((doc, changes, ops)) = open(&bytes) else {
             if let Some(run) = run.take() {
                 finish(run, &mut out);
             }
@@ -285,6 +293,7 @@ pub fn coalesce(
         if let Some(current) = run.as_mut() {
             let alone = current.creation || !shared;
             let joins = current.bytes + changes.len() <= node::MAX_SEALED_BYTES
+                && current.ops + ops <= max_ops
                 && !creation
                 && if alone {
                     current.docs.contains_key(&doc)
@@ -294,6 +303,7 @@ pub fn coalesce(
                 };
             if joins {
                 current.bytes += changes.len();
+                current.ops += ops;
                 current
                     .docs
                     .entry(doc)
@@ -308,6 +318,7 @@ pub fn coalesce(
         }
         let mut started = Run {
             bytes: changes.len(),
+            ops,
             creation,
             ..Run::default()
         };

@@ -44,7 +44,8 @@ const READY_FRAMES: usize = 64;
 /// The most entries, and envelope bytes, applied in one transaction when the entries of
 /// several frames are applied together: ten of the relay's largest frames. Received
 /// envelopes are in memory already; each document's new operations stay bounded by
-/// `ingest::Limits::max_ops` whatever the batch.
+/// `ingest::Limits::max_ops` whatever the batch (a batch over it is applied an envelope at
+/// a time).
 const MERGED_ENTRIES: usize = 10 * protocol::MAX_BATCH_ENTRIES;
 /// See [`MERGED_ENTRIES`]. Two of the relay's largest batches: what a batch's envelopes may
 /// inflate to is in proportion to their bytes (`ingest::Budget`, 16 times), so this bounds

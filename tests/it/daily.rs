@@ -1486,3 +1486,61 @@ fn show_diffs_each_stale_version_once_naming_who_approved_it() {
         "{shown}"
     );
 }
+
+#[test]
+fn an_edit_too_large_for_the_other_members_nodes_is_refused_where_it_is_written() {
+    let world = World::new();
+    let team = world.team(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let [ana, bo] = [&team[0], &team[1]];
+    let p = ana.create(&["proposal", "new", "Corpus", "--section", "Summary=short"]);
+    // One character is one operation: a text longer than a node takes in one piece.
+    let file = world.file("long.md");
+    std::fs::write(&file, "word ".repeat(60_001)).unwrap();
+    let file = file.to_str().unwrap();
+    let said = ana.err(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Design",
+        "--file",
+        file,
+    ]);
+    assert!(
+        said.contains("more than the 250000") && said.contains("smaller edits"),
+        "{said}"
+    );
+    assert!(ana.ok(&["show", &p]).contains("short"));
+    assert!(
+        !ana.ok(&["show", &p]).contains("word word"),
+        "nothing was changed"
+    );
+    // The same text in two edits reaches Bo, by a bundle of more than one merge's worth.
+    let half = world.file("half.md");
+    std::fs::write(&half, "word ".repeat(30_000)).unwrap();
+    let half = half.to_str().unwrap();
+    ana.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Design",
+        "--file",
+        half,
+    ]);
+    ana.ok(&[
+        "proposal",
+        "edit",
+        &p,
+        "--section",
+        "Drawbacks",
+        "--file",
+        half,
+    ]);
+    sync_pair(&world, ana, bo);
+    let shown = bo.json(&["show", &p]);
+    assert!(
+        shown.to_string().contains("word word"),
+        "Bo has both halves"
+    );
+}

@@ -1388,3 +1388,30 @@ fn a_relay_the_creator_shares_reaches_every_member() {
         &format!("{url} is no longer among the workspace's relays"),
     );
 }
+
+/// Two large edits of one document are more operations than a node applies in one batch:
+/// a member syncing them takes them an envelope at a time, and has both.
+#[test]
+fn a_document_larger_than_one_batch_arrives_whole_by_relay() {
+    let team = crate::relays::Team::new(&[("Ana", "Asia/Tokyo"), ("Bo", "Europe/Berlin")]);
+    let [ana, bo] = [&team.homes[0], &team.homes[1]];
+    let p = ana.create(&["proposal", "new", "Corpus", "--section", "Summary=short"]);
+    let text = team.world.file("part.md");
+    std::fs::write(&text, "word ".repeat(30_000)).unwrap();
+    let text = text.to_str().unwrap();
+    for section in ["Design", "Drawbacks"] {
+        ana.ok(&["proposal", "edit", &p, "--section", section, "--file", text]);
+    }
+    crate::relays::push(ana);
+    let reports = crate::relays::sync(bo);
+    assert_eq!(
+        crate::relays::rejected(&reports),
+        Vec::<serde_json::Value>::new()
+    );
+    let shown = bo.json(&["show", &p]).to_string();
+    assert_eq!(
+        shown.matches("word").count(),
+        60_000,
+        "Bo has both sections"
+    );
+}

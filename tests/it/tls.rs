@@ -262,7 +262,7 @@ fn a_relay_with_its_own_tls_reloads_its_certificate_on_sighup() {
     );
     // A large message both ways: a push of many TLS records, and a live frame sealed for
     // one member.
-    let long = "All of this, sealed. ".repeat(20_000);
+    let long = "All of this, sealed. ".repeat(11_000);
     let body = world.file("long.md");
     std::fs::write(&body, &long).unwrap();
     let t = ana.create(&[
