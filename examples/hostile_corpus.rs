@@ -2028,6 +2028,15 @@ fn bundles(corpus: &mut Corpus, world: &World, hostile: &Hostile) {
         "one envelope the node has, 1000 times",
         &world.bundle(vec![small; 1000]),
     );
+    for (name, expect, what, envelopes) in meridian::fuzz::forged_membership(world) {
+        corpus.add(
+            &format!("bundles/forged-{name}.bundle"),
+            "forged-membership",
+            &expect,
+            &what,
+            &world.bundle(envelopes),
+        );
+    }
     let mut swapped = world.base_envelopes();
     swapped.reverse();
     corpus.add(

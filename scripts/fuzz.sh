@@ -23,7 +23,7 @@ RSS_MB=${RSS_MB:-512}
 # anyhow would capture (and the fuzzer would symbolise) a backtrace for every refused input.
 export RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame envelope bundle ingest keyring)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame envelope bundle ingest keyring device)
 
 seeds=target/fuzz-seeds
 rm -rf "$seeds"

@@ -686,6 +686,199 @@ pub fn keyring_seeds(world: &World) -> Vec<Vec<u8>> {
     vec![removal, epoch(Reason::Repair).encode(), share.encode()]
 }
 
+/// Device codes and device proofs: the bytes as a code's text (`meridian device join`),
+/// then as a proof's CBOR checked for the world's workspace and a device, as a relay
+/// checks a registration; every refusal clear.
+pub fn device(bytes: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && let Err(error) = crate::device::DeviceCode::decode(text)
+    {
+        assert_clear(&error);
+    }
+    let world = World::new();
+    match meridian_relay::cbor::from_slice::<meridian_relay::membership::DeviceProof>(bytes) {
+        Ok(proof) => {
+            let device = world.eve.verifying_key().to_bytes();
+            if let Err(error) = proof.verify(&world.workspace.0, &device) {
+                assert_clear(&error);
+            }
+        }
+        Err(error) => assert_clear(&error),
+    }
+}
+
+/// Seeds for [`device`]: a genuine code Ana makes, and the proof of Eve as Ana's device.
+pub fn device_seeds(world: &World) -> Vec<Vec<u8>> {
+    let member = world.ana.verifying_key().to_bytes();
+    let code = crate::device::DeviceCode::new(
+        &world.ana,
+        &member,
+        world.workspace,
+        "acme",
+        &world.key,
+        &member,
+        vec!["wss://relay.example.org".into()],
+        FAR_FUTURE,
+    );
+    let secret: [u8; 32] = code.secret.as_slice().try_into().expect("a 32-byte secret");
+    let code_key = SigningKey::from_bytes(&secret);
+    let proof = meridian_relay::membership::DeviceProof {
+        member: member.to_vec(),
+        by: member.to_vec(),
+        code_public: code_key.verifying_key().to_bytes().to_vec(),
+        expires: FAR_FUTURE,
+        by_sig: code.by_sig.clone(),
+        code_sig: code_key
+            .sign(&meridian_relay::membership::device_join_message(
+                &world.workspace.0,
+                &member,
+                &world.eve.verifying_key().to_bytes(),
+            ))
+            .to_bytes()
+            .to_vec(),
+    };
+    vec![code.encode().into_bytes(), crate::store::encode(&proof)]
+}
+
+/// A forged membership case: (name, what a merge of it must say, description, the
+/// envelopes of its bundle).
+pub type Forged = (String, String, String, Vec<Vec<u8>>);
+
+/// Keyring records and device entries a member or a stranger could forge, each with the
+/// envelopes that carry it, every one genuine but for the forgery: epochs on the world's
+/// workspace document (its heads as their basis) signed by the wrong device, naming a
+/// removal that never happened, or with a wrap left out or added; a device claimed for Cy
+/// with a proof no device of hers signed, then writing as her. A merge must refuse each
+/// whole, saying why. The wraps are real HPKE (their ephemeral keys are random: these
+/// bytes differ on every generation, their verdicts do not).
+pub fn forged_membership(world: &World) -> Vec<Forged> {
+    use crate::keyring::{self, DeviceKey, Reason};
+    // Ana and Cy publish their encryption keys (genuine changes, carried by every case).
+    let mut doc = world.workspace_doc();
+    let members = View::now(&doc)
+        .map(&ROOT, "members")
+        .expect("the genesis has members");
+    let published: Vec<Vec<u8>> = [(&world.ana, T0 + 2), (&world.cy, T0 + 3)]
+        .into_iter()
+        .map(|(key, at)| {
+            let change = edit(&mut doc, key, at, "publish an encryption key", |tx| {
+                workspace::put_device_key(tx, &members, key, world.workspace)
+            });
+            world.seal(key, world.workspace, &change)
+        })
+        .collect();
+    let basis: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
+    let state = workspace::read_state(View::now(&doc), &world.ana.verifying_key().to_bytes());
+    let recipients = keyring::recipients(&state);
+    let first = [(keyring::first_epoch(world.workspace, &world.key), world.key)];
+    let record = |signer: &SigningKey,
+                  reason: Reason,
+                  to: &std::collections::BTreeMap<[u8; 32], [u8; 32]>| {
+        let new = keyring::new_epoch(world.workspace, &first, &basis, reason, to)
+            .expect("an epoch is made");
+        let mut envelopes = published.clone();
+        envelopes.push(
+            meridian_relay::Envelope::sign_keyring(signer, world.workspace.0, new.body).encode(),
+        );
+        envelopes
+    };
+    let cy = hex::encode(world.cy.verifying_key().to_bytes());
+    let removal = || Reason::Removal { member: cy.clone() };
+    let mut missing = recipients.clone();
+    missing.remove(&world.cy.verifying_key().to_bytes());
+    let mut extra = recipients.clone();
+    extra.insert(
+        world.eve.verifying_key().to_bytes(),
+        DeviceKey::of(&world.eve).public(),
+    );
+    let mut cases: Vec<Forged> = vec![
+        (
+            "removal-signed-by-a-member".into(),
+            "not the workspace's creator".into(),
+            "an epoch for Cy's removal signed by Cy, a member but not the creator".into(),
+            record(&world.cy, removal(), &recipients),
+        ),
+        (
+            "removal-that-never-happened".into(),
+            "does not hold".into(),
+            "an epoch signed by the creator for a removal its basis does not hold".into(),
+            record(&world.ana, removal(), &recipients),
+        ),
+        (
+            "repair-signed-by-a-stranger".into(),
+            "not by a device of a current member".into(),
+            "a repair epoch signed by Eve, who holds the workspace key but is no member".into(),
+            record(&world.eve, Reason::Repair, &recipients),
+        ),
+        (
+            "repair-missing-a-wrap".into(),
+            "leaves out Cy".into(),
+            "a repair epoch by the creator that leaves Cy out".into(),
+            record(&world.ana, Reason::Repair, &missing),
+        ),
+        (
+            "repair-extra-wrap".into(),
+            "wraps its secret to".into(),
+            "a repair epoch by the creator that also wraps to Eve, no member".into(),
+            record(&world.ana, Reason::Repair, &extra),
+        ),
+    ];
+    // Cy's entry gains a device, Eve's key, with a code Eve signed herself; then Eve writes
+    // as Cy's device.
+    let mut forged = doc.clone();
+    let code = SigningKey::from_bytes(&[0xC0; 32]);
+    let member = world.cy.verifying_key().to_bytes().to_vec();
+    let code_public = code.verifying_key().to_bytes().to_vec();
+    let proof = meridian_relay::membership::DeviceProof {
+        member: member.clone(),
+        by: member.clone(),
+        code_public: code_public.clone(),
+        expires: FAR_FUTURE,
+        by_sig: world
+            .eve
+            .sign(&meridian_relay::membership::device_code_message(
+                &world.workspace.0,
+                &member,
+                &code_public,
+                FAR_FUTURE,
+            ))
+            .to_bytes()
+            .to_vec(),
+        code_sig: code
+            .sign(&meridian_relay::membership::device_join_message(
+                &world.workspace.0,
+                &member,
+                &world.eve.verifying_key().to_bytes(),
+            ))
+            .to_bytes()
+            .to_vec(),
+    };
+    let entry = View::now(&forged)
+        .map(&ROOT, "members")
+        .and_then(|members| View::now(&forged).map(&members, &cy))
+        .expect("Cy has an entry");
+    let claim = edit(&mut forged, &world.cy, T0 + 4, "Cy claims a device", |tx| {
+        workspace::put_new_device(tx, &entry, &world.eve, &proof, world.workspace)
+    });
+    let write = edit(&mut forged, &world.eve, T0 + 5, "Eve writes as Cy", |tx| {
+        workspace::put_name(tx, "taken")
+    });
+    cases.push((
+        "device-with-a-forged-proof".into(),
+        "not a verified member".into(),
+        "Cy's entry claims Eve's key as her device with a code Eve signed, then Eve renames the workspace".into(),
+        published
+            .iter()
+            .cloned()
+            .chain([
+                world.seal(&world.cy, world.workspace, &claim),
+                world.seal(&world.eve, world.workspace, &write),
+            ])
+            .collect(),
+    ));
+    cases
+}
+
 /// A small seeded random source (splitmix64): the same seed gives the same corpus and the
 /// same fuzzing run everywhere.
 #[derive(Clone, Debug)]

@@ -610,7 +610,7 @@ pub fn check_epoch(
         Reason::Repair => {
             if state.active_device_member(&author_hex).is_none() {
                 return Err(Refusal::Broken(format!(
-                    "an epoch was signed by {}, who is not a current member (or by a revoked device)",
+                    "an epoch was signed by {}, not by a device of a current member (removed members and revoked devices start none)",
                     state.name_of(&author_hex)
                 )));
             }
@@ -953,7 +953,7 @@ mod tests {
             &creator,
         );
         assert!(
-            by_laptop.is_err_and(|e| e.to_string().contains("revoked device")),
+            by_laptop.is_err_and(|e| e.to_string().contains("revoked devices start none")),
             "a repair by a revoked device is refused"
         );
         check_epoch(

@@ -340,6 +340,12 @@ fn keyring_records() {
 }
 
 #[test]
+fn device_codes_and_proofs() {
+    let seeds = fuzz::device_seeds(&fuzz::World::new());
+    fuzz_target("device", &[], seeds, &fuzz::device);
+}
+
+#[test]
 fn verifiable_exports() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let fixture = fixture(tmp.path());
