@@ -1364,7 +1364,7 @@ impl Node {
         if let Some(ops) = changes.iter().map(Change::len).find(|ops| *ops > max_ops) {
             crate::fail!(
                 Refused,
-                "this edit is {ops} operations in one change, more than the {max_ops} other members' nodes take in one piece: make it in smaller edits (a long text in several parts); nothing was changed"
+                "this edit is too large for the other members' nodes to take in one piece: {ops} operations (one per character or field written), more than {max_ops}. Make it in smaller edits, a long text in several parts; nothing was changed"
             );
         }
         let (touched, envelopes) = match sealed {

@@ -1507,7 +1507,9 @@ fn an_edit_too_large_for_the_other_members_nodes_is_refused_where_it_is_written(
         file,
     ]);
     assert!(
-        said.contains("more than the 250000") && said.contains("smaller edits"),
+        said.contains("too large")
+            && said.contains("more than 250000")
+            && said.contains("smaller edits"),
         "{said}"
     );
     assert!(ana.ok(&["show", &p]).contains("short"));
