@@ -1232,10 +1232,9 @@ fn take_held(
 /// (waiting for changes or a membership that has not arrived).
 pub fn held_for_removals(node: &Node, workspace: Id) -> Result<(usize, usize)> {
     let (_, record) = node.workspace(Some(&workspace.hex()))?;
-    let locks = crate::lock::Locks::of(&record.state);
     let txn = node.db().begin_read()?;
     let table = txn.open_table(crate::store::HELD)?;
-    let (mut removals, mut others) = (0, 0);
+    let mut held: Vec<(Id, Vec<Item>)> = Vec::new();
     for entry in table.iter()? {
         let (key, value) = entry?;
         let doc = Id(key.value().0);
@@ -1249,6 +1248,25 @@ pub fn held_for_removals(node: &Node, workspace: Id) -> Result<(usize, usize)> {
             }
             _ => continue,
         };
+        held.push((doc, items));
+    }
+    // The membership with every held workspace change in it: a device of a removed member
+    // whose own entry is held (written beyond the lock) is that member's there, so the
+    // lock refuses its entry and everything it wrote after.
+    let mut members = node.load(workspace, workspace)?;
+    let pending: Vec<Change> = held
+        .iter()
+        .flat_map(|(_, items)| items)
+        .filter(|i| i.doc == workspace)
+        .flat_map(|i| i.changes.iter().cloned())
+        .collect();
+    let state = match guard(|| members.apply_changes(pending)) {
+        Ok(()) => workspace::read_state(View::now(&members), &record.creator),
+        Err(_) => record.state.clone(),
+    };
+    let locks = crate::lock::Locks::of(&state);
+    let (mut removals, mut others) = (0, 0);
+    for (doc, items) in held {
         // Of what it carries, what the node lacks: does a removal refuse all of it?
         let loaded = node.load(workspace, doc).ok();
         let lacking = |c: &&Change| {
@@ -1442,6 +1460,9 @@ fn prepare(
     // Whose each device is, and which removals hold, by the membership the batch leads to.
     let state = (doc_id == workspace).then(|| workspace::read_state(view, &record.creator));
     let members = state.as_ref().unwrap_or(&record.state);
+    // A device not counted here yet would read as a writer of its own, not its member's,
+    // and break the rules on `by`: its changes wait for its entry instead.
+    check_members(members, &signers, doc_id)?;
     let checked =
         || crate::rules::check_decoded(&doc, kind, &changes, &expanded, first, Some(members));
     let touched = guard(checked).with_context(|| {

@@ -358,6 +358,8 @@ impl Sim {
             away: Vec::new(),
         };
         Node::init(&home, &profile).map_err(err)?;
+        let key = Node::open(&home).map_err(err)?.device_id();
+        self.note(format!("node {index} has the device key {}", &key[..12]));
         self.nodes.push(SimNode {
             name,
             home,
@@ -690,6 +692,24 @@ impl Sim {
             &mut |_| {},
         );
         if !report.rejected.is_empty() {
+            if std::env::var_os("MERIDIAN_SIM_DEBUG").is_some() {
+                let (_, record) = node.workspace(None).map_err(err)?;
+                for m in &record.state.members {
+                    eprintln!(
+                        "  {} {} verified={} removed={} lock={} keys={:?} devices={:?}",
+                        &m.id[..12],
+                        m.name,
+                        m.verified,
+                        m.removed,
+                        m.lock.is_some(),
+                        m.keys.iter().map(|k| &k[..12]).collect::<Vec<_>>(),
+                        m.devices
+                            .iter()
+                            .map(|d| (&d.key[..12], d.revoked.is_some()))
+                            .collect::<Vec<_>>()
+                    );
+                }
+            }
             return Err(format!(
                 "node {} rejected envelopes no one forged: {:?}",
                 conn.node, report.rejected
@@ -1246,11 +1266,11 @@ impl Sim {
             let node = Node::open(&self.nodes[index].home).map_err(err)?;
             node.workspace(Some(&self.workspace.hex())).map_err(err)?.1
         };
-        let locks = meridian::lock::Locks::of(&record.state);
         let mut late: BTreeSet<(Id, automerge::ChangeHash)> = BTreeSet::new();
         let mut logged = BTreeSet::new();
         let mut sealed_in_epochs: Vec<Vec<u8>> = Vec::new();
         let mut changes: BTreeMap<Id, BTreeSet<automerge::ChangeHash>> = BTreeMap::new();
+        let mut items = Vec::new();
         for relay in &self.relays {
             let mut after = 0;
             loop {
@@ -1272,32 +1292,51 @@ impl Sim {
                         sealed_in_epochs.push(bytes.clone());
                     }
                     let mut budget = meridian::ingest::Budget::stored();
-                    let items =
+                    items.extend(
                         meridian::ingest::open_sealed(&bytes, self.workspace, &record, &mut budget)
-                            .map_err(err)?;
-                    for item in items {
-                        // A removed member's change beyond the removal's lock is refused by
-                        // every node, or (taken by one before the removal reached it)
-                        // kept by all: the states compared below say which.
-                        let taken: Vec<automerge::ChangeHash> = item
-                            .changes
-                            .iter()
-                            .filter(|c| locks.late(item.doc, c.actor_id(), c.seq()).is_none())
-                            .map(|c| c.hash())
-                            .collect();
-                        if !taken.is_empty() {
-                            changes.entry(item.doc).or_default().extend(taken);
-                        }
-                        late.extend(
-                            item.changes
-                                .iter()
-                                .filter(|c| locks.late(item.doc, c.actor_id(), c.seq()).is_some())
-                                .map(|c| (item.doc, c.hash())),
-                        );
-                    }
+                            .map_err(err)?,
+                    );
                 }
                 after = last;
             }
+        }
+        // The removals' locks, by the membership with every logged workspace change in it:
+        // a removed member's device whose own entry came beyond the lock is theirs there.
+        let locks = {
+            let index = (0..self.nodes.len())
+                .find(|i| !self.removed.contains(i))
+                .ok_or("every node was removed")?;
+            let node = Node::open(&self.nodes[index].home).map_err(err)?;
+            let mut doc = node.load(self.workspace, self.workspace).map_err(err)?;
+            let all: Vec<automerge::Change> = items
+                .iter()
+                .filter(|i| i.doc == self.workspace)
+                .flat_map(|i| i.changes.iter().cloned())
+                .collect();
+            doc.apply_changes(all).map_err(err)?;
+            let state =
+                meridian::workspace::read_state(meridian::doc::View::now(&doc), &record.creator);
+            meridian::lock::Locks::of(&state)
+        };
+        for item in items {
+            // A removed member's change beyond the removal's lock is refused by every node,
+            // or (taken by one before the removal reached it) kept by all: the states
+            // compared below say which.
+            let taken: Vec<automerge::ChangeHash> = item
+                .changes
+                .iter()
+                .filter(|c| locks.late(item.doc, c.actor_id(), c.seq()).is_none())
+                .map(|c| c.hash())
+                .collect();
+            if !taken.is_empty() {
+                changes.entry(item.doc).or_default().extend(taken);
+            }
+            late.extend(
+                item.changes
+                    .iter()
+                    .filter(|c| locks.late(item.doc, c.actor_id(), c.seq()).is_some())
+                    .map(|c| (item.doc, c.hash())),
+            );
         }
         self.outcome.envelopes = logged.len() as u64;
         // Every current member's node holds every epoch anything is sealed under (it walked
