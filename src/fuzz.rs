@@ -722,22 +722,33 @@ pub fn device_seeds(world: &World) -> Vec<Vec<u8>> {
     );
     let secret: [u8; 32] = code.secret.as_slice().try_into().expect("a 32-byte secret");
     let code_key = SigningKey::from_bytes(&secret);
-    let proof = meridian_relay::membership::DeviceProof {
+    let proof = eve_as_device_of(world, &member, &code_key, code.by_sig.clone());
+    vec![code.encode().into_bytes(), crate::store::encode(&proof)]
+}
+
+/// The proof of Eve's key as a device of `member`, with the one-time `code` key whose
+/// signature (by the adding device) is `by_sig`.
+fn eve_as_device_of(
+    world: &World,
+    member: &[u8],
+    code: &SigningKey,
+    by_sig: Vec<u8>,
+) -> meridian_relay::membership::DeviceProof {
+    meridian_relay::membership::DeviceProof {
         member: member.to_vec(),
         by: member.to_vec(),
-        code_public: code_key.verifying_key().to_bytes().to_vec(),
+        code_public: code.verifying_key().to_bytes().to_vec(),
         expires: FAR_FUTURE,
-        by_sig: code.by_sig.clone(),
-        code_sig: code_key
+        by_sig,
+        code_sig: code
             .sign(&meridian_relay::membership::device_join_message(
                 &world.workspace.0,
-                &member,
+                member,
                 &world.eve.verifying_key().to_bytes(),
             ))
             .to_bytes()
             .to_vec(),
-    };
-    vec![code.encode().into_bytes(), crate::store::encode(&proof)]
+    }
 }
 
 /// A forged membership case: (name, what a merge of it must say, description, the
@@ -829,30 +840,17 @@ pub fn forged_membership(world: &World) -> Vec<Forged> {
     let code = SigningKey::from_bytes(&[0xC0; 32]);
     let member = world.cy.verifying_key().to_bytes().to_vec();
     let code_public = code.verifying_key().to_bytes().to_vec();
-    let proof = meridian_relay::membership::DeviceProof {
-        member: member.clone(),
-        by: member.clone(),
-        code_public: code_public.clone(),
-        expires: FAR_FUTURE,
-        by_sig: world
-            .eve
-            .sign(&meridian_relay::membership::device_code_message(
-                &world.workspace.0,
-                &member,
-                &code_public,
-                FAR_FUTURE,
-            ))
-            .to_bytes()
-            .to_vec(),
-        code_sig: code
-            .sign(&meridian_relay::membership::device_join_message(
-                &world.workspace.0,
-                &member,
-                &world.eve.verifying_key().to_bytes(),
-            ))
-            .to_bytes()
-            .to_vec(),
-    };
+    let by_sig = world
+        .eve
+        .sign(&meridian_relay::membership::device_code_message(
+            &world.workspace.0,
+            &member,
+            &code_public,
+            FAR_FUTURE,
+        ))
+        .to_bytes()
+        .to_vec();
+    let proof = eve_as_device_of(world, &member, &code, by_sig);
     let entry = View::now(&forged)
         .map(&ROOT, "members")
         .and_then(|members| View::now(&forged).map(&members, &cy))

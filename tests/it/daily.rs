@@ -1518,27 +1518,9 @@ fn an_edit_too_large_for_the_other_members_nodes_is_refused_where_it_is_written(
         "nothing was changed"
     );
     // The same text in two edits reaches Bo, by a bundle of more than one merge's worth.
-    let half = world.file("half.md");
-    std::fs::write(&half, "word ".repeat(30_000)).unwrap();
-    let half = half.to_str().unwrap();
-    ana.ok(&[
-        "proposal",
-        "edit",
-        &p,
-        "--section",
-        "Design",
-        "--file",
-        half,
-    ]);
-    ana.ok(&[
-        "proposal",
-        "edit",
-        &p,
-        "--section",
-        "Drawbacks",
-        "--file",
-        half,
-    ]);
+    let half = "word ".repeat(30_000);
+    edit_section(&world, ana, &p, "--section", "Design", &half);
+    edit_section(&world, ana, &p, "--section", "Drawbacks", &half);
     sync_pair(&world, ana, bo);
     let shown = bo.json(&["show", &p]);
     assert!(
