@@ -38,7 +38,7 @@ STEP=sim step env MERIDIAN_SIM_SEEDS="$SIM_SEEDS" MERIDIAN_SIM_FIRST=1 \
 STEP=crash step env MERIDIAN_CRASH_TRIALS="$CRASH_TRIALS" \
     cargo test --locked --quiet --test it crash::
 STEP=epochs step cargo test --locked --quiet --test it epochs::
-STEP=removals step cargo test --locked --quiet --test it removals:: devices::
+STEP=removals step cargo test --locked --quiet --test it -- removals:: devices::
 STEP=corpus step cargo test --locked --quiet --test corpus
 STEP=fuzz step env MERIDIAN_FUZZ_SECS="$FUZZ_SECS" \
     cargo test --locked --quiet --test fuzz
