@@ -1461,8 +1461,12 @@ fn prepare(
     let state = (doc_id == workspace).then(|| workspace::read_state(view, &record.creator));
     let members = state.as_ref().unwrap_or(&record.state);
     // A device not counted here yet would read as a writer of its own, not its member's,
-    // and break the rules on `by`: its changes wait for its entry instead.
-    check_members(members, &signers, doc_id)?;
+    // and break the rules on `by`: its changes to other documents wait for its entry
+    // instead. (The workspace document's own rules come first: a change there can undo
+    // the very membership it would be checked against.)
+    if doc_id != workspace {
+        check_members(members, &signers, doc_id)?;
+    }
     let checked =
         || crate::rules::check_decoded(&doc, kind, &changes, &expanded, first, Some(members));
     let touched = guard(checked).with_context(|| {
