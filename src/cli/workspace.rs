@@ -593,17 +593,22 @@ pub fn device_join(node: &Node, code: &str, ca: Option<&Path>, out: &Out) -> Res
     Ok(())
 }
 
-/// `meridian device revoke DEVICE`.
-pub fn revoke_device(ctx: &Ctx, prefix: &str) -> Result<()> {
-    let me = ctx.node.member_id();
-    let this = ctx.node.device_id();
-    let Some(member) = ctx.record.state.member(&me) else {
-        crate::fail!(
+/// The member this device belongs to, as the workspace shows it.
+fn own_member(ctx: &Ctx) -> Result<&crate::workspace::Member> {
+    match ctx.record.state.member(&ctx.node.member_id()) {
+        Some(member) => Ok(member),
+        None => crate::fail!(
             NotFound,
             "this device is not a member of workspace `{}` yet: sync first (`meridian sync`)",
             ctx.record.name
-        );
-    };
+        ),
+    }
+}
+
+/// `meridian device revoke DEVICE`.
+pub fn revoke_device(ctx: &Ctx, prefix: &str) -> Result<()> {
+    let this = ctx.node.device_id();
+    let member = own_member(ctx)?;
     let prefix = prefix.trim().to_lowercase();
     let matching: Vec<&crate::workspace::Device> = member
         .devices
@@ -656,15 +661,8 @@ pub fn revoke_device(ctx: &Ctx, prefix: &str) -> Result<()> {
 
 /// `meridian device list`: this member's devices.
 pub fn devices(ctx: &Ctx) -> Result<()> {
-    let me = ctx.node.member_id();
     let this = ctx.node.device_id();
-    let Some(member) = ctx.record.state.member(&me) else {
-        crate::fail!(
-            NotFound,
-            "this device is not a member of workspace `{}` yet: sync first (`meridian sync`)",
-            ctx.record.name
-        );
-    };
+    let member = own_member(ctx)?;
     let mut devices = member.devices.clone();
     if devices.is_empty() {
         devices.push(crate::workspace::Device {
